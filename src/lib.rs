@@ -1,0 +1,45 @@
+// SPDX-License-Identifier: MPL-2.0
+#![allow(clippy::non_send_fields_in_send_ty, unused_doc_comments)]
+
+//! # vsssummarize
+//!
+//! A GStreamer element that cuts a video stream into chunks, samples frames
+//! from each chunk, asks a vision-language model for a caption and emits the
+//! captions as JSON/text buffers, as `VssSummaryMeta` custom metas on the
+//! video buffers and as `vss-summary` bus messages, while the video passes
+//! through untouched.
+//!
+//! Everything except `vsssummarize/` and `meta.rs` is plain Rust without
+//! GStreamer types, unit tested on its own.
+
+pub mod backend;
+pub mod chunker;
+pub mod config;
+pub mod dispatcher;
+pub mod frames;
+pub mod meta;
+pub mod prompt;
+pub mod record;
+pub mod runtime;
+mod vsssummarize;
+
+pub use vsssummarize::VssSummarize;
+
+use gst::glib;
+
+fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
+    meta::register();
+    vsssummarize::register(plugin)
+}
+
+gst::plugin_define!(
+    vsssummarize,
+    env!("CARGO_PKG_DESCRIPTION"),
+    plugin_init,
+    concat!(env!("CARGO_PKG_VERSION"), "-", env!("COMMIT_ID")),
+    "MPL",
+    env!("CARGO_PKG_NAME"),
+    env!("CARGO_PKG_NAME"),
+    env!("CARGO_PKG_REPOSITORY"),
+    env!("BUILD_REL_DATE")
+);

@@ -1,0 +1,64 @@
+// SPDX-License-Identifier: MPL-2.0
+//! `VssSummaryMeta`: a GstCustomMeta carrying one chunk's record as a
+//! `vss-summary` structure, readable by name from any language
+//! (`buffer.get_custom_meta("VssSummaryMeta").get_structure()` in Python).
+
+use gst::glib;
+
+use crate::record::SummaryRecord;
+
+pub const META_NAME: &str = "VssSummaryMeta";
+pub const STRUCTURE_NAME: &str = "vss-summary";
+
+/// Registers the meta (idempotent). It has no tags, so elements that
+/// transform video keep it, and buffer copies copy it.
+pub fn register() {
+    if !gst::meta::CustomMeta::is_registered(META_NAME) {
+        gst::meta::CustomMeta::register(META_NAME, &[]);
+    }
+}
+
+/// The record as a `vss-summary` structure; field names and meanings are the
+/// same as in the JSON output. `reasoning` and `error` appear only when set.
+pub fn to_structure(r: &SummaryRecord) -> gst::Structure {
+    let times = gst::Array::new(r.frame_times.iter().map(|t| t.to_send_value()));
+    let mut s = gst::Structure::builder(STRUCTURE_NAME)
+        .field("chunk-index", r.chunk_index)
+        .field("start", r.start)
+        .field("end", r.end)
+        .field("frame-times", times)
+        .field("text", r.text.as_str())
+        .field("backend", r.backend.as_str())
+        .field("model", r.model.as_str())
+        .field("latency", r.latency)
+        .field("input-tokens", r.input_tokens)
+        .field("output-tokens", r.output_tokens)
+        .build();
+    if let Some(x) = &r.reasoning {
+        s.set("reasoning", x.as_str());
+    }
+    if let Some(e) = &r.error {
+        s.set("error", e.as_str());
+    }
+    s
+}
+
+/// Attaches one record to a buffer.
+pub fn add(buffer: &mut gst::BufferRef, s: &gst::Structure) -> Result<(), glib::BoolError> {
+    let mut m = gst::meta::CustomMeta::add(buffer, META_NAME)?;
+    let ms = m.mut_structure();
+    ms.set_name(STRUCTURE_NAME);
+    for (name, value) in s.iter() {
+        ms.set_value(name, value.clone());
+    }
+    Ok(())
+}
+
+/// The record attached to a buffer, if any.
+pub fn read(buffer: &gst::BufferRef) -> Option<gst::Structure> {
+    gst::meta::CustomMeta::from_buffer(buffer, META_NAME)
+        .ok()
+        .map(|m| m.structure().to_owned())
+}
+
+use glib::prelude::ToSendValue as _;

@@ -1,0 +1,160 @@
+// SPDX-License-Identifier: MPL-2.0
+//! The text sent with a chunk's frames (VSS's layout, with proper spacing).
+
+/// The caption prompt used when the `prompt` property is empty: VSS's dense
+/// caption prompt without its warehouse-specific wording.
+pub const DEFAULT_PROMPT: &str = "Write a concise and clear dense caption for the provided video, \
+describing the events in the order they happen. Start and end each sentence with a time stamp.";
+
+/// How frame times are written in the prompt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimeStyle {
+    /// Stream time in seconds with 2 decimals (files): `<12.34>`.
+    Seconds,
+    /// RFC 3339 UTC wall-clock time (live sources): `<2024-05-30T01:41:25.123Z>`.
+    /// The value is the Unix time in seconds of the frame.
+    Rfc3339,
+}
+
+/// One frame's time label.
+pub fn time_label(style: TimeStyle, value: f64) -> String {
+    match style {
+        TimeStyle::Seconds => format!("{value:.2}"),
+        TimeStyle::Rfc3339 => rfc3339(value),
+    }
+}
+
+/// `These are images sampled from a video at timestamps in seconds: <0.00> <1.00>. {prompt} Make sure the answer contains correct timestamps.`
+pub fn chunk_prompt(style: TimeStyle, labels: &[String], user_prompt: &str) -> String {
+    let unit = match style {
+        TimeStyle::Seconds => "in seconds",
+        TimeStyle::Rfc3339 => "in RFC3339 format",
+    };
+    let stamps: Vec<String> = labels.iter().map(|l| format!("<{l}>")).collect();
+    let user_prompt = user_prompt.trim();
+    let user_prompt = if user_prompt.is_empty() {
+        DEFAULT_PROMPT
+    } else {
+        user_prompt
+    };
+    format!(
+        "These are images sampled from a video at timestamps {unit}: {}. {user_prompt} Make sure the answer contains correct timestamps.",
+        stamps.join(" ")
+    )
+}
+
+/// Unix seconds → `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+pub fn rfc3339(unix_secs: f64) -> String {
+    let total_ms = (unix_secs * 1000.0).round() as i64;
+    let ms = total_ms.rem_euclid(1000);
+    let secs = total_ms.div_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let sod = secs.rem_euclid(86_400);
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z",
+        sod / 3600,
+        (sod / 60) % 60,
+        sod % 60
+    )
+}
+
+/// Splits a model answer into (text, reasoning): text inside `<think>…</think>`
+/// becomes the reasoning, `<answer>` / `</answer>` (and `<summary>`) tags are
+/// removed, and the result is trimmed. An unclosed `<think>` takes the rest.
+pub fn split_reasoning(content: &str) -> (String, Option<String>) {
+    let mut text = String::new();
+    let mut reasoning: Vec<String> = Vec::new();
+    let mut rest = content;
+    while let Some(i) = rest.find("<think>") {
+        text.push_str(&rest[..i]);
+        let after = &rest[i + "<think>".len()..];
+        match after.find("</think>") {
+            Some(j) => {
+                reasoning.push(after[..j].trim().to_string());
+                rest = &after[j + "</think>".len()..];
+            }
+            None => {
+                reasoning.push(after.trim().to_string());
+                rest = "";
+            }
+        }
+    }
+    text.push_str(rest);
+    // A lone closing tag (reasoning models whose template opened <think>).
+    if let Some(j) = text.find("</think>") {
+        let r = text[..j].trim().to_string();
+        let t = text[j + "</think>".len()..].to_string();
+        reasoning.insert(0, r);
+        text = t;
+    }
+    for tag in ["<answer>", "</answer>", "<summary>", "</summary>"] {
+        text = text.replace(tag, "");
+    }
+    reasoning.retain(|r| !r.is_empty());
+    let reasoning = if reasoning.is_empty() {
+        None
+    } else {
+        Some(reasoning.join("\n"))
+    };
+    (text.trim().to_string(), reasoning)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prompt_layout_has_spacing() {
+        let labels: Vec<String> = [0.0, 1.5, 3.0]
+            .iter()
+            .map(|t| time_label(TimeStyle::Seconds, *t))
+            .collect();
+        let p = chunk_prompt(TimeStyle::Seconds, &labels, "  Describe the scene.  ");
+        assert_eq!(
+            p,
+            "These are images sampled from a video at timestamps in seconds: <0.00> <1.50> <3.00>. Describe the scene. Make sure the answer contains correct timestamps."
+        );
+        let p = chunk_prompt(TimeStyle::Seconds, &labels, "");
+        assert!(p.contains(DEFAULT_PROMPT));
+    }
+
+    #[test]
+    fn rfc3339_formatting() {
+        assert_eq!(rfc3339(0.0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(1_717_033_285.123), "2024-05-30T01:41:25.123Z");
+        assert_eq!(rfc3339(951_782_400.5), "2000-02-29T00:00:00.500Z");
+        let p = chunk_prompt(TimeStyle::Rfc3339, &[rfc3339(0.0)], "x");
+        assert!(p.contains("in RFC3339 format: <1970-01-01T00:00:00.000Z>."));
+    }
+
+    #[test]
+    fn reasoning_split() {
+        assert_eq!(split_reasoning(" plain "), ("plain".into(), None));
+        assert_eq!(
+            split_reasoning("<think>\nwhy\n</think>\n\n<answer>\nA person walks.\n</answer>"),
+            ("A person walks.".into(), Some("why".into()))
+        );
+        assert_eq!(
+            split_reasoning("because</think>answer"),
+            ("answer".into(), Some("because".into()))
+        );
+        assert_eq!(
+            split_reasoning("x <think>unclosed"),
+            ("x".into(), Some("unclosed".into()))
+        );
+        assert_eq!(
+            split_reasoning("<think></think><summary>s</summary>"),
+            ("s".into(), None)
+        );
+    }
+}

@@ -1,0 +1,82 @@
+// SPDX-License-Identifier: MPL-2.0
+//! The per-chunk result: one caption or one error record per chunk.
+
+use serde::Serialize;
+
+/// Emitted once per chunk as JSON on `summary_src`, as the `VssSummaryMeta`
+/// structure and as the `vss-summary` bus message. Field names are the same
+/// everywhere.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct SummaryRecord {
+    pub chunk_index: u64,
+    /// Stream time of the chunk start, seconds.
+    pub start: f64,
+    /// Stream time of the chunk end, seconds.
+    pub end: f64,
+    /// Stream times of the frames sent, seconds.
+    pub frame_times: Vec<f64>,
+    /// The caption; empty on error.
+    pub text: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reasoning: Option<String>,
+    pub backend: String,
+    pub model: String,
+    /// Seconds from the chunk being complete to its result.
+    pub latency: f64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Chunk start and duration in buffer time (ns), for the summary buffer.
+    #[serde(skip)]
+    pub pts_ns: u64,
+    #[serde(skip)]
+    pub duration_ns: u64,
+}
+
+impl SummaryRecord {
+    pub fn is_error(&self) -> bool {
+        self.error.is_some()
+    }
+
+    /// One JSON object, newline-terminated (JSON Lines).
+    pub fn to_json_line(&self) -> String {
+        let mut s = serde_json::to_string(self).expect("record serializes");
+        s.push('\n');
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_names_and_optional_fields() {
+        let mut r = SummaryRecord {
+            chunk_index: 3,
+            start: 30.0,
+            end: 40.0,
+            frame_times: vec![30.0, 35.0],
+            text: "A forklift moves.".into(),
+            backend: "openai-compat".into(),
+            model: "gpt-4o".into(),
+            latency: 1.25,
+            input_tokens: 120,
+            output_tokens: 9,
+            ..Default::default()
+        };
+        let line = r.to_json_line();
+        assert!(line.ends_with('\n'));
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["chunk-index"], 3);
+        assert_eq!(v["frame-times"][1], 35.0);
+        assert_eq!(v["input-tokens"], 120);
+        assert!(v.get("error").is_none() && v.get("reasoning").is_none());
+        assert!(v.get("pts_ns").is_none() && v.get("pts-ns").is_none());
+        r.error = Some("HTTP 500".into());
+        let v: serde_json::Value = serde_json::from_str(&r.to_json_line()).unwrap();
+        assert_eq!(v["error"], "HTTP 500");
+    }
+}

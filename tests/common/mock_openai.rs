@@ -1,0 +1,766 @@
+//! A local, OpenAI-compatible chat-completions mock for integration tests.
+//!
+//! The server listens on `127.0.0.1:<any free port>`, handles every request on
+//! its own thread, records it (headers, JSON body, decoded images, text) and
+//! answers according to a user-settable policy.  By default it answers with a
+//! caption naming the palette colour of every image it received, in order
+//! (`"colours: red red green"`), so a test can prove which frames were sent in
+//! which request.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use serde_json::{json, Value};
+
+/// The colours the test videos are made of.
+pub const PALETTE: &[(&str, [u8; 3])] = &[
+    ("red", [255, 0, 0]),
+    ("green", [0, 255, 0]),
+    ("blue", [0, 0, 255]),
+    ("white", [255, 255, 255]),
+    ("black", [0, 0, 0]),
+    ("yellow", [255, 255, 0]),
+    ("cyan", [0, 255, 255]),
+    ("magenta", [255, 0, 255]),
+];
+
+/// Colour name recorded for an image that could not be decoded.
+pub const UNDECODABLE: &str = "undecodable";
+
+/// The palette entry nearest to `rgb` (Euclidean distance in RGB space).
+pub fn nearest_colour(rgb: [f64; 3]) -> &'static str {
+    let mut best = PALETTE[0].0;
+    let mut best_d = f64::INFINITY;
+    for (name, p) in PALETTE {
+        let d: f64 = (0..3)
+            .map(|i| {
+                let diff = rgb[i] - f64::from(p[i]);
+                diff * diff
+            })
+            .sum();
+        if d < best_d {
+            best_d = d;
+            best = name;
+        }
+    }
+    best
+}
+
+/// One image found in a request.
+#[derive(Clone, Debug)]
+pub struct DecodedImage {
+    /// 0 when the image could not be decoded.
+    pub width: u32,
+    /// 0 when the image could not be decoded.
+    pub height: u32,
+    /// Mean of all pixels, per channel, 0..=255.
+    pub mean_rgb: [f64; 3],
+    /// Nearest [`PALETTE`] name, or [`UNDECODABLE`].
+    pub colour: &'static str,
+    /// Length of the base64-decoded JPEG bytes (0 if base64 decoding failed).
+    pub jpeg_len: usize,
+}
+
+/// Everything the mock saw of one request.
+#[derive(Clone, Debug)]
+pub struct RecordedRequest {
+    pub method: String,
+    /// Path without the query, e.g. `/v1/chat/completions`.
+    pub path: String,
+    /// The query string without `?`, e.g. `api-version=2024-02-01`.
+    pub query: Option<String>,
+    /// Header names lower-cased, in the order received.
+    pub headers: Vec<(String, String)>,
+    /// The parsed JSON body, `Value::Null` if the body is not JSON.
+    pub body: Value,
+    pub raw_body: Vec<u8>,
+    /// Every `image_url` part of the last user message, in order.
+    pub images: Vec<DecodedImage>,
+    /// Text parts of the last user message, concatenated (no separator).
+    pub text: String,
+    /// Content of the (first) system message, if any.
+    pub system: Option<String>,
+}
+
+impl RecordedRequest {
+    /// Value of the first header called `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The colour of every image, in order.
+    pub fn colours(&self) -> Vec<&'static str> {
+        self.images.iter().map(|i| i.colour).collect()
+    }
+
+    /// The caption the mock answers with by default for this request.
+    pub fn default_caption(&self) -> String {
+        if self.images.is_empty() {
+            "colours: none".to_string()
+        } else {
+            format!("colours: {}", self.colours().join(" "))
+        }
+    }
+}
+
+/// What to do with one request.
+#[derive(Clone, Debug)]
+pub enum Reply {
+    /// 200 with a normal chat.completion body whose content is `content` (if
+    /// Some) or else the default caption; sent after `delay`.
+    Ok {
+        content: Option<String>,
+        delay: Duration,
+    },
+    /// An HTTP error status with a JSON error body
+    /// `{"error":{"message":..,"type":..}}`, optional `Retry-After` (seconds).
+    Status { code: u16, retry_after: Option<u32> },
+    /// Read the request but do not answer until the server is dropped or the
+    /// duration elapses; then answer 504 with a JSON error body.
+    Stall(Duration),
+    /// 200 with a non-JSON body (Content-Type still claims JSON).
+    Garbage,
+    /// 200 with JSON whose `choices` is an empty array.
+    Empty,
+    /// 200 with `choices[0].message.content` = null.
+    NullContent,
+}
+
+impl Reply {
+    /// `Ok` with the default caption and no delay.
+    pub fn ok() -> Reply {
+        Reply::Ok {
+            content: None,
+            delay: Duration::ZERO,
+        }
+    }
+
+    /// `Ok` with the given content and no delay.
+    pub fn with_content(content: impl Into<String>) -> Reply {
+        Reply::Ok {
+            content: Some(content.into()),
+            delay: Duration::ZERO,
+        }
+    }
+
+    /// `Ok` with the default caption after `delay`.
+    pub fn delayed(delay: Duration) -> Reply {
+        Reply::Ok {
+            content: None,
+            delay,
+        }
+    }
+}
+
+type Policy = dyn Fn(&RecordedRequest, usize) -> Reply + Send + Sync + 'static;
+
+#[derive(Default)]
+struct State {
+    requests: Vec<RecordedRequest>,
+    in_flight: usize,
+    max_in_flight: usize,
+    shutdown: bool,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    /// Notified on every state change (new request, shutdown).
+    cond: Condvar,
+    policy: RwLock<Arc<Policy>>,
+    handlers: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn is_shutdown(&self) -> bool {
+        self.lock().shutdown
+    }
+
+    /// Sleep for `d`, returning early when the server shuts down.
+    fn sleep_unless_shutdown(&self, d: Duration) {
+        let deadline = Instant::now() + d;
+        let mut st = self.lock();
+        while !st.shutdown {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            st = self
+                .cond
+                .wait_timeout(st, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+}
+
+/// Decrements the in-flight count when the handler is done (even on panic).
+struct InFlight(Arc<Shared>);
+
+impl InFlight {
+    fn enter(shared: &Arc<Shared>) -> InFlight {
+        let mut st = shared.lock();
+        st.in_flight += 1;
+        st.max_in_flight = st.max_in_flight.max(st.in_flight);
+        drop(st);
+        InFlight(Arc::clone(shared))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut st = self.0.lock();
+        st.in_flight = st.in_flight.saturating_sub(1);
+        drop(st);
+        self.0.cond.notify_all();
+    }
+}
+
+/// A running mock server; stopped when dropped.
+pub struct MockServer {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    accept: Option<JoinHandle<()>>,
+}
+
+impl MockServer {
+    /// Start a server on a free port with the default policy
+    /// (`Reply::Ok { content: None, delay: 0 }`).
+    pub fn start() -> MockServer {
+        let server =
+            std::net::TcpListener::bind("127.0.0.1:0").expect("mock server: bind 127.0.0.1:0");
+        server
+            .set_nonblocking(true)
+            .expect("mock server: non-blocking listener");
+        let addr = server.local_addr().expect("mock server: local address");
+        let default_policy: Arc<Policy> = Arc::new(|_: &RecordedRequest, _: usize| Reply::ok());
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            cond: Condvar::new(),
+            policy: RwLock::new(default_policy),
+            handlers: Mutex::new(Vec::new()),
+        });
+        let accept_shared = Arc::clone(&shared);
+        let accept = std::thread::Builder::new()
+            .name("mock-openai-accept".into())
+            .spawn(move || accept_loop(server, accept_shared))
+            .expect("mock server: spawn accept thread");
+        MockServer {
+            shared,
+            addr,
+            accept: Some(accept),
+        }
+    }
+
+    /// `http://127.0.0.1:PORT/v1`
+    pub fn url(&self) -> String {
+        format!("{}/v1", self.base())
+    }
+
+    /// `http://127.0.0.1:PORT`
+    pub fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.addr.port())
+    }
+
+    /// The listening address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Set the policy, called for every request (after recording it) with the
+    /// request and its 0-based arrival index.
+    pub fn set_policy(&self, f: impl Fn(&RecordedRequest, usize) -> Reply + Send + Sync + 'static) {
+        let mut p = self
+            .shared
+            .policy
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        *p = Arc::new(f);
+    }
+
+    /// All requests received so far, in arrival order.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.shared.lock().requests.clone()
+    }
+
+    pub fn request_count(&self) -> usize {
+        self.shared.lock().requests.len()
+    }
+
+    /// Block until at least `n` requests were received or `timeout` passed;
+    /// returns whether `n` was reached.
+    pub fn wait_for_requests(&self, n: usize, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut st = self.shared.lock();
+        loop {
+            if st.requests.len() >= n {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            st = self
+                .shared
+                .cond
+                .wait_timeout(st, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// Highest number of requests handled concurrently (received but not yet
+    /// answered).
+    pub fn max_in_flight(&self) -> usize {
+        self.shared.lock().max_in_flight
+    }
+
+    /// Number of requests received but not yet answered right now.
+    pub fn in_flight(&self) -> usize {
+        self.shared.lock().in_flight
+    }
+}
+
+impl Drop for MockServer {
+    fn drop(&mut self) {
+        self.shared.lock().shutdown = true;
+        self.shared.cond.notify_all();
+        if let Some(h) = self.accept.take() {
+            let _ = h.join();
+        }
+        let handlers = std::mem::take(
+            &mut *self
+                .shared
+                .handlers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        );
+        for h in handlers {
+            let _ = h.join();
+        }
+    }
+}
+
+/// One parsed HTTP/1.1 request.
+struct RawRequest {
+    method: String,
+    url: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+/// One HTTP response.
+struct RawResponse {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl RawResponse {
+    fn with_header(mut self, (name, value): (String, String)) -> RawResponse {
+        self.headers.push((name, value));
+        self
+    }
+}
+
+fn accept_loop(server: std::net::TcpListener, shared: Arc<Shared>) {
+    // A plain thread-per-connection HTTP/1.1 server (keep-alive, no
+    // pipelining): every connection is served at once, however many stall.
+    while !shared.is_shutdown() {
+        let stream = match server.accept() {
+            Ok((s, _)) => s,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(5));
+                continue;
+            }
+            Err(_) => {
+                std::thread::sleep(Duration::from_millis(5));
+                continue;
+            }
+        };
+        let conn_shared = Arc::clone(&shared);
+        let spawned = std::thread::Builder::new()
+            .name("mock-openai-conn".into())
+            .spawn(move || serve_connection(conn_shared, stream));
+        if let Ok(h) = spawned {
+            let mut hs = shared.handlers.lock().unwrap_or_else(|e| e.into_inner());
+            hs.retain(|h| !h.is_finished());
+            hs.push(h);
+        }
+    }
+    // Dropping `server` closes the listener.
+}
+
+fn serve_connection(shared: Arc<Shared>, stream: std::net::TcpStream) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
+    let mut writer = match stream.try_clone() {
+        Ok(w) => w,
+        Err(_) => return,
+    };
+    let mut reader = BufReader::new(stream);
+    loop {
+        // Request line, waiting for it while the server runs.
+        let mut line = String::new();
+        loop {
+            match reader.read_line(&mut line) {
+                Ok(0) => return,
+                Ok(_) => break,
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.kind() == std::io::ErrorKind::TimedOut =>
+                {
+                    if shared.is_shutdown() {
+                        return;
+                    }
+                }
+                Err(_) => return,
+            }
+        }
+        let mut parts = line.split_whitespace();
+        let method = parts.next().unwrap_or("").to_string();
+        let url = parts.next().unwrap_or("/").to_string();
+        let mut headers = Vec::new();
+        let mut content_length = 0usize;
+        loop {
+            let mut h = String::new();
+            match reader.read_line(&mut h) {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.kind() == std::io::ErrorKind::TimedOut =>
+                {
+                    continue
+                }
+                Err(_) => return,
+            }
+            let h = h.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = h.split_once(':') {
+                let k = k.trim().to_ascii_lowercase();
+                let v = v.trim().to_string();
+                if k == "content-length" {
+                    content_length = v.parse().unwrap_or(0);
+                }
+                headers.push((k, v));
+            }
+        }
+        let mut body = vec![0u8; content_length];
+        let mut got = 0;
+        while got < content_length {
+            match reader.read(&mut body[got..]) {
+                Ok(0) => return,
+                Ok(n) => got += n,
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.kind() == std::io::ErrorKind::TimedOut =>
+                {
+                    continue
+                }
+                Err(_) => return,
+            }
+        }
+        let guard = InFlight::enter(&shared);
+        let resp = handle(
+            Arc::clone(&shared),
+            RawRequest {
+                method,
+                url,
+                headers,
+                body,
+            },
+            guard,
+        );
+        let reason = match resp.status {
+            200 => "OK",
+            400 => "Bad Request",
+            401 => "Unauthorized",
+            429 => "Too Many Requests",
+            500 => "Internal Server Error",
+            502 => "Bad Gateway",
+            503 => "Service Unavailable",
+            504 => "Gateway Timeout",
+            _ => "Status",
+        };
+        let mut out = format!("HTTP/1.1 {} {reason}\r\n", resp.status);
+        for (k, v) in &resp.headers {
+            out.push_str(&format!("{k}: {v}\r\n"));
+        }
+        out.push_str(&format!("Content-Length: {}\r\n\r\n", resp.body.len()));
+        let mut bytes = out.into_bytes();
+        bytes.extend_from_slice(&resp.body);
+        if writer.write_all(&bytes).is_err() {
+            return;
+        }
+        let _ = writer.flush();
+    }
+}
+
+fn handle(shared: Arc<Shared>, req: RawRequest, guard: InFlight) -> RawResponse {
+    let RawRequest {
+        method,
+        url,
+        headers,
+        body: raw_body,
+    } = req;
+    let (path, query) = match url.split_once('?') {
+        Some((p, q)) => (p.to_string(), Some(q.to_string())),
+        None => (url.clone(), None),
+    };
+    let body: Value = serde_json::from_slice(&raw_body).unwrap_or(Value::Null);
+    let (images, text, system) = parse_messages(&body);
+    let rec = RecordedRequest {
+        method,
+        path,
+        query,
+        headers,
+        body,
+        raw_body,
+        images,
+        text,
+        system,
+    };
+
+    let index = {
+        let mut st = shared.lock();
+        st.requests.push(rec.clone());
+        st.requests.len() - 1
+    };
+    shared.cond.notify_all();
+
+    let policy = Arc::clone(&shared.policy.read().unwrap_or_else(|e| e.into_inner()));
+    let reply = policy(&rec, index);
+
+    let model = rec
+        .body
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or("mock-model")
+        .to_string();
+    let completion = |content: Value, choices_empty: bool| -> Value {
+        let n_images = rec.images.len() as u64;
+        let prompt_tokens = 100 + 10 * n_images;
+        let choices = if choices_empty {
+            json!([])
+        } else {
+            json!([{
+                "index": 0,
+                "message": {"role": "assistant", "content": content},
+                "finish_reason": "stop"
+            }])
+        };
+        json!({
+            "id": format!("chatcmpl-mock-{index}"),
+            "object": "chat.completion",
+            "created": SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+            "model": model,
+            "choices": choices,
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": 7,
+                "total_tokens": prompt_tokens + 7
+            }
+        })
+    };
+
+    let response = match reply {
+        Reply::Ok { content, delay } => {
+            if !delay.is_zero() {
+                shared.sleep_unless_shutdown(delay);
+            }
+            let content = content.unwrap_or_else(|| rec.default_caption());
+            json_response(200, &completion(Value::String(content), false))
+        }
+        Reply::Status { code, retry_after } => {
+            let mut r = json_response(code, &error_body(code));
+            if let Some(secs) = retry_after {
+                r = r.with_header(header("Retry-After", &secs.to_string()));
+            }
+            r
+        }
+        Reply::Stall(d) => {
+            shared.sleep_unless_shutdown(d);
+            json_response(504, &error_body(504))
+        }
+        Reply::Garbage => RawResponse {
+            status: 200,
+            headers: vec![header("Content-Type", "application/json")],
+            body: b"<html><body>this is not JSON {\"choices\": [</body></html>".to_vec(),
+        },
+        Reply::Empty => json_response(200, &completion(Value::Null, true)),
+        Reply::NullContent => json_response(200, &completion(Value::Null, false)),
+    };
+    // Leave the in-flight count before answering: a client that sends its
+    // next request only after reading this answer is never counted twice.
+    drop(guard);
+    response
+}
+
+fn header(name: &str, value: &str) -> (String, String) {
+    (name.to_string(), value.to_string())
+}
+
+fn json_response(code: u16, body: &Value) -> RawResponse {
+    RawResponse {
+        status: code,
+        headers: vec![header("Content-Type", "application/json")],
+        body: serde_json::to_vec(body).expect("serialise JSON"),
+    }
+}
+
+fn error_body(code: u16) -> Value {
+    let kind = match code {
+        400 | 404 | 413 | 422 => "invalid_request_error",
+        401 | 403 => "authentication_error",
+        429 => "rate_limit_exceeded",
+        504 => "timeout",
+        c if c >= 500 => "server_error",
+        _ => "invalid_request_error",
+    };
+    json!({"error": {"message": format!("mock error {code}"), "type": kind, "code": code}})
+}
+
+/// Text of a message `content`: a string, or the concatenated text parts.
+fn content_text(content: &Value) -> String {
+    match content {
+        Value::String(s) => s.clone(),
+        Value::Array(parts) => parts
+            .iter()
+            .filter_map(|p| {
+                if p.get("type").and_then(Value::as_str) == Some("text") {
+                    p.get("text").and_then(Value::as_str)
+                } else {
+                    None
+                }
+            })
+            .collect(),
+        _ => String::new(),
+    }
+}
+
+fn parse_messages(body: &Value) -> (Vec<DecodedImage>, String, Option<String>) {
+    let Some(msgs) = body.get("messages").and_then(Value::as_array) else {
+        return (Vec::new(), String::new(), None);
+    };
+    let role = |m: &Value| m.get("role").and_then(Value::as_str).map(str::to_string);
+    let system = msgs
+        .iter()
+        .find(|m| role(m).as_deref() == Some("system"))
+        .map(|m| content_text(m.get("content").unwrap_or(&Value::Null)));
+    let Some(user) = msgs
+        .iter()
+        .rev()
+        .find(|m| role(m).as_deref() == Some("user"))
+    else {
+        return (Vec::new(), String::new(), system);
+    };
+    let content = user.get("content").unwrap_or(&Value::Null);
+    let text = content_text(content);
+    let mut images = Vec::new();
+    if let Value::Array(parts) = content {
+        for p in parts {
+            let is_image = p.get("type").and_then(Value::as_str) == Some("image_url")
+                || (p.get("type").is_none() && p.get("image_url").is_some());
+            if !is_image {
+                continue;
+            }
+            let url = match p.get("image_url") {
+                Some(Value::String(s)) => s.as_str(),
+                Some(obj) => obj.get("url").and_then(Value::as_str).unwrap_or(""),
+                None => "",
+            };
+            images.push(decode_data_url(url));
+        }
+    }
+    (images, text, system)
+}
+
+fn undecodable(jpeg_len: usize) -> DecodedImage {
+    DecodedImage {
+        width: 0,
+        height: 0,
+        mean_rgb: [0.0; 3],
+        colour: UNDECODABLE,
+        jpeg_len,
+    }
+}
+
+/// Decode a `data:image/jpeg;base64,...` URL; never panics.
+pub fn decode_data_url(url: &str) -> DecodedImage {
+    let Some(b64) = url.strip_prefix("data:image/jpeg;base64,") else {
+        return undecodable(0);
+    };
+    let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(b64.trim()) else {
+        return undecodable(0);
+    };
+    decode_jpeg(&bytes)
+}
+
+/// Decode JPEG bytes and compute their mean colour; never panics.
+pub fn decode_jpeg(bytes: &[u8]) -> DecodedImage {
+    let len = bytes.len();
+    match std::panic::catch_unwind(|| decode_jpeg_inner(bytes)) {
+        Ok(Some(img)) => img,
+        _ => undecodable(len),
+    }
+}
+
+fn decode_jpeg_inner(bytes: &[u8]) -> Option<DecodedImage> {
+    use zune_jpeg::zune_core::colorspace::ColorSpace;
+    use zune_jpeg::zune_core::options::DecoderOptions;
+
+    let opts = DecoderOptions::default().jpeg_set_out_colorspace(ColorSpace::RGB);
+    let mut dec = zune_jpeg::JpegDecoder::new_with_options(bytes, opts);
+    let pixels = dec.decode().ok()?;
+    let info = dec.info()?;
+    let (width, height) = (u32::from(info.width), u32::from(info.height));
+    let n = width as usize * height as usize;
+    if n == 0 {
+        return None;
+    }
+    let comps = dec
+        .get_output_colorspace()
+        .map(|c| c.num_components())
+        .unwrap_or(3);
+    if comps == 0 || pixels.len() < n * comps {
+        return None;
+    }
+    let mut sum = [0u64; 3];
+    for px in pixels.chunks_exact(comps).take(n) {
+        if comps >= 3 {
+            for (s, v) in sum.iter_mut().zip(&px[..3]) {
+                *s += u64::from(*v);
+            }
+        } else {
+            for s in &mut sum {
+                *s += u64::from(px[0]);
+            }
+        }
+    }
+    let mean_rgb = sum.map(|s| s as f64 / n as f64);
+    Some(DecodedImage {
+        width,
+        height,
+        mean_rgb,
+        colour: nearest_colour(mean_rgb),
+        jpeg_len: bytes.len(),
+    })
+}
