@@ -245,6 +245,16 @@ pub struct EndpointConfig {
     pub azure: bool,
     pub api_key: Option<ApiKey>,
     pub model: String,
+    /// Whether the model name came from the user (property or environment).
+    pub model_explicit: bool,
+}
+
+impl EndpointConfig {
+    /// OpenAI's own API or Azure OpenAI (where `gpt-4o` is a sensible default).
+    pub fn is_openai(&self) -> bool {
+        let host = self.chat_url.host_str().unwrap_or_default();
+        self.azure || host == "api.openai.com" || host.ends_with(".api.openai.com")
+    }
 }
 
 /// The configuration the element runs with, fully resolved.
@@ -370,15 +380,16 @@ fn resolve_endpoint(user: &UserSettings, env: &Env) -> Result<EndpointConfig, St
     let azure = host.ends_with(".openai.azure.com")
         || (user.endpoint.as_deref().unwrap_or("").is_empty() && azure_env.is_some());
 
-    let model = user
+    let explicit_model = user
         .model_name
         .clone()
         .filter(|s| !s.is_empty())
         .or_else(|| {
             env.get("VIA_VLM_OPENAI_MODEL_DEPLOYMENT_NAME")
                 .map(str::to_string)
-        })
-        .unwrap_or_else(|| DEFAULT_MODEL.to_string());
+        });
+    let model_explicit = explicit_model.is_some();
+    let model = explicit_model.unwrap_or_else(|| DEFAULT_MODEL.to_string());
 
     let api_key = user.api_key.clone().or_else(|| {
         let mut names = vec!["VIA_VLM_API_KEY"];
@@ -427,6 +438,7 @@ fn resolve_endpoint(user: &UserSettings, env: &Env) -> Result<EndpointConfig, St
         azure,
         api_key,
         model,
+        model_explicit,
     })
 }
 
@@ -499,6 +511,7 @@ mod tests {
             "https://api.openai.com/v1/chat/completions"
         );
         assert_eq!(r.endpoint.model, "gpt-4o");
+        assert!(!r.endpoint.model_explicit && r.endpoint.is_openai());
         assert_eq!(r.endpoint.api_key.as_ref().unwrap().expose(), "sk-test-123");
         assert_eq!(r.num_frames, 10);
         assert!(!r.endpoint.azure);
@@ -524,6 +537,7 @@ mod tests {
             "http://localhost:38011/v1/chat/completions"
         );
         assert_eq!(r.endpoint.model, "Qwen2.5VL-7B-instruct");
+        assert!(r.endpoint.model_explicit && !r.endpoint.is_openai());
         assert_eq!(r.endpoint.api_key.as_ref().unwrap().expose(), "k1");
         assert_eq!((r.frame_width, r.frame_height), (640, 0));
         assert_eq!(r.num_frames, 6);

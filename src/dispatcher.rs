@@ -5,8 +5,10 @@
 //! * `max-concurrency` worker threads each take one job at a time and call the
 //!   backend (which may block them on the network or on compute). So at most
 //!   `max-concurrency` requests are in flight.
-//! * "Pending" chunks are those submitted and not yet finished (queued or in
-//!   flight). When `max-pending-chunks` of them exist, [`Dispatcher::submit`]
+//! * "Pending" chunks are those submitted whose record has not been taken by
+//!   the output side yet (queued, in flight, or finished and waiting for an
+//!   earlier chunk or for the output). When `max-pending-chunks` of them
+//!   exist, [`Dispatcher::submit`]
 //!   either waits for room (non-live input: backpressure, nothing is dropped)
 //!   or drops the oldest pending chunk (live input): the oldest one not sent
 //!   yet, or, when all pending chunks are in flight, the oldest request (which
@@ -94,8 +96,17 @@ struct Inner {
 }
 
 impl Inner {
-    fn pending(&self) -> usize {
+    /// Chunks without a result yet.
+    fn unfinished(&self) -> usize {
         self.queue.len() + self.in_flight.len()
+    }
+
+    /// What `max-pending-chunks` bounds for non-live input: chunks without a
+    /// result, plus results not yet taken by the output side (so a blocked
+    /// `summary_src` slows non-live input down too). Live input bounds only
+    /// [`unfinished`](Self::unfinished).
+    fn pending(&self) -> usize {
+        self.unfinished() + self.done.len()
     }
 }
 
@@ -168,7 +179,7 @@ impl Dispatcher {
 
     /// Number of chunks queued or in flight.
     pub fn pending(&self) -> usize {
-        self.shared.lock().pending()
+        self.shared.lock().unfinished()
     }
 
     /// Submits one chunk. `template` holds the record's chunk fields; the
@@ -182,14 +193,20 @@ impl Dispatcher {
             if inner.flushing || inner.shutdown {
                 return Submitted::Flushing;
             }
-            if inner.pending() < sh.max_pending {
-                break;
-            }
             if live {
-                if let Some(idx) = drop_oldest(sh, &mut inner) {
-                    dropped.push(idx);
+                // Live: only unfinished work is dropped to make room; results
+                // (drop records included) never block a live stream.
+                if inner.unfinished() < sh.max_pending {
+                    break;
+                }
+                match drop_oldest(sh, &mut inner) {
+                    Some(idx) => dropped.push(idx),
+                    None => break,
                 }
             } else {
+                if inner.pending() < sh.max_pending {
+                    break;
+                }
                 inner = sh.room.wait(inner).unwrap_or_else(|e| e.into_inner());
             }
         }
@@ -223,6 +240,8 @@ impl Dispatcher {
             let next = inner.next_emit;
             if let Some(r) = inner.done.remove(&next) {
                 inner.next_emit += 1;
+                // A taken record frees room for a waiting non-live submitter.
+                sh.room.notify_all();
                 return Some(Output::Record(Box::new(r)));
             }
             if inner.eos_requested && !inner.eos_returned && inner.next_emit == inner.next_seq {
@@ -276,7 +295,7 @@ impl Dispatcher {
             }
             let now = Instant::now();
             if now >= deadline {
-                if timed_out == 0 && inner.pending() > 0 {
+                if timed_out == 0 && inner.unfinished() > 0 {
                     let msg = format!(
                         "drain-timeout ({:.1} s) expired at EOS before the model answered",
                         timeout.as_secs_f64()
@@ -585,13 +604,41 @@ mod tests {
             let (j, t) = job(i);
             d.submit(j, t, false);
         }
+        let out = {
+            let d = d.clone();
+            std::thread::spawn(move || collect(&d, 3))
+        };
         let t0 = Instant::now();
         let (j, t) = job(2);
         assert!(matches!(d.submit(j, t, false), Submitted::Queued));
-        // It had to wait for chunk 0 to finish (~200 ms).
+        // It had to wait for chunk 0 to finish (~200 ms) and be taken.
         assert!(t0.elapsed() >= Duration::from_millis(150));
-        let recs = collect(&d, 3);
+        let recs = out.join().unwrap();
         assert!(recs.iter().all(|r| r.error.is_none()));
+    }
+
+    #[test]
+    fn results_not_taken_count_as_pending_for_non_live_input() {
+        let b = scripted(vec![0, 0, 0], vec![]);
+        let d = Arc::new(Dispatcher::new(b, 2, 2, Arc::new(Stats::default())));
+        for i in 0..2 {
+            let (j, t) = job(i);
+            d.submit(j, t, false);
+        }
+        // Both finish at once but nobody takes them: a third submit waits...
+        let blocked = {
+            let d = d.clone();
+            std::thread::spawn(move || {
+                let (j, t) = job(2);
+                d.submit(j, t, false)
+            })
+        };
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(!blocked.is_finished());
+        // ... until the output side takes one.
+        assert_eq!(collect(&d, 1)[0].chunk_index, 0);
+        assert!(matches!(blocked.join().unwrap(), Submitted::Queued));
+        assert_eq!(collect(&d, 2).len(), 2);
     }
 
     #[test]

@@ -201,6 +201,16 @@ fn known_duration_spreads_the_last_chunk() {
 #[test]
 fn overlap_chunks_and_text_caps() {
     let server = MockServer::start();
+    server.set_policy(|req, _| {
+        if req.text.contains("<4.00>") && !req.text.contains("<3") {
+            Reply::Status {
+                code: 500,
+                retry_after: None,
+            }
+        } else {
+            Reply::ok()
+        }
+    });
     let v = small(5);
     let r = Run::new(
         &props(
@@ -227,6 +237,16 @@ fn overlap_chunks_and_text_caps() {
     let starts: Vec<u64> = o.summaries.iter().map(|s| s.0 / 1_000_000_000).collect();
     assert_eq!(starts, vec![0, 1, 2, 3, 4]);
     assert!(o.summaries.iter().all(|s| s.3 == "text/x-raw"));
+    // The last chunk failed (see the policy): text consumers see why.
+    assert!(
+        texts[4].starts_with("[chunk 4 failed: HTTP 500"),
+        "{}",
+        texts[4]
+    );
+    assert!(o
+        .warnings
+        .iter()
+        .any(|w| w.contains("chunk 4") && w.contains("HTTP 500")));
     for (k, t) in texts.iter().enumerate().take(4) {
         let a = colour_of_second(k as u64).0;
         let b = colour_of_second(k as u64 + 1).0;
@@ -549,6 +569,15 @@ fn live_input_drops_oldest_when_behind() {
     assert!(o.warnings.iter().any(|w| w.contains("dropped")));
     assert!(server.max_in_flight() <= 1);
     drop(o);
+    // Live frames are labelled with wall-clock RFC 3339 times, as VSS does for RTSP.
+    let q = &server.requests()[0];
+    assert!(
+        q.text.starts_with(
+            "These are images sampled from a video at timestamps in RFC3339 format: <20"
+        ),
+        "{}",
+        q.text
+    );
 
     // Latency is answered honestly: live, and summary_src adds a chunk.
     let pad = r.element.static_pad("summary_src").unwrap();
@@ -588,6 +617,32 @@ fn flush_seek_discards_and_stop_cancels_in_flight() {
     r.pipeline.set_state(gst::State::Null).unwrap();
     assert!(t0.elapsed() < Duration::from_secs(5));
     assert!(r.outputs().summaries.is_empty());
+}
+
+#[test]
+fn stopping_cancels_in_flight_requests_without_hanging() {
+    let server = MockServer::start();
+    server.set_policy(|_, _| Reply::Stall(Duration::from_secs(120)));
+    let v = small(3);
+    let r = Run::new(
+        &props(
+            &server,
+            "chunk-duration=1 num-frames-per-chunk=1 request-timeout=0 max-concurrency=4",
+        ),
+        "",
+        false,
+        v.width,
+        v.height,
+        v.fps,
+    );
+    r.play().unwrap();
+    r.push_video(&v);
+    assert!(server.wait_for_requests(2, Duration::from_secs(20)));
+    let t0 = Instant::now();
+    r.pipeline.set_state(gst::State::Ready).unwrap();
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    // The element can start again afterwards.
+    r.pipeline.set_state(gst::State::Null).unwrap();
 }
 
 #[test]

@@ -36,6 +36,23 @@ fn python_reads_the_meta_by_name() {
         "plugin not built at {} (run `cargo build` first)",
         dir.display()
     );
+    let so_time = dir
+        .join("libgstvsssummarize.so")
+        .metadata()
+        .unwrap()
+        .modified()
+        .unwrap();
+    let exe_time = std::env::current_exe()
+        .unwrap()
+        .metadata()
+        .unwrap()
+        .modified()
+        .unwrap();
+    assert!(
+        so_time + std::time::Duration::from_secs(5) >= exe_time,
+        "the plugin at {} is older than this test: run `cargo build` first (cargo test does not rebuild the cdylib)",
+        dir.display()
+    );
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/read_meta.py");
     let out = Command::new(&python)
         .arg(&script)

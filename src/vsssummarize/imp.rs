@@ -636,6 +636,15 @@ impl VssSummarize {
     fn emit(&self, r: SummaryRecord) {
         if let Some(e) = &r.error {
             gst::warning!(CAT, imp = self, "chunk {} failed: {e}", r.chunk_index);
+            // Drops were already reported when they happened.
+            if !e.starts_with("dropped") {
+                gst::element_imp_warning!(
+                    self,
+                    gst::StreamError::Failed,
+                    ("chunk {} [{:.2} s, {:.2} s) failed: {e}", r.chunk_index, r.start, r.end),
+                    details: gst::Structure::builder("vss-chunk-failed").field("chunk-index", r.chunk_index).build()
+                );
+            }
         } else {
             gst::debug!(
                 CAT,
@@ -662,7 +671,11 @@ impl VssSummarize {
         let format = self.ensure_summary_caps();
         let bytes = match format {
             SummaryFormat::Json => r.to_json_line().into_bytes(),
-            SummaryFormat::Text => r.text.clone().into_bytes(),
+            // Text consumers (textoverlay, subtitle files) show the failure.
+            SummaryFormat::Text => match &r.error {
+                Some(e) => format!("[chunk {} failed: {e}]", r.chunk_index).into_bytes(),
+                None => r.text.clone().into_bytes(),
+            },
         };
         let mut buf = gst::Buffer::from_mut_slice(bytes);
         {
@@ -748,6 +761,15 @@ impl VssSummarize {
                 ));
             }
         };
+        if !resolved.endpoint.model_explicit && !resolved.endpoint.is_openai() {
+            gst::warning!(
+                CAT,
+                imp = self,
+                "model-name / VIA_VLM_OPENAI_MODEL_DEPLOYMENT_NAME not set: sending the default '{}' to {}; most servers (vLLM, NIM) need the served model name",
+                config::DEFAULT_MODEL,
+                resolved.endpoint.chat_url.host_str().unwrap_or_default()
+            );
+        }
         gst::info!(
             CAT,
             imp = self,

@@ -1,0 +1,209 @@
+#!/usr/bin/env python3
+# Usage: pipelines/mock-endpoint.py [--port 38011] [--delay SECONDS] [--quiet]
+#
+# A tiny OpenAI-compatible chat-completions server (127.0.0.1 only, stdlib
+# only) for trying `vsssummarize` without a model, and for benchmarks.
+#
+#   POST .../chat/completions  -> a chat.completion whose caption says how many
+#                                 frames arrived, their timestamps (parsed from
+#                                 the prompt text) and the JPEG frame sizes
+#   GET  .../models            -> a model list with the model "mock"
+#
+# --port 0 picks a free port. The first line on stdout is always
+# "listening on http://127.0.0.1:PORT/v1" (flushed), so scripts can wait for it:
+#   VIA_VLM_ENDPOINT=http://127.0.0.1:38011/v1 gst-launch-1.0 ... vsssummarize ...
+# --delay sleeps that long in each request (a slow model); requests are served
+# concurrently (ThreadingHTTPServer).
+import argparse
+import base64
+import binascii
+import json
+import re
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+MODEL = "mock"
+# <0.00> <1.24> ... or <2025-01-01T00:00:00.000Z> for live streams.
+STAMP_RE = re.compile(r"<([^<>\s]+)>")
+SOF_MARKERS = (0xC0, 0xC1, 0xC2)  # baseline, extended sequential, progressive
+
+_counter_lock = threading.Lock()
+_counter = 0
+
+
+def jpeg_size(data):
+    """(width, height) from a JPEG's SOF0/SOF1/SOF2 segment, or None."""
+    if len(data) < 4 or data[0] != 0xFF or data[1] != 0xD8:
+        return None
+    i = 2
+    n = len(data)
+    while i + 4 <= n:
+        if data[i] != 0xFF:
+            i += 1  # not at a marker: resynchronise
+            continue
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:  # no length
+            i += 2
+            continue
+        if marker == 0xD9:  # EOI
+            return None
+        seg_len = (data[i + 2] << 8) | data[i + 3]
+        if marker in SOF_MARKERS:
+            if i + 9 > n:
+                return None
+            height = (data[i + 5] << 8) | data[i + 6]
+            width = (data[i + 7] << 8) | data[i + 8]
+            return width, height
+        if marker == 0xDA:  # start of scan before any SOF
+            return None
+        i += 2 + seg_len
+    return None
+
+
+def describe_images(messages):
+    """(timestamps, sizes, text) from the user messages of a request."""
+    stamps, sizes, texts = [], [], []
+    for msg in messages if isinstance(messages, list) else []:
+        if not isinstance(msg, dict) or msg.get("role") != "user":
+            continue
+        content = msg.get("content")
+        parts = content if isinstance(content, list) else [{"type": "text", "text": content}]
+        for part in parts:
+            if not isinstance(part, dict):
+                continue
+            if part.get("type") == "text" and isinstance(part.get("text"), str):
+                texts.append(part["text"])
+            elif part.get("type") == "image_url":
+                url = part.get("image_url")
+                url = url.get("url") if isinstance(url, dict) else url
+                if not isinstance(url, str):
+                    sizes.append(None)
+                    continue
+                b64 = url.split(",", 1)[1] if url.startswith("data:") and "," in url else url
+                try:
+                    sizes.append(jpeg_size(base64.b64decode(b64, validate=False)))
+                except (binascii.Error, ValueError):
+                    sizes.append(None)
+    text = "\n".join(texts)
+    # Only the timestamp list before the first ". " is the frame list.
+    head = text.split(":", 1)[1] if "timestamps" in text and ":" in text else text
+    head = head.split(". ", 1)[0]
+    stamps = STAMP_RE.findall(head)
+    return stamps, sizes, text
+
+
+class Handler(BaseHTTPRequestHandler):
+    server_version = "vsssummarize-mock/1.0"
+    protocol_version = "HTTP/1.1"
+    quiet = False
+    delay = 0.0
+
+    def log_message(self, fmt, *args):
+        if not self.quiet:
+            sys.stderr.write("mock-endpoint: %s - %s\n" % (self.address_string(), fmt % args))
+
+    def _send_json(self, code, obj):
+        body = json.dumps(obj).encode("utf-8")
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _error(self, code, message):
+        self._send_json(code, {"error": {"message": message, "type": "invalid_request_error", "code": code}})
+
+    def do_GET(self):
+        path = self.path.split("?", 1)[0].rstrip("/")
+        if path.endswith("/models"):
+            self._send_json(200, {
+                "object": "list",
+                "data": [{"id": MODEL, "object": "model", "created": 0, "owned_by": "vsssummarize-mock"}],
+            })
+        elif path in ("", "/health", "/v1/health"):
+            self._send_json(200, {"status": "ok"})
+        else:
+            self._error(404, "not found: %s" % self.path)
+
+    def do_POST(self):
+        global _counter
+        path = self.path.split("?", 1)[0].rstrip("/")
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length > 0 else b""
+        if not path.endswith("/chat/completions"):
+            self._error(404, "not found: %s" % self.path)
+            return
+        try:
+            req = json.loads(raw.decode("utf-8"))
+            if not isinstance(req, dict):
+                raise ValueError("body is not a JSON object")
+        except (ValueError, UnicodeDecodeError) as e:
+            self._error(400, "malformed JSON body: %s" % e)
+            return
+        stamps, sizes, text = describe_images(req.get("messages"))
+        if self.delay > 0:
+            time.sleep(self.delay)
+        n = len(sizes)
+        size_list = sorted({"%dx%d" % s for s in sizes if s})
+        if any(s is None for s in sizes):
+            size_list.append("unreadable")
+        content = "mock endpoint (no model): received %d frames at %s; frame sizes %s" % (
+            n,
+            " ".join(stamps) if stamps else "(no timestamps)",
+            ", ".join(size_list) if size_list else "(none)",
+        )
+        with _counter_lock:
+            _counter += 1
+            num = _counter
+        prompt_tokens = max(1, len(text.split())) + 256 * n
+        completion_tokens = len(content.split())
+        self._send_json(200, {
+            "id": "chatcmpl-mock-%d" % num,
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": req.get("model") or MODEL,
+            "choices": [{
+                "index": 0,
+                "message": {"role": "assistant", "content": content},
+                "finish_reason": "stop",
+            }],
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            },
+        })
+
+
+def main():
+    ap = argparse.ArgumentParser(description="OpenAI-compatible mock chat-completions endpoint")
+    ap.add_argument("--port", type=int, default=38011, help="TCP port on 127.0.0.1 (0 = any free port)")
+    ap.add_argument("--delay", type=float, default=0.0, help="seconds to sleep per request")
+    ap.add_argument("--quiet", action="store_true", help="do not log requests")
+    args = ap.parse_args()
+    Handler.quiet = args.quiet
+    Handler.delay = max(0.0, args.delay)
+    ThreadingHTTPServer.daemon_threads = True
+    ThreadingHTTPServer.allow_reuse_address = True
+    try:
+        httpd = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
+    except OSError as e:
+        sys.stderr.write("mock-endpoint: cannot listen on 127.0.0.1:%d: %s\n" % (args.port, e))
+        return 1
+    print("listening on http://127.0.0.1:%d/v1" % httpd.server_address[1], flush=True)
+    try:
+        httpd.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        httpd.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
