@@ -39,16 +39,13 @@ fn chunks_carry_their_own_frames_and_request_is_well_formed() {
         fps: 10,
         seconds: 7,
     };
-    let r = Run::new(
+    let r = with_video(
         &props(
             &server,
             "chunk-duration=2 num-frames-per-chunk=4 frame-width=80 system-prompt=sys-text prompt=Describe. top-k=5 seed=42",
         ),
-        "",
+        &v,
         false,
-        v.width,
-        v.height,
-        v.fps,
     );
     r.play().unwrap();
     // Second by second, with pauses, so that records come back while video
@@ -178,13 +175,10 @@ fn known_duration_spreads_the_last_chunk() {
         fps: 10,
         seconds: 2,
     };
-    let r = Run::new(
+    let r = with_video(
         &props(&server, "chunk-duration=10 num-frames-per-chunk=3"),
-        "",
+        &v,
         false,
-        v.width,
-        v.height,
-        v.fps,
     );
     r.appsrc.set_property("duration", 1_500_000_000u64);
     r.play().unwrap();
@@ -529,16 +523,13 @@ fn live_input_drops_oldest_when_behind() {
         delay: Duration::from_millis(700),
     });
     let v = small(6);
-    let r = Run::new(
+    let r = with_video(
         &props(
             &server,
             "chunk-duration=0.5 num-frames-per-chunk=1 max-concurrency=1 max-pending-chunks=2",
         ),
-        "",
+        &v,
         true,
-        v.width,
-        v.height,
-        v.fps,
     );
     r.play().unwrap();
     // Feed in real time-ish: 6 s of video in ~3 s; the model needs 0.7 s a chunk.
@@ -590,24 +581,13 @@ fn live_input_drops_oldest_when_behind() {
 }
 
 #[test]
-fn flush_seek_discards_and_stop_cancels_in_flight() {
+fn flush_seek_discards_in_flight_work() {
     let server = MockServer::start();
-    server.set_policy(|_, _| Reply::Stall(Duration::from_secs(60)));
-    let v = small(3);
-    let r = Run::new(
-        &props(
-            &server,
-            "chunk-duration=1 num-frames-per-chunk=1 request-timeout=60",
-        ),
-        "",
-        false,
-        v.width,
-        v.height,
-        v.fps,
+    let props = props(
+        &server,
+        "chunk-duration=1 num-frames-per-chunk=1 request-timeout=60",
     );
-    r.play().unwrap();
-    r.push_video(&v);
-    assert!(server.wait_for_requests(2, Duration::from_secs(20)));
+    let r = stalled(&props, &small(3), &server, 2);
     // A flushing seek from the application.
     let sink = r.element.static_pad("sink").unwrap();
     assert!(sink.send_event(gst::event::FlushStart::new()));
@@ -622,26 +602,14 @@ fn flush_seek_discards_and_stop_cancels_in_flight() {
 #[test]
 fn stopping_cancels_in_flight_requests_without_hanging() {
     let server = MockServer::start();
-    server.set_policy(|_, _| Reply::Stall(Duration::from_secs(120)));
-    let v = small(3);
-    let r = Run::new(
-        &props(
-            &server,
-            "chunk-duration=1 num-frames-per-chunk=1 request-timeout=0 max-concurrency=4",
-        ),
-        "",
-        false,
-        v.width,
-        v.height,
-        v.fps,
+    let props = props(
+        &server,
+        "chunk-duration=1 num-frames-per-chunk=1 request-timeout=0 max-concurrency=4",
     );
-    r.play().unwrap();
-    r.push_video(&v);
-    assert!(server.wait_for_requests(2, Duration::from_secs(20)));
+    let r = stalled(&props, &small(3), &server, 2);
     let t0 = Instant::now();
     r.pipeline.set_state(gst::State::Ready).unwrap();
     assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
-    // The element can start again afterwards.
     r.pipeline.set_state(gst::State::Null).unwrap();
 }
 

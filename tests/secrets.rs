@@ -53,16 +53,13 @@ fn the_key_never_leaks() {
     // gst_parse_launch itself logs the whole description (GST_PIPELINE
     // category), which no element can prevent (see README).
     let v = small(1);
-    let r = Run::new(
+    let r = with_video(
         &format!(
             "endpoint={} chunk-duration=1 num-frames-per-chunk=1",
             server.url()
         ),
-        "",
+        &v,
         false,
-        v.width,
-        v.height,
-        v.fps,
     );
     r.element.set_property("api-key", secret);
     r.play().unwrap();

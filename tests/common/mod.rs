@@ -272,9 +272,25 @@ impl Run {
     }
 }
 
+/// A pipeline fed with `v`'s format, not started.
+pub fn with_video(props: &str, v: &Video, live: bool) -> Run {
+    Run::new(props, "", live, v.width, v.height, v.fps)
+}
+
+/// Plays `v` into a pipeline whose endpoint stalls, and returns once at
+/// least `n` requests hang at the server.
+pub fn stalled(props: &str, v: &Video, server: &MockServer, n: usize) -> Run {
+    server.set_policy(|_, _| Reply::Stall(Duration::from_secs(120)));
+    let r = with_video(props, v, false);
+    r.play().expect("pipeline plays");
+    r.push_video(v);
+    assert!(server.wait_for_requests(n, Duration::from_secs(20)));
+    r
+}
+
 /// Runs a whole video through and returns when EOS arrives (panics on timeout).
 pub fn run_video(props: &str, v: &Video, timeout: Duration) -> Run {
-    let r = Run::new(props, "", false, v.width, v.height, v.fps);
+    let r = with_video(props, v, false);
     r.play().expect("pipeline plays");
     r.push_video(v);
     r.end();
