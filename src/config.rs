@@ -252,9 +252,13 @@ pub struct EndpointConfig {
 impl EndpointConfig {
     /// OpenAI's own API or Azure OpenAI (where `gpt-4o` is a sensible default).
     pub fn is_openai(&self) -> bool {
-        let host = self.chat_url.host_str().unwrap_or_default();
-        self.azure || host == "api.openai.com" || host.ends_with(".api.openai.com")
+        self.azure || is_openai_host(self.chat_url.host_str().unwrap_or_default())
     }
+}
+
+/// api.openai.com (or a subdomain): needs a key, and `gpt-4o` is a sensible default.
+fn is_openai_host(host: &str) -> bool {
+    host == "api.openai.com" || host.ends_with(".api.openai.com")
 }
 
 /// The configuration the element runs with, fully resolved.
@@ -400,7 +404,7 @@ fn resolve_endpoint(user: &UserSettings, env: &Env) -> Result<EndpointConfig, St
         names.iter().find_map(|n| env.get(n).and_then(ApiKey::new))
     });
 
-    let needs_key = azure || host == "api.openai.com" || host.ends_with(".api.openai.com");
+    let needs_key = azure || is_openai_host(&host);
     if needs_key && api_key.is_none() {
         return Err(if azure {
             format!("no API key for Azure OpenAI endpoint {host}: set the api-key property or AZURE_OPENAI_API_KEY / VIA_VLM_API_KEY / OPENAI_API_KEY")
