@@ -128,6 +128,11 @@ impl Env {
         Ok(())
     }
 
+    /// Every variable, unset (empty) ones included.
+    pub fn vars(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.vars.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
     /// A variable's value; empty values count as unset (as in VSS's scripts).
     pub fn get(&self, key: &str) -> Option<&str> {
         self.vars
@@ -230,6 +235,7 @@ pub struct UserSettings {
     pub frame_width: Option<u32>,
     pub frame_height: Option<u32>,
     pub system_prompt: Option<String>,
+    pub python: Option<String>,
 }
 
 pub const DEFAULT_ENDPOINT: &str = "https://api.openai.com/v1";
@@ -265,13 +271,24 @@ fn is_openai_host(host: &str) -> bool {
 #[derive(Clone, Debug)]
 pub struct Resolved {
     pub backend: BackendKind,
-    pub endpoint: EndpointConfig,
+    /// The chat-completions endpoint; resolved (and checked) only for
+    /// `openai-compat`.
+    pub endpoint: Option<EndpointConfig>,
     pub model_path: Option<PathBuf>,
     pub model_root_dir: Option<PathBuf>,
     pub num_frames: u32,
+    /// Whether `num_frames` came from the property or
+    /// VLM_DEFAULT_NUM_FRAMES_PER_CHUNK (a custom model's manifest yields to it).
+    pub num_frames_explicit: bool,
     pub frame_width: u32,
     pub frame_height: u32,
+    /// Whether the frame size came from the properties or VLM_INPUT_WIDTH/HEIGHT.
+    pub frame_size_explicit: bool,
     pub system_prompt: Option<String>,
+    /// The Python interpreter for the custom backend.
+    pub python: String,
+    /// The environment as the element sees it (process + env-file).
+    pub env: Env,
 }
 
 fn parse_u32_var(env: &Env, key: &str) -> Result<Option<u32>, String> {
@@ -307,23 +324,34 @@ pub fn resolve(user: &UserSettings, process_env: Env) -> Result<Resolved, String
         },
     };
 
-    let endpoint = resolve_endpoint(user, &env)?;
+    let endpoint = match backend {
+        BackendKind::OpenAiCompat => Some(resolve_endpoint(user, &env)?),
+        _ => None,
+    };
 
-    let num_frames = match user.num_frames {
-        Some(n) if n > 0 => n,
+    let (num_frames, num_frames_explicit) = match user.num_frames {
+        Some(n) if n > 0 => (n, true),
         _ => match parse_u32_var(&env, "VLM_DEFAULT_NUM_FRAMES_PER_CHUNK")? {
-            Some(n) if n > 0 => n,
-            _ => backend.default_frames(),
+            Some(n) if n > 0 => (n, true),
+            _ => (backend.default_frames(), false),
         },
     };
-    let frame_width = match user.frame_width {
-        Some(w) => w,
-        None => parse_u32_var(&env, "VLM_INPUT_WIDTH")?.unwrap_or(0),
+    let width = match user.frame_width {
+        Some(w) => Some(w),
+        None => parse_u32_var(&env, "VLM_INPUT_WIDTH")?,
     };
-    let frame_height = match user.frame_height {
-        Some(h) => h,
-        None => parse_u32_var(&env, "VLM_INPUT_HEIGHT")?.unwrap_or(0),
+    let height = match user.frame_height {
+        Some(h) => Some(h),
+        None => parse_u32_var(&env, "VLM_INPUT_HEIGHT")?,
     };
+    let frame_size_explicit = width.is_some_and(|w| w > 0) || height.is_some_and(|h| h > 0);
+    let (frame_width, frame_height) = (width.unwrap_or(0), height.unwrap_or(0));
+    let python = user
+        .python
+        .clone()
+        .filter(|s| !s.trim().is_empty())
+        .or_else(|| env.get("VSS_PYTHON").map(str::to_string))
+        .unwrap_or_else(|| "python3".to_string());
     let system_prompt = user
         .system_prompt
         .clone()
@@ -349,9 +377,13 @@ pub fn resolve(user: &UserSettings, process_env: Env) -> Result<Resolved, String
         model_path,
         model_root_dir,
         num_frames,
+        num_frames_explicit,
         frame_width,
         frame_height,
+        frame_size_explicit,
         system_prompt,
+        python,
+        env,
     })
 }
 
@@ -511,14 +543,26 @@ mod tests {
         let r = resolve(&user(), env).unwrap();
         assert_eq!(r.backend, BackendKind::OpenAiCompat);
         assert_eq!(
-            r.endpoint.chat_url.as_str(),
+            r.endpoint.as_ref().unwrap().chat_url.as_str(),
             "https://api.openai.com/v1/chat/completions"
         );
-        assert_eq!(r.endpoint.model, "gpt-4o");
-        assert!(!r.endpoint.model_explicit && r.endpoint.is_openai());
-        assert_eq!(r.endpoint.api_key.as_ref().unwrap().expose(), "sk-test-123");
+        assert_eq!(r.endpoint.as_ref().unwrap().model, "gpt-4o");
+        assert!(
+            !r.endpoint.as_ref().unwrap().model_explicit
+                && r.endpoint.as_ref().unwrap().is_openai()
+        );
+        assert_eq!(
+            r.endpoint
+                .as_ref()
+                .unwrap()
+                .api_key
+                .as_ref()
+                .unwrap()
+                .expose(),
+            "sk-test-123"
+        );
         assert_eq!(r.num_frames, 10);
-        assert!(!r.endpoint.azure);
+        assert!(!r.endpoint.as_ref().unwrap().azure);
     }
 
     #[test]
@@ -537,12 +581,24 @@ mod tests {
         ]);
         let r = resolve(&user(), env.clone()).unwrap();
         assert_eq!(
-            r.endpoint.chat_url.as_str(),
+            r.endpoint.as_ref().unwrap().chat_url.as_str(),
             "http://localhost:38011/v1/chat/completions"
         );
-        assert_eq!(r.endpoint.model, "Qwen2.5VL-7B-instruct");
-        assert!(r.endpoint.model_explicit && !r.endpoint.is_openai());
-        assert_eq!(r.endpoint.api_key.as_ref().unwrap().expose(), "k1");
+        assert_eq!(r.endpoint.as_ref().unwrap().model, "Qwen2.5VL-7B-instruct");
+        assert!(
+            r.endpoint.as_ref().unwrap().model_explicit
+                && !r.endpoint.as_ref().unwrap().is_openai()
+        );
+        assert_eq!(
+            r.endpoint
+                .as_ref()
+                .unwrap()
+                .api_key
+                .as_ref()
+                .unwrap()
+                .expose(),
+            "k1"
+        );
         assert_eq!((r.frame_width, r.frame_height), (640, 0));
         assert_eq!(r.num_frames, 6);
         assert_eq!(r.system_prompt.as_deref(), Some("be brief"));
@@ -557,11 +613,20 @@ mod tests {
         };
         let r = resolve(&u, env).unwrap();
         assert_eq!(
-            r.endpoint.chat_url.as_str(),
+            r.endpoint.as_ref().unwrap().chat_url.as_str(),
             "http://127.0.0.1:9/v1/chat/completions"
         );
-        assert_eq!(r.endpoint.model, "m");
-        assert_eq!(r.endpoint.api_key.as_ref().unwrap().expose(), "prop");
+        assert_eq!(r.endpoint.as_ref().unwrap().model, "m");
+        assert_eq!(
+            r.endpoint
+                .as_ref()
+                .unwrap()
+                .api_key
+                .as_ref()
+                .unwrap()
+                .expose(),
+            "prop"
+        );
         assert_eq!(r.num_frames, 3);
         assert_eq!(r.frame_width, 0);
     }
@@ -570,7 +635,7 @@ mod tests {
     fn local_endpoint_needs_no_key() {
         let env = Env::from_pairs([("VIA_VLM_ENDPOINT", "http://localhost:8000/v1")]);
         let r = resolve(&user(), env).unwrap();
-        assert!(r.endpoint.api_key.is_none());
+        assert!(r.endpoint.as_ref().unwrap().api_key.is_none());
     }
 
     #[test]
@@ -582,12 +647,21 @@ mod tests {
             ("VIA_VLM_OPENAI_MODEL_DEPLOYMENT_NAME", "gpt-4o-dep"),
         ]);
         let r = resolve(&user(), env).unwrap();
-        assert!(r.endpoint.azure);
+        assert!(r.endpoint.as_ref().unwrap().azure);
         assert_eq!(
-            r.endpoint.chat_url.as_str(),
+            r.endpoint.as_ref().unwrap().chat_url.as_str(),
             "https://myres.example.com/openai/deployments/gpt-4o-dep/chat/completions?api-version=2024-06-01"
         );
-        assert_eq!(r.endpoint.api_key.as_ref().unwrap().expose(), "az");
+        assert_eq!(
+            r.endpoint
+                .as_ref()
+                .unwrap()
+                .api_key
+                .as_ref()
+                .unwrap()
+                .expose(),
+            "az"
+        );
 
         let u = UserSettings {
             endpoint: Some("https://x.openai.azure.com".into()),
@@ -598,7 +672,7 @@ mod tests {
         assert!(err.contains("AZURE_OPENAI_API_KEY"), "{err}");
         let r = resolve(&u, Env::from_pairs([("OPENAI_API_KEY", "k")])).unwrap();
         assert_eq!(
-            r.endpoint.chat_url.as_str(),
+            r.endpoint.as_ref().unwrap().chat_url.as_str(),
             "https://x.openai.azure.com/openai/deployments/dep%201/chat/completions?api-version=2024-10-21"
         );
     }
@@ -644,7 +718,10 @@ mod tests {
             ..user()
         };
         let r = resolve(&u, env).unwrap();
-        assert_eq!(r.endpoint.chat_url.host_str(), Some("file-host"));
+        assert_eq!(
+            r.endpoint.as_ref().unwrap().chat_url.host_str(),
+            Some("file-host")
+        );
         let u = UserSettings {
             env_file: Some("/nonexistent/x.env".into()),
             ..user()
@@ -662,5 +739,36 @@ mod tests {
             k.scrub("bad key sk-secret-value given"),
             "bad key <redacted> given"
         );
+    }
+
+    #[test]
+    fn custom_backend_needs_no_endpoint_and_tracks_explicit_values() {
+        // No API key, a broken endpoint variable: irrelevant to `custom`.
+        let env = Env::from_pairs([
+            ("VLM_MODEL_TO_USE", "custom"),
+            ("VIA_VLM_ENDPOINT", "not a url"),
+            ("VSS_PYTHON", "/opt/venv/bin/python"),
+        ]);
+        let r = resolve(&user(), env).unwrap();
+        assert_eq!(r.backend, BackendKind::Custom);
+        assert!(r.endpoint.is_none());
+        assert_eq!((r.num_frames, r.num_frames_explicit), (1, false));
+        assert!(!r.frame_size_explicit);
+        assert_eq!(r.python, "/opt/venv/bin/python");
+
+        let env = Env::from_pairs([
+            ("VLM_MODEL_TO_USE", "custom"),
+            ("VLM_DEFAULT_NUM_FRAMES_PER_CHUNK", "4"),
+            ("VLM_INPUT_WIDTH", "320"),
+        ]);
+        let u = UserSettings {
+            python: Some("python3.11".into()),
+            ..user()
+        };
+        let r = resolve(&u, env).unwrap();
+        assert_eq!((r.num_frames, r.num_frames_explicit), (4, true));
+        assert!(r.frame_size_explicit);
+        assert_eq!((r.frame_width, r.frame_height), (320, 0));
+        assert_eq!(r.python, "python3.11");
     }
 }

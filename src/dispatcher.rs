@@ -476,6 +476,8 @@ fn worker(sh: Arc<Shared>) {
                 rec.reasoning = c.reasoning;
                 rec.input_tokens = c.input_tokens;
                 rec.output_tokens = c.output_tokens;
+                rec.embedding = c.embedding;
+                rec.embedding_error = c.embedding_error;
             }
             Err(e) => rec.error = Some(e),
         }

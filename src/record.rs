@@ -28,6 +28,12 @@ pub struct SummaryRecord {
     pub output_tokens: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The chunk's embedding (custom models with `get_embeddings`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub embedding: Option<Vec<f32>>,
+    /// Why `get_embeddings` failed (the caption is still good).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub embedding_error: Option<String>,
     /// Chunk start and duration in buffer time (ns), for the summary buffer.
     #[serde(skip)]
     pub pts_ns: u64,

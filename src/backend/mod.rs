@@ -3,6 +3,7 @@
 //! dispatcher worker thread (never the streaming thread, never a tokio
 //! worker). Backends are free of GStreamer types.
 
+pub mod custom;
 pub mod openai;
 
 use std::sync::Arc;
@@ -68,6 +69,10 @@ pub struct Caption {
     pub reasoning: Option<String>,
     pub input_tokens: u64,
     pub output_tokens: u64,
+    /// The chunk's embedding, from backends that make one.
+    pub embedding: Option<Vec<f32>>,
+    /// Why the embedding is missing although the model makes them.
+    pub embedding_error: Option<String>,
 }
 
 pub trait Backend: Send + Sync {
@@ -78,4 +83,9 @@ pub trait Backend: Send + Sync {
     /// after `cancel` fires. An `Err` becomes the chunk's error record; its
     /// text must say what failed and never contain secrets.
     fn caption(&self, job: &ChunkJob, cancel: &CancellationToken) -> Result<Caption, String>;
+    /// Set once the backend cannot go on (e.g. a model that keeps crashing);
+    /// the element then posts an error message and stops the stream.
+    fn fatal_error(&self) -> Option<String> {
+        None
+    }
 }

@@ -163,6 +163,7 @@ pub fn parse_response(body: &[u8]) -> Result<Caption, String> {
         reasoning: extra_reasoning.or(reasoning),
         input_tokens: usage("prompt_tokens"),
         output_tokens: usage("completion_tokens"),
+        ..Default::default()
     })
 }
 

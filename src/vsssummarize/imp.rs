@@ -24,6 +24,8 @@ use gst::subclass::prelude::*;
 use gst_video::prelude::*;
 
 use super::BackendProp;
+use crate::backend::custom::manifest;
+use crate::backend::custom::{CustomBackend, CustomOptions, LogFn, LogLevel};
 use crate::backend::openai::{OpenAiBackend, OpenAiOptions};
 use crate::backend::{Backend, ChunkJob, FrameOptions, GenParams};
 use crate::chunker::{ChunkParams, Chunker};
@@ -49,6 +51,9 @@ const DEFAULT_MAX_PENDING: u32 = 16;
 const DEFAULT_REQUEST_TIMEOUT: f64 = 120.0;
 const DEFAULT_MAX_RETRIES: u32 = 3;
 const DEFAULT_DRAIN_TIMEOUT: f64 = 300.0;
+const DEFAULT_MAX_RESTARTS: u32 = 3;
+/// Longest a custom model may take to load (`import inference; Inference()`).
+const CUSTOM_LOAD_TIMEOUT: Duration = Duration::from_secs(600);
 /// Metas waiting for a video buffer; beyond this the oldest is discarded
 /// (only when video stops flowing while records keep arriving).
 const MAX_QUEUED_METAS: usize = 256;
@@ -126,6 +131,10 @@ struct Settings {
     request_timeout: f64,
     max_retries: u32,
     drain_timeout: f64,
+    max_restarts: u32,
+    /// Generation properties the user set (a custom model's `configs` holds
+    /// only these).
+    gen_set: std::collections::BTreeSet<&'static str>,
 }
 
 impl Default for Settings {
@@ -147,6 +156,8 @@ impl Default for Settings {
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             max_retries: DEFAULT_MAX_RETRIES,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            max_restarts: DEFAULT_MAX_RESTARTS,
+            gen_set: Default::default(),
         }
     }
 }
@@ -191,6 +202,8 @@ pub struct VssSummarize {
     gap_needed: AtomicBool,
     gap_pts: Mutex<Option<gst::ClockTime>>,
     stats: Arc<Stats>,
+    /// The backend's fatal error has been posted.
+    fatal_posted: AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -207,6 +220,7 @@ const FIXED_PROPS: &[&str] = &[
     "model-path",
     "model-root-dir",
     "env-file",
+    "python",
 ];
 
 impl VssSummarize {
@@ -228,6 +242,9 @@ impl VssSummarize {
         _pad: &gst::Pad,
         buffer: gst::Buffer,
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
+        if self.check_fatal() {
+            return Err(gst::FlowError::Error);
+        }
         let need_live = lock(&self.state).live.is_none();
         if need_live {
             // Once per stream: liveness (drop policy, time labels) and, for
@@ -687,6 +704,7 @@ impl VssSummarize {
             Ok(_) | Err(gst::FlowError::NotLinked) | Err(gst::FlowError::Flushing) => {}
             Err(e) => gst::warning!(CAT, imp = self, "summary_src push: {e:?}"),
         }
+        self.check_fatal();
     }
 
     fn src_query(&self, pad: &gst::Pad, query: &mut gst::QueryRef) -> bool {
@@ -724,12 +742,33 @@ impl VssSummarize {
 
     fn prepare(&self) -> Result<(), gst::ErrorMessage> {
         let settings = lock(&self.settings).clone();
-        let resolved = config::resolve(&settings.user, Env::from_process())
-            .map_err(|e| gst::error_msg!(gst::ResourceError::Settings, ("vsssummarize: {e}")))?;
+        let settings_err =
+            |e: String| gst::error_msg!(gst::ResourceError::Settings, ("vsssummarize: {e}"));
+        let mut resolved =
+            config::resolve(&settings.user, Env::from_process()).map_err(settings_err)?;
         let backend: Arc<dyn Backend> = match resolved.backend {
             BackendKind::OpenAiCompat => {
+                let endpoint = resolved
+                    .endpoint
+                    .clone()
+                    .expect("resolved for openai-compat");
+                if !endpoint.model_explicit && !endpoint.is_openai() {
+                    gst::warning!(
+                        CAT,
+                        imp = self,
+                        "model-name / VIA_VLM_OPENAI_MODEL_DEPLOYMENT_NAME not set: sending the default '{}' to {}; most servers (vLLM, NIM) need the served model name",
+                        config::DEFAULT_MODEL,
+                        endpoint.chat_url.host_str().unwrap_or_default()
+                    );
+                }
+                gst::info!(
+                    CAT,
+                    imp = self,
+                    "endpoint {}",
+                    endpoint.chat_url.host_str().unwrap_or_default()
+                );
                 let opts = OpenAiOptions {
-                    endpoint: resolved.endpoint.clone(),
+                    endpoint,
                     gen: GenParams {
                         prompt: settings.prompt.clone(),
                         system_prompt: resolved.system_prompt.clone(),
@@ -747,40 +786,132 @@ impl VssSummarize {
                     request_timeout: config::secs(settings.request_timeout),
                     max_retries: settings.max_retries,
                 };
-                Arc::new(OpenAiBackend::new(opts).map_err(|e| {
-                    gst::error_msg!(gst::ResourceError::Settings, ("vsssummarize: {e}"))
-                })?)
+                Arc::new(OpenAiBackend::new(opts).map_err(settings_err)?)
             }
+            BackendKind::Custom => Arc::new(self.prepare_custom(&settings, &mut resolved)?),
             other => {
                 return Err(gst::error_msg!(
                     gst::ResourceError::Settings,
                     (
-                        "vsssummarize: backend '{}' is not available in this build yet; set backend=openai-compat (or VLM_MODEL_TO_USE=openai-compat)",
+                        "vsssummarize: backend '{}' is not available in this build yet; set backend=openai-compat or custom (or VLM_MODEL_TO_USE)",
                         other.as_str()
                     )
                 ));
             }
         };
-        if !resolved.endpoint.model_explicit && !resolved.endpoint.is_openai() {
-            gst::warning!(
-                CAT,
-                imp = self,
-                "model-name / VIA_VLM_OPENAI_MODEL_DEPLOYMENT_NAME not set: sending the default '{}' to {}; most servers (vLLM, NIM) need the served model name",
-                config::DEFAULT_MODEL,
-                resolved.endpoint.chat_url.host_str().unwrap_or_default()
-            );
-        }
         gst::info!(
             CAT,
             imp = self,
-            "backend {} model '{}' at {} ({} frames per chunk)",
+            "backend {} model '{}' ({} frames per chunk)",
             resolved.backend.as_str(),
             backend.model(),
-            resolved.endpoint.chat_url.host_str().unwrap_or_default(),
             resolved.num_frames
         );
+        self.fatal_posted.store(false, Ordering::Release);
         *lock(&self.prepared) = Some(Prepared { resolved, backend });
         Ok(())
+    }
+
+    /// `backend=custom`: checks the model directory, applies its manifest to
+    /// `resolved` (frames per chunk, frame size) and loads the model.
+    fn prepare_custom(
+        &self,
+        settings: &Settings,
+        resolved: &mut Resolved,
+    ) -> Result<CustomBackend, gst::ErrorMessage> {
+        let settings_err =
+            |e: String| gst::error_msg!(gst::ResourceError::Settings, ("vsssummarize: {e}"));
+        let dir = manifest::resolve_model_dir(
+            resolved.model_path.as_deref(),
+            resolved.model_root_dir.as_deref(),
+        )
+        .map_err(settings_err)?;
+        let (man, warnings) = manifest::load(&dir).map_err(settings_err)?;
+        for w in warnings {
+            gst::element_imp_warning!(
+                self,
+                gst::ResourceError::Settings,
+                ("{}/manifest.yaml: {w}", dir.display())
+            );
+        }
+        if !resolved.num_frames_explicit {
+            resolved.num_frames = man.number_of_frames.unwrap_or(1);
+        }
+        if !resolved.frame_size_explicit {
+            if let Some((w, h)) = man.resolution {
+                (resolved.frame_width, resolved.frame_height) = (w, h);
+            }
+        }
+        let mut configs = serde_json::Map::new();
+        let set = |k: &str| settings.gen_set.contains(k);
+        if set("max-tokens") {
+            configs.insert("max_new_tokens".into(), settings.max_tokens.into());
+        }
+        if set("temperature") {
+            configs.insert("temperature".into(), settings.temperature.into());
+        }
+        if set("top-p") {
+            configs.insert("top_p".into(), settings.top_p.into());
+        }
+        if set("top-k") && settings.top_k > 0 {
+            configs.insert("top_k".into(), settings.top_k.into());
+        }
+        if set("seed") && settings.seed >= 0 {
+            configs.insert("seed".into(), settings.seed.into());
+        }
+        let weak = self.obj().downgrade();
+        let log: LogFn = Arc::new(move |level, msg| {
+            let Some(obj) = weak.upgrade() else { return };
+            match level {
+                LogLevel::Debug => gst::debug!(CAT, obj = obj, "{msg}"),
+                LogLevel::Info => gst::info!(CAT, obj = obj, "{msg}"),
+                LogLevel::Warning => gst::warning!(CAT, obj = obj, "{msg}"),
+            }
+        });
+        let timeout = if settings.request_timeout > 0.0 {
+            config::secs(settings.request_timeout)
+        } else {
+            Duration::from_secs(365 * 86_400)
+        };
+        let opts = CustomOptions {
+            model_dir: dir,
+            python: resolved.python.clone(),
+            manifest: man,
+            prompt: if settings.prompt.trim().is_empty() {
+                prompt::DEFAULT_PROMPT.to_string()
+            } else {
+                settings.prompt.clone()
+            },
+            configs,
+            frames: FrameOptions {
+                width: resolved.frame_width,
+                height: resolved.frame_height,
+                jpeg_quality: settings.jpeg_quality.clamp(1, 100) as u8,
+            },
+            env: resolved
+                .env
+                .vars()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            call_timeout: timeout,
+            load_timeout: CUSTOM_LOAD_TIMEOUT,
+            max_restarts: settings.max_restarts,
+            log,
+        };
+        CustomBackend::new(opts)
+            .map_err(|e| gst::error_msg!(gst::LibraryError::Init, ("vsssummarize: {e}")))
+    }
+
+    /// Posts the backend's fatal error once; true when there is one.
+    fn check_fatal(&self) -> bool {
+        let fatal = lock(&self.prepared)
+            .as_ref()
+            .and_then(|p| p.backend.fatal_error());
+        let Some(e) = fatal else { return false };
+        if !self.fatal_posted.swap(true, Ordering::AcqRel) {
+            gst::element_imp_error!(self, gst::LibraryError::Failed, ("vsssummarize: {e}"));
+        }
+        true
     }
 
     fn start(&self) -> Result<(), gst::ErrorMessage> {
@@ -946,6 +1077,7 @@ impl ObjectSubclass for VssSummarize {
             gap_needed: AtomicBool::new(true),
             gap_pts: Mutex::new(None),
             stats: Arc::new(Stats::default()),
+            fatal_posted: AtomicBool::new(false),
         }
     }
 }
@@ -973,6 +1105,7 @@ impl ObjectImpl for VssSummarize {
                 s("api-version", "Azure OpenAI api-version (default from OPENAI_API_VERSION)"),
                 s("model-path", "Model directory for local backends (default from MODEL_PATH)"),
                 s("model-root-dir", "Directory local models must lie in (default from MODEL_ROOT_DIR)"),
+                s("python", "Python interpreter that runs a custom model (default from VSS_PYTHON, else python3); point it at a virtualenv's bin/python"),
                 s("env-file", "VSS .env file of 'export KEY=VALUE' lines used as defaults (wins over the process environment)"),
                 glib::ParamSpecDouble::builder("chunk-duration")
                     .blurb("Chunk length in seconds")
@@ -989,7 +1122,7 @@ impl ObjectImpl for VssSummarize {
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecUInt::builder("num-frames-per-chunk")
-                    .blurb("Frames sampled per chunk (0 = VLM_DEFAULT_NUM_FRAMES_PER_CHUNK, else the backend default: 10 for openai-compat)")
+                    .blurb("Frames sampled per chunk (0 = VLM_DEFAULT_NUM_FRAMES_PER_CHUNK, else the backend default: 10 for openai-compat, the manifest's number_of_frames for custom)")
                     .maximum(256)
                     .default_value(0)
                     .mutable_ready()
@@ -1084,6 +1217,12 @@ impl ObjectImpl for VssSummarize {
                     .default_value(DEFAULT_DRAIN_TIMEOUT)
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecUInt::builder("max-restarts")
+                    .blurb("custom backend: model process restarts after crashes in a row before the element fails")
+                    .maximum(1000)
+                    .default_value(DEFAULT_MAX_RESTARTS)
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecUInt64::builder("chunks-submitted").read_only().build(),
                 glib::ParamSpecUInt64::builder("chunks-completed").read_only().build(),
                 glib::ParamSpecUInt64::builder("chunks-failed").read_only().build(),
@@ -1118,6 +1257,8 @@ impl ObjectImpl for VssSummarize {
             "model-path" => s.user.model_path = opt_str(value),
             "model-root-dir" => s.user.model_root_dir = opt_str(value),
             "env-file" => s.user.env_file = opt_str(value),
+            "python" => s.user.python = opt_str(value),
+            "max-restarts" => s.max_restarts = value.get().expect("type"),
             "chunk-duration" => s.chunk_duration = value.get().expect("type"),
             "chunk-overlap" => s.chunk_overlap = value.get().expect("type"),
             "num-frames-per-chunk" => {
@@ -1134,11 +1275,26 @@ impl ObjectImpl for VssSummarize {
                     .unwrap_or_default()
             }
             "system-prompt" => s.user.system_prompt = value.get::<Option<String>>().expect("type"),
-            "max-tokens" => s.max_tokens = value.get().expect("type"),
-            "temperature" => s.temperature = value.get().expect("type"),
-            "top-p" => s.top_p = value.get().expect("type"),
-            "top-k" => s.top_k = value.get().expect("type"),
-            "seed" => s.seed = value.get().expect("type"),
+            "max-tokens" => {
+                s.max_tokens = value.get().expect("type");
+                s.gen_set.insert("max-tokens");
+            }
+            "temperature" => {
+                s.temperature = value.get().expect("type");
+                s.gen_set.insert("temperature");
+            }
+            "top-p" => {
+                s.top_p = value.get().expect("type");
+                s.gen_set.insert("top-p");
+            }
+            "top-k" => {
+                s.top_k = value.get().expect("type");
+                s.gen_set.insert("top-k");
+            }
+            "seed" => {
+                s.seed = value.get().expect("type");
+                s.gen_set.insert("seed");
+            }
             "max-concurrency" => s.max_concurrency = value.get().expect("type"),
             "max-pending-chunks" => s.max_pending = value.get().expect("type"),
             "request-timeout" => s.request_timeout = value.get().expect("type"),
@@ -1162,10 +1318,16 @@ impl ObjectImpl for VssSummarize {
             )
             .to_value(),
             "endpoint" => u.endpoint.to_value(),
-            "model-name" => resolved
-                .map(|r| r.endpoint.model.clone())
+            "model-name" => prepared
+                .as_ref()
+                .map(|p| p.backend.model().to_string())
                 .or_else(|| u.model_name.clone())
                 .to_value(),
+            "python" => resolved
+                .map(|r| r.python.clone())
+                .or_else(|| u.python.clone())
+                .to_value(),
+            "max-restarts" => s.max_restarts.to_value(),
             "api-version" => u.api_version.to_value(),
             "model-path" => u.model_path.to_value(),
             "model-root-dir" => u.model_root_dir.to_value(),

@@ -1,0 +1,748 @@
+// SPDX-License-Identifier: MPL-2.0
+//! The `custom` backend: a VSS model directory (`inference.py` +
+//! `manifest.yaml`) run unchanged in a Python worker subprocess.
+//!
+//! Why a subprocess: user code may crash (segfault in a native library,
+//! `sys.exit`, out-of-memory kill) and must not take the GStreamer process
+//! with it; an embedded interpreter also ties the plugin to one libpython and
+//! holds the GIL across elements. The worker speaks the framed protocol of
+//! [`proto`] over its stdin/stdout; frames cross as raw bytes, once.
+//!
+//! One worker per element; calls into Python are serialised (as VSS runs
+//! custom models at batch size 1) while the dispatcher's workers prepare the
+//! next chunks' frames in parallel. A crash turns the chunk in flight into an
+//! error record; the next chunk reloads the model. After `max_restarts`
+//! crashes in a row (no successful chunk between) the backend reports a fatal
+//! error and the element posts an error message.
+
+pub mod manifest;
+pub mod proto;
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Map, Value};
+use tokio_util::sync::CancellationToken;
+
+use self::manifest::Manifest;
+use self::proto::Message;
+use super::{Backend, Caption, ChunkJob, FrameOptions};
+use crate::config::BackendKind;
+use crate::frames::{self, RgbImage};
+
+/// The worker script, embedded so that the plugin is one file.
+pub const WORKER_PY: &str = include_str!("worker.py");
+
+/// Lines of the worker's stderr kept for error messages.
+const STDERR_TAIL: usize = 40;
+const POLL: Duration = Duration::from_millis(20);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogLevel {
+    Debug,
+    Info,
+    Warning,
+}
+
+/// Where the backend's progress and the model's own output (stderr) go.
+pub type LogFn = Arc<dyn Fn(LogLevel, &str) + Send + Sync>;
+
+#[derive(Clone)]
+pub struct CustomOptions {
+    /// Canonical model directory (see [`manifest::resolve_model_dir`]).
+    pub model_dir: PathBuf,
+    pub python: String,
+    pub manifest: Manifest,
+    /// The prompt passed to `generate` as is (VSS passes no timestamps to
+    /// custom models).
+    pub prompt: String,
+    /// The `configs` dict: only what the user set.
+    pub configs: Map<String, Value>,
+    /// Frame size after the manifest and the properties are applied.
+    pub frames: FrameOptions,
+    /// Extra environment for the worker (the env-file's variables).
+    pub env: Vec<(String, String)>,
+    /// Longest a `generate` call may take; past it the worker is restarted.
+    pub call_timeout: Duration,
+    /// Longest loading (`import inference; Inference()`) may take.
+    pub load_timeout: Duration,
+    pub max_restarts: u32,
+    pub log: LogFn,
+}
+
+/// What the worker reported when it came up.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WorkerInfo {
+    pub has_embeddings: bool,
+    /// e.g. `torch.float32 on cpu` or `numpy.uint8`.
+    pub tensor: String,
+    pub python: String,
+}
+
+/// Time spent around one `generate` call, for the bridge-overhead figure.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct BridgeTiming {
+    /// Chunk handed to the backend → frames converted/encoded.
+    pub prepare: Duration,
+    /// Frames converted → `generate` entered (pipe, numpy/torch, embeddings).
+    pub to_entry: Duration,
+    /// Inside `generate`.
+    pub generate: Duration,
+    /// `generate` returned → result back in the element.
+    pub back: Duration,
+}
+
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own. CLOCK_MONOTONIC
+    // is also what Python's time.monotonic_ns() reads on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// One running worker process.
+struct Proc {
+    child: Child,
+    stdin: ChildStdin,
+    rx: Receiver<std::io::Result<Message>>,
+    stderr_tail: Arc<Mutex<VecDeque<String>>>,
+    stderr_done: Arc<AtomicBool>,
+    /// Messages the worker still owes before it answers a new request:
+    /// `ready` after a start, results of requests whose caller gave up.
+    owed: usize,
+}
+
+impl Proc {
+    fn spawn(o: &CustomOptions) -> Result<Proc, String> {
+        let mode = if o.manifest.jpeg_encoded {
+            "jpeg"
+        } else {
+            "raw"
+        };
+        let mut cmd = Command::new(&o.python);
+        cmd.arg("-u")
+            .arg("-c")
+            .arg(WORKER_PY)
+            .arg(&o.model_dir)
+            .arg(mode)
+            .envs(o.env.iter().map(|(k, v)| (k, v)))
+            .env("PYTHONUNBUFFERED", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().map_err(|e| {
+            format!(
+                "cannot start Python '{}': {e}; install python3 or set the python property (or VSS_PYTHON) to the interpreter of the environment your model needs",
+                o.python
+            )
+        })?;
+        let stdin = child.stdin.take().expect("piped");
+        let stdout = child.stdout.take().expect("piped");
+        let stderr = child.stderr.take().expect("piped");
+        let pid = child.id();
+
+        // Bounded: the worker owes at most a few messages at a time.
+        let (tx, rx): (SyncSender<_>, _) = std::sync::mpsc::sync_channel(4);
+        std::thread::Builder::new()
+            .name(format!("vss-py-out-{pid}"))
+            .spawn(move || {
+                let mut r = BufReader::with_capacity(1 << 20, stdout);
+                loop {
+                    let m = proto::read_msg(&mut r);
+                    let end = m.is_err();
+                    if tx.send(m).is_err() || end {
+                        break;
+                    }
+                }
+            })
+            .map_err(|e| format!("cannot start a reader thread: {e}"))?;
+
+        let tail = Arc::new(Mutex::new(VecDeque::with_capacity(STDERR_TAIL)));
+        let done = Arc::new(AtomicBool::new(false));
+        let (tail2, done2, log) = (tail.clone(), done.clone(), o.log.clone());
+        std::thread::Builder::new()
+            .name(format!("vss-py-err-{pid}"))
+            .spawn(move || {
+                let r = BufReader::new(stderr);
+                for line in r.split(b'\n') {
+                    let Ok(line) = line else { break };
+                    let mut s = String::from_utf8_lossy(&line).into_owned();
+                    if s.len() > 1000 {
+                        let mut cut = 1000;
+                        while !s.is_char_boundary(cut) {
+                            cut -= 1;
+                        }
+                        s.truncate(cut);
+                        s.push('…');
+                    }
+                    log(LogLevel::Info, &format!("model[{pid}]: {s}"));
+                    let mut t = tail2.lock().unwrap_or_else(|e| e.into_inner());
+                    if t.len() == STDERR_TAIL {
+                        t.pop_front();
+                    }
+                    t.push_back(s);
+                }
+                done2.store(true, Ordering::Release);
+            })
+            .map_err(|e| format!("cannot start a stderr thread: {e}"))?;
+
+        Ok(Proc {
+            child,
+            stdin,
+            rx,
+            stderr_tail: tail,
+            stderr_done: done,
+            owed: 1,
+        })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The last `n` stderr lines (waits briefly for the stream to end when
+    /// the process is gone, so a dying traceback is complete).
+    fn stderr_tail(&self, n: usize) -> String {
+        let until = Instant::now() + Duration::from_millis(500);
+        while !self.stderr_done.load(Ordering::Acquire) && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let t = self.stderr_tail.lock().unwrap_or_else(|e| e.into_inner());
+        let skip = t.len().saturating_sub(n);
+        t.iter().skip(skip).cloned().collect::<Vec<_>>().join("\n")
+    }
+
+    /// How the process ended ("exited with status 3", "killed by signal 11
+    /// (SIGSEGV)"); kills it if it is still running after a short wait.
+    fn reap(&mut self) -> String {
+        let until = Instant::now() + Duration::from_millis(1000);
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(st)) => return describe_exit(st),
+                Ok(None) if Instant::now() < until => std::thread::sleep(Duration::from_millis(5)),
+                _ => {
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    return "was still running and was killed".into();
+                }
+            }
+        }
+    }
+
+    /// Closes stdin (the worker exits at EOF) and waits a little; kills it otherwise.
+    fn stop(mut self) {
+        drop(self.stdin);
+        let until = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < until {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn describe_exit(st: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    if let Some(sig) = st.signal() {
+        let name = match sig {
+            libc::SIGSEGV => " (SIGSEGV)",
+            libc::SIGABRT => " (SIGABRT)",
+            libc::SIGKILL => " (SIGKILL, e.g. the out-of-memory killer)",
+            libc::SIGBUS => " (SIGBUS)",
+            libc::SIGFPE => " (SIGFPE)",
+            libc::SIGILL => " (SIGILL)",
+            _ => "",
+        };
+        format!("was killed by signal {sig}{name}")
+    } else {
+        format!("exited with status {}", st.code().unwrap_or(-1))
+    }
+}
+
+#[derive(Default)]
+struct Slot {
+    proc: Option<Proc>,
+    busy: bool,
+    /// Crashes since the last successful chunk.
+    crashes: u32,
+    next_id: u64,
+}
+
+pub struct CustomBackend {
+    opts: CustomOptions,
+    model: String,
+    info: Mutex<WorkerInfo>,
+    slot: Mutex<Slot>,
+    free: Condvar,
+    fatal: Mutex<Option<String>>,
+    last_timing: Mutex<Option<BridgeTiming>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// What went wrong while talking to the worker.
+enum Trouble {
+    /// The caller's cancel fired.
+    Cancelled,
+    /// The process died or the pipe broke; the string says how.
+    Died(String),
+    /// The call took longer than `call_timeout`.
+    Timeout,
+    /// The model could not be (re)loaded.
+    Load(String),
+}
+
+impl CustomBackend {
+    /// Starts the worker and waits until the model is loaded (or fails).
+    pub fn new(opts: CustomOptions) -> Result<CustomBackend, String> {
+        let model = opts
+            .model_dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "custom".into());
+        let b = CustomBackend {
+            model,
+            info: Mutex::new(WorkerInfo::default()),
+            slot: Mutex::new(Slot::default()),
+            free: Condvar::new(),
+            fatal: Mutex::new(None),
+            last_timing: Mutex::new(None),
+            opts,
+        };
+        let mut p = b.start_proc()?;
+        let never = CancellationToken::new();
+        b.settle(&mut p, &never, Some(b.opts.load_timeout))
+            .map_err(|t| match t {
+                Trouble::Load(e) => e,
+                Trouble::Died(e) => b.load_failure_text(&e),
+                Trouble::Timeout => format!(
+                    "loading the model in '{}' took longer than {:.0} s",
+                    b.opts.model_dir.display(),
+                    b.opts.load_timeout.as_secs_f64()
+                ),
+                Trouble::Cancelled => "cancelled".into(),
+            })
+            .inspect_err(|_| {
+                let _ = p.child.kill();
+                let _ = p.child.wait();
+            })?;
+        lock(&b.slot).proc = Some(p);
+        Ok(b)
+    }
+
+    pub fn info(&self) -> WorkerInfo {
+        lock(&self.info).clone()
+    }
+
+    /// The timing of the last successful call.
+    pub fn last_timing(&self) -> Option<BridgeTiming> {
+        *lock(&self.last_timing)
+    }
+
+    fn log(&self, level: LogLevel, msg: &str) {
+        (self.opts.log)(level, msg)
+    }
+
+    fn load_failure_text(&self, died: &str) -> String {
+        format!(
+            "cannot load the custom model in '{}' with '{}': the Python process {died}",
+            self.opts.model_dir.display(),
+            self.opts.python
+        )
+    }
+
+    fn start_proc(&self) -> Result<Proc, String> {
+        self.log(
+            LogLevel::Info,
+            &format!(
+                "loading custom model '{}' with {} ({} mode)",
+                self.opts.model_dir.display(),
+                self.opts.python,
+                if self.opts.manifest.jpeg_encoded {
+                    "JPEG"
+                } else {
+                    "raw frame"
+                }
+            ),
+        );
+        Proc::spawn(&self.opts)
+    }
+
+    /// Receives one message, watching `cancel` and an optional deadline.
+    fn recv(
+        &self,
+        p: &mut Proc,
+        cancel: &CancellationToken,
+        deadline: Option<Instant>,
+    ) -> Result<Message, Trouble> {
+        loop {
+            match p.rx.recv_timeout(POLL) {
+                Ok(Ok(m)) => return Ok(m),
+                Ok(Err(e)) => {
+                    let how = p.reap();
+                    let detail = if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                        how
+                    } else {
+                        format!("{how} after a protocol error: {e}")
+                    };
+                    return Err(Trouble::Died(self.with_tail(p, &detail)));
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    let how = p.reap();
+                    return Err(Trouble::Died(self.with_tail(p, &how)));
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    if cancel.is_cancelled() {
+                        return Err(Trouble::Cancelled);
+                    }
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        return Err(Trouble::Timeout);
+                    }
+                }
+            }
+        }
+    }
+
+    fn with_tail(&self, p: &Proc, how: &str) -> String {
+        let tail = p.stderr_tail(8);
+        if tail.trim().is_empty() {
+            format!("(pid {}) {how}", p.pid())
+        } else {
+            format!("(pid {}) {how}; its last output:\n{tail}", p.pid())
+        }
+    }
+
+    /// Takes every message the worker owes (its `ready`, stale results).
+    fn settle(
+        &self,
+        p: &mut Proc,
+        cancel: &CancellationToken,
+        load_timeout: Option<Duration>,
+    ) -> Result<(), Trouble> {
+        let deadline = load_timeout.map(|t| Instant::now() + t);
+        while p.owed > 0 {
+            let m = self.recv(p, cancel, deadline)?;
+            p.owed -= 1;
+            match m.op() {
+                "ready" => {
+                    let info = WorkerInfo {
+                        has_embeddings: m.header.get("has_embeddings") == Some(&Value::Bool(true)),
+                        tensor: m.str("tensor").unwrap_or_default().to_string(),
+                        python: m.str("python").unwrap_or_default().to_string(),
+                    };
+                    self.log(
+                        LogLevel::Info,
+                        &format!(
+                            "custom model '{}' ready (pid {}, Python {}, raw frames as {}, get_embeddings: {})",
+                            self.model,
+                            p.pid(),
+                            info.python,
+                            info.tensor,
+                            if info.has_embeddings { "yes" } else { "no" }
+                        ),
+                    );
+                    *lock(&self.info) = info;
+                }
+                "init_error" => {
+                    let err = m.str("error").unwrap_or("unknown error");
+                    let tb = m.str("traceback").unwrap_or_default();
+                    let _ = p.reap();
+                    return Err(Trouble::Load(format!(
+                        "cannot load the custom model in '{}': {err}\nPython traceback (last lines):\n{tb}",
+                        self.opts.model_dir.display()
+                    )));
+                }
+                _ => {} // a result nobody waits for any more
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits for the worker slot (calls into Python are serialised).
+    fn acquire(&self, cancel: &CancellationToken) -> Result<SlotGuard<'_>, String> {
+        let mut s = lock(&self.slot);
+        while s.busy {
+            if cancel.is_cancelled() {
+                return Err("cancelled".into());
+            }
+            s = self
+                .free
+                .wait_timeout(s, Duration::from_millis(50))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        s.busy = true;
+        let proc = s.proc.take();
+        Ok(SlotGuard {
+            backend: self,
+            proc,
+        })
+    }
+
+    fn set_fatal(&self, msg: String) -> String {
+        let mut f = lock(&self.fatal);
+        if f.is_none() {
+            *f = Some(msg.clone());
+        }
+        msg
+    }
+
+    /// Records a crash; returns the sentence to append to the chunk's error.
+    fn crashed(&self) -> String {
+        let n = {
+            let mut s = lock(&self.slot);
+            s.crashes += 1;
+            s.crashes
+        };
+        let max = self.opts.max_restarts;
+        if n > max {
+            self.set_fatal(format!(
+                "the custom model in '{}' failed {n} times in a row (max {max} restarts); giving up",
+                self.opts.model_dir.display()
+            ));
+            "no restarts left".into()
+        } else {
+            format!("the model will be reloaded (restart {n} of {max})")
+        }
+    }
+
+    fn prepare(&self, job: &ChunkJob, cancel: &CancellationToken) -> Result<Prepared, String> {
+        let first = job.frames.first().ok_or("the chunk has no frames")?;
+        let fo = self.opts.frames;
+        let (tw, th) = frames::target_size(first.width, first.height, fo.width, fo.height);
+        let mut rgb = Vec::with_capacity(job.frames.len());
+        for f in &job.frames {
+            if cancel.is_cancelled() {
+                return Err("cancelled".into());
+            }
+            // All frames of a chunk get the first one's size (as in VSS).
+            rgb.push(
+                frames::prepare_rgb(f, tw, th).map_err(|e| format!("cannot prepare frame: {e}"))?,
+            );
+        }
+        let jpegs = if self.opts.manifest.jpeg_encoded {
+            rgb.iter()
+                .map(|i| frames::encode_jpeg(i, fo.jpeg_quality))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("cannot encode frame: {e}"))?
+        } else {
+            Vec::new()
+        };
+        let embed = lock(&self.info).has_embeddings;
+        let need_raw = !self.opts.manifest.jpeg_encoded || embed;
+        if !need_raw {
+            rgb.clear();
+        }
+        Ok(Prepared {
+            n: job.frames.len(),
+            w: tw,
+            h: th,
+            rgb,
+            jpegs,
+            embed,
+        })
+    }
+
+    /// One request/response with a live worker.
+    fn call(
+        &self,
+        p: &mut Proc,
+        id: u64,
+        req: &Prepared,
+        cancel: &CancellationToken,
+    ) -> Result<Message, Trouble> {
+        self.settle(p, cancel, Some(self.opts.load_timeout))?;
+        let mut header = Map::new();
+        header.insert("op".into(), json!("generate"));
+        header.insert("id".into(), json!(id));
+        header.insert("prompt".into(), json!(self.opts.prompt));
+        header.insert("configs".into(), Value::Object(self.opts.configs.clone()));
+        header.insert("n".into(), json!(req.n));
+        header.insert("h".into(), json!(req.h));
+        header.insert("w".into(), json!(req.w));
+        header.insert("raw".into(), json!(!req.rgb.is_empty()));
+        header.insert("jpeg".into(), json!(self.opts.manifest.jpeg_encoded));
+        header.insert("embed".into(), json!(req.embed));
+        let mut blobs: Vec<Vec<&[u8]>> = Vec::new();
+        if !req.rgb.is_empty() {
+            blobs.push(req.rgb.iter().map(|i| i.data.as_slice()).collect());
+        }
+        blobs.extend(req.jpegs.iter().map(|j| vec![j.as_slice()]));
+        if let Err(e) = proto::write_msg(&mut p.stdin, header, &blobs) {
+            let how = p.reap();
+            return Err(Trouble::Died(
+                self.with_tail(p, &format!("{how} (writing the request failed: {e})")),
+            ));
+        }
+        p.owed += 1;
+        let deadline = Instant::now() + self.opts.call_timeout;
+        loop {
+            let m = self.recv(p, cancel, Some(deadline))?;
+            p.owed -= 1;
+            if m.op() == "result" && m.header.get("id") == Some(&json!(id)) {
+                return Ok(m);
+            }
+        }
+    }
+}
+
+struct Prepared {
+    n: usize,
+    w: u32,
+    h: u32,
+    /// Raw frames, when the model gets them or `get_embeddings` needs them.
+    rgb: Vec<RgbImage>,
+    jpegs: Vec<Vec<u8>>,
+    embed: bool,
+}
+
+/// Holds the worker slot; gives the process back (or not) and wakes the
+/// next caller when dropped.
+struct SlotGuard<'a> {
+    backend: &'a CustomBackend,
+    proc: Option<Proc>,
+}
+
+impl Drop for SlotGuard<'_> {
+    fn drop(&mut self) {
+        let mut s = lock(&self.backend.slot);
+        s.proc = self.proc.take();
+        s.busy = false;
+        self.backend.free.notify_one();
+    }
+}
+
+impl Backend for CustomBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Custom
+    }
+
+    fn model(&self) -> &str {
+        &self.model
+    }
+
+    fn fatal_error(&self) -> Option<String> {
+        lock(&self.fatal).clone()
+    }
+
+    fn caption(&self, job: &ChunkJob, cancel: &CancellationToken) -> Result<Caption, String> {
+        let t0 = monotonic_ns();
+        if let Some(f) = self.fatal_error() {
+            return Err(f);
+        }
+        let req = self.prepare(job, cancel)?;
+        let t_prepared = monotonic_ns();
+        let mut g = self.acquire(cancel)?;
+        if let Some(f) = self.fatal_error() {
+            return Err(f);
+        }
+        let id = {
+            let mut s = lock(&self.slot);
+            s.next_id += 1;
+            s.next_id
+        };
+        if g.proc.is_none() {
+            g.proc = Some(self.start_proc().map_err(|e| self.set_fatal(e))?);
+        }
+        let p = g.proc.as_mut().expect("started above");
+        let m = match self.call(p, id, &req, cancel) {
+            Ok(m) => m,
+            Err(Trouble::Cancelled) => return Err("cancelled".into()),
+            Err(Trouble::Load(e)) => {
+                g.proc = None;
+                return Err(self.set_fatal(e));
+            }
+            Err(Trouble::Died(how)) => {
+                g.proc = None;
+                let next = self.crashed();
+                return Err(format!("the model process {how}; {next}"));
+            }
+            Err(Trouble::Timeout) => {
+                if let Some(p) = g.proc.take() {
+                    let pid = p.pid();
+                    let mut p = p;
+                    let _ = p.child.kill();
+                    let _ = p.child.wait();
+                    self.log(LogLevel::Warning, &format!("killed model process {pid}"));
+                }
+                let next = self.crashed();
+                return Err(format!(
+                    "generate() did not return within {:.0} s (request-timeout); the model process was stopped and {next}",
+                    self.opts.call_timeout.as_secs_f64()
+                ));
+            }
+        };
+        let t_back = monotonic_ns();
+        drop(g);
+
+        let ns = |k: &str| m.header.get(k).and_then(Value::as_u64);
+        if let (Some(t_in), Some(t_out)) = (ns("t_in"), ns("t_out")) {
+            let d = |a: u64, b: u64| Duration::from_nanos(b.saturating_sub(a));
+            let t = BridgeTiming {
+                prepare: d(t0, t_prepared),
+                to_entry: d(t_prepared, t_in),
+                generate: d(t_in, t_out),
+                back: d(t_out, t_back),
+            };
+            self.log(
+                LogLevel::Debug,
+                &format!(
+                    "chunk {}: prepare {:.2} ms, to generate() {:.2} ms, generate {:.2} ms, back {:.2} ms",
+                    job.chunk_index,
+                    t.prepare.as_secs_f64() * 1e3,
+                    t.to_entry.as_secs_f64() * 1e3,
+                    t.generate.as_secs_f64() * 1e3,
+                    t.back.as_secs_f64() * 1e3
+                ),
+            );
+            *lock(&self.last_timing) = Some(t);
+        }
+        // The worker is healthy: a crash later starts a fresh count.
+        lock(&self.slot).crashes = 0;
+
+        let embedding = if m.header.get("embedding") == Some(&Value::Bool(true)) {
+            m.blobs.first().map(|b| {
+                b.chunks_exact(4)
+                    .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
+                    .collect::<Vec<f32>>()
+            })
+        } else {
+            None
+        };
+        let embedding_error = m.str("embedding_error").map(str::to_string);
+        if let Some(e) = m.str("error") {
+            if let Some(tb) = m.str("traceback") {
+                self.log(LogLevel::Debug, &format!("chunk {}: {tb}", job.chunk_index));
+            }
+            return Err(e.to_string());
+        }
+        Ok(Caption {
+            text: m.str("text").unwrap_or_default().to_string(),
+            embedding,
+            embedding_error,
+            ..Default::default()
+        })
+    }
+}
+
+impl Drop for CustomBackend {
+    fn drop(&mut self) {
+        if let Some(p) = lock(&self.slot).proc.take() {
+            p.stop();
+        }
+    }
+}
