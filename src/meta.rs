@@ -69,3 +69,31 @@ pub fn read(buffer: &gst::BufferRef) -> Option<gst::Structure> {
 }
 
 use glib::prelude::ToSendValue as _;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedding_rides_on_the_buffer_as_a_float_list() {
+        gst::init().unwrap();
+        register();
+        let r = SummaryRecord {
+            chunk_index: 2,
+            text: "t".into(),
+            embedding: Some(vec![0.5, -1.25, 3.0]),
+            ..Default::default()
+        };
+        let mut buf = gst::Buffer::new();
+        add(buf.get_mut().unwrap(), &to_structure(&r)).unwrap();
+        let s = read(&buf).expect("meta");
+        assert_eq!(s.name(), STRUCTURE_NAME);
+        let a = s.get::<gst::Array>("embedding").unwrap();
+        let v: Vec<f64> = a.iter().map(|x| x.get::<f64>().unwrap()).collect();
+        assert_eq!(v, vec![0.5, -1.25, 3.0]);
+        assert!(!s.has_field("embedding-error") && !s.has_field("error"));
+        // Without an embedding there is no field.
+        let s = to_structure(&SummaryRecord::default());
+        assert!(!s.has_field("embedding"));
+    }
+}

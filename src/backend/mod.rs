@@ -83,6 +83,12 @@ pub trait Backend: Send + Sync {
     /// after `cancel` fires. An `Err` becomes the chunk's error record; its
     /// text must say what failed and never contain secrets.
     fn caption(&self, job: &ChunkJob, cancel: &CancellationToken) -> Result<Caption, String>;
+    /// Calls this backend can usefully take at once (`None`: any number).
+    /// The element runs at most this many dispatcher workers, so a backend
+    /// that serialises (limit 1) sees the chunks strictly in order.
+    fn max_concurrency(&self) -> Option<usize> {
+        None
+    }
     /// Set once the backend cannot go on (e.g. a model that keeps crashing);
     /// the element then posts an error message and stops the stream.
     fn fatal_error(&self) -> Option<String> {

@@ -930,9 +930,12 @@ impl VssSummarize {
         )
         .map_err(|e| gst::error_msg!(gst::ResourceError::Settings, ("vsssummarize: {e}")))?;
         self.stats.reset();
+        let workers = (settings.max_concurrency as usize)
+            .min(p.backend.max_concurrency().unwrap_or(usize::MAX))
+            .max(1);
         let d = Dispatcher::new(
             p.backend.clone(),
-            settings.max_concurrency as usize,
+            workers,
             settings.max_pending as usize,
             self.stats.clone(),
         );

@@ -8,9 +8,9 @@
 //! holds the GIL across elements. The worker speaks the framed protocol of
 //! [`proto`] over its stdin/stdout; frames cross as raw bytes, once.
 //!
-//! One worker per element; calls into Python are serialised (as VSS runs
-//! custom models at batch size 1) while the dispatcher's workers prepare the
-//! next chunks' frames in parallel. A crash turns the chunk in flight into an
+//! One worker per element; calls into Python are serialised and made in
+//! chunk order (as VSS runs custom models at batch size 1): the element runs
+//! one dispatcher worker for this backend. A crash turns the chunk in flight into an
 //! error record; the next chunk reloads the model. After `max_restarts`
 //! crashes in a row (no successful chunk between) the backend reports a fatal
 //! error and the element posts an error message.
@@ -418,7 +418,7 @@ impl CustomBackend {
     }
 
     fn with_tail(&self, p: &Proc, how: &str) -> String {
-        let tail = p.stderr_tail(8);
+        let tail = p.stderr_tail(12);
         if tail.trim().is_empty() {
             format!("(pid {}) {how}", p.pid())
         } else {
@@ -637,6 +637,12 @@ impl Backend for CustomBackend {
 
     fn fatal_error(&self) -> Option<String> {
         lock(&self.fatal).clone()
+    }
+
+    /// One Python call at a time, in chunk order (stateful models such as
+    /// trackers see the chunks as they happened).
+    fn max_concurrency(&self) -> Option<usize> {
+        Some(1)
     }
 
     fn caption(&self, job: &ChunkJob, cancel: &CancellationToken) -> Result<Caption, String> {

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Usage: pipelines/setup-python.sh [numpy|torch|all]   (default: numpy)
+#
+# Makes the Python environments `backend=custom` models run in, under
+# target/py/ (ignored by git), from Debian's python3 + python3-venv and PyPI:
+#   target/py/numpy  numpy + Pillow: enough for pipelines/models/* and for
+#                    VSS models that do not use torch (~60 MB);
+#   target/py/torch  numpy + Pillow + torch. PyPI's torch wheel is a CUDA
+#                    build: ~540 MB to download, 5-6 GB installed; it also
+#                    runs on machines without a GPU.
+# Point the element at one with python=target/py/numpy/bin/python (or
+# VSS_PYTHON=...). Idempotent: an environment whose packages import is kept.
+# pip's cache (~/.cache/pip) makes a second machine setup fast.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+WHICH="${1:-numpy}"
+BASE_PY="${BASE_PY:-/usr/bin/python3}"
+
+log() { printf 'setup-python: %s\n' "$*" >&2; }
+
+if ! "$BASE_PY" -c 'import venv, ensurepip' >/dev/null 2>&1; then
+    log "installing python3-venv"
+    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends python3 python3-venv
+fi
+
+make_env() {
+    local name="$1" check="$2"; shift 2
+    local dir="$ROOT/target/py/$name"
+    if [ -x "$dir/bin/python" ] && "$dir/bin/python" -c "$check" >/dev/null 2>&1; then
+        log "$dir is ready"
+        return
+    fi
+    log "creating $dir with: $*"
+    mkdir -p "$ROOT/target/py"
+    "$BASE_PY" -m venv "$dir"
+    "$dir/bin/pip" install --disable-pip-version-check -q "$@"
+    "$dir/bin/python" -c "$check"
+    log "$dir is ready"
+}
+
+case "$WHICH" in
+    numpy) make_env numpy 'import numpy, PIL' numpy pillow ;;
+    torch) make_env torch 'import numpy, PIL, torch' numpy pillow torch ;;
+    all)
+        make_env numpy 'import numpy, PIL' numpy pillow
+        make_env torch 'import numpy, PIL, torch' numpy pillow torch
+        ;;
+    *) log "unknown environment '$WHICH': use numpy, torch or all"; exit 2 ;;
+esac
