@@ -88,9 +88,18 @@ impl fmt::Debug for ApiKey {
 /// Environment variables as seen by the element: the process environment
 /// overlaid by the `env-file` (the file wins, as it was named explicitly on
 /// the element).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct Env {
     vars: HashMap<String, String>,
+}
+
+/// Names only: values may be secrets.
+impl std::fmt::Debug for Env {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut names: Vec<&str> = self.vars.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        f.debug_struct("Env").field("names", &names).finish()
+    }
 }
 
 impl Env {
@@ -770,5 +779,15 @@ mod tests {
         assert!(r.frame_size_explicit);
         assert_eq!((r.frame_width, r.frame_height), (320, 0));
         assert_eq!(r.python, "python3.11");
+    }
+
+    #[test]
+    fn env_debug_shows_names_not_values() {
+        let e = Env::from_pairs([("OPENAI_API_KEY", "sk-very-secret")]);
+        let d = format!("{e:?}");
+        assert!(
+            d.contains("OPENAI_API_KEY") && !d.contains("sk-very-secret"),
+            "{d}"
+        );
     }
 }

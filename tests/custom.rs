@@ -253,6 +253,39 @@ fn flaky_env(dir: &Path, plan: &str) -> (PathBuf, PathBuf) {
     (env, state)
 }
 
+/// A pipeline (not started) around the `flaky` test model following `plan`;
+/// returns it with its video, scratch directory and state file.
+fn flaky(
+    py: &str,
+    name: &str,
+    plan: &str,
+    seconds: u64,
+    extra: &str,
+) -> (Run, Video, PathBuf, PathBuf) {
+    let dir = tmp(name);
+    let (env, state) = flaky_env(&dir, plan);
+    let v = video(seconds);
+    let r = with_video(
+        &format!(
+            "backend=custom model-path={} python={py} env-file={} chunk-duration=1 {extra}",
+            model("flaky"),
+            env.display()
+        ),
+        &v,
+        false,
+    );
+    (r, v, dir, state)
+}
+
+/// Plays the whole video and waits for EOS (panics without it).
+fn play_to_eos(r: &Run, v: &Video) {
+    r.play().unwrap();
+    r.push_video(v);
+    r.end();
+    assert!(r.wait_eos(T), "no EOS: {:?}", r.outputs().errors);
+    r.drain_bus();
+}
+
 fn tmp(name: &str) -> PathBuf {
     std::env::temp_dir().join(format!("vss-custom-{}-{name}", std::process::id()))
 }
@@ -263,18 +296,9 @@ fn tmp(name: &str) -> PathBuf {
 #[test]
 fn failures_become_error_records_and_crashes_reload_the_model() {
     let Some(py) = python("numpy") else { return };
-    let dir = tmp("flaky");
-    let (env, state) = flaky_env(&dir, "ok,raise,none,segv,ok,print,exit,bytes,number,ok");
-    let v = video(10);
-    let r = run_video(
-        &format!(
-            "backend=custom model-path={} python={py} env-file={} chunk-duration=1",
-            model("flaky"),
-            env.display()
-        ),
-        &v,
-        T,
-    );
+    let plan = "ok,raise,none,segv,ok,print,exit,bytes,number,ok";
+    let (r, v, dir, state) = flaky(&py, "flaky", plan, 10, "");
+    play_to_eos(&r, &v);
     let recs = r.outputs().json();
     assert_eq!(recs.len(), 10, "{recs:#?}");
     let err = |k: usize| recs[k]["error"].as_str().unwrap_or_default().to_string();
@@ -319,18 +343,8 @@ fn failures_become_error_records_and_crashes_reload_the_model() {
 #[test]
 fn repeated_crashes_end_in_an_element_error() {
     let Some(py) = python("numpy") else { return };
-    let dir = tmp("crashy");
-    let (env, _) = flaky_env(&dir, "segv,segv,segv,segv,segv,segv,segv,segv");
-    let v = video(6);
-    let r = with_video(
-        &format!(
-            "backend=custom model-path={} python={py} env-file={} chunk-duration=1 max-restarts=1 max-concurrency=1",
-            model("flaky"),
-            env.display()
-        ),
-        &v,
-        false,
-    );
+    let plan = "segv,segv,segv,segv,segv,segv,segv,segv";
+    let (r, v, dir, _) = flaky(&py, "crashy", plan, 6, "max-restarts=1");
     r.play().unwrap();
     r.push_video(&v);
     r.end();
@@ -356,6 +370,72 @@ fn repeated_crashes_end_in_an_element_error() {
         .contains("no restarts left"));
     drop(o);
     r.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A generate() that outlives request-timeout becomes an error record; the
+/// stuck process is replaced and the next chunk is answered.
+#[test]
+fn a_stuck_generate_times_out_and_the_model_is_reloaded() {
+    let Some(py) = python("numpy") else { return };
+    let (r, v, dir, state) = flaky(&py, "stuck", "ok,sleep,ok", 3, "request-timeout=1");
+    play_to_eos(&r, &v);
+    let recs = r.outputs().json();
+    assert_eq!(recs.len(), 3, "{recs:#?}");
+    assert_eq!(recs[0]["text"], "ok 0");
+    let e = recs[1]["error"].as_str().unwrap();
+    assert!(
+        e.contains("did not return within 1 s (request-timeout)"),
+        "{e}"
+    );
+    assert_eq!(recs[2]["text"], "ok 2");
+    let inits = std::fs::read_to_string(&state)
+        .unwrap()
+        .matches("init")
+        .count();
+    assert_eq!(inits, 2);
+    r.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Stopping the pipeline while Python is busy neither hangs nor leaves the
+/// worker behind.
+#[test]
+fn stopping_during_a_long_generate_does_not_wait_for_it() {
+    let Some(py) = python("numpy") else { return };
+    let (r, v, dir, state) = flaky(&py, "stop", "sleep,sleep,sleep", 3, "");
+    r.play().unwrap();
+    r.push_video(&v);
+    // Wait until Python is inside generate().
+    let deadline = std::time::Instant::now() + T;
+    while !std::fs::read_to_string(&state)
+        .unwrap_or_default()
+        .contains("call")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "generate() never called"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let t = std::time::Instant::now();
+    r.stop();
+    // The model sleeps 30 s per call; stopping must not wait for it.
+    assert!(
+        t.elapsed() < Duration::from_secs(15),
+        "stop took {:?}",
+        t.elapsed()
+    );
+    // …and the worker process is gone (killed and reaped).
+    let text = std::fs::read_to_string(&state).unwrap();
+    let pid = text
+        .lines()
+        .find_map(|l| l.strip_prefix("pid "))
+        .expect("the model wrote its pid");
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "worker {pid} still running after stop"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

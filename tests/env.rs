@@ -101,9 +101,14 @@ fn environment_defaults_env_file_and_errors() {
     clear_env();
 
     // 4. A backend this build does not provide says so.
-    let e = ready_error(&[("backend", "custom"), ("endpoint", "http://127.0.0.1:9/v1")])
-        .expect("must fail");
-    assert!(e.contains("custom") && e.contains("openai-compat"), "{e}");
+    let e = ready_error(&[("backend", "cosmos-reason1")]).expect("must fail");
+    assert!(
+        e.contains("cosmos-reason1") && e.contains("not available"),
+        "{e}"
+    );
+    // custom without a model directory names what to set.
+    let e = ready_error(&[("backend", "custom")]).expect("must fail");
+    assert!(e.contains("model-path") && e.contains("MODEL_PATH"), "{e}");
 
     // 5. VSS variables are the defaults.
     let server = MockServer::start();

@@ -212,8 +212,9 @@ def main():
             reply["error"] = describe(e, "generate()", model_file)
             reply["traceback"] = tail(traceback.format_exc())
         reply["t_recv"], reply["t_in"], reply["t_out"] = t_recv, t_in, t_out
-        del frames, model_input
         write_msg(reply, out_blobs)
+        # Freed after the answer is on its way.
+        del frames, model_input, blobs
 
 
 if __name__ == "__main__":

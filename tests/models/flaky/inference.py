@@ -2,10 +2,11 @@
 # Test model for tests/custom.rs: call k (counted across restarts in the file
 # $FLAKY_STATE) does what $FLAKY_PLAN's k-th entry says: ok, raise, none,
 # segv (a real segmentation fault), exit (sys.exit(3)), print (prints to
-# stdout, then answers), bytes, number.
+# stdout, then answers), bytes, number, sleep (30 s, then answers).
 import ctypes
 import os
 import sys
+import time
 
 
 class Inference:
@@ -13,7 +14,7 @@ class Inference:
         self.state = os.environ["FLAKY_STATE"]
         self.plan = os.environ["FLAKY_PLAN"].split(",")
         with open(self.state, "a") as f:
-            f.write("init\n")
+            f.write("init\npid %d\n" % os.getpid())
 
     def generate(self, prompt, input, configs):
         with open(self.state) as f:
@@ -32,6 +33,8 @@ class Inference:
         if action == "print":
             print("chatter on stdout " * 1000)
             sys.stdout.flush()
+        if action == "sleep":
+            time.sleep(30)
         if action == "bytes":
             return b"ok bytes"
         if action == "number":
