@@ -11,7 +11,7 @@
 #     s.summary_src ! queue ! filesink   s.src ! fakesink sync=false
 #
 # Environment: CHUNK_DURATION (seconds, default 10), NUM_FRAMES (frames per
-# chunk, default 8), and the element's own: VIA_VLM_ENDPOINT (e.g.
+# chunk, default 8; with backend=custom the model's manifest.yaml), and the element's own: VIA_VLM_ENDPOINT (e.g.
 # http://127.0.0.1:38011/v1), VIA_VLM_OPENAI_MODEL_DEPLOYMENT_NAME,
 # VIA_VLM_API_KEY / OPENAI_API_KEY. Extra arguments are vsssummarize
 # properties, e.g. prompt="Describe the scene" frame-width=640.
@@ -64,7 +64,11 @@ mkdir -p "$(dirname "$OUT")"
 rm -f "$OUT"
 
 CHUNK_DURATION="${CHUNK_DURATION:-10}"
-NUM_FRAMES="${NUM_FRAMES:-8}"
+# A custom model's manifest says how many frames it wants: no default then.
+custom=0
+[ "${VLM_MODEL_TO_USE:-}" = custom ] && custom=1
+for a in "${EXTRA[@]}"; do [ "$a" = backend=custom ] && custom=1; done
+if [ "$custom" = 1 ]; then NUM_FRAMES="${NUM_FRAMES:-0}"; else NUM_FRAMES="${NUM_FRAMES:-8}"; fi
 echo "summarize-file: $VIDEO -> $OUT (chunk-duration=$CHUNK_DURATION num-frames-per-chunk=$NUM_FRAMES${EXTRA[*]:+ ${EXTRA[*]}})" >&2
 
 start=$(date +%s.%N)

@@ -3,6 +3,7 @@
 //! dispatcher worker thread (never the streaming thread, never a tokio
 //! worker). Backends are free of GStreamer types.
 
+pub mod cosmos;
 pub mod custom;
 pub mod openai;
 
