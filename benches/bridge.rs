@@ -22,12 +22,10 @@ use gstvsssummarize::frames::{Colorimetry, Matrix, PixelFormat, RawFrame};
 use gstvsssummarize::prompt::TimeStyle;
 use tokio_util::sync::CancellationToken;
 
-const W: u32 = 1920;
-const H: u32 = 1080;
 const FRAMES: usize = 8;
 
-fn frame(k: usize) -> RawFrame {
-    let (w, h) = (W as usize, H as usize);
+fn frame(k: usize, w: u32, h: u32) -> RawFrame {
+    let (w, h) = (w as usize, h as usize);
     let (cw, ch) = (w / 2, h / 2);
     let mut seed = 0x9E37_79B9u32 ^ k as u32;
     let mut next = || {
@@ -47,8 +45,8 @@ fn frame(k: usize) -> RawFrame {
         .collect();
     RawFrame {
         format: PixelFormat::I420,
-        width: W,
-        height: H,
+        width: w as u32,
+        height: h as u32,
         planes: vec![y, u, v],
         strides: vec![w, cw, cw],
         colorimetry: Colorimetry {
@@ -149,24 +147,27 @@ fn run_case(name: &str, py: &str, jpeg: bool, job: &ChunkJob, iters: usize) {
 }
 
 fn main() {
-    // `cargo bench` passes --bench; `cargo test --benches` runs us without it.
+    // `cargo bench` passes --bench; `cargo test --all-targets` runs us
+    // without it: then one small smoke run, not a measurement.
     let benching = std::env::args().any(|a| a == "--bench");
-    let iters = if benching {
-        std::env::var("ITER")
+    let (iters, w, h) = if benching {
+        let iters = std::env::var("ITER")
             .ok()
             .and_then(|s| s.parse().ok())
-            .unwrap_or(30)
+            .unwrap_or(30);
+        (iters, 1920, 1080)
     } else {
-        2
+        (1, 320, 180)
     };
     let job = ChunkJob {
         chunk_index: 0,
-        frames: (0..FRAMES).map(|k| Arc::new(frame(k))).collect(),
+        frames: (0..FRAMES).map(|k| Arc::new(frame(k, w, h))).collect(),
         frame_labels: (0..FRAMES).map(|k| format!("{k}.00")).collect(),
         time_style: TimeStyle::Seconds,
     };
     println!(
-        "custom-backend bridge, {FRAMES} frames of {W}x{H} I420 per chunk, {iters} calls per case (medians)"
+        "custom-backend bridge, {FRAMES} frames of {w}x{h} I420 per chunk, {iters} calls per case (medians){}",
+        if benching { "" } else { " [smoke run under cargo test, not a measurement]" }
     );
     if let Some(py) = python("torch") {
         run_case("raw frames, torch installed", &py, false, &job, iters);
