@@ -1,5 +1,10 @@
 // SPDX-License-Identifier: MPL-2.0
-//! The `cosmos-reason1` backend (Qwen2.5-VL / Cosmos-Reason1 in process).
-//! So far: the video preprocessing, matched against Hugging Face's processor.
+//! The `cosmos-reason1` backend (Qwen2.5-VL / Cosmos-Reason1 in process,
+//! with candle). So far: the video preprocessing (matched against Hugging
+//! Face's processor), the checkpoint configuration, the M-RoPE position rule
+//! and the model (vision tower + Qwen2 decoder).
 
+pub mod config;
+pub mod model;
 pub mod preprocess;
+pub mod rope_index;

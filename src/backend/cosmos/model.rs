@@ -1,0 +1,540 @@
+// SPDX-License-Identifier: MPL-2.0
+//! Qwen2.5-VL (= Cosmos-Reason1) with candle: the vision tower (patch
+//! embedding as a matmul, 2-D RoPE, window attention with full-attention
+//! layers, patch merger) and the Qwen2 decoder with M-RoPE and a KV cache.
+//! Runs on candle's CPU backend in f32; sizes come from [`QwenConfig`].
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Module, Result as CResult, Tensor, D};
+use candle_nn::{Embedding, Linear, RmsNorm, VarBuilder};
+
+use super::config::{QwenConfig, TextConfig, VisionConfig};
+
+fn err(e: candle_core::Error) -> String {
+    e.to_string()
+}
+
+/// `x·cos + rotate_half(x)·sin` over the last dimension; `cos`/`sin` are
+/// (seq, dim) and broadcast over the head axis of `x` (seq, heads, dim) or
+/// (heads, seq, dim) as given by `cos`'s shape after broadcasting.
+fn apply_rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> CResult<Tensor> {
+    let d = x.dim(D::Minus1)?;
+    let x1 = x.narrow(D::Minus1, 0, d / 2)?;
+    let x2 = x.narrow(D::Minus1, d / 2, d / 2)?;
+    let rot = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
+    x.broadcast_mul(cos)? + rot.broadcast_mul(sin)?
+}
+
+fn softmax(x: &Tensor) -> CResult<Tensor> {
+    candle_nn::ops::softmax_last_dim(x)
+}
+
+// ---------------------------------------------------------------- vision
+
+struct VisionBlock {
+    norm1: RmsNorm,
+    norm2: RmsNorm,
+    qkv: Linear,
+    proj: Linear,
+    gate: Linear,
+    up: Linear,
+    down: Linear,
+    heads: usize,
+    head_dim: usize,
+}
+
+impl VisionBlock {
+    fn load(c: &VisionConfig, vb: VarBuilder) -> CResult<Self> {
+        let h = c.hidden_size;
+        Ok(VisionBlock {
+            norm1: candle_nn::rms_norm(h, 1e-6, vb.pp("norm1"))?,
+            norm2: candle_nn::rms_norm(h, 1e-6, vb.pp("norm2"))?,
+            qkv: candle_nn::linear(h, 3 * h, vb.pp("attn.qkv"))?,
+            proj: candle_nn::linear(h, h, vb.pp("attn.proj"))?,
+            gate: candle_nn::linear(h, c.intermediate_size, vb.pp("mlp.gate_proj"))?,
+            up: candle_nn::linear(h, c.intermediate_size, vb.pp("mlp.up_proj"))?,
+            down: candle_nn::linear(c.intermediate_size, h, vb.pp("mlp.down_proj"))?,
+            heads: c.num_heads,
+            head_dim: h / c.num_heads,
+        })
+    }
+
+    /// `spans`: consecutive [start, end) row ranges attended within.
+    fn forward(&self, x: &Tensor, spans: &[usize], cos: &Tensor, sin: &Tensor) -> CResult<Tensor> {
+        let n = x.dim(0)?;
+        let h = self.norm1.forward(x)?;
+        let qkv = self
+            .qkv
+            .forward(&h)?
+            .reshape((n, 3, self.heads, self.head_dim))?;
+        let (c, s) = (cos.unsqueeze(1)?, sin.unsqueeze(1)?);
+        let q = apply_rope(&qkv.narrow(1, 0, 1)?.squeeze(1)?, &c, &s)?;
+        let k = apply_rope(&qkv.narrow(1, 1, 1)?.squeeze(1)?, &c, &s)?;
+        let v = qkv.narrow(1, 2, 1)?.squeeze(1)?;
+        let scale = 1.0 / (self.head_dim as f64).sqrt();
+        let mut outs = Vec::with_capacity(spans.len());
+        for w in spans.windows(2) {
+            let (a, len) = (w[0], w[1] - w[0]);
+            if len == 0 {
+                continue;
+            }
+            let qs = q.narrow(0, a, len)?.transpose(0, 1)?.contiguous()?;
+            let ks = k.narrow(0, a, len)?.transpose(0, 1)?.contiguous()?;
+            let vs = v.narrow(0, a, len)?.transpose(0, 1)?.contiguous()?;
+            let att = softmax(&(qs.matmul(&ks.t()?)? * scale)?)?;
+            let o = att.matmul(&vs)?.transpose(0, 1)?;
+            outs.push(o.reshape((len, self.heads * self.head_dim))?);
+        }
+        let attn = Tensor::cat(&outs, 0)?;
+        let x = (x + self.proj.forward(&attn)?)?;
+        let h = self.norm2.forward(&x)?;
+        let m = (candle_nn::ops::silu(&self.gate.forward(&h)?)? * self.up.forward(&h)?)?;
+        x + self.down.forward(&m)?
+    }
+}
+
+struct VisionModel {
+    cfg: VisionConfig,
+    patch: Tensor,
+    blocks: Vec<VisionBlock>,
+    ln_q: RmsNorm,
+    mlp0: Linear,
+    mlp2: Linear,
+}
+
+/// Window order of merged tokens and the window boundaries in patch rows.
+fn window_index(grid: [usize; 3], merge: usize, window_tokens: usize) -> (Vec<usize>, Vec<usize>) {
+    let [t, h, w] = grid;
+    let (lh, lw) = (h / merge, w / merge);
+    let unit = merge * merge;
+    let pad_h = window_tokens - lh % window_tokens;
+    let pad_w = window_tokens - lw % window_tokens;
+    let (nwh, nww) = ((lh + pad_h) / window_tokens, (lw + pad_w) / window_tokens);
+    let mut index = Vec::with_capacity(t * lh * lw);
+    let mut cu = vec![0usize];
+    for ti in 0..t {
+        for wy in 0..nwh {
+            for wx in 0..nww {
+                let mut count = 0;
+                for y in wy * window_tokens..(wy + 1) * window_tokens {
+                    for x in wx * window_tokens..(wx + 1) * window_tokens {
+                        if y < lh && x < lw {
+                            index.push((ti * lh + y) * lw + x);
+                            count += 1;
+                        }
+                    }
+                }
+                let last = *cu.last().expect("non-empty");
+                // Empty (padding-only) windows are dropped, as unique_consecutive does.
+                if count > 0 {
+                    cu.push(last + count * unit);
+                }
+            }
+        }
+    }
+    (index, cu)
+}
+
+impl VisionModel {
+    fn load(c: &VisionConfig, vb: VarBuilder) -> CResult<Self> {
+        let h = c.hidden_size;
+        let k = c.in_chans * c.temporal_patch_size * c.patch_size * c.patch_size;
+        let patch = vb
+            .get(
+                (
+                    h,
+                    c.in_chans,
+                    c.temporal_patch_size,
+                    c.patch_size,
+                    c.patch_size,
+                ),
+                "patch_embed.proj.weight",
+            )?
+            .reshape((h, k))?;
+        let blocks = (0..c.depth)
+            .map(|i| VisionBlock::load(c, vb.pp(format!("blocks.{i}"))))
+            .collect::<CResult<Vec<_>>>()?;
+        let m = h * c.spatial_merge_size * c.spatial_merge_size;
+        Ok(VisionModel {
+            cfg: c.clone(),
+            patch,
+            blocks,
+            ln_q: candle_nn::rms_norm(h, 1e-6, vb.pp("merger.ln_q"))?,
+            mlp0: candle_nn::linear(m, m, vb.pp("merger.mlp.0"))?,
+            mlp2: candle_nn::linear(m, c.out_hidden_size, vb.pp("merger.mlp.2"))?,
+        })
+    }
+
+    /// (rows, head_dim) cos and sin of the 2-D RoPE, rows in patch order.
+    fn rope(&self, grid: [usize; 3], device: &Device) -> CResult<(Tensor, Tensor)> {
+        let hd = self.cfg.hidden_size / self.cfg.num_heads;
+        let dim = hd / 2;
+        let theta = self.cfg.rope_theta as f32;
+        let inv: Vec<f32> = (0..dim)
+            .step_by(2)
+            .map(|i| 1.0 / theta.powf(i as f32 / dim as f32))
+            .collect();
+        let m = self.cfg.spatial_merge_size;
+        let [t, h, w] = grid;
+        let mut freqs = Vec::with_capacity(t * h * w * dim);
+        for _ in 0..t {
+            for bh in 0..h / m {
+                for bw in 0..w / m {
+                    for mh in 0..m {
+                        for mw in 0..m {
+                            let (hp, wp) = ((bh * m + mh) as f32, (bw * m + mw) as f32);
+                            freqs.extend(inv.iter().map(|f| hp * f));
+                            freqs.extend(inv.iter().map(|f| wp * f));
+                        }
+                    }
+                }
+            }
+        }
+        let f = Tensor::from_vec(freqs, (t * h * w, dim), device)?;
+        let emb = Tensor::cat(&[&f, &f], 1)?;
+        Ok((emb.cos()?, emb.sin()?))
+    }
+
+    fn forward(&self, pixel_values: &Tensor, grid: [usize; 3]) -> CResult<Tensor> {
+        let c = &self.cfg;
+        let dev = pixel_values.device();
+        let n = pixel_values.dim(0)?;
+        let unit = c.spatial_merge_size * c.spatial_merge_size;
+        let x = pixel_values.matmul(&self.patch.t()?)?;
+        let (cos, sin) = self.rope(grid, dev)?;
+        let window_tokens = c.window_size / c.spatial_merge_size / c.patch_size;
+        let (widx, cu_window) = window_index(grid, c.spatial_merge_size, window_tokens);
+        // Rows (grouped by merged token) in window order.
+        let rows: Vec<u32> = widx
+            .iter()
+            .flat_map(|&m| (0..unit).map(move |u| (m * unit + u) as u32))
+            .collect();
+        let rows = Tensor::from_vec(rows, n, dev)?;
+        let mut x = x.index_select(&rows, 0)?;
+        let cos = cos.index_select(&rows, 0)?;
+        let sin = sin.index_select(&rows, 0)?;
+        let frame = grid[1] * grid[2];
+        let cu_full: Vec<usize> = (0..=grid[0]).map(|i| i * frame).collect();
+        for (i, b) in self.blocks.iter().enumerate() {
+            let spans = if c.fullatt_block_indexes.contains(&i) {
+                &cu_full
+            } else {
+                &cu_window
+            };
+            x = b.forward(&x, spans, &cos, &sin)?;
+        }
+        let x = self
+            .ln_q
+            .forward(&x)?
+            .reshape((n / unit, c.hidden_size * unit))?;
+        let x = self.mlp2.forward(&self.mlp0.forward(&x)?.gelu_erf()?)?;
+        // Back to the original merged-token order.
+        let mut rev = vec![0u32; widx.len()];
+        for (i, &w) in widx.iter().enumerate() {
+            rev[w] = i as u32;
+        }
+        x.index_select(&Tensor::from_vec(rev, widx.len(), dev)?, 0)
+    }
+}
+
+// ------------------------------------------------------------------ text
+
+struct Attention {
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    cache: Option<(Tensor, Tensor)>,
+}
+
+impl Attention {
+    fn load(c: &TextConfig, vb: VarBuilder) -> CResult<Self> {
+        let (h, hd) = (c.hidden_size, c.head_dim);
+        Ok(Attention {
+            q: candle_nn::linear(h, c.num_attention_heads * hd, vb.pp("q_proj"))?,
+            k: candle_nn::linear(h, c.num_key_value_heads * hd, vb.pp("k_proj"))?,
+            v: candle_nn::linear(h, c.num_key_value_heads * hd, vb.pp("v_proj"))?,
+            o: candle_nn::linear_no_bias(c.num_attention_heads * hd, h, vb.pp("o_proj"))?,
+            heads: c.num_attention_heads,
+            kv_heads: c.num_key_value_heads,
+            head_dim: hd,
+            cache: None,
+        })
+    }
+
+    fn forward(&mut self, x: &Tensor, cos: &Tensor, sin: &Tensor) -> CResult<Tensor> {
+        let l = x.dim(0)?;
+        let hd = self.head_dim;
+        let split = |t: Tensor, n: usize| -> CResult<Tensor> {
+            t.reshape((l, n, hd))?.transpose(0, 1)?.contiguous()
+        };
+        let q = apply_rope(&split(self.q.forward(x)?, self.heads)?, cos, sin)?;
+        let k = apply_rope(&split(self.k.forward(x)?, self.kv_heads)?, cos, sin)?;
+        let v = split(self.v.forward(x)?, self.kv_heads)?;
+        let (k, v) = match &self.cache {
+            Some((pk, pv)) => (Tensor::cat(&[pk, &k], 1)?, Tensor::cat(&[pv, &v], 1)?),
+            None => (k, v),
+        };
+        self.cache = Some((k.clone(), v.clone()));
+        let total = k.dim(1)?;
+        let groups = self.heads / self.kv_heads;
+        let rep = |t: &Tensor| -> CResult<Tensor> {
+            t.unsqueeze(1)?
+                .expand((self.kv_heads, groups, total, hd))?
+                .reshape((self.heads, total, hd))
+        };
+        let (k, v) = (rep(&k)?, rep(&v)?);
+        let mut att = (q.matmul(&k.t()?)? * (1.0 / (hd as f64).sqrt()))?;
+        if l > 1 {
+            // Causal over the new tokens; everything cached is visible.
+            let past = total - l;
+            let mask: Vec<f32> = (0..l)
+                .flat_map(|i| {
+                    (0..total).map(move |j| if j > past + i { f32::NEG_INFINITY } else { 0.0 })
+                })
+                .collect();
+            let mask = Tensor::from_vec(mask, (l, total), x.device())?;
+            att = att.broadcast_add(&mask)?;
+        }
+        let o = softmax(&att)?
+            .matmul(&v)?
+            .transpose(0, 1)?
+            .reshape((l, self.heads * hd))?;
+        self.o.forward(&o)
+    }
+}
+
+struct DecoderLayer {
+    attn: Attention,
+    norm1: RmsNorm,
+    norm2: RmsNorm,
+    gate: Linear,
+    up: Linear,
+    down: Linear,
+}
+
+impl DecoderLayer {
+    fn load(c: &TextConfig, vb: VarBuilder) -> CResult<Self> {
+        let (h, i) = (c.hidden_size, c.intermediate_size);
+        Ok(DecoderLayer {
+            attn: Attention::load(c, vb.pp("self_attn"))?,
+            norm1: candle_nn::rms_norm(h, c.rms_norm_eps, vb.pp("input_layernorm"))?,
+            norm2: candle_nn::rms_norm(h, c.rms_norm_eps, vb.pp("post_attention_layernorm"))?,
+            gate: candle_nn::linear_no_bias(h, i, vb.pp("mlp.gate_proj"))?,
+            up: candle_nn::linear_no_bias(h, i, vb.pp("mlp.up_proj"))?,
+            down: candle_nn::linear_no_bias(i, h, vb.pp("mlp.down_proj"))?,
+        })
+    }
+
+    fn forward(&mut self, x: &Tensor, cos: &Tensor, sin: &Tensor) -> CResult<Tensor> {
+        let x = (x + self.attn.forward(&self.norm1.forward(x)?, cos, sin)?)?;
+        let h = self.norm2.forward(&x)?;
+        let m = (candle_nn::ops::silu(&self.gate.forward(&h)?)? * self.up.forward(&h)?)?;
+        x + self.down.forward(&m)?
+    }
+}
+
+/// A loaded Qwen2.5-VL checkpoint.
+pub struct Qwen25Vl {
+    pub cfg: QwenConfig,
+    device: Device,
+    vision: VisionModel,
+    embed: Embedding,
+    layers: Vec<DecoderLayer>,
+    norm: RmsNorm,
+    lm_head: Linear,
+}
+
+/// The `*.safetensors` files of a checkpoint (sharded with an index, or one).
+pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
+    let index = dir.join("model.safetensors.index.json");
+    if index.is_file() {
+        let text =
+            std::fs::read_to_string(&index).map_err(|e| format!("{}: {e}", index.display()))?;
+        let v: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", index.display()))?;
+        let mut files: Vec<PathBuf> = v
+            .get("weight_map")
+            .and_then(|m| m.as_object())
+            .ok_or_else(|| format!("{} has no weight_map", index.display()))?
+            .values()
+            .filter_map(|f| f.as_str().map(|f| dir.join(f)))
+            .collect();
+        files.sort();
+        files.dedup();
+        return Ok(files);
+    }
+    let single = dir.join("model.safetensors");
+    if single.is_file() {
+        return Ok(vec![single]);
+    }
+    Err(format!(
+        "'{}' has neither model.safetensors nor model.safetensors.index.json",
+        dir.display()
+    ))
+}
+
+impl Qwen25Vl {
+    /// Loads `config.json` and the safetensors weights of `dir`.
+    pub fn load(dir: &Path, device: &Device) -> Result<Qwen25Vl, String> {
+        let cfg_path = dir.join("config.json");
+        let text = std::fs::read_to_string(&cfg_path)
+            .map_err(|e| format!("cannot read '{}': {e}", cfg_path.display()))?;
+        let cfg = QwenConfig::from_json(&text)?;
+        let files = weight_files(dir)?;
+        // SAFETY: the files are memory-mapped read-only; they must not be
+        // modified while the model is loaded (as for every mmap loader).
+        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files, DType::F32, device) }
+            .map_err(err)?;
+        // Hub layout (`model.*`, `visual.*`) or transformers 4.52+ (`model.language_model.*`, `model.visual.*`).
+        let (tp, vp) = if vb.contains_tensor("model.language_model.embed_tokens.weight") {
+            ("model.language_model", "model.visual")
+        } else {
+            ("model", "visual")
+        };
+        let t = &cfg.text;
+        let vision = VisionModel::load(&cfg.vision, vb.pp(vp)).map_err(err)?;
+        let tvb = vb.pp(tp);
+        let embed = candle_nn::embedding(t.vocab_size, t.hidden_size, tvb.pp("embed_tokens"))
+            .map_err(err)?;
+        let layers = (0..t.num_hidden_layers)
+            .map(|i| DecoderLayer::load(t, tvb.pp(format!("layers.{i}"))))
+            .collect::<CResult<Vec<_>>>()
+            .map_err(err)?;
+        let norm =
+            candle_nn::rms_norm(t.hidden_size, t.rms_norm_eps, tvb.pp("norm")).map_err(err)?;
+        let lm_head = if t.tie_word_embeddings && !vb.contains_tensor("lm_head.weight") {
+            Linear::new(embed.embeddings().clone(), None)
+        } else {
+            candle_nn::linear_no_bias(t.hidden_size, t.vocab_size, vb.pp("lm_head")).map_err(err)?
+        };
+        Ok(Qwen25Vl {
+            cfg,
+            device: device.clone(),
+            vision,
+            embed,
+            layers,
+            norm,
+            lm_head,
+        })
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Vision embeddings (merged tokens, out_hidden) of one video.
+    pub fn vision_embeds(&self, pixel_values: &Tensor, grid: [usize; 3]) -> Result<Tensor, String> {
+        self.vision.forward(pixel_values, grid).map_err(err)
+    }
+
+    /// Token embeddings with the video tokens replaced by `vision`, in order.
+    pub fn embed_prompt(&self, ids: &[u32], vision: Option<&Tensor>) -> Result<Tensor, String> {
+        let idt = Tensor::new(ids, &self.device).map_err(err)?;
+        let mut x = self.embed.forward(&idt).map_err(err)?;
+        if let Some(v) = vision {
+            let at: Vec<u32> = ids
+                .iter()
+                .enumerate()
+                .filter(|(_, t)| **t == self.cfg.video_token_id)
+                .map(|(i, _)| i as u32)
+                .collect();
+            let n = v.dim(0).map_err(err)?;
+            if at.len() != n {
+                return Err(format!(
+                    "{} video tokens in the prompt for {n} vision embeddings",
+                    at.len()
+                ));
+            }
+            let at = Tensor::from_vec(at, n, &self.device).map_err(err)?;
+            x = x
+                .index_add(&at, &(v - x.index_select(&at, 0)).map_err(err)?, 0)
+                .map_err(err)?;
+        }
+        Ok(x)
+    }
+
+    /// M-RoPE cos/sin (L, head_dim) for position ids per axis.
+    fn mrope(&self, pos: &[Vec<i64>; 3]) -> CResult<(Tensor, Tensor)> {
+        let t = &self.cfg.text;
+        let hd = t.head_dim;
+        let theta = t.rope_theta as f32;
+        let inv: Vec<f32> = (0..hd)
+            .step_by(2)
+            .map(|i| 1.0 / theta.powf(i as f32 / hd as f32))
+            .collect();
+        let [s0, s1, _] = t.mrope_section;
+        let l = pos[0].len();
+        let mut f = Vec::with_capacity(l * hd);
+        // Frequency j follows axis t, h or w by the (contiguous) sections.
+        let axis: Vec<usize> = (0..inv.len())
+            .map(|j| usize::from(j >= s0) + usize::from(j >= s0 + s1))
+            .collect();
+        for ((&pt, &ph), &pw) in pos[0].iter().zip(&pos[1]).zip(&pos[2]) {
+            let p = [pt, ph, pw];
+            let half: Vec<f32> = inv
+                .iter()
+                .zip(&axis)
+                .map(|(w, &a)| p[a] as f32 * w)
+                .collect();
+            f.extend_from_slice(&half);
+            f.extend_from_slice(&half);
+        }
+        let f = Tensor::from_vec(f, (l, hd), &self.device)?;
+        Ok((f.cos()?, f.sin()?))
+    }
+
+    /// Runs the decoder over new embeddings (appending to the KV cache) and
+    /// returns their logits (L, vocab).
+    pub fn forward(&mut self, embeds: &Tensor, pos: &[Vec<i64>; 3]) -> Result<Tensor, String> {
+        let (cos, sin) = self.mrope(pos).map_err(err)?;
+        let mut x = embeds.clone();
+        for layer in self.layers.iter_mut() {
+            x = layer.forward(&x, &cos, &sin).map_err(err)?;
+        }
+        let x = self.norm.forward(&x).map_err(err)?;
+        self.lm_head.forward(&x).map_err(err)
+    }
+
+    /// Forgets the KV cache (start of a new prompt).
+    pub fn clear_cache(&mut self) {
+        for l in self.layers.iter_mut() {
+            l.attn.cache = None;
+        }
+    }
+
+    /// Tokens in the KV cache.
+    pub fn cache_len(&self) -> usize {
+        self.layers
+            .first()
+            .and_then(|l| l.attn.cache.as_ref())
+            .and_then(|(k, _)| k.dim(1).ok())
+            .unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_cover_every_token_once() {
+        // llm grid 3x10, windows of 4x4 tokens: 1 row of windows x 3 columns, last partial.
+        let (idx, cu) = window_index([2, 6, 20], 2, 4);
+        assert_eq!(idx.len(), 2 * 3 * 10);
+        let mut sorted = idx.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..60).collect::<Vec<_>>());
+        // Per frame: windows of 3x4, 3x4, 3x2 tokens, 4 patches each.
+        assert_eq!(cu, vec![0, 48, 96, 120, 168, 216, 240]);
+        // First window visits rows 0..3, columns 0..4.
+        assert_eq!(&idx[..5], &[0, 1, 2, 3, 10]);
+        // Exact multiple: a padding-only window is dropped.
+        let (_, cu) = window_index([1, 8, 8], 2, 4);
+        assert_eq!(cu, vec![0, 64]);
+    }
+}

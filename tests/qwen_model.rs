@@ -1,0 +1,207 @@
+// SPDX-License-Identifier: MPL-2.0
+//! The candle Qwen2.5-VL against Hugging Face transformers 5.24 on a tiny
+//! random-weight checkpoint (tests/qwen/tiny, made with
+//! tests/qwen/make_tiny_model.py): vision embeddings, position ids (original
+//! rule), logits and a 32-token greedy continuation, for odd and even frame
+//! counts, a resized video, non-square frames and several window layouts.
+
+use candle_core::{Device, Tensor};
+use gstvsssummarize::backend::cosmos::model::Qwen25Vl;
+use gstvsssummarize::backend::cosmos::preprocess::{preprocess_video, VisionParams};
+use gstvsssummarize::backend::cosmos::rope_index::rope_index;
+use gstvsssummarize::frames::RgbImage;
+use safetensors::SafeTensors;
+
+const CASES: &[&str] = &[
+    "odd_3f",
+    "even_4f_resize",
+    "tall_2f",
+    "wide_many_windows",
+    "long_8f_small",
+];
+
+fn dir() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/qwen")
+}
+
+fn i64s(st: &SafeTensors, name: &str) -> Vec<i64> {
+    st.tensor(name)
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
+        .data()
+        .chunks_exact(8)
+        .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
+        .collect()
+}
+
+fn f32s(st: &SafeTensors, name: &str) -> Vec<f32> {
+    st.tensor(name)
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect()
+}
+
+/// Same frames as the generators' `pattern`.
+fn pattern(t: u64, h: u32, w: u32) -> RgbImage {
+    let mut data = Vec::with_capacity((h * w * 3) as usize);
+    for y in 0..u64::from(h) {
+        for x in 0..u64::from(w) {
+            for c in 0..3u64 {
+                let smooth = match c {
+                    0 => x * 255 / u64::from(w - 1).max(1),
+                    1 => y * 255 / u64::from(h - 1).max(1),
+                    _ => (x + y + 40 * t) % 256,
+                };
+                let hash =
+                    ((x * 73_856_093) ^ (y * 19_349_663) ^ (t * 83_492_791) ^ (c * 2_654_435_761))
+                        & 0xFFFF_FFFF;
+                data.push((smooth * 7 / 8 + hash % 32) as u8);
+            }
+        }
+    }
+    RgbImage {
+        width: w,
+        height: h,
+        data,
+    }
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+fn argmax(v: &[f32]) -> u32 {
+    v.iter()
+        .enumerate()
+        .fold((0, f32::NEG_INFINITY), |(bi, bv), (i, x)| {
+            if *x > bv {
+                (i, *x)
+            } else {
+                (bi, bv)
+            }
+        })
+        .0 as u32
+}
+
+#[test]
+fn matches_transformers_on_a_tiny_checkpoint() {
+    let bytes = std::fs::read(dir().join("tiny_fixture.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let dev = Device::Cpu;
+    let mut model = Qwen25Vl::load(&dir().join("tiny"), &dev).expect("tiny model loads");
+    let cfg = model.cfg.clone();
+    let merge = cfg.vision.spatial_merge_size;
+    let params = VisionParams {
+        min_pixels: 3136,
+        max_pixels: 100_352,
+        ..VisionParams::default()
+    };
+    for case in CASES {
+        let k = |s: &str| format!("{case}.{s}");
+        let ids: Vec<u32> = i64s(&st, &k("input_ids"))
+            .iter()
+            .map(|&x| x as u32)
+            .collect();
+        let grid: Vec<usize> = i64s(&st, &k("video_grid_thw"))
+            .iter()
+            .map(|&x| x as usize)
+            .collect();
+        let grid = [grid[0], grid[1], grid[2]];
+        let pv = f32s(&st, &k("pixel_values_videos"));
+        let rows = pv.len() / 1176;
+
+        // Our preprocessing of the same frames gives the same pixel values.
+        let fs = i64s(&st, &k("frames_shape"));
+        let frames: Vec<RgbImage> = (0..fs[0] as u64)
+            .map(|t| pattern(t, fs[1] as u32, fs[2] as u32))
+            .collect();
+        let ours = preprocess_video(&frames, &params).unwrap();
+        assert_eq!(ours.grid_thw.map(|x| x as usize), grid, "{case}");
+        let level = 1.0 / (255.0 * 0.2613);
+        let d = max_abs_diff(&ours.data, &pv);
+        assert!(d <= 2.0 * level, "{case}: pixel values differ by {d}");
+
+        // Vision embeddings.
+        let pvt = Tensor::from_vec(pv, (rows, 1176), &dev).unwrap();
+        let vis = model.vision_embeds(&pvt, grid).unwrap();
+        let want = f32s(&st, &k("vision_embeds"));
+        let got = vis.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let scale = want.iter().fold(0f32, |m, x| m.max(x.abs()));
+        let d = max_abs_diff(&got, &want);
+        eprintln!("{case}: vision embeds max abs diff {d:e} (scale {scale:.3})");
+        assert!(
+            d <= 1e-4 * scale.max(1.0),
+            "{case}: vision embeds differ by {d}"
+        );
+
+        // Position ids, original rule, fractional seconds per grid.
+        let spg = f32s(&st, &k("second_per_grid"))[0] as f64;
+        let llm = [grid[0], grid[1] / merge, grid[2] / merge];
+        let (pos, delta) = rope_index(
+            &ids,
+            cfg.video_token_id,
+            Some(llm),
+            spg,
+            cfg.vision.tokens_per_second,
+        )
+        .unwrap();
+        let want_pos = i64s(&st, &k("position_ids_v4"));
+        let l = ids.len();
+        for axis in 0..3 {
+            assert_eq!(
+                pos[axis],
+                want_pos[axis * l..(axis + 1) * l],
+                "{case} axis {axis}"
+            );
+        }
+        assert_eq!(delta, i64s(&st, &k("rope_delta"))[0], "{case}");
+
+        // Logits of the whole prompt.
+        model.clear_cache();
+        let emb = model.embed_prompt(&ids, Some(&vis)).unwrap();
+        let logits = model.forward(&emb, &pos).unwrap();
+        let got = logits.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let want = f32s(&st, &k("logits"));
+        let scale = want.iter().fold(0f32, |m, x| m.max(x.abs()));
+        let d = max_abs_diff(&got, &want);
+        eprintln!("{case}: logits max abs diff {d:e} (scale {scale:.3})");
+        assert!(
+            d <= 1e-4 * scale,
+            "{case}: logits differ by {d} (scale {scale})"
+        );
+
+        // Greedy continuation with the KV cache, positions cache_len + delta.
+        let vocab = cfg.text.vocab_size;
+        let mut next = argmax(&got[(l - 1) * vocab..l * vocab]);
+        let mut tokens = vec![next];
+        for _ in 1..32 {
+            let p = model.cache_len() as i64 + delta;
+            let e = model.embed_prompt(&[next], None).unwrap();
+            let lg = model.forward(&e, &[vec![p], vec![p], vec![p]]).unwrap();
+            next = argmax(&lg.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+            tokens.push(next);
+        }
+        let want: Vec<u32> = i64s(&st, &k("greedy_tokens"))
+            .iter()
+            .map(|&x| x as u32)
+            .collect();
+        assert_eq!(tokens, want, "{case}: greedy tokens");
+    }
+}
+
+#[test]
+fn both_config_layouts_load_the_same_model() {
+    use gstvsssummarize::backend::cosmos::config::QwenConfig;
+    let flat = std::fs::read_to_string(dir().join("tiny/config.json")).unwrap();
+    let nested = std::fs::read_to_string(dir().join("tiny/config.v5.json")).unwrap();
+    let a = QwenConfig::from_json(&flat).unwrap();
+    let b = QwenConfig::from_json(&nested).unwrap();
+    assert_eq!(a, b);
+    assert_eq!(a.video_token_id, 269);
+    assert_eq!(a.text.mrope_section, [2, 3, 3]);
+}
