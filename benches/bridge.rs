@@ -163,6 +163,7 @@ fn main() {
         chunk_index: 0,
         frames: (0..FRAMES).map(|k| Arc::new(frame(k, w, h))).collect(),
         frame_labels: (0..FRAMES).map(|k| format!("{k}.00")).collect(),
+        frame_times: (0..FRAMES).map(|k| k as f64).collect(),
         time_style: TimeStyle::Seconds,
     };
     println!(

@@ -554,6 +554,7 @@ mod tests {
                 chunk_index: i,
                 frames: vec![],
                 frame_labels: vec![],
+                frame_times: vec![],
                 time_style: TimeStyle::Seconds,
             },
             SummaryRecord {

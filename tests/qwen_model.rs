@@ -205,3 +205,72 @@ fn both_config_layouts_load_the_same_model() {
     assert_eq!(a.video_token_id, 269);
     assert_eq!(a.text.mrope_section, [2, 3, 3]);
 }
+
+/// The whole caption path from frames: chat template, tokenizer, video
+/// placeholder expansion, fps from the frame times, preprocessing, model and
+/// greedy sampling give Hugging Face's prompt ids and continuation.
+#[test]
+fn engine_from_frames_matches_transformers() {
+    use gstvsssummarize::backend::cosmos::engine::{Engine, Request};
+    use gstvsssummarize::backend::cosmos::sampling::SampleParams;
+    let bytes = std::fs::read(dir().join("tiny_fixture.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let mut engine = Engine::load(&dir().join("tiny"), &Device::Cpu).unwrap();
+    assert_eq!(engine.defaults.eos, vec![258, 256]);
+    assert!((engine.defaults.repetition_penalty - 1.05).abs() < 1e-9);
+    for case in CASES {
+        let k = |s: &str| format!("{case}.{s}");
+        let want_ids: Vec<u32> = i64s(&st, &k("input_ids"))
+            .iter()
+            .map(|&x| x as u32)
+            .collect();
+        let n_video = want_ids.iter().filter(|&&t| t == 269).count();
+        let text = engine.render_prompt(None, "Describe the video.").unwrap();
+        assert_eq!(
+            engine.prompt_ids(&text, n_video).unwrap(),
+            want_ids,
+            "{case}"
+        );
+
+        let fs = i64s(&st, &k("frames_shape"));
+        let frames: Vec<RgbImage> = (0..fs[0] as u64)
+            .map(|t| pattern(t, fs[1] as u32, fs[2] as u32))
+            .collect();
+        let times: Vec<f64> = st
+            .tensor(&k("frame_times"))
+            .unwrap()
+            .data()
+            .chunks_exact(8)
+            .map(|b| f64::from_le_bytes(b.try_into().unwrap()))
+            .collect();
+        let out = engine
+            .generate(&Request {
+                frames: &frames,
+                times: &times,
+                prompt: "Describe the video.",
+                system: None,
+                params: SampleParams {
+                    temperature: 0.0,
+                    top_p: 1.0,
+                    top_k: 0,
+                    repetition_penalty: 1.0,
+                    seed: 0,
+                    max_tokens: 32,
+                },
+                cancelled: &|| false,
+            })
+            .unwrap();
+        let want: Vec<u32> = i64s(&st, &k("greedy_tokens"))
+            .iter()
+            .map(|&x| x as u32)
+            .collect();
+        // The engine stops at the first end token; the reference never stops.
+        let stop = want
+            .iter()
+            .position(|t| [258, 256].contains(t))
+            .unwrap_or(want.len());
+        assert_eq!(out.tokens, want[..stop], "{case}");
+        assert_eq!(out.input_tokens as usize, want_ids.len());
+        assert_eq!(out.output_tokens as usize, stop);
+    }
+}

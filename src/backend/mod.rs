@@ -60,6 +60,8 @@ pub struct ChunkJob {
     pub frames: Vec<Arc<RawFrame>>,
     /// Time label of each frame as it appears in the prompt.
     pub frame_labels: Vec<String>,
+    /// Stream time of each frame, seconds (video models derive fps from it).
+    pub frame_times: Vec<f64>,
     pub time_style: TimeStyle,
 }
 

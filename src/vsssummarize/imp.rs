@@ -397,6 +397,7 @@ impl VssSummarize {
             chunk_index: c.index,
             frames: c.frames.into_iter().map(|f| f.frame).collect(),
             frame_labels: labels,
+            frame_times: template.frame_times.clone(),
             time_style: style,
         };
         (job, template)

@@ -5,6 +5,8 @@
 //! and the model (vision tower + Qwen2 decoder).
 
 pub mod config;
+pub mod engine;
 pub mod model;
 pub mod preprocess;
 pub mod rope_index;
+pub mod sampling;

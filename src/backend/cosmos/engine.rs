@@ -1,0 +1,346 @@
+// SPDX-License-Identifier: MPL-2.0
+//! One loaded checkpoint and the whole caption path: frames → pixel values
+//! → vision embeddings; chat template → tokens (video placeholder expanded)
+//! → M-RoPE positions → prefill → sampled tokens → text.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+use serde_json::Value;
+use tokenizers::Tokenizer;
+
+use super::model::{weight_files, Qwen25Vl};
+use super::preprocess::{preprocess_video, VisionParams};
+use super::rope_index::rope_index;
+use super::sampling::{sample, GenerationDefaults, Rng, SampleParams};
+use crate::frames::RgbImage;
+
+/// fps assumed when a chunk's frame times cannot give one (a single frame).
+pub const DEFAULT_FPS: f64 = 2.0;
+
+pub struct Engine {
+    pub model: Qwen25Vl,
+    tokenizer: Tokenizer,
+    template: String,
+    pub defaults: GenerationDefaults,
+    pub vision: VisionParams,
+    pub dir: PathBuf,
+}
+
+/// One caption request.
+pub struct Request<'a> {
+    pub frames: &'a [RgbImage],
+    /// Stream time of each frame, seconds.
+    pub times: &'a [f64],
+    pub prompt: &'a str,
+    pub system: Option<&'a str>,
+    pub params: SampleParams,
+    /// Checked between tokens; true stops the generation.
+    pub cancelled: &'a dyn Fn() -> bool,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Output {
+    pub text: String,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    /// Generated token ids (special tokens included).
+    pub tokens: Vec<u32>,
+}
+
+fn read_json(p: &Path) -> Result<Option<Value>, String> {
+    match std::fs::read_to_string(p) {
+        Ok(t) => serde_json::from_str(&t)
+            .map(Some)
+            .map_err(|e| format!("'{}' is not valid JSON: {e}", p.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("cannot read '{}': {e}", p.display())),
+    }
+}
+
+/// (name, dtype) of every tensor of a safetensors file, from its header only.
+fn tensor_dtypes(f: &Path) -> Result<Vec<(String, String)>, String> {
+    use std::io::Read;
+    let bad = |e: String| format!("'{}' is not a safetensors file: {e}", f.display());
+    let mut file =
+        std::fs::File::open(f).map_err(|e| format!("cannot open '{}': {e}", f.display()))?;
+    let mut len = [0u8; 8];
+    file.read_exact(&mut len).map_err(|e| bad(e.to_string()))?;
+    let len = u64::from_le_bytes(len);
+    if len > 100 << 20 {
+        return Err(bad(format!("header of {len} bytes")));
+    }
+    let mut header = vec![0u8; len as usize];
+    file.read_exact(&mut header)
+        .map_err(|e| bad(e.to_string()))?;
+    let v: Value = serde_json::from_slice(&header).map_err(|e| bad(e.to_string()))?;
+    let map = v
+        .as_object()
+        .ok_or_else(|| bad("header is not an object".into()))?;
+    Ok(map
+        .iter()
+        .filter(|(k, _)| *k != "__metadata__")
+        .map(|(k, t)| {
+            let d = t.get("dtype").and_then(Value::as_str).unwrap_or("?");
+            (k.clone(), d.to_string())
+        })
+        .collect())
+}
+
+/// Refuses checkpoints this build cannot run, saying what was found.
+fn check_supported(dir: &Path) -> Result<(), String> {
+    if let Some(cfg) = read_json(&dir.join("config.json"))? {
+        if let Some(q) = cfg.get("quantization_config") {
+            let method = q
+                .get("quant_method")
+                .and_then(Value::as_str)
+                .unwrap_or("unknown");
+            return Err(format!(
+                "'{}' is a quantised checkpoint (quant_method '{method}'); supported: unquantised safetensors in bf16, f16 or f32 (e.g. nvidia/Cosmos-Reason1-7B, Qwen/Qwen2.5-VL-7B-Instruct)",
+                dir.display()
+            ));
+        }
+    }
+    for f in weight_files(dir)? {
+        for (name, dtype) in tensor_dtypes(&f)? {
+            if !matches!(dtype.as_str(), "F32" | "F16" | "BF16") {
+                return Err(format!(
+                    "'{}' holds tensor '{name}' as {dtype}; supported weight types: BF16, F16, F32 (FP8 and other quantised formats are not)",
+                    f.display()
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn vision_params(dir: &Path) -> Result<VisionParams, String> {
+    let mut p = VisionParams::default();
+    let Some(v) = read_json(&dir.join("preprocessor_config.json"))? else {
+        return Ok(p);
+    };
+    let u = |k: &str| v.get(k).and_then(Value::as_u64);
+    let size = v.get("size");
+    if let Some(n) = size
+        .and_then(|s| s.get("shortest_edge"))
+        .and_then(Value::as_u64)
+        .or(u("min_pixels"))
+    {
+        p.min_pixels = n;
+    }
+    if let Some(n) = size
+        .and_then(|s| s.get("longest_edge"))
+        .and_then(Value::as_u64)
+        .or(u("max_pixels"))
+    {
+        p.max_pixels = n;
+    }
+    if let Some(n) = u("patch_size") {
+        p.patch_size = n as u32;
+    }
+    if let Some(n) = u("temporal_patch_size") {
+        p.temporal_patch_size = n as u32;
+    }
+    if let Some(n) = u("merge_size") {
+        p.merge_size = n as u32;
+    }
+    let arr3 = |k: &str| -> Option<[f32; 3]> {
+        let a = v.get(k)?.as_array()?;
+        let x: Vec<f32> = a
+            .iter()
+            .filter_map(|x| x.as_f64().map(|f| f as f32))
+            .collect();
+        x.try_into().ok()
+    };
+    if let Some(m) = arr3("image_mean") {
+        p.mean = m;
+    }
+    if let Some(s) = arr3("image_std") {
+        p.std = s;
+    }
+    Ok(p)
+}
+
+fn chat_template(dir: &Path) -> Result<String, String> {
+    if let Some(v) = read_json(&dir.join("chat_template.json"))? {
+        if let Some(t) = v.get("chat_template").and_then(Value::as_str) {
+            return Ok(t.to_string());
+        }
+    }
+    if let Ok(t) = std::fs::read_to_string(dir.join("chat_template.jinja")) {
+        return Ok(t);
+    }
+    if let Some(v) = read_json(&dir.join("tokenizer_config.json"))? {
+        if let Some(t) = v.get("chat_template").and_then(Value::as_str) {
+            return Ok(t.to_string());
+        }
+    }
+    Err(format!(
+        "'{}' has no chat template (chat_template.json, chat_template.jinja or tokenizer_config.json)",
+        dir.display()
+    ))
+}
+
+impl Engine {
+    /// Loads everything from a checkpoint directory; errors say what is missing.
+    pub fn load(dir: &Path, device: &Device) -> Result<Engine, String> {
+        check_supported(dir)?;
+        let model = Qwen25Vl::load(dir, device)?;
+        let tk = dir.join("tokenizer.json");
+        let tokenizer = Tokenizer::from_file(&tk)
+            .map_err(|e| format!("cannot load '{}': {e}", tk.display()))?;
+        let template = chat_template(dir)?;
+        let defaults = match std::fs::read_to_string(dir.join("generation_config.json")) {
+            Ok(t) => GenerationDefaults::from_json(&t)?,
+            Err(_) => GenerationDefaults::default(),
+        };
+        let mut defaults = defaults;
+        if defaults.eos.is_empty() {
+            // Qwen's end tokens by name, from the tokenizer.
+            defaults.eos = ["<|im_end|>", "<|endoftext|>"]
+                .iter()
+                .filter_map(|t| tokenizer.token_to_id(t))
+                .collect();
+        }
+        Ok(Engine {
+            model,
+            tokenizer,
+            template,
+            defaults,
+            vision: vision_params(dir)?,
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// The chat template applied to one user turn holding one video and the
+    /// prompt (system message when given), with the generation prompt.
+    pub fn render_prompt(&self, system: Option<&str>, prompt: &str) -> Result<String, String> {
+        let mut env = minijinja::Environment::new();
+        // As transformers renders chat templates.
+        env.set_syntax(
+            minijinja::syntax::SyntaxConfig::builder()
+                .trim_blocks(true)
+                .lstrip_blocks(true)
+                .build()
+                .map_err(|e| format!("template syntax: {e}"))?,
+        );
+        env.add_template("chat", &self.template)
+            .map_err(|e| format!("chat template does not parse: {e}"))?;
+        let mut messages = Vec::new();
+        if let Some(s) = system {
+            messages.push(serde_json::json!({"role": "system", "content": s}));
+        }
+        messages.push(serde_json::json!({
+            "role": "user",
+            "content": [{"type": "video", "video": "chunk"}, {"type": "text", "text": prompt}],
+        }));
+        env.get_template("chat")
+            .and_then(|t| {
+                t.render(minijinja::context! {
+                    messages => minijinja::Value::from(minijinja::value::Serde(messages)),
+                    add_generation_prompt => true,
+                })
+            })
+            .map_err(|e| format!("chat template failed: {e}"))
+    }
+
+    /// Prompt token ids with the video placeholder expanded to `n_video` tokens.
+    pub fn prompt_ids(&self, text: &str, n_video: usize) -> Result<Vec<u32>, String> {
+        let enc = self
+            .tokenizer
+            .encode(text, false)
+            .map_err(|e| format!("tokenizer failed: {e}"))?;
+        let vid = self.model.cfg.video_token_id;
+        let mut ids = Vec::with_capacity(enc.len() + n_video);
+        let mut seen = 0;
+        for &t in enc.get_ids() {
+            if t == vid {
+                seen += 1;
+                ids.extend(std::iter::repeat_n(vid, n_video));
+            } else {
+                ids.push(t);
+            }
+        }
+        if seen != 1 {
+            return Err(format!(
+                "the chat template produced {seen} video placeholders; expected 1"
+            ));
+        }
+        Ok(ids)
+    }
+
+    pub fn decode(&self, ids: &[u32]) -> String {
+        let known = self.tokenizer.get_vocab_size(true) as u32;
+        let ids: Vec<u32> = ids.iter().copied().filter(|&t| t < known).collect();
+        self.tokenizer.decode(&ids, true).unwrap_or_default()
+    }
+
+    pub fn generate(&mut self, req: &Request) -> Result<Output, String> {
+        let pv = preprocess_video(req.frames, &self.vision)?;
+        let dev = self.model.device().clone();
+        let px = Tensor::from_vec(pv.data, (pv.rows, pv.cols), &dev).map_err(|e| e.to_string())?;
+        let grid = pv.grid_thw.map(|x| x as usize);
+        let m = self.model.cfg.vision.spatial_merge_size;
+        let llm = [grid[0], grid[1] / m, grid[2] / m];
+        let n_video = llm[0] * llm[1] * llm[2];
+
+        let n = req.times.len();
+        let fps = if n >= 2 && req.times[n - 1] > req.times[0] {
+            (n - 1) as f64 / (req.times[n - 1] - req.times[0])
+        } else {
+            DEFAULT_FPS
+        };
+        let second_per_grid = f64::from(self.vision.temporal_patch_size) / fps;
+
+        let text = self.render_prompt(req.system, req.prompt)?;
+        let ids = self.prompt_ids(&text, n_video)?;
+        let (pos, delta) = rope_index(
+            &ids,
+            self.model.cfg.video_token_id,
+            Some(llm),
+            second_per_grid,
+            self.model.cfg.vision.tokens_per_second,
+        )?;
+        let vis = self.model.vision_embeds(&px, grid)?;
+        let emb = self.model.embed_prompt(&ids, Some(&vis))?;
+        self.model.clear_cache();
+        let logits = self.model.forward(&emb, &pos)?;
+        let vocab = self.model.cfg.text.vocab_size;
+        let last = |t: &Tensor| -> Result<Vec<f32>, String> {
+            let l = t.dim(0).map_err(|e| e.to_string())?;
+            t.narrow(0, l - 1, 1)
+                .and_then(|r| r.flatten_all())
+                .and_then(|r| r.to_vec1::<f32>())
+                .map_err(|e| e.to_string())
+        };
+        let mut row = last(&logits)?;
+        debug_assert_eq!(row.len(), vocab);
+        let mut rng = Rng::new(req.params.seed);
+        let mut seen = ids.clone();
+        let mut out = Vec::new();
+        while out.len() < req.params.max_tokens {
+            if (req.cancelled)() {
+                return Err("cancelled".into());
+            }
+            let t = sample(&row, &seen, &req.params, &mut rng);
+            if self.defaults.eos.contains(&t) {
+                break;
+            }
+            out.push(t);
+            seen.push(t);
+            if out.len() == req.params.max_tokens {
+                break;
+            }
+            let p = self.model.cache_len() as i64 + delta;
+            let e = self.model.embed_prompt(&[t], None)?;
+            row = last(&self.model.forward(&e, &[vec![p], vec![p], vec![p]])?)?;
+        }
+        self.model.clear_cache();
+        Ok(Output {
+            text: self.decode(&out),
+            input_tokens: ids.len() as u64,
+            output_tokens: out.len() as u64,
+            tokens: out,
+        })
+    }
+}
