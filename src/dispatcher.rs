@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::{Backend, ChunkJob};
-use crate::record::SummaryRecord;
+use crate::record::{without_nul, SummaryRecord};
 
 #[derive(Debug, Default)]
 pub struct Stats {
@@ -472,15 +472,16 @@ fn worker(sh: Arc<Shared>) {
         rec.latency = submitted.elapsed().as_secs_f64();
         match result {
             Ok(c) => {
-                rec.text = c.text;
-                rec.reasoning = c.reasoning;
+                rec.text = without_nul(c.text);
+                rec.reasoning = c.reasoning.map(without_nul);
                 rec.input_tokens = c.input_tokens;
                 rec.output_tokens = c.output_tokens;
                 rec.embedding = c.embedding;
                 rec.embedding_error = c.embedding_error;
             }
-            Err(e) => rec.error = Some(e),
+            Err(e) => rec.error = Some(without_nul(e)),
         }
+        rec.embedding_error = rec.embedding_error.map(without_nul);
         sh.finish(&mut inner, seq, rec);
     }
 }

@@ -41,6 +41,16 @@ pub struct SummaryRecord {
     pub duration_ns: u64,
 }
 
+/// Model output may contain NUL characters, which GStreamer strings (meta
+/// structure, bus message, log) cannot hold: they become U+FFFD.
+pub fn without_nul(s: String) -> String {
+    if s.contains('\0') {
+        s.replace('\0', "\u{FFFD}")
+    } else {
+        s
+    }
+}
+
 impl SummaryRecord {
     pub fn is_error(&self) -> bool {
         self.error.is_some()
@@ -84,5 +94,11 @@ mod tests {
         r.error = Some("HTTP 500".into());
         let v: serde_json::Value = serde_json::from_str(&r.to_json_line()).unwrap();
         assert_eq!(v["error"], "HTTP 500");
+    }
+
+    #[test]
+    fn nul_characters_are_replaced() {
+        assert_eq!(without_nul("a\0b".into()), "a\u{FFFD}b");
+        assert_eq!(without_nul("plain".into()), "plain");
     }
 }

@@ -24,6 +24,7 @@ use gst::subclass::prelude::*;
 use gst_video::prelude::*;
 
 use super::BackendProp;
+use crate::backend::cosmos::backend::{CosmosBackend, CosmosGen, CosmosOptions, DeviceChoice};
 use crate::backend::custom::manifest;
 use crate::backend::custom::{CustomBackend, CustomOptions, LogFn, LogLevel};
 use crate::backend::openai::{OpenAiBackend, OpenAiOptions};
@@ -132,6 +133,8 @@ struct Settings {
     max_retries: u32,
     drain_timeout: f64,
     max_restarts: u32,
+    device: String,
+    enable_reasoning: bool,
     /// Generation properties the user set (a custom model's `configs` holds
     /// only these).
     gen_set: std::collections::BTreeSet<&'static str>,
@@ -157,6 +160,8 @@ impl Default for Settings {
             max_retries: DEFAULT_MAX_RETRIES,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             max_restarts: DEFAULT_MAX_RESTARTS,
+            device: "auto".into(),
+            enable_reasoning: false,
             gen_set: Default::default(),
         }
     }
@@ -166,6 +171,8 @@ impl Default for Settings {
 struct Prepared {
     resolved: Resolved,
     backend: Arc<dyn Backend>,
+    /// Where model input is prepared / the model runs (`device` read-back).
+    device: String,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -221,6 +228,7 @@ const FIXED_PROPS: &[&str] = &[
     "model-root-dir",
     "env-file",
     "python",
+    "device",
 ];
 
 impl VssSummarize {
@@ -747,6 +755,7 @@ impl VssSummarize {
             |e: String| gst::error_msg!(gst::ResourceError::Settings, ("vsssummarize: {e}"));
         let mut resolved =
             config::resolve(&settings.user, Env::from_process()).map_err(settings_err)?;
+        let mut device = "cpu".to_string();
         let backend: Arc<dyn Backend> = match resolved.backend {
             BackendKind::OpenAiCompat => {
                 let endpoint = resolved
@@ -790,14 +799,10 @@ impl VssSummarize {
                 Arc::new(OpenAiBackend::new(opts).map_err(settings_err)?)
             }
             BackendKind::Custom => Arc::new(self.prepare_custom(&settings, &mut resolved)?),
-            other => {
-                return Err(gst::error_msg!(
-                    gst::ResourceError::Settings,
-                    (
-                        "vsssummarize: backend '{}' is not available in this build yet; set backend=openai-compat or custom (or VLM_MODEL_TO_USE)",
-                        other.as_str()
-                    )
-                ));
+            BackendKind::CosmosReason1 => {
+                let b = self.prepare_cosmos(&settings, &resolved)?;
+                device = b.device_name().to_string();
+                Arc::new(b)
             }
         };
         gst::info!(
@@ -809,7 +814,11 @@ impl VssSummarize {
             resolved.num_frames
         );
         self.fatal_posted.store(false, Ordering::Release);
-        *lock(&self.prepared) = Some(Prepared { resolved, backend });
+        *lock(&self.prepared) = Some(Prepared {
+            resolved,
+            backend,
+            device,
+        });
         Ok(())
     }
 
@@ -900,6 +909,55 @@ impl VssSummarize {
             log,
         };
         CustomBackend::new(opts)
+            .map_err(|e| gst::error_msg!(gst::LibraryError::Init, ("vsssummarize: {e}")))
+    }
+
+    /// `backend=cosmos-reason1`: checks the checkpoint directory and loads
+    /// (or shares) the model on the chosen device.
+    fn prepare_cosmos(
+        &self,
+        settings: &Settings,
+        resolved: &Resolved,
+    ) -> Result<CosmosBackend, gst::ErrorMessage> {
+        let settings_err =
+            |e: String| gst::error_msg!(gst::ResourceError::Settings, ("vsssummarize: {e}"));
+        let dir = manifest::contained_dir(
+            resolved.model_path.as_deref(),
+            resolved.model_root_dir.as_deref(),
+            "cosmos-reason1",
+            "a Hugging Face Qwen2.5-VL / Cosmos-Reason1 checkpoint (config.json, *.safetensors, tokenizer.json)",
+        )
+        .map_err(settings_err)?;
+        let device: DeviceChoice = settings.device.parse().map_err(settings_err)?;
+        let set = |k: &str| settings.gen_set.contains(k);
+        let weak = self.obj().downgrade();
+        let log = Arc::new(move |msg: &str| {
+            if let Some(obj) = weak.upgrade() {
+                gst::info!(CAT, obj = obj, "{msg}");
+            }
+        });
+        let opts = CosmosOptions {
+            model_dir: dir,
+            device,
+            prompt: if settings.prompt.trim().is_empty() {
+                prompt::DEFAULT_PROMPT.to_string()
+            } else {
+                settings.prompt.clone()
+            },
+            system_prompt: resolved.system_prompt.clone(),
+            enable_reasoning: settings.enable_reasoning,
+            gen: CosmosGen {
+                max_tokens: settings.max_tokens,
+                temperature: set("temperature").then_some(settings.temperature),
+                top_p: set("top-p").then_some(settings.top_p),
+                top_k: (set("top-k") && settings.top_k > 0).then_some(settings.top_k),
+                seed: (settings.seed >= 0).then_some(settings.seed as u64),
+            },
+            frame_width: resolved.frame_width,
+            frame_height: resolved.frame_height,
+            log,
+        };
+        CosmosBackend::new(opts)
             .map_err(|e| gst::error_msg!(gst::LibraryError::Init, ("vsssummarize: {e}")))
     }
 
@@ -1221,6 +1279,16 @@ impl ObjectImpl for VssSummarize {
                     .default_value(DEFAULT_DRAIN_TIMEOUT)
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecString::builder("device")
+                    .blurb("cosmos-reason1: where the model runs: auto (CUDA when built with it and a GPU is present, else CPU), cpu, cuda:N; reads back the device in use once READY")
+                    .default_value(Some("auto"))
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecBoolean::builder("enable-reasoning")
+                    .blurb("cosmos-reason1: ask for <think>…</think><answer>…</answer> and put the thinking in the record's reasoning field")
+                    .default_value(false)
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecUInt::builder("max-restarts")
                     .blurb("custom backend: model process restarts after crashes in a row before the element fails")
                     .maximum(1000)
@@ -1263,6 +1331,13 @@ impl ObjectImpl for VssSummarize {
             "env-file" => s.user.env_file = opt_str(value),
             "python" => s.user.python = opt_str(value),
             "max-restarts" => s.max_restarts = value.get().expect("type"),
+            "device" => {
+                s.device = value
+                    .get::<Option<String>>()
+                    .expect("type")
+                    .unwrap_or_else(|| "auto".into())
+            }
+            "enable-reasoning" => s.enable_reasoning = value.get().expect("type"),
             "chunk-duration" => s.chunk_duration = value.get().expect("type"),
             "chunk-overlap" => s.chunk_overlap = value.get().expect("type"),
             "num-frames-per-chunk" => {
@@ -1332,6 +1407,12 @@ impl ObjectImpl for VssSummarize {
                 .or_else(|| u.python.clone())
                 .to_value(),
             "max-restarts" => s.max_restarts.to_value(),
+            "device" => prepared
+                .as_ref()
+                .map(|p| p.device.clone())
+                .unwrap_or_else(|| s.device.clone())
+                .to_value(),
+            "enable-reasoning" => s.enable_reasoning.to_value(),
             "api-version" => u.api_version.to_value(),
             "model-path" => u.model_path.to_value(),
             "model-root-dir" => u.model_root_dir.to_value(),

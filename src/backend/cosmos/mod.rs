@@ -10,3 +10,4 @@ pub mod model;
 pub mod preprocess;
 pub mod rope_index;
 pub mod sampling;
+pub mod backend;

@@ -110,25 +110,28 @@ fn show(v: &Value) -> String {
 }
 
 /// Checks `model-path` (and `model-root-dir` when set) and returns the model
-/// directory with `..` and symlinks resolved. Errors name both paths.
-pub fn resolve_model_dir(
+/// directory with `..` and symlinks resolved. Errors name both paths;
+/// `holding` says what the directory should hold.
+pub fn contained_dir(
     model_path: Option<&Path>,
     root: Option<&Path>,
+    backend: &str,
+    holding: &str,
 ) -> Result<PathBuf, String> {
     let Some(path) = model_path else {
-        return Err(
-            "backend 'custom' needs a model directory: set model-path (or MODEL_PATH) to the directory holding inference.py and manifest.yaml".into(),
-        );
+        return Err(format!(
+            "backend '{backend}' needs a model directory: set model-path (or MODEL_PATH) to the directory holding {holding}"
+        ));
     };
     let dir = path.canonicalize().map_err(|e| {
         format!(
-            "model-path '{}' cannot be opened: {e}; set model-path (or MODEL_PATH) to the directory holding inference.py and manifest.yaml",
+            "model-path '{}' cannot be opened: {e}; set model-path (or MODEL_PATH) to the directory holding {holding}",
             path.display()
         )
     })?;
     if !dir.is_dir() {
         return Err(format!(
-            "model-path '{}' is not a directory; point it at the directory holding inference.py and manifest.yaml",
+            "model-path '{}' is not a directory; point it at the directory holding {holding}",
             path.display()
         ));
     }
@@ -149,6 +152,13 @@ pub fn resolve_model_dir(
             ));
         }
     }
+    Ok(dir)
+}
+
+/// [`contained_dir`] for a VSS custom model, which must hold `inference.py`
+/// and `manifest.yaml`.
+pub fn resolve_model_dir(model_path: Option<&Path>, root: Option<&Path>) -> Result<PathBuf, String> {
+    let dir = contained_dir(model_path, root, "custom", "inference.py and manifest.yaml")?;
     for f in ["inference.py", "manifest.yaml"] {
         if !dir.join(f).is_file() {
             return Err(format!(

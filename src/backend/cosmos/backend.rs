@@ -1,0 +1,266 @@
+// SPDX-License-Identifier: MPL-2.0
+//! The `cosmos-reason1` [`Backend`]: a shared [`Engine`] per (checkpoint,
+//! device), called from the dispatcher's worker thread (never the tokio
+//! runtime), one chunk at a time.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, Weak};
+use std::time::Instant;
+
+use candle_core::Device;
+use tokio_util::sync::CancellationToken;
+
+use super::engine::{Engine, Request};
+use super::sampling::SampleParams;
+use crate::backend::{Backend, Caption, ChunkJob};
+use crate::config::BackendKind;
+use crate::frames;
+use crate::prompt::split_reasoning;
+
+/// Cosmos-Reason1's reasoning instruction (as VSS appends it).
+pub const REASONING_SUFFIX: &str = " Answer the question in the following format: <think>\nyour reasoning\n</think>\n\n<answer>\nyour answer\n</answer>.\n";
+const DEFAULT_SYSTEM: &str = "You are a helpful assistant.";
+
+/// Where the model runs (`device` property).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceChoice {
+    Auto,
+    Cpu,
+    Cuda(usize),
+}
+
+impl FromStr for DeviceChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim().to_ascii_lowercase();
+        match s.as_str() {
+            "" | "auto" => Ok(DeviceChoice::Auto),
+            "cpu" => Ok(DeviceChoice::Cpu),
+            "cuda" => Ok(DeviceChoice::Cuda(0)),
+            _ => s
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .map(DeviceChoice::Cuda)
+                .ok_or_else(|| format!("device '{s}' is not one of auto, cpu, cuda:N")),
+        }
+    }
+}
+
+/// The candle device for a choice, and its name for the read-back.
+pub fn select_device(choice: DeviceChoice) -> Result<(Device, String), String> {
+    match choice {
+        DeviceChoice::Cpu => Ok((Device::Cpu, "cpu".into())),
+        #[cfg(feature = "cuda")]
+        DeviceChoice::Auto => match Device::new_cuda(0) {
+            Ok(d) => Ok((d, "cuda:0".into())),
+            Err(_) => Ok((Device::Cpu, "cpu".into())),
+        },
+        #[cfg(not(feature = "cuda"))]
+        DeviceChoice::Auto => Ok((Device::Cpu, "cpu".into())),
+        #[cfg(feature = "cuda")]
+        DeviceChoice::Cuda(n) => Device::new_cuda(n)
+            .map(|d| (d, format!("cuda:{n}")))
+            .map_err(|e| format!("device cuda:{n} is not usable: {e}; check the NVIDIA driver and GPU, or set device=cpu")),
+        #[cfg(not(feature = "cuda"))]
+        DeviceChoice::Cuda(n) => Err(format!(
+            "device cuda:{n} needs a plugin built with the cuda feature (cargo build --release --features cuda, which needs the CUDA toolkit); this build runs on the CPU: set device=cpu or auto"
+        )),
+    }
+}
+
+type Shared = Arc<Mutex<Engine>>;
+
+static ENGINES: LazyLock<Mutex<HashMap<(PathBuf, String), Weak<Mutex<Engine>>>>> =
+    LazyLock::new(Default::default);
+static LOADS: AtomicUsize = AtomicUsize::new(0);
+
+/// How many times a checkpoint was loaded in this process (for tests: elements
+/// naming the same checkpoint and device share one model).
+pub fn loads() -> usize {
+    LOADS.load(Ordering::Relaxed)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The engine for (dir, device), loaded once per process while in use.
+fn shared_engine(
+    dir: &Path,
+    device: &Device,
+    device_name: &str,
+    log: &(dyn Fn(&str) + Send + Sync),
+) -> Result<Shared, String> {
+    let key = (dir.to_path_buf(), device_name.to_string());
+    let mut map = lock(&ENGINES);
+    if let Some(e) = map.get(&key).and_then(Weak::upgrade) {
+        log(&format!("sharing the loaded model of '{}'", dir.display()));
+        return Ok(e);
+    }
+    log(&format!("loading '{}' on {device_name}", dir.display()));
+    let t = Instant::now();
+    let engine = Engine::load(dir, device)?;
+    LOADS.fetch_add(1, Ordering::Relaxed);
+    log(&format!(
+        "loaded '{}' in {:.1} s",
+        dir.display(),
+        t.elapsed().as_secs_f64()
+    ));
+    let e = Arc::new(Mutex::new(engine));
+    map.insert(key, Arc::downgrade(&e));
+    map.retain(|_, w| w.strong_count() > 0);
+    Ok(e)
+}
+
+/// Generation settings: `None` = the checkpoint's generation_config.json.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CosmosGen {
+    pub max_tokens: u32,
+    pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
+    pub top_k: Option<u32>,
+    pub seed: Option<u64>,
+}
+
+pub struct CosmosOptions {
+    pub model_dir: PathBuf,
+    pub device: DeviceChoice,
+    pub prompt: String,
+    pub system_prompt: Option<String>,
+    pub enable_reasoning: bool,
+    pub gen: CosmosGen,
+    /// Optional pre-scale of the frames (0 = native); the processor's own
+    /// pixel budget applies afterwards.
+    pub frame_width: u32,
+    pub frame_height: u32,
+    pub log: Arc<dyn Fn(&str) + Send + Sync>,
+}
+
+pub struct CosmosBackend {
+    engine: Shared,
+    opts: CosmosOptions,
+    model: String,
+    device_name: String,
+}
+
+impl CosmosBackend {
+    /// Picks the device and loads (or shares) the checkpoint.
+    pub fn new(opts: CosmosOptions) -> Result<CosmosBackend, String> {
+        let (device, device_name) = select_device(opts.device)?;
+        let engine = shared_engine(&opts.model_dir, &device, &device_name, &*opts.log)?;
+        let model = opts
+            .model_dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "cosmos-reason1".into());
+        Ok(CosmosBackend {
+            engine,
+            opts,
+            model,
+            device_name,
+        })
+    }
+
+    /// The device in use (`cpu`, `cuda:0`).
+    pub fn device_name(&self) -> &str {
+        &self.device_name
+    }
+
+    fn system_prompt(&self) -> Option<String> {
+        let sys = self.opts.system_prompt.clone();
+        if !self.opts.enable_reasoning {
+            return sys;
+        }
+        let base = sys.unwrap_or_else(|| DEFAULT_SYSTEM.to_string());
+        if base.contains("<think>") {
+            Some(base)
+        } else {
+            Some(format!("{base}{REASONING_SUFFIX}"))
+        }
+    }
+}
+
+impl Backend for CosmosBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::CosmosReason1
+    }
+
+    fn model(&self) -> &str {
+        &self.model
+    }
+
+    fn max_concurrency(&self) -> Option<usize> {
+        Some(1)
+    }
+
+    fn caption(&self, job: &ChunkJob, cancel: &CancellationToken) -> Result<Caption, String> {
+        let mut rgb = Vec::with_capacity(job.frames.len());
+        let first = job.frames.first().ok_or("the chunk has no frames")?;
+        let (w, h) = frames::target_size(
+            first.width,
+            first.height,
+            self.opts.frame_width,
+            self.opts.frame_height,
+        );
+        for f in &job.frames {
+            if cancel.is_cancelled() {
+                return Err("cancelled".into());
+            }
+            rgb.push(frames::prepare_rgb(f, w, h).map_err(|e| format!("cannot prepare frame: {e}"))?);
+        }
+        let system = self.system_prompt();
+        let mut engine = lock(&self.engine);
+        let d = engine.defaults.clone();
+        let g = &self.opts.gen;
+        let params = SampleParams {
+            temperature: g
+                .temperature
+                .unwrap_or(if d.do_sample { d.temperature } else { 0.0 }),
+            top_p: g.top_p.unwrap_or(d.top_p),
+            top_k: g.top_k.map(|k| k as usize).unwrap_or(d.top_k),
+            repetition_penalty: d.repetition_penalty,
+            seed: g.seed.unwrap_or(1),
+            max_tokens: g.max_tokens as usize,
+        };
+        let out = engine.generate(&Request {
+            frames: &rgb,
+            times: &job.frame_times,
+            prompt: &self.opts.prompt,
+            system: system.as_deref(),
+            params,
+            cancelled: &|| cancel.is_cancelled(),
+        })?;
+        drop(engine);
+        let (text, reasoning) = split_reasoning(&out.text);
+        Ok(Caption {
+            text,
+            reasoning,
+            input_tokens: out.input_tokens,
+            output_tokens: out.output_tokens,
+            ..Default::default()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_names() {
+        assert_eq!("auto".parse::<DeviceChoice>().unwrap(), DeviceChoice::Auto);
+        assert_eq!("CPU".parse::<DeviceChoice>().unwrap(), DeviceChoice::Cpu);
+        assert_eq!("cuda:1".parse::<DeviceChoice>().unwrap(), DeviceChoice::Cuda(1));
+        assert!("gpu".parse::<DeviceChoice>().unwrap_err().contains("auto, cpu, cuda:N"));
+        assert_eq!(select_device(DeviceChoice::Cpu).unwrap().1, "cpu");
+        #[cfg(not(feature = "cuda"))]
+        {
+            assert_eq!(select_device(DeviceChoice::Auto).unwrap().1, "cpu");
+            let e = select_device(DeviceChoice::Cuda(0)).unwrap_err();
+            assert!(e.contains("cuda feature") && e.contains("device=cpu"), "{e}");
+        }
+    }
+}
