@@ -1,0 +1,167 @@
+// SPDX-License-Identifier: MPL-2.0
+//! `backend=cosmos-reason1` end to end with the tiny random-weight
+//! checkpoint in tests/qwen/tiny: one record per chunk, deterministic text,
+//! shared model, and the load-time errors.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::*;
+use gst::prelude::*;
+
+const T: Duration = Duration::from_secs(120);
+
+fn tiny() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/qwen/tiny")
+}
+
+fn video(seconds: u64) -> Video {
+    Video {
+        width: 64,
+        height: 48,
+        fps: 10,
+        seconds,
+    }
+}
+
+fn props(dir: &Path, extra: &str) -> String {
+    format!(
+        "backend=cosmos-reason1 model-path={} chunk-duration=1 num-frames-per-chunk=4 max-tokens=12 {extra}",
+        dir.display()
+    )
+}
+
+fn texts(r: &Run) -> Vec<String> {
+    r.outputs()
+        .json()
+        .iter()
+        .map(|v| v["text"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn one_deterministic_record_per_chunk() {
+    let v = video(3);
+    let r = run_video(&props(&tiny(), ""), &v, T);
+    let recs = r.outputs().json();
+    assert_eq!(recs.len(), 3, "{recs:?}");
+    for (k, rec) in recs.iter().enumerate() {
+        assert!(rec.get("error").is_none(), "{rec}");
+        assert_eq!(rec["chunk-index"], k as u64);
+        assert_eq!(rec["backend"], "cosmos-reason1");
+        assert_eq!(rec["model"], "tiny");
+        let out = rec["output-tokens"].as_u64().unwrap();
+        assert!((1..=12).contains(&out), "{rec}");
+        // System turn + video tokens + prompt: far more than the video alone.
+        assert!(rec["input-tokens"].as_u64().unwrap() > 100, "{rec}");
+    }
+    assert_eq!(r.element.property::<String>("device"), "cpu");
+    let first = texts(&r);
+    r.stop();
+    // Same frames, same settings, same seed: same text.
+    let again = run_video(&props(&tiny(), ""), &v, T);
+    assert_eq!(texts(&again), first);
+    again.stop();
+}
+
+#[test]
+fn elements_naming_the_same_checkpoint_share_one_model() {
+    use gstvsssummarize::backend::cosmos::backend::loads;
+    init();
+    let desc = format!(
+        "videotestsrc num-buffers=20 ! video/x-raw,width=64,height=48,framerate=10/1 ! tee name=t \
+         t. ! queue ! vsssummarize name=a {p} ! fakesink \
+         t. ! queue ! vsssummarize name=b {p} ! fakesink",
+        p = props(&tiny(), "")
+    );
+    let p = gst::parse::launch(&desc).unwrap();
+    let before = loads();
+    p.set_state(gst::State::Ready).unwrap();
+    assert_eq!(loads() - before, 1, "one load for two elements");
+    p.set_state(gst::State::Null).unwrap();
+}
+
+fn ready_error(props: &str) -> String {
+    init();
+    let p = gst::parse::launch(&format!("fakesrc ! vsssummarize {props} ! fakesink")).unwrap();
+    assert!(p.set_state(gst::State::Ready).is_err(), "{props} must fail");
+    let bus = p.bus().unwrap();
+    let mut err = String::new();
+    while let Some(m) = bus.pop() {
+        if let gst::MessageView::Error(e) = m.view() {
+            err = format!("{} | {}", e.error(), e.debug().unwrap_or_default());
+        }
+    }
+    p.set_state(gst::State::Null).unwrap();
+    err
+}
+
+fn copy_tiny(to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for f in std::fs::read_dir(tiny()).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, to.join(f.file_name().unwrap())).unwrap();
+    }
+}
+
+#[test]
+fn bad_checkpoints_fail_at_ready_saying_what_was_found() {
+    let base = std::env::temp_dir().join(format!("vss-cosmos-{}", std::process::id()));
+    // Not a directory / missing.
+    let e = ready_error(&props(&base.join("nope"), ""));
+    assert!(e.contains("cannot be opened") && e.contains("model-path"), "{e}");
+    // No weights.
+    let empty = base.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    std::fs::copy(tiny().join("config.json"), empty.join("config.json")).unwrap();
+    let e = ready_error(&props(&empty, ""));
+    assert!(e.contains("model.safetensors"), "{e}");
+    // An FP8 checkpoint.
+    let fp8 = base.join("fp8");
+    copy_tiny(&fp8);
+    let header = br#"{"model.embed_tokens.weight":{"dtype":"F8_E4M3","shape":[2],"data_offsets":[0,2]}}"#;
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(header);
+    bytes.extend_from_slice(&[0, 0]);
+    std::fs::write(fp8.join("model.safetensors"), bytes).unwrap();
+    let e = ready_error(&props(&fp8, ""));
+    assert!(e.contains("F8_E4M3") && e.contains("BF16"), "{e}");
+    // A quantised config.
+    let q = base.join("quant");
+    copy_tiny(&q);
+    let cfg = std::fs::read_to_string(q.join("config.json")).unwrap();
+    let cfg = cfg.replacen('{', r#"{"quantization_config":{"quant_method":"fp8"},"#, 1);
+    std::fs::write(q.join("config.json"), cfg).unwrap();
+    let e = ready_error(&props(&q, ""));
+    assert!(e.contains("quant_method 'fp8'"), "{e}");
+    // Outside model-root-dir.
+    let root = base.join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    let e = ready_error(&props(&tiny(), &format!("model-root-dir={}", root.display())));
+    assert!(e.contains("outside model-root-dir"), "{e}");
+    // A CUDA device in a CPU build.
+    #[cfg(not(feature = "cuda"))]
+    {
+        let e = ready_error(&props(&tiny(), "device=cuda:0"));
+        assert!(e.contains("cuda feature") && e.contains("device=cpu"), "{e}");
+    }
+    let _ = std::fs::remove_dir_all(&base);
+}
+
+#[test]
+fn reasoning_prompt_and_parsing() {
+    // The tiny model cannot follow instructions; check what reaches it and
+    // that the run still yields one record per chunk.
+    let v = video(2);
+    let r = run_video(&props(&tiny(), "enable-reasoning=true"), &v, T);
+    let recs = r.outputs().json();
+    assert_eq!(recs.len(), 2);
+    // The reasoning instruction lengthens the system turn.
+    let plain = run_video(&props(&tiny(), ""), &v, T);
+    let plain_in = plain.outputs().json()[0]["input-tokens"].as_u64().unwrap();
+    assert!(recs[0]["input-tokens"].as_u64().unwrap() > plain_in);
+    r.stop();
+    plain.stop();
+}
