@@ -111,7 +111,10 @@ fn bad_checkpoints_fail_at_ready_saying_what_was_found() {
     let base = std::env::temp_dir().join(format!("vss-cosmos-{}", std::process::id()));
     // Not a directory / missing.
     let e = ready_error(&props(&base.join("nope"), ""));
-    assert!(e.contains("cannot be opened") && e.contains("model-path"), "{e}");
+    assert!(
+        e.contains("cannot be opened") && e.contains("model-path"),
+        "{e}"
+    );
     // No weights.
     let empty = base.join("empty");
     std::fs::create_dir_all(&empty).unwrap();
@@ -121,7 +124,8 @@ fn bad_checkpoints_fail_at_ready_saying_what_was_found() {
     // An FP8 checkpoint.
     let fp8 = base.join("fp8");
     copy_tiny(&fp8);
-    let header = br#"{"model.embed_tokens.weight":{"dtype":"F8_E4M3","shape":[2],"data_offsets":[0,2]}}"#;
+    let header =
+        br#"{"model.embed_tokens.weight":{"dtype":"F8_E4M3","shape":[2],"data_offsets":[0,2]}}"#;
     let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
     bytes.extend_from_slice(header);
     bytes.extend_from_slice(&[0, 0]);
@@ -139,13 +143,19 @@ fn bad_checkpoints_fail_at_ready_saying_what_was_found() {
     // Outside model-root-dir.
     let root = base.join("root");
     std::fs::create_dir_all(&root).unwrap();
-    let e = ready_error(&props(&tiny(), &format!("model-root-dir={}", root.display())));
+    let e = ready_error(&props(
+        &tiny(),
+        &format!("model-root-dir={}", root.display()),
+    ));
     assert!(e.contains("outside model-root-dir"), "{e}");
     // A CUDA device in a CPU build.
     #[cfg(not(feature = "cuda"))]
     {
         let e = ready_error(&props(&tiny(), "device=cuda:0"));
-        assert!(e.contains("cuda feature") && e.contains("device=cpu"), "{e}");
+        assert!(
+            e.contains("cuda feature") && e.contains("device=cpu"),
+            "{e}"
+        );
     }
     let _ = std::fs::remove_dir_all(&base);
 }

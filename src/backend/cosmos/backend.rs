@@ -73,8 +73,9 @@ pub fn select_device(choice: DeviceChoice) -> Result<(Device, String), String> {
 
 type Shared = Arc<Mutex<Engine>>;
 
-static ENGINES: LazyLock<Mutex<HashMap<(PathBuf, String), Weak<Mutex<Engine>>>>> =
-    LazyLock::new(Default::default);
+/// Loaded engines by (checkpoint directory, device name).
+type Registry = HashMap<(PathBuf, String), Weak<Mutex<Engine>>>;
+static ENGINES: LazyLock<Mutex<Registry>> = LazyLock::new(Default::default);
 static LOADS: AtomicUsize = AtomicUsize::new(0);
 
 /// How many times a checkpoint was loaded in this process (for tests: elements
@@ -209,7 +210,9 @@ impl Backend for CosmosBackend {
             if cancel.is_cancelled() {
                 return Err("cancelled".into());
             }
-            rgb.push(frames::prepare_rgb(f, w, h).map_err(|e| format!("cannot prepare frame: {e}"))?);
+            rgb.push(
+                frames::prepare_rgb(f, w, h).map_err(|e| format!("cannot prepare frame: {e}"))?,
+            );
         }
         let system = self.system_prompt();
         let mut engine = lock(&self.engine);
@@ -253,14 +256,23 @@ mod tests {
     fn device_names() {
         assert_eq!("auto".parse::<DeviceChoice>().unwrap(), DeviceChoice::Auto);
         assert_eq!("CPU".parse::<DeviceChoice>().unwrap(), DeviceChoice::Cpu);
-        assert_eq!("cuda:1".parse::<DeviceChoice>().unwrap(), DeviceChoice::Cuda(1));
-        assert!("gpu".parse::<DeviceChoice>().unwrap_err().contains("auto, cpu, cuda:N"));
+        assert_eq!(
+            "cuda:1".parse::<DeviceChoice>().unwrap(),
+            DeviceChoice::Cuda(1)
+        );
+        assert!("gpu"
+            .parse::<DeviceChoice>()
+            .unwrap_err()
+            .contains("auto, cpu, cuda:N"));
         assert_eq!(select_device(DeviceChoice::Cpu).unwrap().1, "cpu");
         #[cfg(not(feature = "cuda"))]
         {
             assert_eq!(select_device(DeviceChoice::Auto).unwrap().1, "cpu");
             let e = select_device(DeviceChoice::Cuda(0)).unwrap_err();
-            assert!(e.contains("cuda feature") && e.contains("device=cpu"), "{e}");
+            assert!(
+                e.contains("cuda feature") && e.contains("device=cpu"),
+                "{e}"
+            );
         }
     }
 }

@@ -4,10 +4,10 @@
 //! Face's processor), the checkpoint configuration, the M-RoPE position rule
 //! and the model (vision tower + Qwen2 decoder).
 
+pub mod backend;
 pub mod config;
 pub mod engine;
 pub mod model;
 pub mod preprocess;
 pub mod rope_index;
 pub mod sampling;
-pub mod backend;

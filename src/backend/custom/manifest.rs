@@ -157,7 +157,10 @@ pub fn contained_dir(
 
 /// [`contained_dir`] for a VSS custom model, which must hold `inference.py`
 /// and `manifest.yaml`.
-pub fn resolve_model_dir(model_path: Option<&Path>, root: Option<&Path>) -> Result<PathBuf, String> {
+pub fn resolve_model_dir(
+    model_path: Option<&Path>,
+    root: Option<&Path>,
+) -> Result<PathBuf, String> {
     let dir = contained_dir(model_path, root, "custom", "inference.py and manifest.yaml")?;
     for f in ["inference.py", "manifest.yaml"] {
         if !dir.join(f).is_file() {

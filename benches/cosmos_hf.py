@@ -1,0 +1,109 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MPL-2.0
+"""The Hugging Face side of the cosmos-reason1 benchmark (pipelines/bench-cosmos.sh).
+
+Builds a mid-sized random-weight Qwen2.5-VL (text: hidden 512, 8 layers;
+vision: hidden 256, depth 4) in OUT_DIR with the tiny-model generator's
+tokenizer and template, a fixed input (8 frames of 224x224), and times
+transformers (eager attention, f32, CPU): prefill (vision tower + the whole
+prompt) and greedy decode of NEW tokens with the KV cache. Writes
+OUT_DIR/bench_input.safetensors (the exact input) and OUT_DIR/hf_timing.json.
+"""
+import json
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+import transformers
+from safetensors.torch import save_file
+from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "tests", "qwen"))
+import make_tiny_model as tiny  # noqa: E402
+from make_preprocess_fixture import pattern  # noqa: E402
+
+NEW = int(os.environ.get("NEW_TOKENS", "32"))
+RUNS = int(os.environ.get("RUNS", "3"))
+
+
+def main(out_dir):
+    torch.manual_seed(0)
+    os.makedirs(out_dir, exist_ok=True)
+    tokenizer, ids = tiny.build_tokenizer()
+    text = dict(vocab_size=512, hidden_size=512, intermediate_size=1536, num_hidden_layers=8,
+                num_attention_heads=8, num_key_value_heads=4, hidden_act="silu", rms_norm_eps=1e-6,
+                max_position_embeddings=4096,
+                rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [8, 12, 12]},
+                use_sliding_window=False, max_window_layers=8, tie_word_embeddings=False)
+    vision = dict(depth=4, hidden_size=256, intermediate_size=512, num_heads=4, out_hidden_size=512,
+                  patch_size=14, temporal_patch_size=2, spatial_merge_size=2, window_size=112,
+                  fullatt_block_indexes=[3], tokens_per_second=2, in_channels=3, hidden_act="silu")
+    cfg = Qwen2_5_VLConfig(text_config=text, vision_config=vision,
+                           image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+                           vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+                           tie_word_embeddings=False)
+    model = Qwen2_5_VLForConditionalGeneration._from_config(cfg, attn_implementation="eager", dtype=torch.float32)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.copy_((1.0 + 0.1 * torch.randn_like(p)) if ("norm" in name or "ln_q" in name) else 0.05 * torch.randn_like(p))
+    model.eval()
+    model.save_pretrained(out_dir, safe_serialization=True)
+    with open(os.path.join(out_dir, "config.json"), "w") as f:
+        json.dump(tiny.flat_v4_config(text, vision, ids), f, indent=2)
+    proc = tiny.write_processor_files(out_dir, tokenizer)
+    with open(os.path.join(out_dir, "generation_config.json"), "w") as f:
+        json.dump({"do_sample": False, "eos_token_id": [], "repetition_penalty": 1.0}, f)
+
+    n, h, w = 8, 224, 224
+    times = [i * 0.5 for i in range(n)]
+    vid = torch.from_numpy(np.stack([pattern(t, h, w) for t in range(n)])).permute(0, 3, 1, 2).contiguous()
+    messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "Describe the video."}]}]
+    prompt = proc.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    fps = (n - 1) / (times[-1] - times[0])
+    inp = proc(text=[prompt], videos=[vid], return_tensors="pt",
+               videos_kwargs={"video_metadata": [{"fps": fps, "total_num_frames": n, "frames_indices": list(range(n))}],
+                              "cap_pixels_per_frame": True, "do_sample_frames": False})
+    grid = inp["video_grid_thw"]
+    spg = float(inp["second_per_grid_ts"][0]) if "second_per_grid_ts" in inp else 2.0 / fps
+    input_ids = inp["input_ids"]
+    pos, delta = tiny.rope_index_v4(input_ids[0].tolist(), grid[0].tolist(), spg, ids["<|video_pad|>"], 2, 2)
+    pos = torch.tensor(pos, dtype=torch.long)[:, None, :]
+
+    def run():
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            out = model(input_ids=input_ids, pixel_values_videos=inp["pixel_values_videos"],
+                        video_grid_thw=grid, position_ids=pos, use_cache=True)
+        t1 = time.perf_counter()
+        cache = getattr(out, "past_key_values", None) or getattr(out, "cache", None)
+        tok = out.logits[0, -1].argmax()
+        L = input_ids.shape[1]
+        with torch.no_grad():
+            for i in range(NEW):
+                p = torch.full((3, 1, 1), L + i + delta, dtype=torch.long)
+                o = model(input_ids=tok.view(1, 1), past_key_values=cache, position_ids=p, use_cache=True)
+                cache = getattr(o, "past_key_values", None) or getattr(o, "cache", None)
+                tok = o.logits[0, -1].argmax()
+        t2 = time.perf_counter()
+        return t1 - t0, NEW / (t2 - t1)
+
+    run()  # warm-up
+    res = [run() for _ in range(RUNS)]
+    prefill = sorted(r[0] for r in res)[len(res) // 2]
+    tps = sorted(r[1] for r in res)[len(res) // 2]
+    save_file({"input_ids": input_ids[0].contiguous(), "pixel_values": inp["pixel_values_videos"].float().contiguous(),
+               "grid": grid[0].contiguous(), "position_ids": pos[:, 0, :].contiguous(),
+               "rope_delta": torch.tensor([delta])}, os.path.join(out_dir, "bench_input.safetensors"))
+    info = {"prefill_s": prefill, "decode_tok_s": tps, "prompt_tokens": int(input_ids.shape[1]),
+            "new_tokens": NEW, "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "transformers": transformers.__version__}
+    with open(os.path.join(out_dir, "hf_timing.json"), "w") as f:
+        json.dump(info, f)
+    print(json.dumps(info))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
