@@ -12,6 +12,9 @@ use gstvsssummarize::backend::cosmos::rope_index::rope_index;
 use gstvsssummarize::frames::RgbImage;
 use safetensors::SafeTensors;
 
+mod common;
+use common::qwen::{f32s, i64s, pattern};
+
 const CASES: &[&str] = &[
     "odd_3f",
     "even_4f_resize",
@@ -22,49 +25,6 @@ const CASES: &[&str] = &[
 
 fn dir() -> std::path::PathBuf {
     std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/qwen")
-}
-
-fn i64s(st: &SafeTensors, name: &str) -> Vec<i64> {
-    st.tensor(name)
-        .unwrap_or_else(|e| panic!("{name}: {e}"))
-        .data()
-        .chunks_exact(8)
-        .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
-        .collect()
-}
-
-fn f32s(st: &SafeTensors, name: &str) -> Vec<f32> {
-    st.tensor(name)
-        .unwrap_or_else(|e| panic!("{name}: {e}"))
-        .data()
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-        .collect()
-}
-
-/// Same frames as the generators' `pattern`.
-fn pattern(t: u64, h: u32, w: u32) -> RgbImage {
-    let mut data = Vec::with_capacity((h * w * 3) as usize);
-    for y in 0..u64::from(h) {
-        for x in 0..u64::from(w) {
-            for c in 0..3u64 {
-                let smooth = match c {
-                    0 => x * 255 / u64::from(w - 1).max(1),
-                    1 => y * 255 / u64::from(h - 1).max(1),
-                    _ => (x + y + 40 * t) % 256,
-                };
-                let hash =
-                    ((x * 73_856_093) ^ (y * 19_349_663) ^ (t * 83_492_791) ^ (c * 2_654_435_761))
-                        & 0xFFFF_FFFF;
-                data.push((smooth * 7 / 8 + hash % 32) as u8);
-            }
-        }
-    }
-    RgbImage {
-        width: w,
-        height: h,
-        data,
-    }
 }
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
@@ -236,13 +196,7 @@ fn engine_from_frames_matches_transformers() {
         let frames: Vec<RgbImage> = (0..fs[0] as u64)
             .map(|t| pattern(t, fs[1] as u32, fs[2] as u32))
             .collect();
-        let times: Vec<f64> = st
-            .tensor(&k("frame_times"))
-            .unwrap()
-            .data()
-            .chunks_exact(8)
-            .map(|b| f64::from_le_bytes(b.try_into().unwrap()))
-            .collect();
+        let times = common::qwen::f64s(&st, &k("frame_times"));
         let out = engine
             .generate(&Request {
                 frames: &frames,

@@ -11,33 +11,11 @@ use gstvsssummarize::backend::cosmos::preprocess::{
 use gstvsssummarize::frames::RgbImage;
 use safetensors::SafeTensors;
 
+mod common;
+use common::qwen::{f32s, i64s, pattern};
+
 const RESIZED_ROW_STRIDE: usize = 6;
 const PV_ROW_STRIDE: usize = 17;
-
-/// Frame t of the fixture video (same formula as the generator's `pattern`).
-fn pattern(t: u64, h: u32, w: u32) -> RgbImage {
-    let mut data = Vec::with_capacity((h * w * 3) as usize);
-    for y in 0..u64::from(h) {
-        for x in 0..u64::from(w) {
-            for c in 0..3u64 {
-                let smooth = match c {
-                    0 => x * 255 / u64::from(w - 1).max(1),
-                    1 => y * 255 / u64::from(h - 1).max(1),
-                    _ => (x + y + 40 * t) % 256,
-                };
-                let hash =
-                    ((x * 73_856_093) ^ (y * 19_349_663) ^ (t * 83_492_791) ^ (c * 2_654_435_761))
-                        & 0xFFFF_FFFF;
-                data.push((smooth * 7 / 8 + hash % 32) as u8);
-            }
-        }
-    }
-    RgbImage {
-        width: w,
-        height: h,
-        data,
-    }
-}
 
 fn fixture() -> Vec<u8> {
     std::fs::read(concat!(
@@ -45,24 +23,6 @@ fn fixture() -> Vec<u8> {
         "/tests/qwen/preprocess_fixture.safetensors"
     ))
     .expect("fixture present")
-}
-
-fn i64s(st: &SafeTensors, name: &str) -> Vec<i64> {
-    st.tensor(name)
-        .unwrap()
-        .data()
-        .chunks_exact(8)
-        .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
-        .collect()
-}
-
-fn f32s(st: &SafeTensors, name: &str) -> Vec<f32> {
-    st.tensor(name)
-        .unwrap()
-        .data()
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-        .collect()
 }
 
 #[test]
