@@ -228,3 +228,61 @@ fn engine_from_frames_matches_transformers() {
         assert_eq!(out.output_tokens as usize, stop);
     }
 }
+
+/// Checkpoints saved by transformers 4.52–4.57 name the weights
+/// `model.language_model.*` / `model.visual.*`: the same model loads.
+#[test]
+fn both_weight_name_prefixes_load() {
+    let tiny = dir().join("tiny");
+    let bytes = std::fs::read(tiny.join("model.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let renamed: Vec<(String, safetensors::tensor::TensorView)> = st
+        .tensors()
+        .into_iter()
+        .map(|(k, v)| {
+            let k = if let Some(r) = k.strip_prefix("visual.") {
+                format!("model.visual.{r}")
+            } else if let Some(r) = k.strip_prefix("model.") {
+                format!("model.language_model.{r}")
+            } else {
+                k
+            };
+            (k, v)
+        })
+        .collect();
+    assert!(renamed
+        .iter()
+        .any(|(k, _)| k.starts_with("model.language_model.layers.0")));
+    let out = std::env::temp_dir().join(format!("vss-qwen-prefix-{}", std::process::id()));
+    std::fs::create_dir_all(&out).unwrap();
+    for f in [
+        "config.json",
+        "tokenizer.json",
+        "chat_template.json",
+        "generation_config.json",
+    ] {
+        std::fs::copy(tiny.join(f), out.join(f)).unwrap();
+    }
+    std::fs::write(
+        out.join("model.safetensors"),
+        safetensors::serialize(renamed, None).unwrap(),
+    )
+    .unwrap();
+    let dev = Device::Cpu;
+    let mut a = Qwen25Vl::load(&tiny, &dev).unwrap();
+    let mut b = Qwen25Vl::load(&out, &dev).unwrap();
+    let ids = [1u32, 2, 3, 257, 258];
+    let pos: [Vec<i64>; 3] = std::array::from_fn(|_| (0..5).collect());
+    let la = a
+        .forward(&a.embed_prompt(&ids, None).unwrap(), &pos)
+        .unwrap();
+    let lb = b
+        .forward(&b.embed_prompt(&ids, None).unwrap(), &pos)
+        .unwrap();
+    let (la, lb) = (
+        la.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+        lb.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+    );
+    assert_eq!(la, lb);
+    let _ = std::fs::remove_dir_all(&out);
+}
