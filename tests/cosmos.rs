@@ -70,17 +70,26 @@ fn one_deterministic_record_per_chunk() {
 fn elements_naming_the_same_checkpoint_share_one_model() {
     use gstvsssummarize::backend::cosmos::backend::loads;
     init();
+    // A copy of its own, so that other tests' loads do not count.
+    let dir = std::env::temp_dir().join(format!("vss-cosmos-share-{}", std::process::id()));
+    copy_tiny(&dir);
+    let dir = dir.canonicalize().unwrap();
     let desc = format!(
         "videotestsrc num-buffers=20 ! video/x-raw,width=64,height=48,framerate=10/1 ! tee name=t \
          t. ! queue ! vsssummarize name=a {p} ! fakesink \
          t. ! queue ! vsssummarize name=b {p} ! fakesink",
-        p = props(&tiny(), "")
+        p = props(&dir, "")
     );
     let p = gst::parse::launch(&desc).unwrap();
-    let before = loads();
     p.set_state(gst::State::Ready).unwrap();
-    assert_eq!(loads() - before, 1, "one load for two elements");
+    assert_eq!(loads(&dir), 1, "one load for two elements");
     p.set_state(gst::State::Null).unwrap();
+    // Released with the last element: a new pipeline loads it again.
+    let p = gst::parse::launch(&desc).unwrap();
+    p.set_state(gst::State::Ready).unwrap();
+    assert_eq!(loads(&dir), 2);
+    p.set_state(gst::State::Null).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn ready_error(props: &str) -> String {

@@ -6,7 +6,6 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::time::Instant;
 
@@ -76,12 +75,13 @@ type Shared = Arc<Mutex<Engine>>;
 /// Loaded engines by (checkpoint directory, device name).
 type Registry = HashMap<(PathBuf, String), Weak<Mutex<Engine>>>;
 static ENGINES: LazyLock<Mutex<Registry>> = LazyLock::new(Default::default);
-static LOADS: AtomicUsize = AtomicUsize::new(0);
+static LOADS: LazyLock<Mutex<HashMap<PathBuf, usize>>> = LazyLock::new(Default::default);
 
-/// How many times a checkpoint was loaded in this process (for tests: elements
-/// naming the same checkpoint and device share one model).
-pub fn loads() -> usize {
-    LOADS.load(Ordering::Relaxed)
+/// How many times the checkpoint in `dir` (canonical path) was loaded in
+/// this process (for tests: elements naming the same checkpoint and device
+/// share one model).
+pub fn loads(dir: &Path) -> usize {
+    lock(&LOADS).get(dir).copied().unwrap_or(0)
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -104,7 +104,7 @@ fn shared_engine(
     log(&format!("loading '{}' on {device_name}", dir.display()));
     let t = Instant::now();
     let engine = Engine::load(dir, device)?;
-    LOADS.fetch_add(1, Ordering::Relaxed);
+    *lock(&LOADS).entry(dir.to_path_buf()).or_default() += 1;
     log(&format!(
         "loaded '{}' in {:.1} s",
         dir.display(),
