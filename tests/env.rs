@@ -100,13 +100,12 @@ fn environment_defaults_env_file_and_errors() {
     );
     clear_env();
 
-    // 4. A backend this build does not provide says so.
+    // 4. The local backends without a model directory name what to set.
     let e = ready_error(&[("backend", "cosmos-reason1")]).expect("must fail");
     assert!(
-        e.contains("cosmos-reason1") && e.contains("not available"),
+        e.contains("cosmos-reason1") && e.contains("model-path") && e.contains("MODEL_PATH"),
         "{e}"
     );
-    // custom without a model directory names what to set.
     let e = ready_error(&[("backend", "custom")]).expect("must fail");
     assert!(e.contains("model-path") && e.contains("MODEL_PATH"), "{e}");
 
