@@ -48,25 +48,26 @@ impl FromStr for DeviceChoice {
     }
 }
 
-/// The candle device for a choice, and its name for the read-back.
+/// The candle device for a choice, and its name for the read-back. One code
+/// path for every build: candle's `Device::new_cuda` answers "not compiled
+/// with CUDA" in a CPU build and reports the driver's error in a CUDA build.
 pub fn select_device(choice: DeviceChoice) -> Result<(Device, String), String> {
     match choice {
         DeviceChoice::Cpu => Ok((Device::Cpu, "cpu".into())),
-        #[cfg(feature = "cuda")]
         DeviceChoice::Auto => match Device::new_cuda(0) {
             Ok(d) => Ok((d, "cuda:0".into())),
             Err(_) => Ok((Device::Cpu, "cpu".into())),
         },
-        #[cfg(not(feature = "cuda"))]
-        DeviceChoice::Auto => Ok((Device::Cpu, "cpu".into())),
-        #[cfg(feature = "cuda")]
         DeviceChoice::Cuda(n) => Device::new_cuda(n)
             .map(|d| (d, format!("cuda:{n}")))
-            .map_err(|e| format!("device cuda:{n} is not usable: {e}; check the NVIDIA driver and GPU, or set device=cpu")),
-        #[cfg(not(feature = "cuda"))]
-        DeviceChoice::Cuda(n) => Err(format!(
-            "device cuda:{n} needs a plugin built with the cuda feature (cargo build --release --features cuda, which needs the CUDA toolkit); this build runs on the CPU: set device=cpu or auto"
-        )),
+            .map_err(|e| match e {
+                candle_core::Error::NotCompiledWithCudaSupport => format!(
+                    "device cuda:{n} needs a plugin built with the cuda feature (cargo build --release --features cuda, which needs the CUDA toolkit); this build runs on the CPU: set device=cpu or auto"
+                ),
+                e => format!(
+                    "device cuda:{n} is not usable: {e}; check the NVIDIA driver and that GPU {n} exists (nvidia-smi), or set device=cpu"
+                ),
+            }),
     }
 }
 
