@@ -65,7 +65,9 @@ pub fn select_device(choice: DeviceChoice) -> Result<(Device, String), String> {
                     "device cuda:{n} needs a plugin built with the cuda feature (cargo build --release --features cuda, which needs the CUDA toolkit); this build runs on the CPU: set device=cpu or auto"
                 ),
                 e => format!(
-                    "device cuda:{n} is not usable: {e}; check the NVIDIA driver and that GPU {n} exists (nvidia-smi), or set device=cpu"
+                    "device cuda:{n} is not usable: {}; check the NVIDIA driver and that GPU {n} exists (nvidia-smi), or set device=cpu",
+                    // candle may append a backtrace: keep the error itself.
+                    e.to_string().lines().next().unwrap_or_default()
                 ),
             }),
     }
