@@ -184,3 +184,15 @@ fn reasoning_prompt_and_parsing() {
     r.stop();
     plain.stop();
 }
+
+#[test]
+fn bf16_weights_run_and_unknown_dtypes_are_refused() {
+    let v = video(2);
+    let r = run_video(&props(&tiny(), "dtype=bf16"), &v, T);
+    let recs = r.outputs().json();
+    assert_eq!(recs.len(), 2);
+    assert!(recs.iter().all(|x| x.get("error").is_none()), "{recs:?}");
+    r.stop();
+    let e = ready_error(&props(&tiny(), "dtype=f16"));
+    assert!(e.contains("dtype 'f16'") && e.contains("bf16"), "{e}");
+}

@@ -286,3 +286,43 @@ fn both_weight_name_prefixes_load() {
     assert_eq!(la, lb);
     let _ = std::fs::remove_dir_all(&out);
 }
+
+/// The bf16 path (the default on CUDA) on the CPU: the same model in bf16
+/// stays close to transformers' f32 logits.
+#[test]
+fn bf16_weights_stay_close_to_f32() {
+    use candle_core::DType;
+    let bytes = std::fs::read(dir().join("tiny_fixture.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let dev = Device::Cpu;
+    let mut m = Qwen25Vl::load_as(&dir().join("tiny"), &dev, DType::BF16).unwrap();
+    let case = "odd_3f";
+    let k = |s: &str| format!("{case}.{s}");
+    let ids: Vec<u32> = i64s(&st, &k("input_ids"))
+        .iter()
+        .map(|&x| x as u32)
+        .collect();
+    let g: Vec<usize> = i64s(&st, &k("video_grid_thw"))
+        .iter()
+        .map(|&x| x as usize)
+        .collect();
+    let pv = f32s(&st, &k("pixel_values_videos"));
+    let rows = pv.len() / 1176;
+    let pvt = Tensor::from_vec(pv, (rows, 1176), &dev).unwrap();
+    let vis = m.vision_embeds(&pvt, [g[0], g[1], g[2]]).unwrap();
+    let p = i64s(&st, &k("position_ids_v4"));
+    let l = ids.len();
+    let pos = [p[..l].to_vec(), p[l..2 * l].to_vec(), p[2 * l..].to_vec()];
+    let logits = m
+        .forward(&m.embed_prompt(&ids, Some(&vis)).unwrap(), &pos)
+        .unwrap();
+    let got = logits.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let want = f32s(&st, &k("logits"));
+    let scale = want.iter().fold(0f32, |a, x| a.max(x.abs()));
+    let d = max_abs_diff(&got, &want);
+    eprintln!("bf16: logits max abs diff {d} (scale {scale})");
+    assert!(
+        d <= 0.1 * scale,
+        "bf16 logits differ by {d} (scale {scale})"
+    );
+}

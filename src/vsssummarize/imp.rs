@@ -24,7 +24,9 @@ use gst::subclass::prelude::*;
 use gst_video::prelude::*;
 
 use super::BackendProp;
-use crate::backend::cosmos::backend::{CosmosBackend, CosmosGen, CosmosOptions, DeviceChoice};
+use crate::backend::cosmos::backend::{
+    CosmosBackend, CosmosGen, CosmosOptions, DTypeChoice, DeviceChoice,
+};
 use crate::backend::custom::manifest;
 use crate::backend::custom::{CustomBackend, CustomOptions, LogFn, LogLevel};
 use crate::backend::openai::{OpenAiBackend, OpenAiOptions};
@@ -134,6 +136,7 @@ struct Settings {
     drain_timeout: f64,
     max_restarts: u32,
     device: String,
+    dtype: String,
     enable_reasoning: bool,
     /// Generation properties the user set (a custom model's `configs` holds
     /// only these).
@@ -161,6 +164,7 @@ impl Default for Settings {
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             max_restarts: DEFAULT_MAX_RESTARTS,
             device: "auto".into(),
+            dtype: "auto".into(),
             enable_reasoning: false,
             gen_set: Default::default(),
         }
@@ -229,6 +233,7 @@ const FIXED_PROPS: &[&str] = &[
     "env-file",
     "python",
     "device",
+    "dtype",
 ];
 
 impl VssSummarize {
@@ -929,6 +934,7 @@ impl VssSummarize {
         )
         .map_err(settings_err)?;
         let device: DeviceChoice = settings.device.parse().map_err(settings_err)?;
+        let dtype: DTypeChoice = settings.dtype.parse().map_err(settings_err)?;
         let set = |k: &str| settings.gen_set.contains(k);
         let weak = self.obj().downgrade();
         let log = Arc::new(move |msg: &str| {
@@ -939,6 +945,7 @@ impl VssSummarize {
         let opts = CosmosOptions {
             model_dir: dir,
             device,
+            dtype,
             prompt: if settings.prompt.trim().is_empty() {
                 prompt::DEFAULT_PROMPT.to_string()
             } else {
@@ -1284,6 +1291,11 @@ impl ObjectImpl for VssSummarize {
                     .default_value(Some("auto"))
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecString::builder("dtype")
+                    .blurb("cosmos-reason1: weight type: auto (f32 on the CPU, bf16 on CUDA), f32, bf16 (half the memory; on the CPU slower than f32)")
+                    .default_value(Some("auto"))
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecBoolean::builder("enable-reasoning")
                     .blurb("cosmos-reason1: ask for <think>…</think><answer>…</answer> and put the thinking in the record's reasoning field")
                     .default_value(false)
@@ -1338,6 +1350,12 @@ impl ObjectImpl for VssSummarize {
                     .unwrap_or_else(|| "auto".into())
             }
             "enable-reasoning" => s.enable_reasoning = value.get().expect("type"),
+            "dtype" => {
+                s.dtype = value
+                    .get::<Option<String>>()
+                    .expect("type")
+                    .unwrap_or_else(|| "auto".into())
+            }
             "chunk-duration" => s.chunk_duration = value.get().expect("type"),
             "chunk-overlap" => s.chunk_overlap = value.get().expect("type"),
             "num-frames-per-chunk" => {
@@ -1413,6 +1431,7 @@ impl ObjectImpl for VssSummarize {
                 .unwrap_or_else(|| s.device.clone())
                 .to_value(),
             "enable-reasoning" => s.enable_reasoning.to_value(),
+            "dtype" => s.dtype.to_value(),
             "api-version" => u.api_version.to_value(),
             "model-path" => u.model_path.to_value(),
             "model-root-dir" => u.model_root_dir.to_value(),

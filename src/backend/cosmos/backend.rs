@@ -9,7 +9,7 @@ use std::str::FromStr;
 use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::time::Instant;
 
-use candle_core::Device;
+use candle_core::{DType, Device};
 use tokio_util::sync::CancellationToken;
 
 use super::engine::{Engine, Request};
@@ -48,6 +48,40 @@ impl FromStr for DeviceChoice {
     }
 }
 
+/// Weight type (`dtype` property).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DTypeChoice {
+    /// f32 on the CPU, bf16 on CUDA.
+    Auto,
+    F32,
+    Bf16,
+}
+
+impl FromStr for DTypeChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "" | "auto" => Ok(DTypeChoice::Auto),
+            "f32" | "float32" => Ok(DTypeChoice::F32),
+            "bf16" | "bfloat16" => Ok(DTypeChoice::Bf16),
+            other => Err(format!(
+                "dtype '{other}' is not one of auto, f32, bf16 (f16 is not offered: Qwen2.5-VL overflows in f16)"
+            )),
+        }
+    }
+}
+
+impl DTypeChoice {
+    fn resolve(self, device: &Device) -> DType {
+        match self {
+            DTypeChoice::F32 => DType::F32,
+            DTypeChoice::Bf16 => DType::BF16,
+            DTypeChoice::Auto if device.is_cuda() => DType::BF16,
+            DTypeChoice::Auto => DType::F32,
+        }
+    }
+}
+
 /// The candle device for a choice, and its name for the read-back. One code
 /// path for every build: candle's `Device::new_cuda` answers "not compiled
 /// with CUDA" in a CPU build and reports the driver's error in a CUDA build.
@@ -75,7 +109,7 @@ pub fn select_device(choice: DeviceChoice) -> Result<(Device, String), String> {
 
 type Shared = Arc<Mutex<Engine>>;
 
-/// Loaded engines by (checkpoint directory, device name).
+/// Loaded engines by (checkpoint directory, "device/dtype").
 type Registry = HashMap<(PathBuf, String), Weak<Mutex<Engine>>>;
 static ENGINES: LazyLock<Mutex<Registry>> = LazyLock::new(Default::default);
 static LOADS: LazyLock<Mutex<HashMap<PathBuf, usize>>> = LazyLock::new(Default::default);
@@ -96,17 +130,21 @@ fn shared_engine(
     dir: &Path,
     device: &Device,
     device_name: &str,
+    dtype: DType,
     log: &(dyn Fn(&str) + Send + Sync),
 ) -> Result<Shared, String> {
-    let key = (dir.to_path_buf(), device_name.to_string());
+    let key = (dir.to_path_buf(), format!("{device_name}/{dtype:?}"));
     let mut map = lock(&ENGINES);
     if let Some(e) = map.get(&key).and_then(Weak::upgrade) {
         log(&format!("sharing the loaded model of '{}'", dir.display()));
         return Ok(e);
     }
-    log(&format!("loading '{}' on {device_name}", dir.display()));
+    log(&format!(
+        "loading '{}' on {device_name} in {dtype:?}",
+        dir.display()
+    ));
     let t = Instant::now();
-    let engine = Engine::load(dir, device)?;
+    let engine = Engine::load_as(dir, device, Some(dtype))?;
     *lock(&LOADS).entry(dir.to_path_buf()).or_default() += 1;
     log(&format!(
         "loaded '{}' in {:.1} s",
@@ -132,6 +170,7 @@ pub struct CosmosGen {
 pub struct CosmosOptions {
     pub model_dir: PathBuf,
     pub device: DeviceChoice,
+    pub dtype: DTypeChoice,
     pub prompt: String,
     pub system_prompt: Option<String>,
     pub enable_reasoning: bool,
@@ -154,7 +193,8 @@ impl CosmosBackend {
     /// Picks the device and loads (or shares) the checkpoint.
     pub fn new(opts: CosmosOptions) -> Result<CosmosBackend, String> {
         let (device, device_name) = select_device(opts.device)?;
-        let engine = shared_engine(&opts.model_dir, &device, &device_name, &*opts.log)?;
+        let dtype = opts.dtype.resolve(&device);
+        let engine = shared_engine(&opts.model_dir, &device, &device_name, dtype, &*opts.log)?;
         let model = opts
             .model_dir
             .file_name()

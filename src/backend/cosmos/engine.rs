@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 use serde_json::Value;
 use tokenizers::Tokenizer;
 
@@ -184,8 +184,17 @@ fn chat_template(dir: &Path) -> Result<String, String> {
 impl Engine {
     /// Loads everything from a checkpoint directory; errors say what is missing.
     pub fn load(dir: &Path, device: &Device) -> Result<Engine, String> {
+        Self::load_as(dir, device, None)
+    }
+
+    /// [`Engine::load`] with the weights in `dtype` (`None`: f32 on the CPU,
+    /// bf16 on CUDA).
+    pub fn load_as(dir: &Path, device: &Device, dtype: Option<DType>) -> Result<Engine, String> {
         check_supported(dir)?;
-        let model = Qwen25Vl::load(dir, device)?;
+        let model = match dtype {
+            Some(dt) => Qwen25Vl::load_as(dir, device, dt)?,
+            None => Qwen25Vl::load(dir, device)?,
+        };
         let tk = dir.join("tokenizer.json");
         let tokenizer = Tokenizer::from_file(&tk)
             .map_err(|e| format!("cannot load '{}': {e}", tk.display()))?;

@@ -68,6 +68,9 @@ impl VisionBlock {
             .qkv
             .forward(&h)?
             .reshape((n, 3, self.heads, self.head_dim))?;
+        let dt = x.dtype();
+        // RoPE and attention in f32 whatever the weights' type (as HF does).
+        let qkv = qkv.to_dtype(DType::F32)?;
         let (c, s) = (cos.unsqueeze(1)?, sin.unsqueeze(1)?);
         let q = apply_rope(&qkv.narrow(1, 0, 1)?.squeeze(1)?, &c, &s)?;
         let k = apply_rope(&qkv.narrow(1, 1, 1)?.squeeze(1)?, &c, &s)?;
@@ -86,7 +89,7 @@ impl VisionBlock {
             let o = att.matmul(&vs)?.transpose(0, 1)?;
             outs.push(o.reshape((len, self.heads * self.head_dim))?);
         }
-        let attn = Tensor::cat(&outs, 0)?;
+        let attn = Tensor::cat(&outs, 0)?.to_dtype(dt)?;
         let x = (x + self.proj.forward(&attn)?)?;
         let h = self.norm2.forward(&x)?;
         let m = (candle_nn::ops::silu(&self.gate.forward(&h)?)? * self.up.forward(&h)?)?;
@@ -201,7 +204,9 @@ impl VisionModel {
         let dev = pixel_values.device();
         let n = pixel_values.dim(0)?;
         let unit = c.spatial_merge_size * c.spatial_merge_size;
-        let x = pixel_values.matmul(&self.patch.t()?)?;
+        let x = pixel_values
+            .to_dtype(self.patch.dtype())?
+            .matmul(&self.patch.t()?)?;
         let (cos, sin) = self.rope(grid, dev)?;
         let window_tokens = c.window_size / c.spatial_merge_size / c.patch_size;
         let (widx, cu_window) = window_index(grid, c.spatial_merge_size, window_tokens);
@@ -288,7 +293,11 @@ impl Attention {
                 .reshape((self.heads, total, hd))
         };
         let (k, v) = (rep(&k)?, rep(&v)?);
-        let mut att = (q.matmul(&k.t()?)? * (1.0 / (hd as f64).sqrt()))?;
+        let dt = q.dtype();
+        let mut att = (q
+            .to_dtype(DType::F32)?
+            .matmul(&k.to_dtype(DType::F32)?.t()?)?
+            * (1.0 / (hd as f64).sqrt()))?;
         if l > 1 {
             // Causal over the new tokens; everything cached is visible.
             let past = total - l;
@@ -301,6 +310,7 @@ impl Attention {
             att = att.broadcast_add(&mask)?;
         }
         let o = softmax(&att)?
+            .to_dtype(dt)?
             .matmul(&v)?
             .transpose(0, 1)?
             .reshape((l, self.heads * hd))?;
@@ -380,7 +390,19 @@ pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
 
 impl Qwen25Vl {
     /// Loads `config.json` and the safetensors weights of `dir`.
+    /// Loads in f32 on the CPU and bf16 on CUDA ([`Qwen25Vl::load_as`]).
     pub fn load(dir: &Path, device: &Device) -> Result<Qwen25Vl, String> {
+        let dtype = if device.is_cuda() {
+            DType::BF16
+        } else {
+            DType::F32
+        };
+        Self::load_as(dir, device, dtype)
+    }
+
+    /// Loads with the weights in `dtype` (f32, bf16 or f16); RoPE, attention
+    /// scores and the logits stay f32.
+    pub fn load_as(dir: &Path, device: &Device, dtype: DType) -> Result<Qwen25Vl, String> {
         let cfg_path = dir.join("config.json");
         let text = std::fs::read_to_string(&cfg_path)
             .map_err(|e| format!("cannot read '{}': {e}", cfg_path.display()))?;
@@ -388,8 +410,8 @@ impl Qwen25Vl {
         let files = weight_files(dir)?;
         // SAFETY: the files are memory-mapped read-only; they must not be
         // modified while the model is loaded (as for every mmap loader).
-        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files, DType::F32, device) }
-            .map_err(err)?;
+        let vb =
+            unsafe { VarBuilder::from_mmaped_safetensors(&files, dtype, device) }.map_err(err)?;
         // Hub layout (`model.*`, `visual.*`) or transformers 4.52+ (`model.language_model.*`, `model.visual.*`).
         let (tp, vp) = if vb.contains_tensor("model.language_model.embed_tokens.weight") {
             ("model.language_model", "model.visual")
@@ -492,12 +514,20 @@ impl Qwen25Vl {
     /// returns their logits (L, vocab).
     pub fn forward(&mut self, embeds: &Tensor, pos: &[Vec<i64>; 3]) -> Result<Tensor, String> {
         let (cos, sin) = self.mrope(pos).map_err(err)?;
+        let dt = embeds.dtype();
+        let (cos, sin) = (
+            cos.to_dtype(dt).map_err(err)?,
+            sin.to_dtype(dt).map_err(err)?,
+        );
         let mut x = embeds.clone();
         for layer in self.layers.iter_mut() {
             x = layer.forward(&x, &cos, &sin).map_err(err)?;
         }
         let x = self.norm.forward(&x).map_err(err)?;
-        self.lm_head.forward(&x).map_err(err)
+        self.lm_head
+            .forward(&x)
+            .and_then(|l| l.to_dtype(DType::F32))
+            .map_err(err)
     }
 
     /// Forgets the KV cache (start of a new prompt).
