@@ -21,7 +21,8 @@ pub const DEFAULT_FPS: f64 = 2.0;
 pub struct Engine {
     pub model: Qwen25Vl,
     tokenizer: Tokenizer,
-    template: String,
+    /// The checkpoint's chat template, parsed once at load.
+    chat: minijinja::Environment<'static>,
     pub defaults: GenerationDefaults,
     pub vision: VisionParams,
     pub dir: PathBuf,
@@ -161,6 +162,22 @@ fn vision_params(dir: &Path) -> Result<VisionParams, String> {
     Ok(p)
 }
 
+/// An environment holding the chat template as `chat`, configured as
+/// transformers renders chat templates (`trim_blocks`, `lstrip_blocks`).
+fn chat_env(template: String) -> Result<minijinja::Environment<'static>, String> {
+    let mut env = minijinja::Environment::new();
+    env.set_syntax(
+        minijinja::syntax::SyntaxConfig::builder()
+            .trim_blocks(true)
+            .lstrip_blocks(true)
+            .build()
+            .map_err(|e| format!("template syntax: {e}"))?,
+    );
+    env.add_template_owned("chat", template)
+        .map_err(|e| format!("chat template does not parse: {e}"))?;
+    Ok(env)
+}
+
 fn chat_template(dir: &Path) -> Result<String, String> {
     if let Some(v) = read_json(&dir.join("chat_template.json"))? {
         if let Some(t) = v.get("chat_template").and_then(Value::as_str) {
@@ -198,7 +215,7 @@ impl Engine {
         let tk = dir.join("tokenizer.json");
         let tokenizer = Tokenizer::from_file(&tk)
             .map_err(|e| format!("cannot load '{}': {e}", tk.display()))?;
-        let template = chat_template(dir)?;
+        let chat = chat_env(chat_template(dir)?)?;
         let defaults = match std::fs::read_to_string(dir.join("generation_config.json")) {
             Ok(t) => GenerationDefaults::from_json(&t)?,
             Err(_) => GenerationDefaults::default(),
@@ -214,7 +231,7 @@ impl Engine {
         Ok(Engine {
             model,
             tokenizer,
-            template,
+            chat,
             defaults,
             vision: vision_params(dir)?,
             dir: dir.to_path_buf(),
@@ -224,17 +241,6 @@ impl Engine {
     /// The chat template applied to one user turn holding one video and the
     /// prompt (system message when given), with the generation prompt.
     pub fn render_prompt(&self, system: Option<&str>, prompt: &str) -> Result<String, String> {
-        let mut env = minijinja::Environment::new();
-        // As transformers renders chat templates.
-        env.set_syntax(
-            minijinja::syntax::SyntaxConfig::builder()
-                .trim_blocks(true)
-                .lstrip_blocks(true)
-                .build()
-                .map_err(|e| format!("template syntax: {e}"))?,
-        );
-        env.add_template("chat", &self.template)
-            .map_err(|e| format!("chat template does not parse: {e}"))?;
         let mut messages = Vec::new();
         if let Some(s) = system {
             messages.push(serde_json::json!({"role": "system", "content": s}));
@@ -243,7 +249,8 @@ impl Engine {
             "role": "user",
             "content": [{"type": "video", "video": "chunk"}, {"type": "text", "text": prompt}],
         }));
-        env.get_template("chat")
+        self.chat
+            .get_template("chat")
             .and_then(|t| {
                 t.render(minijinja::context! {
                     messages => minijinja::Value::from(minijinja::value::Serde(messages)),

@@ -126,10 +126,13 @@ pub fn sample(logits: &[f32], seen: &[u32], p: &SampleParams, rng: &mut Rng) -> 
     let t = p.temperature as f32;
     let mut idx: Vec<usize> = (0..l.len()).collect();
     // Descending by logit; ties keep the lower id first.
-    idx.sort_by(|&a, &b| l[b].total_cmp(&l[a]).then(a.cmp(&b)));
+    let order = |a: &usize, b: &usize| l[*b].total_cmp(&l[*a]).then(a.cmp(b));
     if p.top_k > 0 && p.top_k < idx.len() {
+        // Only the k best need sorting (not the whole vocabulary, per token).
+        idx.select_nth_unstable_by(p.top_k - 1, order);
         idx.truncate(p.top_k);
     }
+    idx.sort_unstable_by(order);
     let max = l[idx[0]] / t;
     let mut probs: Vec<f64> = idx
         .iter()

@@ -301,6 +301,9 @@ pub struct CustomBackend {
     slot: Mutex<Slot>,
     free: Condvar,
     fatal: Mutex<Option<String>>,
+    /// `fatal` is set: the element asks on every buffer, so the common
+    /// answer ("no") takes no lock.
+    has_fatal: AtomicBool,
     last_timing: Mutex<Option<BridgeTiming>>,
 }
 
@@ -334,6 +337,7 @@ impl CustomBackend {
             slot: Mutex::new(Slot::default()),
             free: Condvar::new(),
             fatal: Mutex::new(None),
+            has_fatal: AtomicBool::new(false),
             last_timing: Mutex::new(None),
             opts,
         };
@@ -511,6 +515,7 @@ impl CustomBackend {
         let mut f = lock(&self.fatal);
         if f.is_none() {
             *f = Some(msg.clone());
+            self.has_fatal.store(true, Ordering::Release);
         }
         msg
     }
@@ -650,6 +655,9 @@ impl Backend for CustomBackend {
     }
 
     fn fatal_error(&self) -> Option<String> {
+        if !self.has_fatal.load(Ordering::Acquire) {
+            return None;
+        }
         lock(&self.fatal).clone()
     }
 
