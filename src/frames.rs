@@ -372,6 +372,16 @@ struct YuvCoeffs {
     bu: i16,
 }
 
+/// The integer YUV → RGB coefficients the conversion uses for `c`
+/// (scaled by 2^13): `[y_off, y_mul, rv, gu, gv, bu]`, with
+/// `R = ((Y - y_off)·y_mul + 2^12 + rv·(V-128)) >> 13`,
+/// `G = (… - gu·(U-128) - gv·(V-128)) >> 13`, `B = (… + bu·(U-128)) >> 13`,
+/// each clamped to 0..=255. The GPU kernels receive exactly these.
+pub fn yuv_coefficients(c: Colorimetry) -> [i32; 6] {
+    let k = YuvCoeffs::new(c);
+    [k.y_off, k.y_mul, k.rv, k.gu, k.gv, k.bu].map(i32::from)
+}
+
 impl YuvCoeffs {
     fn new(c: Colorimetry) -> Self {
         let (kr, kb) = c.matrix.kr_kb();

@@ -17,6 +17,7 @@ pub mod chunker;
 pub mod config;
 pub mod dispatcher;
 pub mod frames;
+pub mod gpu;
 pub mod meta;
 pub mod prompt;
 pub mod record;

@@ -23,30 +23,8 @@ use crate::prompt::split_reasoning;
 pub const REASONING_SUFFIX: &str = " Answer the question in the following format: <think>\nyour reasoning\n</think>\n\n<answer>\nyour answer\n</answer>.\n";
 const DEFAULT_SYSTEM: &str = "You are a helpful assistant.";
 
-/// Where the model runs (`device` property).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DeviceChoice {
-    Auto,
-    Cpu,
-    Cuda(usize),
-}
-
-impl FromStr for DeviceChoice {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let s = s.trim().to_ascii_lowercase();
-        match s.as_str() {
-            "" | "auto" => Ok(DeviceChoice::Auto),
-            "cpu" => Ok(DeviceChoice::Cpu),
-            "cuda" => Ok(DeviceChoice::Cuda(0)),
-            _ => s
-                .strip_prefix("cuda:")
-                .and_then(|n| n.parse().ok())
-                .map(DeviceChoice::Cuda)
-                .ok_or_else(|| format!("device '{s}' is not one of auto, cpu, cuda:N")),
-        }
-    }
-}
+/// Where the model runs (`device` property, shared with frame preparation).
+pub use crate::gpu::DeviceChoice;
 
 /// Weight type (`dtype` property).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

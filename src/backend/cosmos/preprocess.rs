@@ -163,6 +163,14 @@ fn taps(input: usize, output: usize) -> (Vec<Taps>, u32) {
     (taps, precision)
 }
 
+/// The antialiased bicubic taps for `input` → `output` samples as (first
+/// input index, int16 weights) per output, and their precision (for the GPU
+/// kernels, which apply exactly these).
+pub fn bicubic_taps(input: usize, output: usize) -> (Vec<(usize, Vec<i32>)>, u32) {
+    let (t, p) = taps(input, output);
+    (t.into_iter().map(|t| (t.start, t.weights)).collect(), p)
+}
+
 fn clamp_u8(acc: i64, precision: u32) -> u8 {
     let round = if precision > 0 {
         1i64 << (precision - 1)
