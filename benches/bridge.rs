@@ -111,6 +111,7 @@ fn run_case(name: &str, py: &str, jpeg: bool, job: &ChunkJob, iters: usize) {
             height: 0,
             jpeg_quality: 90,
         },
+        prep: Default::default(),
         env: vec![],
         call_timeout: Duration::from_secs(120),
         load_timeout: Duration::from_secs(300),

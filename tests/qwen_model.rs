@@ -171,7 +171,7 @@ fn both_config_layouts_load_the_same_model() {
 /// greedy sampling give Hugging Face's prompt ids and continuation.
 #[test]
 fn engine_from_frames_matches_transformers() {
-    use gstvsssummarize::backend::cosmos::engine::{Engine, Request};
+    use gstvsssummarize::backend::cosmos::engine::{Engine, Request, Video};
     use gstvsssummarize::backend::cosmos::sampling::SampleParams;
     let bytes = std::fs::read(dir().join("tiny_fixture.safetensors")).unwrap();
     let st = SafeTensors::deserialize(&bytes).unwrap();
@@ -199,7 +199,7 @@ fn engine_from_frames_matches_transformers() {
         let times = common::qwen::f64s(&st, &k("frame_times"));
         let out = engine
             .generate(&Request {
-                frames: &frames,
+                video: Video::Frames(&frames),
                 times: &times,
                 prompt: "Describe the video.",
                 system: None,

@@ -13,7 +13,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Backend, Caption, ChunkJob, FrameOptions, GenParams};
 use crate::config::{BackendKind, EndpointConfig};
-use crate::frames;
 use crate::prompt::{chunk_prompt, split_reasoning};
 use crate::runtime::RUNTIME;
 
@@ -22,6 +21,8 @@ pub struct OpenAiOptions {
     pub endpoint: EndpointConfig,
     pub gen: GenParams,
     pub frames: FrameOptions,
+    /// Where frames are converted and resized (`device` property).
+    pub prep: crate::gpu::FramePrep,
     /// Per attempt.
     pub request_timeout: Duration,
     /// Retries after the first attempt, for 429, 5xx and timeouts.
@@ -353,7 +354,8 @@ impl Backend for OpenAiBackend {
                 return Err("cancelled".into());
             }
             jpegs.push(
-                frames::prepare_jpeg(f, fo.width, fo.height, fo.jpeg_quality)
+                opts.prep
+                    .jpeg(f, fo.width, fo.height, fo.jpeg_quality)
                     .map_err(|e| format!("cannot prepare frame: {e}"))?,
             );
         }

@@ -11,10 +11,13 @@
 //!
 //! Free of GStreamer types.
 
+#[cfg(feature = "cuda")]
+pub mod candle;
 pub mod check;
 pub mod cuda;
 pub mod plan;
 
+use std::borrow::Borrow;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 
@@ -51,7 +54,10 @@ impl FromStr for DeviceChoice {
 pub struct GpuPrep {
     name: String,
     card: String,
+    dev: Arc<cuda::Device>,
     exec: Mutex<cuda::CudaExec>,
+    #[cfg(feature = "cuda")]
+    on_candle: candle::OnCandle,
 }
 
 impl GpuPrep {
@@ -61,7 +67,10 @@ impl GpuPrep {
         Ok(GpuPrep {
             name: format!("cuda:{ordinal}"),
             card: dev.card.clone(),
-            exec: Mutex::new(cuda::CudaExec::new(dev)?),
+            exec: Mutex::new(cuda::CudaExec::new(dev.clone())?),
+            dev,
+            #[cfg(feature = "cuda")]
+            on_candle: Default::default(),
         })
     }
 
@@ -85,14 +94,34 @@ impl GpuPrep {
     }
 
     /// `preprocess_video(prepare_rgb(..))` on the GPU, copied to the host.
-    pub fn pixel_values(
+    pub fn pixel_values<F: Borrow<RawFrame>>(
         &self,
-        f: &[RawFrame],
+        f: &[F],
         pre_w: u32,
         pre_h: u32,
         p: &VisionParams,
     ) -> Result<PixelValues, String> {
         plan::pixel_values_host(&mut *self.exec(), f, pre_w, pre_h, p)
+    }
+
+    /// The opened device (ordinal, card, compute capability).
+    pub fn device(&self) -> &Arc<cuda::Device> {
+        &self.dev
+    }
+
+    /// (`cuda` feature) `pixel_values` straight into a candle tensor when
+    /// the model runs on this GPU; `None` otherwise.
+    #[cfg(feature = "cuda")]
+    pub fn pixel_values_tensor<F: Borrow<RawFrame>>(
+        &self,
+        device: &candle_core::Device,
+        f: &[F],
+        pre_w: u32,
+        pre_h: u32,
+        p: &VisionParams,
+    ) -> Result<Option<(candle_core::Tensor, [u32; 3])>, String> {
+        self.on_candle
+            .pixel_values(&self.dev, device, f, pre_w, pre_h, p)
     }
 }
 
@@ -140,20 +169,20 @@ impl FramePrep {
 
     /// A chunk's frames → Qwen2.5-VL `pixel_values` (pre-scaled to
     /// `pre_w` × `pre_h` first when set, as the CPU path does).
-    pub fn pixel_values(
+    pub fn pixel_values<F: Borrow<RawFrame>>(
         &self,
-        f: &[RawFrame],
+        f: &[F],
         pre_w: u32,
         pre_h: u32,
         p: &VisionParams,
     ) -> Result<PixelValues, String> {
         match self {
             FramePrep::Cpu => {
-                let first = f.first().ok_or("the chunk has no frames")?;
+                let first: &RawFrame = f.first().ok_or("the chunk has no frames")?.borrow();
                 let (w, h) = frames::target_size(first.width, first.height, pre_w, pre_h);
                 let rgb = f
                     .iter()
-                    .map(|x| frames::prepare_rgb(x, w, h).map_err(|e| e.to_string()))
+                    .map(|x| frames::prepare_rgb(x.borrow(), w, h).map_err(|e| e.to_string()))
                     .collect::<Result<Vec<_>, _>>()?;
                 preprocess::preprocess_video(&rgb, p)
             }

@@ -17,6 +17,8 @@
 //! bit-identical to the CPU one; the acceptance bound is ±1 level
 //! (colour, bilinear) and ±2 (bicubic).
 
+use std::borrow::Borrow;
+
 use crate::backend::cosmos::preprocess::{self, VisionParams};
 use crate::frames::{self, Colorimetry, PixelFormat, RawFrame, RgbImage};
 
@@ -527,14 +529,14 @@ pub struct DevicePixels<B> {
 /// antialiased bicubic to the `smart_resize` size of the video, then all
 /// frames normalised and patchified in one kernel (an odd count repeats the
 /// last frame). Equals `preprocess_video(prepare_rgb(..))` on the CPU.
-pub fn pixel_values<E: Exec>(
+pub fn pixel_values<E: Exec, F: Borrow<RawFrame>>(
     e: &mut E,
-    frames_in: &[RawFrame],
+    frames_in: &[F],
     pre_w: u32,
     pre_h: u32,
     p: &VisionParams,
 ) -> Result<DevicePixels<E::Buf>, String> {
-    let first = frames_in.first().ok_or("no frames")?;
+    let first: &RawFrame = frames_in.first().ok_or("no frames")?.borrow();
     let (fw, fh) = frames::target_size(first.width, first.height, pre_w, pre_h);
     let (th, tw) = preprocess::smart_resize(
         fh,
@@ -548,6 +550,7 @@ pub fn pixel_values<E: Exec>(
     let base = e.addr(&all);
     let mut keep = Vec::new();
     for (i, f) in frames_in.iter().enumerate() {
+        let f: &RawFrame = f.borrow();
         let (buf, mut src) = upload_frame(e, f)?;
         keep.push(buf);
         let (w, h) = frames::target_size(f.width, f.height, pre_w, pre_h);
@@ -593,9 +596,9 @@ pub fn pixel_values<E: Exec>(
 }
 
 /// [`pixel_values`] with the result copied to the host.
-pub fn pixel_values_host<E: Exec>(
+pub fn pixel_values_host<E: Exec, F: Borrow<RawFrame>>(
     e: &mut E,
-    frames_in: &[RawFrame],
+    frames_in: &[F],
     pre_w: u32,
     pre_h: u32,
     p: &VisionParams,

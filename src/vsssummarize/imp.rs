@@ -35,6 +35,7 @@ use crate::chunker::{ChunkParams, Chunker};
 use crate::config::{self, ApiKey, BackendKind, Env, Resolved, UserSettings};
 use crate::dispatcher::{Dispatcher, Output, Stats, Submitted};
 use crate::frames::{Colorimetry, Matrix, PixelFormat, RawFrame};
+use crate::gpu::{self, FramePrep};
 use crate::meta;
 use crate::prompt::{self, TimeStyle};
 use crate::record::SummaryRecord;
@@ -760,7 +761,11 @@ impl VssSummarize {
             |e: String| gst::error_msg!(gst::ResourceError::Settings, ("vsssummarize: {e}"));
         let mut resolved =
             config::resolve(&settings.user, Env::from_process()).map_err(settings_err)?;
-        let mut device = "cpu".to_string();
+        let choice: DeviceChoice = settings.device.parse().map_err(settings_err)?;
+        let selected = gpu::select(choice).map_err(settings_err)?;
+        gst::info!(CAT, imp = self, "{}", selected.reason);
+        let prep = selected.prep;
+        let mut device = prep.name().to_string();
         let backend: Arc<dyn Backend> = match resolved.backend {
             BackendKind::OpenAiCompat => {
                 let endpoint = resolved
@@ -798,15 +803,21 @@ impl VssSummarize {
                         height: resolved.frame_height,
                         jpeg_quality: settings.jpeg_quality.clamp(1, 100) as u8,
                     },
+                    prep: prep.clone(),
                     request_timeout: config::secs(settings.request_timeout),
                     max_retries: settings.max_retries,
                 };
                 Arc::new(OpenAiBackend::new(opts).map_err(settings_err)?)
             }
-            BackendKind::Custom => Arc::new(self.prepare_custom(&settings, &mut resolved)?),
+            BackendKind::Custom => {
+                Arc::new(self.prepare_custom(&settings, &mut resolved, prep.clone())?)
+            }
             BackendKind::CosmosReason1 => {
-                let b = self.prepare_cosmos(&settings, &resolved)?;
-                device = b.device_name().to_string();
+                let b = self.prepare_cosmos(&settings, &resolved, prep.clone())?;
+                if b.device_name() != device {
+                    gst::info!(CAT, imp = self, "the model runs on {}", b.device_name());
+                    device = format!("{device} (model on {})", b.device_name());
+                }
                 Arc::new(b)
             }
         };
@@ -833,6 +844,7 @@ impl VssSummarize {
         &self,
         settings: &Settings,
         resolved: &mut Resolved,
+        prep: FramePrep,
     ) -> Result<CustomBackend, gst::ErrorMessage> {
         let settings_err =
             |e: String| gst::error_msg!(gst::ResourceError::Settings, ("vsssummarize: {e}"));
@@ -903,6 +915,7 @@ impl VssSummarize {
                 height: resolved.frame_height,
                 jpeg_quality: settings.jpeg_quality.clamp(1, 100) as u8,
             },
+            prep,
             env: resolved
                 .env
                 .vars()
@@ -923,6 +936,7 @@ impl VssSummarize {
         &self,
         settings: &Settings,
         resolved: &Resolved,
+        prep: FramePrep,
     ) -> Result<CosmosBackend, gst::ErrorMessage> {
         let settings_err =
             |e: String| gst::error_msg!(gst::ResourceError::Settings, ("vsssummarize: {e}"));
@@ -962,6 +976,7 @@ impl VssSummarize {
             },
             frame_width: resolved.frame_width,
             frame_height: resolved.frame_height,
+            prep,
             log,
         };
         CosmosBackend::new(opts)
@@ -1287,7 +1302,7 @@ impl ObjectImpl for VssSummarize {
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecString::builder("device")
-                    .blurb("cosmos-reason1: where the model runs: auto (CUDA when built with it and a GPU is present, else CPU), cpu, cuda:N; reads back the device in use once READY")
+                    .blurb("Where sampled frames are converted/resized (and, for cosmos-reason1 in a cuda build, where the model runs): auto (GPU 0 when the NVIDIA driver, a GPU and NVRTC are present, else CPU), cpu, cuda:N (fails at NULL->READY without a usable GPU); reads back the device in use once READY")
                     .default_value(Some("auto"))
                     .mutable_ready()
                     .build(),

@@ -12,11 +12,11 @@ use std::time::Instant;
 use candle_core::{DType, Device};
 use tokio_util::sync::CancellationToken;
 
-use super::engine::{Engine, Request};
+use super::engine::{Engine, Request, Video};
 use super::sampling::SampleParams;
 use crate::backend::{Backend, Caption, ChunkJob};
 use crate::config::BackendKind;
-use crate::frames;
+use crate::gpu::FramePrep;
 use crate::prompt::split_reasoning;
 
 /// Cosmos-Reason1's reasoning instruction (as VSS appends it).
@@ -157,6 +157,8 @@ pub struct CosmosOptions {
     /// pixel budget applies afterwards.
     pub frame_width: u32,
     pub frame_height: u32,
+    /// Where the frames become `pixel_values` (`device` property).
+    pub prep: FramePrep,
     pub log: Arc<dyn Fn(&str) + Send + Sync>,
 }
 
@@ -219,22 +221,42 @@ impl Backend for CosmosBackend {
     }
 
     fn caption(&self, job: &ChunkJob, cancel: &CancellationToken) -> Result<Caption, String> {
-        let mut rgb = Vec::with_capacity(job.frames.len());
-        let first = job.frames.first().ok_or("the chunk has no frames")?;
-        let (w, h) = frames::target_size(
-            first.width,
-            first.height,
-            self.opts.frame_width,
-            self.opts.frame_height,
-        );
-        for f in &job.frames {
-            if cancel.is_cancelled() {
-                return Err("cancelled".into());
-            }
-            rgb.push(
-                frames::prepare_rgb(f, w, h).map_err(|e| format!("cannot prepare frame: {e}"))?,
-            );
+        if job.frames.is_empty() {
+            return Err("the chunk has no frames".into());
         }
+        if cancel.is_cancelled() {
+            return Err("cancelled".into());
+        }
+        let vision = lock(&self.engine).vision.clone();
+        let (fw, fh) = (self.opts.frame_width, self.opts.frame_height);
+        let prep_err = |e: String| format!("cannot prepare frames: {e}");
+        // Straight into a tensor on the model's GPU when it is the one that
+        // prepares the frames.
+        #[cfg(feature = "cuda")]
+        let on_device = match &self.opts.prep {
+            FramePrep::Gpu(g) => {
+                let dev = lock(&self.engine).model.device().clone();
+                g.pixel_values_tensor(&dev, &job.frames, fw, fh, &vision)
+                    .map_err(prep_err)?
+            }
+            FramePrep::Cpu => None,
+        };
+        #[cfg(not(feature = "cuda"))]
+        let on_device: Option<(candle_core::Tensor, [u32; 3])> = None;
+        let host = match on_device {
+            Some(_) => None,
+            None => Some(
+                self.opts
+                    .prep
+                    .pixel_values(&job.frames, fw, fh, &vision)
+                    .map_err(prep_err)?,
+            ),
+        };
+        let video = match (on_device, &host) {
+            (Some((px, grid_thw)), _) => Video::Tensor { px, grid_thw },
+            (None, Some(pv)) => Video::Pixels(pv),
+            (None, None) => unreachable!("one of the two is set"),
+        };
         let system = self.system_prompt();
         let mut engine = lock(&self.engine);
         let d = engine.defaults.clone();
@@ -250,7 +272,7 @@ impl Backend for CosmosBackend {
             max_tokens: g.max_tokens as usize,
         };
         let out = engine.generate(&Request {
-            frames: &rgb,
+            video,
             times: &job.frame_times,
             prompt: &self.opts.prompt,
             system: system.as_deref(),

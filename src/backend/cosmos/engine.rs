@@ -10,7 +10,7 @@ use serde_json::Value;
 use tokenizers::Tokenizer;
 
 use super::model::{weight_files, Qwen25Vl};
-use super::preprocess::{preprocess_video, VisionParams};
+use super::preprocess::{preprocess_video, PixelValues, VisionParams};
 use super::rope_index::rope_index;
 use super::sampling::{sample, GenerationDefaults, Rng, SampleParams};
 use crate::frames::RgbImage;
@@ -28,9 +28,19 @@ pub struct Engine {
     pub dir: PathBuf,
 }
 
+/// A chunk's video as the engine receives it.
+pub enum Video<'a> {
+    /// RGB frames: the engine runs the processor (CPU).
+    Frames(&'a [RgbImage]),
+    /// `pixel_values` already computed (by `gpu::FramePrep`), on the host.
+    Pixels(&'a PixelValues),
+    /// `pixel_values` already on the model's device (no copy).
+    Tensor { px: Tensor, grid_thw: [u32; 3] },
+}
+
 /// One caption request.
 pub struct Request<'a> {
-    pub frames: &'a [RgbImage],
+    pub video: Video<'a>,
     /// Stream time of each frame, seconds.
     pub times: &'a [f64],
     pub prompt: &'a str,
@@ -292,10 +302,20 @@ impl Engine {
     }
 
     pub fn generate(&mut self, req: &Request) -> Result<Output, String> {
-        let pv = preprocess_video(req.frames, &self.vision)?;
         let dev = self.model.device().clone();
-        let px = Tensor::from_vec(pv.data, (pv.rows, pv.cols), &dev).map_err(|e| e.to_string())?;
-        let grid = pv.grid_thw.map(|x| x as usize);
+        let (px, grid) = match &req.video {
+            Video::Frames(f) => {
+                let pv = preprocess_video(f, &self.vision)?;
+                let px = Tensor::from_vec(pv.data, (pv.rows, pv.cols), &dev);
+                (px.map_err(|e| e.to_string())?, pv.grid_thw)
+            }
+            Video::Pixels(pv) => {
+                let px = Tensor::from_slice(&pv.data, (pv.rows, pv.cols), &dev);
+                (px.map_err(|e| e.to_string())?, pv.grid_thw)
+            }
+            Video::Tensor { px, grid_thw } => (px.clone(), *grid_thw),
+        };
+        let grid = grid.map(|x| x as usize);
         let m = self.model.cfg.vision.spatial_merge_size;
         let llm = [grid[0], grid[1] / m, grid[2] / m];
         let n_video = llm[0] * llm[1] * llm[2];

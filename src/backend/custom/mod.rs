@@ -69,6 +69,8 @@ pub struct CustomOptions {
     pub configs: Map<String, Value>,
     /// Frame size after the manifest and the properties are applied.
     pub frames: FrameOptions,
+    /// Where frames are converted and resized (`device` property).
+    pub prep: crate::gpu::FramePrep,
     /// Extra environment for the worker (the env-file's variables).
     pub env: Vec<(String, String)>,
     /// Longest a `generate` call may take; past it the worker is restarted.
@@ -550,7 +552,10 @@ impl CustomBackend {
             }
             // All frames of a chunk get the first one's size (as in VSS).
             rgb.push(
-                frames::prepare_rgb(f, tw, th).map_err(|e| format!("cannot prepare frame: {e}"))?,
+                self.opts
+                    .prep
+                    .rgb(f, tw, th)
+                    .map_err(|e| format!("cannot prepare frame: {e}"))?,
             );
         }
         let jpegs = if self.opts.manifest.jpeg_encoded {
