@@ -15,6 +15,9 @@
 # provides all but the driver). Machines without them use the default CPU build.
 # CUDA_COMPUTE_CAP (default 90 = H100) selects the GPU generation.
 set -euo pipefail
+# cudarc's bindings follow CUDARC_CUDA_VERSION (e.g. 12040 for CUDA 12.4);
+# with a system toolkit it is read from nvcc, otherwise it is the wheels'
+# 13.0. (The default build uses 12.8 bindings with run-time loading.)
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 export CUDA_COMPUTE_CAP="${CUDA_COMPUTE_CAP:-90}"
@@ -42,6 +45,9 @@ if ! command -v nvcc >/dev/null 2>&1; then
     fi
     export CUDA_PATH="$C" CUDA_HOME="$C" PATH="$C/bin:$PATH" CUDARC_CUDA_VERSION=13000
     export LIBRARY_PATH="$C/lib:$C/lib/stubs${LIBRARY_PATH:+:$LIBRARY_PATH}"
+elif [ -z "${CUDARC_CUDA_VERSION:-}" ]; then
+    v=$(nvcc --version | sed -n 's/.*release \([0-9]*\)\.\([0-9]*\).*/\1 \2/p')
+    export CUDARC_CUDA_VERSION="$(printf '%d0%d0' $v)"
 fi
 CARGO_TARGET_DIR="$ROOT/target/cuda-release" cargo build --locked --release --features cuda "$@"
 echo "built: $ROOT/target/cuda-release/release/libgstvsssummarize.so"

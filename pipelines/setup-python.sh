@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Usage: pipelines/setup-python.sh [numpy|torch|all]   (default: numpy)
+# Usage: pipelines/setup-python.sh [numpy|torch|all|nvrtc]   (default: numpy)
 #
 # Makes the Python environments `backend=custom` models run in, under
 # target/py/ (ignored by git), from Debian's python3 + python3-venv and PyPI:
@@ -8,6 +8,9 @@
 #   target/py/torch  numpy + Pillow + torch. PyPI's torch wheel is a CUDA
 #                    build: ~540 MB to download, 5-6 GB installed; it also
 #                    runs on machines without a GPU.
+#   target/nvrtc12   (nvrtc) NVIDIA's CUDA 12.8 runtime compiler from PyPI
+#                    (nvidia-cuda-nvrtc-cu12, ~210 MB), for the GPU kernels'
+#                    compile test and the GPU check bundle; no GPU needed.
 # Point the element at one with python=target/py/numpy/bin/python (or
 # VSS_PYTHON=...). Idempotent: an environment whose packages import is kept.
 # pip's cache (~/.cache/pip) makes a second machine setup fast.
@@ -48,5 +51,18 @@ case "$WHICH" in
         make_env numpy 'import numpy, PIL' numpy pillow
         make_env torch 'import numpy, PIL, torch' numpy pillow torch
         ;;
-    *) log "unknown environment '$WHICH': use numpy, torch or all"; exit 2 ;;
+    nvrtc)
+        lib="$ROOT/target/nvrtc12/nvidia/cuda_nvrtc/lib"
+        if [ -f "$lib/libnvrtc.so.12" ]; then
+            log "$lib is ready"
+        else
+            make_env numpy 'import numpy, PIL' numpy pillow
+            log "installing NVRTC 12.8 into $ROOT/target/nvrtc12"
+            "$ROOT/target/py/numpy/bin/pip" install --disable-pip-version-check -q --no-deps \
+                --target "$ROOT/target/nvrtc12" "nvidia-cuda-nvrtc-cu12==12.8.*"
+            [ -f "$lib/libnvrtc.so.12" ] || { log "no libnvrtc.so.12 in $lib"; exit 1; }
+        fi
+        echo "$lib"
+        ;;
+    *) log "unknown environment '$WHICH': use numpy, torch, all or nvrtc"; exit 2 ;;
 esac

@@ -10,6 +10,7 @@
 
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::OnceLock;
 
 use gstvsssummarize::backend::cosmos::preprocess::VisionParams;
 use gstvsssummarize::gpu::check::{self, Poison};
@@ -24,11 +25,20 @@ struct Emu {
     patchify: EmuFn<PatchifyArgs>,
     sizeof: unsafe extern "C" fn(i32) -> u32,
     poison: u8,
+    constants: Vec<Box<[u8]>>,
 }
 
+/// Compiles the emulator once per test process (the tests run in
+/// parallel), to a name of its own.
 fn build_emulator() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(compile_emulator).clone()
+}
+
+fn compile_emulator() -> PathBuf {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("libvss_kernels_emu.so");
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("libvss_kernels_emu-{}.so", std::process::id()));
     let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".into());
     let status = Command::new(&cxx)
         .args(["-std=c++17", "-O2", "-shared", "-fPIC", "-Wall", "-Werror", "-o"])
@@ -61,6 +71,7 @@ impl Emu {
                 patchify,
                 sizeof,
                 poison: 0,
+                constants: Vec::new(),
             }
         }
     }
@@ -85,6 +96,13 @@ impl Exec for Emu {
     fn download(&mut self, src: &Box<[u8]>, out: &mut [u8]) -> Result<(), String> {
         out.copy_from_slice(&src[..out.len()]);
         Ok(())
+    }
+    fn constant(&mut self, bytes: &[u8]) -> Result<u64, String> {
+        if let Some(b) = self.constants.iter().find(|b| &b[..] == bytes) {
+            return Ok(b.as_ptr() as u64);
+        }
+        self.constants.push(bytes.to_vec().into_boxed_slice());
+        Ok(self.constants.last().unwrap().as_ptr() as u64)
     }
     fn launch(&mut self, l: &Launch) -> Result<(), String> {
         let ((gx, gy, _), (bx, by, _)) = l.dims();

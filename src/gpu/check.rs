@@ -184,7 +184,8 @@ fn failed(case: String, err: String) -> Outcome {
 }
 
 /// Chunk → pixel_values cases: odd and even frame counts, NV12 and I420,
-/// with and without a bilinear pre-scale, tall and wide frames.
+/// with and without a bilinear pre-scale, tall and wide frames, and a
+/// chunk whose frame size changes.
 pub fn pixel_cases() -> Vec<(Vec<RawFrame>, u32, u32)> {
     let chunk = |f: PixelFormat, w, h, n: u32, seed: u32| -> Vec<RawFrame> {
         (0..n).map(|i| random_frame(f, w, h, 0, seed + i)).collect()
@@ -195,6 +196,15 @@ pub fn pixel_cases() -> Vec<(Vec<RawFrame>, u32, u32)> {
         (chunk(PixelFormat::Nv12, 1280, 720, 2, 7), 448, 0),
         (chunk(PixelFormat::Bgrx, 200, 500, 1, 11), 0, 0),
         (chunk(PixelFormat::Nv21, 56, 28, 2, 13), 0, 0),
+        // A size change inside a chunk: every frame gets the first's size.
+        (
+            vec![
+                random_frame(PixelFormat::Nv12, 640, 360, 0, 21),
+                random_frame(PixelFormat::Nv12, 320, 240, 0, 22),
+            ],
+            0,
+            0,
+        ),
     ]
 }
 

@@ -167,7 +167,13 @@ pub struct CudaExec {
     readback: Option<PinnedHostSlice<u8>>,
     /// Fill for fresh allocations (the GPU check's poisoned outputs).
     poison: Option<u8>,
+    /// Uploaded constants (filter taps) by content.
+    constants: HashMap<Vec<u8>, CudaSlice<u8>>,
 }
+
+/// Distinct constants kept before the cache starts over (a stream whose
+/// frame size keeps changing must not grow it without bound).
+const MAX_CONSTANTS: usize = 64;
 
 fn derr(what: &str) -> impl Fn(cudarc::driver::DriverError) -> String + '_ {
     move |e| format!("CUDA {what} failed: {e}")
@@ -198,6 +204,7 @@ impl CudaExec {
             next: 0,
             readback: None,
             poison: None,
+            constants: HashMap::new(),
         })
     }
 
@@ -310,6 +317,24 @@ impl Exec for CudaExec {
         self.stream.synchronize().map_err(derr("synchronize"))?;
         out.copy_from_slice(&host[..n]);
         Ok(())
+    }
+
+    fn constant(&mut self, bytes: &[u8]) -> Result<u64, String> {
+        if let Some(b) = self.constants.get(bytes) {
+            return Ok(self.addr(b));
+        }
+        if self.constants.len() >= MAX_CONSTANTS {
+            // Frees are ordered on the stream after the work using them.
+            self.constants.clear();
+        }
+        let poison = self.poison.take();
+        let b = self.alloc(bytes.len());
+        self.poison = poison;
+        let mut b = b?;
+        self.upload(&mut b, &[bytes])?;
+        let a = self.addr(&b);
+        self.constants.insert(bytes.to_vec(), b);
+        Ok(a)
     }
 
     fn launch(&mut self, l: &Launch) -> Result<(), String> {

@@ -150,6 +150,10 @@ pub trait Exec {
     /// Copies the first `out.len()` bytes of `src` to the host (waits).
     fn download(&mut self, src: &Self::Buf, out: &mut [u8]) -> Result<(), String>;
     fn launch(&mut self, l: &Launch) -> Result<(), String>;
+    /// The device address of a read-only copy of `bytes`, uploaded the
+    /// first time these bytes are asked for and kept (filter taps, which
+    /// repeat from frame to frame).
+    fn constant(&mut self, bytes: &[u8]) -> Result<u64, String>;
 }
 
 /// Integer taps of one separable pass: output index `i` reads `counts[i]`
@@ -418,17 +422,13 @@ fn resize_pass<E: Exec>(
     dst_addr: u64,
     taps: &Taps,
     vertical: bool,
-    keep: &mut Vec<E::Buf>,
 ) -> Result<(), String> {
     let (out_w, out_h) = if vertical {
         (src.width, taps.len() as i32)
     } else {
         (taps.len() as i32, src.height)
     };
-    let bytes = taps.bytes();
-    let mut tb = e.alloc(bytes.len())?;
-    e.upload(&mut tb, &[&bytes])?;
-    let base = e.addr(&tb);
+    let base = e.constant(&taps.bytes())?;
     let n = taps.len() as u64 * 4;
     e.launch(&Launch::Resize(ResizeArgs {
         src,
@@ -442,9 +442,7 @@ fn resize_pass<E: Exec>(
         out_h,
         vertical: i32::from(vertical),
         pad_: 0,
-    }))?;
-    keep.push(tb);
-    Ok(())
+    }))
 }
 
 /// Resizes `src` (a frame or RGB image on the device) to `w` × `h` with
@@ -468,8 +466,8 @@ fn resize_into<E: Exec>(
     };
     match (need_h, need_v) {
         (false, false) => e.launch(&Launch::Convert(ConvertArgs { src, dst: dst_addr })),
-        (true, false) => resize_pass(e, src, dst_addr, &taps(iw, w), false, keep),
-        (false, true) => resize_pass(e, src, dst_addr, &taps(ih, h), true, keep),
+        (true, false) => resize_pass(e, src, dst_addr, &taps(iw, w), false),
+        (false, true) => resize_pass(e, src, dst_addr, &taps(ih, h), true),
         (true, true) => {
             // The intermediate is u8, as on the CPU.
             let vertical_first = filter == Filter::Bilinear;
@@ -477,11 +475,11 @@ fn resize_into<E: Exec>(
             let tmp = e.alloc(tw as usize * th as usize * 3)?;
             let ta = e.addr(&tmp);
             if vertical_first {
-                resize_pass(e, src, ta, &taps(ih, h), true, keep)?;
-                resize_pass(e, rgb_src(ta, tw, th), dst_addr, &taps(iw, w), false, keep)?;
+                resize_pass(e, src, ta, &taps(ih, h), true)?;
+                resize_pass(e, rgb_src(ta, tw, th), dst_addr, &taps(iw, w), false)?;
             } else {
-                resize_pass(e, src, ta, &taps(iw, w), false, keep)?;
-                resize_pass(e, rgb_src(ta, tw, th), dst_addr, &taps(ih, h), true, keep)?;
+                resize_pass(e, src, ta, &taps(iw, w), false)?;
+                resize_pass(e, rgb_src(ta, tw, th), dst_addr, &taps(ih, h), true)?;
             }
             keep.push(tmp);
             Ok(())
@@ -553,7 +551,8 @@ pub fn pixel_values<E: Exec, F: Borrow<RawFrame>>(
         let f: &RawFrame = f.borrow();
         let (buf, mut src) = upload_frame(e, f)?;
         keep.push(buf);
-        let (w, h) = frames::target_size(f.width, f.height, pre_w, pre_h);
+        // Every frame gets the first one's size, as on the CPU.
+        let (w, h) = (fw, fh);
         if (w, h) != (f.width, f.height) {
             let pre = e.alloc(w as usize * h as usize * 3)?;
             let pa = e.addr(&pre);
