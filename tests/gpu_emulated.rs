@@ -26,6 +26,8 @@ struct Emu {
     sizeof: unsafe extern "C" fn(i32) -> u32,
     poison: u8,
     constants: Vec<Box<[u8]>>,
+    /// Drops patchify launches (to see the self-test fail).
+    skip_patchify: bool,
 }
 
 /// Compiles the emulator once per test process (the tests run in
@@ -72,6 +74,7 @@ impl Emu {
                 sizeof,
                 poison: 0,
                 constants: Vec::new(),
+                skip_patchify: false,
             }
         }
     }
@@ -111,6 +114,7 @@ impl Exec for Emu {
             match l {
                 Launch::Convert(a) => (self.convert)(a, gx, gy, bx, by),
                 Launch::Resize(a) => (self.resize)(a, gx, gy, bx, by),
+                Launch::Patchify(_) if self.skip_patchify => {}
                 Launch::Patchify(a) => (self.patchify)(a, gx, gy, bx, by),
             }
         }
@@ -185,4 +189,18 @@ fn kernels_match_the_cpu_path_for_pixel_values() {
         );
         eprintln!("{}: identical ({} values)", o.case, o.n);
     }
+}
+
+/// The start-up self-test passes on correct kernels and catches a kernel
+/// that does not run.
+#[test]
+fn self_test_catches_a_missing_kernel() {
+    let mut e = Emu::load();
+    check::self_test(&mut e).unwrap();
+    e.skip_patchify = true;
+    let err = check::self_test(&mut e).unwrap_err();
+    assert!(
+        err.contains("pixel_values") && err.contains("self-test"),
+        "{err}"
+    );
 }

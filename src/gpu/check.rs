@@ -260,3 +260,32 @@ pub fn compare_pixels<E: Poison>(
         bound: f64::from(2.0 / (255.0 * min_std)),
     }
 }
+
+/// A few milliseconds of the checks above on tiny inputs (three frame → RGB
+/// cases and one chunk → `pixel_values`): what the element runs when it
+/// opens a GPU, before trusting it with frames.
+pub fn self_test<E: Poison>(e: &mut E) -> Result<(), String> {
+    let mut outcomes = Vec::new();
+    for (i, (f, w, h, rw, rh)) in [
+        (PixelFormat::Nv12, 97, 55, 33, 17),
+        (PixelFormat::I420, 64, 48, 0, 0),
+        (PixelFormat::Bgrx, 40, 30, 80, 61),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let frame = random_frame(f, w, h, 4, 7 + i as u32);
+        outcomes.push(compare_rgb(e, &frame, rw, rh));
+    }
+    let chunk: Vec<RawFrame> = (0..3)
+        .map(|i| random_frame(PixelFormat::Nv21, 70, 42, 0, 30 + i))
+        .collect();
+    outcomes.push(compare_pixels(e, &chunk, 0, 0, &VisionParams::default()));
+    match outcomes.iter().find(|o| !o.ok()) {
+        None => Ok(()),
+        Some(o) => Err(format!(
+            "the GPU self-test failed: {} differs from the CPU path by {} (bound {})",
+            o.case, o.max_diff, o.bound
+        )),
+    }
+}

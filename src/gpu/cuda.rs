@@ -216,6 +216,13 @@ impl CudaExec {
         &self.stream
     }
 
+    /// Fresh allocations are no longer filled (after [`check::Poison`]).
+    ///
+    /// [`check::Poison`]: super::check::Poison
+    pub fn clear_poison(&mut self) {
+        self.poison = None;
+    }
+
     /// Waits for everything queued so far.
     pub fn synchronize(&self) -> Result<(), String> {
         self.stream.synchronize().map_err(derr("synchronize"))

@@ -104,6 +104,17 @@ impl GpuPrep {
         plan::pixel_values_host(&mut *self.exec(), f, pre_w, pre_h, p)
     }
 
+    /// Runs small frames through the GPU and the CPU path and compares them
+    /// (the same checks as the GPU check, on tiny inputs: a few ms). Any
+    /// error or a difference beyond the bounds fails: `select` then keeps
+    /// frames on the CPU (`auto`) or refuses the device (`cuda:N`).
+    pub fn self_test(&self) -> Result<(), String> {
+        let mut e = self.exec();
+        let r = check::self_test(&mut *e);
+        e.clear_poison();
+        r
+    }
+
     /// The opened device (ordinal, card, compute capability).
     pub fn device(&self) -> &Arc<cuda::Device> {
         &self.dev
@@ -203,8 +214,9 @@ pub struct Selected {
 pub fn select(choice: DeviceChoice) -> Result<Selected, String> {
     let open = |n: usize| -> Result<Selected, String> {
         let g = GpuPrep::open(n)?;
+        g.self_test()?;
         let reason = format!(
-            "frames are prepared on {} ({}, kernels compiled by NVRTC)",
+            "frames are prepared on {} ({}, kernels compiled by NVRTC, self-test passed)",
             g.name(),
             g.card()
         );
