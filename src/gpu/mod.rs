@@ -19,6 +19,7 @@ pub mod plan;
 
 use std::borrow::Borrow;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::backend::cosmos::preprocess::{self, PixelValues, VisionParams};
@@ -58,7 +59,11 @@ pub struct GpuPrep {
     exec: Mutex<cuda::CudaExec>,
     #[cfg(feature = "cuda")]
     on_candle: candle::OnCandle,
+    fallback: Fallback,
 }
+
+/// Told once, with the reason, when the GPU fails and the CPU takes over.
+pub type Notify = Arc<dyn Fn(&str) + Send + Sync>;
 
 impl GpuPrep {
     /// Opens GPU `ordinal` with its own stream.
@@ -71,7 +76,26 @@ impl GpuPrep {
             dev,
             #[cfg(feature = "cuda")]
             on_candle: Default::default(),
+            fallback: Fallback::new(format!("cuda:{ordinal}")),
         })
+    }
+
+    /// Who to tell when the GPU fails and the CPU takes over.
+    pub fn on_broken(&self, notify: Notify) {
+        *lock_ok(&self.fallback.notify) = Some(notify);
+    }
+
+    /// Whether a GPU failure moved frame preparation to the CPU.
+    pub fn is_broken(&self) -> bool {
+        self.fallback.is_broken()
+    }
+
+    fn or_cpu<T>(
+        &self,
+        gpu: impl FnOnce() -> Result<T, String>,
+        cpu: impl FnOnce() -> Result<T, String>,
+    ) -> Result<T, String> {
+        self.fallback.run(gpu, cpu)
     }
 
     /// `cuda:N`.
@@ -85,7 +109,7 @@ impl GpuPrep {
     }
 
     fn exec(&self) -> std::sync::MutexGuard<'_, cuda::CudaExec> {
-        self.exec.lock().unwrap_or_else(|e| e.into_inner())
+        lock_ok(&self.exec)
     }
 
     /// [`frames::prepare_rgb`] on the GPU.
@@ -121,7 +145,8 @@ impl GpuPrep {
     }
 
     /// (`cuda` feature) `pixel_values` straight into a candle tensor when
-    /// the model runs on this GPU; `None` otherwise.
+    /// the model runs on this GPU; `None` otherwise (and once the GPU is
+    /// broken).
     #[cfg(feature = "cuda")]
     pub fn pixel_values_tensor<F: Borrow<RawFrame>>(
         &self,
@@ -131,8 +156,65 @@ impl GpuPrep {
         pre_h: u32,
         p: &VisionParams,
     ) -> Result<Option<(candle_core::Tensor, [u32; 3])>, String> {
+        if self.is_broken() {
+            return Ok(None);
+        }
         self.on_candle
             .pixel_values(&self.dev, device, f, pre_w, pre_h, p)
+    }
+}
+
+fn lock_ok<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The GPU-to-CPU fallback: set by the first GPU failure that the CPU path
+/// then handled; from then on frames are prepared on the CPU.
+struct Fallback {
+    name: String,
+    broken: AtomicBool,
+    notify: Mutex<Option<Notify>>,
+}
+
+impl Fallback {
+    fn new(name: String) -> Fallback {
+        Fallback {
+            name,
+            broken: AtomicBool::new(false),
+            notify: Mutex::new(None),
+        }
+    }
+
+    fn is_broken(&self) -> bool {
+        self.broken.load(Ordering::Acquire)
+    }
+
+    /// Runs `gpu` unless the GPU is broken. When it fails and `cpu` then
+    /// succeeds, the GPU was at fault: it is marked broken (once, telling
+    /// `notify`) and the CPU result is used, so a GPU failure never costs a
+    /// chunk. When both fail, the frame itself is bad: the CPU's error.
+    fn run<T>(
+        &self,
+        gpu: impl FnOnce() -> Result<T, String>,
+        cpu: impl FnOnce() -> Result<T, String>,
+    ) -> Result<T, String> {
+        if self.is_broken() {
+            return cpu();
+        }
+        let err = match gpu() {
+            Ok(v) => return Ok(v),
+            Err(e) => e,
+        };
+        let r = cpu();
+        if r.is_ok() && !self.broken.swap(true, Ordering::AcqRel) {
+            if let Some(n) = lock_ok(&self.notify).clone() {
+                n(&format!(
+                    "frame preparation on {} failed ({err}); preparing frames on the CPU from now on",
+                    self.name
+                ));
+            }
+        }
+        r
     }
 }
 
@@ -160,9 +242,10 @@ impl FramePrep {
     }
 
     pub fn rgb(&self, f: &RawFrame, req_w: u32, req_h: u32) -> Result<RgbImage, String> {
+        let cpu = || frames::prepare_rgb(f, req_w, req_h).map_err(|e| e.to_string());
         match self {
-            FramePrep::Cpu => frames::prepare_rgb(f, req_w, req_h).map_err(|e| e.to_string()),
-            FramePrep::Gpu(g) => g.prepare_rgb(f, req_w, req_h),
+            FramePrep::Cpu => cpu(),
+            FramePrep::Gpu(g) => g.or_cpu(|| g.prepare_rgb(f, req_w, req_h), cpu),
         }
     }
 
@@ -187,17 +270,18 @@ impl FramePrep {
         pre_h: u32,
         p: &VisionParams,
     ) -> Result<PixelValues, String> {
+        let cpu = || {
+            let first: &RawFrame = f.first().ok_or("the chunk has no frames")?.borrow();
+            let (w, h) = frames::target_size(first.width, first.height, pre_w, pre_h);
+            let rgb = f
+                .iter()
+                .map(|x| frames::prepare_rgb(x.borrow(), w, h).map_err(|e| e.to_string()))
+                .collect::<Result<Vec<_>, _>>()?;
+            preprocess::preprocess_video(&rgb, p)
+        };
         match self {
-            FramePrep::Cpu => {
-                let first: &RawFrame = f.first().ok_or("the chunk has no frames")?.borrow();
-                let (w, h) = frames::target_size(first.width, first.height, pre_w, pre_h);
-                let rgb = f
-                    .iter()
-                    .map(|x| frames::prepare_rgb(x.borrow(), w, h).map_err(|e| e.to_string()))
-                    .collect::<Result<Vec<_>, _>>()?;
-                preprocess::preprocess_video(&rgb, p)
-            }
-            FramePrep::Gpu(g) => g.pixel_values(f, pre_w, pre_h, p),
+            FramePrep::Cpu => cpu(),
+            FramePrep::Gpu(g) => g.or_cpu(|| g.pixel_values(f, pre_w, pre_h, p), cpu),
         }
     }
 }
@@ -265,6 +349,36 @@ mod tests {
             let e = bad.parse::<DeviceChoice>().unwrap_err();
             assert!(e.contains("auto, cpu, cuda:N"), "{e}");
         }
+    }
+
+    #[test]
+    fn gpu_failures_fall_back_to_the_cpu_once() {
+        let f = Fallback::new("cuda:0".into());
+        let told = Arc::new(Mutex::new(Vec::<String>::new()));
+        let t = told.clone();
+        *lock_ok(&f.notify) = Some(Arc::new(move |m: &str| t.lock().unwrap().push(m.into())));
+        // A bad frame: both paths fail, the GPU is not blamed.
+        let r: Result<u8, _> = f.run(|| Err("gpu: bad".into()), || Err("cpu: bad frame".into()));
+        assert_eq!(r.unwrap_err(), "cpu: bad frame");
+        assert!(!f.is_broken());
+        // GPU works.
+        assert_eq!(f.run(|| Ok(1), || Ok(2)).unwrap(), 1);
+        // GPU fails, CPU succeeds: the CPU result, the GPU marked, told once.
+        assert_eq!(
+            f.run(|| Err("CUDA launch failed".into()), || Ok(2))
+                .unwrap(),
+            2
+        );
+        assert!(f.is_broken());
+        let r = f.run(|| panic!("the GPU must not be tried again"), || Ok(3));
+        assert_eq!(r.unwrap(), 3);
+        let told = told.lock().unwrap();
+        assert_eq!(told.len(), 1);
+        assert!(
+            told[0].contains("cuda:0") && told[0].contains("CUDA launch failed"),
+            "{}",
+            told[0]
+        );
     }
 
     /// Without a driver (CI), `auto` falls back and says why, and `cuda:N`

@@ -765,6 +765,14 @@ impl VssSummarize {
         let selected = gpu::select(choice).map_err(settings_err)?;
         gst::info!(CAT, imp = self, "{}", selected.reason);
         let prep = selected.prep;
+        if let FramePrep::Gpu(g) = &prep {
+            let weak = self.obj().downgrade();
+            g.on_broken(Arc::new(move |msg: &str| {
+                if let Some(obj) = weak.upgrade() {
+                    gst::element_warning!(obj, gst::LibraryError::Failed, ("vsssummarize: {msg}"));
+                }
+            }));
+        }
         let mut device = prep.name().to_string();
         let backend: Arc<dyn Backend> = match resolved.backend {
             BackendKind::OpenAiCompat => {

@@ -236,8 +236,11 @@ impl Backend for CosmosBackend {
         let on_device = match &self.opts.prep {
             FramePrep::Gpu(g) => {
                 let dev = lock(&self.engine).model.device().clone();
+                // On an error the host path below retries, and falls back
+                // to the CPU (marking the GPU broken) when the GPU fails.
                 g.pixel_values_tensor(&dev, &job.frames, fw, fh, &vision)
-                    .map_err(prep_err)?
+                    .ok()
+                    .flatten()
             }
             FramePrep::Cpu => None,
         };
