@@ -643,14 +643,118 @@ pub fn prepare_jpeg(
 
 /// Same as [`prepare_jpeg`] but stops before encoding and returns the RGB
 /// image (for backends that want raw frames).
+///
+/// At the native size this is [`to_rgb`]. When the size changes, packed RGB
+/// formats are converted and then [`resize`]d; 4:2:0 formats are resized
+/// *before* conversion, as GStreamer's `videoscale ! videoconvert` does but
+/// with the chroma taken straight to the output size: the Y plane and the
+/// chroma (U and V planes, or the interleaved pairs) are each resized to
+/// `w` × `h` with the same bilinear convolution, then every output pixel is
+/// converted from its own Y, U and V. Converting only the output pixels is
+/// several times faster than converting the whole decoder frame first.
 pub fn prepare_rgb(frame: &RawFrame, req_w: u32, req_h: u32) -> Result<RgbImage, FrameError> {
-    let rgb = to_rgb(frame)?;
     let (w, h) = target_size(frame.width, frame.height, req_w, req_h);
-    if (w, h) == (rgb.width, rgb.height) {
-        Ok(rgb)
-    } else {
-        resize(&rgb, w, h)
+    if (w, h) == (frame.width, frame.height) {
+        return to_rgb(frame);
     }
+    if frame.format.is_yuv420() {
+        return yuv420_resized_rgb(frame, w, h);
+    }
+    resize(&to_rgb(frame)?, w, h)
+}
+
+/// Plane `i` of a validated frame as a tight `width` × `height` image of
+/// `bpp`-byte pixels, resized to `w` × `h` (vertical pass first, as
+/// fast_image_resize does for 8-bit pixels). Same size: a tight copy.
+fn resize_plane(
+    frame: &RawFrame,
+    i: usize,
+    (width, height): (u32, u32),
+    pt: PixelType,
+    (w, h): (u32, u32),
+) -> Result<Vec<u8>, FrameError> {
+    let bpp = match pt {
+        PixelType::U8x2 => 2,
+        _ => 1,
+    };
+    let row = width as usize * bpp;
+    let stride = frame.strides[i];
+    let plane = &frame.planes[i];
+    let tight: std::borrow::Cow<[u8]> = if stride == row {
+        std::borrow::Cow::Borrowed(&plane[..row * height as usize])
+    } else {
+        std::borrow::Cow::Owned(
+            (0..height as usize)
+                .flat_map(|r| &plane[r * stride..r * stride + row])
+                .copied()
+                .collect(),
+        )
+    };
+    if (w, h) == (width, height) {
+        return Ok(tight.into_owned());
+    }
+    let err = |e: String| FrameError::Resize(format!("{width}x{height} plane -> {w}x{h}: {e}"));
+    let src = ImageRef::new(width, height, &tight, pt).map_err(|e| err(e.to_string()))?;
+    let mut dst = Image::new(w, h, pt);
+    // U8x2 is luma + alpha to fast_image_resize: no alpha handling here.
+    let opts = ResizeOptions::new()
+        .resize_alg(ResizeAlg::Convolution(FilterType::Bilinear))
+        .use_alpha(false);
+    Resizer::new()
+        .resize(&src, &mut dst, &opts)
+        .map_err(|e| err(e.to_string()))?;
+    Ok(dst.into_vec())
+}
+
+/// 4:2:0 → resized packed RGB, see [`prepare_rgb`].
+fn yuv420_resized_rgb(frame: &RawFrame, w: u32, h: u32) -> Result<RgbImage, FrameError> {
+    frame.validate()?;
+    if w == 0 || h == 0 {
+        return Err(FrameError::Resize(format!(
+            "cannot resize {}x{} to empty size {w}x{h}",
+            frame.width, frame.height
+        )));
+    }
+    let luma = (frame.width, frame.height);
+    let chroma = (frame.width.div_ceil(2), frame.height.div_ceil(2));
+    let y = resize_plane(frame, 0, luma, PixelType::U8, (w, h))?;
+    let n = w as usize * h as usize;
+    // (U, V) sample of output pixel i: u[i * su + ou], v[i * sv + ov].
+    let (u, v, su, ou, ov);
+    let uv;
+    match frame.format {
+        PixelFormat::Nv12 | PixelFormat::Nv21 => {
+            uv = resize_plane(frame, 1, chroma, PixelType::U8x2, (w, h))?;
+            (u, v, su) = (&uv[..], &uv[..], 2);
+            (ou, ov) = if frame.format == PixelFormat::Nv12 {
+                (0, 1)
+            } else {
+                (1, 0)
+            };
+        }
+        _ => {
+            let (pu, pv) = if frame.format == PixelFormat::I420 {
+                (1, 2)
+            } else {
+                (2, 1)
+            };
+            let a = resize_plane(frame, pu, chroma, PixelType::U8, (w, h))?;
+            let b = resize_plane(frame, pv, chroma, PixelType::U8, (w, h))?;
+            uv = [a, b].concat();
+            (u, v, su) = (&uv[..n], &uv[n..], 1);
+            (ou, ov) = (0, 0);
+        }
+    }
+    let c = YuvCoeffs::new(frame.colorimetry);
+    let mut data = vec![0u8; n * 3];
+    for (i, (out, &yy)) in data.chunks_exact_mut(3).zip(&y).enumerate() {
+        c.put(yy, c.chroma(u[i * su + ou], v[i * su + ov]), out);
+    }
+    Ok(RgbImage {
+        width: w,
+        height: h,
+        data,
+    })
 }
 
 #[cfg(test)]
@@ -1208,6 +1312,83 @@ mod tests {
         .unwrap();
         for &b in &out.data {
             assert!((b as i32 - 128).abs() <= 20, "not antialiased: {b}");
+        }
+    }
+
+    /// A smooth I420 frame (gradients) and the same content in the other
+    /// 4:2:0 layouts.
+    fn smooth_yuv_layouts(w: u32, h: u32) -> Vec<RawFrame> {
+        let (cw, ch) = ((w as usize).div_ceil(2), (h as usize).div_ceil(2));
+        let y: Vec<u8> = (0..w as usize * h as usize)
+            .map(|i| (16 + (i % w as usize) * 200 / w as usize + i / w as usize % 20) as u8)
+            .collect();
+        let u: Vec<u8> = (0..cw * ch)
+            .map(|i| (60 + (i / cw) * 120 / ch) as u8)
+            .collect();
+        let v: Vec<u8> = (0..cw * ch)
+            .map(|i| (200 - (i % cw) * 120 / cw) as u8)
+            .collect();
+        let cm = Colorimetry {
+            matrix: Matrix::Bt709,
+            full_range: false,
+        };
+        let frame = |format, planes: Vec<Vec<u8>>, strides: Vec<usize>| RawFrame {
+            format,
+            width: w,
+            height: h,
+            planes,
+            strides,
+            colorimetry: cm,
+        };
+        vec![
+            frame(
+                PixelFormat::I420,
+                vec![y.clone(), u.clone(), v.clone()],
+                vec![w as usize, cw, cw],
+            ),
+            frame(
+                PixelFormat::Yv12,
+                vec![y.clone(), v.clone(), u.clone()],
+                vec![w as usize, cw, cw],
+            ),
+            frame(
+                PixelFormat::Nv12,
+                vec![y.clone(), interleave(&u, &v)],
+                vec![w as usize, 2 * cw],
+            ),
+            frame(
+                PixelFormat::Nv21,
+                vec![y, interleave(&v, &u)],
+                vec![w as usize, 2 * cw],
+            ),
+        ]
+    }
+
+    /// 4:2:0 frames are resized before conversion: every layout gives the
+    /// same pixels, and they stay close to converting first and resizing
+    /// the RGB (the order GStreamer's videoconvert ! videoscale uses).
+    #[test]
+    fn yuv_resized_before_conversion() {
+        for (w, h, ow, oh) in [
+            (640u32, 360u32, 224u32, 126u32),
+            (101, 57, 300, 170),
+            (64, 48, 64, 20),
+        ] {
+            let layouts = smooth_yuv_layouts(w, h);
+            let first = prepare_rgb(&layouts[0], ow, oh).unwrap();
+            assert_eq!((first.width, first.height), (ow, oh));
+            for f in &layouts[1..] {
+                assert_eq!(prepare_rgb(f, ow, oh).unwrap(), first, "{}", f.format);
+            }
+            let converted_first = resize(&to_rgb(&layouts[0]).unwrap(), ow, oh).unwrap();
+            let diffs: Vec<i32> = first
+                .data
+                .iter()
+                .zip(&converted_first.data)
+                .map(|(a, b)| (*a as i32 - *b as i32).abs())
+                .collect();
+            let mean = diffs.iter().sum::<i32>() as f64 / diffs.len() as f64;
+            assert!(mean < 1.5, "{w}x{h} -> {ow}x{oh}: mean difference {mean}");
         }
     }
 

@@ -14,7 +14,9 @@ use std::sync::OnceLock;
 
 use gstvsssummarize::backend::cosmos::preprocess::VisionParams;
 use gstvsssummarize::gpu::check::{self, Poison};
-use gstvsssummarize::gpu::plan::{ConvertArgs, Exec, Launch, PatchifyArgs, ResizeArgs};
+use gstvsssummarize::gpu::plan::{
+    ConvertArgs, Exec, Launch, PatchifyArgs, PlaneResizeArgs, ResizeArgs,
+};
 
 type EmuFn<T> = unsafe extern "C" fn(*const T, u32, u32, u32, u32);
 
@@ -22,6 +24,7 @@ struct Emu {
     _lib: libloading::Library,
     convert: EmuFn<ConvertArgs>,
     resize: EmuFn<ResizeArgs>,
+    resize_plane: EmuFn<PlaneResizeArgs>,
     patchify: EmuFn<PatchifyArgs>,
     sizeof: unsafe extern "C" fn(i32) -> u32,
     poison: u8,
@@ -63,6 +66,9 @@ impl Emu {
             let convert = *lib.get::<EmuFn<ConvertArgs>>(b"emu_vss_convert").unwrap();
             let resize = *lib.get::<EmuFn<ResizeArgs>>(b"emu_vss_resize").unwrap();
             let patchify = *lib.get::<EmuFn<PatchifyArgs>>(b"emu_vss_patchify").unwrap();
+            let resize_plane = *lib
+                .get::<EmuFn<PlaneResizeArgs>>(b"emu_vss_resize_plane")
+                .unwrap();
             let sizeof = *lib
                 .get::<unsafe extern "C" fn(i32) -> u32>(b"emu_sizeof")
                 .unwrap();
@@ -70,6 +76,7 @@ impl Emu {
                 _lib: lib,
                 convert,
                 resize,
+                resize_plane,
                 patchify,
                 sizeof,
                 poison: 0,
@@ -114,6 +121,7 @@ impl Exec for Emu {
             match l {
                 Launch::Convert(a) => (self.convert)(a, gx, gy, bx, by),
                 Launch::Resize(a) => (self.resize)(a, gx, gy, bx, by),
+                Launch::PlaneResize(a) => (self.resize_plane)(a, gx, gy, bx, by),
                 Launch::Patchify(_) if self.skip_patchify => {}
                 Launch::Patchify(a) => (self.patchify)(a, gx, gy, bx, by),
             }
@@ -131,7 +139,7 @@ impl Poison for Emu {
 #[test]
 fn argument_structs_have_the_c_layout() {
     let e = Emu::load();
-    let sizes = unsafe { [0, 1, 2, 3].map(|i| (e.sizeof)(i) as usize) };
+    let sizes = unsafe { [0, 1, 2, 3, 4].map(|i| (e.sizeof)(i) as usize) };
     assert_eq!(
         sizes,
         [
@@ -139,6 +147,7 @@ fn argument_structs_have_the_c_layout() {
             std::mem::size_of::<ConvertArgs>(),
             std::mem::size_of::<ResizeArgs>(),
             std::mem::size_of::<PatchifyArgs>(),
+            std::mem::size_of::<PlaneResizeArgs>(),
         ]
     );
 }

@@ -22,7 +22,12 @@ fn kernels_compile_with_nvrtc() {
     for arch in ["compute_75", "compute_80", "compute_90"] {
         let ptx = cuda::compile(arch).unwrap_or_else(|e| panic!("{e}"));
         let src = ptx.to_src();
-        for k in ["vss_convert", "vss_resize", "vss_patchify"] {
+        for k in [
+            "vss_convert",
+            "vss_resize",
+            "vss_resize_plane",
+            "vss_patchify",
+        ] {
             assert!(
                 src.contains(&format!(".entry {k}(")),
                 "{arch}: no entry {k}"

@@ -16,12 +16,13 @@ use cudarc::driver::{
 };
 use cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions, Ptx};
 
-use super::plan::{ConvertArgs, Exec, Launch, PatchifyArgs, ResizeArgs};
+use super::plan::{ConvertArgs, Exec, Launch, PatchifyArgs, PlaneResizeArgs, ResizeArgs};
 
 // SAFETY: #[repr(C)] plain-data mirrors of the kernels' parameter structs.
 unsafe impl DeviceRepr for ConvertArgs {}
 unsafe impl DeviceRepr for ResizeArgs {}
 unsafe impl DeviceRepr for PatchifyArgs {}
+unsafe impl DeviceRepr for PlaneResizeArgs {}
 
 /// The CUDA C sources of the kernels.
 pub const KERNELS: &str = include_str!("kernels.cu");
@@ -161,6 +162,7 @@ pub struct CudaExec {
     stream: Arc<CudaStream>,
     convert: CudaFunction,
     resize: CudaFunction,
+    resize_plane: CudaFunction,
     patchify: CudaFunction,
     staging: Vec<Option<Staging>>,
     next: usize,
@@ -197,6 +199,7 @@ impl CudaExec {
         Ok(CudaExec {
             convert: f("vss_convert")?,
             resize: f("vss_resize")?,
+            resize_plane: f("vss_resize_plane")?,
             patchify: f("vss_patchify")?,
             dev,
             stream,
@@ -364,6 +367,12 @@ impl Exec for CudaExec {
             }
             Launch::Resize(a) => {
                 let mut b = self.stream.launch_builder(&self.resize);
+                b.arg(a);
+                // SAFETY: as above.
+                unsafe { b.launch(cfg) }
+            }
+            Launch::PlaneResize(a) => {
+                let mut b = self.stream.launch_builder(&self.resize_plane);
                 b.arg(a);
                 // SAFETY: as above.
                 unsafe { b.launch(cfg) }

@@ -19,6 +19,8 @@ typedef unsigned long long vss_ptr;
 // kind 1: semi-planar 4:2:0, p1 = interleaved chroma pairs, U at byte
 //         c0 and V at byte c1 of each pair.
 // kind 2: packed, bpp bytes per pixel, R/G/B at bytes c0/c1/c2.
+// kind 3: planar 4:4:4 (chroma already at the luma size), p1 = U, p2 = V.
+// kind 4: semi-planar 4:4:4, p1 = pairs, U at byte c0 and V at byte c1.
 struct VssSrc {
     vss_ptr p0, p1, p2;
     int s0, s1, s2;
@@ -41,6 +43,18 @@ struct VssResize {
     vss_ptr counts;   // int32 [n]: number of taps
     vss_ptr weights;  // int32 [n * window]
     int window, precision, out_w, out_h, vertical, pad_;
+};
+
+// One separable pass over a raw 8-bit plane of `channels` interleaved
+// samples per pixel (Y, U, V, or NV12's UV pairs), same arithmetic as
+// VssResize; the output is tight (out_w * channels bytes per row).
+struct VssPlaneResize {
+    vss_ptr src;
+    vss_ptr dst;
+    vss_ptr starts;
+    vss_ptr counts;
+    vss_ptr weights;
+    int src_stride, channels, window, precision, out_w, out_h, vertical, pad_;
 };
 
 // Normalise + patchify (Qwen2.5-VL pixel_values) from n_frames packed RGB
@@ -67,9 +81,9 @@ __device__ __forceinline__ void vss_load(const VssSrc &s, int x, int y, int *rgb
         return;
     }
     int Y = p0[(long long)y * s.s0 + x];
-    int cx = x >> 1, cy = y >> 1;
+    int cx = s.kind >= 3 ? x : x >> 1, cy = s.kind >= 3 ? y : y >> 1;
     int U, V;
-    if (s.kind == 0) {
+    if (s.kind == 0 || s.kind == 3) {
         U = ((const vss_u8 *)s.p1)[(long long)cy * s.s1 + cx];
         V = ((const vss_u8 *)s.p2)[(long long)cy * s.s2 + cx];
     } else {
@@ -120,6 +134,30 @@ extern "C" __global__ void vss_resize(VssResize a) {
     vss_u8 *o = (vss_u8 *)a.dst + ((long long)y * a.out_w + x) * 3;
     for (int c = 0; c < 3; c++) {
         long long v = (acc[c] + round) >> a.precision;
+        o[c] = (vss_u8)(v < 0 ? 0 : (v > 255 ? 255 : v));
+    }
+}
+
+extern "C" __global__ void vss_resize_plane(VssPlaneResize a) {
+    int x = blockIdx.x * blockDim.x + threadIdx.x;
+    int y = blockIdx.y * blockDim.y + threadIdx.y;
+    if (x >= a.out_w || y >= a.out_h) return;
+    int i = a.vertical ? y : x;
+    int start = ((const int *)a.starts)[i];
+    int n = ((const int *)a.counts)[i];
+    const int *w = (const int *)a.weights + (long long)i * a.window;
+    const vss_u8 *src = (const vss_u8 *)a.src;
+    long long round = a.precision > 0 ? (1LL << (a.precision - 1)) : 0;
+    vss_u8 *o = (vss_u8 *)a.dst + ((long long)y * a.out_w + x) * a.channels;
+    for (int c = 0; c < a.channels; c++) {
+        long long acc = 0;
+        for (int k = 0; k < n; k++) {
+            long long off = a.vertical
+                ? (long long)(start + k) * a.src_stride + (long long)x * a.channels
+                : (long long)y * a.src_stride + (long long)(start + k) * a.channels;
+            acc += (long long)w[k] * src[off + c];
+        }
+        long long v = (acc + round) >> a.precision;
         o[c] = (vss_u8)(v < 0 ? 0 : (v > 255 ? 255 : v));
     }
 }

@@ -72,6 +72,25 @@ pub struct ResizeArgs {
     pub pad_: i32,
 }
 
+/// `VssPlaneResize` in kernels.cu.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PlaneResizeArgs {
+    pub src: u64,
+    pub dst: u64,
+    pub starts: u64,
+    pub counts: u64,
+    pub weights: u64,
+    pub src_stride: i32,
+    pub channels: i32,
+    pub window: i32,
+    pub precision: i32,
+    pub out_w: i32,
+    pub out_h: i32,
+    pub vertical: i32,
+    pub pad_: i32,
+}
+
 /// `VssPatchify` in kernels.cu.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
@@ -95,6 +114,7 @@ pub struct PatchifyArgs {
 pub enum Launch {
     Convert(ConvertArgs),
     Resize(ResizeArgs),
+    PlaneResize(PlaneResizeArgs),
     Patchify(PatchifyArgs),
 }
 
@@ -108,6 +128,7 @@ impl Launch {
         match self {
             Launch::Convert(_) => "vss_convert",
             Launch::Resize(_) => "vss_resize",
+            Launch::PlaneResize(_) => "vss_resize_plane",
             Launch::Patchify(_) => "vss_patchify",
         }
     }
@@ -125,6 +146,7 @@ impl Launch {
         match self {
             Launch::Convert(a) => (grid2(a.src.width, a.src.height), b2),
             Launch::Resize(a) => (grid2(a.out_w, a.out_h), b2),
+            Launch::PlaneResize(a) => (grid2(a.out_w, a.out_h), b2),
             Launch::Patchify(a) => {
                 let n = a.rows as u64 * a.cols as u64;
                 (
@@ -487,9 +509,113 @@ fn resize_into<E: Exec>(
     }
 }
 
-/// [`crate::frames::prepare_rgb`] on the device: colour conversion and
-/// bilinear resize to [`crate::frames::target_size`], packed RGB back on
-/// the host.
+/// One pass of `taps` over a raw plane of `channels`-byte pixels.
+#[allow(clippy::too_many_arguments)]
+fn plane_pass<E: Exec>(
+    e: &mut E,
+    src: u64,
+    src_stride: usize,
+    channels: usize,
+    (out_w, out_h): (u32, u32),
+    dst: u64,
+    taps: &Taps,
+    vertical: bool,
+) -> Result<(), String> {
+    let base = e.constant(&taps.bytes())?;
+    let n = taps.len() as u64 * 4;
+    e.launch(&Launch::PlaneResize(PlaneResizeArgs {
+        src,
+        dst,
+        starts: base,
+        counts: base + n,
+        weights: base + 2 * n,
+        src_stride: src_stride as i32,
+        channels: channels as i32,
+        window: taps.window as i32,
+        precision: taps.precision as i32,
+        out_w: out_w as i32,
+        out_h: out_h as i32,
+        vertical: i32::from(vertical),
+        pad_: 0,
+    }))
+}
+
+/// A raw plane (`iw` × `ih` pixels of `channels` bytes, rows `stride`
+/// apart) resized with the bilinear taps to a tight `w` × `h` plane at
+/// `dst`: vertical pass first with a u8 intermediate, as fast_image_resize
+/// does for 8-bit pixels. Same size: one identity pass (a copy).
+#[allow(clippy::too_many_arguments)]
+fn resize_plane<E: Exec>(
+    e: &mut E,
+    src: u64,
+    stride: usize,
+    channels: usize,
+    (iw, ih): (u32, u32),
+    (w, h): (u32, u32),
+    dst: u64,
+    keep: &mut Vec<E::Buf>,
+) -> Result<(), String> {
+    let bil = |i: u32, o: u32| bilinear_taps(i as usize, o as usize);
+    match (w != iw, h != ih) {
+        (false, _) => plane_pass(e, src, stride, channels, (w, h), dst, &bil(ih, h), true),
+        (true, false) => plane_pass(e, src, stride, channels, (w, h), dst, &bil(iw, w), false),
+        (true, true) => {
+            let tmp = e.alloc(iw as usize * h as usize * channels)?;
+            let t = e.addr(&tmp);
+            plane_pass(e, src, stride, channels, (iw, h), t, &bil(ih, h), true)?;
+            let ts = iw as usize * channels;
+            plane_pass(e, t, ts, channels, (w, h), dst, &bil(iw, w), false)?;
+            keep.push(tmp);
+            Ok(())
+        }
+    }
+}
+
+/// [`crate::frames::prepare_rgb`] of the uploaded frame `src` into `dst`
+/// (`w` × `h` packed RGB): conversion only at the native size; 4:2:0
+/// frames have Y and chroma resized to `w` × `h` first and are then
+/// converted; packed RGB is converted within the first resize pass.
+fn rgb_into<E: Exec>(
+    e: &mut E,
+    src: SrcArgs,
+    (w, h): (u32, u32),
+    dst: u64,
+    keep: &mut Vec<E::Buf>,
+) -> Result<(), String> {
+    let (iw, ih) = (src.width as u32, src.height as u32);
+    if (w, h) == (iw, ih) || src.kind >= 2 {
+        return resize_into(e, src, w, h, Filter::Bilinear, dst, keep);
+    }
+    let n = w as usize * h as usize;
+    let (cw, ch) = (iw.div_ceil(2), ih.div_ceil(2));
+    let planes = e.alloc(n * 3)?;
+    let (py, pc) = (e.addr(&planes), e.addr(&planes) + n as u64);
+    let s0 = src.s0 as usize;
+    resize_plane(e, src.p0, s0, 1, (iw, ih), (w, h), py, keep)?;
+    let mut out = SrcArgs {
+        p0: py,
+        s0: w as i32,
+        p1: pc,
+        width: w as i32,
+        height: h as i32,
+        ..src
+    };
+    if src.kind == 0 {
+        let (s1, s2) = (src.s1 as usize, src.s2 as usize);
+        resize_plane(e, src.p1, s1, 1, (cw, ch), (w, h), pc, keep)?;
+        resize_plane(e, src.p2, s2, 1, (cw, ch), (w, h), pc + n as u64, keep)?;
+        (out.kind, out.s1, out.p2, out.s2) = (3, w as i32, pc + n as u64, w as i32);
+    } else {
+        resize_plane(e, src.p1, src.s1 as usize, 2, (cw, ch), (w, h), pc, keep)?;
+        (out.kind, out.s1) = (4, 2 * w as i32);
+    }
+    e.launch(&Launch::Convert(ConvertArgs { src: out, dst }))?;
+    keep.push(planes);
+    Ok(())
+}
+
+/// [`crate::frames::prepare_rgb`] on the device, packed RGB back on the
+/// host.
 pub fn prepare_rgb<E: Exec>(
     e: &mut E,
     f: &RawFrame,
@@ -500,7 +626,7 @@ pub fn prepare_rgb<E: Exec>(
     let (src_buf, src) = upload_frame(e, f)?;
     let out = e.alloc(w as usize * h as usize * 3)?;
     let mut keep = vec![src_buf];
-    resize_into(e, src, w, h, Filter::Bilinear, e.addr(&out), &mut keep)?;
+    rgb_into(e, src, (w, h), e.addr(&out), &mut keep)?;
     let mut data = vec![0u8; w as usize * h as usize * 3];
     e.download(&out, &mut data)?;
     drop(keep);
@@ -556,7 +682,7 @@ pub fn pixel_values<E: Exec, F: Borrow<RawFrame>>(
         if (w, h) != (f.width, f.height) {
             let pre = e.alloc(w as usize * h as usize * 3)?;
             let pa = e.addr(&pre);
-            resize_into(e, src, w, h, Filter::Bilinear, pa, &mut keep)?;
+            rgb_into(e, src, (w, h), pa, &mut keep)?;
             keep.push(pre);
             src = rgb_src(pa, w, h);
         }
@@ -682,6 +808,7 @@ mod tests {
         assert_eq!(std::mem::size_of::<ConvertArgs>(), 88 + 8);
         assert_eq!(std::mem::size_of::<ResizeArgs>(), 88 + 4 * 8 + 6 * 4);
         assert_eq!(std::mem::size_of::<PatchifyArgs>(), 2 * 8 + 8 * 4 + 6 * 4);
+        assert_eq!(std::mem::size_of::<PlaneResizeArgs>(), 5 * 8 + 8 * 4);
     }
 
     #[test]

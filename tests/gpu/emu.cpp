@@ -34,6 +34,7 @@ static thread_local vss_dim3 blockIdx, blockDim, threadIdx, gridDim;
 
 VSS_EMU(vss_convert, VssConvert)
 VSS_EMU(vss_resize, VssResize)
+VSS_EMU(vss_resize_plane, VssPlaneResize)
 VSS_EMU(vss_patchify, VssPatchify)
 
 extern "C" unsigned emu_sizeof(int which) {
@@ -41,6 +42,7 @@ extern "C" unsigned emu_sizeof(int which) {
     case 0: return sizeof(VssSrc);
     case 1: return sizeof(VssConvert);
     case 2: return sizeof(VssResize);
-    default: return sizeof(VssPatchify);
+    case 3: return sizeof(VssPatchify);
+    default: return sizeof(VssPlaneResize);
     }
 }
