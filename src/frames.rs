@@ -1028,6 +1028,42 @@ mod tests {
         }
     }
 
+    /// The same (Y, U, V) content as I420, YV12, NV12 and NV21 frames.
+    fn yuv_layouts(w: u32, h: u32, y: &[u8], u: &[u8], v: &[u8], cm: Colorimetry) -> [RawFrame; 4] {
+        let cw = (w as usize).div_ceil(2);
+        let mk = |format, planes: Vec<Vec<u8>>, strides| RawFrame {
+            format,
+            width: w,
+            height: h,
+            planes,
+            strides,
+            colorimetry: cm,
+        };
+        let (y, u, v) = (y.to_vec(), u.to_vec(), v.to_vec());
+        [
+            mk(
+                PixelFormat::I420,
+                vec![y.clone(), u.clone(), v.clone()],
+                vec![w as usize, cw, cw],
+            ),
+            mk(
+                PixelFormat::Yv12,
+                vec![y.clone(), v.clone(), u.clone()],
+                vec![w as usize, cw, cw],
+            ),
+            mk(
+                PixelFormat::Nv12,
+                vec![y.clone(), interleave(&u, &v)],
+                vec![w as usize, 2 * cw],
+            ),
+            mk(
+                PixelFormat::Nv21,
+                vec![y, interleave(&v, &u)],
+                vec![w as usize, 2 * cw],
+            ),
+        ]
+    }
+
     #[test]
     fn all_yuv_layouts_agree() {
         for (w, h) in [(16, 8), (5, 3), (1, 1), (7, 2), (2, 7)] {
@@ -1046,29 +1082,7 @@ mod tests {
                     }
                 }
 
-                let mk = |format, planes: Vec<Vec<u8>>, strides| RawFrame {
-                    format,
-                    width: w,
-                    height: h,
-                    planes,
-                    strides,
-                    colorimetry: cm,
-                };
-                let yv12 = mk(
-                    PixelFormat::Yv12,
-                    vec![y.clone(), v.clone(), u.clone()],
-                    vec![w as usize, cw, cw],
-                );
-                let nv12 = mk(
-                    PixelFormat::Nv12,
-                    vec![y.clone(), interleave(&u, &v)],
-                    vec![w as usize, 2 * cw],
-                );
-                let nv21 = mk(
-                    PixelFormat::Nv21,
-                    vec![y.clone(), interleave(&v, &u)],
-                    vec![w as usize, 2 * cw],
-                );
+                let [_, yv12, nv12, nv21] = yuv_layouts(w, h, &y, &u, &v, cm);
                 for f in [yv12, nv12, nv21] {
                     assert_eq!(to_rgb(&f).unwrap(), base, "{:?} {w}x{h}", f.format);
                 }
@@ -1332,36 +1346,7 @@ mod tests {
             matrix: Matrix::Bt709,
             full_range: false,
         };
-        let frame = |format, planes: Vec<Vec<u8>>, strides: Vec<usize>| RawFrame {
-            format,
-            width: w,
-            height: h,
-            planes,
-            strides,
-            colorimetry: cm,
-        };
-        vec![
-            frame(
-                PixelFormat::I420,
-                vec![y.clone(), u.clone(), v.clone()],
-                vec![w as usize, cw, cw],
-            ),
-            frame(
-                PixelFormat::Yv12,
-                vec![y.clone(), v.clone(), u.clone()],
-                vec![w as usize, cw, cw],
-            ),
-            frame(
-                PixelFormat::Nv12,
-                vec![y.clone(), interleave(&u, &v)],
-                vec![w as usize, 2 * cw],
-            ),
-            frame(
-                PixelFormat::Nv21,
-                vec![y, interleave(&v, &u)],
-                vec![w as usize, 2 * cw],
-            ),
-        ]
+        yuv_layouts(w, h, &y, &u, &v, cm).to_vec()
     }
 
     /// 4:2:0 frames are resized before conversion: every layout gives the

@@ -35,14 +35,21 @@ struct VssConvert {
     vss_ptr dst;  // packed RGB, width*3 bytes per row
 };
 
-// One separable pass with integer taps: out = clamp((sum w*in + round) >> precision).
-struct VssResize {
-    VssSrc src;
-    vss_ptr dst;      // packed RGB out_w x out_h
+// Integer filter taps of one separable pass:
+// out = clamp((sum w*in + round) >> precision).
+struct VssTaps {
     vss_ptr starts;   // int32 [n]: first source index of each output index
     vss_ptr counts;   // int32 [n]: number of taps
     vss_ptr weights;  // int32 [n * window]
-    int window, precision, out_w, out_h, vertical, pad_;
+    int window, precision;
+};
+
+// One pass over a frame or packed RGB image (conversion inside).
+struct VssResize {
+    VssSrc src;
+    vss_ptr dst;  // packed RGB out_w x out_h
+    VssTaps taps;
+    int out_w, out_h, vertical, pad_;
 };
 
 // One separable pass over a raw 8-bit plane of `channels` interleaved
@@ -51,10 +58,8 @@ struct VssResize {
 struct VssPlaneResize {
     vss_ptr src;
     vss_ptr dst;
-    vss_ptr starts;
-    vss_ptr counts;
-    vss_ptr weights;
-    int src_stride, channels, window, precision, out_w, out_h, vertical, pad_;
+    VssTaps taps;
+    int src_stride, channels, out_w, out_h, vertical, pad_;
 };
 
 // Normalise + patchify (Qwen2.5-VL pixel_values) from n_frames packed RGB
@@ -69,6 +74,18 @@ struct VssPatchify {
 
 __device__ __forceinline__ int vss_clamp8(int v) {
     return v < 0 ? 0 : (v > 255 ? 255 : v);
+}
+
+// Output index i's first input, tap count and weights.
+__device__ __forceinline__ const int *vss_taps(const VssTaps &t, int i, int *start, int *n) {
+    *start = ((const int *)t.starts)[i];
+    *n = ((const int *)t.counts)[i];
+    return (const int *)t.weights + (long long)i * t.window;
+}
+
+__device__ __forceinline__ vss_u8 vss_round(long long acc, int precision) {
+    long long v = (acc + (precision > 0 ? (1LL << (precision - 1)) : 0)) >> precision;
+    return (vss_u8)(v < 0 ? 0 : (v > 255 ? 255 : v));
 }
 
 __device__ __forceinline__ void vss_load(const VssSrc &s, int x, int y, int *rgb) {
@@ -114,10 +131,8 @@ extern "C" __global__ void vss_resize(VssResize a) {
     int x = blockIdx.x * blockDim.x + threadIdx.x;
     int y = blockIdx.y * blockDim.y + threadIdx.y;
     if (x >= a.out_w || y >= a.out_h) return;
-    int i = a.vertical ? y : x;
-    int start = ((const int *)a.starts)[i];
-    int n = ((const int *)a.counts)[i];
-    const int *w = (const int *)a.weights + (long long)i * a.window;
+    int start, n;
+    const int *w = vss_taps(a.taps, a.vertical ? y : x, &start, &n);
     long long acc[3] = {0, 0, 0};
     int rgb[3];
     for (int k = 0; k < n; k++) {
@@ -130,24 +145,17 @@ extern "C" __global__ void vss_resize(VssResize a) {
         acc[1] += wk * rgb[1];
         acc[2] += wk * rgb[2];
     }
-    long long round = a.precision > 0 ? (1LL << (a.precision - 1)) : 0;
     vss_u8 *o = (vss_u8 *)a.dst + ((long long)y * a.out_w + x) * 3;
-    for (int c = 0; c < 3; c++) {
-        long long v = (acc[c] + round) >> a.precision;
-        o[c] = (vss_u8)(v < 0 ? 0 : (v > 255 ? 255 : v));
-    }
+    for (int c = 0; c < 3; c++) o[c] = vss_round(acc[c], a.taps.precision);
 }
 
 extern "C" __global__ void vss_resize_plane(VssPlaneResize a) {
     int x = blockIdx.x * blockDim.x + threadIdx.x;
     int y = blockIdx.y * blockDim.y + threadIdx.y;
     if (x >= a.out_w || y >= a.out_h) return;
-    int i = a.vertical ? y : x;
-    int start = ((const int *)a.starts)[i];
-    int n = ((const int *)a.counts)[i];
-    const int *w = (const int *)a.weights + (long long)i * a.window;
+    int start, n;
+    const int *w = vss_taps(a.taps, a.vertical ? y : x, &start, &n);
     const vss_u8 *src = (const vss_u8 *)a.src;
-    long long round = a.precision > 0 ? (1LL << (a.precision - 1)) : 0;
     vss_u8 *o = (vss_u8 *)a.dst + ((long long)y * a.out_w + x) * a.channels;
     for (int c = 0; c < a.channels; c++) {
         long long acc = 0;
@@ -157,8 +165,7 @@ extern "C" __global__ void vss_resize_plane(VssPlaneResize a) {
                 : (long long)y * a.src_stride + (long long)(start + k) * a.channels;
             acc += (long long)w[k] * src[off + c];
         }
-        long long v = (acc + round) >> a.precision;
-        o[c] = (vss_u8)(v < 0 ? 0 : (v > 255 ? 255 : v));
+        o[c] = vss_round(acc, a.taps.precision);
     }
 }
 

@@ -55,17 +55,24 @@ pub struct ConvertArgs {
     pub dst: u64,
 }
 
+/// `VssTaps` in kernels.cu: a [`Taps`] table in device memory.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TapArgs {
+    pub starts: u64,
+    pub counts: u64,
+    pub weights: u64,
+    pub window: i32,
+    pub precision: i32,
+}
+
 /// `VssResize` in kernels.cu.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ResizeArgs {
     pub src: SrcArgs,
     pub dst: u64,
-    pub starts: u64,
-    pub counts: u64,
-    pub weights: u64,
-    pub window: i32,
-    pub precision: i32,
+    pub taps: TapArgs,
     pub out_w: i32,
     pub out_h: i32,
     pub vertical: i32,
@@ -78,13 +85,9 @@ pub struct ResizeArgs {
 pub struct PlaneResizeArgs {
     pub src: u64,
     pub dst: u64,
-    pub starts: u64,
-    pub counts: u64,
-    pub weights: u64,
+    pub taps: TapArgs,
     pub src_stride: i32,
     pub channels: i32,
-    pub window: i32,
-    pub precision: i32,
     pub out_w: i32,
     pub out_h: i32,
     pub vertical: i32,
@@ -437,6 +440,19 @@ fn upload_frame<E: Exec>(e: &mut E, f: &RawFrame) -> Result<(E::Buf, SrcArgs), S
     Ok((buf, src))
 }
 
+/// `taps` in device memory (uploaded once per executor).
+fn tap_args<E: Exec>(e: &mut E, taps: &Taps) -> Result<TapArgs, String> {
+    let base = e.constant(&taps.bytes())?;
+    let n = taps.len() as u64 * 4;
+    Ok(TapArgs {
+        starts: base,
+        counts: base + n,
+        weights: base + 2 * n,
+        window: taps.window as i32,
+        precision: taps.precision as i32,
+    })
+}
+
 /// Runs one pass of `taps` from `src` into `dst_addr` (`out_w` × `out_h`).
 fn resize_pass<E: Exec>(
     e: &mut E,
@@ -450,16 +466,11 @@ fn resize_pass<E: Exec>(
     } else {
         (taps.len() as i32, src.height)
     };
-    let base = e.constant(&taps.bytes())?;
-    let n = taps.len() as u64 * 4;
+    let taps = tap_args(e, taps)?;
     e.launch(&Launch::Resize(ResizeArgs {
         src,
         dst: dst_addr,
-        starts: base,
-        counts: base + n,
-        weights: base + 2 * n,
-        window: taps.window as i32,
-        precision: taps.precision as i32,
+        taps,
         out_w,
         out_h,
         vertical: i32::from(vertical),
@@ -521,18 +532,13 @@ fn plane_pass<E: Exec>(
     taps: &Taps,
     vertical: bool,
 ) -> Result<(), String> {
-    let base = e.constant(&taps.bytes())?;
-    let n = taps.len() as u64 * 4;
+    let taps = tap_args(e, taps)?;
     e.launch(&Launch::PlaneResize(PlaneResizeArgs {
         src,
         dst,
-        starts: base,
-        counts: base + n,
-        weights: base + 2 * n,
+        taps,
         src_stride: src_stride as i32,
         channels: channels as i32,
-        window: taps.window as i32,
-        precision: taps.precision as i32,
         out_w: out_w as i32,
         out_h: out_h as i32,
         vertical: i32::from(vertical),
@@ -806,9 +812,10 @@ mod tests {
         // kernels.cu: 3 pointers + 16 ints; the others append to it.
         assert_eq!(std::mem::size_of::<SrcArgs>(), 3 * 8 + 16 * 4);
         assert_eq!(std::mem::size_of::<ConvertArgs>(), 88 + 8);
-        assert_eq!(std::mem::size_of::<ResizeArgs>(), 88 + 4 * 8 + 6 * 4);
+        assert_eq!(std::mem::size_of::<TapArgs>(), 3 * 8 + 2 * 4);
+        assert_eq!(std::mem::size_of::<ResizeArgs>(), 88 + 8 + 32 + 4 * 4);
         assert_eq!(std::mem::size_of::<PatchifyArgs>(), 2 * 8 + 8 * 4 + 6 * 4);
-        assert_eq!(std::mem::size_of::<PlaneResizeArgs>(), 5 * 8 + 8 * 4);
+        assert_eq!(std::mem::size_of::<PlaneResizeArgs>(), 2 * 8 + 32 + 6 * 4);
     }
 
     #[test]
