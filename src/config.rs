@@ -550,28 +550,17 @@ mod tests {
         assert!(err.contains("api-key"), "{err}");
         let env = Env::from_pairs([("OPENAI_API_KEY", "sk-test-123")]);
         let r = resolve(&user(), env).unwrap();
+        let ep = r.endpoint.as_ref().unwrap();
         assert_eq!(r.backend, BackendKind::OpenAiCompat);
         assert_eq!(
-            r.endpoint.as_ref().unwrap().chat_url.as_str(),
+            ep.chat_url.as_str(),
             "https://api.openai.com/v1/chat/completions"
         );
-        assert_eq!(r.endpoint.as_ref().unwrap().model, "gpt-4o");
-        assert!(
-            !r.endpoint.as_ref().unwrap().model_explicit
-                && r.endpoint.as_ref().unwrap().is_openai()
-        );
-        assert_eq!(
-            r.endpoint
-                .as_ref()
-                .unwrap()
-                .api_key
-                .as_ref()
-                .unwrap()
-                .expose(),
-            "sk-test-123"
-        );
+        assert_eq!(ep.model, "gpt-4o");
+        assert!(!ep.model_explicit && ep.is_openai());
+        assert_eq!(ep.api_key.as_ref().unwrap().expose(), "sk-test-123");
         assert_eq!(r.num_frames, 10);
-        assert!(!r.endpoint.as_ref().unwrap().azure);
+        assert!(!ep.azure);
     }
 
     #[test]
@@ -589,25 +578,14 @@ mod tests {
             ("VLM_SYSTEM_PROMPT", "be brief"),
         ]);
         let r = resolve(&user(), env.clone()).unwrap();
+        let ep = r.endpoint.as_ref().unwrap();
         assert_eq!(
-            r.endpoint.as_ref().unwrap().chat_url.as_str(),
+            ep.chat_url.as_str(),
             "http://localhost:38011/v1/chat/completions"
         );
-        assert_eq!(r.endpoint.as_ref().unwrap().model, "Qwen2.5VL-7B-instruct");
-        assert!(
-            r.endpoint.as_ref().unwrap().model_explicit
-                && !r.endpoint.as_ref().unwrap().is_openai()
-        );
-        assert_eq!(
-            r.endpoint
-                .as_ref()
-                .unwrap()
-                .api_key
-                .as_ref()
-                .unwrap()
-                .expose(),
-            "k1"
-        );
+        assert_eq!(ep.model, "Qwen2.5VL-7B-instruct");
+        assert!(ep.model_explicit && !ep.is_openai());
+        assert_eq!(ep.api_key.as_ref().unwrap().expose(), "k1");
         assert_eq!((r.frame_width, r.frame_height), (640, 0));
         assert_eq!(r.num_frames, 6);
         assert_eq!(r.system_prompt.as_deref(), Some("be brief"));

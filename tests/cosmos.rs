@@ -17,15 +17,6 @@ fn tiny() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/qwen/tiny")
 }
 
-fn video(seconds: u64) -> Video {
-    Video {
-        width: 64,
-        height: 48,
-        fps: 10,
-        seconds,
-    }
-}
-
 fn props(dir: &Path, extra: &str) -> String {
     format!(
         "backend=cosmos-reason1 model-path={} chunk-duration=1 num-frames-per-chunk=4 max-tokens=12 {extra}",
@@ -43,7 +34,7 @@ fn texts(r: &Run) -> Vec<String> {
 
 #[test]
 fn one_deterministic_record_per_chunk() {
-    let v = video(3);
+    let v = Video::small(3);
     let r = run_video(&props(&tiny(), ""), &v, T);
     let recs = r.outputs().json();
     assert_eq!(recs.len(), 3, "{recs:?}");
@@ -176,7 +167,7 @@ fn bad_checkpoints_fail_at_ready_saying_what_was_found() {
 fn reasoning_prompt_and_parsing() {
     // The tiny model cannot follow instructions; check what reaches it and
     // that the run still yields one record per chunk.
-    let v = video(2);
+    let v = Video::small(2);
     let r = run_video(&props(&tiny(), "enable-reasoning=true"), &v, T);
     let recs = r.outputs().json();
     assert_eq!(recs.len(), 2);
@@ -190,7 +181,7 @@ fn reasoning_prompt_and_parsing() {
 
 #[test]
 fn bf16_weights_run_and_unknown_dtypes_are_refused() {
-    let v = video(2);
+    let v = Video::small(2);
     let r = run_video(&props(&tiny(), "dtype=bf16"), &v, T);
     let recs = r.outputs().json();
     assert_eq!(recs.len(), 2);

@@ -51,15 +51,6 @@ fn python(kind: &str) -> Option<String> {
     None
 }
 
-fn video(seconds: u64) -> Video {
-    Video {
-        width: 64,
-        height: 48,
-        fps: 10,
-        seconds,
-    }
-}
-
 fn texts(r: &Run) -> Vec<Value> {
     r.outputs()
         .json()
@@ -94,7 +85,7 @@ fn assert_colour(mean: &Value, rgb: [u8; 3], tol: f64, what: &str) {
 #[test]
 fn raw_frames_reach_a_torch_model_with_embeddings() {
     let Some(py) = python("torch") else { return };
-    let v = video(3);
+    let v = Video::small(3);
     let r = run_video(
         &format!(
             "backend=custom model-path={} python={py} chunk-duration=1 prompt=\"describe it\"",
@@ -160,7 +151,7 @@ fn raw_frames_reach_a_torch_model_with_embeddings() {
 #[test]
 fn numpy_only_python_gets_uint8_arrays_and_the_configs_set() {
     let Some(py) = python("numpy") else { return };
-    let v = video(2);
+    let v = Video::small(2);
     let r = run_video(
         &format!(
             "backend=custom model-path={} python={py} chunk-duration=1 num-frames-per-chunk=2 frame-width=16 \
@@ -206,7 +197,7 @@ fn numpy_only_python_gets_uint8_arrays_and_the_configs_set() {
 #[test]
 fn jpeg_mode_gives_a_list_of_jpeg_byte_arrays() {
     let Some(py) = python("numpy") else { return };
-    let v = video(2);
+    let v = Video::small(2);
     let r = run_video(
         &format!(
             "backend=custom model-path={} python={py} chunk-duration=1",
@@ -264,7 +255,7 @@ fn flaky(
 ) -> (Run, Video, PathBuf, PathBuf) {
     let dir = tmp(name);
     let (env, state) = flaky_env(&dir, plan);
-    let v = video(seconds);
+    let v = Video::small(seconds);
     let r = with_video(
         &format!(
             "backend=custom model-path={} python={py} env-file={} chunk-duration=1 {extra}",

@@ -12,15 +12,6 @@ use gst::prelude::*;
 
 const T: Duration = Duration::from_secs(60);
 
-fn small(seconds: u64) -> Video {
-    Video {
-        width: 64,
-        height: 48,
-        fps: 10,
-        seconds,
-    }
-}
-
 fn props(server: &MockServer, extra: &str) -> String {
     format!(
         "endpoint={} model-name=test-model api-key=sk-test-SECRET-123 max-retries=0 request-timeout=10 {extra}",
@@ -169,12 +160,7 @@ fn chunks_carry_their_own_frames_and_request_is_well_formed() {
 #[test]
 fn known_duration_spreads_the_last_chunk() {
     let server = MockServer::start();
-    let v = Video {
-        width: 64,
-        height: 48,
-        fps: 10,
-        seconds: 2,
-    };
+    let v = Video::small(2);
     let r = with_video(
         &props(&server, "chunk-duration=10 num-frames-per-chunk=3"),
         &v,
@@ -205,7 +191,7 @@ fn overlap_chunks_and_text_caps() {
             Reply::ok()
         }
     });
-    let v = small(5);
+    let v = Video::small(5);
     let r = Run::new(
         &props(
             &server,
@@ -274,7 +260,7 @@ fn records_leave_in_chunk_order_with_bounded_concurrency() {
             &server,
             "chunk-duration=1 num-frames-per-chunk=1 max-concurrency=3",
         ),
-        &small(6),
+        &Video::small(6),
         T,
     );
     let idx: Vec<u64> = r
@@ -323,7 +309,7 @@ fn failures_become_error_records_and_the_pipeline_goes_on() {
             "endpoint={} api-key=k max-retries=0 request-timeout=3 chunk-duration=1 num-frames-per-chunk=1 max-concurrency=8",
             server.url()
         ),
-        &small(7),
+        &Video::small(7),
         T,
     );
     let recs = r.outputs().json();
@@ -368,7 +354,7 @@ fn retries_429_and_5xx_then_succeeds() {
             "endpoint={} max-retries=3 chunk-duration=10 num-frames-per-chunk=2",
             server.url()
         ),
-        &small(1),
+        &Video::small(1),
         T,
     );
     let recs = r.outputs().json();
@@ -390,7 +376,7 @@ fn retries_429_and_5xx_then_succeeds() {
             "endpoint={} max-retries=2 chunk-duration=10 num-frames-per-chunk=1",
             server.url()
         ),
-        &small(1),
+        &Video::small(1),
         T,
     );
     let recs = r.outputs().json();
@@ -411,7 +397,7 @@ fn connection_refused_is_an_error_record() {
     };
     let r = run_video(
         &format!("endpoint=http://127.0.0.1:{port}/v1 chunk-duration=1 num-frames-per-chunk=1"),
-        &small(2),
+        &Video::small(2),
         T,
     );
     let recs = r.outputs().json();
@@ -444,7 +430,7 @@ fn azure_url_and_api_key_header() {
             "env-file={} chunk-duration=10 num-frames-per-chunk=1",
             env.display()
         ),
-        &small(1),
+        &Video::small(1),
         T,
     );
     let recs = r.outputs().json();
@@ -476,7 +462,7 @@ fn eos_drains_pending_and_times_out_into_error_records() {
             &server,
             "chunk-duration=1 num-frames-per-chunk=1 request-timeout=60 drain-timeout=1.5",
         ),
-        &small(3),
+        &Video::small(3),
         T,
     );
     assert!(t0.elapsed() < Duration::from_secs(20));
@@ -504,7 +490,7 @@ fn file_input_backpressure_loses_nothing() {
             &server,
             "chunk-duration=0.5 num-frames-per-chunk=1 max-concurrency=1 max-pending-chunks=1",
         ),
-        &small(4),
+        &Video::small(4),
         T,
     );
     let recs = r.outputs().json();
@@ -522,7 +508,7 @@ fn live_input_drops_oldest_when_behind() {
         content: None,
         delay: Duration::from_millis(700),
     });
-    let v = small(6);
+    let v = Video::small(6);
     let r = with_video(
         &props(
             &server,
@@ -587,7 +573,7 @@ fn flush_seek_discards_in_flight_work() {
         &server,
         "chunk-duration=1 num-frames-per-chunk=1 request-timeout=60",
     );
-    let r = stalled(&props, &small(3), &server, 2);
+    let r = stalled(&props, &Video::small(3), &server, 2);
     // A flushing seek from the application.
     let sink = r.element.static_pad("sink").unwrap();
     assert!(sink.send_event(gst::event::FlushStart::new()));
@@ -606,7 +592,7 @@ fn stopping_cancels_in_flight_requests_without_hanging() {
         &server,
         "chunk-duration=1 num-frames-per-chunk=1 request-timeout=0 max-concurrency=4",
     );
-    let r = stalled(&props, &small(3), &server, 2);
+    let r = stalled(&props, &Video::small(3), &server, 2);
     let t0 = Instant::now();
     r.pipeline.set_state(gst::State::Ready).unwrap();
     assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());

@@ -59,12 +59,7 @@ fn ready_error(props: &[(&str, &str)]) -> Option<String> {
 }
 
 fn one_chunk(props: &str) -> serde_json::Value {
-    let v = Video {
-        width: 64,
-        height: 48,
-        fps: 10,
-        seconds: 1,
-    };
+    let v = Video::small(1);
     let r = run_video(props, &v, Duration::from_secs(60));
     let recs = r.outputs().json();
     r.stop();

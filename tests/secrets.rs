@@ -14,15 +14,6 @@ use gst::prelude::*;
 
 const T: Duration = Duration::from_secs(60);
 
-fn small(seconds: u64) -> Video {
-    Video {
-        width: 64,
-        height: 48,
-        fps: 10,
-        seconds,
-    }
-}
-
 #[test]
 fn the_key_never_leaks() {
     init();
@@ -61,7 +52,7 @@ fn the_key_never_leaks() {
     // The key is set as a property, not typed into a launch line:
     // gst_parse_launch itself logs the whole description (GST_PIPELINE
     // category), which no element can prevent (see README).
-    let v = small(1);
+    let v = Video::small(1);
     let r = with_video(
         &format!(
             "endpoint={} chunk-duration=1 num-frames-per-chunk=1",
@@ -162,7 +153,7 @@ fn a_server_echoing_the_key_is_scrubbed() {
         &format!(
             "endpoint=http://127.0.0.1:{port}/v1 api-key={secret} chunk-duration=1 num-frames-per-chunk=1"
         ),
-        &small(1),
+        &Video::small(1),
         T,
     );
     let recs = r.outputs().json();

@@ -357,35 +357,27 @@ impl Exec for CudaExec {
             block_dim,
             shared_mem_bytes: 0,
         };
+        /// One kernel, one by-value struct argument.
+        fn go<T: DeviceRepr>(
+            stream: &CudaStream,
+            f: &CudaFunction,
+            arg: &T,
+            cfg: LaunchConfig,
+        ) -> Result<(), cudarc::driver::DriverError> {
+            let mut b = stream.launch_builder(f);
+            b.arg(arg);
+            // SAFETY: every argument struct matches its kernel's, and every
+            // address in it points into a live buffer of this context.
+            unsafe { b.launch(cfg) }.map(|_| ())
+        }
+        let s = &self.stream;
         let r = match l {
-            Launch::Convert(a) => {
-                let mut b = self.stream.launch_builder(&self.convert);
-                b.arg(a);
-                // SAFETY: the argument struct matches the kernel's, and every
-                // address in it points into a live buffer of this context.
-                unsafe { b.launch(cfg) }
-            }
-            Launch::Resize(a) => {
-                let mut b = self.stream.launch_builder(&self.resize);
-                b.arg(a);
-                // SAFETY: as above.
-                unsafe { b.launch(cfg) }
-            }
-            Launch::PlaneResize(a) => {
-                let mut b = self.stream.launch_builder(&self.resize_plane);
-                b.arg(a);
-                // SAFETY: as above.
-                unsafe { b.launch(cfg) }
-            }
-            Launch::Patchify(a) => {
-                let mut b = self.stream.launch_builder(&self.patchify);
-                b.arg(a);
-                // SAFETY: as above.
-                unsafe { b.launch(cfg) }
-            }
+            Launch::Convert(a) => go(s, &self.convert, a, cfg),
+            Launch::Resize(a) => go(s, &self.resize, a, cfg),
+            Launch::PlaneResize(a) => go(s, &self.resize_plane, a, cfg),
+            Launch::Patchify(a) => go(s, &self.patchify, a, cfg),
         };
-        r.map(|_| ())
-            .map_err(|e| format!("CUDA launch of {} failed: {e}", l.name()))
+        r.map_err(|e| format!("CUDA launch of {} failed: {e}", l.name()))
     }
 }
 

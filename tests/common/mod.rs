@@ -88,6 +88,18 @@ pub struct Video {
     pub seconds: u64,
 }
 
+impl Video {
+    /// The tests' usual clip: 64×48 at 10 fps.
+    pub fn small(seconds: u64) -> Video {
+        Video {
+            width: 64,
+            height: 48,
+            fps: 10,
+            seconds,
+        }
+    }
+}
+
 impl Run {
     /// `props` is a gst-launch property string for vsssummarize.
     /// `summary_caps`: capsfilter placed before the summary appsink ("" for none).
