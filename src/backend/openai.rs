@@ -4,17 +4,61 @@
 //!
 //! Frames are converted and JPEG-encoded on the calling dispatcher worker
 //! thread; only the HTTP exchange runs on the plugin's tokio runtime.
+//!
+//! Everything a server sends is untrusted: redirects are never followed (the
+//! key would go with them), answers are read up to [`MAX_RESPONSE_BYTES`],
+//! error texts are redacted before they are cut, and a bad field of an
+//! otherwise good answer costs only that field.
 
-use std::time::Duration;
+use std::borrow::Cow;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 use super::{Backend, Caption, ChunkJob, FrameOptions, GenParams};
-use crate::config::{BackendKind, EndpointConfig};
+use crate::config::{ApiKey, BackendKind, EndpointConfig};
 use crate::prompt::{chunk_prompt, split_reasoning};
 use crate::runtime::RUNTIME;
+
+/// Default of [`OpenAiOptions::server_wait`] (`server-wait`): how long
+/// requests keep retrying while the server refuses connections, e.g. while
+/// `vllm serve` is still loading the model (it opens its port only then).
+pub const DEFAULT_SERVER_WAIT: Duration = Duration::from_secs(120);
+
+/// The most bytes read from one answer. A longer one (a runaway or hostile
+/// server) ends the chunk with an error record instead of growing without
+/// bound; a chat completion is far smaller.
+pub const MAX_RESPONSE_BYTES: usize = 8 << 20;
+
+/// Of an error answer (non-2xx), only this much is read: enough for any
+/// error message.
+const MAX_ERROR_BODY_BYTES: usize = 64 << 10;
+
+/// Characters of raw server text (a body that is not a known error form)
+/// kept in an error record.
+const SNIPPET_CHARS: usize = 200;
+
+/// Characters of a server's own error message kept in an error record.
+const MESSAGE_CHARS: usize = 1000;
+
+/// Pooled keep-alive connections idle this long are dropped. It must stay
+/// well below the keep-alive timeouts of common servers (uvicorn, behind
+/// vLLM and most FastAPI servers: 5 s; nginx 75 s; Node 5 s): reusing a
+/// connection at the moment the server closes it makes the request fail
+/// (`connection closed before message completed` / `Connection reset by
+/// peer`). Such failures are retried, but each costs a backoff.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// `Retry-After` values are capped at this before they are converted.
+const RETRY_AFTER_CAP: Duration = Duration::from_secs(60);
 
 #[derive(Clone, Debug)]
 pub struct OpenAiOptions {
@@ -25,24 +69,75 @@ pub struct OpenAiOptions {
     pub prep: crate::gpu::FramePrep,
     /// Per attempt.
     pub request_timeout: Duration,
-    /// Retries after the first attempt, for 429, 5xx and timeouts.
+    /// Retries after the first attempt, for 429, 5xx, timeouts and failed
+    /// connections.
     pub max_retries: u32,
+    /// While connections are refused (the server is not up yet), requests
+    /// keep retrying, beyond `max_retries`, until the server has been
+    /// unreachable this long (`server-wait`); the time counts from the first
+    /// refused connection of any chunk and restarts once the server
+    /// answers. Zero: refused connections are retried like other failures.
+    pub server_wait: Duration,
+}
+
+/// Backoff between attempts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetryTiming {
+    /// Before the first retry; doubled for each further one …
+    pub first: Duration,
+    /// … up to this.
+    pub max: Duration,
+    /// A server's `Retry-After` is honoured up to this.
+    pub retry_after_cap: Duration,
+}
+
+impl Default for RetryTiming {
+    /// 0.5 s, 1 s, 2 s, 4 s, 8 s, 8 s …; `Retry-After` up to 60 s.
+    fn default() -> Self {
+        RetryTiming {
+            first: Duration::from_millis(500),
+            max: Duration::from_secs(8),
+            retry_after_cap: RETRY_AFTER_CAP,
+        }
+    }
+}
+
+impl RetryTiming {
+    /// The wait before retry `attempt` (1-based).
+    pub fn delay(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
+        if let Some(ra) = retry_after {
+            return ra.min(self.retry_after_cap);
+        }
+        let doubled = self
+            .first
+            .saturating_mul(1u32 << attempt.saturating_sub(1).min(20));
+        doubled.min(self.max)
+    }
 }
 
 pub struct OpenAiBackend {
-    net: std::sync::Arc<Net>,
+    net: Arc<Net>,
 }
 
 /// What the request futures on the runtime share with the backend.
 struct Net {
     opts: OpenAiOptions,
     client: reqwest::Client,
+    timing: RetryTiming,
+    /// Since when connections to the server have been refused, with no HTTP
+    /// answer since; shared by all chunks (see `server_wait`).
+    unreachable_since: Mutex<Option<Instant>>,
 }
 
 impl OpenAiBackend {
     pub fn new(opts: OpenAiOptions) -> Result<Self, String> {
         let mut builder = reqwest::Client::builder()
-            .user_agent(concat!("vsssummarize/", env!("CARGO_PKG_VERSION")));
+            .user_agent(concat!("vsssummarize/", env!("CARGO_PKG_VERSION")))
+            // Never: a redirect would carry the key (the Azure `api-key`
+            // header survives reqwest's cross-host redirects) and, for
+            // 307/308, the whole request to wherever the server points.
+            .redirect(reqwest::redirect::Policy::none())
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT);
         if !opts.request_timeout.is_zero() {
             builder = builder.timeout(opts.request_timeout);
         }
@@ -56,17 +151,65 @@ impl OpenAiBackend {
             })?;
         }
         Ok(OpenAiBackend {
-            net: std::sync::Arc::new(Net { opts, client }),
+            net: Arc::new(Net {
+                opts,
+                client,
+                timing: RetryTiming::default(),
+                unreachable_since: Mutex::new(None),
+            }),
         })
+    }
+
+    /// Replaces the backoff (tests use short ones).
+    pub fn with_retry_timing(self, timing: RetryTiming) -> Self {
+        let net = &self.net;
+        OpenAiBackend {
+            net: Arc::new(Net {
+                opts: net.opts.clone(),
+                client: net.client.clone(),
+                timing,
+                unreachable_since: Mutex::new(None),
+            }),
+        }
     }
 }
 
 impl Net {
+    fn key(&self) -> Option<&ApiKey> {
+        self.opts.endpoint.api_key.as_ref()
+    }
+
     fn scrub(&self, s: String) -> String {
-        match &self.opts.endpoint.api_key {
+        match self.key() {
             Some(k) => k.scrub(&s),
             None => s,
         }
+    }
+
+    /// Server text for an error record: redacted, then cut.
+    fn snippet(&self, s: &str, max_chars: usize) -> String {
+        snippet_with(s, max_chars, self.key())
+    }
+
+    fn url(&self) -> String {
+        url_for_log(&self.opts.endpoint.chat_url)
+    }
+
+    /// The instant the server was first found unreachable (now, if it was not).
+    fn mark_unreachable(&self) -> Instant {
+        let mut g = self
+            .unreachable_since
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        *g.get_or_insert_with(Instant::now)
+    }
+
+    /// The server answered (any HTTP status): it is reachable.
+    fn mark_reachable(&self) {
+        *self
+            .unreachable_since
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = None;
     }
 }
 
@@ -109,99 +252,693 @@ pub fn build_body(model: &str, gen: &GenParams, jpegs: &[Vec<u8>], text: &str) -
     body
 }
 
+// ---- Lenient parsing of a chat.completion ----
+//
+// Only the fields used are deserialized; everything else is skipped with
+// `IgnoredAny`, which does not range-check numbers, so e.g. a `1e400` in
+// `logprobs` or `usage` cannot discard the caption. The token counts are
+// read in passes of their own for the same reason.
+
+#[derive(Deserialize)]
+struct Completion {
+    #[serde(default)]
+    choices: Option<Vec<Choice>>,
+}
+
+#[derive(Deserialize)]
+struct Choice {
+    #[serde(default)]
+    message: Option<Message>,
+    #[serde(default)]
+    finish_reason: LooseStr,
+}
+
+#[derive(Deserialize)]
+struct Message {
+    #[serde(default)]
+    content: Content,
+    #[serde(default)]
+    reasoning_content: LooseStr,
+}
+
+/// A string, or `None` for anything else (skipped, not an error).
+#[derive(Default)]
+struct LooseStr(Option<String>);
+
+impl<'de> Deserialize<'de> for LooseStr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = LooseStr;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<LooseStr, E> {
+                Ok(LooseStr(Some(s.to_string())))
+            }
+            fn visit_string<E: de::Error>(self, s: String) -> Result<LooseStr, E> {
+                Ok(LooseStr(Some(s)))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<LooseStr, E> {
+                Ok(LooseStr(None))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<LooseStr, E> {
+                Ok(LooseStr(None))
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<LooseStr, E> {
+                Ok(LooseStr(None))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<LooseStr, E> {
+                Ok(LooseStr(None))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<LooseStr, E> {
+                Ok(LooseStr(None))
+            }
+            fn visit_none<E: de::Error>(self) -> Result<LooseStr, E> {
+                Ok(LooseStr(None))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<LooseStr, A::Error> {
+                while a.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(LooseStr(None))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<LooseStr, A::Error> {
+                while a.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(LooseStr(None))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `message.content`: a string, or content parts whose `text`s are joined;
+/// anything else is no text.
+#[derive(Default)]
+struct Content(String);
+
+impl<'de> Deserialize<'de> for Content {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        /// One content part: its `text`, if it is an object with one.
+        struct Part(Option<String>);
+        impl<'de> Deserialize<'de> for Part {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                #[derive(Deserialize)]
+                struct P {
+                    #[serde(default)]
+                    text: LooseStr,
+                }
+                // Objects are read as `P`; other values give no text.
+                struct V;
+                impl<'de> Visitor<'de> for V {
+                    type Value = Part;
+                    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                        f.write_str("a content part")
+                    }
+                    fn visit_map<A: MapAccess<'de>>(self, a: A) -> Result<Part, A::Error> {
+                        let p = P::deserialize(de::value::MapAccessDeserializer::new(a))?;
+                        Ok(Part(p.text.0))
+                    }
+                    fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Part, A::Error> {
+                        while a.next_element::<IgnoredAny>()?.is_some() {}
+                        Ok(Part(None))
+                    }
+                    fn visit_str<E: de::Error>(self, _: &str) -> Result<Part, E> {
+                        Ok(Part(None))
+                    }
+                    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Part, E> {
+                        Ok(Part(None))
+                    }
+                    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Part, E> {
+                        Ok(Part(None))
+                    }
+                    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Part, E> {
+                        Ok(Part(None))
+                    }
+                    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Part, E> {
+                        Ok(Part(None))
+                    }
+                    fn visit_unit<E: de::Error>(self) -> Result<Part, E> {
+                        Ok(Part(None))
+                    }
+                }
+                d.deserialize_any(V)
+            }
+        }
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Content;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("message content")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Content, E> {
+                Ok(Content(s.to_string()))
+            }
+            fn visit_string<E: de::Error>(self, s: String) -> Result<Content, E> {
+                Ok(Content(s))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Content, A::Error> {
+                let mut text = String::new();
+                while let Some(Part(t)) = a.next_element::<Part>()? {
+                    text.push_str(t.as_deref().unwrap_or_default());
+                }
+                Ok(Content(text))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Content, A::Error> {
+                while a.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Content::default())
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Content, E> {
+                Ok(Content::default())
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Content, E> {
+                Ok(Content::default())
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Content, E> {
+                Ok(Content::default())
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Content, E> {
+                Ok(Content::default())
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Content, E> {
+                Ok(Content::default())
+            }
+            fn visit_none<E: de::Error>(self) -> Result<Content, E> {
+                Ok(Content::default())
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A token count: a non-negative integer (or integral float); anything
+/// else counts as 0.
+#[derive(Default)]
+struct Count(u64);
+
+impl<'de> Deserialize<'de> for Count {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // Anything but a number is an error here, and the pass that reads
+        // this count yields 0.
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Count;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a token count")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Count, E> {
+                Ok(Count(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Count, E> {
+                Ok(Count(u64::try_from(v).unwrap_or(0)))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Count, E> {
+                // `as` saturates; NaN gives 0.
+                Ok(Count(if v.is_finite() && v >= 0.0 {
+                    v as u64
+                } else {
+                    0
+                }))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Deserialize)]
+struct PromptUsage {
+    #[serde(default)]
+    usage: Option<PromptTokens>,
+}
+#[derive(Deserialize)]
+struct PromptTokens {
+    #[serde(default)]
+    prompt_tokens: Option<Count>,
+}
+#[derive(Deserialize)]
+struct CompletionUsage {
+    #[serde(default)]
+    usage: Option<CompletionTokens>,
+}
+#[derive(Deserialize)]
+struct CompletionTokens {
+    #[serde(default)]
+    completion_tokens: Option<Count>,
+}
+
+/// Replaces `\uXXXX` escapes of lone UTF-16 surrogates (which serde_json
+/// rejects, discarding the whole answer) with `\ufffd`. Valid pairs and
+/// escaped backslashes are left alone.
+fn repair_lone_surrogates(s: &str) -> Cow<'_, str> {
+    fn hex4(b: &[u8], at: usize) -> Option<u32> {
+        let h = b.get(at..at + 4)?;
+        let h = std::str::from_utf8(h).ok()?;
+        if !h.bytes().all(|c| c.is_ascii_hexdigit()) {
+            return None;
+        }
+        u32::from_str_radix(h, 16).ok()
+    }
+    let b = s.as_bytes();
+    let mut out: Option<String> = None;
+    let mut done = 0;
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] != b'\\' {
+            i += 1;
+            continue;
+        }
+        if b.get(i + 1) != Some(&b'u') {
+            // Any other escape, `\\` included: skip both characters.
+            i += 2;
+            continue;
+        }
+        let Some(cp) = hex4(b, i + 2) else {
+            i += 2;
+            continue;
+        };
+        let lone = match cp {
+            0xD800..=0xDBFF => {
+                let low = b.get(i + 6) == Some(&b'\\')
+                    && b.get(i + 7) == Some(&b'u')
+                    && hex4(b, i + 8).is_some_and(|c| (0xDC00..=0xDFFF).contains(&c));
+                if low {
+                    i += 12;
+                    continue;
+                }
+                true
+            }
+            0xDC00..=0xDFFF => true,
+            _ => false,
+        };
+        if lone {
+            let o = out.get_or_insert_with(|| String::with_capacity(s.len()));
+            o.push_str(&s[done..i]);
+            o.push_str("\\ufffd");
+            done = i + 6;
+        }
+        i += 6;
+    }
+    match out {
+        None => Cow::Borrowed(s),
+        Some(mut o) => {
+            o.push_str(&s[done..]);
+            Cow::Owned(o)
+        }
+    }
+}
+
+/// The text of a body as the JSON parsers get it: invalid UTF-8 and lone
+/// surrogate escapes replaced by U+FFFD.
+fn repaired_text(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    repair_lone_surrogates(&text).into_owned()
+}
+
 /// Parses a chat.completion response body.
 pub fn parse_response(body: &[u8]) -> Result<Caption, String> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| {
-        format!(
-            "malformed response (not JSON: {e}): {}",
-            snippet(&String::from_utf8_lossy(body))
-        )
+    parse_completion(body, None)
+}
+
+/// [`parse_response`], with server text in errors redacted of `key`.
+fn parse_completion(body: &[u8], key: Option<&ApiKey>) -> Result<Caption, String> {
+    let text = repaired_text(body);
+    let r: Completion = serde_json::from_str(&text).map_err(|e| {
+        // serde's message can quote a value from the body.
+        let why = snippet_with(&e.to_string(), SNIPPET_CHARS, key);
+        let body = snippet_with(&text, SNIPPET_CHARS, key);
+        match e.classify() {
+            serde_json::error::Category::Data => format!("malformed response ({why}): {body}"),
+            _ => format!("malformed response (not JSON: {why}): {body}"),
+        }
     })?;
-    let choice = v
-        .get("choices")
-        .and_then(|c| c.as_array())
-        .ok_or_else(|| {
-            format!(
+    let Some(choices) = r.choices else {
+        // Some servers answer 200 with an error object.
+        let v = serde_json::from_str::<Value>(&text).ok();
+        return Err(match v.as_ref().and_then(json_error_message) {
+            Some(m) => format!(
+                "malformed response: no 'choices' array; the server says: {}",
+                snippet_with(&m, MESSAGE_CHARS, key)
+            ),
+            None => format!(
                 "malformed response: no 'choices' array: {}",
-                snippet(&v.to_string())
-            )
-        })?
-        .first()
+                snippet_with(&text, SNIPPET_CHARS, key)
+            ),
+        });
+    };
+    let choice = choices
+        .into_iter()
+        .next()
         .ok_or("empty response: 'choices' is empty")?;
-    let content = match choice.pointer("/message/content") {
-        Some(Value::String(s)) => s.clone(),
-        // Some servers answer with content parts.
-        Some(Value::Array(parts)) => parts
-            .iter()
-            .filter_map(|p| p.get("text").and_then(|t| t.as_str()))
-            .collect::<Vec<_>>()
-            .join(""),
-        _ => String::new(),
+    let (content, extra_reasoning) = match choice.message {
+        Some(m) => (m.content.0, m.reasoning_content.0),
+        None => (String::new(), None),
     };
     // vLLM's reasoning parsers put the thinking in a separate field.
-    let extra_reasoning = choice
-        .pointer("/message/reasoning_content")
-        .and_then(|r| r.as_str())
+    let extra_reasoning = extra_reasoning
+        .as_deref()
         .map(str::trim)
         .filter(|r| !r.is_empty())
         .map(str::to_string);
-    let (text, reasoning) = split_reasoning(&content);
-    if text.is_empty() {
+    let (text_out, reasoning) = split_reasoning(&content);
+    if text_out.is_empty() {
         let why = choice
-            .get("finish_reason")
-            .and_then(|f| f.as_str())
-            .map(|f| format!(" (finish_reason: {f})"))
+            .finish_reason
+            .0
+            .map(|f| format!(" (finish_reason: {})", snippet_with(&f, SNIPPET_CHARS, key)))
             .unwrap_or_default();
         return Err(format!("empty response: the model returned no text{why}"));
     }
-    let usage = |k: &str| {
-        v.pointer(&format!("/usage/{k}"))
-            .and_then(|x| x.as_u64())
-            .unwrap_or(0)
-    };
+    let input_tokens = serde_json::from_str::<PromptUsage>(&text)
+        .ok()
+        .and_then(|u| u.usage?.prompt_tokens)
+        .unwrap_or_default()
+        .0;
+    let output_tokens = serde_json::from_str::<CompletionUsage>(&text)
+        .ok()
+        .and_then(|u| u.usage?.completion_tokens)
+        .unwrap_or_default()
+        .0;
     Ok(Caption {
-        text,
+        text: text_out,
         reasoning: extra_reasoning.or(reasoning),
-        input_tokens: usage("prompt_tokens"),
-        output_tokens: usage("completion_tokens"),
+        input_tokens,
+        output_tokens,
         ..Default::default()
     })
 }
 
-fn snippet(s: &str) -> String {
+/// The first `max_chars` characters of `s` (trimmed), `…` when cut.
+fn truncate(s: &str, max_chars: usize) -> (String, bool) {
     let s = s.trim();
-    if s.chars().count() > 200 {
-        s.chars().take(200).collect::<String>() + "…"
-    } else {
-        s.to_string()
+    match s.char_indices().nth(max_chars) {
+        Some((at, _)) => (s[..at].to_string(), true),
+        None => (s.to_string(), false),
     }
+}
+
+/// Server text for an error record: the key redacted everywhere, then cut to
+/// `max_chars`, then any start of the key left at the cut redacted too.
+fn snippet_with(s: &str, max_chars: usize, key: Option<&ApiKey>) -> String {
+    let scrubbed;
+    let s = match key {
+        Some(k) => {
+            scrubbed = k.scrub(s);
+            scrubbed.as_str()
+        }
+        None => s,
+    };
+    let (cut, was_cut) = truncate(s, max_chars);
+    if !was_cut {
+        return cut;
+    }
+    let cut = match key {
+        Some(k) => k.scrub_cut(&cut),
+        None => cut,
+    };
+    cut + "…"
+}
+
+/// The message in a JSON error body: `error.message` (OpenAI, vLLM), `error`
+/// as a string (TGI, some proxies), `message`, or `detail` (FastAPI; its
+/// 422 list reads `body.top_k: Extra inputs are not permitted`).
+pub fn json_error_message(v: &Value) -> Option<String> {
+    fn text(v: Option<&Value>) -> Option<String> {
+        v?.as_str()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+    }
+    fn detail(d: &Value) -> Option<String> {
+        match d {
+            Value::String(_) => text(Some(d)),
+            Value::Array(items) => {
+                let parts: Vec<String> = items
+                    .iter()
+                    .filter_map(|it| match it {
+                        Value::String(_) => text(Some(it)),
+                        Value::Object(_) => {
+                            let msg = text(it.get("msg")).or_else(|| text(it.get("message")))?;
+                            let loc = it
+                                .get("loc")
+                                .and_then(Value::as_array)
+                                .map(|l| {
+                                    l.iter()
+                                        .map(|p| match p {
+                                            Value::String(s) => s.clone(),
+                                            other => other.to_string(),
+                                        })
+                                        .collect::<Vec<_>>()
+                                        .join(".")
+                                })
+                                .filter(|l| !l.is_empty());
+                            Some(match loc {
+                                Some(l) => format!("{l}: {msg}"),
+                                None => msg,
+                            })
+                        }
+                        _ => None,
+                    })
+                    .collect();
+                (!parts.is_empty()).then(|| parts.join("; "))
+            }
+            Value::Object(_) => text(d.get("message")).or_else(|| text(d.get("msg"))),
+            _ => None,
+        }
+    }
+    text(v.pointer("/error/message"))
+        .or_else(|| text(v.get("error")))
+        .or_else(|| text(v.get("message")))
+        .or_else(|| detail(v.get("detail")?))
+}
+
+/// Request fields we send, and the element property each comes from.
+const SENT_FIELDS: [(&str, &str); 6] = [
+    ("top_k", "top-k: set top-k=0 to stop sending it"),
+    ("seed", "seed: set seed=-1 to stop sending it"),
+    ("max_tokens", "max-tokens"),
+    ("temperature", "temperature"),
+    ("top_p", "top-p"),
+    ("model", "model-name"),
+];
+
+/// Whether `word` occurs in `text` as a whole identifier (`model's` is not
+/// the field `model`).
+fn names_field(text: &str, word: &str) -> bool {
+    let is_ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    text.match_indices(word).any(|(at, _)| {
+        let before = text[..at].chars().next_back();
+        let mut after = text[at + word.len()..].chars();
+        let next = after.next();
+        let possessive = next == Some('\'') && after.next().is_some_and(|c| c.is_alphabetic());
+        !before.is_some_and(is_ident) && !next.is_some_and(is_ident) && !possessive
+    })
+}
+
+/// What to do about an HTTP error status, given the server's message.
+fn status_hint(status: u16, azure: bool, message: &str) -> String {
+    match status {
+        401 | 403 if azure => {
+            " (check api-key / AZURE_OPENAI_API_KEY / VIA_VLM_API_KEY / OPENAI_API_KEY)".into()
+        }
+        401 | 403 => " (check api-key / VIA_VLM_API_KEY / OPENAI_API_KEY)".into(),
+        404 => " (check endpoint and model-name: the endpoint is the API's base URL, for vLLM, NIM and transformers serve http://host:port/v1)".into(),
+        400 | 422 => {
+            let named: Vec<String> = SENT_FIELDS
+                .iter()
+                .filter(|(f, _)| names_field(message, f))
+                .map(|(f, p)| format!("`{f}` comes from the property {p}"))
+                .collect();
+            if named.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", named.join("; "))
+            }
+        }
+        _ => String::new(),
+    }
+}
+
+/// Durations for error texts, meaningful at any scale: `0.1 ms`, `250 ms`,
+/// `1.5 s`, `120 s`.
+pub fn format_duration(d: Duration) -> String {
+    fn trimmed(x: f64, decimals: usize) -> String {
+        let s = format!("{x:.decimals$}");
+        if s.contains('.') {
+            s.trim_end_matches('0').trim_end_matches('.').to_string()
+        } else {
+            s
+        }
+    }
+    if d.is_zero() {
+        return "0 s".into();
+    }
+    let s = d.as_secs_f64();
+    if s >= 1.0 {
+        return format!("{} s", trimmed(s, 1));
+    }
+    let ms = s * 1e3;
+    if ms >= 10.0 {
+        format!("{} ms", trimmed(ms, 0))
+    } else if ms >= 1.0 {
+        format!("{} ms", trimmed(ms, 1))
+    } else if ms >= 0.001 {
+        format!("{} ms", trimmed(ms, 3))
+    } else {
+        format!("{} ns", d.as_nanos())
+    }
+}
+
+/// `n` bytes, in MiB when whole.
+fn format_bytes(n: usize) -> String {
+    if n >= 1 << 20 && n % (1 << 20) == 0 {
+        format!("{} MiB", n >> 20)
+    } else {
+        format!("{n} bytes")
+    }
+}
+
+fn too_large(url: &str) -> String {
+    format!(
+        "the response from {url} exceeded {}, the most vsssummarize reads of an answer (is endpoint a chat-completions API?)",
+        format_bytes(MAX_RESPONSE_BYTES)
+    )
 }
 
 /// Backoff before retry `attempt` (1-based): 0.5 s, 1 s, 2 s … capped at 8 s,
 /// or the server's `Retry-After` (capped at 60 s) when it sent one.
 pub fn retry_delay(attempt: u32, retry_after: Option<Duration>) -> Duration {
-    if let Some(ra) = retry_after {
-        return ra.min(Duration::from_secs(60));
-    }
-    let ms = 500u64.saturating_mul(1u64 << (attempt.saturating_sub(1)).min(4));
-    Duration::from_millis(ms.min(8000))
+    RetryTiming::default().delay(attempt, retry_after)
 }
 
-/// `Retry-After` in seconds (the HTTP-date form is not used by the APIs we target).
+/// `Retry-After` in seconds (the HTTP-date form is not used by the APIs we
+/// target). Not a finite number ≥ 0: ignored; capped at 60 s.
 pub fn parse_retry_after(v: &str) -> Option<Duration> {
-    v.trim()
-        .parse::<f64>()
-        .ok()
-        .filter(|s| s.is_finite() && *s >= 0.0)
-        .map(Duration::from_secs_f64)
+    let s = v.trim().parse::<f64>().ok()?;
+    if !(s.is_finite() && s >= 0.0) {
+        return None;
+    }
+    secs_f64(s.min(RETRY_AFTER_CAP.as_secs_f64()))
+}
+
+/// Seconds to a `Duration`, `None` where `Duration::from_secs_f64` would
+/// panic (negative, NaN, too large).
+fn secs_f64(s: f64) -> Option<Duration> {
+    Duration::try_from_secs_f64(s).ok()
 }
 
 enum Attempt {
     Done(Result<Caption, String>),
+    /// A transient failure: retried up to `max_retries`.
     Retry(String, Option<Duration>),
+    /// The connection was refused: the server is not (yet) listening.
+    Refused(String),
+}
+
+/// How a transport error is handled.
+#[derive(Debug, PartialEq, Eq)]
+enum Failure {
+    Refused,
+    Transient,
+    Permanent,
+}
+
+fn classify(e: &reqwest::Error) -> Failure {
+    use std::io::ErrorKind as K;
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    let mut closed = false;
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            match io.kind() {
+                K::ConnectionRefused => return Failure::Refused,
+                K::ConnectionReset
+                | K::ConnectionAborted
+                | K::BrokenPipe
+                | K::UnexpectedEof
+                | K::NotConnected
+                | K::TimedOut
+                | K::Interrupted => return Failure::Transient,
+                // TLS and other protocol errors: retrying will not help.
+                K::InvalidData => return Failure::Permanent,
+                _ => {}
+            }
+        }
+        // hyper's IncompleteMessage: a kept-alive connection the server
+        // closed as the request went out (hyper is not a direct dependency,
+        // so by its stable text).
+        let t = err.to_string();
+        if t.contains("connection closed before message completed")
+            || t.contains("IncompleteMessage")
+        {
+            closed = true;
+        }
+        cur = err.source();
+    }
+    if closed || e.is_connect() {
+        // DNS failures, unreachable networks, connections closed early.
+        Failure::Transient
+    } else {
+        Failure::Permanent
+    }
+}
+
+/// Reads the body up to `limit` bytes. `Ok((bytes, false))`: all of it;
+/// `Ok((first limit bytes, true))`: there was more (not read).
+async fn read_limited(
+    resp: &mut reqwest::Response,
+    limit: usize,
+) -> Result<(Vec<u8>, bool), reqwest::Error> {
+    let mut buf = Vec::new();
+    while let Some(chunk) = resp.chunk().await? {
+        if buf.len() + chunk.len() > limit {
+            let room = limit - buf.len();
+            buf.extend_from_slice(&chunk[..room]);
+            return Ok((buf, true));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok((buf, false))
 }
 
 impl Net {
+    /// A failed send or body read.
+    fn transport_error(&self, e: reqwest::Error, reading: bool) -> Attempt {
+        let kind = classify(&e);
+        let timeout = e.is_timeout();
+        let e = e.without_url();
+        let cause = self.scrub(root_cause(&e));
+        let url = self.url();
+        if timeout {
+            let what = if reading {
+                "timed out reading the response"
+            } else {
+                "timed out"
+            };
+            return Attempt::Retry(
+                format!(
+                    "{what} after {} (request-timeout)",
+                    format_duration(self.opts.request_timeout)
+                ),
+                None,
+            );
+        }
+        let msg = if reading {
+            format!("reading the response from {url} failed: {cause}")
+        } else if e.is_connect() || kind == Failure::Refused {
+            let hint = match kind {
+                // `send` adds it: it knows whether the server was waited for.
+                Failure::Refused => "",
+                Failure::Transient => " (is the server running? check endpoint / VIA_VLM_ENDPOINT)",
+                Failure::Permanent => " (check endpoint / VIA_VLM_ENDPOINT)",
+            };
+            format!("cannot connect to {url}: {cause}{hint}")
+        } else {
+            format!("the request to {url} failed: {cause}")
+        };
+        match kind {
+            Failure::Refused => Attempt::Refused(msg),
+            Failure::Transient => Attempt::Retry(msg, None),
+            Failure::Permanent => Attempt::Done(Err(msg)),
+        }
+    }
+
     async fn attempt(&self, body: &[u8]) -> Attempt {
         let ep = &self.opts.endpoint;
         let mut req = self
@@ -215,111 +952,147 @@ impl Net {
             } else {
                 ("authorization", format!("Bearer {}", key.expose()))
             };
-            let mut hv = reqwest::header::HeaderValue::from_str(&value)
-                .expect("checked when the backend was created");
+            let mut hv = match reqwest::header::HeaderValue::from_str(&value) {
+                Ok(hv) => hv,
+                Err(_) => {
+                    return Attempt::Done(Err(
+                        "the API key is not a valid HTTP header value (check api-key / VIA_VLM_API_KEY / OPENAI_API_KEY)".into(),
+                    ))
+                }
+            };
             hv.set_sensitive(true);
             req = req.header(name, hv);
         }
-        let resp = match req.send().await {
+        let mut resp = match req.send().await {
             Ok(r) => r,
-            Err(e) if e.is_timeout() => {
-                return Attempt::Retry(
-                    format!(
-                        "timed out after {:.1} s (request-timeout)",
-                        self.opts.request_timeout.as_secs_f64()
-                    ),
-                    None,
-                )
-            }
-            Err(e) if e.is_connect() => {
-                return Attempt::Done(Err(format!(
-                    "cannot connect to {}: {} (is the server running? check endpoint / VIA_VLM_ENDPOINT)",
-                    url_for_log(&ep.chat_url),
-                    root_cause(&e)
-                )))
-            }
-            Err(e) => return Attempt::Done(Err(format!("request failed: {}", root_cause(&e)))),
+            Err(e) => return self.transport_error(e, false),
         };
+        self.mark_reachable();
+        let url = self.url();
         let status = resp.status();
+        if status.is_redirection() {
+            let location = resp.headers().get(reqwest::header::LOCATION).map(|v| {
+                match v.to_str().ok().map(|l| ep.chat_url.join(l.trim())) {
+                    Some(Ok(u)) => self.snippet(&url_for_log(&u), MESSAGE_CHARS),
+                    _ => "an unreadable Location".to_string(),
+                }
+            });
+            return Attempt::Done(Err(match location {
+                Some(l) => format!(
+                    "HTTP {status} from {url} redirects to {l}; vsssummarize does not follow redirects: set endpoint to the final URL"
+                ),
+                None => format!(
+                    "HTTP {status} from {url} (a redirect without a Location); vsssummarize does not follow redirects: set endpoint to the final URL"
+                ),
+            }));
+        }
         let retry_after = resp
             .headers()
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(parse_retry_after);
-        let bytes = match resp.bytes().await {
-            Ok(b) => b,
-            Err(e) if e.is_timeout() => {
-                return Attempt::Retry(
-                    format!(
-                        "timed out reading the response after {:.1} s (request-timeout)",
-                        self.opts.request_timeout.as_secs_f64()
-                    ),
-                    None,
-                )
-            }
-            Err(e) => {
-                return Attempt::Done(Err(format!(
-                    "reading the response failed: {}",
-                    root_cause(&e)
-                )))
-            }
+        let limit = if status.is_success() {
+            MAX_RESPONSE_BYTES
+        } else {
+            MAX_ERROR_BODY_BYTES
         };
-        if status.is_success() {
-            return Attempt::Done(parse_response(&bytes));
+        if status.is_success() && resp.content_length().is_some_and(|n| n > limit as u64) {
+            return Attempt::Done(Err(too_large(&url)));
         }
-        let detail = serde_json::from_slice::<Value>(&bytes)
-            .ok()
-            .and_then(|v| {
-                v.pointer("/error/message")
-                    .and_then(|m| m.as_str())
-                    .map(str::to_string)
-            })
-            .unwrap_or_else(|| snippet(&String::from_utf8_lossy(&bytes)));
-        let msg = format!(
-            "HTTP {} from {}: {}",
-            status,
-            url_for_log(&ep.chat_url),
-            detail
-        );
-        let hint = match status.as_u16() {
-            401 | 403 => " (check api-key / VIA_VLM_API_KEY / OPENAI_API_KEY)",
-            404 => " (check endpoint and model-name)",
-            _ => "",
+        let (bytes, more) = match read_limited(&mut resp, limit).await {
+            Ok(r) => r,
+            Err(e) => return self.transport_error(e, true),
         };
+        drop(resp);
+        if status.is_success() {
+            if more {
+                return Attempt::Done(Err(too_large(&url)));
+            }
+            return Attempt::Done(parse_completion(&bytes, self.key()));
+        }
+        let text = repaired_text(&bytes);
+        let message = serde_json::from_str::<Value>(&text)
+            .ok()
+            .as_ref()
+            .and_then(json_error_message);
+        let detail = match &message {
+            Some(m) => self.snippet(m, MESSAGE_CHARS),
+            None if text.trim().is_empty() => "(empty body)".to_string(),
+            None => self.snippet(&text, SNIPPET_CHARS),
+        };
+        let msg = format!("HTTP {status} from {url}: {detail}");
         if status.as_u16() == 429 || status.is_server_error() {
             Attempt::Retry(msg, retry_after)
         } else {
+            let hint = status_hint(status.as_u16(), ep.azure, &detail);
             Attempt::Done(Err(format!("{msg}{hint}")))
         }
     }
 
     async fn send(&self, body: Vec<u8>) -> Result<Caption, String> {
-        let mut attempt = 0u32;
+        let wait = self.opts.server_wait;
+        // Retries counted against max_retries.
+        let mut retries = 0u32;
+        // Waits for a server that refuses connections, within server_wait.
+        let mut refused_waits = 0u32;
         loop {
-            match self.attempt(&body).await {
+            let (msg, retry_after) = match self.attempt(&body).await {
                 Attempt::Done(r) => return r,
-                Attempt::Retry(msg, retry_after) => {
-                    if attempt >= self.opts.max_retries {
-                        return Err(if attempt == 0 {
-                            msg
-                        } else {
-                            format!("{msg} (gave up after {} attempts)", attempt + 1)
-                        });
+                Attempt::Retry(msg, retry_after) => (msg, retry_after),
+                Attempt::Refused(msg) if wait.is_zero() => (
+                    format!("{msg} (is the server running? check endpoint / VIA_VLM_ENDPOINT)"),
+                    None,
+                ),
+                Attempt::Refused(msg) => {
+                    let down = self.mark_unreachable().elapsed();
+                    if down < wait {
+                        refused_waits += 1;
+                        let d = self.timing.delay(refused_waits, None).min(wait - down);
+                        tokio::time::sleep(d).await;
+                        continue;
                     }
-                    attempt += 1;
-                    tokio::time::sleep(retry_delay(attempt, retry_after)).await;
+                    if refused_waits > 0 {
+                        // This chunk waited out server-wait itself.
+                        return Err(format!(
+                            "{msg}; the server did not come up within server-wait ({}) (is it running? check endpoint / VIA_VLM_ENDPOINT)",
+                            format_duration(wait)
+                        ));
+                    }
+                    // Down longer than server-wait already: normal retries.
+                    (
+                        format!(
+                            "{msg}; the server has been unreachable for {}, longer than server-wait ({}) (is it running? check endpoint / VIA_VLM_ENDPOINT)",
+                            format_duration(Duration::from_millis(down.as_millis() as u64)),
+                            format_duration(wait)
+                        ),
+                        None,
+                    )
                 }
+            };
+            if retries >= self.opts.max_retries {
+                return Err(if retries == 0 && refused_waits == 0 {
+                    msg
+                } else {
+                    format!(
+                        "{msg} (gave up after {} attempts)",
+                        retries + refused_waits + 1
+                    )
+                });
             }
+            retries += 1;
+            tokio::time::sleep(self.timing.delay(retries, retry_after)).await;
         }
     }
 }
 
-/// The URL without user info (which could carry credentials).
-fn url_for_log(u: &url::Url) -> String {
+/// The URL without user info, query and fragment (which could carry
+/// credentials).
+pub(crate) fn url_for_log(u: &url::Url) -> String {
     let mut u = u.clone();
     let _ = u.set_username("");
     let _ = u.set_password(None);
     u.set_query(None);
+    u.set_fragment(None);
     u.to_string()
 }
 
@@ -334,6 +1107,44 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
         cur = s.source();
     }
     parts.join(": ")
+}
+
+/// Polls a future, turning a panic inside it into an `Err` with the panic's
+/// message (instead of a task that just ends).
+struct CatchUnwind<F>(Pin<Box<F>>);
+
+impl<F: Future> Future for CatchUnwind<F> {
+    type Output = Result<F::Output, String>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let inner = self.0.as_mut();
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
+            Err(p) => Poll::Ready(Err(p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into()))),
+        }
+    }
+}
+
+/// Runs a request future on the plugin runtime and waits for it on this
+/// (non-runtime) thread.
+fn run_on_runtime(
+    fut: impl Future<Output = Result<Caption, String>> + Send + 'static,
+) -> Result<Caption, String> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    RUNTIME.spawn(async move {
+        let r = CatchUnwind(Box::pin(fut)).await.unwrap_or_else(|p| {
+            Err(format!(
+                "internal error in the openai-compat request: {p} (a bug: please report it)"
+            ))
+        });
+        let _ = tx.send(r);
+    });
+    rx.recv()
+        .unwrap_or_else(|_| Err("the request task ended unexpectedly".into()))
 }
 
 impl Backend for OpenAiBackend {
@@ -364,18 +1175,15 @@ impl Backend for OpenAiBackend {
         drop(jpegs);
         let body = serde_json::to_vec(&body).map_err(|e| format!("cannot serialize: {e}"))?;
 
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let cancel = cancel.clone();
         let this = self.net.clone();
-        RUNTIME.spawn(async move {
-            let r = tokio::select! {
+        let r = run_on_runtime(async move {
+            tokio::select! {
                 _ = cancel.cancelled() => Err("cancelled".to_string()),
-                r = this.send(body) => r.map_err(|e| this.scrub(e)),
-            };
-            let _ = tx.send(r);
+                r = this.send(body) => r,
+            }
         });
-        rx.recv()
-            .unwrap_or_else(|_| Err("the request task ended unexpectedly".into()))
+        r.map_err(|e| self.net.scrub(e))
     }
 }
 
@@ -443,13 +1251,116 @@ mod tests {
         let parts = br#"{"choices":[{"message":{"content":[{"type":"text","text":"a"},{"type":"text","text":"b"}],"reasoning_content":"r"}}]}"#;
         let c = parse_response(parts).unwrap();
         assert_eq!((c.text.as_str(), c.reasoning.as_deref()), ("ab", Some("r")));
+        // Parts that are not text objects add nothing.
+        let parts = br#"{"choices":[{"message":{"content":["x",1,null,{"type":"image_url"},{"text":"c"},{"text":5}]}}]}"#;
+        assert_eq!(parse_response(parts).unwrap().text, "c");
+        // A 200 that carries an error object.
+        let e = parse_response(br#"{"error":{"message":"model overloaded"}}"#).unwrap_err();
+        assert!(
+            e.contains("no 'choices' array; the server says: model overloaded"),
+            "{e}"
+        );
+        // Wrong types are "malformed", not "not JSON".
+        let e = parse_response(br#"{"choices":"x"}"#).unwrap_err();
+        assert!(e.starts_with("malformed response (invalid type"), "{e}");
+        // Server text quoted by serde or taken from a field is cut and redacted.
+        let key = ApiKey::new("sk-0123456789abcdefghij").unwrap();
+        let body = format!(
+            r#"{{"choices":"{}sk-0123456789abcdefghij"}}"#,
+            "v".repeat(100_000)
+        );
+        let e = parse_completion(body.as_bytes(), Some(&key)).unwrap_err();
+        assert!(e.len() < 1000 && !e.contains("sk-0123"), "{e}");
+        let body = format!(
+            r#"{{"choices":[{{"message":{{"content":""}},"finish_reason":"{}"}}]}}"#,
+            "f".repeat(100_000)
+        );
+        let e = parse_response(body.as_bytes()).unwrap_err();
+        assert!(e.starts_with("empty response") && e.len() < 1000, "{e}");
+    }
+
+    #[test]
+    fn a_bad_field_does_not_discard_the_caption() {
+        // An out-of-range token count: the caption stays, the count is 0.
+        let c = parse_response(
+            br#"{"choices":[{"message":{"content":"A cat."}}],"usage":{"prompt_tokens":7,"completion_tokens":1e400}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (c.text.as_str(), c.input_tokens, c.output_tokens),
+            ("A cat.", 7, 0)
+        );
+        let c = parse_response(
+            br#"{"choices":[{"message":{"content":"A cat."}}],"usage":{"prompt_tokens":-1e999,"completion_tokens":3}}"#,
+        )
+        .unwrap();
+        assert_eq!((c.input_tokens, c.output_tokens), (0, 3));
+        // Odd but harmless count forms.
+        let c = parse_response(
+            br#"{"choices":[{"message":{"content":"x"}}],"usage":{"prompt_tokens":12.0,"completion_tokens":"3"}}"#,
+        )
+        .unwrap();
+        assert_eq!((c.input_tokens, c.output_tokens), (12, 0));
+        let c =
+            parse_response(br#"{"choices":[{"message":{"content":"x"}}],"usage":null}"#).unwrap();
+        assert_eq!((c.input_tokens, c.output_tokens), (0, 0));
+        // Huge numbers in fields we do not read.
+        let c = parse_response(
+            br#"{"choices":[{"message":{"content":"x","extra":1e400},"logprobs":{"content":[{"logprob":-1e999}]}}],"created":1e400}"#,
+        )
+        .unwrap();
+        assert_eq!(c.text, "x");
+        // A lone surrogate (high or low) becomes U+FFFD; the rest is kept.
+        let c = parse_response(
+            br#"{"choices":[{"message":{"content":"a\ud800b \udc00c \ud83d\ude00 \\ud800"}}]}"#,
+        )
+        .unwrap();
+        assert_eq!(c.text, "a\u{FFFD}b \u{FFFD}c \u{1F600} \\ud800");
+        // A high surrogate at the very end of a string, and invalid UTF-8.
+        let mut body = br#"{"choices":[{"message":{"content":"q\uD800"}}]}"#.to_vec();
+        assert_eq!(parse_response(&body).unwrap().text, "q\u{FFFD}");
+        body.splice(36..36, [0xff]);
+        assert_eq!(parse_response(&body).unwrap().text, "q\u{FFFD}\u{FFFD}");
+        // Non-string reasoning / finish_reason are ignored.
+        let c = parse_response(
+            br#"{"choices":[{"message":{"content":"x","reasoning_content":{"a":1}},"finish_reason":7}]}"#,
+        )
+        .unwrap();
+        assert_eq!((c.text.as_str(), c.reasoning), ("x", None));
+    }
+
+    #[test]
+    fn surrogate_repair() {
+        assert!(matches!(repair_lone_surrogates("plain"), Cow::Borrowed(_)));
+        assert!(matches!(
+            repair_lone_surrogates(r#""\ud83d\ude00 \u00e9""#),
+            Cow::Borrowed(_)
+        ));
+        assert_eq!(repair_lone_surrogates(r#""\uDBFF""#), r#""\ufffd""#);
+        assert_eq!(
+            repair_lone_surrogates(r#""\ud800\u0041""#),
+            r#""\ufffd\u0041""#
+        );
+        assert_eq!(
+            repair_lone_surrogates(r#""\ud800\ud800\udc00""#),
+            r#""\ufffd\ud800\udc00""#
+        );
+        assert_eq!(repair_lone_surrogates(r#""\\ud800""#), r#""\\ud800""#);
+        assert_eq!(repair_lone_surrogates(r#""\\\ud800""#), r#""\\\ufffd""#);
+        assert_eq!(repair_lone_surrogates(r#""é\udfff""#), r#""é\ufffd""#);
+        assert_eq!(repair_lone_surrogates("\\u12"), "\\u12");
+        assert_eq!(repair_lone_surrogates("\\"), "\\");
     }
 
     #[test]
     fn retry_timing() {
         assert_eq!(retry_delay(1, None), Duration::from_millis(500));
         assert_eq!(retry_delay(2, None), Duration::from_millis(1000));
+        assert_eq!(retry_delay(3, None), Duration::from_millis(2000));
+        assert_eq!(retry_delay(4, None), Duration::from_millis(4000));
+        assert_eq!(retry_delay(5, None), Duration::from_millis(8000));
         assert_eq!(retry_delay(10, None), Duration::from_millis(8000));
+        assert_eq!(retry_delay(u32::MAX, None), Duration::from_millis(8000));
         assert_eq!(
             retry_delay(1, Some(Duration::from_secs(3))),
             Duration::from_secs(3)
@@ -458,13 +1369,201 @@ mod tests {
             retry_delay(1, Some(Duration::from_secs(600))),
             Duration::from_secs(60)
         );
+        let t = RetryTiming {
+            first: Duration::from_millis(10),
+            max: Duration::from_millis(25),
+            retry_after_cap: Duration::from_millis(5),
+        };
+        assert_eq!(t.delay(1, None), Duration::from_millis(10));
+        assert_eq!(t.delay(2, None), Duration::from_millis(20));
+        assert_eq!(t.delay(3, None), Duration::from_millis(25));
+        assert_eq!(
+            t.delay(1, Some(Duration::from_secs(60))),
+            Duration::from_millis(5)
+        );
         assert_eq!(parse_retry_after(" 2 "), Some(Duration::from_secs(2)));
+        assert_eq!(parse_retry_after("0.25"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_retry_after("0"), Some(Duration::ZERO));
         assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
     }
 
     #[test]
+    fn absurd_retry_after_values_neither_panic_nor_wait_long() {
+        // 1e30 s used to reach Duration::from_secs_f64 and panic.
+        assert_eq!(parse_retry_after("1e30"), Some(Duration::from_secs(60)));
+        assert_eq!(parse_retry_after("1e400"), None); // parses as inf
+        assert_eq!(parse_retry_after("inf"), None);
+        assert_eq!(parse_retry_after("infinity"), None);
+        assert_eq!(parse_retry_after("-inf"), None);
+        assert_eq!(parse_retry_after("nan"), None);
+        assert_eq!(parse_retry_after("NaN"), None);
+        assert_eq!(parse_retry_after("-1"), None);
+        assert_eq!(parse_retry_after("-0.0"), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("3600"), Some(Duration::from_secs(60)));
+        assert_eq!(secs_f64(1e30), None);
+        assert_eq!(secs_f64(f64::NAN), None);
+        assert_eq!(secs_f64(-1.0), None);
+        assert_eq!(secs_f64(1.5), Some(Duration::from_millis(1500)));
+    }
+
+    #[test]
+    fn a_panic_in_the_request_becomes_an_error() {
+        let e = run_on_runtime(async {
+            if std::hint::black_box(true) {
+                panic!("boom at the wire");
+            }
+            Ok(Caption::default())
+        })
+        .unwrap_err();
+        assert!(
+            e.contains("internal error in the openai-compat request: boom at the wire"),
+            "{e}"
+        );
+        // The runtime is still usable.
+        assert_eq!(
+            run_on_runtime(async { Ok(Caption::default()) }).unwrap(),
+            Caption::default()
+        );
+    }
+
+    #[test]
+    fn error_message_forms() {
+        let m = |s: &str| json_error_message(&serde_json::from_str(s).unwrap());
+        assert_eq!(
+            m(r#"{"error":{"message":"Incorrect API key","type":"invalid_request_error"}}"#)
+                .as_deref(),
+            Some("Incorrect API key")
+        );
+        assert_eq!(
+            m(r#"{"error":"Unexpected fields in the request: {'top_k'}"}"#).as_deref(),
+            Some("Unexpected fields in the request: {'top_k'}")
+        );
+        assert_eq!(
+            m(r#"{"object":"error","message":"The model `x` does not exist.","type":"NotFoundError","code":404}"#)
+                .as_deref(),
+            Some("The model `x` does not exist.")
+        );
+        assert_eq!(m(r#"{"detail":"Not Found"}"#).as_deref(), Some("Not Found"));
+        assert_eq!(
+            m(r#"{"detail":[{"type":"extra_forbidden","loc":["body","top_k"],"msg":"Extra inputs are not permitted","input":20},{"loc":["body","messages",0,"content"],"msg":"Field required"}]}"#)
+                .as_deref(),
+            Some("body.top_k: Extra inputs are not permitted; body.messages.0.content: Field required")
+        );
+        assert_eq!(
+            m(r#"{"detail":[{"msg":"bad"}, "also bad", 3]}"#).as_deref(),
+            Some("bad; also bad")
+        );
+        assert_eq!(
+            m(r#"{"detail":{"message":"nested"}}"#).as_deref(),
+            Some("nested")
+        );
+        // `error.message` wins over the others; empty strings do not count.
+        assert_eq!(
+            m(r#"{"error":{"message":"first"},"message":"second"}"#).as_deref(),
+            Some("first")
+        );
+        assert_eq!(
+            m(r#"{"error":{"message":"  "},"message":"second"}"#).as_deref(),
+            Some("second")
+        );
+        assert_eq!(m(r#"{"error":{"code":500}}"#), None);
+        assert_eq!(m(r#"{"detail":[]}"#), None);
+        assert_eq!(m(r#"[1,2]"#), None);
+    }
+
+    #[test]
+    fn hints_name_the_property_behind_a_rejected_field() {
+        let h = |m: &str| status_hint(400, false, m);
+        let e = h("Unexpected fields in the request: {'top_k'}");
+        assert!(
+            e.contains("(`top_k` comes from the property top-k: set top-k=0 to stop sending it)"),
+            "{e}"
+        );
+        let e = status_hint(422, false, "body.seed: Extra inputs are not permitted");
+        assert!(
+            e.contains("`seed` comes from the property seed: set seed=-1 to stop sending it"),
+            "{e}"
+        );
+        let e = h(
+            "'max_tokens' is too large: 5000. This model's maximum context length is 4096 tokens",
+        );
+        assert!(e.contains("max-tokens") && !e.contains("model-name"), "{e}");
+        assert!(h("temperature must be in [0, 2]").contains("property temperature"));
+        assert!(h("top_p must be <= 1").contains("property top-p"));
+        assert!(h("'model' is a required property").contains("model-name"));
+        let e = h("Unexpected fields: {'top_k', 'seed'}");
+        assert!(e.contains("top-k=0") && e.contains("seed=-1"), "{e}");
+        // Not whole words, or not a field: no hint.
+        assert_eq!(h("max_completion_tokens is not supported; use top_kx"), "");
+        assert_eq!(h("This model's context is full"), "");
+        assert_eq!(status_hint(500, false, "top_k"), "");
+        // Keys and endpoints.
+        assert!(status_hint(401, false, "").contains("api-key / VIA_VLM_API_KEY / OPENAI_API_KEY"));
+        assert!(!status_hint(401, false, "").contains("AZURE"));
+        for s in [401, 403] {
+            let e = status_hint(s, true, "");
+            assert!(
+                e.contains("api-key") && e.contains("AZURE_OPENAI_API_KEY"),
+                "{e}"
+            );
+        }
+        assert!(status_hint(404, false, "").contains("endpoint and model-name"));
+    }
+
+    #[test]
+    fn snippets_are_redacted_before_and_at_the_cut() {
+        let key_text = "sk-0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKL";
+        let key = ApiKey::new(key_text).unwrap();
+        // The whole key across character 200.
+        let body = format!("{}{key_text} tail", "x".repeat(180));
+        let s = snippet_with(&body, SNIPPET_CHARS, Some(&key));
+        assert!(s.contains("<redacted>") && !s.contains("sk-0123"), "{s}");
+        // A part of the key cut at character 200: its 10 characters at the
+        // cut are redacted too ...
+        let body = format!("{}{}!!!", "y".repeat(190), &key_text[..30]);
+        let s = snippet_with(&body, SNIPPET_CHARS, Some(&key));
+        assert_eq!(s, format!("{}<redacted>…", "y".repeat(190)));
+        // ... but not fewer than 8.
+        let body = format!("{}{}!!!", "y".repeat(193), &key_text[..30]);
+        let s = snippet_with(&body, SNIPPET_CHARS, Some(&key));
+        assert_eq!(s, format!("{}sk-0123…", "y".repeat(193)));
+        // Without a key: just cut.
+        let s = snippet_with(&"z".repeat(300), SNIPPET_CHARS, None);
+        assert_eq!(s.chars().count(), 201);
+        assert_eq!(snippet_with("  short  ", SNIPPET_CHARS, None), "short");
+    }
+
+    #[test]
+    fn durations_stay_meaningful_when_small() {
+        let f = format_duration;
+        assert_eq!(f(Duration::from_micros(100)), "0.1 ms");
+        assert_eq!(f(Duration::from_secs_f64(0.0001)), "0.1 ms");
+        assert_eq!(f(Duration::from_micros(1)), "0.001 ms");
+        assert_eq!(f(Duration::from_nanos(5)), "5 ns");
+        assert_eq!(f(Duration::from_micros(1500)), "1.5 ms");
+        assert_eq!(f(Duration::from_millis(250)), "250 ms");
+        assert_eq!(f(Duration::from_millis(1500)), "1.5 s");
+        assert_eq!(f(Duration::from_secs(120)), "120 s");
+        assert_eq!(f(Duration::from_secs(2)), "2 s");
+        assert_eq!(f(Duration::ZERO), "0 s");
+        assert_eq!(format_bytes(MAX_RESPONSE_BYTES), "8 MiB");
+        assert_eq!(format_bytes(1000), "1000 bytes");
+    }
+
+    #[test]
+    fn field_names_are_whole_words() {
+        assert!(names_field("{'top_k'}", "top_k"));
+        assert!(names_field("body.top_k: x", "top_k"));
+        assert!(names_field("top_k", "top_k"));
+        assert!(!names_field("top_kk", "top_k"));
+        assert!(!names_field("my_top_k", "top_k"));
+        assert!(!names_field("model's", "model"));
+        assert!(names_field("'model'", "model"));
+    }
+
+    #[test]
     fn log_url_drops_credentials() {
-        let u = url::Url::parse("http://user:pw@h:1/v1/chat/completions?api-version=1").unwrap();
+        let u = url::Url::parse("http://user:pw@h:1/v1/chat/completions?api-version=1#f").unwrap();
         assert_eq!(url_for_log(&u), "http://h:1/v1/chat/completions");
     }
 }
