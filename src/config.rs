@@ -77,6 +77,34 @@ impl ApiKey {
         }
         text.replace(&self.0, "<redacted>")
     }
+
+    /// The fewest characters of the key's start that [`ApiKey::scrub_cut`]
+    /// redacts.
+    pub const MIN_CUT_PREFIX: usize = 8;
+
+    /// For a text that was cut short (after [`ApiKey::scrub`]): when it ends
+    /// with the start of the key, at least [`ApiKey::MIN_CUT_PREFIX`]
+    /// characters of it (what a cut through an echoed key leaves), that part
+    /// is replaced with `<redacted>`.
+    pub fn scrub_cut(&self, text: &str) -> String {
+        // Byte ends of the key's first 1, 2, … characters, longest first.
+        let ends = self
+            .0
+            .char_indices()
+            .skip(1)
+            .map(|(i, _)| i)
+            .chain([self.0.len()]);
+        let ends: Vec<usize> = ends.collect();
+        for (n, &end) in ends.iter().enumerate().rev() {
+            if n + 1 < Self::MIN_CUT_PREFIX {
+                break;
+            }
+            if let Some(kept) = text.strip_suffix(&self.0[..end]) {
+                return format!("{kept}<redacted>");
+            }
+        }
+        text.to_string()
+    }
 }
 
 impl fmt::Debug for ApiKey {
@@ -151,32 +179,52 @@ impl Env {
     }
 }
 
-/// Parses `.env` text: `export KEY=VALUE` or `KEY=VALUE` lines, `#` comments,
-/// blank lines, values optionally in single or double quotes (double quotes
-/// understand `\"` and `\\`). Unquoted values end at ` #`.
+/// Parses `.env` text: `export KEY=VALUE` or `KEY=VALUE` lines (`export` may
+/// be followed by spaces or tabs), `#` comments, blank lines, values
+/// optionally in single or double quotes (double quotes understand `\"`, `\\`
+/// and `\n`). Unquoted values end at ` #`. A UTF-8 byte-order mark at the
+/// start of the file (or of a line, as left by concatenating files) is
+/// ignored. Errors name the line and show invisible characters as `\u{..}`.
+///
+/// Values are taken literally: `$VAR` / `${VAR}` are not expanded. This is a
+/// hand-written parser on purpose. The `dotenvy` crate (0.15.7, the current
+/// release) was tried and rejected because it silently changes values that
+/// contain `$`:
+/// - an unbraced name stops at the first `_` (documented upstream, issues
+///   allan2/dotenvy#73 and #170): `K=$NGC_API_KEY` becomes the value of
+///   `$NGC` followed by `_API_KEY`, and every VSS variable name has a `_`;
+/// - `$` followed by letters or digits that name no variable vanishes, so a
+///   key such as `ab$1cd` becomes `ab`, and `a$$b` becomes `a`;
+/// - references are looked up in the real process environment before the
+///   file's own earlier lines (`A=file` then `B=$A` gives the process's `A`),
+///   unlike a shell and unlike this element (the file wins);
+/// - `K="x$VAR"` (a reference right before the closing quote) is rejected.
+///
+/// Its other gaps would have needed code here anyway: its line iterator keeps
+/// the BOM, its errors carry no line number and quote the whole value (which
+/// may be a secret), and it rejects unquoted values with spaces, which this
+/// parser (and docker compose's `env_file`) accept.
 pub fn parse_env_file(text: &str) -> Result<Vec<(String, String)>, String> {
     let mut out = Vec::new();
     for (lineno, raw) in text.lines().enumerate() {
-        let line = raw.trim();
+        let line = raw.trim_start_matches('\u{feff}').trim();
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let line = line
-            .strip_prefix("export ")
-            .map(str::trim_start)
-            .unwrap_or(line);
+        let line = strip_export(line);
         let Some((key, value)) = line.split_once('=') else {
             return Err(format!(
                 "line {}: expected KEY=VALUE, found '{}'",
                 lineno + 1,
-                truncate(line, 40)
+                visible(&truncate(line, 40))
             ));
         };
         let key = key.trim();
         if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
             return Err(format!(
-                "line {}: invalid variable name '{key}'",
-                lineno + 1
+                "line {}: invalid variable name '{}'",
+                lineno + 1,
+                visible(&truncate(key, 40))
             ));
         }
         let value = value.trim();
@@ -211,7 +259,7 @@ pub fn parse_env_file(text: &str) -> Result<Vec<(String, String)>, String> {
                 None => return Err(format!("line {}: unterminated single quote", lineno + 1)),
             }
         } else {
-            match value.find(" #") {
+            match value.find(" #").or_else(|| value.find("\t#")) {
                 Some(i) => value[..i].trim_end().to_string(),
                 None => value.to_string(),
             }
@@ -221,7 +269,44 @@ pub fn parse_env_file(text: &str) -> Result<Vec<(String, String)>, String> {
     Ok(out)
 }
 
-fn truncate(s: &str, n: usize) -> String {
+/// `export KEY=…` → `KEY=…` (`export` followed by spaces or tabs, as in a
+/// shell); `export=…` and `exporter=…` are left alone.
+fn strip_export(line: &str) -> &str {
+    match line.strip_prefix("export") {
+        Some(rest) if rest.starts_with([' ', '\t']) => rest.trim_start(),
+        _ => line,
+    }
+}
+
+/// `s` with control and invisible characters (BOM, zero-width and unusual
+/// spaces) written as `\u{XXXX}`, so an error message shows what is there.
+pub(crate) fn visible(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        // No-break and odd-width spaces, soft hyphen, zero-width and
+        // direction marks, separators, word joiners, BOM.
+        let invisible = c.is_control()
+            || matches!(
+                c,
+                '\u{a0}'
+                    | '\u{ad}'
+                    | '\u{2000}'..='\u{200f}'
+                    | '\u{2028}'..='\u{202f}'
+                    | '\u{205f}'..='\u{206f}'
+                    | '\u{3000}'
+                    | '\u{feff}'
+            );
+        if invisible {
+            out.push_str(&format!("\\u{{{:04x}}}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// At most `n` characters of `s`, `…` marking a cut.
+pub(crate) fn truncate(s: &str, n: usize) -> String {
     if s.chars().count() <= n {
         s.to_string()
     } else {
@@ -252,6 +337,9 @@ pub const DEFAULT_MODEL: &str = "gpt-4o";
 /// GA Azure OpenAI data-plane version used when none is configured.
 pub const DEFAULT_AZURE_API_VERSION: &str = "2024-10-21";
 
+/// [`Resolved::endpoint_source`] when nothing named an endpoint.
+pub const DEFAULT_SOURCE: &str = "the default endpoint (nothing set)";
+
 /// How to reach the chat-completions endpoint.
 #[derive(Clone, Debug, PartialEq)]
 pub struct EndpointConfig {
@@ -280,6 +368,9 @@ fn is_openai_host(host: &str) -> bool {
 #[derive(Clone, Debug)]
 pub struct Resolved {
     pub backend: BackendKind,
+    /// openai-compat: where the endpoint came from (for the INFO line that
+    /// says which endpoint is used, and why).
+    pub endpoint_source: Option<&'static str>,
     /// The chat-completions endpoint; resolved (and checked) only for
     /// `openai-compat`.
     pub endpoint: Option<EndpointConfig>,
@@ -300,15 +391,75 @@ pub struct Resolved {
     pub env: Env,
 }
 
-fn parse_u32_var(env: &Env, key: &str) -> Result<Option<u32>, String> {
-    match env.get(key) {
-        None => Ok(None),
-        Some(v) => {
-            v.trim().parse::<u32>().map(Some).map_err(|_| {
-                format!("environment variable {key}='{v}' is not a non-negative integer")
-            })
+/// Most frames in one chunk (256): the maximum of the `num-frames-per-chunk`
+/// property and of VLM_DEFAULT_NUM_FRAMES_PER_CHUNK; the same number as the
+/// chunker's own limit, of which it is an alias.
+pub const MAX_FRAMES_PER_CHUNK: u32 = crate::chunker::MAX_FRAMES_PER_CHUNK;
+/// Largest frame width or height sent to the model: the maximum of the
+/// `frame-width` / `frame-height` properties and of VLM_INPUT_WIDTH /
+/// VLM_INPUT_HEIGHT.
+pub const MAX_FRAME_SIZE: u32 = 16384;
+
+/// A numeric variable with the same bounds as the property that overrides it.
+struct NumVar {
+    key: &'static str,
+    property: &'static str,
+    min: u32,
+    max: u32,
+    /// What 0 (or an empty value) means.
+    zero: &'static str,
+}
+
+const NUM_FRAMES_VAR: NumVar = NumVar {
+    key: "VLM_DEFAULT_NUM_FRAMES_PER_CHUNK",
+    property: "num-frames-per-chunk",
+    min: 1,
+    max: MAX_FRAMES_PER_CHUNK,
+    zero: "0 or empty: the backend's default",
+};
+const WIDTH_VAR: NumVar = NumVar {
+    key: "VLM_INPUT_WIDTH",
+    property: "frame-width",
+    min: 0,
+    max: MAX_FRAME_SIZE,
+    zero: "0: native, or keep the aspect ratio",
+};
+const HEIGHT_VAR: NumVar = NumVar {
+    key: "VLM_INPUT_HEIGHT",
+    property: "frame-height",
+    min: 0,
+    max: MAX_FRAME_SIZE,
+    zero: "0: native, or keep the aspect ratio",
+};
+
+/// The variable's value: None when unset or empty; 0 is passed through (its
+/// meaning is the caller's); anything else must lie in `min..=max`.
+fn parse_num_var(env: &Env, var: &NumVar) -> Result<Option<u32>, String> {
+    let Some(raw) = env.get(var.key) else {
+        return Ok(None);
+    };
+    let v = raw.trim();
+    let shown = visible(&truncate(v, 40));
+    let allowed = format!("{} to {} ({})", var.min, var.max, var.zero);
+    let unsigned = v.strip_prefix('+').unwrap_or(v);
+    let digits = !unsigned.is_empty() && unsigned.bytes().all(|b| b.is_ascii_digit());
+    let n = match v.parse::<u32>() {
+        Ok(n) => n,
+        Err(_) if digits => u32::MAX, // too large for u32: out of range below
+        Err(_) => {
+            return Err(format!(
+                "environment variable {}='{shown}' is not a non-negative integer (allowed: {allowed}); fix it or set the {} property, which overrides it",
+                var.key, var.property
+            ))
         }
+    };
+    if n != 0 && !(var.min..=var.max).contains(&n) {
+        return Err(format!(
+            "environment variable {}='{shown}' is out of range: allowed {allowed}; fix it or set the {} property, which overrides it",
+            var.key, var.property
+        ));
     }
+    Ok(Some(n))
 }
 
 /// Resolves the user's settings against the environment. Errors name the
@@ -340,18 +491,18 @@ pub fn resolve(user: &UserSettings, process_env: Env) -> Result<Resolved, String
 
     let (num_frames, num_frames_explicit) = match user.num_frames {
         Some(n) if n > 0 => (n, true),
-        _ => match parse_u32_var(&env, "VLM_DEFAULT_NUM_FRAMES_PER_CHUNK")? {
+        _ => match parse_num_var(&env, &NUM_FRAMES_VAR)? {
             Some(n) if n > 0 => (n, true),
             _ => (backend.default_frames(), false),
         },
     };
     let width = match user.frame_width {
         Some(w) => Some(w),
-        None => parse_u32_var(&env, "VLM_INPUT_WIDTH")?,
+        None => parse_num_var(&env, &WIDTH_VAR)?,
     };
     let height = match user.frame_height {
         Some(h) => Some(h),
-        None => parse_u32_var(&env, "VLM_INPUT_HEIGHT")?,
+        None => parse_num_var(&env, &HEIGHT_VAR)?,
     };
     let frame_size_explicit = width.is_some_and(|w| w > 0) || height.is_some_and(|h| h > 0);
     let (frame_width, frame_height) = (width.unwrap_or(0), height.unwrap_or(0));
@@ -382,6 +533,7 @@ pub fn resolve(user: &UserSettings, process_env: Env) -> Result<Resolved, String
 
     Ok(Resolved {
         backend,
+        endpoint_source: endpoint.as_ref().map(|_| endpoint_choice(user, &env).1),
         endpoint,
         model_path,
         model_root_dir,
@@ -396,26 +548,31 @@ pub fn resolve(user: &UserSettings, process_env: Env) -> Result<Resolved, String
     })
 }
 
-fn resolve_endpoint(user: &UserSettings, env: &Env) -> Result<EndpointConfig, String> {
-    let azure_env = env.get("AZURE_OPENAI_ENDPOINT");
-    // The endpoint property wins; then VSS's rule (AZURE_OPENAI_ENDPOINT selects
-    // Azure), then VIA_VLM_ENDPOINT, then OpenAI.
-    let (raw, source) = if let Some(e) = user.endpoint.as_deref().filter(|s| !s.is_empty()) {
+/// Where the endpoint comes from: the property, then VSS's rule
+/// (AZURE_OPENAI_ENDPOINT selects Azure), then VIA_VLM_ENDPOINT, then
+/// OpenAI's API ([`DEFAULT_SOURCE`]). Returns (URL text, source).
+fn endpoint_choice(user: &UserSettings, env: &Env) -> (String, &'static str) {
+    if let Some(e) = user.endpoint.as_deref().filter(|s| !s.is_empty()) {
         (e.to_string(), "the endpoint property")
-    } else if let Some(e) = azure_env {
+    } else if let Some(e) = env.get("AZURE_OPENAI_ENDPOINT") {
         (e.to_string(), "environment variable AZURE_OPENAI_ENDPOINT")
     } else if let Some(e) = env.get("VIA_VLM_ENDPOINT") {
         (e.to_string(), "environment variable VIA_VLM_ENDPOINT")
     } else {
-        (DEFAULT_ENDPOINT.to_string(), "the default endpoint")
-    };
+        (DEFAULT_ENDPOINT.to_string(), DEFAULT_SOURCE)
+    }
+}
+
+fn resolve_endpoint(user: &UserSettings, env: &Env) -> Result<EndpointConfig, String> {
+    let azure_env = env.get("AZURE_OPENAI_ENDPOINT");
+    let (raw, source) = endpoint_choice(user, env);
 
     let url = url::Url::parse(raw.trim()).map_err(|e| {
         format!("cannot parse endpoint '{raw}' from {source}: {e}; expected e.g. http://localhost:8000/v1")
     })?;
     if url.scheme() != "http" && url.scheme() != "https" {
         return Err(format!(
-            "endpoint '{raw}' from {source} must be an http:// or https:// URL"
+            "endpoint '{raw}' from {source} must be an http:// or https:// URL ending in the API's base path, e.g. http://localhost:8000/v1"
         ));
     }
     if url.host_str().is_none() {
@@ -450,7 +607,12 @@ fn resolve_endpoint(user: &UserSettings, env: &Env) -> Result<EndpointConfig, St
         return Err(if azure {
             format!("no API key for Azure OpenAI endpoint {host}: set the api-key property or AZURE_OPENAI_API_KEY / VIA_VLM_API_KEY / OPENAI_API_KEY")
         } else {
-            format!("no API key for {host}: set the api-key property or the VIA_VLM_API_KEY or OPENAI_API_KEY environment variable")
+            let local = if source == DEFAULT_SOURCE {
+                " — or, for a local server (vLLM, NIM, transformers serve), set VIA_VLM_ENDPOINT or the endpoint property, e.g. http://localhost:8000/v1; nothing was set, so OpenAI's API was chosen"
+            } else {
+                ""
+            };
+            format!("no API key for {host}: set the api-key property or the VIA_VLM_API_KEY or OPENAI_API_KEY environment variable{local}")
         });
     }
 
@@ -511,9 +673,12 @@ fn urlencode_segment(s: &str) -> String {
 }
 
 /// Seconds (as set on a double property) to a Duration, 0 and negatives → ZERO.
+/// Values past a year are capped there (no setting here needs more, and
+/// `Duration::from_secs_f64` panics on huge ones).
 pub fn secs(s: f64) -> Duration {
+    const YEAR: f64 = 365.0 * 86_400.0;
     if s.is_finite() && s > 0.0 {
-        Duration::from_secs_f64(s)
+        Duration::try_from_secs_f64(s.min(YEAR)).unwrap_or(Duration::ZERO)
     } else {
         Duration::ZERO
     }
@@ -544,12 +709,174 @@ mod tests {
     }
 
     #[test]
+    fn env_file_bom_tabs_and_invisible_characters() {
+        // A BOM (as written by Windows editors) and `export<TAB>`.
+        let text = "\u{feff}export A=1\nexport\tB=2\nexport \t C=\"3\"\nD=v\t# comment\nexport=e\nexporter=x\n\u{feff}E=5\n";
+        let m: HashMap<_, _> = parse_env_file(text).unwrap().into_iter().collect();
+        assert_eq!(m["A"], "1");
+        assert_eq!(m["B"], "2");
+        assert_eq!(m["C"], "3");
+        assert_eq!(m["D"], "v");
+        assert_eq!(m["export"], "e");
+        assert_eq!(m["exporter"], "x");
+        assert_eq!(m["E"], "5");
+        assert_eq!(m.len(), 7);
+        assert!(parse_env_file("\u{feff}").unwrap().is_empty());
+        assert_eq!(
+            parse_env_file("\u{feff}# only a comment\r\nK=v\r\n").unwrap(),
+            vec![("K".to_string(), "v".to_string())]
+        );
+        // Invisible characters in errors are shown, not printed raw.
+        let err = parse_env_file("OK=1\nA\u{200b}=1\n").unwrap_err();
+        assert!(
+            err.contains("line 2") && err.contains("A\\u{200b}"),
+            "{err}"
+        );
+        assert!(!err.contains('\u{200b}'), "{err}");
+        let err = parse_env_file("\u{a0}\u{feff}novalue\n").unwrap_err();
+        assert!(!err.contains('\u{feff}') && err.contains("line 1"), "{err}");
+    }
+
+    #[test]
+    fn env_file_values_with_dollar_are_literal() {
+        let text = "K=$NGC_API_KEY\nP=ab$1cd\nQ=\"x$HOME\"\nS='a$b'\nT=a$$b\nU=${HOME}\n";
+        let m: HashMap<_, _> = parse_env_file(text).unwrap().into_iter().collect();
+        assert_eq!(m["K"], "$NGC_API_KEY");
+        assert_eq!(m["P"], "ab$1cd");
+        assert_eq!(m["Q"], "x$HOME");
+        assert_eq!(m["S"], "a$b");
+        assert_eq!(m["T"], "a$$b");
+        assert_eq!(m["U"], "${HOME}");
+    }
+
+    #[test]
+    fn numeric_variables_have_the_property_bounds() {
+        assert_eq!((MAX_FRAMES_PER_CHUNK, MAX_FRAME_SIZE), (256, 16384));
+        let custom = |pairs: &[(&'static str, &'static str)]| {
+            let mut v = vec![("VLM_MODEL_TO_USE", "custom")];
+            v.extend_from_slice(pairs);
+            Env::from_pairs(v)
+        };
+        // The hostile-testing case: accepted before, then aborted on allocation.
+        let err = resolve(
+            &user(),
+            custom(&[("VLM_DEFAULT_NUM_FRAMES_PER_CHUNK", "4000000000")]),
+        )
+        .unwrap_err();
+        for want in [
+            "VLM_DEFAULT_NUM_FRAMES_PER_CHUNK",
+            "'4000000000'",
+            "1 to 256",
+            "num-frames-per-chunk",
+        ] {
+            assert!(err.contains(want), "{want}: {err}");
+        }
+        for bad in ["257", "99999999999999999999", "+4000000000"] {
+            let env = Env::from_pairs([
+                ("VLM_MODEL_TO_USE", "custom"),
+                ("VLM_DEFAULT_NUM_FRAMES_PER_CHUNK", bad),
+            ]);
+            let err = resolve(&user(), env).unwrap_err();
+            assert!(err.contains("out of range") && err.contains(bad), "{err}");
+        }
+        for bad in ["-1", "many", "+", "1.5"] {
+            let env = Env::from_pairs([
+                ("VLM_MODEL_TO_USE", "custom"),
+                ("VLM_DEFAULT_NUM_FRAMES_PER_CHUNK", bad),
+            ]);
+            let err = resolve(&user(), env).unwrap_err();
+            assert!(
+                err.contains("not a non-negative integer") && err.contains("num-frames-per-chunk"),
+                "{err}"
+            );
+        }
+        let r = resolve(
+            &user(),
+            custom(&[("VLM_DEFAULT_NUM_FRAMES_PER_CHUNK", " 256 ")]),
+        )
+        .unwrap();
+        assert_eq!((r.num_frames, r.num_frames_explicit), (256, true));
+        let r = resolve(
+            &user(),
+            custom(&[("VLM_DEFAULT_NUM_FRAMES_PER_CHUNK", "0")]),
+        )
+        .unwrap();
+        assert_eq!((r.num_frames, r.num_frames_explicit), (1, false));
+        let r = resolve(&user(), custom(&[("VLM_DEFAULT_NUM_FRAMES_PER_CHUNK", "")])).unwrap();
+        assert_eq!((r.num_frames, r.num_frames_explicit), (1, false));
+
+        // Width and height: 0..=16384.
+        let err = resolve(&user(), custom(&[("VLM_INPUT_WIDTH", "16385")])).unwrap_err();
+        for want in ["VLM_INPUT_WIDTH", "'16385'", "0 to 16384", "frame-width"] {
+            assert!(err.contains(want), "{want}: {err}");
+        }
+        let err = resolve(&user(), custom(&[("VLM_INPUT_HEIGHT", "4294967295")])).unwrap_err();
+        for want in [
+            "VLM_INPUT_HEIGHT",
+            "'4294967295'",
+            "0 to 16384",
+            "frame-height",
+        ] {
+            assert!(err.contains(want), "{want}: {err}");
+        }
+        let r = resolve(
+            &user(),
+            custom(&[("VLM_INPUT_WIDTH", "16384"), ("VLM_INPUT_HEIGHT", "0")]),
+        )
+        .unwrap();
+        assert_eq!((r.frame_width, r.frame_height), (16384, 0));
+
+        // The property overrides the variable, so a bad value does not matter then.
+        let u = UserSettings {
+            num_frames: Some(3),
+            frame_width: Some(64),
+            frame_height: Some(0),
+            ..user()
+        };
+        let env = custom(&[
+            ("VLM_DEFAULT_NUM_FRAMES_PER_CHUNK", "4000000000"),
+            ("VLM_INPUT_WIDTH", "99999"),
+            ("VLM_INPUT_HEIGHT", "99999"),
+        ]);
+        let r = resolve(&u, env).unwrap();
+        assert_eq!((r.num_frames, r.frame_width, r.frame_height), (3, 64, 0));
+
+        // The same bounds for a value from the env-file.
+        let dir = std::env::temp_dir().join(format!("vss-envnum-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("num.env");
+        std::fs::write(&f, "export VLM_INPUT_WIDTH=100000\n").unwrap();
+        let u = UserSettings {
+            env_file: Some(f.to_string_lossy().into_owned()),
+            ..user()
+        };
+        let err = resolve(&u, custom(&[])).unwrap_err();
+        assert!(
+            err.contains("VLM_INPUT_WIDTH") && err.contains("100000"),
+            "{err}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn defaults_need_key_for_openai() {
         let err = resolve(&user(), Env::default()).unwrap_err();
         assert!(err.contains("OPENAI_API_KEY"), "{err}");
         assert!(err.contains("api-key"), "{err}");
+        // Nothing set: the error also points at a local server.
+        assert!(
+            err.contains("set VIA_VLM_ENDPOINT") && err.contains("nothing was set"),
+            "{err}"
+        );
+        // Named explicitly, OpenAI's API needs its key and nothing else.
+        let mut u = user();
+        u.endpoint = Some("https://api.openai.com/v1".into());
+        let err = resolve(&u, Env::default()).unwrap_err();
+        assert!(!err.contains("VIA_VLM_ENDPOINT or"), "{err}");
+        assert!(!err.contains("nothing was set"), "{err}");
         let env = Env::from_pairs([("OPENAI_API_KEY", "sk-test-123")]);
         let r = resolve(&user(), env).unwrap();
+        assert_eq!(r.endpoint_source, Some(DEFAULT_SOURCE));
         let ep = r.endpoint.as_ref().unwrap();
         assert_eq!(r.backend, BackendKind::OpenAiCompat);
         assert_eq!(
@@ -729,6 +1056,27 @@ mod tests {
     }
 
     #[test]
+    fn key_start_at_a_cut_is_redacted() {
+        let k = ApiKey::new("sk-0123456789abcdef").unwrap();
+        // 8 characters or more of the key's start at the end: redacted.
+        assert_eq!(k.scrub_cut("bad key sk-01234"), "bad key <redacted>");
+        assert_eq!(k.scrub_cut("bad key sk-0123456789ab"), "bad key <redacted>");
+        assert_eq!(k.scrub_cut("sk-0123456789abcdef"), "<redacted>");
+        // Fewer, elsewhere, or not the key's start: kept.
+        assert_eq!(k.scrub_cut("bad key sk-0123"), "bad key sk-0123");
+        assert_eq!(k.scrub_cut("sk-01234 was bad"), "sk-01234 was bad");
+        assert_eq!(k.scrub_cut("bad key 0123456789ab"), "bad key 0123456789ab");
+        assert_eq!(k.scrub_cut(""), "");
+        // The longest match wins; characters, not bytes, are counted.
+        let k = ApiKey::new("ééééééééé-x").unwrap();
+        assert_eq!(k.scrub_cut("a éééééééé"), "a <redacted>");
+        assert_eq!(k.scrub_cut("a ééééééé"), "a ééééééé");
+        // A short key: nothing to cut.
+        let k = ApiKey::new("abc").unwrap();
+        assert_eq!(k.scrub_cut("xabc"), "xabc");
+    }
+
+    #[test]
     fn custom_backend_needs_no_endpoint_and_tracks_explicit_values() {
         // No API key, a broken endpoint variable: irrelevant to `custom`.
         let env = Env::from_pairs([
@@ -757,6 +1105,14 @@ mod tests {
         assert!(r.frame_size_explicit);
         assert_eq!((r.frame_width, r.frame_height), (320, 0));
         assert_eq!(r.python, "python3.11");
+    }
+
+    #[test]
+    fn seconds_never_panic() {
+        assert_eq!(secs(1.5), Duration::from_millis(1500));
+        assert_eq!(secs(-1.0), Duration::ZERO);
+        assert_eq!(secs(f64::NAN), Duration::ZERO);
+        assert_eq!(secs(1e30), Duration::from_secs(365 * 86_400));
     }
 
     #[test]

@@ -326,11 +326,11 @@ fn no_images_undecodable_and_non_json() {
     assert_eq!(content_of(&resp.json()), "colours: none");
     assert_eq!(resp.json()["model"], "mock-model");
 
-    // GET is recorded too.
+    // GET is recorded too (but not GET …/models: see model_list_is_answered_apart).
     let resp = http(
         &server,
         "GET",
-        "/v1/models",
+        "/v1/files",
         &[],
         b"",
         Duration::from_secs(10),
@@ -338,9 +338,130 @@ fn no_images_undecodable_and_non_json() {
     .unwrap();
     assert_eq!(resp.status, 200);
     assert_eq!(server.requests()[3].method, "GET");
-    assert_eq!(server.requests()[3].path, "/v1/models");
+    assert_eq!(server.requests()[3].path, "/v1/files");
     assert_eq!(server.requests()[3].query, None);
     assert_eq!(reqs[0].system.as_deref(), Some("sys"));
+}
+
+/// `GET …/models` (the element's start-up check) is answered by the mock
+/// itself: 404 by default, a model list after `set_models`; it never shows in
+/// `requests()`, the in-flight counts or the policy.
+#[test]
+fn model_list_is_answered_apart() {
+    let server = MockServer::start();
+    let policy_calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let calls = policy_calls.clone();
+    server.set_policy(move |_, _| {
+        calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Reply::ok()
+    });
+    let get = |path: &str| {
+        http(
+            &server,
+            "GET",
+            path,
+            &[("Authorization", "Bearer sk-m")],
+            b"",
+            Duration::from_secs(10),
+        )
+        .unwrap()
+    };
+
+    // Default: no model list.
+    let resp = get("/v1/models");
+    assert_eq!(resp.status, 404);
+    assert!(resp.json()["error"]["message"].is_string());
+    assert_eq!(server.request_count(), 0);
+    assert!(server.requests().is_empty());
+    assert_eq!(server.max_in_flight(), 0);
+
+    // A served list, on any prefix and with a query.
+    server.set_models(Some(vec!["qwen-vl".into(), "other".into()]));
+    for path in ["/v1/models", "/models", "/v1/models/?x=1"] {
+        let resp = get(path);
+        assert_eq!(resp.status, 200, "{path}");
+        assert_eq!(resp.header("content-type"), Some("application/json"));
+        let v = resp.json();
+        assert_eq!(v["object"], "list");
+        let ids: Vec<&str> = v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, ["qwen-vl", "other"], "{path}");
+    }
+    let seen = server.model_list_requests();
+    assert_eq!(seen.len(), 4);
+    assert_eq!(seen[0].path, "/v1/models");
+    assert_eq!(seen[3].query.as_deref(), Some("x=1"));
+    assert!(seen
+        .iter()
+        .all(|r| r.method == "GET" && r.header("authorization") == Some("Bearer sk-m")));
+
+    // Back to 404.
+    server.set_models(None);
+    assert_eq!(get("/v1/models").status, 404);
+
+    // Nothing else changed: chat requests and POST …/models are recorded as before.
+    assert_eq!(server.request_count(), 0);
+    assert_eq!(policy_calls.load(std::sync::atomic::Ordering::SeqCst), 0);
+    let v = post_json(&server, &chat_body("c", &[])).json();
+    assert_eq!(content_of(&v), "colours: none");
+    let resp = http(
+        &server,
+        "POST",
+        "/v1/models",
+        &[],
+        b"{}",
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    assert_eq!(resp.status, 200);
+    let reqs = server.requests();
+    assert_eq!(reqs.len(), 2);
+    assert_eq!(reqs[1].path, "/v1/models");
+    assert_eq!(server.model_list_requests().len(), 5);
+    assert_eq!(policy_calls.load(std::sync::atomic::Ordering::SeqCst), 2);
+}
+
+/// The crate's start-up check against the mock: 404 by default, then the list.
+#[test]
+fn probe_against_the_mock() {
+    use gstvsssummarize::backend::probe::{probe_models, ProbeOutcome};
+    use gstvsssummarize::config::{chat_completions_url, ApiKey, EndpointConfig};
+
+    let server = MockServer::start();
+    let ep = |model: Option<&str>| EndpointConfig {
+        chat_url: chat_completions_url(&url::Url::parse(&server.url()).unwrap()),
+        azure: false,
+        api_key: ApiKey::new("sk-probe"),
+        model: model.unwrap_or("gpt-4o").to_string(),
+        model_explicit: model.is_some(),
+    };
+    let t = Duration::from_secs(10);
+    assert!(matches!(
+        probe_models(&ep(Some("m")), t),
+        ProbeOutcome::NoModelList { .. }
+    ));
+    server.set_models(Some(vec!["served-model".into()]));
+    assert_eq!(
+        probe_models(&ep(None), t),
+        ProbeOutcome::UseModel {
+            model: "served-model".into()
+        }
+    );
+    assert!(probe_models(&ep(Some("m")), t).is_error());
+    assert!(matches!(
+        probe_models(&ep(Some("served-model")), t),
+        ProbeOutcome::Served { .. }
+    ));
+    let seen = server.model_list_requests();
+    assert_eq!(seen.len(), 4);
+    assert!(seen
+        .iter()
+        .all(|r| r.path == "/v1/models" && r.header("authorization") == Some("Bearer sk-probe")));
+    assert_eq!(server.request_count(), 0);
 }
 
 #[test]

@@ -6,6 +6,7 @@
 pub mod cosmos;
 pub mod custom;
 pub mod openai;
+pub mod probe;
 
 use std::sync::Arc;
 

@@ -6,6 +6,11 @@
 //! caption naming the palette colour of every image it received, in order
 //! (`"colours: red red green"`), so a test can prove which frames were sent in
 //! which request.
+//!
+//! `GET …/models` (the element's start-up check) is answered apart: it is not
+//! recorded in [`MockServer::requests`], does not count as in flight, and does
+//! not reach the policy. By default it answers 404 (no model list);
+//! [`MockServer::set_models`] makes it serve an OpenAI model list.
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
@@ -165,6 +170,10 @@ type Policy = dyn Fn(&RecordedRequest, usize) -> Reply + Send + Sync + 'static;
 #[derive(Default)]
 struct State {
     requests: Vec<RecordedRequest>,
+    /// `GET …/models` requests, kept apart from `requests`.
+    model_list_requests: Vec<RecordedRequest>,
+    /// What `GET …/models` serves; None = 404.
+    models: Option<Vec<String>>,
     in_flight: usize,
     max_in_flight: usize,
     shutdown: bool,
@@ -289,7 +298,18 @@ impl MockServer {
         *p = Arc::new(f);
     }
 
-    /// All requests received so far, in arrival order.
+    /// Serve these model ids on `GET …/models` (an OpenAI list), or answer
+    /// 404 with None (the default: no model list).
+    pub fn set_models(&self, models: Option<Vec<String>>) {
+        self.shared.lock().models = models;
+    }
+
+    /// The `GET …/models` requests received so far (not in [`Self::requests`]).
+    pub fn model_list_requests(&self) -> Vec<RecordedRequest> {
+        self.shared.lock().model_list_requests.clone()
+    }
+
+    /// All requests received so far, in arrival order, except `GET …/models`.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.shared.lock().requests.clone()
     }
@@ -475,21 +495,24 @@ fn serve_connection(shared: Arc<Shared>, stream: std::net::TcpStream) {
                 Err(_) => return,
             }
         }
-        let guard = InFlight::enter(&shared);
-        let resp = handle(
-            Arc::clone(&shared),
-            RawRequest {
-                method,
-                url,
-                headers,
-                body,
-            },
-            guard,
-        );
+        let raw = RawRequest {
+            method,
+            url,
+            headers,
+            body,
+        };
+        let resp = match model_list(&shared, &raw) {
+            Some(resp) => resp,
+            None => {
+                let guard = InFlight::enter(&shared);
+                handle(Arc::clone(&shared), raw, guard)
+            }
+        };
         let reason = match resp.status {
             200 => "OK",
             400 => "Bad Request",
             401 => "Unauthorized",
+            404 => "Not Found",
             429 => "Too Many Requests",
             500 => "Internal Server Error",
             502 => "Bad Gateway",
@@ -509,6 +532,45 @@ fn serve_connection(shared: Arc<Shared>, stream: std::net::TcpStream) {
         }
         let _ = writer.flush();
     }
+}
+
+/// The answer to `GET …/models`, which is recorded apart; None for any other
+/// request.
+fn model_list(shared: &Shared, req: &RawRequest) -> Option<RawResponse> {
+    let path = req.url.split_once('?').map_or(req.url.as_str(), |(p, _)| p);
+    if req.method != "GET" || !path.trim_end_matches('/').ends_with("/models") {
+        return None;
+    }
+    let rec = RecordedRequest {
+        method: req.method.clone(),
+        path: path.to_string(),
+        query: req.url.split_once('?').map(|(_, q)| q.to_string()),
+        headers: req.headers.clone(),
+        body: Value::Null,
+        raw_body: req.body.clone(),
+        images: Vec::new(),
+        text: String::new(),
+        system: None,
+    };
+    let models = {
+        let mut st = shared.lock();
+        st.model_list_requests.push(rec);
+        st.models.clone()
+    };
+    shared.cond.notify_all();
+    Some(match models {
+        None => json_response(
+            404,
+            &json!({"error": {"message": "mock: no model list", "type": "invalid_request_error", "code": 404}}),
+        ),
+        Some(ids) => {
+            let data: Vec<Value> = ids
+                .iter()
+                .map(|id| json!({"id": id, "object": "model", "created": 0, "owned_by": "mock"}))
+                .collect();
+            json_response(200, &json!({"object": "list", "data": data}))
+        }
+    })
 }
 
 fn handle(shared: Arc<Shared>, req: RawRequest, guard: InFlight) -> RawResponse {
