@@ -29,15 +29,43 @@
 //! * A time range that receives no frame (a gap in the timestamps) produces no
 //!   chunk; its index is skipped, so gaps stay visible in `chunk-index`.
 //! * Frames whose time goes backwards are passed through but not sampled.
+//! * `chunk-index` is unique and increasing within a stream: after a flush
+//!   (seek) or a new segment the numbering goes on from the last index used
+//!   plus one, so one output never holds two records with the same index.
+//! * Limits (checked by [`ChunkParams::new`], whatever the settings came
+//!   from): the stride `D − O` is at least [`MIN_STRIDE_NS`] (0.1 s) and at
+//!   least `D / MAX_OPEN_CHUNKS` (a frame lies in at most 16 chunks), and
+//!   `N` is 1..=[`MAX_FRAMES_PER_CHUNK`].
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+
+/// The shortest stride between chunk starts (0.1 s): shorter ones make
+/// requests faster than any model answers, and a 1 ns stride opened a billion
+/// chunks per frame.
+pub const MIN_STRIDE_NS: u64 = 100_000_000;
+/// The most chunks one frame can belong to (so `chunk-overlap` is at most
+/// 15/16 of `chunk-duration`).
+pub const MAX_OPEN_CHUNKS: u64 = 16;
+/// The most frames sampled per chunk, from any source (property, VSS
+/// variable, custom model manifest).
+pub const MAX_FRAMES_PER_CHUNK: u32 = 256;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ChunkParams {
     pub duration_ns: u64,
     pub overlap_ns: u64,
     pub frames: u32,
+}
+
+/// `1.5 s`, `250 ms`, `1 ns`: small strides stay readable in errors.
+fn short_duration(ns: u64) -> String {
+    match ns {
+        0..1_000 => format!("{ns} ns"),
+        1_000..1_000_000 => format!("{:.3} µs", ns as f64 / 1e3),
+        1_000_000..1_000_000_000 => format!("{:.3} ms", ns as f64 / 1e6),
+        _ => format!("{:.3} s", ns as f64 / 1e9),
+    }
 }
 
 impl ChunkParams {
@@ -52,8 +80,21 @@ impl ChunkParams {
                 duration_ns as f64 / 1e9
             ));
         }
-        if frames == 0 {
-            return Err("frames per chunk must be at least 1".into());
+        let stride = duration_ns - overlap_ns;
+        if stride < MIN_STRIDE_NS || stride.saturating_mul(MAX_OPEN_CHUNKS) < duration_ns {
+            return Err(format!(
+                "chunk-duration ({} s) minus chunk-overlap ({} s) leaves a stride of {} between chunk starts; it must be at least {} s and at least 1/{MAX_OPEN_CHUNKS} of chunk-duration ({} s): lower chunk-overlap",
+                duration_ns as f64 / 1e9,
+                overlap_ns as f64 / 1e9,
+                short_duration(stride),
+                MIN_STRIDE_NS as f64 / 1e9,
+                duration_ns.div_ceil(MAX_OPEN_CHUNKS) as f64 / 1e9,
+            ));
+        }
+        if frames == 0 || frames > MAX_FRAMES_PER_CHUNK {
+            return Err(format!(
+                "frames per chunk must be 1..={MAX_FRAMES_PER_CHUNK}, not {frames}"
+            ));
         }
         Ok(ChunkParams {
             duration_ns,
@@ -122,6 +163,8 @@ pub struct Chunker<F> {
     params: ChunkParams,
     t0: Option<u64>,
     next_index: u64,
+    /// Added to every index: the indices used before the last reset.
+    index_base: u64,
     last_pts: Option<u64>,
     stream_end: Option<u64>,
     open: VecDeque<Open<F>>,
@@ -133,6 +176,7 @@ impl<F> Chunker<F> {
             params,
             t0: None,
             next_index: 0,
+            index_base: 0,
             last_pts: None,
             stream_end: None,
             open: VecDeque::new(),
@@ -178,7 +222,7 @@ impl<F> Chunker<F> {
         while self.open.front().is_some_and(|c| pts >= c.end) {
             let c = self.open.pop_front().expect("front exists");
             done.push(Chunk {
-                index: c.index,
+                index: self.index_base + c.index,
                 start: c.start,
                 end: c.end,
                 partial: false,
@@ -253,7 +297,7 @@ impl<F> Chunker<F> {
             .drain(..)
             .filter(|c| !c.frames.is_empty())
             .map(|c| Chunk {
-                index: c.index,
+                index: self.index_base + c.index,
                 start: c.start,
                 end: c.last_end.max(c.start),
                 partial: c.last_end < c.end,
@@ -264,9 +308,11 @@ impl<F> Chunker<F> {
         out
     }
 
-    /// Forgets everything (flush).
+    /// Forgets everything (flush, new segment) except which indices were
+    /// used: numbering goes on after them.
     pub fn reset(&mut self) {
         self.t0 = None;
+        self.index_base += self.next_index;
         self.next_index = 0;
         self.last_pts = None;
         self.stream_end = None;
@@ -316,6 +362,23 @@ mod tests {
             .unwrap_err()
             .contains("chunk-overlap"));
         assert!(ChunkParams::new(S, 0, 0).is_err());
+        // Strides that cannot make sense are refused (a 1 ns stride opened a
+        // billion chunks per frame and aborted the process).
+        let e = ChunkParams::new(S, S - 1, 8).unwrap_err();
+        assert!(
+            e.contains("stride of 1 ns") && e.contains("chunk-overlap"),
+            "{e}"
+        );
+        assert!(ChunkParams::new(S, 999_999 * 1_000, 8).is_err());
+        assert!(ChunkParams::new(S / 20, 0, 1).is_err());
+        assert!(ChunkParams::new(S / 10, 0, 1).is_ok());
+        // At most 16 open chunks: 16 s with 15 s overlap is fine, 15.5 s is not.
+        assert!(ChunkParams::new(16 * S, 15 * S, 1).is_ok());
+        assert!(ChunkParams::new(16 * S, 15 * S + S / 2, 1).is_err());
+        assert!(ChunkParams::new(S, 0, MAX_FRAMES_PER_CHUNK).is_ok());
+        assert!(ChunkParams::new(S, 0, 4_000_000_000)
+            .unwrap_err()
+            .contains("1..=256"));
         assert_eq!(
             ChunkParams::new(10 * S, 0, 4).unwrap().targets(5 * S, None),
             vec![5 * S, 7_500 * MS, 10 * S, 12_500 * MS]
@@ -487,5 +550,28 @@ mod tests {
         assert_eq!(chunks.len(), 1);
         assert_eq!((chunks[0].start, chunks[0].end), (7 * S, 7 * S + 40 * MS));
         assert_eq!(frame_times(&chunks[0]), vec![7 * S]);
+    }
+
+    #[test]
+    fn indices_stay_unique_across_resets_and_segments() {
+        let p = ChunkParams::new(S, 0, 1).unwrap();
+        let mut c: Chunker<u64> = Chunker::new(p);
+        let mut idx = Vec::new();
+        // Segment 1: 0..3 s, then a new segment whose times restart at 0.
+        for t in fps_times(2, 3, 0) {
+            idx.extend(c.push(t, None, || Some(t)).iter().map(|k| k.index));
+        }
+        idx.extend(c.finish().iter().map(|k| k.index));
+        for t in fps_times(2, 2, 0) {
+            idx.extend(c.push(t, None, || Some(t)).iter().map(|k| k.index));
+        }
+        // A flush (seek back) restarts times again.
+        c.reset();
+        for t in fps_times(2, 2, 0) {
+            idx.extend(c.push(t, None, || Some(t)).iter().map(|k| k.index));
+        }
+        idx.extend(c.finish().iter().map(|k| k.index));
+        // Chunk 4 was open at the flush and discarded; its index is not reused.
+        assert_eq!(idx, vec![0, 1, 2, 3, 5, 6]);
     }
 }

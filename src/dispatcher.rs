@@ -10,15 +10,22 @@
 //!   earlier chunk or for the output). When `max-pending-chunks` of them
 //!   exist, [`Dispatcher::submit`]
 //!   either waits for room (non-live input: backpressure, nothing is dropped)
-//!   or drops the oldest pending chunk (live input): the oldest one not sent
-//!   yet, or, when all pending chunks are in flight, the oldest request (which
-//!   is cancelled). It becomes an error record counted in `chunks-dropped`.
+//!   or drops a chunk that has not been sent (live input): the oldest queued
+//!   one, or, when every pending chunk is already in flight, the new chunk
+//!   itself. A request in flight is never cancelled to make room: with a
+//!   model slower than the stride that would cancel every request before it
+//!   finishes and nothing would ever complete. The dropped chunk becomes an
+//!   error record counted in `chunks-dropped`.
+//! * Markers ([`Dispatcher::mark`]) take a place in the output order like a
+//!   record, so the output side can act (e.g. send a new segment) exactly
+//!   between the records submitted before and after them.
 //! * Finished records wait in a reorder map until every earlier chunk has
 //!   finished; [`Dispatcher::next_output`] returns them strictly in submission
 //!   order, then `Eos` once a drain was requested and everything is out.
 //! * Every submitted chunk ends as exactly one record (caption or error),
 //!   unless a flush/seek or a state change discards it.
 
+use std::any::Any;
 use std::collections::{BTreeMap, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,6 +36,44 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backend::{Backend, ChunkJob};
 use crate::record::{without_nul, SummaryRecord};
+
+/// Longest caption (and reasoning) text that reaches the outputs, in bytes;
+/// longer text is cut at a character boundary and the record says so
+/// (`text-truncated`). A model (or server) that answers megabytes would
+/// otherwise copy them into the JSON line, the meta and the bus message.
+pub const MAX_TEXT_BYTES: usize = 64 * 1024;
+
+/// Cuts `s` to at most [`MAX_TEXT_BYTES`]; true when it was cut.
+fn cap_text(s: &mut String) -> bool {
+    if s.len() <= MAX_TEXT_BYTES {
+        return false;
+    }
+    let mut end = MAX_TEXT_BYTES - '…'.len_utf8();
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.truncate(end);
+    s.push('…');
+    true
+}
+
+/// Worker threads and the note to give the user for a concurrency /
+/// pending-chunk pair. More workers than pending chunks can never be busy
+/// (a chunk is pending while in flight), so the workers are capped at
+/// `max_pending`.
+pub fn effective_workers(max_concurrency: usize, max_pending: usize) -> (usize, Option<String>) {
+    let (c, p) = (max_concurrency.max(1), max_pending.max(1));
+    if p < c {
+        (
+            p,
+            Some(format!(
+                "max-concurrency={c} is more than max-pending-chunks={p}: at most {p} requests can be in flight; using {p} (raise max-pending-chunks to use more)"
+            )),
+        )
+    } else {
+        (c, None)
+    }
+}
 
 #[derive(Debug, Default)]
 pub struct Stats {
@@ -55,6 +100,8 @@ impl Stats {
 #[derive(Debug)]
 pub enum Output {
     Record(Box<SummaryRecord>),
+    /// What was given to [`Dispatcher::mark`], in its place in the order.
+    Marker(Box<dyn Any + Send>),
     /// Everything submitted before the drain request has been returned.
     Eos,
 }
@@ -62,8 +109,9 @@ pub enum Output {
 #[derive(Debug)]
 pub enum Submitted {
     Queued,
-    /// Live overflow: these older chunks were dropped to make room.
-    DroppedOlder(Vec<u64>),
+    /// Live overflow: these chunks (older queued ones, or the new one
+    /// itself) were dropped, with the hint that says what would help.
+    Dropped(Vec<u64>, String),
     /// The dispatcher is flushing or shut down; the job was discarded.
     Flushing,
 }
@@ -80,6 +128,11 @@ struct InFlight {
     token: CancellationToken,
 }
 
+enum Slot {
+    Record(Box<SummaryRecord>),
+    Marker(Box<dyn Any + Send>),
+}
+
 #[derive(Default)]
 struct Inner {
     generation: u64,
@@ -89,7 +142,7 @@ struct Inner {
     next_emit: u64,
     queue: VecDeque<Queued>,
     in_flight: BTreeMap<u64, InFlight>,
-    done: BTreeMap<u64, SummaryRecord>,
+    done: BTreeMap<u64, Slot>,
     eos_requested: bool,
     eos_returned: bool,
     eos_done: bool,
@@ -106,7 +159,12 @@ impl Inner {
     /// `summary_src` slows non-live input down too). Live input bounds only
     /// [`unfinished`](Self::unfinished).
     fn pending(&self) -> usize {
-        self.unfinished() + self.done.len()
+        self.unfinished()
+            + self
+                .done
+                .values()
+                .filter(|s| matches!(s, Slot::Record(_)))
+                .count()
     }
 }
 
@@ -121,6 +179,7 @@ struct Shared {
     backend: Arc<dyn Backend>,
     stats: Arc<Stats>,
     max_pending: usize,
+    workers: usize,
 }
 
 impl Shared {
@@ -134,7 +193,7 @@ impl Shared {
         } else {
             self.stats.completed.fetch_add(1, Ordering::Relaxed);
         }
-        inner.done.insert(seq, record);
+        inner.done.insert(seq, Slot::Record(Box::new(record)));
         self.out.notify_all();
         self.room.notify_all();
     }
@@ -152,12 +211,15 @@ fn error_record(template: &SummaryRecord, msg: String, since: Option<Instant>) -
 }
 
 impl Dispatcher {
+    /// `max_concurrency` is capped at `max_pending` (see
+    /// [`effective_workers`]).
     pub fn new(
         backend: Arc<dyn Backend>,
         max_concurrency: usize,
         max_pending: usize,
         stats: Arc<Stats>,
     ) -> Dispatcher {
+        let (workers, _) = effective_workers(max_concurrency, max_pending);
         let shared = Arc::new(Shared {
             inner: Mutex::new(Inner::default()),
             work: Condvar::new(),
@@ -166,8 +228,9 @@ impl Dispatcher {
             backend,
             stats,
             max_pending: max_pending.max(1),
+            workers,
         });
-        for i in 0..max_concurrency.max(1) {
+        for i in 0..workers {
             let s = shared.clone();
             std::thread::Builder::new()
                 .name(format!("vsssummarize-w{i}"))
@@ -182,9 +245,26 @@ impl Dispatcher {
         self.shared.lock().unfinished()
     }
 
+    /// Puts `marker` in the output order after everything submitted so far;
+    /// [`next_output`](Self::next_output) returns it as [`Output::Marker`].
+    /// False (and the marker is discarded) while flushing or shut down.
+    pub fn mark(&self, marker: Box<dyn Any + Send>) -> bool {
+        let sh = &self.shared;
+        let mut inner = sh.lock();
+        if inner.flushing || inner.shutdown {
+            return false;
+        }
+        let seq = inner.next_seq;
+        inner.next_seq += 1;
+        inner.done.insert(seq, Slot::Marker(marker));
+        sh.out.notify_all();
+        true
+    }
+
     /// Submits one chunk. `template` holds the record's chunk fields; the
     /// worker fills in the result. Blocks while the queue is full unless
-    /// `live`, in which case the oldest pending chunks are dropped instead.
+    /// `live`, in which case a chunk that was not sent yet is dropped instead
+    /// (the oldest queued one, else this one).
     pub fn submit(&self, job: ChunkJob, template: SummaryRecord, live: bool) -> Submitted {
         let sh = &self.shared;
         let mut inner = sh.lock();
@@ -199,9 +279,18 @@ impl Dispatcher {
                 if inner.unfinished() < sh.max_pending {
                     break;
                 }
-                match drop_oldest(sh, &mut inner) {
+                match drop_oldest_queued(sh, &mut inner) {
                     Some(idx) => dropped.push(idx),
-                    None => break,
+                    None => {
+                        // Every pending chunk is in flight: drop this one.
+                        let seq = inner.next_seq;
+                        inner.next_seq += 1;
+                        let idx = template.chunk_index;
+                        sh.stats.submitted.fetch_add(1, Ordering::Relaxed);
+                        drop_record(sh, &mut inner, seq, &template, None);
+                        dropped.push(idx);
+                        return Submitted::Dropped(dropped, drop_hint(sh));
+                    }
                 }
             } else {
                 if inner.pending() < sh.max_pending {
@@ -223,7 +312,7 @@ impl Dispatcher {
         if dropped.is_empty() {
             Submitted::Queued
         } else {
-            Submitted::DroppedOlder(dropped)
+            Submitted::Dropped(dropped, drop_hint(sh))
         }
     }
 
@@ -238,14 +327,20 @@ impl Dispatcher {
                 return None;
             }
             let next = inner.next_emit;
-            if let Some(r) = inner.done.remove(&next) {
+            if let Some(slot) = inner.done.remove(&next) {
                 inner.next_emit += 1;
                 // A taken record frees room for a waiting non-live submitter.
                 sh.room.notify_all();
-                return Some(Output::Record(Box::new(r)));
+                // The drain waits for the output side to take everything.
+                sh.out.notify_all();
+                return Some(match slot {
+                    Slot::Record(r) => Output::Record(r),
+                    Slot::Marker(m) => Output::Marker(m),
+                });
             }
             if inner.eos_requested && !inner.eos_returned && inner.next_emit == inner.next_seq {
                 inner.eos_returned = true;
+                sh.out.notify_all();
                 return Some(Output::Eos);
             }
             let now = Instant::now();
@@ -273,12 +368,15 @@ impl Dispatcher {
         self.shared.out.notify_all();
     }
 
-    /// EOS: waits until every submitted chunk has been returned by
-    /// [`next_output`](Self::next_output) followed by `Eos` and the output side
-    /// called [`eos_done`](Self::eos_done). If the chunks are not finished
-    /// within `timeout`, the unfinished ones become error records (and their
-    /// requests are cancelled). Returns the number of chunks timed out this way,
-    /// or `None` if a flush or shutdown interrupted the drain.
+    /// EOS: waits until every submitted chunk has been taken by the output
+    /// side through [`next_output`](Self::next_output), up to and including
+    /// `Eos`. It does not wait for the output side to *push* them: a
+    /// downstream sink that has not prerolled blocks pushes until PLAYING,
+    /// which may need the EOS this call holds back on the video path. If the
+    /// chunks are not finished within `timeout`, the unfinished ones become
+    /// error records (and their requests are cancelled). Returns the number
+    /// of chunks timed out this way, or `None` if a flush or shutdown
+    /// interrupted the drain.
     pub fn drain(&self, timeout: Duration, output_grace: Duration) -> Option<usize> {
         let sh = &self.shared;
         let mut inner = sh.lock();
@@ -290,7 +388,7 @@ impl Dispatcher {
             if inner.flushing || inner.shutdown {
                 return None;
             }
-            if inner.eos_done {
+            if inner.eos_returned {
                 return Some(timed_out);
             }
             let now = Instant::now();
@@ -303,7 +401,7 @@ impl Dispatcher {
                     timed_out = fail_all(sh, &mut inner, &msg);
                     // Give the output side time to push what is left.
                     let deadline2 = Instant::now() + output_grace;
-                    while !inner.eos_done && !inner.flushing && !inner.shutdown {
+                    while !inner.eos_returned && !inner.flushing && !inner.shutdown {
                         let now = Instant::now();
                         if now >= deadline2 {
                             break;
@@ -320,6 +418,28 @@ impl Dispatcher {
                 } else {
                     Some(timed_out)
                 };
+            }
+            inner = sh
+                .out
+                .wait_timeout(inner, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// Waits (at most `timeout`) until the output side called
+    /// [`eos_done`](Self::eos_done); false on timeout, flush or shutdown.
+    pub fn wait_eos_done(&self, timeout: Duration) -> bool {
+        let sh = &self.shared;
+        let deadline = Instant::now() + timeout;
+        let mut inner = sh.lock();
+        loop {
+            if inner.eos_done {
+                return true;
+            }
+            let now = Instant::now();
+            if inner.flushing || inner.shutdown || now >= deadline {
+                return false;
             }
             inner = sh
                 .out
@@ -383,28 +503,47 @@ fn discard_all(inner: &mut Inner) {
     inner.eos_done = false;
 }
 
-/// Drops the oldest chunk that has not been sent yet or, when every pending
-/// chunk is already in flight, cancels the oldest request. Work in progress
-/// is kept when possible, since it finishes soonest. Returns the chunk index.
-fn drop_oldest(sh: &Shared, inner: &mut Inner) -> Option<u64> {
-    let (seq, template, since) = if let Some(q) = inner.queue.pop_front() {
-        (q.seq, q.template, Some(q.submitted))
+/// Drops the oldest chunk that has not been sent yet; `None` when every
+/// pending chunk is in flight (those are never cancelled to make room).
+/// Returns the chunk index.
+fn drop_oldest_queued(sh: &Shared, inner: &mut Inner) -> Option<u64> {
+    let q = inner.queue.pop_front()?;
+    drop_record(sh, inner, q.seq, &q.template, Some(q.submitted));
+    Some(q.template.chunk_index)
+}
+
+/// What helps when live input overflows: with no more pending chunks than
+/// workers every pending chunk is in flight, so only more pending room (for
+/// chunks to wait in) or fewer chunks help; otherwise more requests at once.
+fn drop_hint(sh: &Shared) -> String {
+    if sh.max_pending <= sh.workers {
+        format!(
+            "the model answers slower than chunks arrive and all max-pending-chunks={} are in flight: raise max-pending-chunks (queued chunks wait for a free request) or chunk-duration, or lower num-frames-per-chunk",
+            sh.max_pending
+        )
     } else {
-        let seq = *inner.in_flight.keys().next()?;
-        let f = inner.in_flight.remove(&seq).expect("key exists");
-        f.token.cancel();
-        (seq, f.template, None)
-    };
-    let idx = template.chunk_index;
+        format!(
+            "the model answers slower than chunks arrive (max-pending-chunks={} reached with max-concurrency={}): raise max-concurrency if the server can take more requests at once, or chunk-duration, or lower num-frames-per-chunk",
+            sh.max_pending, sh.workers
+        )
+    }
+}
+
+fn drop_record(
+    sh: &Shared,
+    inner: &mut Inner,
+    seq: u64,
+    template: &SummaryRecord,
+    since: Option<Instant>,
+) {
     let msg = format!(
-        "dropped: live input is ahead of the model (max-pending-chunks={} reached); raise max-concurrency or chunk-duration, or lower num-frames-per-chunk",
-        sh.max_pending
+        "dropped: live input is ahead of the model; {}",
+        drop_hint(sh)
     );
-    let rec = error_record(&template, msg, since);
+    let rec = error_record(template, msg, since);
     sh.stats.dropped.fetch_add(1, Ordering::Relaxed);
-    inner.done.insert(seq, rec);
+    inner.done.insert(seq, Slot::Record(Box::new(rec)));
     sh.out.notify_all();
-    Some(idx)
 }
 
 /// Turns every pending chunk into an error record.
@@ -474,12 +613,20 @@ fn worker(sh: Arc<Shared>) {
             Ok(c) => {
                 rec.text = without_nul(c.text);
                 rec.reasoning = c.reasoning.map(without_nul);
+                let mut cut = cap_text(&mut rec.text);
+                if let Some(r) = rec.reasoning.as_mut() {
+                    cut |= cap_text(r);
+                }
+                rec.text_truncated = cut;
                 rec.input_tokens = c.input_tokens;
                 rec.output_tokens = c.output_tokens;
                 rec.embedding = c.embedding;
                 rec.embedding_error = c.embedding_error;
             }
-            Err(e) => rec.error = Some(without_nul(e)),
+            Err(mut e) => {
+                cap_text(&mut e);
+                rec.error = Some(without_nul(e))
+            }
         }
         rec.embedding_error = rec.embedding_error.map(without_nul);
         sh.finish(&mut inner, seq, rec);
@@ -658,7 +805,10 @@ mod tests {
         let (j, t) = job(2);
         match d.submit(j, t, true) {
             // Chunk 0 is in flight and kept; queued chunk 1 is the oldest unsent.
-            Submitted::DroppedOlder(v) => assert_eq!(v, vec![1]),
+            Submitted::Dropped(v, hint) => {
+                assert_eq!(v, vec![1]);
+                assert!(hint.contains("raise max-concurrency"), "{hint}");
+            }
             other => panic!("{other:?}"),
         }
         let recs = collect(&d, 3);
@@ -670,8 +820,9 @@ mod tests {
         assert!(recs[0].error.is_none() && recs[2].error.is_none());
         assert_eq!(stats.dropped.load(Ordering::Relaxed), 1);
 
-        // With every pending chunk in flight, the oldest request is cancelled.
-        let b = scripted(vec![0, 0, 0, 2000, 2000, 0], vec![]);
+        // With every pending chunk in flight, no request is cancelled: the
+        // new chunk is the one dropped, and the hint names max-pending-chunks.
+        let b = scripted(vec![0, 0, 0, 300, 300, 0], vec![]);
         let stats = Arc::new(Stats::default());
         let d = Dispatcher::new(b, 2, 2, stats.clone());
         for i in 3..5 {
@@ -680,10 +831,134 @@ mod tests {
         }
         std::thread::sleep(Duration::from_millis(50));
         let (j, t) = job(5);
-        assert!(matches!(d.submit(j, t, true), Submitted::DroppedOlder(v) if v == vec![3]));
+        match d.submit(j, t, true) {
+            Submitted::Dropped(v, hint) => {
+                assert_eq!(v, vec![5]);
+                assert!(hint.contains("raise max-pending-chunks"), "{hint}");
+            }
+            other => panic!("{other:?}"),
+        }
         let recs = collect(&d, 3);
-        assert!(recs[0].error.as_deref().unwrap().starts_with("dropped"));
-        assert!(recs[1].error.is_none() && recs[2].error.is_none());
+        assert_eq!(
+            recs.iter().map(|r| r.chunk_index).collect::<Vec<_>>(),
+            vec![3, 4, 5]
+        );
+        assert!(recs[0].error.is_none() && recs[1].error.is_none());
+        assert!(recs[2].error.as_deref().unwrap().starts_with("dropped"));
+        assert_eq!(stats.submitted.load(Ordering::Relaxed), 3);
+    }
+
+    /// Regression: with max-pending-chunks <= max-concurrency and a model
+    /// slower than the chunk stride, every request used to be cancelled by
+    /// the next chunk (2 captions of 30). Now in-flight work always finishes.
+    #[test]
+    fn live_overflow_never_starves_slow_models() {
+        // 300 ms model, a chunk every 60 ms, pending 2 / concurrency 4.
+        let b = scripted(vec![300; 30], vec![]);
+        let stats = Arc::new(Stats::default());
+        let d = Arc::new(Dispatcher::new(b.clone(), 4, 2, stats.clone()));
+        let out = {
+            let d = d.clone();
+            std::thread::spawn(move || collect(&d, 30))
+        };
+        for i in 0..30 {
+            let (j, t) = job(i);
+            d.submit(j, t, true);
+            std::thread::sleep(Duration::from_millis(60));
+        }
+        let recs = out.join().unwrap();
+        let ok = recs.iter().filter(|r| r.error.is_none()).count();
+        // 30 × 60 ms = 1.8 s of input, 2 requests of 300 ms at a time: about
+        // 12 captions; the old policy completed almost none.
+        assert!(ok >= 6, "only {ok} of 30 captioned");
+        assert_eq!(ok as u64, stats.completed.load(Ordering::Relaxed));
+        assert_eq!(30 - ok as u64, stats.dropped.load(Ordering::Relaxed));
+        // Only 2 workers: more could never be busy.
+        assert!(b.max_in_flight.load(Ordering::SeqCst) <= 2);
+    }
+
+    #[test]
+    fn workers_are_capped_by_pending_with_a_note() {
+        assert_eq!(effective_workers(4, 16), (4, None));
+        let (w, note) = effective_workers(4, 2);
+        assert_eq!(w, 2);
+        assert!(note.unwrap().contains("raise max-pending-chunks"));
+    }
+
+    #[test]
+    fn markers_keep_their_place_in_the_order() {
+        let b = scripted(vec![200, 0], vec![]);
+        let d = Dispatcher::new(b, 2, 8, Arc::new(Stats::default()));
+        let (j, t) = job(0);
+        d.submit(j, t, false);
+        assert!(d.mark(Box::new("segment 2")));
+        let (j, t) = job(1);
+        d.submit(j, t, false);
+        // Chunk 1 finishes first, but the marker waits for chunk 0.
+        let mut got = Vec::new();
+        for _ in 0..3 {
+            got.push(match d.next_output(Duration::from_secs(5)) {
+                Some(Output::Record(r)) => format!("chunk {}", r.chunk_index),
+                Some(Output::Marker(m)) => m.downcast::<&str>().unwrap().to_string(),
+                other => panic!("{other:?}"),
+            });
+        }
+        assert_eq!(got, vec!["chunk 0", "segment 2", "chunk 1"]);
+        d.flush_start();
+        assert!(!d.mark(Box::new(1u8)));
+    }
+
+    /// Regression: the drain must not wait for the output side to finish
+    /// *pushing* (a sink that has not prerolled blocks that until PLAYING).
+    #[test]
+    fn drain_returns_once_everything_is_taken() {
+        let b = scripted(vec![], vec![]);
+        let d = Arc::new(Dispatcher::new(b, 1, 8, Arc::new(Stats::default())));
+        let out = {
+            let d = d.clone();
+            std::thread::spawn(move || {
+                // Takes EOS, then "blocks pushing it" and never calls eos_done.
+                let o = d.next_output(Duration::from_secs(5));
+                assert!(matches!(o, Some(Output::Eos)));
+                std::thread::sleep(Duration::from_secs(3));
+            })
+        };
+        let t0 = Instant::now();
+        assert_eq!(
+            d.drain(Duration::from_secs(30), Duration::from_secs(5)),
+            Some(0)
+        );
+        assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+        out.join().unwrap();
+    }
+
+    #[test]
+    fn long_captions_are_cut_and_flagged() {
+        struct Long;
+        impl Backend for Long {
+            fn kind(&self) -> BackendKind {
+                BackendKind::OpenAiCompat
+            }
+            fn model(&self) -> &str {
+                "long"
+            }
+            fn caption(&self, _: &ChunkJob, _: &CancellationToken) -> Result<Caption, String> {
+                Ok(Caption {
+                    text: "é".repeat(MAX_TEXT_BYTES),
+                    ..Default::default()
+                })
+            }
+        }
+        let d = Dispatcher::new(Arc::new(Long), 1, 8, Arc::new(Stats::default()));
+        let (j, t) = job(0);
+        d.submit(j, t, false);
+        let r = &collect(&d, 1)[0];
+        assert!(r.text_truncated);
+        assert!(r.text.len() <= MAX_TEXT_BYTES && r.text.ends_with('…'));
+        assert!(r.text.len() > MAX_TEXT_BYTES - 8);
+        let mut short = "x".repeat(10);
+        assert!(!cap_text(&mut short));
+        assert_eq!(short.len(), 10);
     }
 
     #[test]
@@ -705,6 +980,7 @@ mod tests {
                             d.eos_done();
                             return got;
                         }
+                        Some(Output::Marker(_)) => panic!("no marker was set"),
                         None => return got,
                     }
                 }

@@ -40,6 +40,9 @@ pub fn to_structure(r: &SummaryRecord) -> gst::Structure {
     if let Some(e) = &r.error {
         s.set("error", e.as_str());
     }
+    if r.text_truncated {
+        s.set("text-truncated", true);
+    }
     if let Some(v) = &r.embedding {
         let a = gst::Array::new(v.iter().map(|x| f64::from(*x).to_send_value()));
         s.set("embedding", a);

@@ -20,6 +20,10 @@ pub struct SummaryRecord {
     pub text: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reasoning: Option<String>,
+    /// Set when `text` or `reasoning` was longer than
+    /// [`MAX_TEXT_BYTES`](crate::dispatcher::MAX_TEXT_BYTES) and was cut.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub text_truncated: bool,
     pub backend: String,
     pub model: String,
     /// Seconds from the chunk being complete to its result.
