@@ -22,6 +22,7 @@ pub mod meta;
 pub mod prompt;
 pub mod record;
 pub mod runtime;
+pub mod summary;
 mod vsssummarize;
 
 pub use vsssummarize::VssSummarize;
@@ -41,6 +42,7 @@ gst::plugin_define!(
     "MPL",
     env!("CARGO_PKG_NAME"),
     env!("CARGO_PKG_NAME"),
-    env!("CARGO_PKG_REPOSITORY"),
+    // No public home yet: say so rather than show a made-up URL.
+    "unpublished (no public repository yet; see README.md of the source)",
     env!("BUILD_REL_DATE")
 );

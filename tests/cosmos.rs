@@ -2,6 +2,7 @@
 //! `backend=cosmos-reason1` end to end with the tiny random-weight
 //! checkpoint in tests/qwen/tiny: one record per chunk, deterministic text,
 //! shared model, and the load-time errors.
+#![cfg(feature = "cosmos")]
 
 mod common;
 

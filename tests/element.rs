@@ -396,7 +396,7 @@ fn connection_refused_is_an_error_record() {
         l.local_addr().unwrap().port()
     };
     let r = run_video(
-        &format!("endpoint=http://127.0.0.1:{port}/v1 chunk-duration=1 num-frames-per-chunk=1"),
+        &format!("endpoint=http://127.0.0.1:{port}/v1 chunk-duration=1 num-frames-per-chunk=1 server-wait=1 max-retries=0"),
         &Video::small(2),
         T,
     );
@@ -404,7 +404,10 @@ fn connection_refused_is_an_error_record() {
     assert_eq!(recs.len(), 2);
     for rec in &recs {
         let e = rec["error"].as_str().unwrap();
-        assert!(e.contains("cannot connect"), "{e}");
+        assert!(
+            e.contains("cannot connect") && e.contains("server-wait"),
+            "{e}"
+        );
     }
     r.stop();
 }

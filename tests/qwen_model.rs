@@ -4,6 +4,7 @@
 //! tests/qwen/make_tiny_model.py): vision embeddings, position ids (original
 //! rule), logits and a 32-token greedy continuation, for odd and even frame
 //! counts, a resized video, non-square frames and several window layouts.
+#![cfg(feature = "cosmos")]
 
 use candle_core::{Device, Tensor};
 use gstvsssummarize::backend::cosmos::model::Qwen25Vl;

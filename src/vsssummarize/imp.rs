@@ -24,9 +24,8 @@ use gst::subclass::prelude::*;
 use gst_video::prelude::*;
 
 use super::BackendProp;
-use crate::backend::cosmos::backend::{
-    CosmosBackend, CosmosGen, CosmosOptions, DTypeChoice, DeviceChoice,
-};
+#[cfg(feature = "cosmos")]
+use crate::backend::cosmos::backend::{CosmosBackend, CosmosGen, CosmosOptions, DTypeChoice};
 use crate::backend::custom::manifest;
 use crate::backend::custom::{CustomBackend, CustomOptions, LogFn, LogLevel};
 use crate::backend::openai::{OpenAiBackend, OpenAiOptions};
@@ -35,10 +34,19 @@ use crate::chunker::{ChunkParams, Chunker};
 use crate::config::{self, ApiKey, BackendKind, Env, Resolved, UserSettings};
 use crate::dispatcher::{Dispatcher, Output, Stats, Submitted};
 use crate::frames::{Colorimetry, Matrix, PixelFormat, RawFrame};
-use crate::gpu::{self, FramePrep};
+use crate::gpu::{self, DeviceChoice, FramePrep};
 use crate::meta;
 use crate::prompt::{self, TimeStyle};
 use crate::record::SummaryRecord;
+
+mod output;
+mod prepare;
+mod settings;
+mod video;
+
+use output::{SummaryFormat, SummaryMarker};
+use settings::Settings;
+use video::{colorimetry, copy_frame, pixel_format, FORMATS};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -48,129 +56,8 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     )
 });
 
-const DEFAULT_CHUNK_DURATION: f64 = 10.0;
-const DEFAULT_JPEG_QUALITY: u32 = 90;
-const DEFAULT_MAX_CONCURRENCY: u32 = 4;
-const DEFAULT_MAX_PENDING: u32 = 16;
-const DEFAULT_REQUEST_TIMEOUT: f64 = 120.0;
-const DEFAULT_MAX_RETRIES: u32 = 3;
-const DEFAULT_DRAIN_TIMEOUT: f64 = 300.0;
-const DEFAULT_MAX_RESTARTS: u32 = 3;
-/// Longest a custom model may take to load (`import inference; Inference()`).
-const CUSTOM_LOAD_TIMEOUT: Duration = Duration::from_secs(600);
-/// Metas waiting for a video buffer; beyond this the oldest is discarded
-/// (only when video stops flowing while records keep arriving).
-const MAX_QUEUED_METAS: usize = 256;
 /// How long EOS waits for `summary_src` to push what a drain timeout produced.
 const OUTPUT_GRACE: Duration = Duration::from_secs(10);
-
-const FORMATS: &[gst_video::VideoFormat] = &[
-    gst_video::VideoFormat::I420,
-    gst_video::VideoFormat::Yv12,
-    gst_video::VideoFormat::Nv12,
-    gst_video::VideoFormat::Nv21,
-    gst_video::VideoFormat::Rgb,
-    gst_video::VideoFormat::Bgr,
-    gst_video::VideoFormat::Rgba,
-    gst_video::VideoFormat::Bgra,
-    gst_video::VideoFormat::Rgbx,
-    gst_video::VideoFormat::Bgrx,
-    gst_video::VideoFormat::Xrgb,
-    gst_video::VideoFormat::Xbgr,
-    gst_video::VideoFormat::Argb,
-    gst_video::VideoFormat::Abgr,
-];
-
-fn pixel_format(f: gst_video::VideoFormat) -> Option<PixelFormat> {
-    use gst_video::VideoFormat as V;
-    Some(match f {
-        V::I420 => PixelFormat::I420,
-        V::Yv12 => PixelFormat::Yv12,
-        V::Nv12 => PixelFormat::Nv12,
-        V::Nv21 => PixelFormat::Nv21,
-        V::Rgb => PixelFormat::Rgb,
-        V::Bgr => PixelFormat::Bgr,
-        V::Rgba => PixelFormat::Rgba,
-        V::Bgra => PixelFormat::Bgra,
-        V::Rgbx => PixelFormat::Rgbx,
-        V::Bgrx => PixelFormat::Bgrx,
-        V::Xrgb => PixelFormat::Xrgb,
-        V::Xbgr => PixelFormat::Xbgr,
-        V::Argb => PixelFormat::Argb,
-        V::Abgr => PixelFormat::Abgr,
-        _ => return None,
-    })
-}
-
-fn colorimetry(info: &gst_video::VideoInfo) -> Colorimetry {
-    let c = info.colorimetry();
-    let matrix = match c.matrix() {
-        gst_video::VideoColorMatrix::Bt709 => Matrix::Bt709,
-        gst_video::VideoColorMatrix::Bt2020 => Matrix::Bt2020,
-        gst_video::VideoColorMatrix::Bt601 => Matrix::Bt601,
-        // Unknown: GStreamer's own default (BT.709 for HD, BT.601 for SD).
-        _ if info.height() >= 720 => Matrix::Bt709,
-        _ => Matrix::Bt601,
-    };
-    Colorimetry {
-        matrix,
-        full_range: c.range() == gst_video::VideoColorRange::Range0_255,
-    }
-}
-
-#[derive(Debug, Clone)]
-struct Settings {
-    user: UserSettings,
-    chunk_duration: f64,
-    chunk_overlap: f64,
-    jpeg_quality: u32,
-    prompt: String,
-    max_tokens: u32,
-    temperature: f64,
-    top_p: f64,
-    top_k: u32,
-    seed: i64,
-    max_concurrency: u32,
-    max_pending: u32,
-    request_timeout: f64,
-    max_retries: u32,
-    drain_timeout: f64,
-    max_restarts: u32,
-    device: String,
-    dtype: String,
-    enable_reasoning: bool,
-    /// Generation properties the user set (a custom model's `configs` holds
-    /// only these).
-    gen_set: std::collections::BTreeSet<&'static str>,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        let g = GenParams::default();
-        Settings {
-            user: UserSettings::default(),
-            chunk_duration: DEFAULT_CHUNK_DURATION,
-            chunk_overlap: 0.0,
-            jpeg_quality: DEFAULT_JPEG_QUALITY,
-            prompt: prompt::DEFAULT_PROMPT.to_string(),
-            max_tokens: g.max_tokens,
-            temperature: g.temperature,
-            top_p: g.top_p,
-            top_k: 0,
-            seed: 1,
-            max_concurrency: DEFAULT_MAX_CONCURRENCY,
-            max_pending: DEFAULT_MAX_PENDING,
-            request_timeout: DEFAULT_REQUEST_TIMEOUT,
-            max_retries: DEFAULT_MAX_RETRIES,
-            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
-            max_restarts: DEFAULT_MAX_RESTARTS,
-            device: "auto".into(),
-            dtype: "auto".into(),
-            enable_reasoning: false,
-            gen_set: Default::default(),
-        }
-    }
-}
 
 /// Built at NULL→READY, dropped at READY→NULL.
 struct Prepared {
@@ -178,12 +65,6 @@ struct Prepared {
     backend: Arc<dyn Backend>,
     /// Where model input is prepared / the model runs (`device` read-back).
     device: String,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum SummaryFormat {
-    Json,
-    Text,
 }
 
 #[derive(Default)]
@@ -208,11 +89,13 @@ pub struct VssSummarize {
     dispatcher: Mutex<Option<Arc<Dispatcher>>>,
     summary_format: Mutex<Option<SummaryFormat>>,
     metas: Mutex<VecDeque<gst::Structure>>,
-    /// Set when a segment starts; the first video PTS then goes to
-    /// `gap_pts` and the `summary_src` task pushes a GAP there, so that sinks
-    /// on `summary_src` preroll long before the first record exists.
+    /// Set when a segment starts; the first video PTS then becomes a
+    /// [`SummaryMarker::Gap`], so that sinks on `summary_src` preroll long
+    /// before the first record exists.
     gap_needed: AtomicBool,
-    gap_pts: Mutex<Option<gst::ClockTime>>,
+    /// `summary_src` pushed a buffer or GAP since the last flush: its sink
+    /// has prerolled, so waiting for its EOS push cannot deadlock.
+    summary_prerolled: AtomicBool,
     stats: Arc<Stats>,
     /// The backend's fatal error has been posted.
     fatal_posted: AtomicBool,
@@ -221,21 +104,6 @@ pub struct VssSummarize {
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
-
-/// Properties fixed once the element leaves NULL.
-const FIXED_PROPS: &[&str] = &[
-    "backend",
-    "endpoint",
-    "model-name",
-    "api-key",
-    "api-version",
-    "model-path",
-    "model-root-dir",
-    "env-file",
-    "python",
-    "device",
-    "dtype",
-];
 
 impl VssSummarize {
     fn dispatcher(&self) -> Option<Arc<Dispatcher>> {
@@ -290,7 +158,12 @@ impl VssSummarize {
         }
 
         if self.gap_needed.swap(false, Ordering::AcqRel) {
-            *lock(&self.gap_pts) = buffer.pts().or(Some(gst::ClockTime::ZERO));
+            // A GAP lets a sink on summary_src preroll long before the first
+            // record exists; it follows the segment in the output order.
+            let pts = buffer.pts().unwrap_or(gst::ClockTime::ZERO);
+            if let Some(d) = self.dispatcher() {
+                d.mark(Box::new(SummaryMarker::Gap(pts)));
+            }
         }
         let (jobs, live) = self.sample(&buffer);
 
@@ -440,12 +313,12 @@ impl VssSummarize {
             );
             match d.submit(job, template, live) {
                 Submitted::Queued => {}
-                Submitted::DroppedOlder(idx) => {
+                Submitted::Dropped(idx, hint) => {
                     for i in idx {
                         gst::element_imp_warning!(
                             self,
                             gst::StreamError::Failed,
-                            ("chunk {i} dropped: the model is slower than the live input (max-pending-chunks reached)"),
+                            ("chunk {i} dropped: {hint}"),
                             details: gst::Structure::builder("vss-chunk-dropped").field("chunk-index", i).build()
                         );
                     }
@@ -466,8 +339,8 @@ impl VssSummarize {
                 if let Some(g) = ss.group_id() {
                     b = b.group_id(g);
                 }
-                let _ = self.summary_srcpad.store_sticky_event(&b.build());
-                *lock(&self.summary_format) = None;
+                // In order after the records of what came before.
+                self.summary_event(b.build());
                 gst::Pad::event_default(pad, Some(&*self.obj()), event)
             }
             EventView::Caps(c) => {
@@ -516,9 +389,9 @@ impl VssSummarize {
                     (jobs, live)
                 };
                 let _ = self.submit(jobs, live);
-                // Sticky order on summary_src: stream-start, caps, segment.
-                self.ensure_summary_caps();
-                let _ = self.summary_srcpad.store_sticky_event(&event);
+                // The records of the old segment leave in the old segment: the
+                // new one follows them on summary_src (sent by the task).
+                self.summary_event(event.clone());
                 self.gap_needed.store(true, Ordering::Release);
                 gst::Pad::event_default(pad, Some(&*self.obj()), event)
             }
@@ -542,6 +415,8 @@ impl VssSummarize {
                 }
                 lock(&self.metas).clear();
                 self.gap_needed.store(true, Ordering::Release);
+                // After a flush the sinks preroll again.
+                self.summary_prerolled.store(false, Ordering::Release);
                 if let Some(d) = self.dispatcher() {
                     d.flush_stop();
                 }
@@ -559,7 +434,11 @@ impl VssSummarize {
     }
 
     /// EOS: caption the open chunks, wait for every record (bounded by
-    /// `drain-timeout`) and for `summary_src`'s EOS, then let EOS go on `src`.
+    /// `drain-timeout`) to be handed to the `summary_src` task, then let EOS
+    /// go on `src`. It waits for `summary_src`'s own EOS push too (bounded)
+    /// only when that sink has prerolled: a sink that has not (EOS before any
+    /// frame, a flushing seek to the end) blocks the push until PLAYING,
+    /// which needs the EOS held here to reach the video sink.
     fn drain(&self) {
         let (jobs, live) = {
             let mut st = lock(&self.state);
@@ -580,6 +459,9 @@ impl VssSummarize {
         let timeout = config::secs(lock(&self.settings).drain_timeout);
         gst::debug!(CAT, imp = self, "draining {} pending chunks", d.pending());
         if let Some(n) = d.drain(timeout, OUTPUT_GRACE) {
+            if self.summary_prerolled.load(Ordering::Acquire) && !d.wait_eos_done(OUTPUT_GRACE) {
+                gst::debug!(CAT, imp = self, "summary_src EOS still being pushed");
+            }
             if n > 0 {
                 gst::element_imp_warning!(
                     self,
@@ -590,405 +472,8 @@ impl VssSummarize {
         }
     }
 
-    fn start_summary_task(&self) {
-        let this = self.downgrade();
-        let res = self.summary_srcpad.start_task(move || {
-            if let Some(this) = this.upgrade() {
-                this.summary_loop();
-            }
-        });
-        if let Err(e) = res {
-            gst::error!(CAT, imp = self, "cannot start the summary_src task: {e}");
-        }
-    }
-
-    /// One iteration of the `summary_src` task.
-    fn summary_loop(&self) {
-        let Some(d) = self.dispatcher() else {
-            let _ = self.summary_srcpad.pause_task();
-            return;
-        };
-        let gap = lock(&self.gap_pts).take();
-        if let Some(pts) = gap {
-            self.ensure_summary_caps();
-            gst::debug!(CAT, imp = self, "GAP at {pts} on summary_src");
-            let _ = self
-                .summary_srcpad
-                .push_event(gst::event::Gap::builder(pts).build());
-        }
-        match d.next_output(Duration::from_millis(100)) {
-            None => {
-                if d.is_stopped() {
-                    let _ = self.summary_srcpad.pause_task();
-                }
-            }
-            Some(Output::Record(r)) => self.emit(*r),
-            Some(Output::Eos) => {
-                gst::debug!(CAT, imp = self, "all chunks out, EOS on summary_src");
-                let _ = self.summary_srcpad.push_event(gst::event::Eos::new());
-                d.eos_done();
-            }
-        }
-    }
-
-    fn negotiate_summary(&self) -> SummaryFormat {
-        let templ = self.summary_srcpad.pad_template_caps();
-        let peer = self.summary_srcpad.peer_query_caps(Some(&templ));
-        let format = match peer.structure(0).map(|s| s.name().as_str()) {
-            Some("text/x-raw") => SummaryFormat::Text,
-            _ => SummaryFormat::Json,
-        };
-        let caps = match format {
-            SummaryFormat::Json => gst::Caps::builder("application/x-json").build(),
-            SummaryFormat::Text => gst::Caps::builder("text/x-raw")
-                .field("format", "utf8")
-                .build(),
-        };
-        gst::info!(CAT, imp = self, "summary_src caps {caps}");
-        let _ = self
-            .summary_srcpad
-            .store_sticky_event(&gst::event::Caps::new(&caps));
-        format
-    }
-
-    /// The current `summary_src` format, negotiated first if needed.
-    fn ensure_summary_caps(&self) -> SummaryFormat {
-        let cur = *lock(&self.summary_format);
-        match cur {
-            Some(f) if !self.summary_srcpad.check_reconfigure() => f,
-            _ => {
-                let f = self.negotiate_summary();
-                *lock(&self.summary_format) = Some(f);
-                f
-            }
-        }
-    }
-
-    /// Emits one record: bus message, meta queue, `summary_src` buffer.
-    fn emit(&self, r: SummaryRecord) {
-        if let Some(e) = &r.error {
-            gst::warning!(CAT, imp = self, "chunk {} failed: {e}", r.chunk_index);
-            // Drops were already reported when they happened.
-            if !e.starts_with("dropped") {
-                gst::element_imp_warning!(
-                    self,
-                    gst::StreamError::Failed,
-                    ("chunk {} [{:.2} s, {:.2} s) failed: {e}", r.chunk_index, r.start, r.end),
-                    details: gst::Structure::builder("vss-chunk-failed").field("chunk-index", r.chunk_index).build()
-                );
-            }
-        } else {
-            gst::debug!(
-                CAT,
-                imp = self,
-                "chunk {} captioned in {:.2} s",
-                r.chunk_index,
-                r.latency
-            );
-        }
-        let s = meta::to_structure(&r);
-        let msg = gst::message::Element::builder(s.clone())
-            .src(&*self.obj())
-            .build();
-        let _ = self.obj().post_message(msg);
-        {
-            let mut metas = lock(&self.metas);
-            if metas.len() >= MAX_QUEUED_METAS {
-                metas.pop_front();
-                gst::debug!(CAT, imp = self, "meta queue full, oldest meta discarded");
-            }
-            metas.push_back(s);
-        }
-
-        let format = self.ensure_summary_caps();
-        let bytes = match format {
-            SummaryFormat::Json => r.to_json_line().into_bytes(),
-            // Text consumers (textoverlay, subtitle files) show the failure.
-            SummaryFormat::Text => match &r.error {
-                Some(e) => format!("[chunk {} failed: {e}]", r.chunk_index).into_bytes(),
-                None => r.text.clone().into_bytes(),
-            },
-        };
-        let mut buf = gst::Buffer::from_mut_slice(bytes);
-        {
-            let b = buf.get_mut().expect("new buffer is writable");
-            b.set_pts(gst::ClockTime::from_nseconds(r.pts_ns));
-            b.set_duration(gst::ClockTime::from_nseconds(r.duration_ns));
-        }
-        match self.summary_srcpad.push(buf) {
-            Ok(_) | Err(gst::FlowError::NotLinked) | Err(gst::FlowError::Flushing) => {}
-            Err(e) => gst::warning!(CAT, imp = self, "summary_src push: {e:?}"),
-        }
-        self.check_fatal();
-    }
-
     fn src_query(&self, pad: &gst::Pad, query: &mut gst::QueryRef) -> bool {
         gst::Pad::query_default(pad, Some(&*self.obj()), query)
-    }
-
-    fn summary_src_query(&self, pad: &gst::Pad, query: &mut gst::QueryRef) -> bool {
-        use gst::QueryViewMut;
-        match query.view_mut() {
-            QueryViewMut::Latency(q) => {
-                let Some((live, min, max)) = self.upstream_latency() else {
-                    return false;
-                };
-                // A chunk's record cannot leave before the chunk is complete;
-                // how long the model takes on top is unbounded.
-                let chunk = gst::ClockTime::from_nseconds(
-                    config::secs(lock(&self.settings).chunk_duration).as_nanos() as u64,
-                );
-                let _ = max;
-                q.set(live, min + chunk, gst::ClockTime::NONE);
-                true
-            }
-            QueryViewMut::Caps(q) => {
-                let templ = pad.pad_template_caps();
-                let caps = match q.filter() {
-                    Some(f) => f.intersect_with_mode(&templ, gst::CapsIntersectMode::First),
-                    None => templ,
-                };
-                q.set_result(&caps);
-                true
-            }
-            _ => gst::Pad::query_default(pad, Some(&*self.obj()), query),
-        }
-    }
-
-    fn prepare(&self) -> Result<(), gst::ErrorMessage> {
-        let settings = lock(&self.settings).clone();
-        let settings_err =
-            |e: String| gst::error_msg!(gst::ResourceError::Settings, ("vsssummarize: {e}"));
-        let mut resolved =
-            config::resolve(&settings.user, Env::from_process()).map_err(settings_err)?;
-        let choice: DeviceChoice = settings.device.parse().map_err(settings_err)?;
-        let selected = gpu::select(choice).map_err(settings_err)?;
-        gst::info!(CAT, imp = self, "{}", selected.reason);
-        let prep = selected.prep;
-        if let FramePrep::Gpu(g) = &prep {
-            let weak = self.obj().downgrade();
-            g.on_broken(Arc::new(move |msg: &str| {
-                if let Some(obj) = weak.upgrade() {
-                    gst::element_warning!(obj, gst::LibraryError::Failed, ("vsssummarize: {msg}"));
-                }
-            }));
-        }
-        let mut device = prep.name().to_string();
-        let backend: Arc<dyn Backend> = match resolved.backend {
-            BackendKind::OpenAiCompat => {
-                let endpoint = resolved
-                    .endpoint
-                    .clone()
-                    .expect("resolved for openai-compat");
-                if !endpoint.model_explicit && !endpoint.is_openai() {
-                    gst::warning!(
-                        CAT,
-                        imp = self,
-                        "model-name / VIA_VLM_OPENAI_MODEL_DEPLOYMENT_NAME not set: sending the default '{}' to {}; most servers (vLLM, NIM) need the served model name",
-                        config::DEFAULT_MODEL,
-                        endpoint.chat_url.host_str().unwrap_or_default()
-                    );
-                }
-                gst::info!(
-                    CAT,
-                    imp = self,
-                    "endpoint {}",
-                    endpoint.chat_url.host_str().unwrap_or_default()
-                );
-                let opts = OpenAiOptions {
-                    endpoint,
-                    gen: GenParams {
-                        prompt: settings.prompt.clone(),
-                        system_prompt: resolved.system_prompt.clone(),
-                        max_tokens: settings.max_tokens,
-                        temperature: settings.temperature,
-                        top_p: settings.top_p,
-                        top_k: settings.top_k,
-                        seed: (settings.seed >= 0).then_some(settings.seed),
-                    },
-                    frames: FrameOptions {
-                        width: resolved.frame_width,
-                        height: resolved.frame_height,
-                        jpeg_quality: settings.jpeg_quality.clamp(1, 100) as u8,
-                    },
-                    prep: prep.clone(),
-                    request_timeout: config::secs(settings.request_timeout),
-                    max_retries: settings.max_retries,
-                };
-                Arc::new(OpenAiBackend::new(opts).map_err(settings_err)?)
-            }
-            BackendKind::Custom => {
-                Arc::new(self.prepare_custom(&settings, &mut resolved, prep.clone())?)
-            }
-            BackendKind::CosmosReason1 => {
-                let b = self.prepare_cosmos(&settings, &resolved, prep.clone())?;
-                if b.device_name() != device {
-                    gst::info!(CAT, imp = self, "the model runs on {}", b.device_name());
-                    device = format!("{device} (model on {})", b.device_name());
-                }
-                Arc::new(b)
-            }
-        };
-        gst::info!(
-            CAT,
-            imp = self,
-            "backend {} model '{}' ({} frames per chunk)",
-            resolved.backend.as_str(),
-            backend.model(),
-            resolved.num_frames
-        );
-        self.fatal_posted.store(false, Ordering::Release);
-        *lock(&self.prepared) = Some(Prepared {
-            resolved,
-            backend,
-            device,
-        });
-        Ok(())
-    }
-
-    /// `backend=custom`: checks the model directory, applies its manifest to
-    /// `resolved` (frames per chunk, frame size) and loads the model.
-    fn prepare_custom(
-        &self,
-        settings: &Settings,
-        resolved: &mut Resolved,
-        prep: FramePrep,
-    ) -> Result<CustomBackend, gst::ErrorMessage> {
-        let settings_err =
-            |e: String| gst::error_msg!(gst::ResourceError::Settings, ("vsssummarize: {e}"));
-        let dir = manifest::resolve_model_dir(
-            resolved.model_path.as_deref(),
-            resolved.model_root_dir.as_deref(),
-        )
-        .map_err(settings_err)?;
-        let (man, warnings) = manifest::load(&dir).map_err(settings_err)?;
-        for w in warnings {
-            gst::element_imp_warning!(
-                self,
-                gst::ResourceError::Settings,
-                ("{}/manifest.yaml: {w}", dir.display())
-            );
-        }
-        if !resolved.num_frames_explicit {
-            resolved.num_frames = man.number_of_frames.unwrap_or(1);
-        }
-        if !resolved.frame_size_explicit {
-            if let Some((w, h)) = man.resolution {
-                (resolved.frame_width, resolved.frame_height) = (w, h);
-            }
-        }
-        let mut configs = serde_json::Map::new();
-        let set = |k: &str| settings.gen_set.contains(k);
-        if set("max-tokens") {
-            configs.insert("max_new_tokens".into(), settings.max_tokens.into());
-        }
-        if set("temperature") {
-            configs.insert("temperature".into(), settings.temperature.into());
-        }
-        if set("top-p") {
-            configs.insert("top_p".into(), settings.top_p.into());
-        }
-        if set("top-k") && settings.top_k > 0 {
-            configs.insert("top_k".into(), settings.top_k.into());
-        }
-        if set("seed") && settings.seed >= 0 {
-            configs.insert("seed".into(), settings.seed.into());
-        }
-        let weak = self.obj().downgrade();
-        let log: LogFn = Arc::new(move |level, msg| {
-            let Some(obj) = weak.upgrade() else { return };
-            match level {
-                LogLevel::Debug => gst::debug!(CAT, obj = obj, "{msg}"),
-                LogLevel::Info => gst::info!(CAT, obj = obj, "{msg}"),
-                LogLevel::Warning => gst::warning!(CAT, obj = obj, "{msg}"),
-            }
-        });
-        let timeout = if settings.request_timeout > 0.0 {
-            config::secs(settings.request_timeout)
-        } else {
-            Duration::from_secs(365 * 86_400)
-        };
-        let opts = CustomOptions {
-            model_dir: dir,
-            python: resolved.python.clone(),
-            manifest: man,
-            prompt: if settings.prompt.trim().is_empty() {
-                prompt::DEFAULT_PROMPT.to_string()
-            } else {
-                settings.prompt.clone()
-            },
-            configs,
-            frames: FrameOptions {
-                width: resolved.frame_width,
-                height: resolved.frame_height,
-                jpeg_quality: settings.jpeg_quality.clamp(1, 100) as u8,
-            },
-            prep,
-            env: resolved
-                .env
-                .vars()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            call_timeout: timeout,
-            load_timeout: CUSTOM_LOAD_TIMEOUT,
-            max_restarts: settings.max_restarts,
-            log,
-        };
-        CustomBackend::new(opts)
-            .map_err(|e| gst::error_msg!(gst::LibraryError::Init, ("vsssummarize: {e}")))
-    }
-
-    /// `backend=cosmos-reason1`: checks the checkpoint directory and loads
-    /// (or shares) the model on the chosen device.
-    fn prepare_cosmos(
-        &self,
-        settings: &Settings,
-        resolved: &Resolved,
-        prep: FramePrep,
-    ) -> Result<CosmosBackend, gst::ErrorMessage> {
-        let settings_err =
-            |e: String| gst::error_msg!(gst::ResourceError::Settings, ("vsssummarize: {e}"));
-        let dir = manifest::contained_dir(
-            resolved.model_path.as_deref(),
-            resolved.model_root_dir.as_deref(),
-            "cosmos-reason1",
-            "a Hugging Face Qwen2.5-VL / Cosmos-Reason1 checkpoint (config.json, *.safetensors, tokenizer.json)",
-        )
-        .map_err(settings_err)?;
-        let device: DeviceChoice = settings.device.parse().map_err(settings_err)?;
-        let dtype: DTypeChoice = settings.dtype.parse().map_err(settings_err)?;
-        let set = |k: &str| settings.gen_set.contains(k);
-        let weak = self.obj().downgrade();
-        let log = Arc::new(move |msg: &str| {
-            if let Some(obj) = weak.upgrade() {
-                gst::info!(CAT, obj = obj, "{msg}");
-            }
-        });
-        let opts = CosmosOptions {
-            model_dir: dir,
-            device,
-            dtype,
-            prompt: if settings.prompt.trim().is_empty() {
-                prompt::DEFAULT_PROMPT.to_string()
-            } else {
-                settings.prompt.clone()
-            },
-            system_prompt: resolved.system_prompt.clone(),
-            enable_reasoning: settings.enable_reasoning,
-            gen: CosmosGen {
-                max_tokens: settings.max_tokens,
-                temperature: set("temperature").then_some(settings.temperature),
-                top_p: set("top-p").then_some(settings.top_p),
-                top_k: (set("top-k") && settings.top_k > 0).then_some(settings.top_k),
-                seed: (settings.seed >= 0).then_some(settings.seed as u64),
-            },
-            frame_width: resolved.frame_width,
-            frame_height: resolved.frame_height,
-            prep,
-            log,
-        };
-        CosmosBackend::new(opts)
-            .map_err(|e| gst::error_msg!(gst::LibraryError::Init, ("vsssummarize: {e}")))
     }
 
     /// Posts the backend's fatal error once; true when there is one.
@@ -1022,6 +507,11 @@ impl VssSummarize {
         let workers = (settings.max_concurrency as usize)
             .min(p.backend.max_concurrency().unwrap_or(usize::MAX))
             .max(1);
+        let (workers, note) =
+            crate::dispatcher::effective_workers(workers, settings.max_pending as usize);
+        if let Some(note) = note {
+            gst::element_imp_warning!(self, gst::ResourceError::Settings, ("{note}"));
+        }
         let d = Dispatcher::new(
             p.backend.clone(),
             workers,
@@ -1037,7 +527,7 @@ impl VssSummarize {
         *lock(&self.summary_format) = None;
         lock(&self.metas).clear();
         self.gap_needed.store(true, Ordering::Release);
-        *lock(&self.gap_pts) = None;
+        self.summary_prerolled.store(false, Ordering::Release);
         Ok(())
     }
 
@@ -1049,43 +539,6 @@ impl VssSummarize {
         *lock(&self.state) = State::default();
         lock(&self.metas).clear();
     }
-}
-
-/// Copies one mapped video frame (all planes, with their strides).
-fn copy_frame(
-    buffer: &gst::Buffer,
-    info: &gst_video::VideoInfo,
-    format: PixelFormat,
-    colorimetry: Colorimetry,
-) -> Option<RawFrame> {
-    let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer.as_ref(), info).ok()?;
-    let mut planes = Vec::with_capacity(frame.n_planes() as usize);
-    let mut strides = Vec::with_capacity(frame.n_planes() as usize);
-    for p in 0..frame.n_planes() {
-        let stride = frame.plane_stride()[p as usize] as usize;
-        let data = frame.plane_data(p).ok()?;
-        let h = info.height() as usize;
-        let rows = match format {
-            // 4:2:0 chroma planes are half height.
-            PixelFormat::I420 | PixelFormat::Yv12 | PixelFormat::Nv12 | PixelFormat::Nv21
-                if p > 0 =>
-            {
-                h.div_ceil(2)
-            }
-            _ => h,
-        };
-        let len = (stride * rows).min(data.len());
-        planes.push(data[..len].to_vec());
-        strides.push(stride);
-    }
-    Some(RawFrame {
-        format,
-        width: info.width(),
-        height: info.height(),
-        planes,
-        strides,
-        colorimetry,
-    })
 }
 
 #[glib::object_subclass]
@@ -1167,7 +620,7 @@ impl ObjectSubclass for VssSummarize {
             summary_format: Mutex::new(None),
             metas: Mutex::new(VecDeque::new()),
             gap_needed: AtomicBool::new(true),
-            gap_pts: Mutex::new(None),
+            summary_prerolled: AtomicBool::new(false),
             stats: Arc::new(Stats::default()),
             fatal_posted: AtomicBool::new(false),
         }
@@ -1176,344 +629,15 @@ impl ObjectSubclass for VssSummarize {
 
 impl ObjectImpl for VssSummarize {
     fn properties() -> &'static [glib::ParamSpec] {
-        static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
-            let s = |name: &str, blurb: &str| {
-                glib::ParamSpecString::builder(name)
-                    .blurb(blurb)
-                    .mutable_ready()
-                    .build()
-            };
-            vec![
-                glib::ParamSpecEnum::builder_with_default("backend", BackendProp::OpenAiCompat)
-                    .nick("Backend")
-                    .blurb("Model backend (default from VLM_MODEL_TO_USE); fixed once the element leaves NULL")
-                    .build(),
-                s("endpoint", "OpenAI-compatible base URL, e.g. http://localhost:8000/v1 (default from VIA_VLM_ENDPOINT, else https://api.openai.com/v1)"),
-                s("model-name", "Model / deployment name sent as 'model' (default from VIA_VLM_OPENAI_MODEL_DEPLOYMENT_NAME, else gpt-4o)"),
-                glib::ParamSpecString::builder("api-key")
-                    .blurb("API key (write-only; default from VIA_VLM_API_KEY, else OPENAI_API_KEY; AZURE_OPENAI_API_KEY for Azure)")
-                    .write_only()
-                    .build(),
-                s("api-version", "Azure OpenAI api-version (default from OPENAI_API_VERSION)"),
-                s("model-path", "Model directory for local backends (default from MODEL_PATH)"),
-                s("model-root-dir", "Directory local models must lie in (default from MODEL_ROOT_DIR)"),
-                s("python", "Python interpreter that runs a custom model (default from VSS_PYTHON, else python3); point it at a virtualenv's bin/python"),
-                s("env-file", "VSS .env file of 'export KEY=VALUE' lines used as defaults (wins over the process environment)"),
-                glib::ParamSpecDouble::builder("chunk-duration")
-                    .blurb("Chunk length in seconds")
-                    .minimum(0.001)
-                    .maximum(86_400.0)
-                    .default_value(DEFAULT_CHUNK_DURATION)
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecDouble::builder("chunk-overlap")
-                    .blurb("Overlap between consecutive chunks in seconds (must be < chunk-duration)")
-                    .minimum(0.0)
-                    .maximum(86_400.0)
-                    .default_value(0.0)
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecUInt::builder("num-frames-per-chunk")
-                    .blurb("Frames sampled per chunk (0 = VLM_DEFAULT_NUM_FRAMES_PER_CHUNK, else the backend default: 10 for openai-compat, the manifest's number_of_frames for custom)")
-                    .maximum(256)
-                    .default_value(0)
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecUInt::builder("frame-width")
-                    .blurb("Width of frames sent to the model (0 = native, or keep the aspect ratio if frame-height is set; default from VLM_INPUT_WIDTH)")
-                    .maximum(16384)
-                    .default_value(0)
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecUInt::builder("frame-height")
-                    .blurb("Height of frames sent to the model (0 = native, or keep the aspect ratio if frame-width is set; default from VLM_INPUT_HEIGHT)")
-                    .maximum(16384)
-                    .default_value(0)
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecUInt::builder("jpeg-quality")
-                    .blurb("JPEG quality of frames sent to the model")
-                    .minimum(1)
-                    .maximum(100)
-                    .default_value(DEFAULT_JPEG_QUALITY)
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecString::builder("prompt")
-                    .blurb("Caption prompt (after the frame timestamp list)")
-                    .default_value(Some(prompt::DEFAULT_PROMPT))
-                    .mutable_ready()
-                    .build(),
-                s("system-prompt", "System message (default from VLM_SYSTEM_PROMPT; none if empty)"),
-                glib::ParamSpecUInt::builder("max-tokens")
-                    .blurb("max_tokens of each request")
-                    .minimum(1)
-                    .maximum(1 << 20)
-                    .default_value(1024)
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecDouble::builder("temperature")
-                    .minimum(0.0)
-                    .maximum(2.0)
-                    .default_value(0.2)
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecDouble::builder("top-p")
-                    .minimum(0.0)
-                    .maximum(1.0)
-                    .default_value(1.0)
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecUInt::builder("top-k")
-                    .blurb("top_k (0 = not sent)")
-                    .maximum(100_000)
-                    .default_value(0)
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecInt64::builder("seed")
-                    .blurb("seed (-1 = not sent)")
-                    .minimum(-1)
-                    .default_value(1)
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecUInt::builder("max-concurrency")
-                    .blurb("Requests in flight at most")
-                    .minimum(1)
-                    .maximum(256)
-                    .default_value(DEFAULT_MAX_CONCURRENCY)
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecUInt::builder("max-pending-chunks")
-                    .blurb("Chunks queued or in flight at most; then non-live input is slowed down and live input drops the oldest chunk")
-                    .minimum(1)
-                    .maximum(4096)
-                    .default_value(DEFAULT_MAX_PENDING)
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecDouble::builder("request-timeout")
-                    .blurb("Seconds per request attempt (0 = no timeout)")
-                    .minimum(0.0)
-                    .maximum(86_400.0)
-                    .default_value(DEFAULT_REQUEST_TIMEOUT)
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecUInt::builder("max-retries")
-                    .blurb("Retries of a request after 429, 5xx or a timeout")
-                    .maximum(100)
-                    .default_value(DEFAULT_MAX_RETRIES)
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecDouble::builder("drain-timeout")
-                    .blurb("Seconds EOS waits for pending chunks before reporting them as errors")
-                    .minimum(0.0)
-                    .maximum(86_400.0)
-                    .default_value(DEFAULT_DRAIN_TIMEOUT)
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecString::builder("device")
-                    .blurb("Where sampled frames are converted/resized (and, for cosmos-reason1 in a cuda build, where the model runs): auto (GPU 0 when the NVIDIA driver, a GPU and NVRTC are present, else CPU), cpu, cuda:N (fails at NULL->READY without a usable GPU); reads back the device in use once READY")
-                    .default_value(Some("auto"))
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecString::builder("dtype")
-                    .blurb("cosmos-reason1: weight type: auto (f32 on the CPU, bf16 on CUDA), f32, bf16 (half the memory; on the CPU slower than f32)")
-                    .default_value(Some("auto"))
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecBoolean::builder("enable-reasoning")
-                    .blurb("cosmos-reason1: ask for <think>…</think><answer>…</answer> and put the thinking in the record's reasoning field")
-                    .default_value(false)
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecUInt::builder("max-restarts")
-                    .blurb("custom backend: model process restarts after crashes in a row before the element fails")
-                    .maximum(1000)
-                    .default_value(DEFAULT_MAX_RESTARTS)
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecUInt64::builder("chunks-submitted").read_only().build(),
-                glib::ParamSpecUInt64::builder("chunks-completed").read_only().build(),
-                glib::ParamSpecUInt64::builder("chunks-failed").read_only().build(),
-                glib::ParamSpecUInt64::builder("chunks-dropped").read_only().build(),
-            ]
-        });
-        PROPERTIES.as_ref()
+        Self::property_specs()
     }
 
     fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
-        let name = pspec.name();
-        if FIXED_PROPS.contains(&name) && self.obj().current_state() != gst::State::Null {
-            gst::warning!(
-                CAT,
-                imp = self,
-                "property '{name}' can only be changed in the NULL state; change refused"
-            );
-            return;
-        }
-        let mut s = lock(&self.settings);
-        let opt_str = |v: &glib::Value| {
-            v.get::<Option<String>>()
-                .expect("type checked upstream")
-                .filter(|s| !s.is_empty())
-        };
-        match name {
-            "backend" => s.user.backend = Some(value.get::<BackendProp>().expect("type").into()),
-            "endpoint" => s.user.endpoint = opt_str(value),
-            "model-name" => s.user.model_name = opt_str(value),
-            "api-key" => s.user.api_key = opt_str(value).and_then(ApiKey::new),
-            "api-version" => s.user.api_version = opt_str(value),
-            "model-path" => s.user.model_path = opt_str(value),
-            "model-root-dir" => s.user.model_root_dir = opt_str(value),
-            "env-file" => s.user.env_file = opt_str(value),
-            "python" => s.user.python = opt_str(value),
-            "max-restarts" => s.max_restarts = value.get().expect("type"),
-            "device" => {
-                s.device = value
-                    .get::<Option<String>>()
-                    .expect("type")
-                    .unwrap_or_else(|| "auto".into())
-            }
-            "enable-reasoning" => s.enable_reasoning = value.get().expect("type"),
-            "dtype" => {
-                s.dtype = value
-                    .get::<Option<String>>()
-                    .expect("type")
-                    .unwrap_or_else(|| "auto".into())
-            }
-            "chunk-duration" => s.chunk_duration = value.get().expect("type"),
-            "chunk-overlap" => s.chunk_overlap = value.get().expect("type"),
-            "num-frames-per-chunk" => {
-                let n: u32 = value.get().expect("type");
-                s.user.num_frames = (n > 0).then_some(n);
-            }
-            "frame-width" => s.user.frame_width = Some(value.get().expect("type")),
-            "frame-height" => s.user.frame_height = Some(value.get().expect("type")),
-            "jpeg-quality" => s.jpeg_quality = value.get().expect("type"),
-            "prompt" => {
-                s.prompt = value
-                    .get::<Option<String>>()
-                    .expect("type")
-                    .unwrap_or_default()
-            }
-            "system-prompt" => s.user.system_prompt = value.get::<Option<String>>().expect("type"),
-            "max-tokens" => {
-                s.max_tokens = value.get().expect("type");
-                s.gen_set.insert("max-tokens");
-            }
-            "temperature" => {
-                s.temperature = value.get().expect("type");
-                s.gen_set.insert("temperature");
-            }
-            "top-p" => {
-                s.top_p = value.get().expect("type");
-                s.gen_set.insert("top-p");
-            }
-            "top-k" => {
-                s.top_k = value.get().expect("type");
-                s.gen_set.insert("top-k");
-            }
-            "seed" => {
-                s.seed = value.get().expect("type");
-                s.gen_set.insert("seed");
-            }
-            "max-concurrency" => s.max_concurrency = value.get().expect("type"),
-            "max-pending-chunks" => s.max_pending = value.get().expect("type"),
-            "request-timeout" => s.request_timeout = value.get().expect("type"),
-            "max-retries" => s.max_retries = value.get().expect("type"),
-            "drain-timeout" => s.drain_timeout = value.get().expect("type"),
-            _ => unimplemented!("property {name}"),
-        }
+        self.set_prop(value, pspec)
     }
 
     fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
-        let prepared = lock(&self.prepared);
-        let resolved = prepared.as_ref().map(|p| &p.resolved);
-        let s = lock(&self.settings);
-        let u = &s.user;
-        match pspec.name() {
-            "backend" => BackendProp::from(
-                resolved
-                    .map(|r| r.backend)
-                    .or(u.backend)
-                    .unwrap_or_default(),
-            )
-            .to_value(),
-            "endpoint" => u.endpoint.to_value(),
-            "model-name" => prepared
-                .as_ref()
-                .map(|p| p.backend.model().to_string())
-                .or_else(|| u.model_name.clone())
-                .to_value(),
-            "python" => resolved
-                .map(|r| r.python.clone())
-                .or_else(|| u.python.clone())
-                .to_value(),
-            "max-restarts" => s.max_restarts.to_value(),
-            "device" => prepared
-                .as_ref()
-                .map(|p| p.device.clone())
-                .unwrap_or_else(|| s.device.clone())
-                .to_value(),
-            "enable-reasoning" => s.enable_reasoning.to_value(),
-            "dtype" => s.dtype.to_value(),
-            "api-version" => u.api_version.to_value(),
-            "model-path" => u.model_path.to_value(),
-            "model-root-dir" => u.model_root_dir.to_value(),
-            "env-file" => u.env_file.to_value(),
-            "chunk-duration" => s.chunk_duration.to_value(),
-            "chunk-overlap" => s.chunk_overlap.to_value(),
-            "num-frames-per-chunk" => resolved
-                .map(|r| r.num_frames)
-                .or(u.num_frames)
-                .unwrap_or(0)
-                .to_value(),
-            "frame-width" => resolved
-                .map(|r| r.frame_width)
-                .or(u.frame_width)
-                .unwrap_or(0)
-                .to_value(),
-            "frame-height" => resolved
-                .map(|r| r.frame_height)
-                .or(u.frame_height)
-                .unwrap_or(0)
-                .to_value(),
-            "jpeg-quality" => s.jpeg_quality.to_value(),
-            "prompt" => s.prompt.to_value(),
-            "system-prompt" => resolved
-                .and_then(|r| r.system_prompt.clone())
-                .or_else(|| u.system_prompt.clone())
-                .to_value(),
-            "max-tokens" => s.max_tokens.to_value(),
-            "temperature" => s.temperature.to_value(),
-            "top-p" => s.top_p.to_value(),
-            "top-k" => s.top_k.to_value(),
-            "seed" => s.seed.to_value(),
-            "max-concurrency" => s.max_concurrency.to_value(),
-            "max-pending-chunks" => s.max_pending.to_value(),
-            "request-timeout" => s.request_timeout.to_value(),
-            "max-retries" => s.max_retries.to_value(),
-            "drain-timeout" => s.drain_timeout.to_value(),
-            "chunks-submitted" => self
-                .stats
-                .submitted
-                .load(std::sync::atomic::Ordering::Relaxed)
-                .to_value(),
-            "chunks-completed" => self
-                .stats
-                .completed
-                .load(std::sync::atomic::Ordering::Relaxed)
-                .to_value(),
-            "chunks-failed" => self
-                .stats
-                .failed
-                .load(std::sync::atomic::Ordering::Relaxed)
-                .to_value(),
-            "chunks-dropped" => self
-                .stats
-                .dropped
-                .load(std::sync::atomic::Ordering::Relaxed)
-                .to_value(),
-            name => unimplemented!("property {name}"),
-        }
+        self.get_prop(pspec)
     }
 
     fn constructed(&self) {
@@ -1535,7 +659,7 @@ impl ElementImpl for VssSummarize {
                 "VSS video summarizer",
                 "Filter/Analyzer/Video",
                 "Captions chunks of video with a vision-language model; video passes through",
-                "vsssummarize developers",
+                env!("CARGO_PKG_AUTHORS"),
             )
         });
         Some(&*ELEMENT_METADATA)

@@ -4,9 +4,16 @@
 //! Face's processor), the checkpoint configuration, the M-RoPE position rule
 //! and the model (vision tower + Qwen2 decoder).
 
+//!
+//! Without the `cosmos` feature only the plain parts stay (preprocessing,
+//! which the GPU frame path shares, config, positions, sampling): no candle.
+
+#[cfg(feature = "cosmos")]
 pub mod backend;
 pub mod config;
+#[cfg(feature = "cosmos")]
 pub mod engine;
+#[cfg(feature = "cosmos")]
 pub mod model;
 pub mod preprocess;
 pub mod rope_index;

@@ -1,0 +1,476 @@
+// SPDX-License-Identifier: MPL-2.0
+//! Properties: the defaults, what each one is read at (and so when it can
+//! change), their specs, and setting / reading them.
+
+use super::*;
+
+const DEFAULT_CHUNK_DURATION: f64 = 10.0;
+const DEFAULT_JPEG_QUALITY: u32 = 90;
+const DEFAULT_MAX_CONCURRENCY: u32 = 4;
+const DEFAULT_MAX_PENDING: u32 = 16;
+const DEFAULT_REQUEST_TIMEOUT: f64 = 120.0;
+const DEFAULT_MAX_RETRIES: u32 = 3;
+const DEFAULT_DRAIN_TIMEOUT: f64 = 300.0;
+const DEFAULT_SERVER_WAIT_S: f64 = 120.0;
+const DEFAULT_MAX_RESTARTS: u32 = 3;
+
+#[derive(Debug, Clone)]
+pub(super) struct Settings {
+    pub(super) user: UserSettings,
+    pub(super) chunk_duration: f64,
+    pub(super) chunk_overlap: f64,
+    pub(super) jpeg_quality: u32,
+    pub(super) prompt: String,
+    pub(super) max_tokens: u32,
+    pub(super) temperature: f64,
+    pub(super) top_p: f64,
+    pub(super) top_k: u32,
+    pub(super) seed: i64,
+    pub(super) max_concurrency: u32,
+    pub(super) max_pending: u32,
+    pub(super) request_timeout: f64,
+    pub(super) max_retries: u32,
+    pub(super) drain_timeout: f64,
+    pub(super) server_wait: f64,
+    pub(super) max_restarts: u32,
+    pub(super) device: String,
+    pub(super) dtype: String,
+    pub(super) enable_reasoning: bool,
+    /// Generation properties the user set (a custom model's `configs` holds
+    /// only these).
+    pub(super) gen_set: std::collections::BTreeSet<&'static str>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        let g = GenParams::default();
+        Settings {
+            user: UserSettings::default(),
+            chunk_duration: DEFAULT_CHUNK_DURATION,
+            chunk_overlap: 0.0,
+            jpeg_quality: DEFAULT_JPEG_QUALITY,
+            prompt: prompt::DEFAULT_PROMPT.to_string(),
+            max_tokens: g.max_tokens,
+            temperature: g.temperature,
+            top_p: g.top_p,
+            top_k: 0,
+            seed: 1,
+            max_concurrency: DEFAULT_MAX_CONCURRENCY,
+            max_pending: DEFAULT_MAX_PENDING,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            max_retries: DEFAULT_MAX_RETRIES,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            server_wait: DEFAULT_SERVER_WAIT_S,
+            max_restarts: DEFAULT_MAX_RESTARTS,
+            device: "auto".into(),
+            dtype: "auto".into(),
+            enable_reasoning: false,
+            gen_set: Default::default(),
+        }
+    }
+}
+
+/// Properties read at NULL→READY: fixed once the element leaves NULL (a
+/// change is refused with a warning, and the value in effect reads back).
+const NULL_ONLY: &[&str] = &[
+    "backend",
+    "endpoint",
+    "model-name",
+    "api-key",
+    "api-version",
+    "model-path",
+    "model-root-dir",
+    "env-file",
+    "python",
+    "device",
+    "dtype",
+    "num-frames-per-chunk",
+    "frame-width",
+    "frame-height",
+    "jpeg-quality",
+    "prompt",
+    "system-prompt",
+    "max-tokens",
+    "temperature",
+    "top-p",
+    "top-k",
+    "seed",
+    "request-timeout",
+    "max-retries",
+    "server-wait",
+    "enable-reasoning",
+    "max-restarts",
+];
+
+/// Properties read at READY→PAUSED: fixed above READY. The others
+/// (`drain-timeout`) apply whenever they are set.
+const READY_ONLY: &[&str] = &[
+    "chunk-duration",
+    "chunk-overlap",
+    "max-concurrency",
+    "max-pending-chunks",
+];
+
+/// Appended to the blurb of every [`NULL_ONLY`] property.
+const FIXED_NOTE: &str = " (fixed once the element leaves NULL)";
+
+impl VssSummarize {
+    pub(super) fn property_specs() -> &'static [glib::ParamSpec] {
+        static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
+            // Blurbs of NULL-only properties say so (gst-inspect shows no
+            // "changeable in READY" flag for them).
+            let fixed = |blurb: &str| -> &'static str {
+                Box::leak(format!("{blurb}{FIXED_NOTE}").into_boxed_str())
+            };
+            let sf = |name: &str, blurb: &str| {
+                glib::ParamSpecString::builder(name)
+                    .blurb(fixed(blurb))
+                    .build()
+            };
+            vec![
+                glib::ParamSpecEnum::builder_with_default("backend", BackendProp::OpenAiCompat)
+                    .nick("Backend")
+                    .blurb(fixed("Model backend (default from VLM_MODEL_TO_USE); fixed once the element leaves NULL"))
+                    .build(),
+                sf("endpoint", "OpenAI-compatible base URL, e.g. http://localhost:8000/v1 (default from VIA_VLM_ENDPOINT, else https://api.openai.com/v1)"),
+                sf("model-name", "Model / deployment name sent as 'model' (default from VIA_VLM_OPENAI_MODEL_DEPLOYMENT_NAME, else gpt-4o)"),
+                glib::ParamSpecString::builder("api-key")
+                    .blurb(fixed("API key (write-only; default from VIA_VLM_API_KEY, else OPENAI_API_KEY; AZURE_OPENAI_API_KEY for Azure)"))
+                    .write_only()
+                    .build(),
+                sf("api-version", "Azure OpenAI api-version (default from OPENAI_API_VERSION)"),
+                sf("model-path", "Model directory for local backends (default from MODEL_PATH)"),
+                sf("model-root-dir", "Directory local models must lie in (default from MODEL_ROOT_DIR)"),
+                sf("python", "Python interpreter that runs a custom model (default from VSS_PYTHON, else python3); point it at a virtualenv's bin/python"),
+                sf("env-file", "VSS .env file of 'export KEY=VALUE' lines used as defaults (wins over the process environment)"),
+                glib::ParamSpecDouble::builder("chunk-duration")
+                    .blurb("Chunk length in seconds (chunk-duration minus chunk-overlap must be at least 0.1 s and 1/16 of chunk-duration)")
+                    .minimum(crate::chunker::MIN_STRIDE_NS as f64 / 1e9)
+                    .maximum(86_400.0)
+                    .default_value(DEFAULT_CHUNK_DURATION)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecDouble::builder("chunk-overlap")
+                    .blurb("Overlap between consecutive chunks in seconds (must be < chunk-duration)")
+                    .minimum(0.0)
+                    .maximum(86_400.0)
+                    .default_value(0.0)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("num-frames-per-chunk")
+                    .blurb(fixed("Frames sampled per chunk (0 = VLM_DEFAULT_NUM_FRAMES_PER_CHUNK, else the backend default: 10 for openai-compat, the manifest's number_of_frames for custom)"))
+                    .maximum(crate::chunker::MAX_FRAMES_PER_CHUNK)
+                    .default_value(0)
+                    .build(),
+                glib::ParamSpecUInt::builder("frame-width")
+                    .blurb(fixed("Width of frames sent to the model (0 = native, or keep the aspect ratio if frame-height is set; default from VLM_INPUT_WIDTH)"))
+                    .maximum(16384)
+                    .default_value(0)
+                    .build(),
+                glib::ParamSpecUInt::builder("frame-height")
+                    .blurb(fixed("Height of frames sent to the model (0 = native, or keep the aspect ratio if frame-width is set; default from VLM_INPUT_HEIGHT)"))
+                    .maximum(16384)
+                    .default_value(0)
+                    .build(),
+                glib::ParamSpecUInt::builder("jpeg-quality")
+                    .blurb(fixed("JPEG quality of frames sent to the model"))
+                    .minimum(1)
+                    .maximum(100)
+                    .default_value(DEFAULT_JPEG_QUALITY)
+                    .build(),
+                glib::ParamSpecString::builder("prompt")
+                    .blurb(fixed("Caption prompt (after the frame timestamp list)"))
+                    .default_value(Some(prompt::DEFAULT_PROMPT))
+                    .build(),
+                sf("system-prompt", "System message (default from VLM_SYSTEM_PROMPT; none if empty)"),
+                glib::ParamSpecUInt::builder("max-tokens")
+                    .blurb(fixed("max_tokens of each request"))
+                    .minimum(1)
+                    .maximum(1 << 20)
+                    .default_value(1024)
+                    .build(),
+                glib::ParamSpecDouble::builder("temperature")
+                    .blurb(fixed("Sampling temperature of each request (0 = greedy)"))
+                    .minimum(0.0)
+                    .maximum(2.0)
+                    .default_value(0.2)
+                    .build(),
+                glib::ParamSpecDouble::builder("top-p")
+                    .blurb(fixed("Nucleus sampling top_p of each request"))
+                    .minimum(0.0)
+                    .maximum(1.0)
+                    .default_value(1.0)
+                    .build(),
+                glib::ParamSpecUInt::builder("top-k")
+                    .blurb(fixed("top_k (0 = not sent)"))
+                    .maximum(100_000)
+                    .default_value(0)
+                    .build(),
+                glib::ParamSpecInt64::builder("seed")
+                    .blurb(fixed("seed (-1 = not sent)"))
+                    .minimum(-1)
+                    .default_value(1)
+                    .build(),
+                glib::ParamSpecUInt::builder("max-concurrency")
+                    .blurb("Requests in flight at most")
+                    .minimum(1)
+                    .maximum(256)
+                    .default_value(DEFAULT_MAX_CONCURRENCY)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("max-pending-chunks")
+                    .blurb("Chunks queued or in flight at most; then non-live input is slowed down and live input drops the oldest chunk")
+                    .minimum(1)
+                    .maximum(4096)
+                    .default_value(DEFAULT_MAX_PENDING)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecDouble::builder("request-timeout")
+                    .blurb(fixed("Seconds per request attempt (0 = no timeout)"))
+                    .minimum(0.0)
+                    .maximum(86_400.0)
+                    .default_value(DEFAULT_REQUEST_TIMEOUT)
+                    .build(),
+                glib::ParamSpecUInt::builder("max-retries")
+                    .blurb(fixed("Retries of a request after 429, 5xx or a timeout"))
+                    .maximum(100)
+                    .default_value(DEFAULT_MAX_RETRIES)
+                    .build(),
+                glib::ParamSpecDouble::builder("drain-timeout")
+                    .blurb("Seconds EOS waits for pending chunks before reporting them as errors (applies when set)")
+                    .minimum(0.0)
+                    .maximum(86_400.0)
+                    .default_value(DEFAULT_DRAIN_TIMEOUT)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecDouble::builder("server-wait")
+                    .blurb(fixed("openai-compat: seconds a chunk keeps retrying an endpoint that refuses connections (not up yet, restarting) before it fails; 0 = retry like other errors"))
+                    .minimum(0.0)
+                    .maximum(86_400.0)
+                    .default_value(DEFAULT_SERVER_WAIT_S)
+                    .build(),
+                glib::ParamSpecString::builder("device")
+                    .blurb(fixed("Where sampled frames are converted/resized (and, for cosmos-reason1 in a cuda build, where the model runs): auto (GPU 0 when the NVIDIA driver, a GPU and NVRTC are present, else CPU), cpu, cuda:N (fails at NULL->READY without a usable GPU); reads back the device in use once READY"))
+                    .default_value(Some("auto"))
+                    .build(),
+                glib::ParamSpecString::builder("dtype")
+                    .blurb(fixed("cosmos-reason1: weight type: auto (f32 on the CPU, bf16 on CUDA), f32, bf16 (half the memory; on the CPU slower than f32)"))
+                    .default_value(Some("auto"))
+                    .build(),
+                glib::ParamSpecBoolean::builder("enable-reasoning")
+                    .blurb(fixed("cosmos-reason1: ask for <think>…</think><answer>…</answer> and put the thinking in the record's reasoning field"))
+                    .default_value(false)
+                    .build(),
+                glib::ParamSpecUInt::builder("max-restarts")
+                    .blurb(fixed("custom backend: model process restarts after crashes in a row before the element fails"))
+                    .maximum(1000)
+                    .default_value(DEFAULT_MAX_RESTARTS)
+                    .build(),
+                glib::ParamSpecUInt64::builder("chunks-submitted")
+                    .blurb("Chunks handed to the model since READY→PAUSED")
+                    .read_only()
+                    .build(),
+                glib::ParamSpecUInt64::builder("chunks-completed")
+                    .blurb("Chunks that ended as a caption")
+                    .read_only()
+                    .build(),
+                glib::ParamSpecUInt64::builder("chunks-failed")
+                    .blurb("Chunks that ended as an error record (dropped ones included)")
+                    .read_only()
+                    .build(),
+                glib::ParamSpecUInt64::builder("chunks-dropped")
+                    .blurb("Live chunks dropped because the model was behind (also counted in chunks-failed)")
+                    .read_only()
+                    .build(),
+            ]
+        });
+        PROPERTIES.as_ref()
+    }
+
+    pub(super) fn set_prop(&self, value: &glib::Value, pspec: &glib::ParamSpec) {
+        let name = pspec.name();
+        let state = self.obj().current_state();
+        let refused = if NULL_ONLY.contains(&name) && state != gst::State::Null {
+            Some("NULL")
+        } else if READY_ONLY.contains(&name) && state > gst::State::Ready {
+            Some("NULL or READY")
+        } else {
+            None
+        };
+        if let Some(when) = refused {
+            gst::warning!(
+                CAT,
+                imp = self,
+                "property '{name}' can only be changed in the {when} state (it is read when the element leaves it); change refused, the value in effect stays"
+            );
+            return;
+        }
+        let mut s = lock(&self.settings);
+        let opt_str = |v: &glib::Value| {
+            v.get::<Option<String>>()
+                .expect("type checked upstream")
+                .filter(|s| !s.is_empty())
+        };
+        match name {
+            "backend" => s.user.backend = Some(value.get::<BackendProp>().expect("type").into()),
+            "endpoint" => s.user.endpoint = opt_str(value),
+            "model-name" => s.user.model_name = opt_str(value),
+            "api-key" => s.user.api_key = opt_str(value).and_then(ApiKey::new),
+            "api-version" => s.user.api_version = opt_str(value),
+            "model-path" => s.user.model_path = opt_str(value),
+            "model-root-dir" => s.user.model_root_dir = opt_str(value),
+            "env-file" => s.user.env_file = opt_str(value),
+            "python" => s.user.python = opt_str(value),
+            "max-restarts" => s.max_restarts = value.get().expect("type"),
+            "device" => {
+                s.device = value
+                    .get::<Option<String>>()
+                    .expect("type")
+                    .unwrap_or_else(|| "auto".into())
+            }
+            "enable-reasoning" => s.enable_reasoning = value.get().expect("type"),
+            "dtype" => {
+                s.dtype = value
+                    .get::<Option<String>>()
+                    .expect("type")
+                    .unwrap_or_else(|| "auto".into())
+            }
+            "chunk-duration" => s.chunk_duration = value.get().expect("type"),
+            "chunk-overlap" => s.chunk_overlap = value.get().expect("type"),
+            "num-frames-per-chunk" => {
+                let n: u32 = value.get().expect("type");
+                s.user.num_frames = (n > 0).then_some(n);
+            }
+            "frame-width" => s.user.frame_width = Some(value.get().expect("type")),
+            "frame-height" => s.user.frame_height = Some(value.get().expect("type")),
+            "jpeg-quality" => s.jpeg_quality = value.get().expect("type"),
+            "prompt" => {
+                s.prompt = value
+                    .get::<Option<String>>()
+                    .expect("type")
+                    .unwrap_or_default()
+            }
+            "system-prompt" => s.user.system_prompt = value.get::<Option<String>>().expect("type"),
+            "max-tokens" => {
+                s.max_tokens = value.get().expect("type");
+                s.gen_set.insert("max-tokens");
+            }
+            "temperature" => {
+                s.temperature = value.get().expect("type");
+                s.gen_set.insert("temperature");
+            }
+            "top-p" => {
+                s.top_p = value.get().expect("type");
+                s.gen_set.insert("top-p");
+            }
+            "top-k" => {
+                s.top_k = value.get().expect("type");
+                s.gen_set.insert("top-k");
+            }
+            "seed" => {
+                s.seed = value.get().expect("type");
+                s.gen_set.insert("seed");
+            }
+            "max-concurrency" => s.max_concurrency = value.get().expect("type"),
+            "max-pending-chunks" => s.max_pending = value.get().expect("type"),
+            "request-timeout" => s.request_timeout = value.get().expect("type"),
+            "max-retries" => s.max_retries = value.get().expect("type"),
+            "drain-timeout" => s.drain_timeout = value.get().expect("type"),
+            "server-wait" => s.server_wait = value.get().expect("type"),
+            _ => unimplemented!("property {name}"),
+        }
+    }
+
+    pub(super) fn get_prop(&self, pspec: &glib::ParamSpec) -> glib::Value {
+        let prepared = lock(&self.prepared);
+        let resolved = prepared.as_ref().map(|p| &p.resolved);
+        let s = lock(&self.settings);
+        let u = &s.user;
+        match pspec.name() {
+            "backend" => BackendProp::from(
+                resolved
+                    .map(|r| r.backend)
+                    .or(u.backend)
+                    .unwrap_or_default(),
+            )
+            .to_value(),
+            "endpoint" => u.endpoint.to_value(),
+            "model-name" => prepared
+                .as_ref()
+                .map(|p| p.backend.model().to_string())
+                .or_else(|| u.model_name.clone())
+                .to_value(),
+            "python" => resolved
+                .map(|r| r.python.clone())
+                .or_else(|| u.python.clone())
+                .to_value(),
+            "max-restarts" => s.max_restarts.to_value(),
+            "device" => prepared
+                .as_ref()
+                .map(|p| p.device.clone())
+                .unwrap_or_else(|| s.device.clone())
+                .to_value(),
+            "enable-reasoning" => s.enable_reasoning.to_value(),
+            "dtype" => s.dtype.to_value(),
+            "api-version" => u.api_version.to_value(),
+            "model-path" => u.model_path.to_value(),
+            "model-root-dir" => u.model_root_dir.to_value(),
+            "env-file" => u.env_file.to_value(),
+            "chunk-duration" => s.chunk_duration.to_value(),
+            "chunk-overlap" => s.chunk_overlap.to_value(),
+            "num-frames-per-chunk" => resolved
+                .map(|r| r.num_frames)
+                .or(u.num_frames)
+                .unwrap_or(0)
+                .to_value(),
+            "frame-width" => resolved
+                .map(|r| r.frame_width)
+                .or(u.frame_width)
+                .unwrap_or(0)
+                .to_value(),
+            "frame-height" => resolved
+                .map(|r| r.frame_height)
+                .or(u.frame_height)
+                .unwrap_or(0)
+                .to_value(),
+            "jpeg-quality" => s.jpeg_quality.to_value(),
+            "prompt" => s.prompt.to_value(),
+            "system-prompt" => resolved
+                .and_then(|r| r.system_prompt.clone())
+                .or_else(|| u.system_prompt.clone())
+                .to_value(),
+            "max-tokens" => s.max_tokens.to_value(),
+            "temperature" => s.temperature.to_value(),
+            "top-p" => s.top_p.to_value(),
+            "top-k" => s.top_k.to_value(),
+            "seed" => s.seed.to_value(),
+            "max-concurrency" => s.max_concurrency.to_value(),
+            "max-pending-chunks" => s.max_pending.to_value(),
+            "request-timeout" => s.request_timeout.to_value(),
+            "max-retries" => s.max_retries.to_value(),
+            "drain-timeout" => s.drain_timeout.to_value(),
+            "server-wait" => s.server_wait.to_value(),
+            "chunks-submitted" => self
+                .stats
+                .submitted
+                .load(std::sync::atomic::Ordering::Relaxed)
+                .to_value(),
+            "chunks-completed" => self
+                .stats
+                .completed
+                .load(std::sync::atomic::Ordering::Relaxed)
+                .to_value(),
+            "chunks-failed" => self
+                .stats
+                .failed
+                .load(std::sync::atomic::Ordering::Relaxed)
+                .to_value(),
+            "chunks-dropped" => self
+                .stats
+                .dropped
+                .load(std::sync::atomic::Ordering::Relaxed)
+                .to_value(),
+            name => unimplemented!("property {name}"),
+        }
+    }
+}
