@@ -1,0 +1,45 @@
+// SPDX-License-Identifier: MPL-2.0
+//! Summaries and alerts from chunk captions, in plain Rust (no GStreamer
+//! types, no network): the element glue feeds chunk results in and emits
+//! what comes out; the text LLM is behind [`TextLlm`].
+//!
+//! * [`windows`]: chunk results → summary windows (`summary-duration`):
+//!   window `w` holds the chunks whose start lies in `[w·D, (w+1)·D)`; a
+//!   chunk that crosses a boundary belongs to the window it starts in, so
+//!   with `D` not a multiple of the chunk stride windows hold different
+//!   numbers of chunks; windows without chunks produce nothing; error
+//!   records are listed as `missing-chunks`.
+//! * [`aggregate`]: a window's captions (`<start> <end> caption` lines) →
+//!   one summary, split into batches and aggregated recursively so that no
+//!   call's estimated input exceeds `llm-context-tokens` (the input budget;
+//!   `llm-max-tokens` is on top); window summaries → the final summary; the
+//!   record fields of `summary` / `final-summary`.
+//! * [`tokens`]: the conservative token estimate behind the budget.
+//! * [`alerts`]: the `events` list, the per-caption event check request and
+//!   its tolerant JSON parser, the `alert` record and the webhook body.
+//! * [`llm`]: the [`TextLlm`] interface (implemented by the HTTP client and
+//!   the in-process model).
+//!
+//! Each submodule documents its rules and the choices made where the issue
+//! is silent.
+//!
+//! Status: the logic and its unit tests only. The element does not use it
+//! yet (no `summarize` / `events` properties, no text-LLM client); that is
+//! the rest of the issue "Summaries and alerts".
+
+pub mod aggregate;
+pub mod alerts;
+pub mod llm;
+pub mod tokens;
+pub mod windows;
+
+pub use aggregate::{
+    final_summary, final_summary_of_chunks, summarize_window, PartSummary, SummaryConfig,
+    SummaryKind, SummaryOutput, SummaryRecordFields, DEFAULT_CAPTION_SUMMARIZATION_PROMPT,
+    DEFAULT_SUMMARY_AGGREGATION_PROMPT,
+};
+pub use alerts::{
+    alert_id, event_check_request, parse_event_answer, parse_events, Alert, AlertRecordFields,
+};
+pub use llm::{TextAnswer, TextLlm, TextRequest};
+pub use windows::{parse_summary_duration, ChunkResult, Window, Windows};

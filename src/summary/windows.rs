@@ -1,0 +1,435 @@
+// SPDX-License-Identifier: MPL-2.0
+//! Grouping chunk results into summary windows (`summary-duration`).
+//!
+//! * Window `w` (its `summary-index`, 0-based) holds the chunks whose `start`
+//!   lies in `[w·D, (w+1)·D)` of stream time, `D` = `summary-duration`. The
+//!   origin is stream time 0, as the records' `start`: a stream whose first
+//!   chunk starts at 100 s with `D` = 60 begins with window 1.
+//! * A chunk belongs to exactly one window, the one its start lies in; a
+//!   chunk that crosses a window boundary belongs only to the window it
+//!   starts in. When `D` is not a multiple of the chunk stride, windows
+//!   therefore hold different numbers of chunks (10 s chunks, `D` = 25:
+//!   window 0 holds the chunks starting at 0, 10, 20; window 1 those at 30,
+//!   40; window 2 those at 50, 60, 70 …).
+//! * A start within 1 µs below a boundary counts as on it (times come from
+//!   nanosecond timestamps through `f64`).
+//! * Chunks arrive in chunk order (as the element emits them). A chunk whose
+//!   window index is greater than the open window's closes it: the closed
+//!   window is returned by [`Windows::push`]. [`Windows::finish`] (EOS) closes
+//!   the last one. A window that holds no chunk at all (a gap in the
+//!   timestamps, a stream that starts late) produces nothing: no record, no
+//!   LLM call. A chunk whose start lies in an *earlier* window than the open
+//!   one (time went backwards without a [`Windows::reset`]) joins the open
+//!   window: closed windows are never reopened, so nothing is emitted twice
+//!   and nothing is lost.
+//! * Skipped chunk indices (a time range without frames makes no chunk) are
+//!   not missing: there was no video. Chunks that ended as error records
+//!   (model failure, live overflow drop) are in the window and listed by
+//!   [`Window::missing_chunks`]; they are never skipped silently.
+//! * A window's `start` is `w·D`; its `end` is `(w+1)·D` clipped to the end
+//!   of its latest chunk, so the last window of a stream ends at the
+//!   stream's end.
+//! * `D` = `None` (`summary-duration=-1`): no windows at all, `push` and
+//!   `finish` return nothing; the final summary is made from all chunks
+//!   ([`Window::whole`]).
+
+/// One chunk's outcome, as the element emitted it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChunkResult {
+    pub chunk_index: u64,
+    /// Stream time of the chunk start, seconds.
+    pub start: f64,
+    /// Stream time of the chunk end, seconds.
+    pub end: f64,
+    /// `None`: the chunk ended as an error record.
+    pub caption: Option<String>,
+    /// The start as written for the LLM: seconds for files (`12.34`),
+    /// RFC 3339 for live.
+    pub start_label: String,
+    pub end_label: String,
+}
+
+impl ChunkResult {
+    /// `<start> <end> caption` (the caption trimmed), the line that enters
+    /// the LLM; `None` for an error record.
+    pub fn line(&self) -> Option<String> {
+        self.caption
+            .as_ref()
+            .map(|c| format!("<{}> <{}> {}", self.start_label, self.end_label, c.trim()))
+    }
+}
+
+/// A closed summary window.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Window {
+    /// `summary-index`.
+    pub index: u64,
+    /// Stream time, seconds: `index·D`.
+    pub start: f64,
+    /// Stream time, seconds: `(index+1)·D` clipped to the latest chunk end.
+    pub end: f64,
+    /// In arrival (chunk) order; never empty for windows from [`Windows`].
+    pub chunks: Vec<ChunkResult>,
+}
+
+impl Window {
+    /// The whole stream as one window (no `summary-duration`): index 0, from
+    /// the first chunk's start to the latest chunk end.
+    pub fn whole(chunks: Vec<ChunkResult>) -> Window {
+        let start = chunks.first().map_or(0.0, |c| c.start);
+        let end = chunks.iter().map(|c| c.end).fold(start, f64::max);
+        Window {
+            index: 0,
+            start,
+            end,
+            chunks,
+        }
+    }
+
+    /// The chunks whose captions go into the summary (`chunk-indices`).
+    pub fn chunk_indices(&self) -> Vec<u64> {
+        self.chunks
+            .iter()
+            .filter(|c| c.caption.is_some())
+            .map(|c| c.chunk_index)
+            .collect()
+    }
+
+    /// The chunks of the window that ended as error records
+    /// (`missing-chunks`).
+    pub fn missing_chunks(&self) -> Vec<u64> {
+        self.chunks
+            .iter()
+            .filter(|c| c.caption.is_none())
+            .map(|c| c.chunk_index)
+            .collect()
+    }
+
+    /// The caption lines, `<start> <end> caption`, in chunk order.
+    pub fn lines(&self) -> Vec<String> {
+        self.chunks.iter().filter_map(ChunkResult::line).collect()
+    }
+
+    /// The time labels of the span the captions cover: the first chunk's
+    /// start label and the last chunk's end label (empty when no chunks).
+    pub fn labels(&self) -> (String, String) {
+        (
+            self.chunks
+                .first()
+                .map(|c| c.start_label.clone())
+                .unwrap_or_default(),
+            self.chunks
+                .last()
+                .map(|c| c.end_label.clone())
+                .unwrap_or_default(),
+        )
+    }
+}
+
+/// `summary-duration` as set on the element: `-1` → `None` (only the final
+/// summary), a finite value `> 0` → `Some`, anything else is an error naming
+/// the property.
+pub fn parse_summary_duration(v: f64) -> Result<Option<f64>, String> {
+    if v == -1.0 {
+        Ok(None)
+    } else if v.is_finite() && v > 0.0 {
+        Ok(Some(v))
+    } else {
+        Err(format!(
+            "summary-duration must be greater than 0 seconds, or -1 for only a final summary (got {v})"
+        ))
+    }
+}
+
+/// Tolerance for a start just below a window boundary.
+const BOUNDARY_EPSILON: f64 = 1e-6;
+
+/// Groups chunk results into windows (see the module docs).
+#[derive(Clone, Debug)]
+pub struct Windows {
+    duration: Option<f64>,
+    open: Option<Window>,
+}
+
+impl Windows {
+    /// `duration`: `Some(D)` with `D > 0` finite, or `None` for no windows.
+    pub fn new(duration: Option<f64>) -> Result<Windows, String> {
+        if let Some(d) = duration {
+            if !(d.is_finite() && d > 0.0) {
+                return Err(format!(
+                    "summary-duration must be greater than 0 seconds (got {d})"
+                ));
+            }
+        }
+        Ok(Windows {
+            duration,
+            open: None,
+        })
+    }
+
+    pub fn duration(&self) -> Option<f64> {
+        self.duration
+    }
+
+    /// The window a chunk starting at `start` belongs to (`None` without
+    /// windows). Negative or non-finite starts count as 0.
+    pub fn window_index(&self, start: f64) -> Option<u64> {
+        let d = self.duration?;
+        let s = if start.is_finite() && start > 0.0 {
+            start
+        } else {
+            0.0
+        };
+        // `as` saturates for huge values.
+        Some(((s + BOUNDARY_EPSILON) / d).floor() as u64)
+    }
+
+    /// The window being filled, if any.
+    pub fn open_window(&self) -> Option<&Window> {
+        self.open.as_ref()
+    }
+
+    /// Adds one chunk (in chunk order); returns the windows it closes (at
+    /// most one).
+    pub fn push(&mut self, chunk: ChunkResult) -> Vec<Window> {
+        let (Some(d), Some(w)) = (self.duration, self.window_index(chunk.start)) else {
+            return Vec::new();
+        };
+        let mut closed = Vec::new();
+        match &mut self.open {
+            Some(open) if w <= open.index => {
+                // Same window, or time went backwards: join the open one.
+                let bound = (open.index as f64 + 1.0) * d;
+                open.end = open.end.max(chunk.end.min(bound));
+                open.chunks.push(chunk);
+                return closed;
+            }
+            _ => {}
+        }
+        closed.extend(self.open.take());
+        let start = w as f64 * d;
+        let end = chunk.end.min(start + d).max(start);
+        self.open = Some(Window {
+            index: w,
+            start,
+            end,
+            chunks: vec![chunk],
+        });
+        closed
+    }
+
+    /// EOS: closes the open window.
+    pub fn finish(&mut self) -> Vec<Window> {
+        self.open.take().into_iter().collect()
+    }
+
+    /// Flush/seek: discards the open window (its chunks are discarded with
+    /// the captions).
+    pub fn reset(&mut self) {
+        self.open = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(idx: u64, start: f64, end: f64, ok: bool) -> ChunkResult {
+        ChunkResult {
+            chunk_index: idx,
+            start,
+            end,
+            caption: ok.then(|| format!("caption #{idx}")),
+            start_label: format!("{start:.2}"),
+            end_label: format!("{end:.2}"),
+        }
+    }
+
+    /// Chunks of `len` seconds at `stride`, `n` of them, all good.
+    fn run(w: &mut Windows, n: u64, stride: f64, len: f64) -> Vec<Window> {
+        let mut out = Vec::new();
+        for k in 0..n {
+            let s = k as f64 * stride;
+            out.extend(w.push(chunk(k, s, s + len, true)));
+        }
+        out.extend(w.finish());
+        out
+    }
+
+    #[test]
+    fn duration_values() {
+        assert_eq!(parse_summary_duration(-1.0), Ok(None));
+        assert_eq!(parse_summary_duration(60.0), Ok(Some(60.0)));
+        for bad in [0.0, -0.5, -2.0, f64::NAN, f64::INFINITY] {
+            let e = parse_summary_duration(bad).unwrap_err();
+            assert!(e.contains("summary-duration"), "{e}");
+        }
+        assert!(Windows::new(Some(0.0)).is_err());
+        assert!(Windows::new(Some(-1.0)).is_err()); // -1 is the property's sentinel, not a D
+        assert!(Windows::new(None).is_ok());
+    }
+
+    #[test]
+    fn multiple_of_chunk_length() {
+        let mut w = Windows::new(Some(60.0)).unwrap();
+        // 35 chunks of 10 s: windows of 6, 6, 6, 6, 6 and 5 chunks.
+        let mut closed_early = Vec::new();
+        for k in 0..35u64 {
+            let s = k as f64 * 10.0;
+            let c = w.push(chunk(k, s, s + 10.0, true));
+            if k % 6 == 0 && k > 0 {
+                // Chunk 6k closes window k-1, and only it.
+                assert_eq!(c.len(), 1);
+                assert_eq!(c[0].index, k / 6 - 1);
+            } else {
+                assert!(c.is_empty(), "chunk {k}");
+            }
+            closed_early.extend(c);
+        }
+        assert_eq!(closed_early.len(), 5);
+        let last = w.finish();
+        assert!(w.finish().is_empty());
+        let all: Vec<Window> = closed_early.into_iter().chain(last).collect();
+        assert_eq!(all.len(), 6);
+        for (i, win) in all.iter().enumerate() {
+            assert_eq!(win.index, i as u64);
+            assert_eq!(win.start, i as f64 * 60.0);
+            let n = if i < 5 { 6 } else { 5 };
+            assert_eq!(win.chunk_indices().len(), n);
+            assert_eq!(win.chunk_indices()[0], i as u64 * 6);
+            assert!(win.missing_chunks().is_empty());
+        }
+        assert_eq!(all[0].end, 60.0);
+        // Last window clipped to the stream's end (350 s), not 360 s.
+        assert_eq!(all[5].end, 350.0);
+    }
+
+    #[test]
+    fn not_a_multiple_of_the_stride() {
+        let mut w = Windows::new(Some(25.0)).unwrap();
+        let all = run(&mut w, 10, 10.0, 10.0);
+        let got: Vec<Vec<u64>> = all.iter().map(Window::chunk_indices).collect();
+        // Starts 0,10,20 | 30,40 | 50,60,70 | 80,90.
+        assert_eq!(
+            got,
+            vec![vec![0, 1, 2], vec![3, 4], vec![5, 6, 7], vec![8, 9]]
+        );
+        // Chunk 2 [20,30) crosses 25 s: only in window 0, which ends at 25.
+        assert_eq!((all[0].start, all[0].end), (0.0, 25.0));
+        assert_eq!((all[1].start, all[1].end), (25.0, 50.0));
+        assert_eq!((all[3].start, all[3].end), (75.0, 100.0));
+    }
+
+    #[test]
+    fn overlapping_chunks_belong_to_their_start() {
+        // 10 s chunks every 5 s (overlap 5), D = 20: 4 chunks per window.
+        let mut w = Windows::new(Some(20.0)).unwrap();
+        let all = run(&mut w, 9, 5.0, 10.0);
+        let got: Vec<Vec<u64>> = all.iter().map(Window::chunk_indices).collect();
+        assert_eq!(got, vec![vec![0, 1, 2, 3], vec![4, 5, 6, 7], vec![8]]);
+        assert_eq!(all[0].end, 20.0);
+        // Last chunk [40,50): window 2 = [40, 50).
+        assert_eq!((all[2].start, all[2].end), (40.0, 50.0));
+    }
+
+    #[test]
+    fn gaps_produce_no_empty_windows() {
+        let mut w = Windows::new(Some(60.0)).unwrap();
+        let mut all = Vec::new();
+        // Chunks 0..=2, then a gap (indices 3..=20 skipped: no frames) up to
+        // 210 s, then chunks 21, 22.
+        for (k, s) in [(0, 0.0), (1, 10.0), (2, 20.0), (21, 210.0), (22, 220.0)] {
+            all.extend(w.push(chunk(k, s, s + 10.0, true)));
+        }
+        all.extend(w.finish());
+        let idx: Vec<u64> = all.iter().map(|w| w.index).collect();
+        assert_eq!(idx, vec![0, 3]); // windows 1 and 2 held no chunk: nothing
+        assert_eq!(all[0].chunk_indices(), vec![0, 1, 2]);
+        assert_eq!(all[0].end, 30.0);
+        assert_eq!(all[1].chunk_indices(), vec![21, 22]);
+        assert_eq!((all[1].start, all[1].end), (180.0, 230.0));
+        // Skipped indices are not missing chunks.
+        assert!(all.iter().all(|w| w.missing_chunks().is_empty()));
+    }
+
+    #[test]
+    fn late_start_and_boundary_rounding() {
+        let w = Windows::new(Some(60.0)).unwrap();
+        assert_eq!(w.window_index(100.0), Some(1));
+        assert_eq!(w.window_index(59.999_999_9), Some(1)); // within 1 µs
+        assert_eq!(w.window_index(59.99), Some(0));
+        assert_eq!(w.window_index(-3.0), Some(0));
+        assert_eq!(w.window_index(f64::NAN), Some(0));
+        assert_eq!(Windows::new(None).unwrap().window_index(5.0), None);
+        // 0.1 s chunks: 600 of them fill window 0 exactly despite f64 sums.
+        let mut w = Windows::new(Some(60.0)).unwrap();
+        let mut t = 0.0f64;
+        let mut closed = Vec::new();
+        for k in 0..601u64 {
+            closed.extend(w.push(chunk(k, t, t + 0.1, true)));
+            t += 0.1;
+        }
+        assert_eq!(closed.len(), 1);
+        assert_eq!(closed[0].chunks.len(), 600);
+    }
+
+    #[test]
+    fn errors_are_missing_chunks() {
+        let mut w = Windows::new(Some(30.0)).unwrap();
+        let mut all = Vec::new();
+        for (k, ok) in [
+            (0, true),
+            (1, false),
+            (2, true),
+            (3, false),
+            (4, false),
+            (5, false),
+        ] {
+            let s = k as f64 * 10.0;
+            all.extend(w.push(chunk(k, s, s + 10.0, ok)));
+        }
+        all.extend(w.finish());
+        assert_eq!(all[0].chunk_indices(), vec![0, 2]);
+        assert_eq!(all[0].missing_chunks(), vec![1]);
+        assert_eq!(
+            all[0].lines(),
+            vec!["<0.00> <10.00> caption #0", "<20.00> <30.00> caption #2"]
+        );
+        // A window of only errors is still a window.
+        assert!(all[1].chunk_indices().is_empty());
+        assert_eq!(all[1].missing_chunks(), vec![3, 4, 5]);
+        assert!(all[1].lines().is_empty());
+    }
+
+    #[test]
+    fn no_windows_and_reset() {
+        let mut w = Windows::new(None).unwrap();
+        assert!(run(&mut w, 20, 10.0, 10.0).is_empty());
+
+        let mut w = Windows::new(Some(60.0)).unwrap();
+        w.push(chunk(0, 0.0, 10.0, true));
+        w.reset();
+        assert!(w.open_window().is_none() && w.finish().is_empty());
+        // Time going backwards without a reset joins the open window.
+        w.push(chunk(1, 70.0, 80.0, true));
+        assert!(w.push(chunk(2, 10.0, 20.0, true)).is_empty());
+        let last = w.finish();
+        assert_eq!(last[0].index, 1);
+        assert_eq!(last[0].chunk_indices(), vec![1, 2]);
+        assert_eq!(last[0].end, 80.0);
+    }
+
+    #[test]
+    fn whole_stream_window() {
+        let chunks: Vec<ChunkResult> = (0..5)
+            .map(|k| chunk(k, 5.0 + k as f64 * 10.0, 15.0 + k as f64 * 10.0, k != 3))
+            .collect();
+        let w = Window::whole(chunks);
+        assert_eq!((w.index, w.start, w.end), (0, 5.0, 55.0));
+        assert_eq!(w.missing_chunks(), vec![3]);
+        assert_eq!(w.labels(), ("5.00".to_string(), "55.00".to_string()));
+        let empty = Window::whole(Vec::new());
+        assert_eq!((empty.start, empty.end), (0.0, 0.0));
+        assert_eq!(empty.labels(), (String::new(), String::new()));
+    }
+}
