@@ -1,17 +1,61 @@
 # Sourced by the scripts in pipelines/ (not run on its own):
 #   ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 #   . "$ROOT/pipelines/common.sh"
-# Sets GST_PLUGIN_PATH to $ROOT/target/release (builds the plugin with
-# setup.sh when the .so is missing) and defines small helpers.
+# Finds the plugin and defines small helpers. Where the plugin comes from:
+#   1. $VSS_PLUGIN_DIR when set: the directory holding libgstvsssummarize.so
+#      (e.g. target/debug); it is put first in GST_PLUGIN_PATH; nothing is built.
+#   2. else a directory in $GST_PLUGIN_PATH that already holds
+#      libgstvsssummarize.so; GST_PLUGIN_PATH is left as it is.
+#   3. else $ROOT/target/release, built with pipelines/setup.sh when the .so
+#      is missing (a release build takes minutes).
+# PLUGIN_SO is the .so in use.
 
 : "${ROOT:?set ROOT to the repository root before sourcing common.sh}"
-PLUGIN_SO="$ROOT/target/release/libgstvsssummarize.so"
-export GST_PLUGIN_PATH="$ROOT/target/release${GST_PLUGIN_PATH:+:$GST_PLUGIN_PATH}"
-if [ ! -f "$PLUGIN_SO" ]; then
-    echo "$(basename "$0"): $PLUGIN_SO is missing; running pipelines/setup.sh" >&2
-    "$ROOT/pipelines/setup.sh"
+PLUGIN_SO=""
+if [ -n "${VSS_PLUGIN_DIR:-}" ]; then
+    PLUGIN_SO="$VSS_PLUGIN_DIR/libgstvsssummarize.so"
+    if [ ! -f "$PLUGIN_SO" ]; then
+        echo "$(basename "$0"): VSS_PLUGIN_DIR=$VSS_PLUGIN_DIR holds no libgstvsssummarize.so (build it: cargo build [--release])" >&2
+        exit 4
+    fi
+    export GST_PLUGIN_PATH="$VSS_PLUGIN_DIR${GST_PLUGIN_PATH:+:$GST_PLUGIN_PATH}"
+else
+    _vss_ifs="$IFS"
+    IFS=:
+    for _vss_dir in ${GST_PLUGIN_PATH:-}; do
+        if [ -n "$_vss_dir" ] && [ -f "$_vss_dir/libgstvsssummarize.so" ]; then
+            PLUGIN_SO="$_vss_dir/libgstvsssummarize.so"
+            break
+        fi
+    done
+    IFS="$_vss_ifs"
+    unset _vss_ifs _vss_dir
+    if [ -z "$PLUGIN_SO" ]; then
+        PLUGIN_SO="$ROOT/target/release/libgstvsssummarize.so"
+        export GST_PLUGIN_PATH="$ROOT/target/release${GST_PLUGIN_PATH:+:$GST_PLUGIN_PATH}"
+        if [ ! -f "$PLUGIN_SO" ]; then
+            echo "$(basename "$0"): $PLUGIN_SO is missing; running pipelines/setup.sh (or set VSS_PLUGIN_DIR=\$PWD/target/debug after cargo build)" >&2
+            "$ROOT/pipelines/setup.sh"
+        fi
+    fi
 fi
 PYTHON="${PYTHON:-$(command -v python3 || echo /usr/bin/python3)}"
+
+# gi_python -> prints a Python that can use GStreamer through PyGObject (for
+# pipelines/vss-run.py and pipelines/report): $PYTHON, python3 or
+# /usr/bin/python3, the first that imports gi (a pyenv or virtualenv python3
+# first on PATH usually has no gi). Prints $PYTHON when none does (vss-run.py
+# then says what to install).
+gi_python() {
+    local p
+    for p in "$PYTHON" python3 /usr/bin/python3; do
+        if "$p" -c 'import gi; gi.require_version("Gst", "1.0"); from gi.repository import Gst' >/dev/null 2>&1; then
+            command -v "$p"
+            return 0
+        fi
+    done
+    echo "$PYTHON"
+}
 
 # pick_encoder BITRATE_BPS -> prints a gst-launch fragment producing MP4-muxable
 # video. $ENCODER wins when set. avenc_mpeg4 comes last: with Debian 12's

@@ -1,19 +1,33 @@
 #!/usr/bin/env python3
-# Usage: pipelines/mock-endpoint.py [--port 38011] [--delay SECONDS] [--quiet]
+# Usage: pipelines/mock-endpoint.py [--port 38011] [--model NAME] [--delay SECONDS] [--quiet]
 #
 # A tiny OpenAI-compatible chat-completions server (127.0.0.1 only, stdlib
-# only) for trying `vsssummarize` without a model, and for benchmarks.
+# only) for trying `vsssummarize` without a model, and for benchmarks. It
+# answers like vLLM: only paths under /v1/ exist.
 #
-#   POST .../chat/completions  -> a chat.completion whose caption says how many
-#                                 frames arrived, their timestamps (parsed from
-#                                 the prompt text) and the JPEG frame sizes
-#   GET  .../models            -> a model list with the model "mock"
+#   POST /v1/chat/completions -> a chat.completion whose caption says how many
+#                                frames arrived, their timestamps (parsed from
+#                                the prompt text) and the JPEG frame sizes
+#   GET  /v1/models           -> a model list holding NAME (default "mock")
+#   GET  /health              -> 200 (as vLLM)
+#   anything else             -> HTTP 404 {"detail":"Not Found"} (FastAPI /
+#                                vLLM), so an endpoint without /v1 fails the
+#                                way it does against a real server
 #
+# --model NAME: chat requests whose "model" is not NAME get HTTP 404
+#   {"object":"error","message":"The model `x` does not exist.",...} as vLLM
+#   answers. Without --model any model name is accepted.
 # --port 0 picks a free port. The first line on stdout is always
-# "listening on http://127.0.0.1:PORT/v1" (flushed), so scripts can wait for it:
-#   VIA_VLM_ENDPOINT=http://127.0.0.1:38011/v1 gst-launch-1.0 ... vsssummarize ...
+# "listening on http://127.0.0.1:PORT/v1" (flushed), so scripts can wait for it.
 # --delay sleeps that long in each request (a slow model); requests are served
-# concurrently (ThreadingHTTPServer).
+# concurrently (ThreadingHTTPServer). --quiet: no request log on stderr.
+#
+# Starting it by hand (two terminals):
+#   pipelines/mock-endpoint.py                      # listening on http://127.0.0.1:38011/v1
+#   VIA_VLM_ENDPOINT=http://127.0.0.1:38011/v1 VIA_VLM_OPENAI_MODEL_DEPLOYMENT_NAME=mock \
+#     pipelines/summarize-file.sh clip.mp4 out.jsonl
+# Check it with: curl http://127.0.0.1:38011/v1/models
+# Stop it with Ctrl-C. ("summarize-file.sh demo" starts one on a free port.)
 import argparse
 import base64
 import binascii
@@ -102,6 +116,8 @@ class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     quiet = False
     delay = 0.0
+    listed_model = MODEL  # GET /v1/models
+    required_model = None  # --model: chat requests must name it
 
     def log_message(self, fmt, *args):
         if not self.quiet:
@@ -115,35 +131,43 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def _error(self, code, message):
-        self._send_json(code, {"error": {"message": message, "type": "invalid_request_error", "code": code}})
+    def _error(self, code, message, err_type="invalid_request_error"):
+        """An OpenAI / vLLM style error body."""
+        self._send_json(code, {"object": "error", "message": message, "type": err_type, "param": None, "code": code})
+
+    def _not_found(self):
+        """What FastAPI (vLLM) answers for a path it has no route for."""
+        self._send_json(404, {"detail": "Not Found"})
 
     def do_GET(self):
         path = self.path.split("?", 1)[0].rstrip("/")
-        if path.endswith("/models"):
+        if path == "/v1/models":
             self._send_json(200, {
                 "object": "list",
-                "data": [{"id": MODEL, "object": "model", "created": 0, "owned_by": "vsssummarize-mock"}],
+                "data": [{"id": self.listed_model, "object": "model", "created": 0, "owned_by": "vsssummarize-mock"}],
             })
-        elif path in ("", "/health", "/v1/health"):
+        elif path == "/health":
             self._send_json(200, {"status": "ok"})
         else:
-            self._error(404, "not found: %s" % self.path)
+            self._not_found()
 
     def do_POST(self):
         global _counter
         path = self.path.split("?", 1)[0].rstrip("/")
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length > 0 else b""
-        if not path.endswith("/chat/completions"):
-            self._error(404, "not found: %s" % self.path)
+        if path != "/v1/chat/completions":
+            self._not_found()
             return
         try:
             req = json.loads(raw.decode("utf-8"))
             if not isinstance(req, dict):
                 raise ValueError("body is not a JSON object")
         except (ValueError, UnicodeDecodeError) as e:
-            self._error(400, "malformed JSON body: %s" % e)
+            self._error(400, "malformed JSON body: %s" % e, "BadRequestError")
+            return
+        if self.required_model is not None and req.get("model") != self.required_model:
+            self._error(404, "The model `%s` does not exist." % req.get("model"), "NotFoundError")
             return
         stamps, sizes, text = describe_images(req.get("messages"))
         if self.delay > 0:
@@ -166,7 +190,7 @@ class Handler(BaseHTTPRequestHandler):
             "id": "chatcmpl-mock-%d" % num,
             "object": "chat.completion",
             "created": int(time.time()),
-            "model": req.get("model") or MODEL,
+            "model": req.get("model") or self.listed_model,
             "choices": [{
                 "index": 0,
                 "message": {"role": "assistant", "content": content},
@@ -183,11 +207,15 @@ class Handler(BaseHTTPRequestHandler):
 def main():
     ap = argparse.ArgumentParser(description="OpenAI-compatible mock chat-completions endpoint")
     ap.add_argument("--port", type=int, default=38011, help="TCP port on 127.0.0.1 (0 = any free port)")
+    ap.add_argument("--model", metavar="NAME", help="the served model: chat requests naming another get HTTP 404 (default: accept any, list \"mock\")")
     ap.add_argument("--delay", type=float, default=0.0, help="seconds to sleep per request")
     ap.add_argument("--quiet", action="store_true", help="do not log requests")
     args = ap.parse_args()
     Handler.quiet = args.quiet
     Handler.delay = max(0.0, args.delay)
+    if args.model is not None:
+        Handler.listed_model = args.model
+        Handler.required_model = args.model
     ThreadingHTTPServer.daemon_threads = True
     ThreadingHTTPServer.allow_reuse_address = True
     try:

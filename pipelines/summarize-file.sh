@@ -4,30 +4,51 @@
 #
 # Captions a video file chunk by chunk with vsssummarize and writes one JSON
 # record per chunk (JSON Lines) to OUT.jsonl (default: VIDEO's basename +
-# .captions.jsonl in the current directory), then prints the records and a
-# count of records / errors.
+# .captions.jsonl in the current directory), and an HTML report with a
+# thumbnail per chunk next to it (OUT.html; pipelines/report). The pipeline
+# runs in pipelines/vss-run.py: each record is printed as one line on stdout
+# as it arrives, progress and warnings go to stderr (a status line on a
+# terminal, plain lines otherwise), and a result line ends the run:
 #
 #   filesrc ! decodebin ! videoconvert ! vsssummarize ... name=s
 #     s.summary_src ! queue ! filesink   s.src ! fakesink sync=false
 #
-# Environment: CHUNK_DURATION (seconds, default 10), NUM_FRAMES (frames per
-# chunk, default 8; with backend=custom the model's manifest.yaml), and the element's own: VIA_VLM_ENDPOINT (e.g.
-# http://127.0.0.1:38011/v1), VIA_VLM_OPENAI_MODEL_DEPLOYMENT_NAME,
-# VIA_VLM_API_KEY / OPENAI_API_KEY. Extra arguments are vsssummarize
-# properties, e.g. prompt="Describe the scene" frame-width=640.
+# Exit status: 0 every chunk captioned; 2 usage error; 3 some or all chunks
+# failed (the first error is printed); 4 the pipeline failed (configuration
+# error, missing file or plugin, decoder error); 130 aborted. Ctrl-C once
+# stops early and keeps the records so far; twice aborts.
 #
-# VIDEO = demo: makes target/sample.mp4 (pipelines/make-sample-video.sh),
-# starts pipelines/mock-endpoint.py on a free port (stopped on exit), points
-# VIA_VLM_ENDPOINT at it and captions the sample: the whole chain, no model.
+# Environment: CHUNK_DURATION (seconds, default 10), NUM_FRAMES (frames per
+# chunk, default 8; with backend=custom the model's manifest.yaml), REPORT
+# (0 = no HTML report), VSS_PLUGIN_DIR (directory of libgstvsssummarize.so,
+# e.g. target/debug; default: GST_PLUGIN_PATH if it holds the plugin, else
+# target/release, built when missing), and the element's own:
+# VIA_VLM_ENDPOINT (e.g. http://127.0.0.1:38011/v1),
+# VIA_VLM_OPENAI_MODEL_DEPLOYMENT_NAME, VIA_VLM_API_KEY / OPENAI_API_KEY.
+# Extra arguments are vsssummarize properties, e.g.
+# prompt="Describe the scene" frame-width=640.
+#
+# VIDEO = demo: makes target/sample.mp4 (pipelines/make-sample-video.sh;
+# DEMO_VIDEO=FILE uses FILE instead), starts pipelines/mock-endpoint.py on a
+# free port (stopped on exit), points VIA_VLM_ENDPOINT at it and captions
+# the video: the whole chain, no model.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-. "$ROOT/pipelines/common.sh"
 
-if [ $# -lt 1 ] || [ "$1" = "-h" ] || [ "$1" = "--help" ]; then
-    sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'
+usage() {
+    awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
+}
+if [ $# -lt 1 ]; then
+    usage >&2
     exit 2
 fi
+if [ "$1" = "-h" ] || [ "$1" = "--help" ]; then
+    usage
+    exit 0
+fi
+
+. "$ROOT/pipelines/common.sh"
 
 VIDEO="$1"
 shift
@@ -40,28 +61,30 @@ EXTRA=("$@")
 
 trap stop_mock EXIT
 if [ "$VIDEO" = "demo" ]; then
-    VIDEO="$ROOT/target/sample.mp4"
-    if [ ! -s "$VIDEO" ]; then
-        "$ROOT/pipelines/make-sample-video.sh" "$VIDEO" 30
+    if [ -n "${DEMO_VIDEO:-}" ]; then
+        VIDEO="$DEMO_VIDEO"
+    else
+        VIDEO="$ROOT/target/sample.mp4"
+        if [ ! -s "$VIDEO" ]; then
+            if ! "$ROOT/pipelines/make-sample-video.sh" "$VIDEO" 30 >&2; then
+                rm -f "$VIDEO"
+                echo "demo: could not make $VIDEO (see above); DEMO_VIDEO=FILE captions a clip of your own" >&2
+                exit 4
+            fi
+        fi
     fi
     start_mock --quiet
     export VIA_VLM_ENDPOINT="$MOCK_URL"
     export VIA_VLM_OPENAI_MODEL_DEPLOYMENT_NAME="${VIA_VLM_OPENAI_MODEL_DEPLOYMENT_NAME:-mock}"
     # Never send a real key to the mock.
-    unset VIA_VLM_API_KEY OPENAI_API_KEY AZURE_OPENAI_API_KEY
+    unset VIA_VLM_API_KEY OPENAI_API_KEY AZURE_OPENAI_API_KEY AZURE_OPENAI_ENDPOINT
     echo "demo: mock endpoint at $MOCK_URL (no model), video $VIDEO" >&2
 fi
 
-if [ ! -f "$VIDEO" ]; then
-    echo "summarize-file: no such file: $VIDEO" >&2
-    exit 2
-fi
 if [ -z "$OUT" ]; then
     base="$(basename "$VIDEO")"
     OUT="${base%.*}.captions.jsonl"
 fi
-mkdir -p "$(dirname "$OUT")"
-rm -f "$OUT"
 
 CHUNK_DURATION="${CHUNK_DURATION:-10}"
 # A custom model's manifest says how many frames it wants: no default then.
@@ -69,23 +92,18 @@ custom=0
 [ "${VLM_MODEL_TO_USE:-}" = custom ] && custom=1
 for a in "${EXTRA[@]}"; do [ "$a" = backend=custom ] && custom=1; done
 if [ "$custom" = 1 ]; then NUM_FRAMES="${NUM_FRAMES:-0}"; else NUM_FRAMES="${NUM_FRAMES:-8}"; fi
-echo "summarize-file: $VIDEO -> $OUT (chunk-duration=$CHUNK_DURATION num-frames-per-chunk=$NUM_FRAMES${EXTRA[*]:+ ${EXTRA[*]}})" >&2
+SHOWN=()
+for a in "${EXTRA[@]}"; do
+    case "$a" in api-key=*|api_key=*) SHOWN+=("api-key=<hidden>") ;; *) SHOWN+=("$a") ;; esac
+done
+echo "summarize-file: $VIDEO -> $OUT (chunk-duration=$CHUNK_DURATION num-frames-per-chunk=$NUM_FRAMES${SHOWN[*]:+ ${SHOWN[*]}})" >&2
+mkdir -p "$(dirname "$OUT")"
+rm -f "$OUT"
 
-start=$(date +%s.%N)
+REPORT_ARGS=(--report)
+[ "${REPORT:-1}" = 0 ] && REPORT_ARGS=()
 rc=0
-gst-launch-1.0 -q -e \
-    filesrc location="$VIDEO" ! decodebin ! videoconvert \
-    ! vsssummarize chunk-duration="$CHUNK_DURATION" num-frames-per-chunk="$NUM_FRAMES" name=s "${EXTRA[@]}" \
-    s.summary_src ! queue ! filesink location="$OUT" \
-    s.src ! fakesink sync=false \
+"$(gi_python)" "$ROOT/pipelines/vss-run.py" -o "$OUT" "${REPORT_ARGS[@]}" "$VIDEO" \
+    chunk-duration="$CHUNK_DURATION" num-frames-per-chunk="$NUM_FRAMES" "${EXTRA[@]}" \
     || rc=$?
-end=$(date +%s.%N)
-
-if [ -s "$OUT" ]; then
-    cat "$OUT"
-fi
-echo "summarize-file: $(count_records "$OUT") in $(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.1f", b - a }') s -> $OUT"
-if [ "$rc" -ne 0 ]; then
-    echo "summarize-file: gst-launch-1.0 failed (exit $rc)" >&2
-fi
 exit "$rc"
