@@ -67,6 +67,9 @@ log "using $(cargo --version)"
 
 # --- 3. build -------------------------------------------------------------------
 cd "$ROOT"
+if [ ! -f "$ROOT/target/release/libgstvsssummarize.so" ]; then
+    log "first build: about 6 minutes on 2 cores (2.5 without cosmos-reason1: cargo build --release --no-default-features)"
+fi
 log "cargo build --release --locked in $ROOT"
 cargo build --release --locked
 so="$ROOT/target/release/libgstvsssummarize.so"

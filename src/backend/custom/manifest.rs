@@ -49,12 +49,13 @@ impl Manifest {
                 let key = key_name(&k)?;
                 match key.as_str() {
                     "number_of_frames" => {
+                        let max = crate::config::MAX_FRAMES_PER_CHUNK;
                         let n = v
                             .as_u64()
-                            .filter(|n| (1..=u32::MAX as u64).contains(n))
+                            .filter(|n| (1..=u64::from(max)).contains(n))
                             .ok_or_else(|| {
                                 format!(
-                                    "input.number_of_frames must be a positive integer, found {}",
+                                    "input.number_of_frames must be an integer from 1 to {max} (as num-frames-per-chunk), found {}",
                                     show(&v)
                                 )
                             })?;
@@ -69,16 +70,21 @@ impl Manifest {
                         })?;
                     }
                     "vlm_input_resolution" => {
+                        let max = crate::config::MAX_FRAME_SIZE;
                         let bad = || {
                             format!(
-                                "input.vlm_input_resolution must be [width, height] in pixels, found {}",
+                                "input.vlm_input_resolution must be [width, height] in pixels, each at most {max} (as frame-width / frame-height), found {}",
                                 show(&v)
                             )
                         };
                         let seq = v.as_sequence().ok_or_else(bad)?;
                         let dims: Vec<u32> = seq
                             .iter()
-                            .map(|x| x.as_u64().and_then(|n| u32::try_from(n).ok()))
+                            .map(|x| {
+                                x.as_u64()
+                                    .filter(|n| *n <= u64::from(max))
+                                    .map(|n| n as u32)
+                            })
                             .collect::<Option<_>>()
                             .ok_or_else(bad)?;
                         match dims[..] {
@@ -219,6 +225,12 @@ mod tests {
     fn bad_manifests_name_the_key() {
         for (text, needle) in [
             ("input:\n  number_of_frames: 0\n", "number_of_frames"),
+            ("input:\n  number_of_frames: 4000000000\n", "1 to 256"),
+            ("input:\n  number_of_frames: 257\n", "1 to 256"),
+            (
+                "input:\n  vlm_input_resolution: [99999, 10]\n",
+                "at most 16384",
+            ),
             ("input:\n  number_of_frames: many\n", "number_of_frames"),
             ("input:\n  jpeg_encoded: maybe\n", "jpeg_encoded"),
             (

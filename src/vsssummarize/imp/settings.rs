@@ -164,12 +164,12 @@ impl VssSummarize {
                     .build(),
                 glib::ParamSpecUInt::builder("frame-width")
                     .blurb(fixed("Width of frames sent to the model (0 = native, or keep the aspect ratio if frame-height is set; default from VLM_INPUT_WIDTH)"))
-                    .maximum(16384)
+                    .maximum(config::MAX_FRAME_SIZE)
                     .default_value(0)
                     .build(),
                 glib::ParamSpecUInt::builder("frame-height")
                     .blurb(fixed("Height of frames sent to the model (0 = native, or keep the aspect ratio if frame-width is set; default from VLM_INPUT_HEIGHT)"))
-                    .maximum(16384)
+                    .maximum(config::MAX_FRAME_SIZE)
                     .default_value(0)
                     .build(),
                 glib::ParamSpecUInt::builder("jpeg-quality")
@@ -212,14 +212,14 @@ impl VssSummarize {
                     .default_value(1)
                     .build(),
                 glib::ParamSpecUInt::builder("max-concurrency")
-                    .blurb("Requests in flight at most")
+                    .blurb("Requests in flight at most (capped at max-pending-chunks)")
                     .minimum(1)
                     .maximum(256)
                     .default_value(DEFAULT_MAX_CONCURRENCY)
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecUInt::builder("max-pending-chunks")
-                    .blurb("Chunks queued or in flight at most; then non-live input is slowed down and live input drops the oldest chunk")
+                    .blurb("Chunks queued or in flight at most; then non-live input is slowed down and live input drops a chunk not sent yet (the oldest queued, else the new one; requests in flight always finish)")
                     .minimum(1)
                     .maximum(4096)
                     .default_value(DEFAULT_MAX_PENDING)
