@@ -509,7 +509,7 @@ fn broken_models_fail_at_ready_with_the_python_error() {
             &["SIGSEGV", "Fatal Python error", "inference.py\", line 2"],
         ),
         (Some(GOOD), "input: [\n", &["manifest.yaml", "YAML"]),
-        (Some(GOOD), "input:\n  number_of_frames: lots\n", &["number_of_frames", "positive integer"]),
+        (Some(GOOD), "input:\n  number_of_frames: lots\n", &["number_of_frames", "an integer from 1 to 256"]),
         (Some(GOOD), "input:\n  jpeg_encoded: 3\n", &["jpeg_encoded"]),
         (None, m, &["no inference.py"]),
     ];
