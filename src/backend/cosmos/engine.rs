@@ -9,6 +9,7 @@ use candle_core::{DType, Device, Tensor};
 use serde_json::Value;
 use tokenizers::Tokenizer;
 
+use super::fp8::{self, Quantization};
 use super::model::{weight_files, Qwen25Vl};
 use super::preprocess::{preprocess_video, PixelValues, VisionParams};
 use super::rope_index::rope_index;
@@ -69,60 +70,11 @@ fn read_json(p: &Path) -> Result<Option<Value>, String> {
     }
 }
 
-/// (name, dtype) of every tensor of a safetensors file, from its header only.
-fn tensor_dtypes(f: &Path) -> Result<Vec<(String, String)>, String> {
-    use std::io::Read;
-    let bad = |e: String| format!("'{}' is not a safetensors file: {e}", f.display());
-    let mut file =
-        std::fs::File::open(f).map_err(|e| format!("cannot open '{}': {e}", f.display()))?;
-    let mut len = [0u8; 8];
-    file.read_exact(&mut len).map_err(|e| bad(e.to_string()))?;
-    let len = u64::from_le_bytes(len);
-    if len > 100 << 20 {
-        return Err(bad(format!("header of {len} bytes")));
-    }
-    let mut header = vec![0u8; len as usize];
-    file.read_exact(&mut header)
-        .map_err(|e| bad(e.to_string()))?;
-    let v: Value = serde_json::from_slice(&header).map_err(|e| bad(e.to_string()))?;
-    let map = v
-        .as_object()
-        .ok_or_else(|| bad("header is not an object".into()))?;
-    Ok(map
-        .iter()
-        .filter(|(k, _)| *k != "__metadata__")
-        .map(|(k, t)| {
-            let d = t.get("dtype").and_then(Value::as_str).unwrap_or("?");
-            (k.clone(), d.to_string())
-        })
-        .collect())
-}
-
-/// Refuses checkpoints this build cannot run, saying what was found.
-fn check_supported(dir: &Path) -> Result<(), String> {
-    if let Some(cfg) = read_json(&dir.join("config.json"))? {
-        if let Some(q) = cfg.get("quantization_config") {
-            let method = q
-                .get("quant_method")
-                .and_then(Value::as_str)
-                .unwrap_or("unknown");
-            return Err(format!(
-                "'{}' is a quantised checkpoint (quant_method '{method}'); supported: unquantised safetensors in bf16, f16 or f32 (e.g. nvidia/Cosmos-Reason1-7B, Qwen/Qwen2.5-VL-7B-Instruct)",
-                dir.display()
-            ));
-        }
-    }
-    for f in weight_files(dir)? {
-        for (name, dtype) in tensor_dtypes(&f)? {
-            if !matches!(dtype.as_str(), "F32" | "F16" | "BF16") {
-                return Err(format!(
-                    "'{}' holds tensor '{name}' as {dtype}; supported weight types: BF16, F16, F32 (FP8 and other quantised formats are not)",
-                    f.display()
-                ));
-            }
-        }
-    }
-    Ok(())
+/// Refuses checkpoints this build cannot run, saying what was found: any
+/// quantisation but the FP8 layouts of [`super::fp8`] (which are dequantised
+/// at load), tensors in other types, FP8 weights without a usable scale.
+fn check_supported(dir: &Path) -> Result<Quantization, String> {
+    fp8::inspect(dir, &weight_files(dir)?)
 }
 
 fn vision_params(dir: &Path) -> Result<VisionParams, String> {

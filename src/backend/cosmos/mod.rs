@@ -14,6 +14,8 @@ pub mod config;
 #[cfg(feature = "cosmos")]
 pub mod engine;
 #[cfg(feature = "cosmos")]
+pub mod fp8;
+#[cfg(feature = "cosmos")]
 pub mod model;
 pub mod preprocess;
 pub mod rope_index;

@@ -10,6 +10,7 @@ use candle_core::{DType, Device, Module, Result as CResult, Tensor, D};
 use candle_nn::{Embedding, Linear, RmsNorm, VarBuilder};
 
 use super::config::{QwenConfig, TextConfig, VisionConfig};
+use super::fp8::{self, Quantization};
 
 fn err(e: candle_core::Error) -> String {
     e.to_string()
@@ -351,6 +352,9 @@ impl DecoderLayer {
 /// A loaded Qwen2.5-VL checkpoint.
 pub struct Qwen25Vl {
     pub cfg: QwenConfig,
+    /// How the checkpoint stored its weights (FP8 ones were dequantised to
+    /// the run dtype at load).
+    pub quantization: Quantization,
     device: Device,
     vision: VisionModel,
     embed: Embedding,
@@ -401,17 +405,24 @@ impl Qwen25Vl {
     }
 
     /// Loads with the weights in `dtype` (f32, bf16 or f16); RoPE, attention
-    /// scores and the logits stay f32.
+    /// scores and the logits stay f32. FP8 checkpoints ([`fp8`]) are
+    /// dequantised to `dtype` on the host, one tensor at a time, as they load.
     pub fn load_as(dir: &Path, device: &Device, dtype: DType) -> Result<Qwen25Vl, String> {
         let cfg_path = dir.join("config.json");
         let text = std::fs::read_to_string(&cfg_path)
             .map_err(|e| format!("cannot read '{}': {e}", cfg_path.display()))?;
         let cfg = QwenConfig::from_json(&text)?;
         let files = weight_files(dir)?;
-        // SAFETY: the files are memory-mapped read-only; they must not be
-        // modified while the model is loaded (as for every mmap loader).
-        let vb =
-            unsafe { VarBuilder::from_mmaped_safetensors(&files, dtype, device) }.map_err(err)?;
+        let quantization = fp8::inspect(dir, &files)?;
+        let vb = match &quantization {
+            // SAFETY: the files are memory-mapped read-only; they must not be
+            // modified while the model is loaded (as for every mmap loader).
+            Quantization::None => {
+                unsafe { VarBuilder::from_mmaped_safetensors(&files, dtype, device) }
+                    .map_err(err)?
+            }
+            Quantization::Fp8(layout) => fp8::var_builder(&files, layout, dtype, device)?,
+        };
         // Hub layout (`model.*`, `visual.*`) or transformers 4.52+ (`model.language_model.*`, `model.visual.*`).
         let (tp, vp) = if vb.contains_tensor("model.language_model.embed_tokens.weight") {
             ("model.language_model", "model.visual")
@@ -436,6 +447,7 @@ impl Qwen25Vl {
         };
         Ok(Qwen25Vl {
             cfg,
+            quantization,
             device: device.clone(),
             vision,
             embed,
