@@ -16,6 +16,7 @@ pub mod backend;
 pub mod chunker;
 pub mod config;
 pub mod dispatcher;
+pub mod download;
 pub mod frames;
 pub mod gpu;
 pub mod meta;

@@ -1,0 +1,1685 @@
+// SPDX-License-Identifier: MPL-2.0
+//! `model-path=hf:ORG/NAME[@REVISION]`: a checkpoint from the Hugging Face
+//! Hub, downloaded once into the standard Hugging Face cache.
+//!
+//! # Client
+//! The `hf-hub` crate, 0.5 (`default-features = false`, features `tokio`
+//! and `rustls-tls`: reqwest with rustls, no native-tls/OpenSSL). Its
+//! builder is given everything explicitly — endpoint, cache directory and
+//! token come from [`DownloadEnv`] (the element's environment), never from
+//! the process environment (its `from_env` would read `std::env`; it is
+//! not called). 0.5 shares this crate's reqwest 0.12; 1.x is a rewrite on
+//! reqwest 0.13 that takes its defaults from the process environment. Its
+//! resumable chunked download (`blobs/<etag>.sync.part`), its metadata call
+//! (`Range: bytes=0-0` → `x-repo-commit`, `etag`/`x-linked-etag`,
+//! `content-range`) and its cache writer are used; the file listing,
+//! file selection, completeness check, retries, error messages and
+//! progress are ours.
+//!
+//! # Environment (from [`DownloadEnv`])
+//! - `HF_ENDPOINT` — the Hub (default `https://huggingface.co`).
+//! - `HF_HOME` — default `$XDG_CACHE_HOME/huggingface`, else
+//!   `~/.cache/huggingface`; the cache is `$HF_HOME/hub` unless
+//!   `HF_HUB_CACHE` names it (as in Python's `huggingface_hub`).
+//! - `HF_TOKEN` — sent as `Authorization: Bearer …`; without it the token
+//!   file `HF_TOKEN_PATH` or `$HF_HOME/token` (`hf auth login`) is used.
+//!   The token never appears in a message.
+//! - `HF_HUB_OFFLINE=1` — use the cache only, never the network.
+//!
+//! # Cache layout
+//! Exactly `hf download`'s: `<cache>/models--ORG--NAME/blobs/<etag>`,
+//! `snapshots/<commit>/<file>` (relative symlinks `../../blobs/<etag>`) and
+//! `refs/<revision>` holding the commit. A model fetched with
+//! `hf download` is reused and vice versa. [`fetch`] returns
+//! `snapshots/<commit>`.
+//!
+//! # `model-root-dir`
+//! When `model-root-dir` is set and the cache above does not lie inside it
+//! (compared after resolving symlinks), the download goes to
+//! `<model-root-dir>/huggingface/hub` instead, same layout; the returned
+//! directory always lies inside the root.
+//!
+//! # Which files
+//! Top-level files only (subdirectories such as `original/` are skipped):
+//! `config.json`, `generation_config.json`, `hf_quant_config.json`,
+//! `preprocessor_config.json`, `processor_config.json`,
+//! `video_preprocessor_config.json`, the tokenizer files (`tokenizer.json`,
+//! `tokenizer_config.json`, `tokenizer.model`, `special_tokens_map.json`,
+//! `added_tokens.json`, `vocab.json`, `merges.txt`), the chat template
+//! (`chat_template.json`, `chat_template.jinja`) and the weights: with
+//! `model.safetensors.index.json`, the index and exactly the shards its
+//! `weight_map` names; else `model.safetensors`; else every top-level
+//! `*.safetensors`. Nothing else (`*.bin`, `*.pth`, `*.pt`, `*.gguf`,
+//! `*.onnx`, READMEs, images…). The repo must have `config.json`, a
+//! `tokenizer.json` (or `tokenizer.model`) and safetensors weights.
+//!
+//! # Reuse without network
+//! `refs/<revision>` (or the revision itself when it is a full commit hash)
+//! names a snapshot; it is used with no request at all when it holds a
+//! valid `config.json`, `tokenizer.json` (or `tokenizer.model`) and
+//! complete weights (every shard the index names, else `model.safetensors`,
+//! else the `*.safetensors` present; each safetensors file's length must
+//! match its header), and no top-level symlink dangles. Optional files
+//! missing from such a snapshot are not fetched (to pick up a newer
+//! `main`, delete `refs/main` or pin a revision).
+//!
+//! # Half-finished downloads
+//! A blob is written to `blobs/<etag>.sync.part` (hf-hub's format: the data
+//! plus the committed length) and renamed when complete; the next fetch
+//! resumes it from the last 10 MB chunk. A snapshot file shorter or longer
+//! than the Hub's size, or a truncated safetensors, is deleted and fetched
+//! again. Python's `blobs/*.incomplete` files are not adopted (their bytes
+//! cannot be verified here): such a file is downloaded again. Each file is
+//! tried 3 times (transient errors, 120 s without a byte); then the error
+//! says to run again, which resumes. (hf-hub does not cancel a failed
+//! file's other chunk requests: they finish in the background, and their
+//! progress is ignored.)
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Component, Path, PathBuf};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hf_hub::api::tokio::{Api, ApiBuilder, ApiError, ApiRepo, Progress as HubProgress};
+use hf_hub::{Cache, Repo, RepoType};
+use serde::Deserialize;
+
+use super::{DownloadEnv, HfSpec, Progress, ProgressFn};
+
+/// The form an `hf:` model path takes, for messages.
+pub const EXPECTED: &str = "expected hf:ORG/NAME[@REVISION], e.g. hf:nvidia/Cosmos-Reason1-7B";
+
+const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
+/// hf-hub's chunk: the resume granularity, and memory per parallel chunk.
+const CHUNK: usize = 10_000_000;
+/// Chunks of one file in flight at once.
+const PARALLEL: usize = 4;
+/// Tries per file (transient errors only).
+const ATTEMPTS: u32 = 3;
+/// A progress report at least every this many bytes of a file.
+const REPORT_STEP: u64 = 2 << 20;
+/// An attempt with no byte for this long is abandoned (and retried).
+const STALL: Duration = Duration::from_secs(120);
+const LISTING_TIMEOUT: Duration = Duration::from_secs(60);
+
+// ---------------------------------------------------------------- parsing
+
+/// Parses `ORG/NAME[@REVISION]` (what follows `hf:`).
+pub fn parse(s: &str) -> Result<HfSpec, String> {
+    let s = s.trim();
+    let bad = |why: String| format!("'hf:{s}': {why}; {EXPECTED}");
+    let (repo, revision) = match s.split_once('@') {
+        Some((r, rev)) => (r, Some(rev)),
+        None => (s, None),
+    };
+    if repo.is_empty() {
+        return Err(bad("the repository name is empty".into()));
+    }
+    let parts: Vec<&str> = repo.split('/').collect();
+    match parts.len() {
+        1 => {
+            return Err(bad(format!(
+                "'{repo}' has no organisation (the ORG/ part before the name)"
+            )))
+        }
+        2 => {}
+        n => {
+            return Err(bad(format!(
+                "'{repo}' has {} slashes; a repository is ORG/NAME, with one",
+                n - 1
+            )))
+        }
+    }
+    check_id_part("organisation", parts[0]).map_err(bad)?;
+    check_id_part("name", parts[1]).map_err(bad)?;
+    let revision = match revision {
+        None => None,
+        Some("") => return Err(bad("the revision after '@' is empty".into())),
+        Some(r) => {
+            check_revision(r).map_err(bad)?;
+            Some(r.to_string())
+        }
+    };
+    Ok(HfSpec {
+        repo: repo.to_string(),
+        revision,
+    })
+}
+
+/// The Hub's rule for user/organisation and repository names.
+fn check_id_part(what: &str, p: &str) -> Result<(), String> {
+    if p.is_empty() {
+        return Err(format!("the {what} is empty"));
+    }
+    if let Some(c) = p
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+    {
+        return Err(format!(
+            "the {what} '{p}' has the character {c:?} (allowed: letters, digits, '-', '_', '.')"
+        ));
+    }
+    if p.len() > 96 {
+        return Err(format!("the {what} '{p}' is longer than 96 characters"));
+    }
+    if p.starts_with(['-', '.']) || p.ends_with(['-', '.']) {
+        return Err(format!("the {what} '{p}' starts or ends with '-' or '.'"));
+    }
+    if p.contains("--") || p.contains("..") {
+        return Err(format!("the {what} '{p}' contains '--' or '..'"));
+    }
+    Ok(())
+}
+
+/// A branch, tag or commit: what git allows, minus the exotic.
+fn check_revision(r: &str) -> Result<(), String> {
+    if let Some(c) = r
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/' | '+')))
+    {
+        return Err(format!(
+            "the revision '{r}' has the character {c:?} (a branch, tag or commit hash: letters, digits, '-', '_', '.', '/', '+')"
+        ));
+    }
+    if r.len() > 255
+        || r.starts_with(['/', '.'])
+        || r.ends_with(['/', '.'])
+        || r.contains("//")
+        || r.contains("..")
+        || r.ends_with(".lock")
+    {
+        return Err(format!(
+            "the revision '{r}' is not a valid branch, tag or commit name"
+        ));
+    }
+    Ok(())
+}
+
+fn is_commit(s: &str) -> bool {
+    s.len() == 40 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// A file name as it may appear in a snapshot directory: one component.
+fn plain_name(s: &str) -> bool {
+    !s.is_empty()
+        && s != "."
+        && s != ".."
+        && !s.contains(['/', '\\', '\0'])
+        && Path::new(s).components().count() == 1
+}
+
+// ------------------------------------------------------------ environment
+
+/// Where and how to download, from the element's environment.
+#[derive(Clone, Debug)]
+struct Place {
+    endpoint: String,
+    /// The hub cache (`…/hub`), possibly moved under `model-root-dir`.
+    cache: PathBuf,
+    token: Option<String>,
+    offline: bool,
+    /// `model-root-dir`, canonical.
+    root: Option<PathBuf>,
+}
+
+fn expand_home(p: &str, env: &DownloadEnv) -> PathBuf {
+    if p == "~" {
+        if let Some(h) = env.get("HOME") {
+            return PathBuf::from(h);
+        }
+    }
+    if let Some(rest) = p.strip_prefix("~/") {
+        if let Some(h) = env.get("HOME") {
+            return Path::new(h).join(rest);
+        }
+    }
+    PathBuf::from(p)
+}
+
+fn absolute(p: PathBuf) -> PathBuf {
+    if p.is_absolute() {
+        p
+    } else {
+        std::env::current_dir().map(|d| d.join(&p)).unwrap_or(p)
+    }
+}
+
+/// `HF_HOME`, or its default.
+fn hf_home(env: &DownloadEnv) -> Option<PathBuf> {
+    if let Some(h) = env.get("HF_HOME") {
+        return Some(absolute(expand_home(h, env)));
+    }
+    if let Some(x) = env.get("XDG_CACHE_HOME") {
+        return Some(absolute(expand_home(x, env)).join("huggingface"));
+    }
+    env.get("HOME")
+        .map(|h| Path::new(h).join(".cache").join("huggingface"))
+}
+
+/// The hub cache as `hf download` would use it.
+fn hub_cache(env: &DownloadEnv) -> Option<PathBuf> {
+    if let Some(c) = env.get("HF_HUB_CACHE") {
+        return Some(absolute(expand_home(c, env)));
+    }
+    hf_home(env).map(|h| h.join("hub"))
+}
+
+/// `p` with its longest existing ancestor resolved (symlinks, `..`) and the
+/// rest appended as written.
+fn canonical_prefix(p: &Path) -> PathBuf {
+    let p = absolute(p.to_path_buf());
+    let mut rest = Vec::new();
+    let mut cur = p.as_path();
+    loop {
+        if let Ok(c) = cur.canonicalize() {
+            let mut out = c;
+            for comp in rest.iter().rev() {
+                match comp {
+                    Component::ParentDir => {
+                        out.pop();
+                    }
+                    Component::CurDir => {}
+                    c => out.push(c.as_os_str()),
+                }
+            }
+            return out;
+        }
+        match (cur.parent(), cur.components().next_back()) {
+            (Some(parent), Some(last)) => {
+                rest.push(last);
+                cur = parent;
+            }
+            _ => return p,
+        }
+    }
+}
+
+/// The `model-root-dir` rule: the hub cache if it lies inside the root,
+/// else `<root>/huggingface/hub`.
+fn choose_cache(hub: Option<PathBuf>, root: Option<&Path>) -> Result<PathBuf, String> {
+    let Some(root) = root else {
+        return hub.ok_or_else(|| {
+            "no Hugging Face cache directory: neither HF_HOME nor HOME is set; set HF_HOME (the cache is $HF_HOME/hub) or model-root-dir".to_string()
+        });
+    };
+    if let Some(h) = hub {
+        if canonical_prefix(&h).starts_with(root) {
+            return Ok(h);
+        }
+    }
+    Ok(root.join("huggingface").join("hub"))
+}
+
+fn read_token_file(p: &Path) -> Option<String> {
+    let t = std::fs::read_to_string(p).ok()?;
+    let t = t.trim();
+    (!t.is_empty()).then(|| t.to_string())
+}
+
+fn token(env: &DownloadEnv) -> Option<String> {
+    if let Some(t) = env.get("HF_TOKEN") {
+        return Some(t.trim().to_string());
+    }
+    if let Some(p) = env.get("HF_TOKEN_PATH") {
+        return read_token_file(&expand_home(p, env));
+    }
+    hf_home(env).and_then(|h| read_token_file(&h.join("token")))
+}
+
+fn truthy(v: Option<&str>) -> bool {
+    v.is_some_and(|v| {
+        matches!(
+            v.trim().to_ascii_lowercase().as_str(),
+            "1" | "true" | "yes" | "on"
+        )
+    })
+}
+
+impl Place {
+    fn from_env(env: &DownloadEnv) -> Result<Place, String> {
+        let endpoint = env
+            .get("HF_ENDPOINT")
+            .unwrap_or(DEFAULT_ENDPOINT)
+            .trim()
+            .trim_end_matches('/')
+            .to_string();
+        match url::Url::parse(&endpoint) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+            _ => {
+                return Err(format!(
+                    "HF_ENDPOINT '{endpoint}' is not an http(s) URL: set it to the Hub (https://huggingface.co) or a mirror, or unset it"
+                ))
+            }
+        }
+        let root = match env.model_root_dir.as_deref() {
+            None => None,
+            Some(r) => Some(r.canonicalize().map_err(|e| {
+                format!(
+                    "model-root-dir '{}' cannot be opened: {e}; fix model-root-dir (or MODEL_ROOT_DIR), or unset it",
+                    r.display()
+                )
+            })?),
+        };
+        let cache = choose_cache(hub_cache(env), root.as_deref())?;
+        Ok(Place {
+            endpoint,
+            cache,
+            token: token(env),
+            offline: truthy(env.get("HF_HUB_OFFLINE")),
+            root,
+        })
+    }
+}
+
+/// `models--ORG--NAME`.
+fn folder_name(repo: &str) -> String {
+    format!("models--{}", repo.replace('/', "--"))
+}
+
+/// Replaces the token in a message (defence in depth: none is built with it).
+fn redact(msg: String, token: Option<&str>) -> String {
+    match token {
+        Some(t) if t.len() >= 4 && msg.contains(t) => msg.replace(t, "<HF_TOKEN>"),
+        _ => msg,
+    }
+}
+
+// ----------------------------------------------------------- file choice
+
+/// Top-level files of a checkpoint taken besides the weights.
+const WANTED: &[&str] = &[
+    "config.json",
+    "generation_config.json",
+    "hf_quant_config.json",
+    "preprocessor_config.json",
+    "processor_config.json",
+    "video_preprocessor_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "tokenizer.model",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "merges.txt",
+    "chat_template.json",
+    "chat_template.jinja",
+];
+const INDEX: &str = "model.safetensors.index.json";
+const SINGLE: &str = "model.safetensors";
+const TOKENIZERS: &[&str] = &["tokenizer.json", "tokenizer.model"];
+
+/// What [`select`] takes from a listing (the shards of an index come later,
+/// from the index itself).
+#[derive(Debug, PartialEq, Eq)]
+struct Selection {
+    /// Non-weight files, in download order.
+    files: Vec<String>,
+    /// `Some(INDEX)` when the weights are sharded.
+    index: Option<String>,
+    /// The weights when not sharded.
+    weights: Vec<String>,
+}
+
+/// The file choice rule (module docs). `names`: the repo's files.
+fn select(names: &[String], what: &str) -> Result<Selection, String> {
+    let top: Vec<&str> = names
+        .iter()
+        .map(String::as_str)
+        .filter(|n| plain_name(n))
+        .collect();
+    let has = |n: &str| top.contains(&n);
+    let files: Vec<String> = WANTED
+        .iter()
+        .filter(|n| has(n))
+        .map(|n| n.to_string())
+        .collect();
+    let index = has(INDEX).then(|| INDEX.to_string());
+    let weights: Vec<String> = if index.is_some() {
+        Vec::new()
+    } else if has(SINGLE) {
+        vec![SINGLE.to_string()]
+    } else {
+        let mut w: Vec<String> = top
+            .iter()
+            .filter(|n| n.ends_with(".safetensors"))
+            .map(|n| n.to_string())
+            .collect();
+        w.sort();
+        w
+    };
+    let shown = || {
+        let mut v: Vec<&str> = names.iter().map(String::as_str).take(12).collect();
+        if names.len() > 12 {
+            v.push("…");
+        }
+        v.join(", ")
+    };
+    if index.is_none() && weights.is_empty() {
+        return Err(format!(
+            "{what} has no safetensors weights (its files: {}); this element loads *.safetensors only (not *.bin/*.pth/*.gguf): choose a repo that has them (see its 'Files and versions' tab) or convert the checkpoint to safetensors",
+            shown()
+        ));
+    }
+    if !has("config.json") {
+        return Err(format!(
+            "{what} has no config.json at its top level (its files: {}); it is not a transformers checkpoint: choose the repo of the checkpoint itself",
+            shown()
+        ));
+    }
+    if !TOKENIZERS.iter().any(|t| has(t)) {
+        return Err(format!(
+            "{what} has no tokenizer.json (its files: {}); choose a repo that ships the tokenizer with the weights",
+            shown()
+        ));
+    }
+    Ok(Selection {
+        files,
+        index,
+        weights,
+    })
+}
+
+/// The shard names of an index's `weight_map`, sorted, deduplicated.
+fn index_shards(index: &Path) -> Result<Vec<String>, String> {
+    let text = std::fs::read_to_string(index)
+        .map_err(|e| format!("'{}' cannot be read: {e}", index.display()))?;
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| format!("'{}' is not JSON: {e}", index.display()))?;
+    let map = v
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .ok_or_else(|| format!("'{}' has no weight_map", index.display()))?;
+    let mut shards = Vec::new();
+    for f in map.values() {
+        let f = f.as_str().ok_or_else(|| {
+            format!(
+                "'{}': a weight_map value is not a file name",
+                index.display()
+            )
+        })?;
+        if !plain_name(f) {
+            return Err(format!(
+                "'{}' names the shard '{f}', which is not a top-level file name",
+                index.display()
+            ));
+        }
+        shards.push(f.to_string());
+    }
+    shards.sort();
+    shards.dedup();
+    if shards.is_empty() {
+        return Err(format!("'{}' has an empty weight_map", index.display()));
+    }
+    Ok(shards)
+}
+
+// ---------------------------------------------------- completeness checks
+
+/// A safetensors file whose length matches its header (catches truncation).
+fn safetensors_complete(p: &Path) -> Result<(), String> {
+    let bad = |why: String| format!("'{}' {why}", p.display());
+    let mut f = std::fs::File::open(p).map_err(|e| bad(format!("cannot be opened: {e}")))?;
+    let len = f.metadata().map_err(|e| bad(e.to_string()))?.len();
+    let mut n8 = [0u8; 8];
+    f.read_exact(&mut n8)
+        .map_err(|_| bad("is shorter than a safetensors header".into()))?;
+    let n = u64::from_le_bytes(n8);
+    if n > 100 << 20 || 8 + n > len {
+        return Err(bad(format!(
+            "is truncated or not safetensors ({len} bytes)"
+        )));
+    }
+    let mut h = vec![0u8; n as usize];
+    f.read_exact(&mut h)
+        .map_err(|e| bad(format!("header cannot be read: {e}")))?;
+    let v: serde_json::Value =
+        serde_json::from_slice(&h).map_err(|e| bad(format!("has a bad header: {e}")))?;
+    let obj = v
+        .as_object()
+        .ok_or_else(|| bad("has a bad header".into()))?;
+    let mut end = 0u64;
+    for (k, t) in obj {
+        if k == "__metadata__" {
+            continue;
+        }
+        let e = t
+            .get("data_offsets")
+            .and_then(|o| o.get(1))
+            .and_then(|x| x.as_u64())
+            .ok_or_else(|| bad(format!("has no data_offsets for '{k}'")))?;
+        end = end.max(e);
+    }
+    if len != 8 + n + end {
+        return Err(bad(format!(
+            "is incomplete: {len} bytes, its header says {}",
+            8 + n + end
+        )));
+    }
+    Ok(())
+}
+
+/// The weight files a snapshot directory needs, from what it holds.
+fn local_weights(dir: &Path) -> Result<Vec<String>, String> {
+    if dir.join(INDEX).is_file() {
+        return index_shards(&dir.join(INDEX));
+    }
+    if dir.join(SINGLE).is_file() {
+        return Ok(vec![SINGLE.to_string()]);
+    }
+    let mut w: Vec<String> = std::fs::read_dir(dir)
+        .map_err(|e| format!("'{}': {e}", dir.display()))?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| n.ends_with(".safetensors") && dir.join(n).is_file())
+        .collect();
+    w.sort();
+    if w.is_empty() {
+        return Err(format!("'{}' has no safetensors weights", dir.display()));
+    }
+    Ok(w)
+}
+
+/// Whether a snapshot directory is a complete checkpoint (module docs).
+fn check_snapshot(dir: &Path) -> Result<(), String> {
+    if !dir.is_dir() {
+        return Err(format!("'{}' does not exist", dir.display()));
+    }
+    for e in std::fs::read_dir(dir)
+        .map_err(|e| format!("'{}': {e}", dir.display()))?
+        .flatten()
+    {
+        let p = e.path();
+        if p.is_symlink() && !p.exists() {
+            return Err(format!("'{}' points to a missing blob", p.display()));
+        }
+    }
+    let cfg = dir.join("config.json");
+    let text = std::fs::read_to_string(&cfg).map_err(|e| format!("'{}': {e}", cfg.display()))?;
+    serde_json::from_str::<serde_json::Value>(&text)
+        .map_err(|e| format!("'{}' is not JSON: {e}", cfg.display()))?;
+    if !TOKENIZERS.iter().any(|t| dir.join(t).is_file()) {
+        return Err(format!("'{}' has no tokenizer.json", dir.display()));
+    }
+    for w in local_weights(dir)? {
+        safetensors_complete(&dir.join(w))?;
+    }
+    Ok(())
+}
+
+/// The complete snapshot `revision` names in `repo_dir`, if any.
+fn cached_snapshot(repo_dir: &Path, revision: &str) -> Option<PathBuf> {
+    let commit = if is_commit(revision) {
+        revision.to_string()
+    } else {
+        let c = std::fs::read_to_string(repo_dir.join("refs").join(revision)).ok()?;
+        let c = c.trim().to_string();
+        if !plain_name(&c) {
+            return None;
+        }
+        c
+    };
+    let dir = repo_dir.join("snapshots").join(commit);
+    check_snapshot(&dir).ok().map(|_| dir)
+}
+
+// --------------------------------------------------------------- progress
+
+enum Msg {
+    Report(Progress),
+    Done(Result<PathBuf, String>),
+}
+
+#[derive(Default)]
+struct TrackState {
+    /// The attempt whose events count; older attempts' stray chunk tasks
+    /// are ignored.
+    gen: u64,
+    file: String,
+    done: u64,
+    total: Option<u64>,
+    last: Option<u64>,
+    /// Bytes of files finished (or found in the cache).
+    base: u64,
+    all_total: Option<u64>,
+    activity: Option<Instant>,
+}
+
+#[derive(Clone)]
+struct Tracker {
+    st: Arc<Mutex<TrackState>>,
+    tx: mpsc::Sender<Msg>,
+}
+
+impl Tracker {
+    fn lock(&self) -> std::sync::MutexGuard<'_, TrackState> {
+        self.st.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn report(&self, st: &mut TrackState) {
+        st.last = Some(st.done);
+        let _ = self.tx.send(Msg::Report(Progress {
+            file: st.file.clone(),
+            done: st.done,
+            total: st.total,
+            all_done: st.base + st.done,
+            all_total: st.all_total,
+        }));
+    }
+
+    fn set_totals(&self, base: u64, all_total: Option<u64>) {
+        let mut st = self.lock();
+        st.base = base;
+        st.all_total = all_total;
+    }
+
+    /// A new attempt at `file`; returns its generation.
+    fn begin(&self, file: &str, size: Option<u64>) -> u64 {
+        let mut st = self.lock();
+        st.gen += 1;
+        st.file = file.to_string();
+        st.done = 0;
+        st.total = size;
+        st.last = None;
+        st.activity = Some(Instant::now());
+        st.gen
+    }
+
+    fn init(&self, gen: u64, size: u64) {
+        let mut st = self.lock();
+        if st.gen == gen {
+            st.total = Some(size);
+            st.done = 0;
+            st.activity = Some(Instant::now());
+        }
+    }
+
+    fn update(&self, gen: u64, n: u64) {
+        let mut st = self.lock();
+        if st.gen != gen {
+            return;
+        }
+        st.done += n;
+        if let Some(t) = st.total {
+            st.done = st.done.min(t);
+        }
+        st.activity = Some(Instant::now());
+        if st.last.is_none_or(|l| st.done >= l + REPORT_STEP) {
+            self.report(&mut st);
+        }
+    }
+
+    /// The file is complete: a last report, its bytes move to the base.
+    fn finish(&self, gen: u64) {
+        let mut st = self.lock();
+        if st.gen != gen {
+            return;
+        }
+        if let Some(t) = st.total {
+            st.done = t;
+        }
+        if st.last != Some(st.done) {
+            self.report(&mut st);
+        }
+        st.base += st.done;
+        st.done = 0;
+        st.gen += 1;
+    }
+
+    fn idle_for(&self) -> Duration {
+        self.lock()
+            .activity
+            .map(|a| a.elapsed())
+            .unwrap_or_default()
+    }
+}
+
+/// hf-hub's progress callbacks, forwarded to the [`Tracker`].
+#[derive(Clone)]
+struct Bridge {
+    t: Tracker,
+    gen: u64,
+}
+
+impl HubProgress for Bridge {
+    async fn init(&mut self, size: usize, _filename: &str) {
+        self.t.init(self.gen, size as u64);
+    }
+    async fn update(&mut self, size: usize) {
+        self.t.update(self.gen, size as u64);
+    }
+    async fn finish(&mut self) {
+        self.t.finish(self.gen);
+    }
+}
+
+// ----------------------------------------------------------------- errors
+
+/// What an error message needs to say what to do.
+struct Ctx {
+    repo: String,
+    revision: String,
+    endpoint: String,
+    cache: PathBuf,
+    token_set: bool,
+    gated: bool,
+}
+
+impl Ctx {
+    fn what(&self) -> String {
+        format!("hf:{}@{}", self.repo, self.revision)
+    }
+    fn page(&self) -> String {
+        format!("{}/{}", self.endpoint, self.repo)
+    }
+    fn token_hint(&self) -> String {
+        if self.token_set {
+            "HF_TOKEN (or the token file) is set, but the Hub refused it: check that the token is valid and that its account may read the repo".into()
+        } else {
+            "no token is set: set HF_TOKEN (in the environment or the env-file) to an access token (https://huggingface.co/settings/tokens)".into()
+        }
+    }
+    fn gated_msg(&self, status: u16) -> String {
+        format!(
+            "{} is gated (HTTP {status}): log in on {} and accept its licence, then set HF_TOKEN to an access token of that account; {}",
+            self.what(),
+            self.page(),
+            self.token_hint()
+        )
+    }
+    fn unreachable(&self, cause: &str) -> String {
+        format!(
+            "cannot reach the Hugging Face Hub at {} for {} ({cause}): check the network connection and proxy, or set HF_ENDPOINT to a reachable Hub or mirror",
+            self.endpoint,
+            self.what()
+        )
+    }
+    fn not_writable(&self, e: &dyn std::fmt::Display) -> String {
+        format!(
+            "the Hugging Face cache '{}' is not writable ({e}): point HF_HOME (or HF_HUB_CACHE, or model-root-dir) at a writable directory, or fix its permissions",
+            self.cache.display()
+        )
+    }
+    fn disk_full(&self, needed: u64, free: Option<u64>) -> String {
+        let free = free
+            .map(|f| format!(", {f} bytes ({}) are free", gb(f)))
+            .unwrap_or_default();
+        format!(
+            "not enough disk space for {} in the Hugging Face cache '{}': {needed} bytes ({}) are still to download{free}; free some space, or point HF_HOME (or model-root-dir) at a larger disk",
+            self.what(),
+            self.cache.display(),
+            gb(needed)
+        )
+    }
+
+    /// An HTTP error status, with the Hub's `x-error-code` when known.
+    fn status(&self, status: u16, code: Option<&str>, file: Option<&str>) -> String {
+        let on = file.map(|f| format!(" (file {f})")).unwrap_or_default();
+        match (status, code) {
+            (_, Some("GatedRepo")) => self.gated_msg(status),
+            (_, Some("RevisionNotFound")) => format!(
+                "revision '{}' not found in {} (HTTP {status}): use a branch, tag or full commit hash that exists (see {}/tree/main); {EXPECTED}",
+                self.revision,
+                self.page(),
+                self.page()
+            ),
+            (401 | 404, Some("RepoNotFound")) => format!(
+                "Hugging Face repo '{}' not found at {} (HTTP {status}): check the name (hf:ORG/NAME; see {}); if it is private or gated: {}",
+                self.repo,
+                self.endpoint,
+                self.page(),
+                self.token_hint()
+            ),
+            (401 | 403, _) if self.gated => self.gated_msg(status),
+            (401, _) => format!(
+                "the Hub refused {}{on} (HTTP 401, not authorised): the repo may be private or gated, or not exist; {}; for a gated repo also accept its licence on {}",
+                self.what(),
+                self.token_hint(),
+                self.page()
+            ),
+            (403, _) => format!(
+                "the Hub refused {}{on} (HTTP 403, forbidden): the token lacks access, or the licence is not accepted yet on {}; {}",
+                self.what(),
+                self.page(),
+                self.token_hint()
+            ),
+            (404, _) if file.is_some() => format!(
+                "{}{on} not found on the Hub (HTTP 404), although the repo lists it: run again; if it persists the repo changed, pin a revision",
+                self.what()
+            ),
+            (404, _) => format!(
+                "{} not found at {} (HTTP 404): check the repo name and the revision ({EXPECTED})",
+                self.what(),
+                self.endpoint
+            ),
+            (429, _) => format!(
+                "the Hub rate-limited {}{on} (HTTP 429): wait and run again; a token (HF_TOKEN) raises the limit",
+                self.what()
+            ),
+            (s, _) if s >= 500 => format!(
+                "the Hub at {} failed on {}{on} (HTTP {s}): try again later",
+                self.endpoint,
+                self.what()
+            ),
+            (s, _) => format!(
+                "the Hub at {} answered HTTP {s} for {}{on}",
+                self.endpoint,
+                self.what()
+            ),
+        }
+    }
+
+    fn reqwest(&self, e: &reqwest::Error, file: Option<&str>) -> String {
+        if let Some(s) = e.status() {
+            return self.status(s.as_u16(), None, file);
+        }
+        let cause = chain(e);
+        if e.is_connect() {
+            return self.unreachable(&cause);
+        }
+        match file {
+            Some(f) if e.is_timeout() || e.is_body() || e.is_decode() || e.is_request() => format!(
+                "the download of {f} for {} was interrupted ({cause}); run again to resume it (the partial file stays in '{}')",
+                self.what(),
+                self.cache.display()
+            ),
+            None if e.is_timeout() => self.unreachable(&cause),
+            _ => format!(
+                "talking to the Hub at {} for {} failed: {cause}",
+                self.endpoint,
+                self.what()
+            ),
+        }
+    }
+
+    fn io(&self, e: &std::io::Error, file: &str, needed: u64) -> String {
+        use std::io::ErrorKind as K;
+        match e.kind() {
+            K::StorageFull => self.disk_full(needed, free_bytes(&self.cache)),
+            K::PermissionDenied | K::ReadOnlyFilesystem => self.not_writable(e),
+            _ => format!(
+                "I/O error in the Hugging Face cache '{}' while downloading {file} for {}: {e}",
+                self.cache.display(),
+                self.what()
+            ),
+        }
+    }
+
+    fn dl(&self, e: &DlError, file: &str, needed: u64) -> String {
+        match e {
+            DlError::Stalled => format!(
+                "the download of {file} for {} stalled (no data for {} s); check the network and run again to resume it",
+                self.what(),
+                STALL.as_secs()
+            ),
+            DlError::Api(e) => self.api(e, file, needed),
+        }
+    }
+
+    fn api(&self, e: &ApiError, file: &str, needed: u64) -> String {
+        match e {
+            ApiError::RequestError(r) => self.reqwest(r, Some(file)),
+            ApiError::IoError(io) => self.io(io, file, needed),
+            ApiError::TooManyRetries(inner) => self.api(inner, file, needed),
+            ApiError::MissingHeader(h) | ApiError::InvalidHeader(h) => format!(
+                "{} answered {file} of {} without a valid '{h}' header: is HF_ENDPOINT ({}) a Hugging Face Hub, or a mirror that passes its headers on?",
+                self.endpoint,
+                self.what(),
+                self.endpoint
+            ),
+            ApiError::LockAcquisition(p) => format!(
+                "another process is downloading {file} of {} (lock '{}'): wait for it to finish and run again",
+                self.what(),
+                p.display()
+            ),
+            ApiError::InvalidHeaderValue(_) => BAD_TOKEN.into(),
+            other => format!("downloading {file} for {} failed: {other}", self.what()),
+        }
+    }
+}
+
+const BAD_TOKEN: &str = "HF_TOKEN is not a valid token (it has characters an HTTP header cannot carry): set it to the token exactly as the Hub shows it";
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut src = e.source();
+    while let Some(s) = src {
+        let t = s.to_string();
+        if !parts.iter().any(|p| p.contains(&t)) {
+            parts.push(t);
+        }
+        src = s.source();
+    }
+    parts.join(": ")
+}
+
+fn gb(n: u64) -> String {
+    format!("{:.2} GB", n as f64 / 1e9)
+}
+
+/// Bytes free for an unprivileged writer on the file system holding `p`
+/// (or its nearest existing ancestor).
+fn free_bytes(p: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut cur = p;
+    while !cur.exists() {
+        cur = cur.parent()?;
+    }
+    let c = std::ffi::CString::new(cur.as_os_str().as_bytes()).ok()?;
+    // SAFETY: `c` is a valid NUL-terminated path, `st` a plain C struct.
+    unsafe {
+        let mut st: libc::statvfs = std::mem::zeroed();
+        if libc::statvfs(c.as_ptr(), &mut st) != 0 {
+            return None;
+        }
+        Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+    }
+}
+
+enum DlError {
+    Api(ApiError),
+    Stalled,
+}
+
+impl DlError {
+    fn transient(&self) -> bool {
+        match self {
+            DlError::Stalled => true,
+            DlError::Api(ApiError::RequestError(e)) => match e.status() {
+                Some(s) => s.is_server_error() || s.as_u16() == 429,
+                None => true,
+            },
+            DlError::Api(ApiError::LockAcquisition(_)) => true,
+            DlError::Api(_) => false,
+        }
+    }
+}
+
+// ---------------------------------------------------------------- listing
+
+#[derive(Deserialize)]
+struct Listing {
+    sha: String,
+    #[serde(default)]
+    siblings: Vec<Sibling>,
+    #[serde(default)]
+    gated: serde_json::Value,
+}
+
+#[derive(Deserialize)]
+struct Sibling {
+    rfilename: String,
+    #[serde(default)]
+    size: Option<u64>,
+    #[serde(default, rename = "blobId")]
+    blob_id: Option<String>,
+    #[serde(default)]
+    lfs: Option<Lfs>,
+}
+
+#[derive(Deserialize)]
+struct Lfs {
+    #[serde(default)]
+    sha256: Option<String>,
+    #[serde(default)]
+    size: Option<u64>,
+}
+
+impl Sibling {
+    fn size(&self) -> Option<u64> {
+        self.lfs.as_ref().and_then(|l| l.size).or(self.size)
+    }
+    /// The blob name the Hub's etag will give (LFS: its sha256; else the git
+    /// blob id), to reuse a blob already in the cache.
+    fn etag(&self) -> Option<&str> {
+        self.lfs
+            .as_ref()
+            .and_then(|l| l.sha256.as_deref())
+            .or(self.blob_id.as_deref())
+            .filter(|e| plain_name(e))
+    }
+}
+
+/// `GET {endpoint}/api/models/{repo}/revision/{rev}?blobs=true`.
+async fn list(api: &Api, job: &Job, ctx: &mut Ctx) -> Result<Listing, String> {
+    let repo = api.repo(Repo::with_revision(
+        job.repo.clone(),
+        RepoType::Model,
+        job.revision.clone(),
+    ));
+    let resp = repo
+        .info_request()
+        .query(&[("blobs", "true")])
+        .timeout(LISTING_TIMEOUT)
+        .send()
+        .await
+        .map_err(|e| ctx.reqwest(&e, None))?;
+    let status = resp.status();
+    if !status.is_success() {
+        let code = resp
+            .headers()
+            .get("x-error-code")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        return Err(ctx.status(status.as_u16(), code.as_deref(), None));
+    }
+    let listing: Listing = resp.json().await.map_err(|e| {
+        format!(
+            "the Hub at {} sent a file list for {} that cannot be read ({}): is HF_ENDPOINT a Hugging Face Hub?",
+            ctx.endpoint,
+            ctx.what(),
+            chain(&e)
+        )
+    })?;
+    if !plain_name(&listing.sha) {
+        return Err(format!(
+            "the Hub at {} sent no usable commit for {}",
+            ctx.endpoint,
+            ctx.what()
+        ));
+    }
+    ctx.gated = !matches!(
+        listing.gated,
+        serde_json::Value::Null | serde_json::Value::Bool(false)
+    );
+    Ok(listing)
+}
+
+// --------------------------------------------------------------- download
+
+struct Job {
+    repo: String,
+    revision: String,
+    place: Place,
+    repo_dir: PathBuf,
+}
+
+fn build_api(place: &Place) -> Result<Api, String> {
+    ApiBuilder::from_cache(Cache::new(place.cache.clone()))
+        .with_endpoint(place.endpoint.clone())
+        .with_token(place.token.clone())
+        .with_progress(false)
+        .with_max_files(PARALLEL)
+        .with_chunk_size(Some(CHUNK))
+        .with_user_agent("vsssummarize", env!("CARGO_PKG_VERSION"))
+        .build()
+        .map_err(|e| match e {
+            ApiError::InvalidHeaderValue(_) => BAD_TOKEN.to_string(),
+            e => format!("cannot set up the Hugging Face client: {e}"),
+        })
+}
+
+/// Whether `snap/name` is there and whole; when it is there but not whole
+/// it is removed (with its blob) so it is fetched again.
+fn present(snap: &Path, name: &str, size: Option<u64>) -> bool {
+    let p = snap.join(name);
+    let ok = match std::fs::metadata(&p) {
+        Ok(m) if m.is_file() => {
+            size.is_none_or(|s| m.len() == s)
+                && (!name.ends_with(".safetensors") || safetensors_complete(&p).is_ok())
+        }
+        _ => false,
+    };
+    if !ok && p.symlink_metadata().is_ok() {
+        if let Ok(target) = std::fs::read_link(&p) {
+            let blob = snap.join(target);
+            if blob.is_file() {
+                let _ = std::fs::remove_file(blob);
+            }
+        }
+        let _ = std::fs::remove_file(&p);
+    }
+    ok
+}
+
+/// Points `snap/name` at an existing `blobs/<etag>` of the right size.
+fn link_blob(repo_dir: &Path, snap: &Path, name: &str, etag: &str, size: u64) -> bool {
+    let blob = repo_dir.join("blobs").join(etag);
+    if !std::fs::metadata(&blob).is_ok_and(|m| m.is_file() && m.len() == size) {
+        return false;
+    }
+    if std::fs::create_dir_all(snap).is_err() {
+        return false;
+    }
+    let link = snap.join(name);
+    let ok = std::os::unix::fs::symlink(Path::new("../../blobs").join(etag), &link).is_ok();
+    ok && present(snap, name, Some(size))
+}
+
+fn check_writable(ctx: &Ctx, repo_dir: &Path) -> Result<(), String> {
+    let blobs = repo_dir.join("blobs");
+    std::fs::create_dir_all(&blobs)
+        .and_then(|_| std::fs::create_dir_all(repo_dir.join("snapshots")))
+        .map_err(|e| ctx.not_writable(&e))?;
+    let probe = blobs.join(format!(".vsssummarize-write-test-{}", std::process::id()));
+    std::fs::write(&probe, b"")
+        .and_then(|_| std::fs::remove_file(&probe))
+        .map_err(|e| ctx.not_writable(&e))
+}
+
+/// Downloads one file into the snapshot, retrying transient failures.
+async fn download(
+    repo: &ApiRepo,
+    name: &str,
+    size: Option<u64>,
+    tracker: &Tracker,
+    ctx: &Ctx,
+) -> Result<(), String> {
+    let mut attempt = 1;
+    loop {
+        let gen = tracker.begin(name, size);
+        let bridge = Bridge {
+            t: tracker.clone(),
+            gen,
+        };
+        let fut = repo.download_with_progress(name, bridge);
+        let watch = async {
+            loop {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                if tracker.idle_for() > STALL {
+                    break;
+                }
+            }
+        };
+        let r = tokio::select! {
+            r = fut => r.map(|_| ()).map_err(DlError::Api),
+            _ = watch => Err(DlError::Stalled),
+        };
+        match r {
+            Ok(()) => return Ok(()),
+            Err(e) if attempt < ATTEMPTS && e.transient() => {
+                tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt))).await;
+                attempt += 1;
+            }
+            Err(e) => return Err(ctx.dl(&e, name, size.unwrap_or(0))),
+        }
+    }
+}
+
+fn write_ref(repo_dir: &Path, revision: &str, commit: &str) -> std::io::Result<()> {
+    let p = repo_dir.join("refs").join(revision);
+    if let Some(d) = p.parent() {
+        std::fs::create_dir_all(d)?;
+    }
+    let tmp = p.with_file_name(format!(
+        ".{}.vsssummarize-{}",
+        p.file_name().and_then(|n| n.to_str()).unwrap_or("ref"),
+        std::process::id()
+    ));
+    std::fs::write(&tmp, commit)?;
+    std::fs::rename(&tmp, &p)
+}
+
+async fn run(job: Job, tracker: Tracker) -> Result<PathBuf, String> {
+    let mut ctx = Ctx {
+        repo: job.repo.clone(),
+        revision: job.revision.clone(),
+        endpoint: job.place.endpoint.clone(),
+        cache: job.place.cache.clone(),
+        token_set: job.place.token.is_some(),
+        gated: false,
+    };
+    let api = build_api(&job.place)?;
+    let listing = list(&api, &job, &mut ctx).await?;
+    let sha = listing.sha.clone();
+    let names: Vec<String> = listing
+        .siblings
+        .iter()
+        .map(|s| s.rfilename.clone())
+        .collect();
+    let by_name: BTreeMap<&str, &Sibling> = listing
+        .siblings
+        .iter()
+        .map(|s| (s.rfilename.as_str(), s))
+        .collect();
+    let sel = select(&names, &ctx.what())?;
+    let size_of = |n: &str| by_name.get(n).and_then(|s| s.size());
+
+    check_writable(&ctx, &job.repo_dir)?;
+    let snap = job.repo_dir.join("snapshots").join(&sha);
+    let sha_ref = job.repo_dir.join("refs").join(&sha);
+    let sha_ref_existed = sha_ref.exists();
+    let repo = api.repo(Repo::with_revision(
+        job.repo.clone(),
+        RepoType::Model,
+        sha.clone(),
+    ));
+
+    let mut all = sel.files.clone();
+    if let Some(index) = &sel.index {
+        if !present(&snap, index, size_of(index)) {
+            download(&repo, index, size_of(index), &tracker, &ctx).await?;
+        }
+        let shards = index_shards(&snap.join(index))?;
+        if let Some(s) = shards.iter().find(|s| !by_name.contains_key(s.as_str())) {
+            return Err(format!(
+                "{}: {index} names the shard '{s}', which the repo does not have; the repo is broken at this revision: pin another one",
+                ctx.what()
+            ));
+        }
+        all.push(index.clone());
+        all.extend(shards);
+    } else {
+        all.extend(sel.weights.iter().cloned());
+    }
+
+    let mut missing = Vec::new();
+    let mut base = 0u64;
+    for n in &all {
+        if present(&snap, n, size_of(n)) {
+            base += std::fs::metadata(snap.join(n))
+                .map(|m| m.len())
+                .unwrap_or(0);
+        } else {
+            missing.push(n.clone());
+        }
+    }
+    let all_total = all
+        .iter()
+        .map(|n| size_of(n))
+        .sum::<Option<u64>>()
+        .filter(|t| *t >= base);
+    tracker.set_totals(base, all_total);
+
+    let linkable = |n: &str| -> bool {
+        match (by_name.get(n).and_then(|s| s.etag()), size_of(n)) {
+            (Some(e), Some(s)) => {
+                std::fs::metadata(job.repo_dir.join("blobs").join(e)).is_ok_and(|m| m.len() == s)
+            }
+            _ => false,
+        }
+    };
+    let needed: u64 = missing
+        .iter()
+        .filter(|n| !linkable(n))
+        .filter_map(|n| size_of(n))
+        .sum();
+    if let Some(free) = free_bytes(&job.place.cache) {
+        if needed > free {
+            return Err(ctx.disk_full(needed, Some(free)));
+        }
+    }
+
+    for n in &missing {
+        let size = size_of(n);
+        let etag = by_name.get(n.as_str()).and_then(|s| s.etag());
+        if let (Some(e), Some(s)) = (etag, size) {
+            if link_blob(&job.repo_dir, &snap, n, e, s) {
+                let gen = tracker.begin(n, size);
+                tracker.finish(gen);
+                continue;
+            }
+        }
+        download(&repo, n, size, &tracker, &ctx).await?;
+        if !present(&snap, n, size) {
+            return Err(format!(
+                "{}: {n} was downloaded but is incomplete or landed elsewhere (does the Hub at {} send x-repo-commit {sha}?); run again",
+                ctx.what(),
+                ctx.endpoint
+            ));
+        }
+    }
+
+    // hf-hub wrote refs/<commit> (its revision was the commit); `hf`
+    // writes refs/<branch or tag> only.
+    if !sha_ref_existed {
+        let _ = std::fs::remove_file(&sha_ref);
+    }
+    if job.revision != sha {
+        write_ref(&job.repo_dir, &job.revision, &sha).map_err(|e| ctx.not_writable(&e))?;
+    }
+    check_snapshot(&snap).map_err(|e| format!("{}: after the download: {e}", ctx.what()))?;
+    Ok(snap)
+}
+
+/// Downloads `spec` (unless complete in the cache) and returns its
+/// snapshot directory. Call from a thread that is not a tokio worker.
+pub fn fetch(
+    spec: &HfSpec,
+    env: &DownloadEnv,
+    progress: ProgressFn<'_>,
+) -> Result<PathBuf, String> {
+    let token = token(env);
+    fetch_inner(spec, env, progress).map_err(|e| redact(e, token.as_deref()))
+}
+
+fn fetch_inner(
+    spec: &HfSpec,
+    env: &DownloadEnv,
+    progress: ProgressFn<'_>,
+) -> Result<PathBuf, String> {
+    if tokio::runtime::Handle::try_current().is_ok() {
+        return Err("internal error: hf: downloads must not run on a tokio runtime thread".into());
+    }
+    // An `HfSpec` built by hand gets the checks `parse` makes.
+    let written = match &spec.revision {
+        Some(r) => format!("{}@{r}", spec.repo),
+        None => spec.repo.clone(),
+    };
+    if parse(&written)? != *spec {
+        return Err(format!(
+            "'hf:{written}' is not a valid model path; {EXPECTED}"
+        ));
+    }
+    let place = Place::from_env(env)?;
+    let revision = spec.revision.clone().unwrap_or_else(|| "main".into());
+    let what = format!("hf:{}@{revision}", spec.repo);
+    let repo_dir = place.cache.join(folder_name(&spec.repo));
+    let dir = if let Some(dir) = cached_snapshot(&repo_dir, &revision) {
+        dir
+    } else {
+        if place.offline {
+            return Err(format!(
+                "HF_HUB_OFFLINE is set and {what} is not complete in the Hugging Face cache '{}': unset HF_HUB_OFFLINE, or download it first (hf download {} --revision {revision})",
+                place.cache.display(),
+                spec.repo
+            ));
+        }
+        let job = Job {
+            repo: spec.repo.clone(),
+            revision,
+            place: place.clone(),
+            repo_dir,
+        };
+        let (tx, rx) = mpsc::channel();
+        let tracker = Tracker {
+            st: Arc::default(),
+            tx: tx.clone(),
+        };
+        let handle = crate::runtime::RUNTIME.spawn(async move {
+            let r = run(job, tracker).await;
+            let _ = tx.send(Msg::Done(r));
+        });
+        loop {
+            match rx.recv_timeout(Duration::from_millis(200)) {
+                Ok(Msg::Report(p)) => progress(&p),
+                Ok(Msg::Done(r)) => break r?,
+                Err(mpsc::RecvTimeoutError::Timeout) if !handle.is_finished() => {}
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    // Finished: its last messages may still be queued.
+                    match rx.try_recv() {
+                        Ok(Msg::Report(p)) => progress(&p),
+                        Ok(Msg::Done(r)) => break r?,
+                        Err(_) => {
+                            return Err(format!(
+                                "internal error: the download of {what} ended without a result"
+                            ))
+                        }
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    return Err(format!(
+                        "internal error: the download of {what} ended without a result"
+                    ))
+                }
+            }
+        }
+    };
+    if let Some(root) = &place.root {
+        let c = dir.canonicalize().unwrap_or_else(|_| dir.clone());
+        if !c.starts_with(root) {
+            return Err(format!(
+                "{what} is at '{}', outside model-root-dir '{}' (a symlink under the root points out of it): fix the link or model-root-dir",
+                c.display(),
+                root.display()
+            ));
+        }
+    }
+    Ok(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn download_hf_parse_accepts() {
+        assert_eq!(
+            parse("nvidia/Cosmos-Reason1-7B").unwrap(),
+            HfSpec {
+                repo: "nvidia/Cosmos-Reason1-7B".into(),
+                revision: None
+            }
+        );
+        assert_eq!(
+            parse("Qwen/Qwen2.5-VL-7B-Instruct@v1.0").unwrap(),
+            HfSpec {
+                repo: "Qwen/Qwen2.5-VL-7B-Instruct".into(),
+                revision: Some("v1.0".into())
+            }
+        );
+        assert_eq!(
+            parse("a_b/c.d@refs/pr/1").unwrap().revision.as_deref(),
+            Some("refs/pr/1")
+        );
+        let sha = "0123456789abcdef0123456789abcdef01234567";
+        assert_eq!(
+            parse(&format!("o/n@{sha}")).unwrap().revision.as_deref(),
+            Some(sha)
+        );
+    }
+
+    #[test]
+    fn download_hf_parse_rejects() {
+        for (input, says) in [
+            ("", "empty"),
+            ("@main", "empty"),
+            ("Cosmos-Reason1-7B", "no organisation"),
+            ("nvidia/Cosmos/7B", "slashes"),
+            ("nvidia//x", "slashes"),
+            ("/x", "organisation is empty"),
+            ("x/", "name is empty"),
+            ("nvidia/Cosmos Reason", "character ' '"),
+            ("nvi:dia/x", "character ':'"),
+            ("nvidia/-x", "starts or ends"),
+            ("nvidia/a--b", "'--'"),
+            ("nvidia/x@", "revision after '@' is empty"),
+            ("nvidia/x@a b", "character ' '"),
+            ("nvidia/x@../etc", "not a valid"),
+            ("nvidia/x@a@b", "character '@'"),
+        ] {
+            let e = parse(input).unwrap_err();
+            assert!(e.contains(says), "{input:?}: {e}");
+            assert!(e.contains("hf:ORG/NAME[@REVISION]"), "{input:?}: {e}");
+            assert!(e.contains("hf:nvidia/Cosmos-Reason1-7B"), "{input:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn download_hf_parse_via_model_path() {
+        use super::super::{parse_model_path, ModelSource};
+        assert!(matches!(
+            parse_model_path("hf:nvidia/Cosmos-Reason1-7B@main"),
+            Ok(ModelSource::Hf(_))
+        ));
+        assert!(parse_model_path("hf:Cosmos").is_err());
+    }
+
+    fn names(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn download_hf_select_rule() {
+        let s = select(
+            &names(&[
+                ".gitattributes",
+                "README.md",
+                "config.json",
+                "generation_config.json",
+                "tokenizer.json",
+                "tokenizer_config.json",
+                "chat_template.json",
+                "preprocessor_config.json",
+                "model-00001-of-00002.safetensors",
+                "model-00002-of-00002.safetensors",
+                "model.safetensors.index.json",
+                "pytorch_model.bin",
+                "original/consolidated.00.pth",
+                "original/model.safetensors",
+                "hf_quant_config.json",
+            ]),
+            "x",
+        )
+        .unwrap();
+        assert_eq!(
+            s.files,
+            names(&[
+                "config.json",
+                "generation_config.json",
+                "hf_quant_config.json",
+                "preprocessor_config.json",
+                "tokenizer.json",
+                "tokenizer_config.json",
+                "chat_template.json",
+            ])
+        );
+        assert_eq!(s.index.as_deref(), Some(INDEX));
+        assert!(s.weights.is_empty());
+
+        let s = select(
+            &names(&[
+                "config.json",
+                "tokenizer.json",
+                "model.safetensors",
+                "consolidated.safetensors",
+            ]),
+            "x",
+        )
+        .unwrap();
+        assert_eq!(s.weights, names(&["model.safetensors"]));
+        let s = select(
+            &names(&[
+                "config.json",
+                "tokenizer.json",
+                "b.safetensors",
+                "a.safetensors",
+            ]),
+            "x",
+        )
+        .unwrap();
+        assert_eq!(s.weights, names(&["a.safetensors", "b.safetensors"]));
+
+        let e = select(
+            &names(&["config.json", "tokenizer.json", "pytorch_model.bin"]),
+            "hf:o/n@main",
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("no safetensors") && e.contains("pytorch_model.bin"),
+            "{e}"
+        );
+        let e = select(&names(&["tokenizer.json", "model.safetensors"]), "x").unwrap_err();
+        assert!(e.contains("config.json"), "{e}");
+        let e = select(&names(&["config.json", "model.safetensors"]), "x").unwrap_err();
+        assert!(e.contains("tokenizer.json"), "{e}");
+    }
+
+    fn tmp(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("vss-hf-unit-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn safetensors_bytes(n: usize) -> Vec<u8> {
+        let h = format!(r#"{{"w":{{"dtype":"U8","shape":[{n}],"data_offsets":[0,{n}]}}}}"#);
+        let mut v = (h.len() as u64).to_le_bytes().to_vec();
+        v.extend(h.as_bytes());
+        v.extend(std::iter::repeat_n(7u8, n));
+        v
+    }
+
+    #[test]
+    fn download_hf_safetensors_truncation_is_seen() {
+        let d = tmp("st");
+        let p = d.join("model.safetensors");
+        let b = safetensors_bytes(1000);
+        std::fs::write(&p, &b).unwrap();
+        safetensors_complete(&p).unwrap();
+        std::fs::write(&p, &b[..b.len() - 1]).unwrap();
+        assert!(safetensors_complete(&p).unwrap_err().contains("incomplete"));
+        std::fs::write(&p, &b[..5]).unwrap();
+        assert!(safetensors_complete(&p).is_err());
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn download_hf_root_rule() {
+        let d = tmp("root");
+        let root = d.join("root");
+        std::fs::create_dir_all(&root).unwrap();
+        let root = root.canonicalize().unwrap();
+        // Inside the root (even not existing yet): kept.
+        let inside = root.join("hf").join("hub");
+        assert_eq!(
+            choose_cache(Some(inside.clone()), Some(&root)).unwrap(),
+            inside
+        );
+        // Outside: moved under the root.
+        let outside = d.join("elsewhere").join("hub");
+        assert_eq!(
+            choose_cache(Some(outside), Some(&root)).unwrap(),
+            root.join("huggingface").join("hub")
+        );
+        // A symlink inside the root pointing out does not count as inside.
+        let out = d.join("out");
+        std::fs::create_dir_all(&out).unwrap();
+        std::os::unix::fs::symlink(&out, root.join("link")).unwrap();
+        assert_eq!(
+            choose_cache(Some(root.join("link").join("hub")), Some(&root)).unwrap(),
+            root.join("huggingface").join("hub")
+        );
+        assert!(choose_cache(None, None).unwrap_err().contains("HF_HOME"));
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn download_hf_env_defaults() {
+        let env = |kv: &[(&str, &str)]| DownloadEnv {
+            vars: kv
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            model_root_dir: None,
+        };
+        assert_eq!(
+            hub_cache(&env(&[("HOME", "/h")])).unwrap(),
+            PathBuf::from("/h/.cache/huggingface/hub")
+        );
+        assert_eq!(
+            hub_cache(&env(&[("HOME", "/h"), ("XDG_CACHE_HOME", "/x")])).unwrap(),
+            PathBuf::from("/x/huggingface/hub")
+        );
+        assert_eq!(
+            hub_cache(&env(&[("HOME", "/h"), ("HF_HOME", "~/hf")])).unwrap(),
+            PathBuf::from("/h/hf/hub")
+        );
+        assert_eq!(
+            hub_cache(&env(&[("HF_HOME", "/a"), ("HF_HUB_CACHE", "/b")])).unwrap(),
+            PathBuf::from("/b")
+        );
+        let p =
+            Place::from_env(&env(&[("HF_HOME", "/a"), ("HF_ENDPOINT", "http://h:1/")])).unwrap();
+        assert_eq!(p.endpoint, "http://h:1");
+        assert!(!p.offline);
+        assert!(
+            Place::from_env(&env(&[("HF_HOME", "/a"), ("HF_ENDPOINT", "h:1")]))
+                .unwrap_err()
+                .contains("HF_ENDPOINT")
+        );
+        assert_eq!(
+            token(&env(&[("HF_TOKEN", " t "), ("HF_HOME", "/nonexistent")])).as_deref(),
+            Some("t")
+        );
+    }
+
+    #[test]
+    fn download_hf_redacts() {
+        assert_eq!(
+            redact("x hf_secret y".into(), Some("hf_secret")),
+            "x <HF_TOKEN> y"
+        );
+        assert_eq!(redact("x".into(), None), "x");
+    }
+}

@@ -1,0 +1,100 @@
+// SPDX-License-Identifier: MPL-2.0
+//! `model-path` values that name a remote checkpoint — `ngc:ORG/TEAM/MODEL:VERSION`
+//! (NVIDIA NGC, as VSS's seed page writes them) and `hf:ORG/NAME[@REVISION]`
+//! (the Hugging Face Hub) — resolved to a local directory, downloading once
+//! into a cache. Plain Rust, no GStreamer types; called from the application
+//! thread at NULL→READY (never the streaming thread, never a tokio worker).
+
+pub mod hf;
+pub mod ngc;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+/// Where a `model-path` points.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ModelSource {
+    Local(PathBuf),
+    Ngc(NgcSpec),
+    Hf(HfSpec),
+}
+
+/// `ngc:ORG/TEAM/MODEL:VERSION` (or `ngc:ORG/MODEL:VERSION`, team `no-team`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NgcSpec {
+    pub org: String,
+    /// `None` for `ORG/MODEL:VERSION`.
+    pub team: Option<String>,
+    pub model: String,
+    pub version: String,
+}
+
+/// `hf:ORG/NAME[@REVISION]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HfSpec {
+    pub repo: String,
+    /// `None`: the default branch (`main`).
+    pub revision: Option<String>,
+}
+
+/// One progress report: bytes of `file` done out of `total` (when known),
+/// and of the whole download.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Progress {
+    pub file: String,
+    pub done: u64,
+    pub total: Option<u64>,
+    /// Whole download so far / expected (when known).
+    pub all_done: u64,
+    pub all_total: Option<u64>,
+}
+
+/// Called with each progress report (from the downloading thread).
+pub type ProgressFn<'a> = &'a (dyn Fn(&Progress) + Send + Sync);
+
+/// What a download may use: the environment as the element sees it
+/// (process environment overlaid by the `env-file`: `NGC_API_KEY`,
+/// `NGC_CLI_API_KEY`, `NGC_MODEL_CACHE`, `HF_ENDPOINT`, `HF_HOME`,
+/// `HF_TOKEN`, `PATH`, `HOME`, …) and `model-root-dir`, under which any
+/// cache must lie when it is set.
+#[derive(Clone, Debug, Default)]
+pub struct DownloadEnv {
+    pub vars: HashMap<String, String>,
+    pub model_root_dir: Option<PathBuf>,
+}
+
+impl DownloadEnv {
+    /// A variable; empty values count as unset.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.vars
+            .get(key)
+            .map(String::as_str)
+            .filter(|v| !v.trim().is_empty())
+    }
+}
+
+/// Parses a `model-path` value. Anything without an `ngc:` or `hf:` prefix
+/// is a local path.
+pub fn parse_model_path(s: &str) -> Result<ModelSource, String> {
+    if let Some(rest) = s.strip_prefix("ngc:") {
+        ngc::parse(rest).map(ModelSource::Ngc)
+    } else if let Some(rest) = s.strip_prefix("hf:") {
+        hf::parse(rest).map(ModelSource::Hf)
+    } else {
+        Ok(ModelSource::Local(PathBuf::from(s)))
+    }
+}
+
+/// The local checkpoint directory for `source`, downloading it first when
+/// it is remote and not complete in the cache. Errors say what to do.
+pub fn resolve(
+    source: &ModelSource,
+    env: &DownloadEnv,
+    progress: ProgressFn<'_>,
+) -> Result<PathBuf, String> {
+    match source {
+        ModelSource::Local(p) => Ok(p.clone()),
+        ModelSource::Ngc(spec) => ngc::fetch(spec, env, progress),
+        ModelSource::Hf(spec) => hf::fetch(spec, env, progress),
+    }
+}
