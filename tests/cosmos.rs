@@ -191,3 +191,60 @@ fn bf16_weights_run_and_unknown_dtypes_are_refused() {
     let e = ready_error(&props(&tiny(), "dtype=f16"));
     assert!(e.contains("dtype 'f16'") && e.contains("bf16"), "{e}");
 }
+
+/// `model-path=ngc:…` through the element: the NGC CLI (a fake on the
+/// env-file's PATH, tests/ngc/ngc) downloads into NGC_MODEL_CACHE once,
+/// and the model captions.
+#[test]
+fn ngc_model_path_downloads_once_and_captions() {
+    use std::os::unix::fs::PermissionsExt;
+    let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cosmos-ngc");
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(root.join("home")).unwrap();
+    let fake = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/ngc");
+    let f = fake.join("ngc");
+    let mode = std::fs::metadata(&f).unwrap().permissions().mode();
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(mode | 0o755)).unwrap();
+    let env_file = root.join("vss.env");
+    std::fs::write(
+        &env_file,
+        format!(
+            "PATH={}:/usr/bin:/bin\nHOME={}\nNGC_MODEL_CACHE={}\nNGC_API_KEY=nvapi-ELEMENT-TEST\nFAKE_NGC_SRC={}\nFAKE_NGC_LOG={}\n",
+            fake.display(),
+            root.join("home").display(),
+            root.join("cache").display(),
+            tiny().display(),
+            root.join("calls.log").display()
+        ),
+    )
+    .unwrap();
+    let props = format!(
+        "backend=cosmos-reason1 model-path=ngc:acme/vision/tiny:1.0 env-file={} chunk-duration=1 num-frames-per-chunk=4 max-tokens=8",
+        env_file.display()
+    );
+    let v = Video::small(2);
+    let r = run_video(&props, &v, T);
+    let recs = r.outputs().json();
+    assert_eq!(recs.len(), 2, "{recs:?}");
+    assert!(recs.iter().all(|j| j.get("error").is_none()), "{recs:?}");
+    let dir = root.join("cache/acme_vision_tiny_1.0");
+    assert!(dir.join("config.json").exists() && dir.join(".vss-complete").exists());
+    let calls = std::fs::read_to_string(root.join("calls.log")).unwrap();
+    assert!(calls.contains("download-version"), "{calls}");
+    // The key goes to the CLI through its environment, never its arguments.
+    assert!(
+        calls
+            .lines()
+            .filter(|l| l.starts_with("arg "))
+            .all(|l| !l.contains("nvapi-ELEMENT-TEST")),
+        "{calls}"
+    );
+    r.stop();
+    // Second run: the cache is reused, the CLI is not run again.
+    let before = calls.matches("download-version").count();
+    let r = run_video(&props, &v, T);
+    assert_eq!(r.outputs().json().len(), 2);
+    let calls = std::fs::read_to_string(root.join("calls.log")).unwrap();
+    assert_eq!(calls.matches("download-version").count(), before);
+    r.stop();
+}

@@ -281,6 +281,89 @@ impl VssSummarize {
             .map_err(|e| gst::error_msg!(gst::LibraryError::Init, ("vsssummarize: {e}")))
     }
 
+    /// `model-path=ngc:…` / `hf:…`: the local directory, downloaded once into
+    /// the cache (INFO lines and `vss-download` bus messages report the
+    /// progress); `None` for a local path.
+    #[cfg(feature = "cosmos")]
+    fn fetch_model(
+        &self,
+        resolved: &Resolved,
+    ) -> Result<Option<std::path::PathBuf>, gst::ErrorMessage> {
+        use crate::download::{self, DownloadEnv, ModelSource, Progress};
+        let Some(raw) = resolved.model_path.as_deref().and_then(|p| p.to_str()) else {
+            return Ok(None);
+        };
+        let settings_err = |e: String| {
+            gst::error_msg!(
+                gst::ResourceError::Settings,
+                ("vsssummarize: model-path: {e}")
+            )
+        };
+        let source = download::parse_model_path(raw).map_err(settings_err)?;
+        if matches!(source, ModelSource::Local(_)) {
+            return Ok(None);
+        }
+        let env = DownloadEnv {
+            vars: resolved
+                .env
+                .vars()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            model_root_dir: resolved.model_root_dir.clone(),
+        };
+        gst::info!(
+            CAT,
+            imp = self,
+            "model-path {raw}: looking in the download cache"
+        );
+        // INFO lines at each file's end and every 5 %; a bus message each time.
+        let last = Mutex::new((String::new(), -1i64));
+        let weak = self.obj().downgrade();
+        let progress = move |p: &Progress| {
+            let Some(obj) = weak.upgrade() else { return };
+            let pct = p
+                .all_total
+                .filter(|t| *t > 0)
+                .map(|t| p.all_done as f64 * 100.0 / t as f64);
+            let step = pct
+                .map(|x| (x / 5.0) as i64)
+                .unwrap_or((p.all_done >> 26) as i64);
+            let file_done = p.total.is_some_and(|t| p.done >= t);
+            {
+                let mut l = lock(&last);
+                if l.0 == p.file && l.1 == step && !file_done {
+                    return;
+                }
+                *l = (p.file.clone(), step);
+            }
+            let pct_text = pct.map(|x| format!(" ({x:.0} %)")).unwrap_or_default();
+            gst::info!(
+                CAT,
+                obj = obj,
+                "downloading {}: {} of {} bytes{pct_text}",
+                p.file,
+                p.all_done,
+                p.all_total
+                    .map(|t| t.to_string())
+                    .unwrap_or_else(|| "?".into())
+            );
+            let mut s = gst::Structure::builder("vss-download")
+                .field("file", p.file.as_str())
+                .field("bytes-done", p.all_done)
+                .field("file-bytes-done", p.done);
+            if let Some(t) = p.all_total {
+                s = s.field("bytes-total", t);
+            }
+            if let Some(x) = pct {
+                s = s.field("percent", x);
+            }
+            let _ = obj.post_message(gst::message::Element::builder(s.build()).src(&obj).build());
+        };
+        let dir = download::resolve(&source, &env, &progress).map_err(settings_err)?;
+        gst::info!(CAT, imp = self, "model-path {raw} is {}", dir.display());
+        Ok(Some(dir))
+    }
+
     /// `backend=cosmos-reason1`: checks the checkpoint directory and loads
     /// (or shares) the model on the chosen device.
     #[cfg(feature = "cosmos")]
@@ -292,8 +375,9 @@ impl VssSummarize {
     ) -> Result<CosmosBackend, gst::ErrorMessage> {
         let settings_err =
             |e: String| gst::error_msg!(gst::ResourceError::Settings, ("vsssummarize: {e}"));
+        let fetched = self.fetch_model(resolved)?;
         let dir = manifest::contained_dir(
-            resolved.model_path.as_deref(),
+            fetched.as_deref().or(resolved.model_path.as_deref()),
             resolved.model_root_dir.as_deref(),
             "cosmos-reason1",
             "a Hugging Face Qwen2.5-VL / Cosmos-Reason1 checkpoint (config.json, *.safetensors, tokenizer.json)",
