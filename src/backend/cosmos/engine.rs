@@ -9,6 +9,7 @@ use candle_core::{DType, Device, Tensor};
 use serde_json::Value;
 use tokenizers::Tokenizer;
 
+use super::fp8::read_json;
 use super::fp8::{self, Quantization};
 use super::model::{weight_files, Qwen25Vl};
 use super::preprocess::{preprocess_video, PixelValues, VisionParams};
@@ -58,16 +59,6 @@ pub struct Output {
     pub output_tokens: u64,
     /// Generated token ids (special tokens included).
     pub tokens: Vec<u32>,
-}
-
-fn read_json(p: &Path) -> Result<Option<Value>, String> {
-    match std::fs::read_to_string(p) {
-        Ok(t) => serde_json::from_str(&t)
-            .map(Some)
-            .map_err(|e| format!("'{}' is not valid JSON: {e}", p.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(format!("cannot read '{}': {e}", p.display())),
-    }
 }
 
 /// Refuses checkpoints this build cannot run, saying what was found: any

@@ -340,7 +340,8 @@ pub fn detect(
     Ok(Quantization::None)
 }
 
-fn read_json(p: &Path) -> Result<Option<Value>, String> {
+/// A JSON file, `None` when it does not exist.
+pub(crate) fn read_json(p: &Path) -> Result<Option<Value>, String> {
     match std::fs::read_to_string(p) {
         Ok(t) => serde_json::from_str(&t)
             .map(Some)
