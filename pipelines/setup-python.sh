@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Usage: pipelines/setup-python.sh [numpy|torch|all|nvrtc]   (default: numpy)
+# Usage: pipelines/setup-python.sh [numpy|torch|hf|all|nvrtc]   (default: numpy)
 #
 # Makes the Python environments `backend=custom` models run in, under
 # target/py/ (ignored by git), from Debian's python3 + python3-venv and PyPI:
@@ -8,6 +8,8 @@
 #   target/py/torch  numpy + Pillow + torch. PyPI's torch wheel is a CUDA
 #                    build: ~540 MB to download, 5-6 GB installed; it also
 #                    runs on machines without a GPU.
+#   target/py/hf     huggingface_hub 2.4 (small): the test that hf: paths
+#                    share the standard HF cache with Python's client;
 #   target/nvrtc12   (nvrtc) NVIDIA's CUDA 12.8 runtime compiler from PyPI
 #                    (nvidia-cuda-nvrtc-cu12, ~210 MB), for the GPU kernels'
 #                    compile test and the GPU check bundle; no GPU needed.
@@ -47,9 +49,11 @@ make_env() {
 case "$WHICH" in
     numpy) make_env numpy 'import numpy, PIL' numpy pillow ;;
     torch) make_env torch 'import numpy, PIL, torch' numpy pillow torch ;;
+    hf) make_env hf 'import huggingface_hub' 'huggingface_hub==2.4.*' ;;
     all)
         make_env numpy 'import numpy, PIL' numpy pillow
         make_env torch 'import numpy, PIL, torch' numpy pillow torch
+        make_env hf 'import huggingface_hub' 'huggingface_hub==2.4.*'
         ;;
     nvrtc)
         lib="$ROOT/target/nvrtc12/nvidia/cuda_nvrtc/lib"
@@ -64,5 +68,5 @@ case "$WHICH" in
         fi
         echo "$lib"
         ;;
-    *) log "unknown environment '$WHICH': use numpy, torch, all or nvrtc"; exit 2 ;;
+    *) log "unknown environment '$WHICH': use numpy, torch, hf, all or nvrtc"; exit 2 ;;
 esac
