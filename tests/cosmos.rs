@@ -84,21 +84,6 @@ fn elements_naming_the_same_checkpoint_share_one_model() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-fn ready_error(props: &str) -> String {
-    init();
-    let p = gst::parse::launch(&format!("fakesrc ! vsssummarize {props} ! fakesink")).unwrap();
-    assert!(p.set_state(gst::State::Ready).is_err(), "{props} must fail");
-    let bus = p.bus().unwrap();
-    let mut err = String::new();
-    while let Some(m) = bus.pop() {
-        if let gst::MessageView::Error(e) = m.view() {
-            err = format!("{} | {}", e.error(), e.debug().unwrap_or_default());
-        }
-    }
-    p.set_state(gst::State::Null).unwrap();
-    err
-}
-
 fn copy_tiny(to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for f in std::fs::read_dir(tiny()).unwrap() {

@@ -20,7 +20,8 @@ use gstvsssummarize::backend::cosmos::fp8::{self, Fp8Format, Quantization};
 use gstvsssummarize::backend::cosmos::model::{weight_files, Qwen25Vl};
 use safetensors::SafeTensors;
 
-use common::qwen::{f32s, i64s};
+use common::qwen::{f32s, greedy_tokens, i64s};
+use common::ready_error;
 
 /// (fixture key, checkpoint dir, producer, uses transformers 4.52+ names)
 const LAYOUTS: &[(&str, &str, Fp8Format, bool)] = &[
@@ -59,16 +60,6 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
 
 fn scale_of(v: &[f32]) -> f32 {
     v.iter().fold(0f32, |m, x| m.max(x.abs()))
-}
-
-fn argmax(v: &[f32]) -> u32 {
-    let mut best = (0, f32::NEG_INFINITY);
-    for (i, &x) in v.iter().enumerate() {
-        if x > best.1 {
-            best = (i, x);
-        }
-    }
-    best.0 as u32
 }
 
 fn to_new_prefix(k: &str) -> String {
@@ -252,15 +243,7 @@ fn logits_match_transformers_on_fp8_checkpoints() {
             if *case == "odd_3f" {
                 let l = ids.len();
                 let delta = i64s(&inputs, &format!("{case}.rope_delta"))[0];
-                let mut next = argmax(&got[(l - 1) * vocab..l * vocab]);
-                let mut tokens = vec![next];
-                for _ in 1..32 {
-                    let p = model.cache_len() as i64 + delta;
-                    let e = model.embed_prompt(&[next], None).unwrap();
-                    let lg = model.forward(&e, &[vec![p], vec![p], vec![p]]).unwrap();
-                    next = argmax(&lg.flatten_all().unwrap().to_vec1::<f32>().unwrap());
-                    tokens.push(next);
-                }
+                let tokens = greedy_tokens(&mut model, &got[(l - 1) * vocab..l * vocab], delta, 32);
                 let want: Vec<u32> = i64s(&refs, &k("greedy_tokens"))
                     .iter()
                     .map(|&x| x as u32)
@@ -331,22 +314,6 @@ fn the_element_captions_with_fp8_checkpoints() {
         }
         r.stop();
     }
-}
-
-fn ready_error(props: &str) -> String {
-    use gst::prelude::*;
-    common::init();
-    let p = gst::parse::launch(&format!("fakesrc ! vsssummarize {props} ! fakesink")).unwrap();
-    assert!(p.set_state(gst::State::Ready).is_err(), "{props} must fail");
-    let bus = p.bus().unwrap();
-    let mut err = String::new();
-    while let Some(m) = bus.pop() {
-        if let gst::MessageView::Error(e) = m.view() {
-            err = format!("{} | {}", e.error(), e.debug().unwrap_or_default());
-        }
-    }
-    p.set_state(gst::State::Null).unwrap();
-    err
 }
 
 fn copy_dir(from: &Path, to: &Path) {

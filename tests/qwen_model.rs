@@ -14,7 +14,7 @@ use gstvsssummarize::frames::RgbImage;
 use safetensors::SafeTensors;
 
 mod common;
-use common::qwen::{f32s, i64s, pattern};
+use common::qwen::{f32s, greedy_tokens, i64s, pattern};
 
 const CASES: &[&str] = &[
     "odd_3f",
@@ -34,19 +34,6 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         .zip(b)
         .map(|(x, y)| (x - y).abs())
         .fold(0.0, f32::max)
-}
-
-fn argmax(v: &[f32]) -> u32 {
-    v.iter()
-        .enumerate()
-        .fold((0, f32::NEG_INFINITY), |(bi, bv), (i, x)| {
-            if *x > bv {
-                (i, *x)
-            } else {
-                (bi, bv)
-            }
-        })
-        .0 as u32
 }
 
 #[test]
@@ -138,15 +125,7 @@ fn matches_transformers_on_a_tiny_checkpoint() {
 
         // Greedy continuation with the KV cache, positions cache_len + delta.
         let vocab = cfg.text.vocab_size;
-        let mut next = argmax(&got[(l - 1) * vocab..l * vocab]);
-        let mut tokens = vec![next];
-        for _ in 1..32 {
-            let p = model.cache_len() as i64 + delta;
-            let e = model.embed_prompt(&[next], None).unwrap();
-            let lg = model.forward(&e, &[vec![p], vec![p], vec![p]]).unwrap();
-            next = argmax(&lg.flatten_all().unwrap().to_vec1::<f32>().unwrap());
-            tokens.push(next);
-        }
+        let tokens = greedy_tokens(&mut model, &got[(l - 1) * vocab..l * vocab], delta, 32);
         let want: Vec<u32> = i64s(&st, &k("greedy_tokens"))
             .iter()
             .map(|&x| x as u32)

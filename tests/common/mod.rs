@@ -315,3 +315,20 @@ pub fn run_video(props: &str, v: &Video, timeout: Duration) -> Run {
     r.drain_bus();
     r
 }
+
+/// `fakesrc ! vsssummarize PROPS ! fakesink` must fail NULL→READY; returns
+/// the error message and its debug text (`error | debug`).
+pub fn ready_error(props: &str) -> String {
+    init();
+    let p = gst::parse::launch(&format!("fakesrc ! vsssummarize {props} ! fakesink")).unwrap();
+    assert!(p.set_state(gst::State::Ready).is_err(), "{props} must fail");
+    let bus = p.bus().unwrap();
+    let mut err = String::new();
+    while let Some(m) = bus.pop() {
+        if let gst::MessageView::Error(e) = m.view() {
+            err = format!("{} | {}", e.error(), e.debug().unwrap_or_default());
+        }
+    }
+    p.set_state(gst::State::Null).unwrap();
+    err
+}

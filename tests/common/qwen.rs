@@ -57,3 +57,35 @@ pub fn f64s(st: &SafeTensors, name: &str) -> Vec<f64> {
         .map(|b| f64::from_le_bytes(b.try_into().unwrap()))
         .collect()
 }
+
+/// Index of the largest value (the first one on ties).
+pub fn argmax(v: &[f32]) -> u32 {
+    let mut best = (0, f32::NEG_INFINITY);
+    for (i, &x) in v.iter().enumerate() {
+        if x > best.1 {
+            best = (i, x);
+        }
+    }
+    best.0 as u32
+}
+
+/// `n` greedy tokens after a prefill whose last-position logits are
+/// `last_logits`: KV cache, positions `cache_len + delta` (the M-RoPE rule).
+#[cfg(feature = "cosmos")]
+pub fn greedy_tokens(
+    model: &mut gstvsssummarize::backend::cosmos::model::Qwen25Vl,
+    last_logits: &[f32],
+    delta: i64,
+    n: usize,
+) -> Vec<u32> {
+    let mut next = argmax(last_logits);
+    let mut tokens = vec![next];
+    for _ in 1..n {
+        let p = model.cache_len() as i64 + delta;
+        let e = model.embed_prompt(&[next], None).unwrap();
+        let lg = model.forward(&e, &[vec![p], vec![p], vec![p]]).unwrap();
+        next = argmax(&lg.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+        tokens.push(next);
+    }
+    tokens
+}
