@@ -123,6 +123,8 @@ pub struct OpenAiBackend {
 struct Net {
     opts: OpenAiOptions,
     client: reqwest::Client,
+    /// The key's header, built (and checked) once.
+    auth: Option<(&'static str, reqwest::header::HeaderValue)>,
     timing: RetryTiming,
     /// Since when connections to the server have been refused, with no HTTP
     /// answer since; shared by all chunks (see `server_wait`).
@@ -144,16 +146,12 @@ impl OpenAiBackend {
         let client = builder
             .build()
             .map_err(|e| format!("cannot create the HTTP client: {e}"))?;
-        if let Some(key) = &opts.endpoint.api_key {
-            // Reject keys that cannot be an HTTP header value, without quoting them.
-            reqwest::header::HeaderValue::from_str(key.expose()).map_err(|_| {
-                "the API key contains characters that are not allowed in an HTTP header (check api-key / VIA_VLM_API_KEY / OPENAI_API_KEY)".to_string()
-            })?;
-        }
+        let auth = auth_header(&opts.endpoint)?;
         Ok(OpenAiBackend {
             net: Arc::new(Net {
                 opts,
                 client,
+                auth,
                 timing: RetryTiming::default(),
                 unreachable_since: Mutex::new(None),
             }),
@@ -167,6 +165,7 @@ impl OpenAiBackend {
             net: Arc::new(Net {
                 opts: net.opts.clone(),
                 client: net.client.clone(),
+                auth: net.auth.clone(),
                 timing,
                 unreachable_since: Mutex::new(None),
             }),
@@ -946,22 +945,8 @@ impl Net {
             .post(ep.chat_url.clone())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body.to_vec());
-        if let Some(key) = &ep.api_key {
-            let (name, value) = if ep.azure {
-                ("api-key", key.expose().to_string())
-            } else {
-                ("authorization", format!("Bearer {}", key.expose()))
-            };
-            let mut hv = match reqwest::header::HeaderValue::from_str(&value) {
-                Ok(hv) => hv,
-                Err(_) => {
-                    return Attempt::Done(Err(
-                        "the API key is not a valid HTTP header value (check api-key / VIA_VLM_API_KEY / OPENAI_API_KEY)".into(),
-                    ))
-                }
-            };
-            hv.set_sensitive(true);
-            req = req.header(name, hv);
+        if let Some((name, hv)) = &self.auth {
+            req = req.header(*name, hv.clone());
         }
         let mut resp = match req.send().await {
             Ok(r) => r,
@@ -1083,6 +1068,27 @@ impl Net {
             tokio::time::sleep(self.timing.delay(retries, retry_after)).await;
         }
     }
+}
+
+/// The key's header: `Authorization: Bearer KEY`, or Azure's `api-key:
+/// KEY`; marked sensitive. A key that cannot be a header value is refused
+/// without quoting it.
+pub(crate) fn auth_header(
+    endpoint: &EndpointConfig,
+) -> Result<Option<(&'static str, reqwest::header::HeaderValue)>, String> {
+    let Some(key) = &endpoint.api_key else {
+        return Ok(None);
+    };
+    let (name, value) = if endpoint.azure {
+        ("api-key", key.expose().to_string())
+    } else {
+        ("authorization", format!("Bearer {}", key.expose()))
+    };
+    let mut hv = reqwest::header::HeaderValue::from_str(&value).map_err(|_| {
+        "the API key contains characters that are not allowed in an HTTP header (check api-key / VIA_VLM_API_KEY / OPENAI_API_KEY)".to_string()
+    })?;
+    hv.set_sensitive(true);
+    Ok(Some((name, hv)))
 }
 
 /// The URL without user info, query and fragment (which could carry

@@ -320,26 +320,6 @@ async fn fetch(
     }
 }
 
-/// The header openai.rs sends: `Authorization: Bearer KEY`, or Azure's
-/// `api-key: KEY`; marked sensitive.
-fn auth_header(
-    endpoint: &EndpointConfig,
-) -> Result<Option<(&'static str, reqwest::header::HeaderValue)>, String> {
-    let Some(key) = &endpoint.api_key else {
-        return Ok(None);
-    };
-    let (name, value) = if endpoint.azure {
-        ("api-key", key.expose().to_string())
-    } else {
-        ("authorization", format!("Bearer {}", key.expose()))
-    };
-    let mut hv = reqwest::header::HeaderValue::from_str(&value).map_err(|_| {
-        "the API key contains characters that are not allowed in an HTTP header (check api-key / VIA_VLM_API_KEY / OPENAI_API_KEY)".to_string()
-    })?;
-    hv.set_sensitive(true);
-    Ok(Some((name, hv)))
-}
-
 /// The ids of an OpenAI model list `{"data":[{"id":…},…]}`; None when the
 /// body is not one.
 fn model_ids(body: &[u8]) -> Option<Vec<String>> {
@@ -401,7 +381,7 @@ fn scrub(key: Option<&ApiKey>, s: &str) -> String {
     }
 }
 
-use super::openai::url_for_log;
+use super::openai::{auth_header, url_for_log};
 
 /// The error and its sources, without the URL; scrubbed.
 fn cause(key: Option<&ApiKey>, e: &reqwest::Error) -> String {
