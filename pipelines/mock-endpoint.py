@@ -111,6 +111,38 @@ def describe_images(messages):
     return stamps, sizes, text
 
 
+def system_text(messages):
+    for msg in messages if isinstance(messages, list) else []:
+        if isinstance(msg, dict) and msg.get("role") == "system" and isinstance(msg.get("content"), str):
+            return msg["content"]
+    return ""
+
+
+LABEL_RE = re.compile(r"<([^<> ]+)>")
+
+
+def text_answer(system, text):
+    """Deterministic answers to vsssummarize's text-only requests: an event
+    check ('You detect events') answers the JSON it asks for, each event
+    detected when the caption contains its text (any case); a summary or an
+    aggregation answers 'summary of' and every distinct <time> of its input."""
+    if "You detect events" in system:
+        i = system.rfind('{"result"')
+        try:
+            events = [e["event"] for e in json.loads(system[i:].replace("true|false", "false"))["result"]]
+        except (ValueError, KeyError, TypeError):
+            events = []
+        low = text.lower()
+        return json.dumps({"result": [{"event": e, "is_detected": e.lower() in low} for e in events]})
+    if "summar" in system:
+        seen = []
+        for m in LABEL_RE.findall(text):
+            if m not in seen:
+                seen.append(m)
+        return "summary of " + " ".join("<%s>" % m for m in seen)
+    return None
+
+
 class Handler(BaseHTTPRequestHandler):
     server_version = "vsssummarize-mock/1.0"
     protocol_version = "HTTP/1.1"
@@ -176,11 +208,13 @@ class Handler(BaseHTTPRequestHandler):
         size_list = sorted({"%dx%d" % s for s in sizes if s})
         if any(s is None for s in sizes):
             size_list.append("unreadable")
-        content = "mock endpoint (no model): received %d frames at %s; frame sizes %s" % (
-            n,
-            " ".join(stamps) if stamps else "(no timestamps)",
-            ", ".join(size_list) if size_list else "(none)",
-        )
+        content = text_answer(system_text(req.get("messages")), text) if n == 0 else None
+        if content is None:
+            content = "mock endpoint (no model): received %d frames at %s; frame sizes %s" % (
+                n,
+                " ".join(stamps) if stamps else "(no timestamps)",
+                ", ".join(size_list) if size_list else "(none)",
+            )
         with _counter_lock:
             _counter += 1
             num = _counter

@@ -21,22 +21,27 @@
 #   stdout  one line per record as it arrives, e.g.
 #             [  0.0–10.0 s] chunk 0: A forklift moves ...
 #             [ 10.0–20.0 s] chunk 1 FAILED: cannot connect to http://...
-#           records with a "kind" other than caption (summary, final-summary,
-#           alert) are printed with their kind as the label.
+#           records with a "kind" other than caption (summary, alert) are
+#           printed with their kind as the label; the final summary is
+#           printed last, whole (one line per paragraph):
+#             [  0.0–10.0 s] summary 0: <0.00> <10.00> A forklift ...
+#             [ 20.0–30.0 s] ALERT (a person falls): A man falls ...
+#             [  0.0–60.0 s] final summary:
+#               <0.00> <60.00> ...
 #   stderr  progress: on a terminal one status line redrawn in place (chunks
 #           done / expected, the latest caption, elapsed time, time left);
 #           otherwise plain lines only (no control characters): a line when
 #           the expected chunk count is known and one every 10 s.
 #           Also the element's warnings that are not about one chunk, the
 #           error of a failed pipeline, and a result line at the end:
-#             vss-run: 3 chunks captioned, 0 failed in 12.3 s -> out.jsonl
+#             vss-run: 3 chunks captioned, 0 failed, 2 summaries in 12.3 s -> out.jsonl
 #   OUT     the JSON Lines records (the element's summary_src).
 #
 # Exit status:
-#   0    every chunk was captioned
+#   0    every chunk was captioned (and every summary made)
 #   2    usage error (bad option, unknown property or bad property value)
-#   3    some or all chunks failed (the first error is printed), or no chunk
-#        was produced at all
+#   3    some or all chunks or summaries failed (the first error is
+#        printed), or no chunk was produced at all
 #   4    the pipeline itself failed: configuration error (e.g. chunk-overlap >=
 #        chunk-duration, no API key), missing input file, missing plugin,
 #        an element error (decoder, RTSP connection, ...)
@@ -84,7 +89,7 @@ KIND_LABELS = {
 }
 CAPTION_KINDS = ("", "caption")
 # Element warnings that belong to one chunk: its record says it already.
-PER_CHUNK_WARNINGS = ("vss-chunk-failed", "vss-chunk-dropped")
+PER_CHUNK_WARNINGS = ("vss-chunk-failed", "vss-chunk-dropped", "vss-summary-failed")
 HEARTBEAT_S = 10.0
 REDRAW_S = 0.25
 
@@ -157,7 +162,15 @@ def format_record(rec):
     except (TypeError, ValueError):
         span = "[  ?  ]"
     kind = record_kind(rec)
-    if kind:
+    if kind == "final-summary" and rec.get("error") is None:
+        paragraphs = [one_line(p) for p in str(rec.get("text", "")).splitlines() if p.strip()]
+        return "%s final summary:\n%s" % (span, "\n".join("  " + p for p in paragraphs))
+    if kind == "summary":
+        label = "summary %s" % rec.get("summary-index", "?")
+    elif kind == "alert":
+        events = [one_line(e) for e in (rec.get("events") or [])]
+        label = "ALERT (%s)" % "; ".join(events) if events else "ALERT"
+    elif kind:
         label = KIND_LABELS.get(kind, kind)
     else:
         label = "chunk %s" % rec.get("chunk-index", "?")
@@ -169,12 +182,19 @@ def format_record(rec):
 def structure_to_record(s):
     """The fields of a vss-summary structure that the lines and counts use."""
     rec = {}
-    for name in ("chunk-index", "start", "end", "text", "error", "kind", "latency"):
+    for name in ("chunk-index", "summary-index", "start", "end", "text", "error", "kind",
+                 "latency", "events"):
         if s.has_field(name):
             try:
-                rec[name] = s.get_value(name)
+                v = s.get_value(name)
             except TypeError:
-                rec[name] = None
+                v = None
+            if name == "events" and v is not None and not isinstance(v, (list, tuple)):
+                try:
+                    v = [v.get_value(i) for i in range(v.n_values())]  # Gst.ValueArray
+                except (AttributeError, TypeError):
+                    v = [str(v)]
+            rec[name] = v
     return rec
 
 
@@ -322,6 +342,9 @@ class Run:
         self.failed = 0
         self.dropped = 0
         self.others = 0
+        self.summaries = 0
+        self.summaries_failed = 0
+        self.alerts = 0
         self.first_error = None
         self.last_text = ""
         self.expected = None
@@ -394,7 +417,17 @@ class Run:
                 devnull = os.open(os.devnull, os.O_WRONLY)
                 os.dup2(devnull, sys.stdout.fileno())
                 os.close(devnull)
-        if record_kind(rec):
+        kind = record_kind(rec)
+        if kind in ("summary", "final-summary"):
+            if rec.get("error") is not None:
+                self.summaries_failed += 1
+                if self.first_error is None:
+                    self.first_error = (KIND_LABELS[kind], one_line(rec.get("error")))
+            else:
+                self.summaries += 1
+        elif kind == "alert":
+            self.alerts += 1
+        elif kind:
             self.others += 1
         elif rec.get("error") is not None:
             self.failed += 1
@@ -505,8 +538,13 @@ class Run:
             t = msg.type
             if t == Gst.MessageType.ELEMENT:
                 s = msg.get_structure()
-                if s is not None and s.get_name() == "vss-summary" and msg.src == self.element:
-                    self.on_record(structure_to_record(s))
+                if s is not None and msg.src == self.element:
+                    if s.get_name() == "vss-summary":
+                        self.on_record(structure_to_record(s))
+                    elif s.get_name() == "vss-alert":
+                        rec = structure_to_record(s)
+                        rec["kind"] = "alert"
+                        self.on_record(rec)
             elif t == Gst.MessageType.WARNING:
                 self.on_warning(msg)
             elif t == Gst.MessageType.ERROR:
@@ -550,6 +588,12 @@ class Run:
         counts = "%s captioned, %d failed" % (plural(self.ok, "chunk"), self.failed)
         if self.dropped:
             counts += " (%d dropped)" % self.dropped
+        if self.summaries or self.summaries_failed:
+            counts += ", %s" % ("1 summary" if self.summaries == 1 else "%d summaries" % self.summaries)
+            if self.summaries_failed:
+                counts += " (%d failed)" % self.summaries_failed
+        if self.alerts:
+            counts += ", %s" % plural(self.alerts, "alert")
         if self.others:
             counts += ", %s" % plural(self.others, "other record")
         if how == "abort":
@@ -557,7 +601,7 @@ class Run:
                              % (secs, counts, self.opts.out))
             return EXIT_ABORTED
         if how == "error":
-            if self.done() or self.others:
+            if self.done() or self.others or self.summaries or self.summaries_failed:
                 self.status.line("vss-run: pipeline failed after %.1f s: %s -> %s"
                                  % (secs, counts, self.opts.out))
             else:
@@ -567,7 +611,8 @@ class Run:
         dest = self.opts.out + (", " + html if html else "")
         if self.first_error is not None:
             idx, text = self.first_error
-            self.status.line("vss-run: first error (chunk %s): %s" % (idx, text))
+            where = idx if isinstance(idx, str) else "chunk %s" % idx
+            self.status.line("vss-run: first error (%s): %s" % (where, text))
             if "404" in text:
                 self.status.line("vss-run: hint: the endpoint usually ends in /v1 and model-name must be "
                                  "a model the server lists (GET <endpoint>/models)")
@@ -579,7 +624,7 @@ class Run:
                              % (secs, dest))
             return EXIT_CHUNKS_FAILED
         self.status.line("vss-run: %s in %.1f s -> %s" % (counts, secs, dest))
-        return EXIT_OK if self.failed == 0 else EXIT_CHUNKS_FAILED
+        return EXIT_OK if self.failed == 0 and self.summaries_failed == 0 else EXIT_CHUNKS_FAILED
 
 
 def main(argv=None):

@@ -22,6 +22,11 @@
 //! * Finished records wait in a reorder map until every earlier chunk has
 //!   finished; [`Dispatcher::next_output`] returns them strictly in submission
 //!   order, then `Eos` once a drain was requested and everything is out.
+//! * An optional after-caption stage ([`AfterCaption`], the event check of
+//!   `events`) runs on its own threads (its own concurrency budget) between
+//!   a caption and the release of its record, so the record can carry its
+//!   outcome and an alert can follow its caption directly. A chunk in that
+//!   stage is pending like one in flight and is never dropped.
 //! * Every submitted chunk ends as exactly one record (caption or error),
 //!   unless a flush/seek or a state change discards it.
 
@@ -73,6 +78,17 @@ pub fn effective_workers(max_concurrency: usize, max_pending: usize) -> (usize, 
     } else {
         (c, None)
     }
+}
+
+/// Work on a good caption after the backend answered and before its record
+/// is released (the event check). Called on the stage's own threads.
+pub trait AfterCaption: Send + Sync {
+    /// Fills in the record's outcome of the stage; returns promptly once
+    /// `cancel` is cancelled.
+    fn process(&self, rec: &mut SummaryRecord, cancel: &CancellationToken);
+    /// The stage did not finish in time (drain timeout at EOS): says so in
+    /// the record.
+    fn timed_out(&self, rec: &mut SummaryRecord, msg: &str);
 }
 
 #[derive(Debug, Default)]
@@ -142,6 +158,9 @@ struct Inner {
     next_emit: u64,
     queue: VecDeque<Queued>,
     in_flight: BTreeMap<u64, InFlight>,
+    /// Captions waiting for the after-caption stage, and in it.
+    post_queue: VecDeque<(u64, SummaryRecord)>,
+    post_in_flight: BTreeMap<u64, InFlight>,
     done: BTreeMap<u64, Slot>,
     eos_requested: bool,
     eos_returned: bool,
@@ -151,7 +170,7 @@ struct Inner {
 impl Inner {
     /// Chunks without a result yet.
     fn unfinished(&self) -> usize {
-        self.queue.len() + self.in_flight.len()
+        self.queue.len() + self.in_flight.len() + self.post_queue.len() + self.post_in_flight.len()
     }
 
     /// What `max-pending-chunks` bounds for non-live input: chunks without a
@@ -172,6 +191,9 @@ struct Shared {
     inner: Mutex<Inner>,
     /// Workers wait here for jobs.
     work: Condvar,
+    /// After-caption workers wait here.
+    post_work: Condvar,
+    after: Option<Arc<dyn AfterCaption>>,
     /// Submitters wait here for room.
     room: Condvar,
     /// The output side waits here for records; drain waits here too.
@@ -219,10 +241,25 @@ impl Dispatcher {
         max_pending: usize,
         stats: Arc<Stats>,
     ) -> Dispatcher {
+        Self::with_stage(backend, max_concurrency, max_pending, stats, None)
+    }
+
+    /// [`new`](Self::new) with an after-caption stage run on `stage_workers`
+    /// threads of its own.
+    pub fn with_stage(
+        backend: Arc<dyn Backend>,
+        max_concurrency: usize,
+        max_pending: usize,
+        stats: Arc<Stats>,
+        stage: Option<(Arc<dyn AfterCaption>, usize)>,
+    ) -> Dispatcher {
         let (workers, _) = effective_workers(max_concurrency, max_pending);
+        let stage_workers = stage.as_ref().map_or(0, |(_, n)| (*n).max(1));
         let shared = Arc::new(Shared {
             inner: Mutex::new(Inner::default()),
             work: Condvar::new(),
+            post_work: Condvar::new(),
+            after: stage.map(|(a, _)| a),
             room: Condvar::new(),
             out: Condvar::new(),
             backend,
@@ -235,6 +272,13 @@ impl Dispatcher {
             std::thread::Builder::new()
                 .name(format!("vsssummarize-w{i}"))
                 .spawn(move || worker(s))
+                .expect("cannot spawn a vsssummarize worker thread");
+        }
+        for i in 0..stage_workers {
+            let s = shared.clone();
+            std::thread::Builder::new()
+                .name(format!("vsssummarize-a{i}"))
+                .spawn(move || post_worker(s))
                 .expect("cannot spawn a vsssummarize worker thread");
         }
         Dispatcher { shared }
@@ -481,6 +525,7 @@ impl Dispatcher {
         inner.shutdown = true;
         discard_all(&mut inner);
         sh.work.notify_all();
+        sh.post_work.notify_all();
         sh.room.notify_all();
         sh.out.notify_all();
     }
@@ -496,6 +541,10 @@ fn discard_all(inner: &mut Inner) {
     for (_, f) in std::mem::take(&mut inner.in_flight) {
         f.token.cancel();
     }
+    for (_, f) in std::mem::take(&mut inner.post_in_flight) {
+        f.token.cancel();
+    }
+    inner.post_queue.clear();
     inner.queue.clear();
     inner.done.clear();
     inner.eos_requested = false;
@@ -559,6 +608,18 @@ fn fail_all(sh: &Shared, inner: &mut Inner, msg: &str) -> usize {
         let r = error_record(&f.template, msg.to_string(), None);
         sh.finish(inner, seq, r);
         n += 1;
+    }
+    // Captions whose after-caption stage did not finish keep their caption.
+    let mut post: Vec<(u64, SummaryRecord)> = std::mem::take(&mut inner.post_queue).into();
+    for (seq, f) in std::mem::take(&mut inner.post_in_flight) {
+        f.token.cancel();
+        post.push((seq, f.template));
+    }
+    for (seq, mut r) in post {
+        if let Some(a) = &sh.after {
+            a.timed_out(&mut r, msg);
+        }
+        sh.finish(inner, seq, r);
     }
     n
 }
@@ -629,6 +690,56 @@ fn worker(sh: Arc<Shared>) {
             }
         }
         rec.embedding_error = rec.embedding_error.map(without_nul);
+        if sh.after.is_some() && !rec.is_error() {
+            inner.post_queue.push_back((seq, rec));
+            sh.post_work.notify_one();
+        } else {
+            sh.finish(&mut inner, seq, rec);
+        }
+    }
+}
+
+fn post_worker(sh: Arc<Shared>) {
+    let Some(after) = sh.after.clone() else {
+        return;
+    };
+    loop {
+        let (generation, seq, mut rec, token) = {
+            let mut inner = sh.lock();
+            loop {
+                if inner.shutdown {
+                    return;
+                }
+                if let Some((seq, rec)) = inner.post_queue.pop_front() {
+                    let token = CancellationToken::new();
+                    inner.post_in_flight.insert(
+                        seq,
+                        InFlight {
+                            template: rec.clone(),
+                            token: token.clone(),
+                        },
+                    );
+                    break (inner.generation, seq, rec, token);
+                }
+                inner = sh.post_work.wait(inner).unwrap_or_else(|e| e.into_inner());
+            }
+        };
+        let t0 = Instant::now();
+        if let Err(p) =
+            std::panic::catch_unwind(AssertUnwindSafe(|| after.process(&mut rec, &token)))
+        {
+            let what = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            after.timed_out(&mut rec, &format!("internal error: {what}"));
+        }
+        let mut inner = sh.lock();
+        if inner.generation != generation || inner.post_in_flight.remove(&seq).is_none() {
+            continue;
+        }
+        rec.latency += t0.elapsed().as_secs_f64();
         sh.finish(&mut inner, seq, rec);
     }
 }

@@ -23,6 +23,8 @@ pub fn register() {
 pub fn to_structure(r: &SummaryRecord) -> gst::Structure {
     let times = gst::Array::new(r.frame_times.iter().map(|t| t.to_send_value()));
     let mut s = gst::Structure::builder(STRUCTURE_NAME)
+        .field("kind", "caption")
+        .field("stream-id", r.stream_id.as_str())
         .field("chunk-index", r.chunk_index)
         .field("start", r.start)
         .field("end", r.end)
@@ -36,6 +38,13 @@ pub fn to_structure(r: &SummaryRecord) -> gst::Structure {
         .build();
     if let Some(x) = &r.reasoning {
         s.set("reasoning", x.as_str());
+    }
+    if let (Some(a), Some(b)) = (&r.start_time, &r.end_time) {
+        s.set("start-time", a.as_str());
+        s.set("end-time", b.as_str());
+    }
+    if let Some(e) = &r.alert_error {
+        s.set("alert-error", e.as_str());
     }
     if let Some(e) = &r.error {
         s.set("error", e.as_str());
@@ -51,6 +60,42 @@ pub fn to_structure(r: &SummaryRecord) -> gst::Structure {
         s.set("embedding-error", e.as_str());
     }
     s
+}
+
+/// A record given as a JSON object (summaries, alerts) as a structure named
+/// `name`, with the same field names: strings, booleans, numbers (integers
+/// as `u64`/`i64`, others as `f64`) and arrays of them (`gst::Array`);
+/// `null` fields are left out, nested objects become their JSON text.
+pub fn structure_from_json(name: &str, v: &serde_json::Value) -> gst::Structure {
+    let mut s = gst::Structure::new_empty(name);
+    if let Some(o) = v.as_object() {
+        for (k, v) in o {
+            if let Some(x) = json_value(v) {
+                s.set_value(k.as_str(), x);
+            }
+        }
+    }
+    s
+}
+
+fn json_value(v: &serde_json::Value) -> Option<glib::SendValue> {
+    use serde_json::Value;
+    Some(match v {
+        Value::Null => return None,
+        Value::Bool(b) => b.to_send_value(),
+        Value::Number(n) => {
+            if n.is_f64() {
+                n.as_f64().unwrap_or(0.0).to_send_value()
+            } else if let Some(u) = n.as_u64() {
+                u.to_send_value()
+            } else {
+                n.as_i64().unwrap_or(0).to_send_value()
+            }
+        }
+        Value::String(t) => t.as_str().to_send_value(),
+        Value::Array(a) => gst::Array::new(a.iter().filter_map(json_value)).to_send_value(),
+        Value::Object(_) => v.to_string().to_send_value(),
+    })
 }
 
 /// Attaches one record to a buffer.
@@ -76,6 +121,23 @@ use glib::prelude::ToSendValue as _;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_records_become_structures_with_the_same_names() {
+        gst::init().unwrap();
+        let v = serde_json::json!({
+            "kind": "summary", "summary-index": 2, "start": 120.0, "end": 150.5,
+            "chunk-indices": [12, 13], "missing-chunks": [], "error": null, "ok": true,
+        });
+        let s = structure_from_json(STRUCTURE_NAME, &v);
+        assert_eq!(s.get::<&str>("kind").unwrap(), "summary");
+        assert_eq!(s.get::<u64>("summary-index").unwrap(), 2);
+        assert_eq!(s.get::<f64>("start").unwrap(), 120.0);
+        assert_eq!(s.get::<gst::Array>("chunk-indices").unwrap().len(), 2);
+        assert_eq!(s.get::<gst::Array>("missing-chunks").unwrap().len(), 0);
+        assert!(!s.has_field("error"));
+        assert!(s.get::<bool>("ok").unwrap());
+    }
 
     #[test]
     fn embedding_rides_on_the_buffer_as_a_float_list() {

@@ -9,11 +9,24 @@ use serde::Serialize;
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct SummaryRecord {
+    /// Always `"caption"` (summaries and alerts are records of their own
+    /// kinds, see [`crate::summary`]).
+    #[serde(serialize_with = "caption_kind")]
+    pub kind: (),
+    /// `stream-id` (default: the element's name).
+    pub stream_id: String,
     pub chunk_index: u64,
     /// Stream time of the chunk start, seconds.
     pub start: f64,
     /// Stream time of the chunk end, seconds.
     pub end: f64,
+    /// Live streams: the chunk start and end as RFC 3339 wall-clock times
+    /// (from the source's NTP reference timestamps when it has them, else
+    /// the wall clock at the first buffer).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub end_time: Option<String>,
     /// Stream times of the frames sent, seconds.
     pub frame_times: Vec<f64>,
     /// The caption; empty on error.
@@ -38,11 +51,28 @@ pub struct SummaryRecord {
     /// Why `get_embeddings` failed (the caption is still good).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub embedding_error: Option<String>,
+    /// The event check (`events`) failed for this caption: why. No alert was
+    /// decided for it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alert_error: Option<String>,
+    /// The events detected in this caption (an `alert` record follows it).
+    #[serde(skip)]
+    pub detected_events: Vec<String>,
+    /// The chunk's start and end as the LLMs see them (`<start> <end>`):
+    /// seconds for files, RFC 3339 for live.
+    #[serde(skip)]
+    pub start_label: String,
+    #[serde(skip)]
+    pub end_label: String,
     /// Chunk start and duration in buffer time (ns), for the summary buffer.
     #[serde(skip)]
     pub pts_ns: u64,
     #[serde(skip)]
     pub duration_ns: u64,
+}
+
+fn caption_kind<S: serde::Serializer>(_: &(), s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str("caption")
 }
 
 /// Model output may contain NUL characters, which GStreamer strings (meta
@@ -58,6 +88,19 @@ pub fn without_nul(s: String) -> String {
 impl SummaryRecord {
     pub fn is_error(&self) -> bool {
         self.error.is_some()
+    }
+
+    /// The caption line the text LLM sees, `<start> <end> caption`; `None`
+    /// for an error record.
+    pub fn caption_line(&self) -> Option<String> {
+        (!self.is_error()).then(|| {
+            format!(
+                "<{}> <{}> {}",
+                self.start_label,
+                self.end_label,
+                self.text.trim()
+            )
+        })
     }
 
     /// One JSON object, newline-terminated (JSON Lines).
@@ -90,7 +133,10 @@ mod tests {
         let line = r.to_json_line();
         assert!(line.ends_with('\n'));
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["kind"], "caption");
+        assert_eq!(v["stream-id"], "");
         assert_eq!(v["chunk-index"], 3);
+        assert!(v.get("start-time").is_none() && v.get("alert-error").is_none());
         assert_eq!(v["frame-times"][1], 35.0);
         assert_eq!(v["input-tokens"], 120);
         assert!(v.get("error").is_none() && v.get("reasoning").is_none());

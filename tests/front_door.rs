@@ -273,13 +273,33 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-fn records(path: &Path) -> Vec<serde_json::Value> {
+fn all_records(path: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
         .lines()
         .filter(|l| !l.trim().is_empty())
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
         .collect()
+}
+
+/// The caption records (`kind` caption).
+fn records(path: &Path) -> Vec<serde_json::Value> {
+    all_records(path)
+        .into_iter()
+        .filter(|r| r["kind"] == "caption")
+        .collect()
+}
+
+fn kinds(path: &Path) -> Vec<String> {
+    all_records(path)
+        .iter()
+        .map(|r| r["kind"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// The stdout lines of chunk records.
+fn chunk_lines(stdout: &str) -> Vec<&str> {
+    stdout.lines().filter(|l| l.contains("] chunk ")).collect()
 }
 
 /// A port on 127.0.0.1 that nothing listens on (bound, then released).
@@ -341,8 +361,19 @@ fn demo_mode_captions_every_chunk_and_writes_a_report() {
             "{r}"
         );
     }
+    // The captions are summarized: one window (60 s), then the final summary.
+    assert_eq!(
+        kinds(&out_path),
+        ["caption", "caption", "caption", "summary", "final-summary"]
+    );
+    let fin = all_records(&out_path).pop().unwrap();
+    assert_eq!(fin["chunk-indices"], serde_json::json!([0, 1, 2]));
+    assert!(fin["text"].as_str().unwrap().starts_with("summary of <0.00>"), "{fin}");
     let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(lines.len(), 3, "one line per record on stdout:\n{stdout}");
+    assert_eq!(lines.len(), 6, "one line per record on stdout, the final summary whole:\n{stdout}");
+    assert!(lines[3].starts_with("[  0.0–5.0 s] summary 0: summary of <0.00>"), "{stdout}");
+    assert_eq!(lines[4], "[  0.0–5.0 s] final summary:", "{stdout}");
+    assert!(lines[5].starts_with("  summary of <0.00>"), "{stdout}");
     assert!(
         lines[0].starts_with("[  0.0–2.0 s] chunk 0: mock endpoint"),
         "{stdout}"
@@ -356,7 +387,7 @@ fn demo_mode_captions_every_chunk_and_writes_a_report() {
     assert!(stderr.contains("3 chunks of 2 s expected"), "{stderr}");
     let last = stderr.lines().last().unwrap_or_default();
     assert!(
-        last.starts_with("vss-run: 3 chunks captioned, 0 failed in ")
+        last.starts_with("vss-run: 3 chunks captioned, 0 failed, 2 summaries in ")
             && last.ends_with(&format!("out.jsonl, {}", dir.0.join("out.html").display())),
         "result line: {last:?}\n{stderr}"
     );
@@ -384,14 +415,14 @@ fn a_run_against_a_mock_prints_each_record_as_it_arrives() {
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
     assert_eq!(records(&out_path).len(), 3);
-    assert_eq!(stdout.lines().count(), 3, "{stdout}");
+    assert_eq!(chunk_lines(&stdout).len(), 3, "{stdout}");
     assert_plain(&stderr);
     assert!(
         !dir.0.join("out.html").exists(),
         "REPORT=0 writes no report"
     );
     assert!(
-        stderr.contains("vss-run: 3 chunks captioned, 0 failed in "),
+        stderr.contains("vss-run: 3 chunks captioned, 0 failed, 2 summaries in "),
         "{stderr}"
     );
 }
@@ -418,11 +449,16 @@ fn nothing_listening_is_exit_3_with_the_first_error() {
     let recs = records(&out_path);
     assert_eq!(recs.len(), 3, "{recs:?}");
     assert!(recs.iter().all(|r| r.get("error").is_some()), "{recs:?}");
-    assert_eq!(stdout.lines().count(), 3, "{stdout}");
+    assert_eq!(chunk_lines(&stdout).len(), 3, "{stdout}");
     assert!(
-        stdout
-            .lines()
+        chunk_lines(&stdout)
+            .iter()
             .all(|l| l.contains(" FAILED: cannot connect to")),
+        "{stdout}"
+    );
+    // Nothing to summarize is said, not skipped.
+    assert!(
+        stdout.contains("summary 0 FAILED: no caption to summarize"),
         "{stdout}"
     );
     assert!(
@@ -430,7 +466,7 @@ fn nothing_listening_is_exit_3_with_the_first_error() {
         "{stderr}"
     );
     assert!(
-        stderr.contains("vss-run: 0 chunks captioned, 3 failed in "),
+        stderr.contains("vss-run: 0 chunks captioned, 3 failed, 0 summaries (2 failed) in "),
         "{stderr}"
     );
     assert_plain(&stderr);

@@ -133,6 +133,21 @@ struct Net {
 
 impl OpenAiBackend {
     pub fn new(opts: OpenAiOptions) -> Result<Self, String> {
+        Ok(OpenAiBackend {
+            net: Net::new(opts)?,
+        })
+    }
+
+    /// Replaces the backoff (tests use short ones).
+    pub fn with_retry_timing(self, timing: RetryTiming) -> Self {
+        OpenAiBackend {
+            net: self.net.with_timing(timing),
+        }
+    }
+}
+
+impl Net {
+    fn new(opts: OpenAiOptions) -> Result<Arc<Net>, String> {
         let mut builder = reqwest::Client::builder()
             .user_agent(concat!("vsssummarize/", env!("CARGO_PKG_VERSION")))
             // Never: a redirect would carry the key (the Azure `api-key`
@@ -147,29 +162,23 @@ impl OpenAiBackend {
             .build()
             .map_err(|e| format!("cannot create the HTTP client: {e}"))?;
         let auth = auth_header(&opts.endpoint)?;
-        Ok(OpenAiBackend {
-            net: Arc::new(Net {
-                opts,
-                client,
-                auth,
-                timing: RetryTiming::default(),
-                unreachable_since: Mutex::new(None),
-            }),
-        })
+        Ok(Arc::new(Net {
+            opts,
+            client,
+            auth,
+            timing: RetryTiming::default(),
+            unreachable_since: Mutex::new(None),
+        }))
     }
 
-    /// Replaces the backoff (tests use short ones).
-    pub fn with_retry_timing(self, timing: RetryTiming) -> Self {
-        let net = &self.net;
-        OpenAiBackend {
-            net: Arc::new(Net {
-                opts: net.opts.clone(),
-                client: net.client.clone(),
-                auth: net.auth.clone(),
-                timing,
-                unreachable_since: Mutex::new(None),
-            }),
-        }
+    fn with_timing(&self, timing: RetryTiming) -> Arc<Net> {
+        Arc::new(Net {
+            opts: self.opts.clone(),
+            client: self.client.clone(),
+            auth: self.auth.clone(),
+            timing,
+            unreachable_since: Mutex::new(None),
+        })
     }
 }
 
@@ -1153,6 +1162,101 @@ fn run_on_runtime(
         .unwrap_or_else(|_| Err("the request task ended unexpectedly".into()))
 }
 
+/// The text LLM of summaries and event checks (`llm-*` properties) over
+/// the same HTTP code as the captions: the same retries, redirect refusal,
+/// size caps, redaction and `server-wait`.
+///
+/// `response_format: {"type": "json_object"}` is sent for event checks; a
+/// server that rejects it (HTTP 400/422 naming `response_format`) gets the
+/// request again without it, and never again after that.
+pub struct OpenAiText {
+    net: Arc<Net>,
+    no_json: std::sync::atomic::AtomicBool,
+}
+
+impl OpenAiText {
+    /// `opts.gen` and `opts.frames` are not used.
+    pub fn new(opts: OpenAiOptions) -> Result<OpenAiText, String> {
+        Ok(OpenAiText {
+            net: Net::new(opts)?,
+            no_json: Default::default(),
+        })
+    }
+
+    /// Replaces the backoff (tests use short ones).
+    pub fn with_retry_timing(self, timing: RetryTiming) -> Self {
+        OpenAiText {
+            net: self.net.with_timing(timing),
+            no_json: Default::default(),
+        }
+    }
+
+    fn call(&self, body: &Value, cancel: &CancellationToken) -> Result<Caption, String> {
+        let body = serde_json::to_vec(body).map_err(|e| format!("cannot serialize: {e}"))?;
+        let cancel = cancel.clone();
+        let this = self.net.clone();
+        run_on_runtime(async move {
+            tokio::select! {
+                _ = cancel.cancelled() => Err("cancelled".to_string()),
+                r = this.send(body) => r,
+            }
+        })
+        .map_err(|e| self.net.scrub(e))
+    }
+}
+
+/// The request body of one text-only call.
+pub fn build_text_body(model: &str, req: &crate::summary::TextRequest, json_format: bool) -> Value {
+    let mut messages = Vec::new();
+    if let Some(sys) = req.system.as_deref().filter(|s| !s.trim().is_empty()) {
+        messages.push(json!({"role": "system", "content": sys}));
+    }
+    messages.push(json!({"role": "user", "content": req.user}));
+    let mut body = json!({
+        "model": model,
+        "messages": messages,
+        "max_tokens": req.max_tokens,
+        "temperature": req.temperature,
+        "top_p": req.top_p,
+        "stream": false,
+    });
+    if json_format {
+        body["response_format"] = json!({"type": "json_object"});
+    }
+    body
+}
+
+/// A 400/422 that rejects `response_format`.
+fn rejects_response_format(e: &str) -> bool {
+    (e.starts_with("HTTP 400") || e.starts_with("HTTP 422")) && e.contains("response_format")
+}
+
+impl crate::summary::TextLlm for OpenAiText {
+    fn model(&self) -> &str {
+        &self.net.opts.endpoint.model
+    }
+
+    fn complete(
+        &self,
+        req: &crate::summary::TextRequest,
+        cancel: &CancellationToken,
+    ) -> Result<crate::summary::TextAnswer, String> {
+        use std::sync::atomic::Ordering;
+        let model = &self.net.opts.endpoint.model;
+        let json_format = req.json && !self.no_json.load(Ordering::Relaxed);
+        let mut r = self.call(&build_text_body(model, req, json_format), cancel);
+        if json_format && matches!(&r, Err(e) if rejects_response_format(e)) {
+            self.no_json.store(true, Ordering::Relaxed);
+            r = self.call(&build_text_body(model, req, false), cancel);
+        }
+        r.map(|c| crate::summary::TextAnswer {
+            text: c.text,
+            input_tokens: c.input_tokens,
+            output_tokens: c.output_tokens,
+        })
+    }
+}
+
 impl Backend for OpenAiBackend {
     fn kind(&self) -> BackendKind {
         BackendKind::OpenAiCompat
@@ -1233,6 +1337,28 @@ mod tests {
         assert_eq!(b["top_k"], 20);
         assert_eq!(b["seed"], 7);
         assert_eq!(b["messages"][0]["role"], "user");
+    }
+
+    #[test]
+    fn text_body_layout() {
+        let req = crate::summary::TextRequest {
+            system: Some("sys".into()),
+            user: "<0.00> <10.00> a caption".into(),
+            max_tokens: 300,
+            temperature: 0.2,
+            top_p: 0.7,
+            json: true,
+        };
+        let b = build_text_body("m", &req, true);
+        assert_eq!(b["messages"][0]["role"], "system");
+        assert_eq!(b["messages"][1]["content"], "<0.00> <10.00> a caption");
+        assert_eq!(b["max_tokens"], 300);
+        assert_eq!(b["response_format"]["type"], "json_object");
+        assert!(build_text_body("m", &req, false).get("response_format").is_none());
+        assert!(rejects_response_format(
+            "HTTP 400 Bad Request from http://x/v1/chat/completions: response_format is not supported"
+        ));
+        assert!(!rejects_response_format("HTTP 500 from x: response_format"));
     }
 
     #[test]

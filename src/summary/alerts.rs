@@ -39,7 +39,7 @@
 //! stream, so the id is unique within one run of a stream (a restarted
 //! element numbers chunks from 0 again; combine with `ntpTimestamp` for a
 //! global key). `ntpTimestamp` is the chunk start: RFC 3339 for live, the
-//! stream time in seconds as text (`"12.34"`) for files.
+//! stream time in seconds (a JSON number, `12.34`) for files.
 
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -282,8 +282,9 @@ pub struct Alert {
     pub events: Vec<String>,
     /// The caption, exactly.
     pub text: String,
-    /// The chunk start: RFC 3339 (live) or stream-time seconds (`"12.34"`).
-    pub ntp_timestamp: String,
+    /// The chunk start: an RFC 3339 string (live) or the stream time in
+    /// seconds, a number (files).
+    pub ntp_timestamp: Value,
     /// Live: RFC 3339 chunk start and end.
     pub start_time: Option<String>,
     pub end_time: Option<String>,

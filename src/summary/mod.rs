@@ -19,18 +19,23 @@
 //!   its tolerant JSON parser, the `alert` record and the webhook body.
 //! * [`llm`]: the [`TextLlm`] interface (implemented by the HTTP client and
 //!   the in-process model).
+//! * [`engine`]: the threads that turn chunk results into `summary` and
+//!   `final-summary` records, in order, while the stream runs.
+//! * [`checker`]: the event check run after each caption (the dispatcher's
+//!   after-caption stage) and the `alert` it decides.
+//! * [`webhook`]: bounded, retried delivery of alerts to `alert-webhook`.
 //!
 //! Each submodule documents its rules and the choices made where the issue
 //! is silent.
 //!
-//! Status: the logic and its unit tests only. The element does not use it
-//! yet (no `summarize` / `events` properties, no text-LLM client); that is
-//! the rest of the issue "Summaries and alerts".
 
 pub mod aggregate;
 pub mod alerts;
+pub mod checker;
+pub mod engine;
 pub mod llm;
 pub mod tokens;
+pub mod webhook;
 pub mod windows;
 
 pub use aggregate::{
@@ -41,5 +46,8 @@ pub use aggregate::{
 pub use alerts::{
     alert_id, event_check_request, parse_event_answer, parse_events, Alert, AlertRecordFields,
 };
+pub use checker::{AlertChecker, OnAlert};
+pub use engine::{EngineConfig, SummaryEngine, SummaryStats};
 pub use llm::{TextAnswer, TextLlm, TextRequest};
+pub use webhook::{Webhook, WebhookStats};
 pub use windows::{parse_summary_duration, ChunkResult, Window, Windows};

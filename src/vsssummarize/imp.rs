@@ -14,7 +14,7 @@
 //! Lock order: `state` → `settings`. No lock is held while pushing or posting.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -38,14 +38,17 @@ use crate::gpu::{self, DeviceChoice, FramePrep};
 use crate::meta;
 use crate::prompt::{self, TimeStyle};
 use crate::record::SummaryRecord;
+use crate::summary::{SummaryEngine, SummaryStats, WebhookStats};
 
 mod output;
 mod prepare;
 mod settings;
+mod text;
 mod video;
 
 use output::{SummaryFormat, SummaryMarker};
 use settings::Settings;
+use text::TextPlan;
 use video::{colorimetry, copy_frame, pixel_format, FORMATS};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -65,6 +68,10 @@ struct Prepared {
     backend: Arc<dyn Backend>,
     /// Where model input is prepared / the model runs (`device` read-back).
     device: String,
+    /// Summaries and alerts; `None` when neither is made.
+    text: Option<TextPlan>,
+    /// `stream-id` in effect.
+    stream_id: String,
 }
 
 #[derive(Default)]
@@ -99,6 +106,14 @@ pub struct VssSummarize {
     stats: Arc<Stats>,
     /// The backend's fatal error has been posted.
     fatal_posted: AtomicBool,
+    /// Window and final summaries, between READY→PAUSED and PAUSED→READY.
+    summaries: Mutex<Option<Arc<SummaryEngine>>>,
+    summary_stats: Arc<SummaryStats>,
+    alerts_raised: Arc<AtomicU64>,
+    webhook_stats: Arc<WebhookStats>,
+    /// The `summary_src` task has taken the captions' EOS and waits for the
+    /// summaries before it sends EOS.
+    eos_pending: AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -108,6 +123,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl VssSummarize {
     fn dispatcher(&self) -> Option<Arc<Dispatcher>> {
         lock(&self.dispatcher).clone()
+    }
+
+    fn summary_engine(&self) -> Option<Arc<SummaryEngine>> {
+        lock(&self.summaries).clone()
     }
 
     fn upstream_latency(&self) -> Option<(bool, gst::ClockTime, Option<gst::ClockTime>)> {
@@ -207,6 +226,13 @@ impl VssSummarize {
         };
         let color = colorimetry(&info);
         let st = stream_time.nseconds();
+        if live {
+            // The source's NTP clock (rtspsrc add-reference-timestamp-meta=true)
+            // wins over the wall clock.
+            if let Some(unix) = video::ntp_unix_seconds(buffer) {
+                state.wall_base = Some((st, unix));
+            }
+        }
         if live && state.wall_base.is_none() {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -260,16 +286,36 @@ impl VssSummarize {
             .position_from_stream_time(gst::ClockTime::from_nseconds(c.start))
             .map(|t| t.nseconds())
             .unwrap_or(c.start);
-        let (backend, model) = lock(&self.prepared)
+        let (backend, model, stream_id) = lock(&self.prepared)
             .as_ref()
             .map(|p| {
                 (
                     p.resolved.backend.as_str().to_string(),
                     p.backend.model().to_string(),
+                    p.stream_id.clone(),
                 )
             })
             .unwrap_or_default();
+        let (start_label, end_label, wall) = match (live, state.wall_base) {
+            (true, Some((st0, unix0))) => {
+                let at = |t: u64| {
+                    prompt::time_label(TimeStyle::Rfc3339, unix0 + (t as f64 - st0 as f64) / 1e9)
+                };
+                let (a, b) = (at(c.start), at(c.end));
+                (a.clone(), b.clone(), Some((a, b)))
+            }
+            _ => (
+                prompt::time_label(TimeStyle::Seconds, c.start as f64 / 1e9),
+                prompt::time_label(TimeStyle::Seconds, c.end as f64 / 1e9),
+                None,
+            ),
+        };
         let template = SummaryRecord {
+            stream_id,
+            start_time: wall.as_ref().map(|w| w.0.clone()),
+            end_time: wall.map(|w| w.1),
+            start_label,
+            end_label,
             chunk_index: c.index,
             start: c.start as f64 / 1e9,
             end: c.end as f64 / 1e9,
@@ -399,6 +445,10 @@ impl VssSummarize {
                 if let Some(d) = self.dispatcher() {
                     d.flush_start();
                 }
+                if let Some(e) = self.summary_engine() {
+                    e.flush();
+                }
+                self.eos_pending.store(false, Ordering::Release);
                 let ok = self.srcpad.push_event(event.clone());
                 let _ = self.summary_srcpad.push_event(event);
                 let _ = self.summary_srcpad.pause_task();
@@ -457,8 +507,10 @@ impl VssSummarize {
             return;
         };
         let timeout = config::secs(lock(&self.settings).drain_timeout);
+        let deadline = std::time::Instant::now() + timeout;
         gst::debug!(CAT, imp = self, "draining {} pending chunks", d.pending());
         if let Some(n) = d.drain(timeout, OUTPUT_GRACE) {
+            self.drain_text(&d, deadline, timeout);
             if self.summary_prerolled.load(Ordering::Acquire) && !d.wait_eos_done(OUTPUT_GRACE) {
                 gst::debug!(CAT, imp = self, "summary_src EOS still being pushed");
             }
@@ -467,6 +519,41 @@ impl VssSummarize {
                     self,
                     gst::StreamError::Failed,
                     ("{n} chunks were still unanswered when drain-timeout ({:.1} s) expired at EOS; they were reported as error records", timeout.as_secs_f64())
+                );
+            }
+        }
+    }
+
+    /// EOS, after the captions: the window and final summaries and the
+    /// webhook deliveries finish by `deadline`; summaries not made by then
+    /// become error records.
+    fn drain_text(&self, d: &Dispatcher, deadline: std::time::Instant, timeout: Duration) {
+        if let Some(e) = self.summary_engine() {
+            if !e.wait_finished(deadline) && !d.is_stopped() {
+                let msg = format!(
+                    "drain-timeout ({:.1} s) expired at EOS before the summary was made",
+                    timeout.as_secs_f64()
+                );
+                let n = e.expire(&msg);
+                if n > 0 {
+                    gst::element_imp_warning!(
+                        self,
+                        gst::StreamError::Failed,
+                        ("{n} summaries were not made when drain-timeout ({:.1} s) expired at EOS; they were reported as error records", timeout.as_secs_f64())
+                    );
+                }
+            }
+            e.wait_taken(std::time::Instant::now() + OUTPUT_GRACE);
+        }
+        let webhook = lock(&self.prepared)
+            .as_ref()
+            .and_then(|p| p.text.as_ref().and_then(|t| t.webhook.clone()));
+        if let Some(w) = webhook {
+            if !w.wait_idle(deadline.max(std::time::Instant::now() + Duration::from_millis(100))) {
+                gst::element_imp_warning!(
+                    self,
+                    gst::ResourceError::Write,
+                    ("{} alert deliveries to {} were still pending at EOS", w.pending(), w.url_for_log())
                 );
             }
         }
@@ -512,13 +599,17 @@ impl VssSummarize {
         if let Some(note) = note {
             gst::element_imp_warning!(self, gst::ResourceError::Settings, ("{note}"));
         }
-        let d = Dispatcher::new(
+        let (stage, engine) = self.start_text(p.text.as_ref())?;
+        let d = Dispatcher::with_stage(
             p.backend.clone(),
             workers,
             settings.max_pending as usize,
             self.stats.clone(),
+            stage,
         );
         drop(prepared);
+        *lock(&self.summaries) = engine;
+        self.eos_pending.store(false, Ordering::Release);
         *lock(&self.state) = State {
             chunker: Some(Chunker::new(params)),
             ..Default::default()
@@ -534,6 +625,15 @@ impl VssSummarize {
     fn stop(&self) {
         if let Some(d) = lock(&self.dispatcher).take() {
             d.shutdown();
+        }
+        if let Some(e) = lock(&self.summaries).take() {
+            e.shutdown();
+        }
+        if let Some(w) = lock(&self.prepared)
+            .as_ref()
+            .and_then(|p| p.text.as_ref().and_then(|t| t.webhook.clone()))
+        {
+            w.cancel_all();
         }
         let _ = self.summary_srcpad.stop_task();
         *lock(&self.state) = State::default();
@@ -623,6 +723,11 @@ impl ObjectSubclass for VssSummarize {
             summary_prerolled: AtomicBool::new(false),
             stats: Arc::new(Stats::default()),
             fatal_posted: AtomicBool::new(false),
+            summaries: Mutex::new(None),
+            summary_stats: Arc::new(SummaryStats::default()),
+            alerts_raised: Arc::new(AtomicU64::new(0)),
+            webhook_stats: Arc::new(WebhookStats::default()),
+            eos_pending: AtomicBool::new(false),
         }
     }
 }

@@ -108,12 +108,84 @@ impl RecordedRequest {
 
     /// The caption the mock answers with by default for this request.
     pub fn default_caption(&self) -> String {
+        if let Some(t) = self.text_answer() {
+            return t;
+        }
         if self.images.is_empty() {
             "colours: none".to_string()
         } else {
             format!("colours: {}", self.colours().join(" "))
         }
     }
+}
+
+impl RecordedRequest {
+    /// The deterministic answer to a text-only request of the element's
+    /// text LLM (no images, and a system prompt of ours):
+    /// * an event check ("You detect events …"): the JSON the prompt asks
+    ///   for, each event detected when the caption contains its text (any
+    ///   case); a caption containing `UNPARSABLE` gets prose instead;
+    /// * a summary or aggregation ("…summar…"): `summary of` followed by
+    ///   every distinct `<time>` label of its input, in order, so a test can
+    ///   tell which captions reached which summary.
+    pub fn text_answer(&self) -> Option<String> {
+        if !self.images.is_empty() {
+            return None;
+        }
+        let sys = self.system.as_deref()?;
+        if sys.contains("You detect events") {
+            return Some(event_answer(sys, &self.text));
+        }
+        if sys.contains("summar") {
+            return Some(format!("summary of {}", time_labels(&self.text).join(" ")));
+        }
+        None
+    }
+
+    /// Whether this is a text-only request of the element's text LLM.
+    pub fn is_text_llm(&self) -> bool {
+        self.text_answer().is_some()
+    }
+
+    pub fn is_event_check(&self) -> bool {
+        self.images.is_empty() && self.system.as_deref().is_some_and(|s| s.contains("You detect events"))
+    }
+}
+
+/// Every distinct `<…>` label of `text`, in order.
+pub fn time_labels(text: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut rest = text;
+    while let Some(a) = rest.find('<') {
+        let Some(b) = rest[a..].find('>') else { break };
+        let label = &rest[a..a + b + 1];
+        if label.len() > 2 && !label[1..label.len() - 1].contains(['<', ' ']) && !out.iter().any(|l| l == label) {
+            out.push(label.to_string());
+        }
+        rest = &rest[a + b + 1..];
+    }
+    out
+}
+
+/// The events of the prompt's JSON template, detected by substring.
+fn event_answer(system: &str, caption: &str) -> String {
+    if caption.contains("UNPARSABLE") {
+        return "I cannot tell from this description.".into();
+    }
+    let events: Vec<String> = system
+        .rfind("{\"result\"")
+        .and_then(|i| serde_json::from_str::<Value>(&system[i..].replace("true|false", "false")).ok())
+        .and_then(|v| v["result"].as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|e| e["event"].as_str().map(str::to_string))
+        .collect();
+    let lower = caption.to_lowercase();
+    let result: Vec<Value> = events
+        .iter()
+        .map(|e| json!({"event": e, "is_detected": lower.contains(&e.to_lowercase())}))
+        .collect();
+    json!({ "result": result }).to_string()
 }
 
 /// What to do with one request.

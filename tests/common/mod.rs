@@ -101,10 +101,17 @@ impl Video {
 }
 
 impl Run {
-    /// `props` is a gst-launch property string for vsssummarize.
+    /// `props` is a gst-launch property string for vsssummarize. Without
+    /// `summarize=` in it the element runs with `summarize=false`: the tests
+    /// written for captions see only captions (tests/summaries.rs sets it).
     /// `summary_caps`: capsfilter placed before the summary appsink ("" for none).
     pub fn new(props: &str, summary_caps: &str, live: bool, w: usize, h: usize, fps: u64) -> Run {
         init();
+        let props = &if props.contains("summarize=") {
+            props.to_string()
+        } else {
+            format!("summarize=false {props}")
+        };
         let caps_filter = if summary_caps.is_empty() {
             String::new()
         } else {

@@ -111,10 +111,19 @@ class Helpers(unittest.TestCase):
         self.assertEqual(vss_run.format_record({"chunk-index": 1, "start": 10.0, "end": 20.0, "text": "",
                                                 "error": "HTTP 404 Not Found"}),
                          "[ 10.0–20.0 s] chunk 1 FAILED: HTTP 404 Not Found")
-        self.assertEqual(vss_run.format_record({"kind": "alert", "start": 3.0, "end": 4.0, "text": "fire"}),
-                         "[  3.0–4.0 s] ALERT: fire")
-        self.assertEqual(vss_run.format_record({"kind": "final-summary", "start": 0, "end": 60, "text": "x"}),
-                         "[  0.0–60.0 s] final summary: x")
+        self.assertEqual(vss_run.format_record({"kind": "alert", "start": 3.0, "end": 4.0, "text": "fire",
+                                                "events": ["smoke or fire"]}),
+                         "[  3.0–4.0 s] ALERT (smoke or fire): fire")
+        self.assertEqual(vss_run.format_record({"kind": "summary", "summary-index": 1, "start": 60, "end": 120,
+                                                "text": "a\nb"}),
+                         "[ 60.0–120.0 s] summary 1: a b")
+        # The final summary is printed whole, one line per paragraph.
+        self.assertEqual(vss_run.format_record({"kind": "final-summary", "start": 0, "end": 60,
+                                                "text": "x\n\n y \x1b[31m"}),
+                         "[  0.0–60.0 s] final summary:\n  x\n  y \ufffd[31m")
+        self.assertEqual(vss_run.format_record({"kind": "final-summary", "start": 0, "end": 60, "text": "",
+                                                "error": "HTTP 500"}),
+                         "[  0.0–60.0 s] final summary FAILED: HTTP 500")
         self.assertEqual(vss_run.format_record({"kind": "caption", "chunk-index": 2, "start": 1, "end": 2,
                                                 "text": "y"}), "[  1.0–2.0 s] chunk 2: y")
         self.assertTrue(vss_run.format_record({"kind": "new-kind", "start": 1, "end": 2, "text": "z"})
@@ -262,8 +271,9 @@ class Progress(unittest.TestCase):
         self.assertIn("elapsed", err)
         self.assertIn("left", err)  # an estimate once a chunk is done
         self.assertIn("vss-run: 3 chunks captioned, 0 failed", err)
-        # stdout is not the terminal: just the records.
-        self.assertEqual(len(stdout.splitlines()), 3, stdout)
+        # stdout is not the terminal: just the records (3 captions, a
+        # window summary, the final summary's two lines).
+        self.assertEqual(len(stdout.splitlines()), 6, stdout)
         self.assertNotIn("\x1b", stdout)
 
     def test_ctrl_c_keeps_the_records_so_far_and_twice_aborts(self):
@@ -287,9 +297,12 @@ class Progress(unittest.TestCase):
                 self.assertEqual(proc.returncode, want, stderr)
                 self.assertIn("Ctrl-C: stopping", stderr)
                 if presses == 1:
-                    n = len(stdout.splitlines()) + 1
+                    n = len([l for l in stdout.splitlines() if "] chunk " in l]) + 1
                     with open(out) as f:
-                        self.assertEqual(len(f.read().splitlines()), n)
+                        recs = [json.loads(l) for l in f.read().splitlines()]
+                    self.assertEqual(len([r for r in recs if r["kind"] == "caption"]), n)
+                    # Stopped early, the captions so far are still summarized.
+                    self.assertEqual(recs[-1]["kind"], "final-summary")
                     self.assertLess(n, 10, "stopped early")
                     self.assertIn("vss-run: %s captioned, 0 failed" % vss_run.plural(n, "chunk"), stderr)
                 else:

@@ -207,6 +207,61 @@ impl CosmosBackend {
     }
 }
 
+/// The in-process model as the text LLM of summaries and event checks:
+/// text-only generation through the same engine (and its lock: a summary
+/// waits for the caption being made, and the other way round).
+pub struct CosmosText {
+    engine: Shared,
+    model: String,
+}
+
+impl CosmosBackend {
+    /// The text LLM sharing this backend's loaded model.
+    pub fn text_llm(&self) -> CosmosText {
+        CosmosText {
+            engine: self.engine.clone(),
+            model: self.model.clone(),
+        }
+    }
+}
+
+impl crate::summary::TextLlm for CosmosText {
+    fn model(&self) -> &str {
+        &self.model
+    }
+
+    fn complete(
+        &self,
+        req: &crate::summary::TextRequest,
+        cancel: &CancellationToken,
+    ) -> Result<crate::summary::TextAnswer, String> {
+        if cancel.is_cancelled() {
+            return Err("cancelled".into());
+        }
+        let mut engine = lock(&self.engine);
+        let d = engine.defaults.clone();
+        let params = SampleParams {
+            temperature: req.temperature,
+            top_p: req.top_p,
+            top_k: d.top_k,
+            repetition_penalty: d.repetition_penalty,
+            seed: 1,
+            max_tokens: req.max_tokens as usize,
+        };
+        let out = engine.generate_text(
+            req.system.as_deref(),
+            &req.user,
+            &params,
+            &|| cancel.is_cancelled(),
+        )?;
+        Ok(crate::summary::TextAnswer {
+            text: out.text,
+            input_tokens: out.input_tokens,
+            output_tokens: out.output_tokens,
+        })
+    }
+}
+
 impl Backend for CosmosBackend {
     fn kind(&self) -> BackendKind {
         BackendKind::CosmosReason1

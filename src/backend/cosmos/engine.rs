@@ -282,8 +282,67 @@ impl Engine {
         )?;
         let vis = self.model.vision_embeds(&px, grid)?;
         let emb = self.model.embed_prompt(&ids, Some(&vis))?;
+        self.complete(ids, &emb, &pos, delta, &req.params, req.cancelled)
+    }
+
+    /// The chat template applied to a text-only conversation (system
+    /// message when given, one user turn), with the generation prompt.
+    pub fn render_text_prompt(&self, system: Option<&str>, user: &str) -> Result<String, String> {
+        let mut messages = Vec::new();
+        if let Some(s) = system {
+            messages.push(serde_json::json!({"role": "system", "content": s}));
+        }
+        messages.push(serde_json::json!({"role": "user", "content": user}));
+        self.chat
+            .get_template("chat")
+            .and_then(|t| {
+                t.render(minijinja::context! {
+                    messages => minijinja::Value::from(minijinja::value::Serde(messages)),
+                    add_generation_prompt => true,
+                })
+            })
+            .map_err(|e| format!("chat template failed: {e}"))
+    }
+
+    /// Text-only generation (summaries, event checks): the same model and
+    /// sampling, no vision tower.
+    pub fn generate_text(
+        &mut self,
+        system: Option<&str>,
+        user: &str,
+        params: &SampleParams,
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<Output, String> {
+        let text = self.render_text_prompt(system, user)?;
+        let ids: Vec<u32> = self
+            .tokenizer
+            .encode(text, false)
+            .map_err(|e| format!("tokenizer failed: {e}"))?
+            .get_ids()
+            .to_vec();
+        let (pos, delta) = rope_index(
+            &ids,
+            self.model.cfg.video_token_id,
+            None,
+            0.0,
+            self.model.cfg.vision.tokens_per_second,
+        )?;
+        let emb = self.model.embed_prompt(&ids, None)?;
+        self.complete(ids, &emb, &pos, delta, params, cancelled)
+    }
+
+    /// Prefill of the prompt embeddings, then sampling token by token.
+    fn complete(
+        &mut self,
+        ids: Vec<u32>,
+        emb: &Tensor,
+        pos: &[Vec<i64>; 3],
+        delta: i64,
+        params: &SampleParams,
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<Output, String> {
         self.model.clear_cache();
-        let logits = self.model.forward(&emb, &pos)?;
+        let logits = self.model.forward(emb, pos)?;
         let vocab = self.model.cfg.text.vocab_size;
         let last = |t: &Tensor| -> Result<Vec<f32>, String> {
             let l = t.dim(0).map_err(|e| e.to_string())?;
@@ -294,20 +353,21 @@ impl Engine {
         };
         let mut row = last(&logits)?;
         debug_assert_eq!(row.len(), vocab);
-        let mut rng = Rng::new(req.params.seed);
+        let mut rng = Rng::new(params.seed);
         let mut seen = ids.clone();
         let mut out = Vec::new();
-        while out.len() < req.params.max_tokens {
-            if (req.cancelled)() {
+        while out.len() < params.max_tokens {
+            if cancelled() {
+                self.model.clear_cache();
                 return Err("cancelled".into());
             }
-            let t = sample(&row, &seen, &req.params, &mut rng);
+            let t = sample(&row, &seen, params, &mut rng);
             if self.defaults.eos.contains(&t) {
                 break;
             }
             out.push(t);
             seen.push(t);
-            if out.len() == req.params.max_tokens {
+            if out.len() == params.max_tokens {
                 break;
             }
             let p = self.model.cache_len() as i64 + delta;

@@ -37,28 +37,158 @@ impl VssSummarize {
         }
     }
 
-    /// One iteration of the `summary_src` task.
+    /// One iteration of the `summary_src` task: a summary that is ready,
+    /// else the next caption (or marker) in order; after the captions' EOS,
+    /// the remaining summaries, the final one last, then EOS.
     pub(super) fn summary_loop(&self) {
         let Some(d) = self.dispatcher() else {
             let _ = self.summary_srcpad.pause_task();
             return;
         };
-        match d.next_output(Duration::from_millis(100)) {
+        let engine = self.summary_engine();
+        if let Some(e) = &engine {
+            if let Some(r) = e.try_next() {
+                self.emit_summary(r, e);
+                return;
+            }
+        }
+        if self.eos_pending.load(Ordering::Acquire) {
+            if d.is_stopped() {
+                let _ = self.summary_srcpad.pause_task();
+                return;
+            }
+            match &engine {
+                Some(e) if !e.all_taken() => e.wait_ready(Duration::from_millis(100)),
+                _ => self.send_summary_eos(&d),
+            }
+            return;
+        }
+        // Summaries in the making are looked for often; captions wake us anyway.
+        let wait = match &engine {
+            Some(e) if e.busy() => Duration::from_millis(20),
+            _ => Duration::from_millis(100),
+        };
+        match d.next_output(wait) {
             None => {
                 if d.is_stopped() {
                     let _ = self.summary_srcpad.pause_task();
                 }
             }
-            Some(Output::Record(r)) => self.emit(*r),
+            Some(Output::Record(r)) => {
+                let r = *r;
+                let chunk = engine.as_ref().map(|_| crate::summary::ChunkResult {
+                    chunk_index: r.chunk_index,
+                    start: r.start,
+                    end: r.end,
+                    caption: (!r.is_error()).then(|| r.text.clone()),
+                    start_label: r.start_label.clone(),
+                    end_label: r.end_label.clone(),
+                });
+                let live = r.start_time.is_some();
+                self.emit(r);
+                if let (Some(e), Some(c)) = (&engine, chunk) {
+                    // After its caption went out: a summary follows its captions.
+                    e.push(c, live);
+                }
+            }
             Some(Output::Marker(m)) => match m.downcast::<SummaryMarker>() {
                 Ok(m) => self.emit_marker(*m),
                 Err(_) => gst::error!(CAT, imp = self, "unknown marker"),
             },
-            Some(Output::Eos) => {
-                gst::debug!(CAT, imp = self, "all chunks out, EOS on summary_src");
-                let _ = self.summary_srcpad.push_event(gst::event::Eos::new());
-                d.eos_done();
-            }
+            Some(Output::Eos) => match &engine {
+                Some(e) => {
+                    gst::debug!(CAT, imp = self, "all chunks out, finishing the summaries");
+                    e.finish();
+                    self.eos_pending.store(true, Ordering::Release);
+                }
+                None => self.send_summary_eos(&d),
+            },
+        }
+    }
+
+    fn send_summary_eos(&self, d: &Dispatcher) {
+        gst::debug!(CAT, imp = self, "all records out, EOS on summary_src");
+        self.eos_pending.store(false, Ordering::Release);
+        let _ = self.summary_srcpad.push_event(gst::event::Eos::new());
+        d.eos_done();
+    }
+
+    /// Emits a `summary` or `final-summary` record: bus message, meta queue,
+    /// `summary_src` buffer (stamped at the window's end).
+    pub(super) fn emit_summary(&self, r: crate::summary::SummaryRecordFields, e: &SummaryEngine) {
+        let final_ = r.summary_index.is_none();
+        let what = match r.summary_index {
+            Some(i) => format!("summary {i} [{:.2} s, {:.2} s)", r.start, r.end),
+            None => format!("final summary [{:.2} s, {:.2} s)", r.start, r.end),
+        };
+        match &r.error {
+            Some(e) => gst::element_imp_warning!(
+                self,
+                gst::StreamError::Failed,
+                ("{what} failed: {e}"),
+                details: gst::Structure::builder("vss-summary-failed")
+                    .field("summary-index", r.summary_index.map(|i| i as i64).unwrap_or(-1))
+                    .build()
+            ),
+            None => gst::debug!(CAT, imp = self, "{what} made in {:.2} s ({} calls)", r.latency, r.llm_calls),
+        }
+        let value = serde_json::to_value(&r).unwrap_or_default();
+        let s = meta::structure_from_json(meta::STRUCTURE_NAME, &value);
+        let msg = gst::message::Element::builder(s.clone())
+            .src(&*self.obj())
+            .build();
+        let _ = self.obj().post_message(msg);
+        self.queue_meta(s);
+        // Posted: EOS may now leave (the push below may wait for preroll).
+        e.emitted(&r);
+        let pts = {
+            let st = lock(&self.state);
+            let end = gst::ClockTime::from_nseconds((r.end.max(0.0) * 1e9) as u64);
+            st.segment
+                .position_from_stream_time(end)
+                .unwrap_or(end)
+        };
+        let text = match (&r.error, final_) {
+            (Some(e), true) => format!("[final summary failed: {e}]"),
+            (Some(e), false) => format!("[{what} failed: {e}]"),
+            (None, true) => format!("[final summary] {}", r.text),
+            (None, false) => format!("[summary {:.2}-{:.2} s] {}", r.start, r.end, r.text),
+        };
+        self.push_record(r.to_json_line(), text, pts, None);
+    }
+
+    fn queue_meta(&self, s: gst::Structure) {
+        let mut metas = lock(&self.metas);
+        if metas.len() >= MAX_QUEUED_METAS {
+            metas.pop_front();
+            gst::debug!(CAT, imp = self, "meta queue full, oldest meta discarded");
+        }
+        metas.push_back(s);
+    }
+
+    /// One buffer on `summary_src`, JSON or text as negotiated.
+    fn push_record(
+        &self,
+        json: String,
+        text: String,
+        pts: gst::ClockTime,
+        duration: Option<gst::ClockTime>,
+    ) {
+        let format = self.ensure_summary_caps();
+        let bytes = match format {
+            SummaryFormat::Json => json.into_bytes(),
+            SummaryFormat::Text => text.into_bytes(),
+        };
+        let mut buf = gst::Buffer::from_mut_slice(bytes);
+        {
+            let b = buf.get_mut().expect("new buffer is writable");
+            b.set_pts(pts);
+            b.set_duration(duration);
+        }
+        match self.summary_srcpad.push(buf) {
+            Ok(_) => self.summary_prerolled.store(true, Ordering::Release),
+            Err(gst::FlowError::NotLinked) | Err(gst::FlowError::Flushing) => {}
+            Err(e) => gst::warning!(CAT, imp = self, "summary_src push: {e:?}"),
         }
     }
 
@@ -158,34 +288,25 @@ impl VssSummarize {
             .src(&*self.obj())
             .build();
         let _ = self.obj().post_message(msg);
-        {
-            let mut metas = lock(&self.metas);
-            if metas.len() >= MAX_QUEUED_METAS {
-                metas.pop_front();
-                gst::debug!(CAT, imp = self, "meta queue full, oldest meta discarded");
-            }
-            metas.push_back(s);
-        }
-
-        let format = self.ensure_summary_caps();
-        let bytes = match format {
-            SummaryFormat::Json => r.to_json_line().into_bytes(),
-            // Text consumers (textoverlay, subtitle files) show the failure.
-            SummaryFormat::Text => match &r.error {
-                Some(e) => format!("[chunk {} failed: {e}]", r.chunk_index).into_bytes(),
-                None => r.text.clone().into_bytes(),
-            },
+        self.queue_meta(s);
+        // Text consumers (textoverlay, subtitle files) show the failure.
+        let text = match &r.error {
+            Some(e) => format!("[chunk {} failed: {e}]", r.chunk_index),
+            None => r.text.clone(),
         };
-        let mut buf = gst::Buffer::from_mut_slice(bytes);
-        {
-            let b = buf.get_mut().expect("new buffer is writable");
-            b.set_pts(gst::ClockTime::from_nseconds(r.pts_ns));
-            b.set_duration(gst::ClockTime::from_nseconds(r.duration_ns));
-        }
-        match self.summary_srcpad.push(buf) {
-            Ok(_) => self.summary_prerolled.store(true, Ordering::Release),
-            Err(gst::FlowError::NotLinked) | Err(gst::FlowError::Flushing) => {}
-            Err(e) => gst::warning!(CAT, imp = self, "summary_src push: {e:?}"),
+        let pts = gst::ClockTime::from_nseconds(r.pts_ns);
+        let duration = gst::ClockTime::from_nseconds(r.duration_ns);
+        self.push_record(r.to_json_line(), text, pts, Some(duration));
+        if !r.detected_events.is_empty() {
+            // The alert follows its caption directly (its bus message and
+            // webhook delivery went out when it was decided).
+            let a = crate::summary::checker::alert_of(&r).record();
+            let value = serde_json::to_value(&a).unwrap_or_default();
+            self.queue_meta(meta::structure_from_json(meta::STRUCTURE_NAME, &value));
+            let mut line = serde_json::to_string(&a).unwrap_or_default();
+            line.push('\n');
+            let text = format!("[alert: {}] {}", a.events.join("; "), a.text);
+            self.push_record(line, text, pts, Some(duration));
         }
         self.check_fatal();
     }

@@ -28,6 +28,10 @@ impl VssSummarize {
         }
         #[cfg_attr(not(feature = "cosmos"), allow(unused_mut))]
         let mut device = prep.name().to_string();
+        // What the text LLM defaults to: the VLM's endpoint, or the loaded model.
+        let mut vlm_endpoint: Option<config::EndpointConfig> = None;
+        #[cfg_attr(not(feature = "cosmos"), allow(unused_mut))]
+        let mut local_text: Option<Arc<dyn crate::summary::TextLlm>> = None;
         let backend: Arc<dyn Backend> = match resolved.backend {
             BackendKind::OpenAiCompat => {
                 let mut endpoint = resolved
@@ -58,6 +62,7 @@ impl VssSummarize {
                     resolved.endpoint_source.unwrap_or("?"),
                     endpoint.model
                 );
+                vlm_endpoint = Some(endpoint.clone());
                 let opts = OpenAiOptions {
                     endpoint,
                     gen: GenParams {
@@ -91,6 +96,7 @@ impl VssSummarize {
                     gst::info!(CAT, imp = self, "the model runs on {}", b.device_name());
                     device = format!("{device} (model on {})", b.device_name());
                 }
+                local_text = Some(Arc::new(b.text_llm()));
                 Arc::new(b)
             }
             #[cfg(not(feature = "cosmos"))]
@@ -108,11 +114,25 @@ impl VssSummarize {
             backend.model(),
             resolved.num_frames
         );
+        let stream_id = settings
+            .text
+            .stream_id
+            .clone()
+            .unwrap_or_else(|| self.obj().name().to_string());
+        let text = self.prepare_text(
+            &settings,
+            &resolved,
+            vlm_endpoint.as_ref(),
+            local_text,
+            &stream_id,
+        )?;
         self.fatal_posted.store(false, Ordering::Release);
         *lock(&self.prepared) = Some(Prepared {
             resolved,
             backend,
             device,
+            text,
+            stream_id,
         });
         Ok(())
     }

@@ -13,6 +13,55 @@ const DEFAULT_MAX_RETRIES: u32 = 3;
 const DEFAULT_DRAIN_TIMEOUT: f64 = 300.0;
 const DEFAULT_SERVER_WAIT_S: f64 = 120.0;
 const DEFAULT_MAX_RESTARTS: u32 = 3;
+const DEFAULT_SUMMARY_DURATION: f64 = 60.0;
+const DEFAULT_LLM_MAX_TOKENS: u32 = 2048;
+const DEFAULT_LLM_TEMPERATURE: f64 = 0.2;
+const DEFAULT_LLM_TOP_P: f64 = 0.7;
+const DEFAULT_LLM_MAX_CONCURRENCY: u32 = 2;
+
+/// The summary and alert properties.
+#[derive(Debug, Clone)]
+pub(super) struct TextSettings {
+    pub(super) summarize: bool,
+    pub(super) summary_duration: f64,
+    pub(super) llm_endpoint: Option<String>,
+    pub(super) llm_model_name: Option<String>,
+    pub(super) llm_api_key: Option<ApiKey>,
+    pub(super) llm_max_tokens: u32,
+    pub(super) llm_temperature: f64,
+    pub(super) llm_top_p: f64,
+    pub(super) llm_context_tokens: u64,
+    pub(super) llm_max_concurrency: u32,
+    pub(super) caption_prompt: String,
+    pub(super) aggregation_prompt: String,
+    pub(super) events: String,
+    pub(super) alert_webhook: Option<String>,
+    pub(super) alert_webhook_token: Option<ApiKey>,
+    pub(super) stream_id: Option<String>,
+}
+
+impl Default for TextSettings {
+    fn default() -> Self {
+        TextSettings {
+            summarize: true,
+            summary_duration: DEFAULT_SUMMARY_DURATION,
+            llm_endpoint: None,
+            llm_model_name: None,
+            llm_api_key: None,
+            llm_max_tokens: DEFAULT_LLM_MAX_TOKENS,
+            llm_temperature: DEFAULT_LLM_TEMPERATURE,
+            llm_top_p: DEFAULT_LLM_TOP_P,
+            llm_context_tokens: crate::summary::aggregate::DEFAULT_CONTEXT_TOKENS,
+            llm_max_concurrency: DEFAULT_LLM_MAX_CONCURRENCY,
+            caption_prompt: String::new(),
+            aggregation_prompt: String::new(),
+            events: String::new(),
+            alert_webhook: None,
+            alert_webhook_token: None,
+            stream_id: None,
+        }
+    }
+}
 
 #[derive(Debug, Clone)]
 pub(super) struct Settings {
@@ -39,6 +88,7 @@ pub(super) struct Settings {
     /// Generation properties the user set (a custom model's `configs` holds
     /// only these).
     pub(super) gen_set: std::collections::BTreeSet<&'static str>,
+    pub(super) text: TextSettings,
 }
 
 impl Default for Settings {
@@ -66,6 +116,7 @@ impl Default for Settings {
             dtype: "auto".into(),
             enable_reasoning: false,
             gen_set: Default::default(),
+            text: TextSettings::default(),
         }
     }
 }
@@ -100,6 +151,22 @@ const NULL_ONLY: &[&str] = &[
     "server-wait",
     "enable-reasoning",
     "max-restarts",
+    "summarize",
+    "summary-duration",
+    "llm-endpoint",
+    "llm-model-name",
+    "llm-api-key",
+    "llm-max-tokens",
+    "llm-temperature",
+    "llm-top-p",
+    "llm-context-tokens",
+    "llm-max-concurrency",
+    "caption-summarization-prompt",
+    "summary-aggregation-prompt",
+    "events",
+    "alert-webhook",
+    "alert-webhook-token",
+    "stream-id",
 ];
 
 /// Properties read at READY→PAUSED: fixed above READY. The others
@@ -266,6 +333,77 @@ impl VssSummarize {
                     .maximum(1000)
                     .default_value(DEFAULT_MAX_RESTARTS)
                     .build(),
+                glib::ParamSpecBoolean::builder("summarize")
+                    .blurb(fixed("Make summary records (one per summary-duration of video) and a final-summary record before EOS with the text LLM (llm-*); false: captions only"))
+                    .default_value(true)
+                    .build(),
+                glib::ParamSpecDouble::builder("summary-duration")
+                    .blurb(fixed("Seconds of video per summary window: window w holds the chunks whose start lies in [w*D, (w+1)*D) of stream time; -1: no windows, only the final summary"))
+                    .minimum(-1.0)
+                    .maximum(31_536_000.0)
+                    .default_value(DEFAULT_SUMMARY_DURATION)
+                    .build(),
+                sf("llm-endpoint", "OpenAI-compatible base URL of the text LLM for summaries and event checks (default: the VLM's endpoint for openai-compat, the loaded model for cosmos-reason1, none for custom)"),
+                sf("llm-model-name", "Text LLM model name (default: the VLM's model on its endpoint; on llm-endpoint, the only model it serves)"),
+                glib::ParamSpecString::builder("llm-api-key")
+                    .blurb(fixed("Text LLM API key (write-only; default: the VLM's key when llm-endpoint is unset or on the same host and port)"))
+                    .write_only()
+                    .build(),
+                glib::ParamSpecUInt::builder("llm-max-tokens")
+                    .blurb(fixed("Most tokens the text LLM may answer per call"))
+                    .minimum(16)
+                    .maximum(65_536)
+                    .default_value(DEFAULT_LLM_MAX_TOKENS)
+                    .build(),
+                glib::ParamSpecDouble::builder("llm-temperature")
+                    .blurb(fixed("Text LLM sampling temperature"))
+                    .minimum(0.0)
+                    .maximum(2.0)
+                    .default_value(DEFAULT_LLM_TEMPERATURE)
+                    .build(),
+                glib::ParamSpecDouble::builder("llm-top-p")
+                    .blurb(fixed("Text LLM nucleus sampling top-p"))
+                    .minimum(0.0)
+                    .maximum(1.0)
+                    .default_value(DEFAULT_LLM_TOP_P)
+                    .build(),
+                glib::ParamSpecUInt64::builder("llm-context-tokens")
+                    .blurb(fixed("Input budget of one text LLM call, in tokens (estimated conservatively); summaries of more split and aggregate recursively. The model's context must hold this plus llm-max-tokens"))
+                    .minimum(256)
+                    .maximum(10_000_000)
+                    .default_value(crate::summary::aggregate::DEFAULT_CONTEXT_TOKENS)
+                    .build(),
+                glib::ParamSpecUInt::builder("llm-max-concurrency")
+                    .blurb(fixed("Text LLM calls at once for event checks, and for the batches of one summary (summaries and event checks have separate budgets)"))
+                    .minimum(1)
+                    .maximum(64)
+                    .default_value(DEFAULT_LLM_MAX_CONCURRENCY)
+                    .build(),
+                sf("caption-summarization-prompt", "Prompt that turns '<start> <end> caption' lines into a summary (empty: the built-in one)"),
+                sf("summary-aggregation-prompt", "Prompt that merges partial summaries into one (empty: the built-in one)"),
+                sf("events", "Events to raise alerts on, ';'-separated (e.g. 'a person falls;smoke or fire'); each caption is checked with one text LLM call"),
+                sf("alert-webhook", "http(s) URL that receives one JSON POST per alert (streamId, alertId, ntpTimestamp, alertDetails, detectedEvents)"),
+                glib::ParamSpecString::builder("alert-webhook-token")
+                    .blurb(fixed("Bearer token sent to alert-webhook (write-only)"))
+                    .write_only()
+                    .build(),
+                sf("stream-id", "Stream name written in every record and alert (default: the element's name)"),
+                glib::ParamSpecUInt64::builder("summaries-completed")
+                    .blurb("Summary and final-summary records made")
+                    .read_only()
+                    .build(),
+                glib::ParamSpecUInt64::builder("summaries-failed")
+                    .blurb("Summary and final-summary records that carry an error")
+                    .read_only()
+                    .build(),
+                glib::ParamSpecUInt64::builder("alerts-raised")
+                    .blurb("Alerts decided (captions in which an event of 'events' was detected)")
+                    .read_only()
+                    .build(),
+                glib::ParamSpecUInt64::builder("alerts-webhook-failed")
+                    .blurb("Alerts that could not be delivered to alert-webhook")
+                    .read_only()
+                    .build(),
                 glib::ParamSpecUInt64::builder("chunks-submitted")
                     .blurb("Chunks handed to the model since READY→PAUSED")
                     .read_only()
@@ -377,6 +515,22 @@ impl VssSummarize {
             "max-retries" => s.max_retries = value.get().expect("type"),
             "drain-timeout" => s.drain_timeout = value.get().expect("type"),
             "server-wait" => s.server_wait = value.get().expect("type"),
+            "summarize" => s.text.summarize = value.get().expect("type"),
+            "summary-duration" => s.text.summary_duration = value.get().expect("type"),
+            "llm-endpoint" => s.text.llm_endpoint = opt_str(value),
+            "llm-model-name" => s.text.llm_model_name = opt_str(value),
+            "llm-api-key" => s.text.llm_api_key = opt_str(value).and_then(ApiKey::new),
+            "llm-max-tokens" => s.text.llm_max_tokens = value.get().expect("type"),
+            "llm-temperature" => s.text.llm_temperature = value.get().expect("type"),
+            "llm-top-p" => s.text.llm_top_p = value.get().expect("type"),
+            "llm-context-tokens" => s.text.llm_context_tokens = value.get().expect("type"),
+            "llm-max-concurrency" => s.text.llm_max_concurrency = value.get().expect("type"),
+            "caption-summarization-prompt" => s.text.caption_prompt = opt_str(value).unwrap_or_default(),
+            "summary-aggregation-prompt" => s.text.aggregation_prompt = opt_str(value).unwrap_or_default(),
+            "events" => s.text.events = opt_str(value).unwrap_or_default(),
+            "alert-webhook" => s.text.alert_webhook = opt_str(value),
+            "alert-webhook-token" => s.text.alert_webhook_token = opt_str(value).and_then(ApiKey::new),
+            "stream-id" => s.text.stream_id = opt_str(value),
             _ => unimplemented!("property {name}"),
         }
     }
@@ -450,6 +604,41 @@ impl VssSummarize {
             "max-retries" => s.max_retries.to_value(),
             "drain-timeout" => s.drain_timeout.to_value(),
             "server-wait" => s.server_wait.to_value(),
+            "summarize" => s.text.summarize.to_value(),
+            "summary-duration" => s.text.summary_duration.to_value(),
+            "llm-endpoint" => s.text.llm_endpoint.to_value(),
+            "llm-model-name" => prepared
+                .as_ref()
+                .and_then(|p| p.text.as_ref().map(|t| t.llm.model().to_string()))
+                .or_else(|| s.text.llm_model_name.clone())
+                .to_value(),
+            "llm-max-tokens" => s.text.llm_max_tokens.to_value(),
+            "llm-temperature" => s.text.llm_temperature.to_value(),
+            "llm-top-p" => s.text.llm_top_p.to_value(),
+            "llm-context-tokens" => s.text.llm_context_tokens.to_value(),
+            "llm-max-concurrency" => s.text.llm_max_concurrency.to_value(),
+            "caption-summarization-prompt" => s.text.caption_prompt.to_value(),
+            "summary-aggregation-prompt" => s.text.aggregation_prompt.to_value(),
+            "events" => s.text.events.to_value(),
+            "alert-webhook" => s
+                .text
+                .alert_webhook
+                .as_deref()
+                .map(|u| match url::Url::parse(u) {
+                    Ok(u) => crate::backend::openai::url_for_log(&u),
+                    Err(_) => u.to_string(),
+                })
+                .to_value(),
+            "stream-id" => prepared
+                .as_ref()
+                .map(|p| p.stream_id.clone())
+                .or_else(|| s.text.stream_id.clone())
+                .unwrap_or_else(|| self.obj().name().to_string())
+                .to_value(),
+            "summaries-completed" => self.summary_stats.completed.load(Ordering::Relaxed).to_value(),
+            "summaries-failed" => self.summary_stats.failed.load(Ordering::Relaxed).to_value(),
+            "alerts-raised" => self.alerts_raised.load(Ordering::Relaxed).to_value(),
+            "alerts-webhook-failed" => self.webhook_stats.failed.load(Ordering::Relaxed).to_value(),
             "chunks-submitted" => self
                 .stats
                 .submitted

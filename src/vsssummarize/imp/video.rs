@@ -94,3 +94,21 @@ pub(super) fn copy_frame(
         colorimetry,
     })
 }
+
+/// Seconds between the NTP epoch (1900) and the Unix epoch (1970).
+const NTP_UNIX_OFFSET_S: f64 = 2_208_988_800.0;
+
+/// The buffer's NTP reference timestamp (`timestamp/x-ntp`, as rtspsrc
+/// attaches with `add-reference-timestamp-meta=true`) as Unix seconds; a
+/// value before 1970 or after 2200 is ignored.
+pub(super) fn ntp_unix_seconds(buffer: &gst::BufferRef) -> Option<f64> {
+    buffer
+        .iter_meta::<gst::ReferenceTimestampMeta>()
+        .find(|m| {
+            m.reference()
+                .structure(0)
+                .is_some_and(|s| s.name() == "timestamp/x-ntp")
+        })
+        .map(|m| m.timestamp().nseconds() as f64 / 1e9 - NTP_UNIX_OFFSET_S)
+        .filter(|u| (0.0..7_258_118_400.0).contains(u))
+}

@@ -1,0 +1,198 @@
+// SPDX-License-Identifier: MPL-2.0
+//! The event check after each caption (`events`): one LLM call per good
+//! caption, as VSS does, run by the dispatcher's after-caption stage on its
+//! own threads (`llm-max-concurrency` of them).
+//!
+//! * Detected events go into the caption record (an `alert` record follows
+//!   it on `summary_src`) and [`OnAlert`] is called at once, from the
+//!   checking thread, so that the bus message and the webhook never wait for
+//!   the output order.
+//! * An answer that cannot be parsed, or a failed call, is never dropped
+//!   silently: the caption record gets `alert-error` and
+//!   [`AlertChecker::on_error`] is called (the element posts a warning).
+//! * Error records (no caption) are not checked.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use super::alerts::{event_check_request, parse_event_answer, Alert};
+use super::llm::TextLlm;
+use crate::dispatcher::AfterCaption;
+use crate::record::SummaryRecord;
+
+/// Called with every alert as soon as it is decided.
+pub type OnAlert = Arc<dyn Fn(&Alert) + Send + Sync>;
+/// Called with (chunk index, `alert-error`) when a check fails.
+pub type OnCheckError = Arc<dyn Fn(u64, &str) + Send + Sync>;
+
+pub struct AlertChecker {
+    pub llm: Arc<dyn TextLlm>,
+    pub events: Vec<String>,
+    /// `llm-temperature`, `llm-top-p`.
+    pub temperature: f64,
+    pub top_p: f64,
+    pub on_alert: OnAlert,
+    pub on_error: OnCheckError,
+    /// `alerts-raised`.
+    pub raised: Arc<AtomicU64>,
+}
+
+/// The alert of a caption record whose `detected_events` are set.
+pub fn alert_of(rec: &SummaryRecord) -> Alert {
+    Alert {
+        stream_id: rec.stream_id.clone(),
+        chunk_index: rec.chunk_index,
+        start: rec.start,
+        end: rec.end,
+        events: rec.detected_events.clone(),
+        text: rec.text.clone(),
+        ntp_timestamp: match &rec.start_time {
+            Some(t) => json!(t),
+            None => json!(rec.start),
+        },
+        start_time: rec.start_time.clone(),
+        end_time: rec.end_time.clone(),
+    }
+}
+
+impl AlertChecker {
+    fn fail(&self, rec: &mut SummaryRecord, msg: String) {
+        (self.on_error)(rec.chunk_index, &msg);
+        rec.alert_error = Some(msg);
+    }
+}
+
+impl AfterCaption for AlertChecker {
+    fn process(&self, rec: &mut SummaryRecord, cancel: &CancellationToken) {
+        let Some(line) = rec.caption_line() else {
+            return;
+        };
+        if self.events.is_empty() {
+            return;
+        }
+        let mut req = event_check_request(&self.events, &line);
+        req.temperature = self.temperature;
+        req.top_p = self.top_p;
+        match self.llm.complete(&req, cancel) {
+            Ok(a) => match parse_event_answer(&a.text, &self.events) {
+                Ok(found) if found.is_empty() => {}
+                Ok(found) => {
+                    rec.detected_events = found;
+                    self.raised.fetch_add(1, Ordering::Relaxed);
+                    (self.on_alert)(&alert_of(rec));
+                }
+                Err(e) => self.fail(rec, e),
+            },
+            Err(e) if cancel.is_cancelled() => {
+                rec.alert_error = Some(format!("the event check was cancelled ({e})"));
+            }
+            Err(e) => self.fail(rec, format!("the event check failed: {e}")),
+        }
+    }
+
+    fn timed_out(&self, rec: &mut SummaryRecord, msg: &str) {
+        let msg = format!("the event check did not finish: {msg}");
+        (self.on_error)(rec.chunk_index, &msg);
+        rec.alert_error = Some(msg);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::llm::fake::FakeLlm;
+    use super::*;
+    use std::sync::Mutex;
+
+    fn checker(llm: FakeLlm) -> (AlertChecker, Arc<Mutex<Vec<Alert>>>, Arc<Mutex<Vec<String>>>) {
+        let alerts = Arc::new(Mutex::new(Vec::new()));
+        let errors = Arc::new(Mutex::new(Vec::new()));
+        let (a, e) = (alerts.clone(), errors.clone());
+        (
+            AlertChecker {
+                llm: Arc::new(llm),
+                events: vec!["a person falls".into(), "smoke or fire".into()],
+                temperature: 0.2,
+                top_p: 0.7,
+                on_alert: Arc::new(move |x: &Alert| a.lock().unwrap().push(x.clone())),
+                on_error: Arc::new(move |_, m: &str| e.lock().unwrap().push(m.to_string())),
+                raised: Default::default(),
+            },
+            alerts,
+            errors,
+        )
+    }
+
+    fn caption(text: &str) -> SummaryRecord {
+        SummaryRecord {
+            stream_id: "dock-3".into(),
+            chunk_index: 7,
+            start: 70.0,
+            end: 80.0,
+            text: text.into(),
+            start_label: "70.00".into(),
+            end_label: "80.00".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn detected_events_raise_one_alert_with_the_caption() {
+        let (c, alerts, errors) = checker(FakeLlm::new(|req, _, _| {
+            assert_eq!(req.user, "<70.00> <80.00> A man falls off a ladder.");
+            assert!(req.json);
+            Ok("```json\n{\"result\":[{\"event\":\"a person falls\",\"is_detected\":true},{\"event\":\"smoke or fire\",\"is_detected\":false}]}\n```".into())
+        }));
+        let mut r = caption("A man falls off a ladder.");
+        c.process(&mut r, &CancellationToken::new());
+        assert_eq!(r.detected_events, vec!["a person falls"]);
+        assert!(r.alert_error.is_none());
+        let a = alerts.lock().unwrap();
+        assert_eq!(a.len(), 1);
+        assert_eq!(a[0].text, "A man falls off a ladder.");
+        assert_eq!(a[0].webhook_body()["ntpTimestamp"], 70.0);
+        assert_eq!(a[0].webhook_body()["alertId"], "dock-3-7");
+        assert!(errors.lock().unwrap().is_empty());
+        assert_eq!(c.raised.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn an_unparsable_answer_is_an_alert_error_not_silence() {
+        let (c, alerts, errors) = checker(FakeLlm::new(|_, _, _| Ok("Yes, someone falls.".into())));
+        let mut r = caption("A man falls.");
+        c.process(&mut r, &CancellationToken::new());
+        let e = r.alert_error.clone().unwrap();
+        assert!(e.contains("no JSON") && e.contains("someone falls"), "{e}");
+        assert!(alerts.lock().unwrap().is_empty());
+        assert_eq!(errors.lock().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_failed_call_and_error_records() {
+        let (c, _, errors) = checker(FakeLlm::new(|_, _, _| Err("HTTP 503 from x".into())));
+        let mut r = caption("smoke");
+        c.process(&mut r, &CancellationToken::new());
+        assert!(r.alert_error.as_deref().unwrap().contains("HTTP 503"));
+        let mut bad = caption("");
+        bad.error = Some("HTTP 500".into());
+        c.process(&mut bad, &CancellationToken::new());
+        assert!(bad.alert_error.is_none());
+        assert_eq!(errors.lock().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn live_alerts_carry_wall_clock_times() {
+        let (c, alerts, _) = checker(FakeLlm::new(|_, _, _| {
+            Ok("{\"result\":[{\"event\":\"smoke or fire\",\"is_detected\":true}]}".into())
+        }));
+        let mut r = caption("Smoke rises.");
+        r.start_time = Some("2026-12-02T10:00:00.000Z".into());
+        r.end_time = Some("2026-12-02T10:00:10.000Z".into());
+        c.process(&mut r, &CancellationToken::new());
+        let a = alerts.lock().unwrap();
+        assert_eq!(a[0].webhook_body()["ntpTimestamp"], "2026-12-02T10:00:00.000Z");
+        assert_eq!(a[0].record().start_time.as_deref(), Some("2026-12-02T10:00:00.000Z"));
+    }
+}

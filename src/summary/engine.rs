@@ -1,0 +1,778 @@
+// SPDX-License-Identifier: MPL-2.0
+//! The summary engine: takes chunk results in output order, closes windows,
+//! summarizes them on its own threads and hands back `summary` records (in
+//! window order) and, after [`SummaryEngine::finish`], the `final-summary`
+//! record last. Free of GStreamer types.
+//!
+//! * Threads: [`SummaryEngine::WORKERS`] threads run window summaries (and
+//!   the final summary); within one, the batches of an aggregation level run
+//!   in parallel up to `llm-max-concurrency`. So at most
+//!   `WORKERS × llm-max-concurrency` summary calls are in flight, apart from
+//!   the event checks, which have their own budget: a slow aggregation never
+//!   holds up a caption or an alert.
+//! * The queue of closed windows waiting for a thread is bounded
+//!   ([`MAX_QUEUED_WINDOWS`]). When a live stream closes windows faster
+//!   than the LLM summarizes them, the oldest waiting window becomes a
+//!   `summary` record with an error saying so (it is never dropped silently);
+//!   its captions were emitted as usual.
+//! * Records leave in window order: a window finished early waits for the
+//!   ones before it. The final summary leaves last, after every window.
+//! * The final summary aggregates the windows that succeeded (see
+//!   [`super::aggregate`]); with `summary-duration=-1` it summarizes all
+//!   captions. Memory: window summaries (or, with `-1`, all caption lines)
+//!   are kept until EOS: about 1 KB per window or caption.
+//! * [`SummaryEngine::flush`] (flush/seek) cancels and forgets everything
+//!   of the old segment; [`SummaryEngine::expire`] (drain timeout at EOS)
+//!   cancels what runs and turns every summary not made into an error record,
+//!   so that each window still ends as exactly one record.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use super::aggregate::{
+    final_summary, final_summary_of_chunks, summarize_window, PartSummary, SummaryConfig,
+    SummaryOutput, SummaryRecordFields,
+};
+use super::llm::TextLlm;
+use super::windows::{ChunkResult, Window, Windows};
+
+/// Closed windows waiting for a summary thread, at most.
+pub const MAX_QUEUED_WINDOWS: usize = 16;
+
+/// What the engine needs besides the LLM.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    pub summary: SummaryConfig,
+    /// `summary-duration`; `None` = only the final summary.
+    pub window: Option<f64>,
+    pub stream_id: String,
+}
+
+#[derive(Debug, Default)]
+pub struct SummaryStats {
+    pub completed: AtomicU64,
+    pub failed: AtomicU64,
+}
+
+impl SummaryStats {
+    pub fn reset(&self) {
+        self.completed.store(0, Ordering::Relaxed);
+        self.failed.store(0, Ordering::Relaxed);
+    }
+}
+
+enum Job {
+    Window { seq: u64, window: Window },
+    Final,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum FinalState {
+    /// Not asked for yet (no EOS).
+    Waiting,
+    /// EOS seen; runs once every window summary is in.
+    Due,
+    Running,
+    /// Its record is in `ready` or was taken.
+    Done,
+}
+
+struct Inner {
+    generation: u64,
+    shutdown: bool,
+    windows: Windows,
+    /// Without windows: every chunk, for the final summary.
+    all_chunks: Vec<ChunkResult>,
+    /// Live input: summaries carry `start-time` / `end-time`.
+    live: bool,
+    queue: VecDeque<Job>,
+    /// Window summaries running: seq → (window index, cancel).
+    running: BTreeMap<u64, (Window, CancellationToken)>,
+    final_token: Option<CancellationToken>,
+    next_seq: u64,
+    next_out: u64,
+    /// Window records by seq, waiting for their turn.
+    done: BTreeMap<u64, SummaryRecordFields>,
+    /// For the final summary, in window order.
+    parts: BTreeMap<u64, PartSummary>,
+    /// Records ready to be taken, in order.
+    ready: VecDeque<SummaryRecordFields>,
+    final_state: FinalState,
+    /// The final record has been taken.
+    final_taken: bool,
+    /// Chunks pushed since the start or the last flush.
+    pushed: u64,
+}
+
+struct Shared {
+    inner: Mutex<Inner>,
+    /// Workers wait here for jobs.
+    work: Condvar,
+    /// Takers and waiters wait here.
+    out: Condvar,
+    llm: Arc<dyn TextLlm>,
+    cfg: EngineConfig,
+    stats: Arc<SummaryStats>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+pub struct SummaryEngine {
+    shared: Arc<Shared>,
+}
+
+impl SummaryEngine {
+    /// Summary threads.
+    pub const WORKERS: usize = 2;
+
+    pub fn new(
+        llm: Arc<dyn TextLlm>,
+        cfg: EngineConfig,
+        stats: Arc<SummaryStats>,
+    ) -> Result<SummaryEngine, String> {
+        cfg.summary.validate()?;
+        let shared = Arc::new(Shared {
+            inner: Mutex::new(Inner {
+                generation: 0,
+                shutdown: false,
+                windows: Windows::new(cfg.window)?,
+                all_chunks: Vec::new(),
+                live: false,
+                queue: VecDeque::new(),
+                running: BTreeMap::new(),
+                final_token: None,
+                next_seq: 0,
+                next_out: 0,
+                done: BTreeMap::new(),
+                parts: BTreeMap::new(),
+                ready: VecDeque::new(),
+                final_state: FinalState::Waiting,
+                final_taken: false,
+                pushed: 0,
+            }),
+            work: Condvar::new(),
+            out: Condvar::new(),
+            llm,
+            cfg,
+            stats,
+        });
+        for i in 0..Self::WORKERS {
+            let s = shared.clone();
+            std::thread::Builder::new()
+                .name(format!("vsssummarize-s{i}"))
+                .spawn(move || worker(s))
+                .map_err(|e| format!("cannot start a summary thread: {e}"))?;
+        }
+        Ok(SummaryEngine { shared })
+    }
+
+    /// One chunk's result, in chunk (output) order. `live`: the labels are
+    /// wall-clock times.
+    pub fn push(&self, chunk: ChunkResult, live: bool) {
+        let sh = &self.shared;
+        let mut inner = sh.lock();
+        if inner.shutdown || inner.final_state != FinalState::Waiting {
+            return;
+        }
+        inner.live = live;
+        inner.pushed += 1;
+        if sh.cfg.window.is_none() {
+            inner.all_chunks.push(chunk);
+            return;
+        }
+        for w in inner.windows.push(chunk) {
+            enqueue(sh, &mut inner, w);
+        }
+    }
+
+    /// EOS: closes the last window; the final summary follows the windows.
+    pub fn finish(&self) {
+        let sh = &self.shared;
+        let mut inner = sh.lock();
+        if inner.shutdown || inner.final_state != FinalState::Waiting {
+            return;
+        }
+        for w in inner.windows.finish() {
+            enqueue(sh, &mut inner, w);
+        }
+        if inner.pushed == 0 {
+            // No chunk at all (EOS before any frame): nothing to summarize,
+            // no record.
+            inner.final_state = FinalState::Done;
+            inner.final_taken = true;
+            sh.out.notify_all();
+            return;
+        }
+        inner.final_state = FinalState::Due;
+        schedule_final(sh, &mut inner);
+        sh.work.notify_all();
+        sh.out.notify_all();
+    }
+
+    /// The next record, if one is ready (never blocks). The caller tells
+    /// [`emitted`](Self::emitted) once it has posted it.
+    pub fn try_next(&self) -> Option<SummaryRecordFields> {
+        let sh = &self.shared;
+        let mut inner = sh.lock();
+        let r = inner.ready.pop_front()?;
+        sh.out.notify_all();
+        Some(r)
+    }
+
+    /// The record taken last has been posted (bus message): after the final
+    /// one, [`all_taken`](Self::all_taken) holds and EOS may follow.
+    pub fn emitted(&self, r: &SummaryRecordFields) {
+        if r.summary_index.is_none() {
+            let sh = &self.shared;
+            let mut inner = sh.lock();
+            if inner.final_state == FinalState::Done && inner.ready.is_empty() {
+                inner.final_taken = true;
+            }
+            sh.out.notify_all();
+        }
+    }
+
+    /// Summary work queued or running, or records not taken.
+    pub fn busy(&self) -> bool {
+        let inner = self.shared.lock();
+        !inner.queue.is_empty()
+            || !inner.running.is_empty()
+            || !inner.ready.is_empty()
+            || matches!(inner.final_state, FinalState::Due | FinalState::Running)
+    }
+
+    /// After [`finish`](Self::finish): the final record exists (taken or not).
+    pub fn finished(&self) -> bool {
+        self.shared.lock().final_state == FinalState::Done
+    }
+
+    /// After [`finish`](Self::finish): every record, the final one included,
+    /// has been taken.
+    pub fn all_taken(&self) -> bool {
+        let inner = self.shared.lock();
+        inner.final_state == FinalState::Done && inner.final_taken
+    }
+
+    /// Waits up to `timeout` for a record to take (or the engine to be done).
+    pub fn wait_ready(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        self.wait(deadline, |i| {
+            !i.ready.is_empty() || (i.final_state == FinalState::Done && i.final_taken)
+        });
+    }
+
+    /// Waits until the final record exists (`finished`) or `deadline`;
+    /// false on timeout, flush or shutdown.
+    pub fn wait_finished(&self, deadline: Instant) -> bool {
+        self.wait(deadline, |i| i.final_state == FinalState::Done)
+    }
+
+    /// Waits until every record has been taken (`all_taken`) or `deadline`.
+    pub fn wait_taken(&self, deadline: Instant) -> bool {
+        self.wait(deadline, |i| i.final_state == FinalState::Done && i.final_taken)
+    }
+
+    fn wait(&self, deadline: Instant, done: impl Fn(&Inner) -> bool) -> bool {
+        let sh = &self.shared;
+        let mut inner = sh.lock();
+        let generation = inner.generation;
+        loop {
+            if done(&inner) {
+                return true;
+            }
+            let now = Instant::now();
+            if inner.shutdown || inner.generation != generation || now >= deadline {
+                return false;
+            }
+            inner = sh
+                .out
+                .wait_timeout(inner, (deadline - now).min(Duration::from_millis(200)))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// Drain timeout: cancels what runs; every window summary not made and
+    /// the final summary (made at once from what exists, without an LLM
+    /// call) become error records with `msg`. Returns the number of summaries
+    /// that failed this way.
+    pub fn expire(&self, msg: &str) -> usize {
+        let sh = &self.shared;
+        let mut inner = sh.lock();
+        if inner.final_state == FinalState::Done {
+            return 0;
+        }
+        inner.generation += 1;
+        let mut n = 0;
+        let mut pending: Vec<(u64, Window)> = Vec::new();
+        for (seq, (w, token)) in std::mem::take(&mut inner.running) {
+            token.cancel();
+            pending.push((seq, w));
+        }
+        for job in std::mem::take(&mut inner.queue) {
+            if let Job::Window { seq, window } = job {
+                pending.push((seq, window));
+            }
+        }
+        pending.sort_by_key(|(seq, _)| *seq);
+        for (seq, w) in pending {
+            let out = SummaryOutput {
+                error: Some(msg.to_string()),
+                ..Default::default()
+            };
+            complete_window(sh, &mut inner, seq, &w, &out);
+            n += 1;
+        }
+        if let Some(t) = inner.final_token.take() {
+            t.cancel();
+        }
+        let out = SummaryOutput {
+            error: Some(msg.to_string()),
+            ..Default::default()
+        };
+        let rec = final_record(sh, &inner, &out);
+        sh.stats.failed.fetch_add(1, Ordering::Relaxed);
+        inner.ready.push_back(rec);
+        inner.final_state = FinalState::Done;
+        n += 1;
+        sh.out.notify_all();
+        n
+    }
+
+    /// Flush/seek: cancels and forgets everything (open window included).
+    pub fn flush(&self) {
+        let sh = &self.shared;
+        let mut inner = sh.lock();
+        reset(&mut inner);
+        sh.out.notify_all();
+    }
+
+    /// Cancels everything and stops the threads.
+    pub fn shutdown(&self) {
+        let sh = &self.shared;
+        let mut inner = sh.lock();
+        reset(&mut inner);
+        inner.shutdown = true;
+        sh.work.notify_all();
+        sh.out.notify_all();
+    }
+}
+
+impl Drop for SummaryEngine {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn reset(inner: &mut Inner) {
+    inner.generation += 1;
+    for (_, (_, t)) in std::mem::take(&mut inner.running) {
+        t.cancel();
+    }
+    if let Some(t) = inner.final_token.take() {
+        t.cancel();
+    }
+    inner.queue.clear();
+    inner.windows.reset();
+    inner.all_chunks.clear();
+    inner.done.clear();
+    inner.parts.clear();
+    inner.ready.clear();
+    inner.next_seq = 0;
+    inner.next_out = 0;
+    inner.final_state = FinalState::Waiting;
+    inner.final_taken = false;
+    inner.pushed = 0;
+}
+
+fn enqueue(sh: &Shared, inner: &mut Inner, window: Window) {
+    let seq = inner.next_seq;
+    inner.next_seq += 1;
+    let waiting = inner
+        .queue
+        .iter()
+        .filter(|j| matches!(j, Job::Window { .. }))
+        .count();
+    if waiting >= MAX_QUEUED_WINDOWS {
+        if let Some(pos) = inner
+            .queue
+            .iter()
+            .position(|j| matches!(j, Job::Window { .. }))
+        {
+            if let Some(Job::Window { seq: s, window: w }) = inner.queue.remove(pos) {
+                let out = SummaryOutput {
+                    error: Some(format!(
+                        "skipped: the LLM summarizes slower than windows close ({MAX_QUEUED_WINDOWS} windows were waiting); raise summary-duration or llm-max-concurrency, or use a faster LLM"
+                    )),
+                    ..Default::default()
+                };
+                complete_window(sh, inner, s, &w, &out);
+            }
+        }
+    }
+    inner.queue.push_back(Job::Window { seq, window });
+    sh.work.notify_one();
+}
+
+/// Queues the final summary once it is due and every window is in.
+fn schedule_final(sh: &Shared, inner: &mut Inner) {
+    if inner.final_state == FinalState::Due
+        && inner.running.is_empty()
+        && !inner.queue.iter().any(|j| matches!(j, Job::Window { .. }))
+        && inner.done.is_empty()
+    {
+        inner.final_state = FinalState::Running;
+        inner.queue.push_back(Job::Final);
+        sh.work.notify_one();
+    }
+}
+
+/// Records a window's outcome and releases what is in order.
+fn complete_window(sh: &Shared, inner: &mut Inner, seq: u64, w: &Window, out: &SummaryOutput) {
+    let mut rec = SummaryRecordFields::window(&sh.cfg.stream_id, sh.llm.model(), w, out);
+    if inner.live {
+        let (a, b) = w.labels();
+        rec.start_time = Some(a);
+        rec.end_time = Some(b);
+    }
+    if out.text.is_some() {
+        sh.stats.completed.fetch_add(1, Ordering::Relaxed);
+    } else {
+        sh.stats.failed.fetch_add(1, Ordering::Relaxed);
+    }
+    inner.parts.insert(w.index, PartSummary::new(w, out));
+    inner.done.insert(seq, rec);
+    while let Some(r) = inner.done.remove(&inner.next_out) {
+        inner.next_out += 1;
+        inner.ready.push_back(r);
+    }
+    sh.out.notify_all();
+}
+
+fn final_record(sh: &Shared, inner: &Inner, out: &SummaryOutput) -> SummaryRecordFields {
+    let (id, model) = (&sh.cfg.stream_id, sh.llm.model());
+    let mut rec = if sh.cfg.window.is_some() {
+        let parts: Vec<PartSummary> = inner.parts.values().cloned().collect();
+        SummaryRecordFields::final_of_windows(id, model, &parts, out)
+    } else {
+        SummaryRecordFields::final_of_chunks(id, model, &Window::whole(inner.all_chunks.clone()), out)
+    };
+    if inner.live {
+        let first = inner
+            .parts
+            .values()
+            .next()
+            .map(|p| p.start_label.clone())
+            .or_else(|| inner.all_chunks.first().map(|c| c.start_label.clone()));
+        let last = inner
+            .parts
+            .values()
+            .next_back()
+            .map(|p| p.end_label.clone())
+            .or_else(|| inner.all_chunks.last().map(|c| c.end_label.clone()));
+        rec.start_time = first;
+        rec.end_time = last;
+    }
+    rec
+}
+
+fn worker(sh: Arc<Shared>) {
+    loop {
+        let (generation, job, token) = {
+            let mut inner = sh.lock();
+            loop {
+                if inner.shutdown {
+                    return;
+                }
+                if let Some(job) = inner.queue.pop_front() {
+                    let token = CancellationToken::new();
+                    match &job {
+                        Job::Window { seq, window } => {
+                            inner.running.insert(*seq, (window.clone(), token.clone()));
+                        }
+                        Job::Final => inner.final_token = Some(token.clone()),
+                    }
+                    break (inner.generation, job, token);
+                }
+                inner = sh.work.wait(inner).unwrap_or_else(|e| e.into_inner());
+            }
+        };
+        match job {
+            Job::Window { seq, window } => {
+                let out = guarded(|| summarize_window(&*sh.llm, &sh.cfg.summary, &window, &token));
+                let mut inner = sh.lock();
+                if inner.generation != generation || inner.running.remove(&seq).is_none() {
+                    continue;
+                }
+                complete_window(&sh, &mut inner, seq, &window, &out);
+                schedule_final(&sh, &mut inner);
+            }
+            Job::Final => {
+                let (parts, whole) = {
+                    let inner = sh.lock();
+                    (
+                        inner.parts.values().cloned().collect::<Vec<_>>(),
+                        Window::whole(inner.all_chunks.clone()),
+                    )
+                };
+                let out = guarded(|| {
+                    if sh.cfg.window.is_some() {
+                        final_summary(&*sh.llm, &sh.cfg.summary, &parts, &token)
+                    } else {
+                        final_summary_of_chunks(&*sh.llm, &sh.cfg.summary, &whole, &token)
+                    }
+                });
+                let mut inner = sh.lock();
+                if inner.generation != generation || inner.final_state != FinalState::Running {
+                    continue;
+                }
+                inner.final_token = None;
+                let rec = final_record(&sh, &inner, &out);
+                if out.text.is_some() {
+                    sh.stats.completed.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    sh.stats.failed.fetch_add(1, Ordering::Relaxed);
+                }
+                inner.ready.push_back(rec);
+                inner.final_state = FinalState::Done;
+                sh.out.notify_all();
+            }
+        }
+    }
+}
+
+/// A panic in the LLM code becomes a failed summary.
+fn guarded(f: impl FnOnce() -> SummaryOutput) -> SummaryOutput {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|p| {
+        let what = p
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        SummaryOutput {
+            error: Some(format!("internal error in the summary: {what} (a bug: please report it)")),
+            ..Default::default()
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::llm::fake::{ids_in, FakeLlm};
+    use super::super::SummaryKind;
+    use super::*;
+    use std::collections::BTreeSet;
+
+    fn chunk(idx: u64, start: f64, ok: bool) -> ChunkResult {
+        ChunkResult {
+            chunk_index: idx,
+            start,
+            end: start + 10.0,
+            caption: ok.then(|| format!("caption #{idx}")),
+            start_label: format!("{start:.2}"),
+            end_label: format!("{:.2}", start + 10.0),
+        }
+    }
+
+    fn engine(llm: Arc<dyn TextLlm>, window: Option<f64>) -> SummaryEngine {
+        let cfg = EngineConfig {
+            summary: SummaryConfig::default(),
+            window,
+            stream_id: "cam".into(),
+        };
+        SummaryEngine::new(llm, cfg, Arc::new(SummaryStats::default())).unwrap()
+    }
+
+    fn take_all(e: &SummaryEngine) -> Vec<SummaryRecordFields> {
+        assert!(e.wait_finished(Instant::now() + Duration::from_secs(20)));
+        let mut v = Vec::new();
+        while let Some(r) = e.try_next() {
+            e.emitted(&r);
+            v.push(r);
+        }
+        assert!(e.all_taken());
+        v
+    }
+
+    #[test]
+    fn windows_then_final_in_order_with_their_captions() {
+        let llm = Arc::new(FakeLlm::id_ranges());
+        let e = engine(llm.clone(), Some(30.0));
+        for i in 0..10 {
+            e.push(chunk(i, i as f64 * 10.0, i != 4), false);
+        }
+        e.finish();
+        let recs = take_all(&e);
+        assert_eq!(recs.len(), 5, "4 windows and the final");
+        for (w, r) in recs[..4].iter().enumerate() {
+            assert_eq!(r.kind, SummaryKind::Summary);
+            assert_eq!(r.summary_index, Some(w as u64));
+            let ids: BTreeSet<u64> = ids_in(&r.text);
+            let want: BTreeSet<u64> = r.chunk_indices.iter().copied().collect();
+            assert_eq!(ids, want, "window {w}: {}", r.text);
+        }
+        assert_eq!(recs[1].missing_chunks, vec![4]);
+        assert_eq!(recs[3].end, 100.0);
+        let f = &recs[4];
+        assert_eq!(f.kind, SummaryKind::FinalSummary);
+        let ids = ids_in(&f.text);
+        assert_eq!(ids, (0..10).filter(|i| *i != 4).collect::<BTreeSet<u64>>());
+        assert_eq!(f.missing_chunks, vec![4]);
+    }
+
+    #[test]
+    fn windows_are_summarized_while_the_stream_runs() {
+        let llm = Arc::new(FakeLlm::id_ranges());
+        let e = engine(llm.clone(), Some(20.0));
+        for i in 0..6 {
+            e.push(chunk(i, i as f64 * 10.0, true), false);
+        }
+        // Windows 0 and 1 are closed: their summaries come before EOS.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut got = Vec::new();
+        while got.len() < 2 && Instant::now() < deadline {
+            match e.try_next() {
+                Some(r) => got.push(r),
+                None => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+        assert_eq!(got.len(), 2);
+        assert!(!e.finished());
+        e.finish();
+        let rest = take_all(&e);
+        assert_eq!(rest.len(), 2);
+        assert_eq!(rest[1].kind, SummaryKind::FinalSummary);
+    }
+
+    #[test]
+    fn no_windows_gives_only_the_final_summary_of_all_captions() {
+        let llm = Arc::new(FakeLlm::id_ranges());
+        let e = engine(llm.clone(), None);
+        for i in 0..5 {
+            e.push(chunk(i, i as f64 * 10.0, true), false);
+        }
+        e.finish();
+        let recs = take_all(&e);
+        assert_eq!(recs.len(), 1);
+        assert_eq!(ids_in(&recs[0].text), (0..5).collect());
+        assert_eq!(recs[0].chunk_indices, vec![0, 1, 2, 3, 4]);
+        assert_eq!(llm.calls(), 1);
+    }
+
+    #[test]
+    fn a_failing_window_is_an_error_record_and_the_final_covers_the_rest() {
+        let llm = Arc::new(FakeLlm::new(|req, _, _| {
+            if req.user.contains("#2") && !req.user.contains("#0") {
+                Err("HTTP 500 from x".into())
+            } else {
+                Ok(super::super::llm::fake::format_ranges(&ids_in(&req.user)))
+            }
+        }));
+        let e = engine(llm, Some(20.0));
+        for i in 0..6 {
+            e.push(chunk(i, i as f64 * 10.0, true), false);
+        }
+        e.finish();
+        let recs = take_all(&e);
+        assert_eq!(recs.len(), 4);
+        assert!(recs[1].error.as_deref().unwrap().contains("HTTP 500"));
+        let f = &recs[3];
+        assert!(f.error.is_none(), "{f:?}");
+        assert_eq!(f.failed_windows, Some(vec![1]));
+        assert_eq!(ids_in(&f.text), [0, 1, 4, 5].into_iter().collect());
+    }
+
+    #[test]
+    fn expire_turns_what_is_left_into_error_records_once() {
+        let llm = Arc::new(FakeLlm::new(|_, _, cancel| {
+            let t = Instant::now();
+            while !cancel.is_cancelled() && t.elapsed() < Duration::from_secs(30) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err("cancelled".into())
+        }));
+        let e = engine(llm, Some(10.0));
+        for i in 0..4 {
+            e.push(chunk(i, i as f64 * 10.0, true), false);
+        }
+        e.finish();
+        assert!(!e.wait_finished(Instant::now() + Duration::from_millis(100)));
+        assert_eq!(e.expire("drain-timeout expired"), 5);
+        let recs = take_all(&e);
+        assert_eq!(recs.len(), 5);
+        let idx: Vec<Option<u64>> = recs.iter().map(|r| r.summary_index).collect();
+        assert_eq!(idx, vec![Some(0), Some(1), Some(2), Some(3), None]);
+        assert!(recs.iter().all(|r| r.error.as_deref() == Some("drain-timeout expired")));
+        // Late answers are not emitted twice.
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(e.try_next().is_none());
+    }
+
+    #[test]
+    fn nothing_pushed_means_no_record() {
+        let llm = Arc::new(FakeLlm::id_ranges());
+        let e = engine(llm.clone(), Some(20.0));
+        e.finish();
+        assert!(e.all_taken());
+        assert!(e.try_next().is_none());
+        assert_eq!(llm.calls(), 0);
+    }
+
+    #[test]
+    fn flush_forgets_the_old_segment() {
+        let llm = Arc::new(FakeLlm::id_ranges());
+        let e = engine(llm, Some(20.0));
+        for i in 0..3 {
+            e.push(chunk(i, i as f64 * 10.0, true), false);
+        }
+        e.flush();
+        std::thread::sleep(Duration::from_millis(50));
+        while e.try_next().is_some() {}
+        for i in 10..12 {
+            e.push(chunk(i, 500.0 + (i - 10) as f64 * 10.0, true), false);
+        }
+        e.finish();
+        let recs = take_all(&e);
+        assert_eq!(recs.len(), 2);
+        assert_eq!(recs[0].chunk_indices, vec![10, 11]);
+        assert_eq!(recs[1].chunk_indices, vec![10, 11]);
+    }
+
+    #[test]
+    fn a_slow_llm_on_live_input_skips_windows_by_name() {
+        let llm = Arc::new(FakeLlm::new(|_, _, cancel| {
+            while !cancel.is_cancelled() {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err("cancelled".into())
+        }));
+        let e = engine(llm, Some(10.0));
+        let n = (SummaryEngine::WORKERS + MAX_QUEUED_WINDOWS + 3) as u64;
+        for i in 0..=n {
+            e.push(chunk(i, i as f64 * 10.0, true), true);
+            if i == 2 {
+                // Both threads take a window before the queue fills.
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        e.finish();
+        e.expire("drain-timeout expired");
+        let recs = take_all(&e);
+        assert_eq!(recs.len() as u64, n + 2, "every window one record, plus the final");
+        let skipped = recs
+            .iter()
+            .filter(|r| r.error.as_deref().is_some_and(|e| e.starts_with("skipped")))
+            .count();
+        assert_eq!(skipped, 4);
+        assert!(recs.iter().all(|r| r.start_time.is_some()));
+    }
+}
