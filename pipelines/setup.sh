@@ -18,7 +18,7 @@ PACKAGES=(
     libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev
     gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
     gstreamer1.0-libav gstreamer1.0-tools gstreamer1.0-x
-    python3 python3-gi gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0
+    python3 python3-gi python3-gst-1.0 gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0
 )
 
 log() { printf 'setup: %s\n' "$*" >&2; }

@@ -2,8 +2,10 @@
 # Usage: pipelines/summarize-file.sh VIDEO [OUT.jsonl] [PROPERTY=VALUE ...]
 #        pipelines/summarize-file.sh demo [OUT.jsonl] [PROPERTY=VALUE ...]
 #
-# Captions a video file chunk by chunk with vsssummarize and writes one JSON
-# record per chunk (JSON Lines) to OUT.jsonl (default: VIDEO's basename +
+# Captions a video file chunk by chunk with vsssummarize, summarizes the
+# captions (one summary per SUMMARY_DURATION of video and a final summary,
+# printed whole at the end) and writes the records (JSON Lines: one caption
+# per chunk, the summaries) to OUT.jsonl (default: VIDEO's basename +
 # .captions.jsonl in the current directory), and an HTML report with a
 # thumbnail per chunk next to it (OUT.html; pipelines/report). The pipeline
 # runs in pipelines/vss-run.py: each record is printed as one line on stdout
@@ -13,13 +15,16 @@
 #   filesrc ! decodebin ! videoconvert ! vsssummarize ... name=s
 #     s.summary_src ! queue ! filesink   s.src ! fakesink sync=false
 #
-# Exit status: 0 every chunk captioned; 2 usage error; 3 some or all chunks
-# failed (the first error is printed); 4 the pipeline failed (configuration
+# Exit status: 0 every chunk captioned and summarized; 2 usage error; 3 some
+# or all chunks or summaries failed (the first error is printed); 4 the pipeline failed (configuration
 # error, missing file or plugin, decoder error); 130 aborted. Ctrl-C once
 # stops early and keeps the records so far; twice aborts.
 #
 # Environment: CHUNK_DURATION (seconds, default 10), NUM_FRAMES (frames per
-# chunk, default 8; with backend=custom the model's manifest.yaml), REPORT
+# chunk, default 8; with backend=custom the model's manifest.yaml),
+# SUMMARY_DURATION (seconds per summary window, default 60; -1: only the
+# final summary; the text LLM is the VLM's endpoint, see docs/summaries.md),
+# REPORT
 # (0 = no HTML report), VSS_PLUGIN_DIR (directory of libgstvsssummarize.so,
 # e.g. target/debug; default: GST_PLUGIN_PATH if it holds the plugin, else
 # target/release, built when missing), and the element's own:
@@ -104,6 +109,7 @@ REPORT_ARGS=(--report)
 [ "${REPORT:-1}" = 0 ] && REPORT_ARGS=()
 rc=0
 "$(gi_python)" "$ROOT/pipelines/vss-run.py" -o "$OUT" "${REPORT_ARGS[@]}" "$VIDEO" \
-    chunk-duration="$CHUNK_DURATION" num-frames-per-chunk="$NUM_FRAMES" "${EXTRA[@]}" \
+    chunk-duration="$CHUNK_DURATION" num-frames-per-chunk="$NUM_FRAMES" \
+    summary-duration="${SUMMARY_DURATION:-60}" "${EXTRA[@]}" \
     || rc=$?
 exit "$rc"

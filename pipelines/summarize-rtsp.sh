@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # Usage: pipelines/summarize-rtsp.sh RTSP_URL [OUT.jsonl] [PROPERTY=VALUE ...]
 #
-# Captions a live RTSP stream chunk by chunk with vsssummarize until Ctrl-C.
-# Each record (one JSON object per line) is appended to OUT.jsonl (default
+# Captions a live RTSP stream chunk by chunk with vsssummarize until Ctrl-C,
+# with a summary of every SUMMARY_DURATION seconds and alerts on EVENTS.
+# Each record (one JSON object per line: captions, summaries, alerts, and the
+# final summary at Ctrl-C) is appended to OUT.jsonl (default
 # rtsp.captions.jsonl in the current directory, unbuffered) and printed on
-# stdout as one readable line as it arrives; progress and warnings go to
+# stdout as one readable line as it arrives (window summaries and alerts
+# as soon as they are made: "[ 60.0–120.0 s] summary 1: ...",
+# "[ 70.0–80.0 s] ALERT (a person falls): ..."); progress and warnings go to
 # stderr. The pipeline runs in pipelines/vss-run.py --rtsp. Ctrl-C sends EOS:
 # the open chunk is captioned and pending requests are awaited (drain-timeout,
 # default 300 s) before exit; a second Ctrl-C aborts. Afterwards OUT.html
@@ -21,6 +25,9 @@
 # (configuration error, RTSP connection or decoder error); 130 aborted.
 #
 # Environment: CHUNK_DURATION (default 10), NUM_FRAMES (default 8),
+# SUMMARY_DURATION (default 60), EVENTS (';'-separated events to alert on,
+# e.g. "a person falls;smoke or fire"; default none), ALERT_WEBHOOK (URL
+# that receives each alert as a JSON POST),
 # RTSP_PROTOCOLS (rtspsrc protocols, e.g. tcp when UDP is blocked), REPORT,
 # VSS_PLUGIN_DIR (as for summarize-file.sh), and the element's
 # VIA_VLM_ENDPOINT, VIA_VLM_OPENAI_MODEL_DEPLOYMENT_NAME,
@@ -68,7 +75,10 @@ fi
 
 echo "summarize-rtsp: $URL -> $OUT (chunk-duration=$CHUNK_DURATION num-frames-per-chunk=$NUM_FRAMES); Ctrl-C to stop" >&2
 rc=0
+TEXT_ARGS=(summary-duration="${SUMMARY_DURATION:-60}")
+[ -z "${EVENTS:-}" ] || TEXT_ARGS+=(events="$EVENTS")
+[ -z "${ALERT_WEBHOOK:-}" ] || TEXT_ARGS+=(alert-webhook="$ALERT_WEBHOOK")
 "$(gi_python)" "$ROOT/pipelines/vss-run.py" "${RUN_ARGS[@]}" \
-    chunk-duration="$CHUNK_DURATION" num-frames-per-chunk="$NUM_FRAMES" "${EXTRA[@]}" \
+    chunk-duration="$CHUNK_DURATION" num-frames-per-chunk="$NUM_FRAMES" "${TEXT_ARGS[@]}" "${EXTRA[@]}" \
     || rc=$?
 exit "$rc"

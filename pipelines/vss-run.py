@@ -191,8 +191,8 @@ def structure_to_record(s):
                 v = None
             if name == "events" and v is not None and not isinstance(v, (list, tuple)):
                 try:
-                    v = [v.get_value(i) for i in range(v.n_values())]  # Gst.ValueArray
-                except (AttributeError, TypeError):
+                    v = list(v)  # Gst.ValueArray (python3-gst-1.0's overrides)
+                except TypeError:
                     v = [str(v)]
             rec[name] = v
     return rec

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use common::*;
 use gst::prelude::*;
+use serde_json::Value;
 
 const T: Duration = Duration::from_secs(120);
 
@@ -232,4 +233,52 @@ fn ngc_model_path_downloads_once_and_captions() {
     let calls = std::fs::read_to_string(root.join("calls.log")).unwrap();
     assert_eq!(calls.matches("download-version").count(), before);
     r.stop();
+}
+
+#[test]
+fn summaries_and_event_checks_use_the_loaded_model_text_only() {
+    let v = Video::small(3);
+    let p = props(
+        &tiny(),
+        "summarize=true summary-duration=2 llm-max-tokens=16 events=\"a person falls\"",
+    );
+    let r = run_video(&p, &v, T);
+    let recs = r.outputs().json();
+    let kinds: Vec<&str> = recs.iter().map(|r| r["kind"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "caption").count(),
+        3,
+        "{kinds:?}"
+    );
+    assert_eq!(kinds.iter().filter(|k| **k == "summary").count(), 2, "{kinds:?}");
+    assert_eq!(*kinds.last().unwrap(), "final-summary");
+    let fin = recs.last().unwrap();
+    assert_eq!(fin["model"], "tiny");
+    // The random model answers noise, but through the text path: the prompt
+    // was tokenized with the chat template (no video) and generation ran.
+    assert!(fin["input-tokens"].as_u64().unwrap() > 50, "{fin}");
+    assert!(fin["output-tokens"].as_u64().unwrap() >= 1, "{fin}");
+    for rec in &recs {
+        if let Some(e) = rec.get("error").and_then(|e| e.as_str()) {
+            assert!(e.contains("empty text"), "only an empty answer may fail: {rec}");
+        }
+        if rec["kind"] == "caption" {
+            // Noise is not JSON: the check says so instead of guessing.
+            let e = rec["alert-error"].as_str().unwrap_or_default();
+            assert!(e.contains("no JSON") || rec.get("alert-error").is_none(), "{rec}");
+        }
+    }
+    let first: Vec<Value> = recs.iter().filter(|r| r["kind"] != "caption").cloned().collect();
+    r.stop();
+    // Deterministic like the captions.
+    let again = run_video(&p, &v, T);
+    let second: Vec<Value> = again
+        .outputs()
+        .json()
+        .into_iter()
+        .filter(|r| r["kind"] != "caption")
+        .collect();
+    let text = |v: &[Value]| v.iter().map(|r| r["text"].clone()).collect::<Vec<_>>();
+    assert_eq!(text(&first), text(&second));
+    again.stop();
 }

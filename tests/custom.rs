@@ -192,6 +192,40 @@ fn numpy_only_python_gets_uint8_arrays_and_the_configs_set() {
     r.stop();
 }
 
+/// A custom model has no text LLM: summaries are skipped with one message
+/// at start, and `llm-endpoint` brings them back (here the test mock).
+#[test]
+fn custom_models_summarize_only_with_an_llm_endpoint() {
+    let Some(py) = python("numpy") else { return };
+    let v = Video::small(2);
+    let base = format!(
+        "backend=custom model-path={} python={py} chunk-duration=1 num-frames-per-chunk=1 summarize=true",
+        model("probe")
+    );
+    let r = run_video(&base, &v, T);
+    let kinds: Vec<Value> = r.outputs().json().iter().map(|r| r["kind"].clone()).collect();
+    assert_eq!(kinds, [json!("caption"), json!("caption")]);
+    let infos = r.outputs().infos.clone();
+    let said: Vec<&String> = infos.iter().filter(|i| i.contains("no summaries")).collect();
+    assert_eq!(said.len(), 1, "{infos:?}");
+    assert!(said[0].contains("llm-endpoint"), "{}", said[0]);
+    r.stop();
+
+    let server = MockServer::start();
+    let r = run_video(
+        &format!("{base} llm-endpoint={} llm-model-name=mock-llm", server.url()),
+        &v,
+        T,
+    );
+    let recs = r.outputs().json();
+    let kinds: Vec<&str> = recs.iter().map(|r| r["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["caption", "caption", "summary", "final-summary"]);
+    assert_eq!(recs[3]["model"], "mock-llm");
+    let reqs = server.requests();
+    assert!(reqs.iter().all(|q| q.is_text_llm() && q.body["model"] == "mock-llm"));
+    r.stop();
+}
+
 /// jpeg_encoded: a list of 1-D uint8 numpy arrays holding JPEG files; no
 /// get_embeddings → no embedding field.
 #[test]

@@ -308,6 +308,67 @@ pub fn final_summary(
     out
 }
 
+/// The final summary at EOS without waiting for the last window's summary:
+/// the summaries of the earlier windows (`parts`, those that succeeded) and
+/// the captions of the last window (`tail`) go into the aggregation
+/// together, so the final summary is ready one LLM call after EOS instead of
+/// two. The last window's own `summary` record is made in parallel.
+pub fn final_summary_with_tail(
+    llm: &dyn TextLlm,
+    cfg: &SummaryConfig,
+    parts: &[PartSummary],
+    tail: &Window,
+    cancel: &CancellationToken,
+) -> SummaryOutput {
+    let t0 = Instant::now();
+    let failed: Vec<u64> = parts
+        .iter()
+        .filter(|p| p.text.is_none())
+        .map(|p| p.index)
+        .collect();
+    let mut pieces: Vec<Piece> = parts
+        .iter()
+        .filter_map(|p| {
+            p.text.as_ref().map(|t| Piece {
+                start: p.start_label.clone(),
+                end: p.end_label.clone(),
+                line: format!("<{}> <{}> {}", p.start_label, p.end_label, t.trim()),
+            })
+        })
+        .collect();
+    pieces.extend(tail.chunks.iter().filter_map(|c| {
+        c.line().map(|line| Piece {
+            start: c.start_label.clone(),
+            end: c.end_label.clone(),
+            line,
+        })
+    }));
+    let empty = pieces.is_empty().then(|| {
+        if failed.is_empty() {
+            "no caption to summarize: every chunk ended as an error record".to_string()
+        } else {
+            format!(
+                "every window summary failed (windows {}) and the last window has no caption",
+                list(&failed)
+            )
+        }
+    });
+    let mut out = run(llm, cfg, cancel, pieces, Stage::Aggregation, empty);
+    if !failed.is_empty() && out.text.is_some() {
+        let note = format!(
+            "the summaries of windows {} failed; the final summary covers the others",
+            list(&failed)
+        );
+        out.warning = Some(match out.warning.take() {
+            Some(w) => format!("{note}; {w}"),
+            None => note,
+        });
+    }
+    out.failed_windows = failed;
+    out.latency = t0.elapsed().as_secs_f64();
+    out
+}
+
 /// The final summary without windows (`summary-duration=-1`): all captions
 /// of the stream as one window ([`Window::whole`]), captions → batches →
 /// aggregation.

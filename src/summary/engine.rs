@@ -17,6 +17,11 @@
 //!   its captions were emitted as usual.
 //! * Records leave in window order: a window finished early waits for the
 //!   ones before it. The final summary leaves last, after every window.
+//! * At EOS the final summary does not wait for the last window's summary:
+//!   it aggregates the earlier window summaries together with the last
+//!   window's captions, while that window's own summary is made in parallel
+//!   ([`final_summary_with_tail`]). So the final summary is ready about one
+//!   LLM call after EOS (when the earlier windows kept up), not two.
 //! * The final summary aggregates the windows that succeeded (see
 //!   [`super::aggregate`]); with `summary-duration=-1` it summarizes all
 //!   captions. Memory: window summaries (or, with `-1`, all caption lines)
@@ -34,8 +39,8 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::aggregate::{
-    final_summary, final_summary_of_chunks, summarize_window, PartSummary, SummaryConfig,
-    SummaryOutput, SummaryRecordFields,
+    final_summary, final_summary_of_chunks, final_summary_with_tail, summarize_window,
+    PartSummary, SummaryConfig, SummaryOutput, SummaryRecordFields,
 };
 use super::llm::TextLlm;
 use super::windows::{ChunkResult, Window, Windows};
@@ -104,6 +109,12 @@ struct Inner {
     final_state: FinalState,
     /// The final record has been taken.
     final_taken: bool,
+    /// The window closed by EOS (seq, window): the final summary reads its
+    /// captions instead of waiting for its summary.
+    tail: Option<(u64, Window)>,
+    /// The final record, made before the last window's record left: it
+    /// waits here to stay last.
+    final_rec: Option<SummaryRecordFields>,
     /// Chunks pushed since the start or the last flush.
     pushed: u64,
 }
@@ -156,6 +167,8 @@ impl SummaryEngine {
                 ready: VecDeque::new(),
                 final_state: FinalState::Waiting,
                 final_taken: false,
+                tail: None,
+                final_rec: None,
                 pushed: 0,
             }),
             work: Condvar::new(),
@@ -201,6 +214,8 @@ impl SummaryEngine {
             return;
         }
         for w in inner.windows.finish() {
+            let seq = inner.next_seq;
+            inner.tail = Some((seq, w.clone()));
             enqueue(sh, &mut inner, w);
         }
         if inner.pushed == 0 {
@@ -331,18 +346,22 @@ impl SummaryEngine {
             complete_window(sh, &mut inner, seq, &w, &out);
             n += 1;
         }
-        if let Some(t) = inner.final_token.take() {
-            t.cancel();
+        if inner.final_state != FinalState::Done {
+            // (A final record already made was released by the windows above.)
+            if let Some(t) = inner.final_token.take() {
+                t.cancel();
+            }
+            let out = SummaryOutput {
+                error: Some(msg.to_string()),
+                ..Default::default()
+            };
+            let rec = final_record(sh, &inner, &out);
+            sh.stats.failed.fetch_add(1, Ordering::Relaxed);
+            inner.final_rec = None;
+            inner.ready.push_back(rec);
+            inner.final_state = FinalState::Done;
+            n += 1;
         }
-        let out = SummaryOutput {
-            error: Some(msg.to_string()),
-            ..Default::default()
-        };
-        let rec = final_record(sh, &inner, &out);
-        sh.stats.failed.fetch_add(1, Ordering::Relaxed);
-        inner.ready.push_back(rec);
-        inner.final_state = FinalState::Done;
-        n += 1;
         sh.out.notify_all();
         n
     }
@@ -390,6 +409,8 @@ fn reset(inner: &mut Inner) {
     inner.next_out = 0;
     inner.final_state = FinalState::Waiting;
     inner.final_taken = false;
+    inner.tail = None;
+    inner.final_rec = None;
     inner.pushed = 0;
 }
 
@@ -422,13 +443,16 @@ fn enqueue(sh: &Shared, inner: &mut Inner, window: Window) {
     sh.work.notify_one();
 }
 
-/// Queues the final summary once it is due and every window is in.
+/// Queues the final summary once it is due and every window but the one
+/// closed by EOS is in.
 fn schedule_final(sh: &Shared, inner: &mut Inner) {
-    if inner.final_state == FinalState::Due
-        && inner.running.is_empty()
-        && !inner.queue.iter().any(|j| matches!(j, Job::Window { .. }))
-        && inner.done.is_empty()
-    {
+    let tail = inner.tail.as_ref().map(|(seq, _)| *seq);
+    let outstanding = inner.running.keys().any(|s| Some(*s) != tail)
+        || inner
+            .queue
+            .iter()
+            .any(|j| matches!(j, Job::Window { seq, .. } if Some(*seq) != tail));
+    if inner.final_state == FinalState::Due && !outstanding {
         inner.final_state = FinalState::Running;
         inner.queue.push_back(Job::Final);
         sh.work.notify_one();
@@ -454,29 +478,59 @@ fn complete_window(sh: &Shared, inner: &mut Inner, seq: u64, w: &Window, out: &S
         inner.next_out += 1;
         inner.ready.push_back(r);
     }
+    release_final(inner);
     sh.out.notify_all();
+}
+
+/// The final record leaves once every window record has.
+fn release_final(inner: &mut Inner) {
+    if inner.next_out == inner.next_seq {
+        if let Some(r) = inner.final_rec.take() {
+            inner.ready.push_back(r);
+            inner.final_state = FinalState::Done;
+        }
+    }
+}
+
+/// The parts the final summary reads: the window summaries, with the EOS
+/// window's captions standing in for its summary.
+fn final_parts(inner: &Inner) -> (Vec<PartSummary>, Option<Window>) {
+    let tail = inner.tail.as_ref().map(|(_, w)| w.clone());
+    let parts = inner
+        .parts
+        .values()
+        .filter(|p| tail.as_ref().is_none_or(|t| t.index != p.index))
+        .cloned()
+        .collect();
+    (parts, tail)
 }
 
 fn final_record(sh: &Shared, inner: &Inner, out: &SummaryOutput) -> SummaryRecordFields {
     let (id, model) = (&sh.cfg.stream_id, sh.llm.model());
     let mut rec = if sh.cfg.window.is_some() {
-        let parts: Vec<PartSummary> = inner.parts.values().cloned().collect();
+        let (mut parts, tail) = final_parts(inner);
+        if let Some(t) = &tail {
+            // Its captions went in themselves.
+            let mut p = PartSummary::new(t, &SummaryOutput::default());
+            p.text = Some(String::new());
+            parts.push(p);
+        }
         SummaryRecordFields::final_of_windows(id, model, &parts, out)
     } else {
         SummaryRecordFields::final_of_chunks(id, model, &Window::whole(inner.all_chunks.clone()), out)
     };
     if inner.live {
+        let tail = inner.tail.as_ref().map(|(_, w)| w.labels());
         let first = inner
             .parts
             .values()
             .next()
             .map(|p| p.start_label.clone())
+            .or_else(|| tail.as_ref().map(|t| t.0.clone()))
             .or_else(|| inner.all_chunks.first().map(|c| c.start_label.clone()));
-        let last = inner
-            .parts
-            .values()
-            .next_back()
-            .map(|p| p.end_label.clone())
+        let last = tail
+            .map(|t| t.1)
+            .or_else(|| inner.parts.values().next_back().map(|p| p.end_label.clone()))
             .or_else(|| inner.all_chunks.last().map(|c| c.end_label.clone()));
         rec.start_time = first;
         rec.end_time = last;
@@ -516,19 +570,17 @@ fn worker(sh: Arc<Shared>) {
                 schedule_final(&sh, &mut inner);
             }
             Job::Final => {
-                let (parts, whole) = {
+                let (parts, tail, whole) = {
                     let inner = sh.lock();
-                    (
-                        inner.parts.values().cloned().collect::<Vec<_>>(),
-                        Window::whole(inner.all_chunks.clone()),
-                    )
+                    let (parts, tail) = final_parts(&inner);
+                    (parts, tail, Window::whole(inner.all_chunks.clone()))
                 };
-                let out = guarded(|| {
-                    if sh.cfg.window.is_some() {
-                        final_summary(&*sh.llm, &sh.cfg.summary, &parts, &token)
-                    } else {
-                        final_summary_of_chunks(&*sh.llm, &sh.cfg.summary, &whole, &token)
+                let out = guarded(|| match (sh.cfg.window, &tail) {
+                    (Some(_), Some(t)) => {
+                        final_summary_with_tail(&*sh.llm, &sh.cfg.summary, &parts, t, &token)
                     }
+                    (Some(_), None) => final_summary(&*sh.llm, &sh.cfg.summary, &parts, &token),
+                    (None, _) => final_summary_of_chunks(&*sh.llm, &sh.cfg.summary, &whole, &token),
                 });
                 let mut inner = sh.lock();
                 if inner.generation != generation || inner.final_state != FinalState::Running {
@@ -541,8 +593,8 @@ fn worker(sh: Arc<Shared>) {
                 } else {
                     sh.stats.failed.fetch_add(1, Ordering::Relaxed);
                 }
-                inner.ready.push_back(rec);
-                inner.final_state = FinalState::Done;
+                inner.final_rec = Some(rec);
+                release_final(&mut inner);
                 sh.out.notify_all();
             }
         }
@@ -714,6 +766,48 @@ mod tests {
         // Late answers are not emitted twice.
         std::thread::sleep(Duration::from_millis(50));
         assert!(e.try_next().is_none());
+    }
+
+    #[test]
+    fn the_final_summary_does_not_wait_for_the_last_window() {
+        let started = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let st = started.clone();
+        let t0 = Instant::now();
+        let llm = Arc::new(FakeLlm::new(move |req, _, _| {
+            let tail = req.user.contains("#5");
+            let agg = req.system.as_deref().unwrap_or_default().starts_with("You combine");
+            st.lock().unwrap().push((agg, t0.elapsed()));
+            if tail && !agg {
+                std::thread::sleep(Duration::from_millis(400));
+            }
+            Ok(super::super::llm::fake::format_ranges(&ids_in(&req.user)))
+        }));
+        let e = engine(llm, Some(20.0));
+        for i in 0..6 {
+            e.push(chunk(i, i as f64 * 10.0, true), false);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        let t_eos = t0.elapsed();
+        e.finish();
+        let recs = take_all(&e);
+        let idx: Vec<Option<u64>> = recs.iter().map(|r| r.summary_index).collect();
+        assert_eq!(idx, vec![Some(0), Some(1), Some(2), None], "the final stays last");
+        let agg_start = started
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(agg, _)| *agg)
+            .map(|(_, t)| *t)
+            .unwrap();
+        assert!(
+            agg_start < t_eos + Duration::from_millis(300),
+            "the aggregation started {:?} after EOS, while the last window was still being summarized",
+            agg_start - t_eos
+        );
+        let f = &recs[3];
+        assert_eq!(ids_in(&f.text), (0..6).collect(), "the last window's captions are in");
+        assert_eq!(f.chunk_indices, vec![0, 1, 2, 3, 4, 5]);
+        assert_eq!(f.failed_windows, Some(vec![]));
     }
 
     #[test]

@@ -58,7 +58,10 @@ pub struct Outputs {
     pub metas: Vec<gst::Structure>,
     pub video_buffers: usize,
     pub messages: Vec<gst::Structure>,
+    /// `vss-alert` element messages, in order.
+    pub alerts: Vec<gst::Structure>,
     pub warnings: Vec<String>,
+    pub infos: Vec<String>,
     pub errors: Vec<String>,
     pub got_eos: bool,
     /// Order of EOS arrival: "summary" / "video".
@@ -266,10 +269,13 @@ impl Run {
             gst::MessageView::Warning(w) => {
                 o.warnings.push(format!("{} ({:?})", w.error(), w.debug()))
             }
+            gst::MessageView::Info(i) => o.infos.push(i.error().to_string()),
             gst::MessageView::Element(e) => {
                 if let Some(s) = e.structure() {
                     if s.name() == "vss-summary" {
                         o.messages.push(s.to_owned());
+                    } else if s.name() == "vss-alert" {
+                        o.alerts.push(s.to_owned());
                     }
                 }
             }

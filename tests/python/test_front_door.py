@@ -318,5 +318,26 @@ class Progress(unittest.TestCase):
         self.assertEqual(r.stdout.splitlines()[0][:15], "[  0.0–2.0 s] c")
 
 
+
+@unittest.skipUnless(HAVE_PLUGIN, "vsssummarize is not in GST_PLUGIN_PATH")
+class Monitor(unittest.TestCase):
+    def test_alerts_are_acted_on_as_they_arrive_and_ctrl_c_gives_the_final_summary(self):
+        with Mock() as m:
+            # Every mock caption says "mock endpoint": every chunk alerts.
+            cmd = [sys.executable, os.path.join(PIPELINES, "monitor.py"), "--test-source", "mock endpoint",
+                   "endpoint=" + m.url, "chunk-duration=1", "num-frames-per-chunk=1", "summary-duration=2"]
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                    stdin=subprocess.DEVNULL)
+            first = proc.stdout.readline()
+            self.assertTrue(first.startswith("\aALERT s-0 [0.0 s]: mock endpoint -- mock endpoint"), first)
+            time.sleep(2)
+            proc.send_signal(signal.SIGINT)
+            stdout, stderr = proc.communicate(timeout=60)
+            self.assertEqual(proc.returncode, 0, stderr)
+            lines = stdout.splitlines()
+            self.assertTrue(any(l.startswith("summary [0.0-2.0 s]: summary of <") for l in lines), stdout)
+            self.assertTrue(lines[-1].startswith("final-summary [0.0-"), stdout)
+
+
 if __name__ == "__main__":
     unittest.main()

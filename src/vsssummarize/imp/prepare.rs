@@ -14,6 +14,17 @@ impl VssSummarize {
             |e: String| gst::error_msg!(gst::ResourceError::Settings, ("vsssummarize: {e}"));
         let mut resolved =
             config::resolve(&settings.user, Env::from_process()).map_err(settings_err)?;
+        if resolved.backend == BackendKind::Custom
+            && settings.text.llm_endpoint.is_none()
+            && !crate::summary::parse_events(&settings.text.events)
+                .map_err(settings_err)?
+                .is_empty()
+        {
+            // Before the model loads: this cannot work whatever it does.
+            return Err(settings_err(
+                "events needs a text LLM, and backend=custom has none of its own: set llm-endpoint (and llm-model-name) to an OpenAI-compatible server".into(),
+            ));
+        }
         let choice: DeviceChoice = settings.device.parse().map_err(settings_err)?;
         let selected = gpu::select(choice).map_err(settings_err)?;
         gst::info!(CAT, imp = self, "{}", selected.reason);

@@ -1,0 +1,456 @@
+// SPDX-License-Identifier: MPL-2.0
+//! Summaries and alerts through the element, against the test mock, whose
+//! text answers are deterministic (tests/common/mock_openai.rs): a summary
+//! answers `summary of` and every `<time>` label of its input, an event check
+//! detects an event when the caption contains its text. The test videos
+//! change colour every second, so with 1 s chunks caption `i` is
+//! `colours: <colour of second i>`.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::mock_openai::time_labels;
+use common::*;
+use gst::prelude::*;
+use gstvsssummarize::summary::{tokens, TextRequest};
+use serde_json::Value;
+
+const T: Duration = Duration::from_secs(60);
+
+fn props(server: &MockServer, extra: &str) -> String {
+    format!(
+        "endpoint={} model-name=mock chunk-duration=1 num-frames-per-chunk=1 max-retries=0 request-timeout=10 stream-id=dock-3 summarize=true {extra}",
+        server.url()
+    )
+}
+
+fn kinds(recs: &[Value]) -> Vec<String> {
+    recs.iter()
+        .map(|r| r["kind"].as_str().unwrap_or("?").to_string())
+        .collect()
+}
+
+fn u64s(v: &Value) -> Vec<u64> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("not an array: {v}"))
+        .iter()
+        .map(|x| x.as_u64().unwrap())
+        .collect()
+}
+
+/// The `<start>` label of chunk `i` (1 s chunks).
+fn label(i: u64) -> String {
+    format!("<{i}.00>")
+}
+
+#[test]
+fn windows_hold_their_captions_and_the_final_summary_covers_all() {
+    let server = MockServer::start();
+    let r = run_video(&props(&server, "summary-duration=3"), &Video::small(10), T);
+    let recs = r.outputs().json();
+    // 10 chunks, windows of 3 s: [0,3) [3,6) [6,9) [9,10).
+    let k = kinds(&recs);
+    assert_eq!(k.iter().filter(|k| *k == "caption").count(), 10, "{k:?}");
+    assert_eq!(k.iter().filter(|k| *k == "summary").count(), 4, "{k:?}");
+    assert_eq!(k.last().unwrap(), "final-summary", "the final summary is last: {k:?}");
+    let mut seen_captions = BTreeSet::new();
+    for (pos, rec) in recs.iter().enumerate() {
+        match rec["kind"].as_str().unwrap() {
+            "caption" => {
+                assert_eq!(rec["stream-id"], "dock-3");
+                seen_captions.insert(rec["chunk-index"].as_u64().unwrap());
+            }
+            "summary" => {
+                let w = rec["summary-index"].as_u64().unwrap();
+                let chunks = u64s(&rec["chunk-indices"]);
+                let want: Vec<u64> = (w * 3..((w + 1) * 3).min(10)).collect();
+                assert_eq!(chunks, want, "window {w}: {rec}");
+                assert_eq!(u64s(&rec["missing-chunks"]), Vec::<u64>::new());
+                assert_eq!(rec["start"], (w * 3) as f64);
+                assert_eq!(rec["end"], (((w + 1) * 3).min(10)) as f64, "clipped to the stream");
+                // Exactly its captions went in (each caption brings its start label).
+                let text = rec["text"].as_str().unwrap();
+                for c in 0..10 {
+                    assert_eq!(
+                        text.contains(&label(c)),
+                        want.contains(&c) || c == want.last().unwrap() + 1,
+                        "window {w}, chunk {c}: {text}"
+                    );
+                }
+                // After the captions it covers.
+                assert!(want.iter().all(|c| seen_captions.contains(c)), "summary {w} at {pos}");
+                assert_eq!(rec["stream-id"], "dock-3");
+                assert_eq!(rec["model"], "mock");
+                assert!(rec.get("error").is_none(), "{rec}");
+            }
+            "final-summary" => {
+                assert_eq!(u64s(&rec["chunk-indices"]), (0..10).collect::<Vec<_>>());
+                assert_eq!(u64s(&rec["failed-windows"]), Vec::<u64>::new());
+                assert_eq!((rec["start"].clone(), rec["end"].clone()), (0.0.into(), 10.0.into()));
+                let text = rec["text"].as_str().unwrap();
+                for w in 0..4 {
+                    assert!(text.contains(&label(w * 3)), "window {w} is in the final: {text}");
+                }
+            }
+            other => panic!("unexpected kind {other}"),
+        }
+    }
+    // The bus: captions and summaries as vss-summary, with their kind; the
+    // final one too.
+    let o = r.outputs();
+    let bus: Vec<String> = o
+        .messages
+        .iter()
+        .map(|s| s.get::<String>("kind").unwrap())
+        .collect();
+    assert_eq!(bus, k, "bus messages in the output order");
+    assert_eq!(o.eos_order.len(), 2);
+    drop(o);
+    assert_eq!(r.prop_u64("summaries-completed"), 5);
+    assert_eq!(r.prop_u64("summaries-failed"), 0);
+    // Summary prompts never carry the event list, and text requests are
+    // text only.
+    for q in server.requests().iter().filter(|q| q.is_text_llm()) {
+        assert!(q.images.is_empty());
+        assert!(!q.system.as_deref().unwrap_or_default().contains("detect events"));
+    }
+    r.stop();
+}
+
+#[test]
+fn summarize_false_is_captions_only_and_no_text_calls() {
+    let server = MockServer::start();
+    let r = run_video(&props(&server, "summarize=false"), &Video::small(4), T);
+    let recs = r.outputs().json();
+    assert_eq!(kinds(&recs), ["caption"; 4]);
+    assert_eq!(server.requests().len(), 4);
+    assert!(server.requests().iter().all(|q| !q.is_text_llm()));
+    r.stop();
+}
+
+#[test]
+fn a_tiny_budget_recurses_and_no_call_exceeds_it() {
+    let server = MockServer::start();
+    let budget = gstvsssummarize::summary::SummaryConfig::default().min_context_tokens() + 40;
+    let r = run_video(
+        &props(
+            &server,
+            &format!("summary-duration=-1 llm-context-tokens={budget}"),
+        ),
+        &Video::small(30),
+        Duration::from_secs(120),
+    );
+    let recs = r.outputs().json();
+    let fin = recs.last().unwrap();
+    assert_eq!(fin["kind"], "final-summary", "{fin}");
+    assert!(fin.get("error").is_none(), "{fin}");
+    assert_eq!(u64s(&fin["chunk-indices"]), (0..30).collect::<Vec<_>>());
+    assert!(fin["llm-calls"].as_u64().unwrap() > 2, "it had to split: {fin}");
+    let text_reqs: Vec<_> = server.requests().into_iter().filter(|q| q.is_text_llm()).collect();
+    // Every caption went into exactly one first-level batch (the mock's
+    // answers repeat their input, so higher levels cut lines to fit: the
+    // budget wins over completeness of a parroting model).
+    let caption_stage: Vec<_> = text_reqs
+        .iter()
+        .filter(|q| q.system.as_deref().unwrap_or_default().starts_with("You summarize what happens"))
+        .collect();
+    assert!(caption_stage.len() > 1, "the captions were split into batches");
+    for c in 0..30u64 {
+        let line = format!("<{c}.00> <{}.00> colours: ", c + 1);
+        let n = caption_stage.iter().filter(|q| q.text.contains(&line)).count();
+        assert_eq!(n, 1, "caption {c} in {n} batches");
+    }
+    assert_eq!(text_reqs.len() as u64, fin["llm-calls"].as_u64().unwrap());
+    for q in &text_reqs {
+        let est = tokens::estimate_request(&TextRequest {
+            system: q.system.clone(),
+            user: q.text.clone(),
+            max_tokens: 0,
+            temperature: 0.0,
+            top_p: 1.0,
+            json: false,
+        });
+        assert!(est <= budget, "a call of {est} tokens > budget {budget}");
+        assert_eq!(q.body["max_tokens"], 2048, "llm-max-tokens");
+    }
+    r.stop();
+}
+
+/// A one-shot HTTP receiver on 127.0.0.1 that answers 200 and keeps each
+/// request (head and body).
+fn receiver() -> (String, Arc<Mutex<Vec<(String, Value)>>>) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/alerts", l.local_addr().unwrap());
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let g = got.clone();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            let mut buf = Vec::new();
+            let mut tmp = [0u8; 8192];
+            let (head, body) = loop {
+                let n = s.read(&mut tmp).unwrap_or(0);
+                if n == 0 {
+                    break (String::new(), Vec::new());
+                }
+                buf.extend_from_slice(&tmp[..n]);
+                let text = String::from_utf8_lossy(&buf).to_string();
+                if let Some(h) = text.find("\r\n\r\n") {
+                    let len: usize = text[..h]
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse().unwrap_or(0))
+                        })
+                        .unwrap_or(0);
+                    if buf.len() >= h + 4 + len {
+                        break (text[..h].to_string(), buf[h + 4..h + 4 + len].to_vec());
+                    }
+                }
+            };
+            let v = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            g.lock().unwrap().push((head, v));
+            let _ = s.write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
+        }
+    });
+    (url, got)
+}
+
+#[test]
+fn alerts_follow_their_caption_reach_the_bus_and_the_webhook() {
+    let server = MockServer::start();
+    let (hook, got) = receiver();
+    let r = run_video(
+        &props(
+            &server,
+            &format!(
+                "summary-duration=-1 events=\"cyan;red;a person falls\" alert-webhook={hook} alert-webhook-token=hook-secret-42"
+            ),
+        ),
+        &Video::small(10),
+        T,
+    );
+    let recs = r.outputs().json();
+    // red at seconds 0 and 8, cyan at 6.
+    let alerted: Vec<u64> = vec![0, 6, 8];
+    let mut i = 0;
+    let mut alerts = Vec::new();
+    while i < recs.len() {
+        let rec = &recs[i];
+        if rec["kind"] == "caption" {
+            let c = rec["chunk-index"].as_u64().unwrap();
+            assert!(rec.get("alert-error").is_none(), "{rec}");
+            if alerted.contains(&c) {
+                let a = &recs[i + 1];
+                assert_eq!(a["kind"], "alert", "the alert follows its caption: {a}");
+                assert_eq!(a["chunk-index"], c);
+                assert_eq!(a["text"], rec["text"], "the alert's text is its caption");
+                assert_eq!(a["stream-id"], "dock-3");
+                assert_eq!(a["start"], rec["start"]);
+                assert_eq!(a["end"], rec["end"]);
+                let want = if c == 6 { "cyan" } else { "red" };
+                assert_eq!(a["events"], serde_json::json!([want]));
+                alerts.push(c);
+                i += 1;
+            }
+        }
+        i += 1;
+    }
+    assert_eq!(alerts, alerted);
+    assert_eq!(recs.last().unwrap()["kind"], "final-summary");
+    // vss-alert on the bus, one per alert.
+    let o = r.outputs();
+    let bus: Vec<u64> = o
+        .alerts
+        .iter()
+        .map(|s| s.get::<u64>("chunk-index").unwrap())
+        .collect();
+    let mut sorted = bus.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, alerted, "{:?}", o.alerts);
+    assert!(o.messages.iter().all(|s| s.get::<String>("kind").unwrap() != "alert"));
+    drop(o);
+    assert_eq!(r.prop_u64("alerts-raised"), 3);
+    // The webhook got every alert before EOS, with VSS's fields and the token.
+    let got = got.lock().unwrap();
+    assert_eq!(got.len(), 3, "{got:?}");
+    let mut ids: Vec<u64> = got.iter().map(|(_, b)| b["chunkIndex"].as_u64().unwrap()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, alerted);
+    for (head, b) in got.iter() {
+        assert!(head.starts_with("POST /alerts "), "{head}");
+        assert!(
+            head.to_ascii_lowercase().contains("authorization: bearer hook-secret-42"),
+            "{head}"
+        );
+        let c = b["chunkIndex"].as_u64().unwrap();
+        assert_eq!(b["streamId"], "dock-3");
+        assert_eq!(b["alertId"], format!("dock-3-{c}"));
+        assert_eq!(b["ntpTimestamp"], c as f64, "stream time in seconds for files");
+        assert!(b["alertDetails"].as_str().unwrap().starts_with("colours: "));
+        assert!(b["detectedEvents"].is_array());
+    }
+    drop(got);
+    // The event checks asked for JSON; captions are checked, summaries not.
+    let checks: Vec<_> = server.requests().into_iter().filter(|q| q.is_event_check()).collect();
+    assert_eq!(checks.len(), 10);
+    assert!(checks.iter().all(|q| q.body["response_format"]["type"] == "json_object"));
+    // The token is not readable back.
+    assert!(!r
+        .element
+        .list_properties()
+        .iter()
+        .any(|p| p.name() == "alert-webhook-token" && p.flags().contains(gst::glib::ParamFlags::READABLE)));
+    r.stop();
+}
+
+#[test]
+fn an_unparsable_event_answer_is_an_alert_error_and_a_warning() {
+    let server = MockServer::start();
+    server.set_policy(|q, _| {
+        if q.is_event_check() && q.text.contains("green") {
+            Reply::with_content("Hard to say, maybe.")
+        } else {
+            Reply::ok()
+        }
+    });
+    let r = run_video(&props(&server, "summarize=false events=red"), &Video::small(3), T);
+    let recs = r.outputs().json();
+    assert_eq!(kinds(&recs), ["caption", "alert", "caption", "caption"]);
+    let e = recs[2]["alert-error"].as_str().unwrap();
+    assert!(e.contains("no JSON") && e.contains("Hard to say"), "{e}");
+    assert!(recs[3].get("alert-error").is_none());
+    let o = r.outputs();
+    assert!(
+        o.warnings.iter().any(|w| w.contains("chunk 1") && w.contains("no JSON")),
+        "{:?}",
+        o.warnings
+    );
+    drop(o);
+    r.stop();
+}
+
+#[test]
+fn a_failing_llm_gives_error_records_and_the_captions_stay() {
+    let server = MockServer::start();
+    server.set_policy(|q, _| {
+        // The second window's summary fails; everything else works.
+        if q.is_text_llm() && q.text.contains("<3.00> <4.00>") && !q.text.contains("<0.00>") {
+            Reply::Status {
+                code: 500,
+                retry_after: None,
+            }
+        } else {
+            Reply::ok()
+        }
+    });
+    let r = run_video(&props(&server, "summary-duration=3"), &Video::small(9), T);
+    let recs = r.outputs().json();
+    let sums: Vec<&Value> = recs.iter().filter(|r| r["kind"] == "summary").collect();
+    assert_eq!(sums.len(), 3);
+    assert!(sums[1]["error"].as_str().unwrap().contains("HTTP 500"), "{}", sums[1]);
+    assert_eq!(sums[1]["text"], "");
+    assert_eq!(u64s(&sums[1]["chunk-indices"]), vec![3, 4, 5]);
+    let fin = recs.last().unwrap();
+    assert!(fin.get("error").is_none(), "{fin}");
+    assert_eq!(u64s(&fin["failed-windows"]), vec![1]);
+    assert_eq!(u64s(&fin["chunk-indices"]), vec![0, 1, 2, 6, 7, 8]);
+    assert_eq!(recs.iter().filter(|r| r["kind"] == "caption" && r.get("error").is_none()).count(), 9);
+    assert_eq!(r.prop_u64("summaries-failed"), 1);
+    assert_eq!(r.prop_u64("summaries-completed"), 3);
+    assert!(r.outputs().warnings.iter().any(|w| w.contains("summary 1") && w.contains("HTTP 500")));
+    r.stop();
+}
+
+#[test]
+fn failed_chunks_are_named_in_missing_chunks() {
+    let server = MockServer::start();
+    server.set_policy(|q, _| {
+        if !q.is_text_llm() && q.colours() == ["blue"] {
+            Reply::Status {
+                code: 400,
+                retry_after: None,
+            }
+        } else {
+            Reply::ok()
+        }
+    });
+    let r = run_video(&props(&server, "summary-duration=3"), &Video::small(6), T);
+    let recs = r.outputs().json();
+    let sums: Vec<&Value> = recs.iter().filter(|r| r["kind"] == "summary").collect();
+    // Second 2 is blue.
+    assert_eq!(u64s(&sums[0]["missing-chunks"]), vec![2]);
+    assert_eq!(u64s(&sums[0]["chunk-indices"]), vec![0, 1]);
+    assert_eq!(u64s(&sums[1]["missing-chunks"]), Vec::<u64>::new());
+    assert_eq!(u64s(&recs.last().unwrap()["missing-chunks"]), vec![2]);
+    r.stop();
+}
+
+#[test]
+fn a_stalled_llm_is_bounded_by_drain_timeout_and_nothing_is_lost() {
+    let server = MockServer::start();
+    server.set_policy(|q, _| {
+        if q.is_text_llm() {
+            Reply::Stall(Duration::from_secs(120))
+        } else {
+            Reply::ok()
+        }
+    });
+    let t0 = std::time::Instant::now();
+    let r = run_video(&props(&server, "summary-duration=2 drain-timeout=3"), &Video::small(4), T);
+    assert!(t0.elapsed() < Duration::from_secs(30), "{:?}", t0.elapsed());
+    let recs = r.outputs().json();
+    let k = kinds(&recs);
+    assert_eq!(k, ["caption", "caption", "caption", "caption", "summary", "summary", "final-summary"]);
+    for s in &recs[4..] {
+        assert!(s["error"].as_str().unwrap().contains("drain-timeout"), "{s}");
+    }
+    assert_eq!(r.outputs().eos_order.len(), 2);
+    r.stop();
+}
+
+#[test]
+fn live_records_carry_wall_clock_times() {
+    let server = MockServer::start();
+    let v = Video::small(3);
+    let r = with_video(&props(&server, "summary-duration=-1 max-pending-chunks=64"), &v, true);
+    r.play().unwrap();
+    r.push_video(&v);
+    r.end();
+    assert!(r.wait_eos(T), "{:?}", r.outputs().errors);
+    r.drain_bus();
+    let recs = r.outputs().json();
+    assert_eq!(kinds(&recs), ["caption", "caption", "caption", "final-summary"]);
+    for rec in &recs {
+        let st = rec["start-time"].as_str().unwrap_or_else(|| panic!("{rec}"));
+        assert!(st.len() >= 20 && st.contains('T') && st.ends_with('Z'), "{st}");
+        assert!(rec["end-time"].as_str().is_some());
+    }
+    // The LLM saw RFC 3339 labels.
+    let fin = recs.last().unwrap()["text"].as_str().unwrap();
+    assert!(time_labels(fin).iter().all(|l| l.contains('T')), "{fin}");
+    r.stop();
+}
+
+#[test]
+fn settings_that_cannot_work_fail_at_ready_naming_the_property() {
+    let e = ready_error("backend=custom model-path=/nonexistent events=fire");
+    assert!(e.contains("llm-endpoint"), "{e}");
+    let e = ready_error("endpoint=http://127.0.0.1:9/v1 model-name=m llm-context-tokens=256");
+    assert!(e.contains("llm-context-tokens"), "{e}");
+    let e = ready_error("endpoint=http://127.0.0.1:9/v1 model-name=m summary-duration=0");
+    assert!(e.contains("summary-duration"), "{e}");
+    let e = ready_error("endpoint=http://127.0.0.1:9/v1 model-name=m events=x alert-webhook=ftp://h/x");
+    assert!(e.contains("alert-webhook"), "{e}");
+    let many: Vec<String> = (0..100).map(|i| format!("event {i}")).collect();
+    let e = ready_error(&format!(
+        "endpoint=http://127.0.0.1:9/v1 model-name=m events=\"{}\"",
+        many.join(";")
+    ));
+    assert!(e.contains("events"), "{e}");
+}
