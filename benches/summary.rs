@@ -37,7 +37,11 @@ impl TextLlm for FixedLatency {
         "fixed-latency"
     }
 
-    fn complete(&self, req: &TextRequest, cancel: &CancellationToken) -> Result<TextAnswer, String> {
+    fn complete(
+        &self,
+        req: &TextRequest,
+        cancel: &CancellationToken,
+    ) -> Result<TextAnswer, String> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         let t = Instant::now();
         while t.elapsed() < self.latency {

@@ -40,7 +40,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::{Backend, ChunkJob};
-use crate::record::{without_nul, SummaryRecord};
+use crate::record::{panic_message, without_nul, SummaryRecord};
 
 /// Longest caption (and reasoning) text that reaches the outputs, in bytes;
 /// longer text is cut at a character boundary and the record says so
@@ -79,6 +79,9 @@ pub fn effective_workers(max_concurrency: usize, max_pending: usize) -> (usize, 
         (c, None)
     }
 }
+
+/// An after-caption stage and its thread count.
+pub type Stage = (Arc<dyn AfterCaption>, usize);
 
 /// Work on a good caption after the backend answered and before its record
 /// is released (the event check). Called on the stage's own threads.
@@ -251,7 +254,7 @@ impl Dispatcher {
         max_concurrency: usize,
         max_pending: usize,
         stats: Arc<Stats>,
-        stage: Option<(Arc<dyn AfterCaption>, usize)>,
+        stage: Option<Stage>,
     ) -> Dispatcher {
         let (workers, _) = effective_workers(max_concurrency, max_pending);
         let stage_workers = stage.as_ref().map_or(0, |(_, n)| (*n).max(1));
@@ -654,14 +657,7 @@ fn worker(sh: Arc<Shared>) {
         } = q;
         let result =
             std::panic::catch_unwind(AssertUnwindSafe(|| sh.backend.caption(&job, &token)))
-                .unwrap_or_else(|p| {
-                    let what = p
-                        .downcast_ref::<&str>()
-                        .map(|s| s.to_string())
-                        .or_else(|| p.downcast_ref::<String>().cloned())
-                        .unwrap_or_default();
-                    Err(format!("backend panicked: {what}"))
-                });
+                .unwrap_or_else(|p| Err(format!("backend panicked: {}", panic_message(&*p))));
         drop(job);
         let mut inner = sh.lock();
         if inner.generation != generation || inner.in_flight.remove(&seq).is_none() {
@@ -728,11 +724,7 @@ fn post_worker(sh: Arc<Shared>) {
         if let Err(p) =
             std::panic::catch_unwind(AssertUnwindSafe(|| after.process(&mut rec, &token)))
         {
-            let what = p
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| p.downcast_ref::<String>().cloned())
-                .unwrap_or_default();
+            let what = panic_message(&*p);
             after.timed_out(&mut rec, &format!("internal error: {what}"));
         }
         let mut inner = sh.lock();

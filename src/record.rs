@@ -75,6 +75,14 @@ fn caption_kind<S: serde::Serializer>(_: &(), s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str("caption")
 }
 
+/// The message of a caught panic (`""` when it is not text).
+pub fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_default()
+}
+
 /// Model output may contain NUL characters, which GStreamer strings (meta
 /// structure, bus message, log) cannot hold: they become U+FFFD.
 pub fn without_nul(s: String) -> String {

@@ -250,7 +250,11 @@ fn summaries_and_event_checks_use_the_loaded_model_text_only() {
         3,
         "{kinds:?}"
     );
-    assert_eq!(kinds.iter().filter(|k| **k == "summary").count(), 2, "{kinds:?}");
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "summary").count(),
+        2,
+        "{kinds:?}"
+    );
     assert_eq!(*kinds.last().unwrap(), "final-summary");
     let fin = recs.last().unwrap();
     assert_eq!(fin["model"], "tiny");
@@ -260,15 +264,25 @@ fn summaries_and_event_checks_use_the_loaded_model_text_only() {
     assert!(fin["output-tokens"].as_u64().unwrap() >= 1, "{fin}");
     for rec in &recs {
         if let Some(e) = rec.get("error").and_then(|e| e.as_str()) {
-            assert!(e.contains("empty text"), "only an empty answer may fail: {rec}");
+            assert!(
+                e.contains("empty text"),
+                "only an empty answer may fail: {rec}"
+            );
         }
         if rec["kind"] == "caption" {
             // Noise is not JSON: the check says so instead of guessing.
             let e = rec["alert-error"].as_str().unwrap_or_default();
-            assert!(e.contains("no JSON") || rec.get("alert-error").is_none(), "{rec}");
+            assert!(
+                e.contains("no JSON") || rec.get("alert-error").is_none(),
+                "{rec}"
+            );
         }
     }
-    let first: Vec<Value> = recs.iter().filter(|r| r["kind"] != "caption").cloned().collect();
+    let first: Vec<Value> = recs
+        .iter()
+        .filter(|r| r["kind"] != "caption")
+        .cloned()
+        .collect();
     r.stop();
     // Deterministic like the captions.
     let again = run_video(&p, &v, T);

@@ -203,17 +203,28 @@ fn custom_models_summarize_only_with_an_llm_endpoint() {
         model("probe")
     );
     let r = run_video(&base, &v, T);
-    let kinds: Vec<Value> = r.outputs().json().iter().map(|r| r["kind"].clone()).collect();
+    let kinds: Vec<Value> = r
+        .outputs()
+        .json()
+        .iter()
+        .map(|r| r["kind"].clone())
+        .collect();
     assert_eq!(kinds, [json!("caption"), json!("caption")]);
     let infos = r.outputs().infos.clone();
-    let said: Vec<&String> = infos.iter().filter(|i| i.contains("no summaries")).collect();
+    let said: Vec<&String> = infos
+        .iter()
+        .filter(|i| i.contains("no summaries"))
+        .collect();
     assert_eq!(said.len(), 1, "{infos:?}");
     assert!(said[0].contains("llm-endpoint"), "{}", said[0]);
     r.stop();
 
     let server = MockServer::start();
     let r = run_video(
-        &format!("{base} llm-endpoint={} llm-model-name=mock-llm", server.url()),
+        &format!(
+            "{base} llm-endpoint={} llm-model-name=mock-llm",
+            server.url()
+        ),
         &v,
         T,
     );
@@ -222,7 +233,9 @@ fn custom_models_summarize_only_with_an_llm_endpoint() {
     assert_eq!(kinds, ["caption", "caption", "summary", "final-summary"]);
     assert_eq!(recs[3]["model"], "mock-llm");
     let reqs = server.requests();
-    assert!(reqs.iter().all(|q| q.is_text_llm() && q.body["model"] == "mock-llm"));
+    assert!(reqs
+        .iter()
+        .all(|q| q.is_text_llm() && q.body["model"] == "mock-llm"));
     r.stop();
 }
 

@@ -368,10 +368,23 @@ fn demo_mode_captions_every_chunk_and_writes_a_report() {
     );
     let fin = all_records(&out_path).pop().unwrap();
     assert_eq!(fin["chunk-indices"], serde_json::json!([0, 1, 2]));
-    assert!(fin["text"].as_str().unwrap().starts_with("summary of <0.00>"), "{fin}");
+    assert!(
+        fin["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("summary of <0.00>"),
+        "{fin}"
+    );
     let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(lines.len(), 6, "one line per record on stdout, the final summary whole:\n{stdout}");
-    assert!(lines[3].starts_with("[  0.0–5.0 s] summary 0: summary of <0.00>"), "{stdout}");
+    assert_eq!(
+        lines.len(),
+        6,
+        "one line per record on stdout, the final summary whole:\n{stdout}"
+    );
+    assert!(
+        lines[3].starts_with("[  0.0–5.0 s] summary 0: summary of <0.00>"),
+        "{stdout}"
+    );
     assert_eq!(lines[4], "[  0.0–5.0 s] final summary:", "{stdout}");
     assert!(lines[5].starts_with("  summary of <0.00>"), "{stdout}");
     assert!(

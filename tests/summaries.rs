@@ -56,7 +56,11 @@ fn windows_hold_their_captions_and_the_final_summary_covers_all() {
     let k = kinds(&recs);
     assert_eq!(k.iter().filter(|k| *k == "caption").count(), 10, "{k:?}");
     assert_eq!(k.iter().filter(|k| *k == "summary").count(), 4, "{k:?}");
-    assert_eq!(k.last().unwrap(), "final-summary", "the final summary is last: {k:?}");
+    assert_eq!(
+        k.last().unwrap(),
+        "final-summary",
+        "the final summary is last: {k:?}"
+    );
     let mut seen_captions = BTreeSet::new();
     for (pos, rec) in recs.iter().enumerate() {
         match rec["kind"].as_str().unwrap() {
@@ -71,7 +75,11 @@ fn windows_hold_their_captions_and_the_final_summary_covers_all() {
                 assert_eq!(chunks, want, "window {w}: {rec}");
                 assert_eq!(u64s(&rec["missing-chunks"]), Vec::<u64>::new());
                 assert_eq!(rec["start"], (w * 3) as f64);
-                assert_eq!(rec["end"], (((w + 1) * 3).min(10)) as f64, "clipped to the stream");
+                assert_eq!(
+                    rec["end"],
+                    (((w + 1) * 3).min(10)) as f64,
+                    "clipped to the stream"
+                );
                 // Exactly its captions went in (each caption brings its start label).
                 let text = rec["text"].as_str().unwrap();
                 for c in 0..10 {
@@ -82,7 +90,10 @@ fn windows_hold_their_captions_and_the_final_summary_covers_all() {
                     );
                 }
                 // After the captions it covers.
-                assert!(want.iter().all(|c| seen_captions.contains(c)), "summary {w} at {pos}");
+                assert!(
+                    want.iter().all(|c| seen_captions.contains(c)),
+                    "summary {w} at {pos}"
+                );
                 assert_eq!(rec["stream-id"], "dock-3");
                 assert_eq!(rec["model"], "mock");
                 assert!(rec.get("error").is_none(), "{rec}");
@@ -90,10 +101,16 @@ fn windows_hold_their_captions_and_the_final_summary_covers_all() {
             "final-summary" => {
                 assert_eq!(u64s(&rec["chunk-indices"]), (0..10).collect::<Vec<_>>());
                 assert_eq!(u64s(&rec["failed-windows"]), Vec::<u64>::new());
-                assert_eq!((rec["start"].clone(), rec["end"].clone()), (0.0.into(), 10.0.into()));
+                assert_eq!(
+                    (rec["start"].clone(), rec["end"].clone()),
+                    (0.0.into(), 10.0.into())
+                );
                 let text = rec["text"].as_str().unwrap();
                 for w in 0..4 {
-                    assert!(text.contains(&label(w * 3)), "window {w} is in the final: {text}");
+                    assert!(
+                        text.contains(&label(w * 3)),
+                        "window {w} is in the final: {text}"
+                    );
                 }
             }
             other => panic!("unexpected kind {other}"),
@@ -116,7 +133,11 @@ fn windows_hold_their_captions_and_the_final_summary_covers_all() {
     // text only.
     for q in server.requests().iter().filter(|q| q.is_text_llm()) {
         assert!(q.images.is_empty());
-        assert!(!q.system.as_deref().unwrap_or_default().contains("detect events"));
+        assert!(!q
+            .system
+            .as_deref()
+            .unwrap_or_default()
+            .contains("detect events"));
     }
     r.stop();
 }
@@ -149,19 +170,37 @@ fn a_tiny_budget_recurses_and_no_call_exceeds_it() {
     assert_eq!(fin["kind"], "final-summary", "{fin}");
     assert!(fin.get("error").is_none(), "{fin}");
     assert_eq!(u64s(&fin["chunk-indices"]), (0..30).collect::<Vec<_>>());
-    assert!(fin["llm-calls"].as_u64().unwrap() > 2, "it had to split: {fin}");
-    let text_reqs: Vec<_> = server.requests().into_iter().filter(|q| q.is_text_llm()).collect();
+    assert!(
+        fin["llm-calls"].as_u64().unwrap() > 2,
+        "it had to split: {fin}"
+    );
+    let text_reqs: Vec<_> = server
+        .requests()
+        .into_iter()
+        .filter(|q| q.is_text_llm())
+        .collect();
     // Every caption went into exactly one first-level batch (the mock's
     // answers repeat their input, so higher levels cut lines to fit: the
     // budget wins over completeness of a parroting model).
     let caption_stage: Vec<_> = text_reqs
         .iter()
-        .filter(|q| q.system.as_deref().unwrap_or_default().starts_with("You summarize what happens"))
+        .filter(|q| {
+            q.system
+                .as_deref()
+                .unwrap_or_default()
+                .starts_with("You summarize what happens")
+        })
         .collect();
-    assert!(caption_stage.len() > 1, "the captions were split into batches");
+    assert!(
+        caption_stage.len() > 1,
+        "the captions were split into batches"
+    );
     for c in 0..30u64 {
         let line = format!("<{c}.00> <{}.00> colours: ", c + 1);
-        let n = caption_stage.iter().filter(|q| q.text.contains(&line)).count();
+        let n = caption_stage
+            .iter()
+            .filter(|q| q.text.contains(&line))
+            .count();
         assert_eq!(n, 1, "caption {c} in {n} batches");
     }
     assert_eq!(text_reqs.len() as u64, fin["llm-calls"].as_u64().unwrap());
@@ -182,7 +221,10 @@ fn a_tiny_budget_recurses_and_no_call_exceeds_it() {
 
 /// A one-shot HTTP receiver on 127.0.0.1 that answers 200 and keeps each
 /// request (head and body).
-fn receiver() -> (String, Arc<Mutex<Vec<(String, Value)>>>) {
+/// (request head, JSON body) of each request received.
+type Received = Arc<Mutex<Vec<(String, Value)>>>;
+
+fn receiver() -> (String, Received) {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/alerts", l.local_addr().unwrap());
     let got = Arc::new(Mutex::new(Vec::new()));
@@ -273,39 +315,56 @@ fn alerts_follow_their_caption_reach_the_bus_and_the_webhook() {
     let mut sorted = bus.clone();
     sorted.sort_unstable();
     assert_eq!(sorted, alerted, "{:?}", o.alerts);
-    assert!(o.messages.iter().all(|s| s.get::<String>("kind").unwrap() != "alert"));
+    assert!(o
+        .messages
+        .iter()
+        .all(|s| s.get::<String>("kind").unwrap() != "alert"));
     drop(o);
     assert_eq!(r.prop_u64("alerts-raised"), 3);
     // The webhook got every alert before EOS, with VSS's fields and the token.
     let got = got.lock().unwrap();
     assert_eq!(got.len(), 3, "{got:?}");
-    let mut ids: Vec<u64> = got.iter().map(|(_, b)| b["chunkIndex"].as_u64().unwrap()).collect();
+    let mut ids: Vec<u64> = got
+        .iter()
+        .map(|(_, b)| b["chunkIndex"].as_u64().unwrap())
+        .collect();
     ids.sort_unstable();
     assert_eq!(ids, alerted);
     for (head, b) in got.iter() {
         assert!(head.starts_with("POST /alerts "), "{head}");
         assert!(
-            head.to_ascii_lowercase().contains("authorization: bearer hook-secret-42"),
+            head.to_ascii_lowercase()
+                .contains("authorization: bearer hook-secret-42"),
             "{head}"
         );
         let c = b["chunkIndex"].as_u64().unwrap();
         assert_eq!(b["streamId"], "dock-3");
         assert_eq!(b["alertId"], format!("dock-3-{c}"));
-        assert_eq!(b["ntpTimestamp"], c as f64, "stream time in seconds for files");
+        assert_eq!(
+            b["ntpTimestamp"], c as f64,
+            "stream time in seconds for files"
+        );
         assert!(b["alertDetails"].as_str().unwrap().starts_with("colours: "));
         assert!(b["detectedEvents"].is_array());
     }
     drop(got);
     // The event checks asked for JSON; captions are checked, summaries not.
-    let checks: Vec<_> = server.requests().into_iter().filter(|q| q.is_event_check()).collect();
+    let checks: Vec<_> = server
+        .requests()
+        .into_iter()
+        .filter(|q| q.is_event_check())
+        .collect();
     assert_eq!(checks.len(), 10);
-    assert!(checks.iter().all(|q| q.body["response_format"]["type"] == "json_object"));
+    assert!(checks
+        .iter()
+        .all(|q| q.body["response_format"]["type"] == "json_object"));
     // The token is not readable back.
     assert!(!r
         .element
         .list_properties()
         .iter()
-        .any(|p| p.name() == "alert-webhook-token" && p.flags().contains(gst::glib::ParamFlags::READABLE)));
+        .any(|p| p.name() == "alert-webhook-token"
+            && p.flags().contains(gst::glib::ParamFlags::READABLE)));
     r.stop();
 }
 
@@ -319,7 +378,11 @@ fn an_unparsable_event_answer_is_an_alert_error_and_a_warning() {
             Reply::ok()
         }
     });
-    let r = run_video(&props(&server, "summarize=false events=red"), &Video::small(3), T);
+    let r = run_video(
+        &props(&server, "summarize=false events=red"),
+        &Video::small(3),
+        T,
+    );
     let recs = r.outputs().json();
     assert_eq!(kinds(&recs), ["caption", "alert", "caption", "caption"]);
     let e = recs[2]["alert-error"].as_str().unwrap();
@@ -327,7 +390,9 @@ fn an_unparsable_event_answer_is_an_alert_error_and_a_warning() {
     assert!(recs[3].get("alert-error").is_none());
     let o = r.outputs();
     assert!(
-        o.warnings.iter().any(|w| w.contains("chunk 1") && w.contains("no JSON")),
+        o.warnings
+            .iter()
+            .any(|w| w.contains("chunk 1") && w.contains("no JSON")),
         "{:?}",
         o.warnings
     );
@@ -353,17 +418,30 @@ fn a_failing_llm_gives_error_records_and_the_captions_stay() {
     let recs = r.outputs().json();
     let sums: Vec<&Value> = recs.iter().filter(|r| r["kind"] == "summary").collect();
     assert_eq!(sums.len(), 3);
-    assert!(sums[1]["error"].as_str().unwrap().contains("HTTP 500"), "{}", sums[1]);
+    assert!(
+        sums[1]["error"].as_str().unwrap().contains("HTTP 500"),
+        "{}",
+        sums[1]
+    );
     assert_eq!(sums[1]["text"], "");
     assert_eq!(u64s(&sums[1]["chunk-indices"]), vec![3, 4, 5]);
     let fin = recs.last().unwrap();
     assert!(fin.get("error").is_none(), "{fin}");
     assert_eq!(u64s(&fin["failed-windows"]), vec![1]);
     assert_eq!(u64s(&fin["chunk-indices"]), vec![0, 1, 2, 6, 7, 8]);
-    assert_eq!(recs.iter().filter(|r| r["kind"] == "caption" && r.get("error").is_none()).count(), 9);
+    assert_eq!(
+        recs.iter()
+            .filter(|r| r["kind"] == "caption" && r.get("error").is_none())
+            .count(),
+        9
+    );
     assert_eq!(r.prop_u64("summaries-failed"), 1);
     assert_eq!(r.prop_u64("summaries-completed"), 3);
-    assert!(r.outputs().warnings.iter().any(|w| w.contains("summary 1") && w.contains("HTTP 500")));
+    assert!(r
+        .outputs()
+        .warnings
+        .iter()
+        .any(|w| w.contains("summary 1") && w.contains("HTTP 500")));
     r.stop();
 }
 
@@ -402,13 +480,31 @@ fn a_stalled_llm_is_bounded_by_drain_timeout_and_nothing_is_lost() {
         }
     });
     let t0 = std::time::Instant::now();
-    let r = run_video(&props(&server, "summary-duration=2 drain-timeout=3"), &Video::small(4), T);
+    let r = run_video(
+        &props(&server, "summary-duration=2 drain-timeout=3"),
+        &Video::small(4),
+        T,
+    );
     assert!(t0.elapsed() < Duration::from_secs(30), "{:?}", t0.elapsed());
     let recs = r.outputs().json();
     let k = kinds(&recs);
-    assert_eq!(k, ["caption", "caption", "caption", "caption", "summary", "summary", "final-summary"]);
+    assert_eq!(
+        k,
+        [
+            "caption",
+            "caption",
+            "caption",
+            "caption",
+            "summary",
+            "summary",
+            "final-summary"
+        ]
+    );
     for s in &recs[4..] {
-        assert!(s["error"].as_str().unwrap().contains("drain-timeout"), "{s}");
+        assert!(
+            s["error"].as_str().unwrap().contains("drain-timeout"),
+            "{s}"
+        );
     }
     assert_eq!(r.outputs().eos_order.len(), 2);
     r.stop();
@@ -418,17 +514,29 @@ fn a_stalled_llm_is_bounded_by_drain_timeout_and_nothing_is_lost() {
 fn live_records_carry_wall_clock_times() {
     let server = MockServer::start();
     let v = Video::small(3);
-    let r = with_video(&props(&server, "summary-duration=-1 max-pending-chunks=64"), &v, true);
+    let r = with_video(
+        &props(&server, "summary-duration=-1 max-pending-chunks=64"),
+        &v,
+        true,
+    );
     r.play().unwrap();
     r.push_video(&v);
     r.end();
     assert!(r.wait_eos(T), "{:?}", r.outputs().errors);
     r.drain_bus();
     let recs = r.outputs().json();
-    assert_eq!(kinds(&recs), ["caption", "caption", "caption", "final-summary"]);
+    assert_eq!(
+        kinds(&recs),
+        ["caption", "caption", "caption", "final-summary"]
+    );
     for rec in &recs {
-        let st = rec["start-time"].as_str().unwrap_or_else(|| panic!("{rec}"));
-        assert!(st.len() >= 20 && st.contains('T') && st.ends_with('Z'), "{st}");
+        let st = rec["start-time"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{rec}"));
+        assert!(
+            st.len() >= 20 && st.contains('T') && st.ends_with('Z'),
+            "{st}"
+        );
         assert!(rec["end-time"].as_str().is_some());
     }
     // The LLM saw RFC 3339 labels.
@@ -445,7 +553,8 @@ fn settings_that_cannot_work_fail_at_ready_naming_the_property() {
     assert!(e.contains("llm-context-tokens"), "{e}");
     let e = ready_error("endpoint=http://127.0.0.1:9/v1 model-name=m summary-duration=0");
     assert!(e.contains("summary-duration"), "{e}");
-    let e = ready_error("endpoint=http://127.0.0.1:9/v1 model-name=m events=x alert-webhook=ftp://h/x");
+    let e =
+        ready_error("endpoint=http://127.0.0.1:9/v1 model-name=m events=x alert-webhook=ftp://h/x");
     assert!(e.contains("alert-webhook"), "{e}");
     let many: Vec<String> = (0..100).map(|i| format!("event {i}")).collect();
     let e = ready_error(&format!(

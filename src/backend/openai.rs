@@ -1354,7 +1354,9 @@ mod tests {
         assert_eq!(b["messages"][1]["content"], "<0.00> <10.00> a caption");
         assert_eq!(b["max_tokens"], 300);
         assert_eq!(b["response_format"]["type"], "json_object");
-        assert!(build_text_body("m", &req, false).get("response_format").is_none());
+        assert!(build_text_body("m", &req, false)
+            .get("response_format")
+            .is_none());
         assert!(rejects_response_format(
             "HTTP 400 Bad Request from http://x/v1/chat/completions: response_format is not supported"
         ));

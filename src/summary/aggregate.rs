@@ -266,46 +266,7 @@ pub fn final_summary(
     parts: &[PartSummary],
     cancel: &CancellationToken,
 ) -> SummaryOutput {
-    let t0 = Instant::now();
-    let failed: Vec<u64> = parts
-        .iter()
-        .filter(|p| p.text.is_none())
-        .map(|p| p.index)
-        .collect();
-    let pieces: Vec<Piece> = parts
-        .iter()
-        .filter_map(|p| {
-            p.text.as_ref().map(|t| Piece {
-                start: p.start_label.clone(),
-                end: p.end_label.clone(),
-                line: format!("<{}> <{}> {}", p.start_label, p.end_label, t.trim()),
-            })
-        })
-        .collect();
-    let empty = if parts.is_empty() {
-        Some("no window summaries: the stream had no chunks".to_string())
-    } else if pieces.is_empty() {
-        Some(format!(
-            "every window summary failed (windows {})",
-            list(&failed)
-        ))
-    } else {
-        None
-    };
-    let mut out = run(llm, cfg, cancel, pieces, Stage::Aggregation, empty);
-    if !failed.is_empty() && out.text.is_some() {
-        let note = format!(
-            "the summaries of windows {} failed; the final summary covers the others",
-            list(&failed)
-        );
-        out.warning = Some(match out.warning.take() {
-            Some(w) => format!("{note}; {w}"),
-            None => note,
-        });
-    }
-    out.failed_windows = failed;
-    out.latency = t0.elapsed().as_secs_f64();
-    out
+    aggregate_parts(llm, cfg, parts, None, cancel)
 }
 
 /// The final summary at EOS without waiting for the last window's summary:
@@ -318,6 +279,16 @@ pub fn final_summary_with_tail(
     cfg: &SummaryConfig,
     parts: &[PartSummary],
     tail: &Window,
+    cancel: &CancellationToken,
+) -> SummaryOutput {
+    aggregate_parts(llm, cfg, parts, Some(tail), cancel)
+}
+
+fn aggregate_parts(
+    llm: &dyn TextLlm,
+    cfg: &SummaryConfig,
+    parts: &[PartSummary],
+    tail: Option<&Window>,
     cancel: &CancellationToken,
 ) -> SummaryOutput {
     let t0 = Instant::now();
@@ -336,23 +307,31 @@ pub fn final_summary_with_tail(
             })
         })
         .collect();
-    pieces.extend(tail.chunks.iter().filter_map(|c| {
+    let tail_chunks = tail.map(|t| t.chunks.as_slice()).unwrap_or_default();
+    pieces.extend(tail_chunks.iter().filter_map(|c| {
         c.line().map(|line| Piece {
             start: c.start_label.clone(),
             end: c.end_label.clone(),
             line,
         })
     }));
-    let empty = pieces.is_empty().then(|| {
-        if failed.is_empty() {
-            "no caption to summarize: every chunk ended as an error record".to_string()
-        } else {
-            format!(
-                "every window summary failed (windows {}) and the last window has no caption",
-                list(&failed)
-            )
-        }
-    });
+    let empty = if !pieces.is_empty() {
+        None
+    } else if parts.is_empty() && tail_chunks.is_empty() {
+        Some("no window summaries: the stream had no chunks".to_string())
+    } else if failed.is_empty() {
+        Some("no caption to summarize: every chunk ended as an error record".to_string())
+    } else if tail.is_some() {
+        Some(format!(
+            "every window summary failed (windows {}) and the last window has no caption",
+            list(&failed)
+        ))
+    } else {
+        Some(format!(
+            "every window summary failed (windows {})",
+            list(&failed)
+        ))
+    };
     let mut out = run(llm, cfg, cancel, pieces, Stage::Aggregation, empty);
     if !failed.is_empty() && out.text.is_some() {
         let note = format!(

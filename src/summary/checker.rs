@@ -106,7 +106,9 @@ mod tests {
     use super::*;
     use std::sync::Mutex;
 
-    fn checker(llm: FakeLlm) -> (AlertChecker, Arc<Mutex<Vec<Alert>>>, Arc<Mutex<Vec<String>>>) {
+    type Seen<T> = Arc<Mutex<Vec<T>>>;
+
+    fn checker(llm: FakeLlm) -> (AlertChecker, Seen<Alert>, Seen<String>) {
         let alerts = Arc::new(Mutex::new(Vec::new()));
         let errors = Arc::new(Mutex::new(Vec::new()));
         let (a, e) = (alerts.clone(), errors.clone());
@@ -192,7 +194,13 @@ mod tests {
         r.end_time = Some("2026-12-02T10:00:10.000Z".into());
         c.process(&mut r, &CancellationToken::new());
         let a = alerts.lock().unwrap();
-        assert_eq!(a[0].webhook_body()["ntpTimestamp"], "2026-12-02T10:00:00.000Z");
-        assert_eq!(a[0].record().start_time.as_deref(), Some("2026-12-02T10:00:00.000Z"));
+        assert_eq!(
+            a[0].webhook_body()["ntpTimestamp"],
+            "2026-12-02T10:00:00.000Z"
+        );
+        assert_eq!(
+            a[0].record().start_time.as_deref(),
+            Some("2026-12-02T10:00:00.000Z")
+        );
     }
 }

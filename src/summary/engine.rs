@@ -39,8 +39,8 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::aggregate::{
-    final_summary, final_summary_of_chunks, final_summary_with_tail, summarize_window,
-    PartSummary, SummaryConfig, SummaryOutput, SummaryRecordFields,
+    final_summary, final_summary_of_chunks, final_summary_with_tail, summarize_window, PartSummary,
+    SummaryConfig, SummaryOutput, SummaryRecordFields,
 };
 use super::llm::TextLlm;
 use super::windows::{ChunkResult, Window, Windows};
@@ -292,7 +292,9 @@ impl SummaryEngine {
 
     /// Waits until every record has been taken (`all_taken`) or `deadline`.
     pub fn wait_taken(&self, deadline: Instant) -> bool {
-        self.wait(deadline, |i| i.final_state == FinalState::Done && i.final_taken)
+        self.wait(deadline, |i| {
+            i.final_state == FinalState::Done && i.final_taken
+        })
     }
 
     fn wait(&self, deadline: Instant, done: impl Fn(&Inner) -> bool) -> bool {
@@ -517,7 +519,12 @@ fn final_record(sh: &Shared, inner: &Inner, out: &SummaryOutput) -> SummaryRecor
         }
         SummaryRecordFields::final_of_windows(id, model, &parts, out)
     } else {
-        SummaryRecordFields::final_of_chunks(id, model, &Window::whole(inner.all_chunks.clone()), out)
+        SummaryRecordFields::final_of_chunks(
+            id,
+            model,
+            &Window::whole(inner.all_chunks.clone()),
+            out,
+        )
     };
     if inner.live {
         let tail = inner.tail.as_ref().map(|(_, w)| w.labels());
@@ -530,7 +537,13 @@ fn final_record(sh: &Shared, inner: &Inner, out: &SummaryOutput) -> SummaryRecor
             .or_else(|| inner.all_chunks.first().map(|c| c.start_label.clone()));
         let last = tail
             .map(|t| t.1)
-            .or_else(|| inner.parts.values().next_back().map(|p| p.end_label.clone()))
+            .or_else(|| {
+                inner
+                    .parts
+                    .values()
+                    .next_back()
+                    .map(|p| p.end_label.clone())
+            })
             .or_else(|| inner.all_chunks.last().map(|c| c.end_label.clone()));
         rec.start_time = first;
         rec.end_time = last;
@@ -604,13 +617,11 @@ fn worker(sh: Arc<Shared>) {
 /// A panic in the LLM code becomes a failed summary.
 fn guarded(f: impl FnOnce() -> SummaryOutput) -> SummaryOutput {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|p| {
-        let what = p
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| p.downcast_ref::<String>().cloned())
-            .unwrap_or_default();
+        let what = crate::record::panic_message(&*p);
         SummaryOutput {
-            error: Some(format!("internal error in the summary: {what} (a bug: please report it)")),
+            error: Some(format!(
+                "internal error in the summary: {what} (a bug: please report it)"
+            )),
             ..Default::default()
         }
     })
@@ -762,7 +773,9 @@ mod tests {
         assert_eq!(recs.len(), 5);
         let idx: Vec<Option<u64>> = recs.iter().map(|r| r.summary_index).collect();
         assert_eq!(idx, vec![Some(0), Some(1), Some(2), Some(3), None]);
-        assert!(recs.iter().all(|r| r.error.as_deref() == Some("drain-timeout expired")));
+        assert!(recs
+            .iter()
+            .all(|r| r.error.as_deref() == Some("drain-timeout expired")));
         // Late answers are not emitted twice.
         std::thread::sleep(Duration::from_millis(50));
         assert!(e.try_next().is_none());
@@ -775,7 +788,11 @@ mod tests {
         let t0 = Instant::now();
         let llm = Arc::new(FakeLlm::new(move |req, _, _| {
             let tail = req.user.contains("#5");
-            let agg = req.system.as_deref().unwrap_or_default().starts_with("You combine");
+            let agg = req
+                .system
+                .as_deref()
+                .unwrap_or_default()
+                .starts_with("You combine");
             st.lock().unwrap().push((agg, t0.elapsed()));
             if tail && !agg {
                 std::thread::sleep(Duration::from_millis(400));
@@ -791,7 +808,11 @@ mod tests {
         e.finish();
         let recs = take_all(&e);
         let idx: Vec<Option<u64>> = recs.iter().map(|r| r.summary_index).collect();
-        assert_eq!(idx, vec![Some(0), Some(1), Some(2), None], "the final stays last");
+        assert_eq!(
+            idx,
+            vec![Some(0), Some(1), Some(2), None],
+            "the final stays last"
+        );
         let agg_start = started
             .lock()
             .unwrap()
@@ -805,7 +826,11 @@ mod tests {
             agg_start - t_eos
         );
         let f = &recs[3];
-        assert_eq!(ids_in(&f.text), (0..6).collect(), "the last window's captions are in");
+        assert_eq!(
+            ids_in(&f.text),
+            (0..6).collect(),
+            "the last window's captions are in"
+        );
         assert_eq!(f.chunk_indices, vec![0, 1, 2, 3, 4, 5]);
         assert_eq!(f.failed_windows, Some(vec![]));
     }
@@ -861,7 +886,11 @@ mod tests {
         e.finish();
         e.expire("drain-timeout expired");
         let recs = take_all(&e);
-        assert_eq!(recs.len() as u64, n + 2, "every window one record, plus the final");
+        assert_eq!(
+            recs.len() as u64,
+            n + 2,
+            "every window one record, plus the final"
+        );
         let skipped = recs
             .iter()
             .filter(|r| r.error.as_deref().is_some_and(|e| e.starts_with("skipped")))

@@ -73,11 +73,14 @@ impl Webhook {
         }
         let auth = match &token {
             Some(t) => {
-                let mut hv =
-                    reqwest::header::HeaderValue::from_str(&format!("Bearer {}", t.expose()))
-                        .map_err(|_| {
-                            "alert-webhook-token contains characters that are not allowed in an HTTP header".to_string()
-                        })?;
+                let mut hv = reqwest::header::HeaderValue::from_str(&format!(
+                    "Bearer {}",
+                    t.expose()
+                ))
+                .map_err(|_| {
+                    "alert-webhook-token contains characters that are not allowed in an HTTP header"
+                        .to_string()
+                })?;
                 hv.set_sensitive(true);
                 Some(hv)
             }
@@ -128,10 +131,7 @@ impl Webhook {
             }
             *n += 1;
         }
-        let body = match serde_json::to_vec(&body) {
-            Ok(b) => b,
-            Err(_) => Vec::new(),
-        };
+        let body = serde_json::to_vec(&body).unwrap_or_default();
         let job = Delivery {
             url: self.url.clone(),
             auth: self.auth.clone(),
@@ -224,7 +224,10 @@ impl Delivery {
             }
         }
         self.stats.failed.fetch_add(1, Ordering::Relaxed);
-        let msg = format!("alert {id} not delivered to {}: {last}", url_for_log(&self.url));
+        let msg = format!(
+            "alert {id} not delivered to {}: {last}",
+            url_for_log(&self.url)
+        );
         let msg = match &self.token {
             Some(t) => t.scrub(&msg),
             None => msg,
@@ -315,7 +318,9 @@ mod tests {
                         }
                     }
                 }
-                g.lock().unwrap().push(String::from_utf8_lossy(&buf).to_string());
+                g.lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&buf).to_string());
                 let code = statuses.get(i).copied().unwrap_or(200);
                 let _ = write!(
                     s,
@@ -326,7 +331,10 @@ mod tests {
         (url, got)
     }
 
-    fn hook(url: &str, token: Option<&str>) -> (Webhook, Arc<WebhookStats>, Arc<Mutex<Vec<String>>>) {
+    fn hook(
+        url: &str,
+        token: Option<&str>,
+    ) -> (Webhook, Arc<WebhookStats>, Arc<Mutex<Vec<String>>>) {
         let stats = Arc::new(WebhookStats::default());
         let logs = Arc::new(Mutex::new(Vec::new()));
         let l = logs.clone();
@@ -350,7 +358,9 @@ mod tests {
         let reqs = got.lock().unwrap();
         assert_eq!(reqs.len(), 1);
         assert!(reqs[0].starts_with("POST /alerts "));
-        assert!(reqs[0].to_ascii_lowercase().contains("authorization: bearer hook-secret-123"));
+        assert!(reqs[0]
+            .to_ascii_lowercase()
+            .contains("authorization: bearer hook-secret-123"));
         assert!(reqs[0].ends_with("{\"alertId\":\"cam-1\"}"));
         assert_eq!(stats.delivered.load(Ordering::Relaxed), 1);
     }
@@ -371,7 +381,10 @@ mod tests {
         assert_eq!(got.lock().unwrap().len(), ATTEMPTS as usize);
         assert_eq!(stats.failed.load(Ordering::Relaxed), 1);
         let logs = logs.lock().unwrap();
-        assert!(logs[0].contains("alert b not delivered") && logs[0].contains("500"), "{logs:?}");
+        assert!(
+            logs[0].contains("alert b not delivered") && logs[0].contains("500"),
+            "{logs:?}"
+        );
         assert!(!logs[0].contains("hook-secret-123"));
     }
 
@@ -388,8 +401,15 @@ mod tests {
         }
         assert!(t.elapsed() < Duration::from_secs(1), "send never waits");
         assert!(w.wait_idle(Instant::now() + Duration::from_secs(20)));
-        assert_eq!(stats.failed.load(Ordering::Relaxed), (MAX_PENDING + 5) as u64);
-        assert!(logs.lock().unwrap().iter().any(|l| l.contains("already pending")));
+        assert_eq!(
+            stats.failed.load(Ordering::Relaxed),
+            (MAX_PENDING + 5) as u64
+        );
+        assert!(logs
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("already pending")));
     }
 
     #[test]

@@ -553,7 +553,11 @@ impl VssSummarize {
                 gst::element_imp_warning!(
                     self,
                     gst::ResourceError::Write,
-                    ("{} alert deliveries to {} were still pending at EOS", w.pending(), w.url_for_log())
+                    (
+                        "{} alert deliveries to {} were still pending at EOS",
+                        w.pending(),
+                        w.url_for_log()
+                    )
                 );
             }
         }

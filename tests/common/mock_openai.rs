@@ -148,7 +148,11 @@ impl RecordedRequest {
     }
 
     pub fn is_event_check(&self) -> bool {
-        self.images.is_empty() && self.system.as_deref().is_some_and(|s| s.contains("You detect events"))
+        self.images.is_empty()
+            && self
+                .system
+                .as_deref()
+                .is_some_and(|s| s.contains("You detect events"))
     }
 }
 
@@ -159,7 +163,10 @@ pub fn time_labels(text: &str) -> Vec<String> {
     while let Some(a) = rest.find('<') {
         let Some(b) = rest[a..].find('>') else { break };
         let label = &rest[a..a + b + 1];
-        if label.len() > 2 && !label[1..label.len() - 1].contains(['<', ' ']) && !out.iter().any(|l| l == label) {
+        if label.len() > 2
+            && !label[1..label.len() - 1].contains(['<', ' '])
+            && !out.iter().any(|l| l == label)
+        {
             out.push(label.to_string());
         }
         rest = &rest[a + b + 1..];
@@ -174,7 +181,9 @@ fn event_answer(system: &str, caption: &str) -> String {
     }
     let events: Vec<String> = system
         .rfind("{\"result\"")
-        .and_then(|i| serde_json::from_str::<Value>(&system[i..].replace("true|false", "false")).ok())
+        .and_then(|i| {
+            serde_json::from_str::<Value>(&system[i..].replace("true|false", "false")).ok()
+        })
         .and_then(|v| v["result"].as_array().cloned())
         .unwrap_or_default()
         .iter()

@@ -248,12 +248,9 @@ impl crate::summary::TextLlm for CosmosText {
             seed: 1,
             max_tokens: req.max_tokens as usize,
         };
-        let out = engine.generate_text(
-            req.system.as_deref(),
-            &req.user,
-            &params,
-            &|| cancel.is_cancelled(),
-        )?;
+        let out = engine.generate_text(req.system.as_deref(), &req.user, &params, &|| {
+            cancel.is_cancelled()
+        })?;
         Ok(crate::summary::TextAnswer {
             text: out.text,
             input_tokens: out.input_tokens,

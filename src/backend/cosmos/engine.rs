@@ -194,14 +194,24 @@ impl Engine {
     /// The chat template applied to one user turn holding one video and the
     /// prompt (system message when given), with the generation prompt.
     pub fn render_prompt(&self, system: Option<&str>, prompt: &str) -> Result<String, String> {
+        self.render(
+            system,
+            serde_json::json!([{"type": "video", "video": "chunk"}, {"type": "text", "text": prompt}]),
+        )
+    }
+
+    /// The chat template applied to a text-only conversation (system
+    /// message when given, one user turn), with the generation prompt.
+    pub fn render_text_prompt(&self, system: Option<&str>, user: &str) -> Result<String, String> {
+        self.render(system, serde_json::json!(user))
+    }
+
+    fn render(&self, system: Option<&str>, content: serde_json::Value) -> Result<String, String> {
         let mut messages = Vec::new();
         if let Some(s) = system {
             messages.push(serde_json::json!({"role": "system", "content": s}));
         }
-        messages.push(serde_json::json!({
-            "role": "user",
-            "content": [{"type": "video", "video": "chunk"}, {"type": "text", "text": prompt}],
-        }));
+        messages.push(serde_json::json!({"role": "user", "content": content}));
         self.chat
             .get_template("chat")
             .and_then(|t| {
@@ -283,25 +293,6 @@ impl Engine {
         let vis = self.model.vision_embeds(&px, grid)?;
         let emb = self.model.embed_prompt(&ids, Some(&vis))?;
         self.complete(ids, &emb, &pos, delta, &req.params, req.cancelled)
-    }
-
-    /// The chat template applied to a text-only conversation (system
-    /// message when given, one user turn), with the generation prompt.
-    pub fn render_text_prompt(&self, system: Option<&str>, user: &str) -> Result<String, String> {
-        let mut messages = Vec::new();
-        if let Some(s) = system {
-            messages.push(serde_json::json!({"role": "system", "content": s}));
-        }
-        messages.push(serde_json::json!({"role": "user", "content": user}));
-        self.chat
-            .get_template("chat")
-            .and_then(|t| {
-                t.render(minijinja::context! {
-                    messages => minijinja::Value::from(minijinja::value::Serde(messages)),
-                    add_generation_prompt => true,
-                })
-            })
-            .map_err(|e| format!("chat template failed: {e}"))
     }
 
     /// Text-only generation (summaries, event checks): the same model and

@@ -130,7 +130,13 @@ impl VssSummarize {
                     .field("summary-index", r.summary_index.map(|i| i as i64).unwrap_or(-1))
                     .build()
             ),
-            None => gst::debug!(CAT, imp = self, "{what} made in {:.2} s ({} calls)", r.latency, r.llm_calls),
+            None => gst::debug!(
+                CAT,
+                imp = self,
+                "{what} made in {:.2} s ({} calls)",
+                r.latency,
+                r.llm_calls
+            ),
         }
         let value = serde_json::to_value(&r).unwrap_or_default();
         let s = meta::structure_from_json(meta::STRUCTURE_NAME, &value);
@@ -144,9 +150,7 @@ impl VssSummarize {
         let pts = {
             let st = lock(&self.state);
             let end = gst::ClockTime::from_nseconds((r.end.max(0.0) * 1e9) as u64);
-            st.segment
-                .position_from_stream_time(end)
-                .unwrap_or(end)
+            st.segment.position_from_stream_time(end).unwrap_or(end)
         };
         let text = match (&r.error, final_) {
             (Some(e), true) => format!("[final summary failed: {e}]"),

@@ -525,11 +525,17 @@ impl VssSummarize {
             "llm-top-p" => s.text.llm_top_p = value.get().expect("type"),
             "llm-context-tokens" => s.text.llm_context_tokens = value.get().expect("type"),
             "llm-max-concurrency" => s.text.llm_max_concurrency = value.get().expect("type"),
-            "caption-summarization-prompt" => s.text.caption_prompt = opt_str(value).unwrap_or_default(),
-            "summary-aggregation-prompt" => s.text.aggregation_prompt = opt_str(value).unwrap_or_default(),
+            "caption-summarization-prompt" => {
+                s.text.caption_prompt = opt_str(value).unwrap_or_default()
+            }
+            "summary-aggregation-prompt" => {
+                s.text.aggregation_prompt = opt_str(value).unwrap_or_default()
+            }
             "events" => s.text.events = opt_str(value).unwrap_or_default(),
             "alert-webhook" => s.text.alert_webhook = opt_str(value),
-            "alert-webhook-token" => s.text.alert_webhook_token = opt_str(value).and_then(ApiKey::new),
+            "alert-webhook-token" => {
+                s.text.alert_webhook_token = opt_str(value).and_then(ApiKey::new)
+            }
             "stream-id" => s.text.stream_id = opt_str(value),
             _ => unimplemented!("property {name}"),
         }
@@ -635,7 +641,11 @@ impl VssSummarize {
                 .or_else(|| s.text.stream_id.clone())
                 .unwrap_or_else(|| self.obj().name().to_string())
                 .to_value(),
-            "summaries-completed" => self.summary_stats.completed.load(Ordering::Relaxed).to_value(),
+            "summaries-completed" => self
+                .summary_stats
+                .completed
+                .load(Ordering::Relaxed)
+                .to_value(),
             "summaries-failed" => self.summary_stats.failed.load(Ordering::Relaxed).to_value(),
             "alerts-raised" => self.alerts_raised.load(Ordering::Relaxed).to_value(),
             "alerts-webhook-failed" => self.webhook_stats.failed.load(Ordering::Relaxed).to_value(),

@@ -6,7 +6,7 @@
 
 use super::*;
 use crate::backend::openai::OpenAiText;
-use crate::dispatcher::AfterCaption;
+use crate::dispatcher::{AfterCaption, Stage};
 use crate::summary::{
     alerts, parse_summary_duration, Alert, AlertChecker, EngineConfig, SummaryConfig,
     SummaryEngine, TextLlm, Webhook,
@@ -110,11 +110,20 @@ impl VssSummarize {
                 let weak = self.obj().downgrade();
                 let log = Arc::new(move |m: &str| {
                     if let Some(obj) = weak.upgrade() {
-                        gst::element_warning!(obj, gst::ResourceError::Write, ("vsssummarize: {m}"));
+                        gst::element_warning!(
+                            obj,
+                            gst::ResourceError::Write,
+                            ("vsssummarize: {m}")
+                        );
                     }
                 });
-                let w = Webhook::new(u, t.alert_webhook_token.clone(), self.webhook_stats.clone(), log)
-                    .map_err(err)?;
+                let w = Webhook::new(
+                    u,
+                    t.alert_webhook_token.clone(),
+                    self.webhook_stats.clone(),
+                    log,
+                )
+                .map_err(err)?;
                 gst::info!(CAT, imp = self, "alerts go to {}", w.url_for_log());
                 Some(Arc::new(w))
             }
@@ -207,7 +216,12 @@ impl VssSummarize {
             max_retries: settings.max_retries,
             server_wait: config::secs(settings.server_wait),
         })
-        .map_err(|e| gst::error_msg!(gst::ResourceError::Settings, ("vsssummarize: text LLM: {e}")))
+        .map_err(|e| {
+            gst::error_msg!(
+                gst::ResourceError::Settings,
+                ("vsssummarize: text LLM: {e}")
+            )
+        })
     }
 
     /// READY→PAUSED: the event-check stage for the dispatcher, and the
@@ -215,8 +229,7 @@ impl VssSummarize {
     pub(super) fn start_text(
         &self,
         plan: Option<&TextPlan>,
-    ) -> Result<(Option<(Arc<dyn AfterCaption>, usize)>, Option<Arc<SummaryEngine>>), gst::ErrorMessage>
-    {
+    ) -> Result<(Option<Stage>, Option<Arc<SummaryEngine>>), gst::ErrorMessage> {
         self.summary_stats.reset();
         self.alerts_raised.store(0, Ordering::Relaxed);
         let Some(plan) = plan else {
@@ -260,7 +273,9 @@ impl VssSummarize {
         let engine = match &plan.summary {
             Some(cfg) => Some(Arc::new(
                 SummaryEngine::new(plan.llm.clone(), cfg.clone(), self.summary_stats.clone())
-                    .map_err(|e| gst::error_msg!(gst::ResourceError::Settings, ("vsssummarize: {e}")))?,
+                    .map_err(|e| {
+                        gst::error_msg!(gst::ResourceError::Settings, ("vsssummarize: {e}"))
+                    })?,
             )),
             None => None,
         };
