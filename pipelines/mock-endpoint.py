@@ -7,7 +7,12 @@
 #
 #   POST /v1/chat/completions -> a chat.completion whose caption says how many
 #                                frames arrived, their timestamps (parsed from
-#                                the prompt text) and the JPEG frame sizes
+#                                the prompt text) and the JPEG frame sizes;
+#                                text-only requests of vsssummarize's text LLM
+#                                get deterministic answers: an event check the
+#                                JSON it asks for (an event is detected when
+#                                the caption contains its text), a summary
+#                                "summary of" and the <time> labels it was given
 #   GET  /v1/models           -> a model list holding NAME (default "mock")
 #   GET  /health              -> 200 (as vLLM)
 #   anything else             -> HTTP 404 {"detail":"Not Found"} (FastAPI /

@@ -180,3 +180,107 @@ fn a_server_echoing_the_key_is_scrubbed() {
     }
     r.stop();
 }
+
+/// `llm-api-key` and `alert-webhook-token`: sent where they belong, never
+/// readable back, never in a .dot dump, a record, a bus message or a
+/// warning (a failing LLM and a failing webhook included).
+#[test]
+fn the_llm_key_and_the_webhook_token_never_leak() {
+    init_quiet();
+    let (llm_key, token) = ("sk-LLMLEAK-0123456789", "tok-HOOKLEAK-987654321");
+    let vlm = MockServer::start();
+    let llm = MockServer::start();
+    // Event checks answer (every caption says "colours": an alert each);
+    // summaries fail with 401.
+    llm.set_policy(|q, _| {
+        if q.is_event_check() {
+            Reply::ok()
+        } else {
+            Reply::Status {
+                code: 401,
+                retry_after: None,
+            }
+        }
+    });
+    // A webhook that answers 500: its failure is posted as a warning.
+    let hook = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hook_url = format!("http://{}/a", hook.local_addr().unwrap());
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let g = got.clone();
+    std::thread::spawn(move || {
+        for s in hook.incoming() {
+            let Ok(mut s) = s else { continue };
+            let mut buf = [0u8; 4096];
+            let n = s.read(&mut buf).unwrap_or(0);
+            g.lock()
+                .unwrap()
+                .push(String::from_utf8_lossy(&buf[..n]).to_string());
+            let _ =
+                s.write_all(b"HTTP/1.1 500 X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        }
+    });
+    let v = Video::small(2);
+    let r = with_video(
+        &format!(
+            "endpoint={} model-name=m llm-endpoint={} llm-model-name=l chunk-duration=1 num-frames-per-chunk=1 max-retries=0 summarize=true alert-webhook={hook_url} events=colours",
+            vlm.url(),
+            llm.url()
+        ),
+        &v,
+        false,
+    );
+    r.element.set_property("llm-api-key", llm_key);
+    r.element.set_property("alert-webhook-token", token);
+    r.play().unwrap();
+    r.push_video(&v);
+    r.end();
+    assert!(r.wait_eos(T));
+    r.drain_bus();
+    // Sent where it belongs, and only there.
+    let reqs = llm.requests();
+    assert!(!reqs.is_empty());
+    assert!(reqs
+        .iter()
+        .all(|q| q.header("authorization") == Some(format!("Bearer {llm_key}").as_str())));
+    assert!(vlm
+        .requests()
+        .iter()
+        .all(|q| q.header("authorization").is_none()));
+    for name in ["llm-api-key", "alert-webhook-token"] {
+        let pspec = r.element.find_property(name).unwrap();
+        assert!(
+            !pspec.flags().contains(glib::ParamFlags::READABLE),
+            "{name}"
+        );
+    }
+    let dot = r.pipeline.debug_to_dot_data(gst::DebugGraphDetails::all());
+    assert!(!dot.contains("LLMLEAK") && !dot.contains("HOOKLEAK"));
+    let o = r.outputs();
+    let all: Vec<String> = o
+        .json()
+        .iter()
+        .map(|j| j.to_string())
+        .chain(o.messages.iter().map(|m| m.to_string()))
+        .chain(o.warnings.iter().cloned())
+        .collect();
+    // The failures were reported (so there was text that could leak).
+    assert!(all.iter().any(|t| t.contains("HTTP 401")), "{all:#?}");
+    assert!(
+        all.iter()
+            .any(|t| t.contains("not delivered") && t.contains("500")),
+        "{all:#?}"
+    );
+    let hooks = got.lock().unwrap().clone();
+    assert!(!hooks.is_empty());
+    assert!(hooks
+        .iter()
+        .all(|h| h.to_ascii_lowercase().contains(&format!(
+            "authorization: bearer {}",
+            token.to_ascii_lowercase()
+        ))));
+    for t in &all {
+        assert!(!t.contains("LLMLEAK") && !t.contains("HOOKLEAK"), "{t}");
+    }
+    drop(o);
+    r.stop();
+}

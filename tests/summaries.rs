@@ -563,3 +563,50 @@ fn settings_that_cannot_work_fail_at_ready_naming_the_property() {
     ));
     assert!(e.contains("events"), "{e}");
 }
+
+/// A file's segment stops at its duration, and the last window ends there:
+/// a summary stamped at its window's end was clipped away by the sink
+/// (filesink lost the last window and the final summary).
+#[test]
+fn summaries_survive_a_segment_that_stops_at_the_end() {
+    let server = MockServer::start();
+    let v = Video::small(4);
+    let r = with_video(&props(&server, "summary-duration=2"), &v, false);
+    r.play().unwrap();
+    let mut seg = gst::FormattedSegment::<gst::ClockTime>::new();
+    seg.set_start(gst::ClockTime::ZERO);
+    seg.set_stop(gst::ClockTime::from_seconds(4));
+    let dur = 1_000_000_000 / v.fps;
+    let caps = r.appsrc.caps().unwrap();
+    for i in 0..v.seconds * v.fps {
+        let (_, rgb) = colour_of_second(i / v.fps);
+        let mut b = gst::Buffer::from_mut_slice(i420_frame(v.width, v.height, rgb));
+        {
+            let b = b.get_mut().unwrap();
+            b.set_pts(gst::ClockTime::from_nseconds(i * dur));
+            b.set_duration(gst::ClockTime::from_nseconds(dur));
+        }
+        let sample = gst::Sample::builder()
+            .buffer(&b)
+            .caps(&caps)
+            .segment(&seg)
+            .build();
+        r.appsrc.push_sample(&sample).unwrap();
+    }
+    r.end();
+    assert!(r.wait_eos(T), "{:?}", r.outputs().errors);
+    r.drain_bus();
+    let recs = r.outputs().json();
+    let k = kinds(&recs);
+    assert_eq!(k.iter().filter(|k| *k == "caption").count(), 4, "{k:?}");
+    assert_eq!(k.iter().filter(|k| *k == "summary").count(), 2, "{k:?}");
+    assert_eq!(k.last().unwrap(), "final-summary", "{k:?}");
+    let o = r.outputs();
+    let stop = 4_000_000_000;
+    assert!(
+        o.summaries.iter().all(|(pts, ..)| *pts < stop),
+        "inside the segment"
+    );
+    drop(o);
+    r.stop();
+}

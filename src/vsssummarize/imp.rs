@@ -103,6 +103,11 @@ pub struct VssSummarize {
     /// `summary_src` pushed a buffer or GAP since the last flush: its sink
     /// has prerolled, so waiting for its EOS push cannot deadlock.
     summary_prerolled: AtomicBool,
+    /// PTS of the last caption pushed on `summary_src`: summaries and the
+    /// final summary are stamped with it, a time inside the segment (a
+    /// window's end can lie at the segment's stop, where a sink would clip
+    /// the buffer away).
+    last_caption_pts: AtomicU64,
     stats: Arc<Stats>,
     /// The backend's fatal error has been posted.
     fatal_posted: AtomicBool,
@@ -725,6 +730,7 @@ impl ObjectSubclass for VssSummarize {
             metas: Mutex::new(VecDeque::new()),
             gap_needed: AtomicBool::new(true),
             summary_prerolled: AtomicBool::new(false),
+            last_caption_pts: AtomicU64::new(0),
             stats: Arc::new(Stats::default()),
             fatal_posted: AtomicBool::new(false),
             summaries: Mutex::new(None),

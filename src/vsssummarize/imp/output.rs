@@ -114,7 +114,8 @@ impl VssSummarize {
     }
 
     /// Emits a `summary` or `final-summary` record: bus message, meta queue,
-    /// `summary_src` buffer (stamped at the window's end).
+    /// `summary_src` buffer (stamped with the last caption's PTS, no
+    /// duration).
     pub(super) fn emit_summary(&self, r: crate::summary::SummaryRecordFields, e: &SummaryEngine) {
         let final_ = r.summary_index.is_none();
         let what = match r.summary_index {
@@ -147,11 +148,7 @@ impl VssSummarize {
         self.queue_meta(s);
         // Posted: EOS may now leave (the push below may wait for preroll).
         e.emitted(&r);
-        let pts = {
-            let st = lock(&self.state);
-            let end = gst::ClockTime::from_nseconds((r.end.max(0.0) * 1e9) as u64);
-            st.segment.position_from_stream_time(end).unwrap_or(end)
-        };
+        let pts = gst::ClockTime::from_nseconds(self.last_caption_pts.load(Ordering::Acquire));
         let text = match (&r.error, final_) {
             (Some(e), true) => format!("[final summary failed: {e}]"),
             (Some(e), false) => format!("[{what} failed: {e}]"),
@@ -300,6 +297,7 @@ impl VssSummarize {
         };
         let pts = gst::ClockTime::from_nseconds(r.pts_ns);
         let duration = gst::ClockTime::from_nseconds(r.duration_ns);
+        self.last_caption_pts.store(r.pts_ns, Ordering::Release);
         self.push_record(r.to_json_line(), text, pts, Some(duration));
         if !r.detected_events.is_empty() {
             // The alert follows its caption directly (its bus message and
