@@ -77,18 +77,41 @@ impl VisionBlock {
         let k = apply_rope(&qkv.narrow(1, 1, 1)?.squeeze(1)?, &c, &s)?;
         let v = qkv.narrow(1, 2, 1)?.squeeze(1)?;
         let scale = 1.0 / (self.head_dim as f64).sqrt();
+        // Runs of consecutive spans of one length (every window of a frame
+        // but those cut by the image border, every frame in the full-attention
+        // layers) are one batched attention: (windows, heads, len, head_dim),
+        // a view of the rows, copied once per run instead of once per window.
+        let spans: Vec<(usize, usize)> = spans
+            .windows(2)
+            .map(|w| (w[0], w[1] - w[0]))
+            .filter(|&(_, len)| len > 0)
+            .collect();
+        let (hs, hd) = (self.heads, self.head_dim);
         let mut outs = Vec::with_capacity(spans.len());
-        for w in spans.windows(2) {
-            let (a, len) = (w[0], w[1] - w[0]);
-            if len == 0 {
-                continue;
+        let mut i = 0;
+        while i < spans.len() {
+            let (a, len) = spans[i];
+            let mut j = i + 1;
+            while j < spans.len() && spans[j].1 == len && spans[j].0 == spans[j - 1].0 + len {
+                j += 1;
             }
-            let qs = q.narrow(0, a, len)?.transpose(0, 1)?.contiguous()?;
-            let ks = k.narrow(0, a, len)?.transpose(0, 1)?.contiguous()?;
-            let vs = v.narrow(0, a, len)?.transpose(0, 1)?.contiguous()?;
-            let att = softmax(&(qs.matmul(&ks.t()?)? * scale)?)?;
-            let o = att.matmul(&vs)?.transpose(0, 1)?;
-            outs.push(o.reshape((len, self.heads * self.head_dim))?);
+            let b = j - i;
+            let batch = |t: &Tensor| -> CResult<Tensor> {
+                t.narrow(0, a, b * len)?
+                    .reshape((b, len, hs, hd))?
+                    .transpose(1, 2)?
+                    .contiguous()
+            };
+            // The scale on q (len × head_dim) rather than on the scores (len × len).
+            let qs = (batch(&q)? * scale)?;
+            let (ks, vs) = (batch(&k)?, batch(&v)?);
+            let att = softmax(&qs.matmul(&ks.transpose(2, 3)?)?)?;
+            let o = att
+                .matmul(&vs)?
+                .transpose(1, 2)?
+                .reshape((b * len, hs * hd))?;
+            outs.push(o);
+            i = j;
         }
         let attn = Tensor::cat(&outs, 0)?.to_dtype(dt)?;
         let x = (x + self.proj.forward(&attn)?)?;
