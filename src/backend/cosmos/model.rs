@@ -295,7 +295,14 @@ impl Attention {
         })
     }
 
-    fn forward(&mut self, x: &Tensor, cos: &Tensor, sin: &Tensor) -> CResult<Tensor> {
+    /// `mask`: (l, cached + l), for a prompt of more than one token.
+    fn forward(
+        &mut self,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: Option<&Tensor>,
+    ) -> CResult<Tensor> {
         let l = x.dim(0)?;
         let hd = self.head_dim;
         let split = |t: Tensor, n: usize| -> CResult<Tensor> {
@@ -311,31 +318,23 @@ impl Attention {
         self.cache = Some((k.clone(), v.clone()));
         let total = k.dim(1)?;
         let groups = self.heads / self.kv_heads;
-        let rep = |t: &Tensor| -> CResult<Tensor> {
-            t.unsqueeze(1)?
-                .expand((self.kv_heads, groups, total, hd))?
-                .reshape((self.heads, total, hd))
-        };
-        let (k, v) = (rep(&k)?, rep(&v)?);
+        // Grouped-query attention without repeating k and v: the `groups`
+        // query heads that share a kv head are stacked along the rows,
+        // (kv_heads, groups·l, hd), a free reshape of (heads, l, hd).
         let dt = q.dtype();
-        let mut att = (q
-            .to_dtype(DType::F32)?
-            .matmul(&k.to_dtype(DType::F32)?.t()?)?
-            * (1.0 / (hd as f64).sqrt()))?;
-        if l > 1 {
-            // Causal over the new tokens; everything cached is visible.
-            let past = total - l;
-            let mask: Vec<f32> = (0..l)
-                .flat_map(|i| {
-                    (0..total).map(move |j| if j > past + i { f32::NEG_INFINITY } else { 0.0 })
-                })
-                .collect();
-            let mask = Tensor::from_vec(mask, (l, total), x.device())?;
-            att = att.broadcast_add(&mask)?;
+        let scale = 1.0 / (hd as f64).sqrt();
+        let qg = (q.to_dtype(DType::F32)? * scale)?.reshape((self.kv_heads, groups * l, hd))?;
+        let mut att = qg.matmul(&k.to_dtype(DType::F32)?.t()?)?;
+        if let Some(mask) = mask {
+            att = att
+                .reshape((self.kv_heads, groups, l, total))?
+                .broadcast_add(mask)?
+                .reshape((self.kv_heads, groups * l, total))?;
         }
         let o = softmax(&att)?
             .to_dtype(dt)?
             .matmul(&v)?
+            .reshape((self.heads, l, hd))?
             .transpose(0, 1)?
             .reshape((l, self.heads * hd))?;
         self.o.forward(&o)
@@ -364,8 +363,14 @@ impl DecoderLayer {
         })
     }
 
-    fn forward(&mut self, x: &Tensor, cos: &Tensor, sin: &Tensor) -> CResult<Tensor> {
-        let x = (x + self.attn.forward(&self.norm1.forward(x)?, cos, sin)?)?;
+    fn forward(
+        &mut self,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: Option<&Tensor>,
+    ) -> CResult<Tensor> {
+        let x = (x + self.attn.forward(&self.norm1.forward(x)?, cos, sin, mask)?)?;
         let h = self.norm2.forward(&x)?;
         let m = (candle_nn::ops::silu(&self.gate.forward(&h)?)? * self.up.forward(&h)?)?;
         x + self.down.forward(&m)?
@@ -554,9 +559,24 @@ impl Qwen25Vl {
             cos.to_dtype(dt).map_err(err)?,
             sin.to_dtype(dt).map_err(err)?,
         );
+        // Causal over the new tokens, everything cached visible; built once
+        // for all layers.
+        let l = embeds.dim(0).map_err(err)?;
+        let past = self.cache_len();
+        let mask = if l > 1 {
+            let total = past + l;
+            let m: Vec<f32> = (0..l)
+                .flat_map(|i| {
+                    (0..total).map(move |j| if j > past + i { f32::NEG_INFINITY } else { 0.0 })
+                })
+                .collect();
+            Some(Tensor::from_vec(m, (l, total), &self.device).map_err(err)?)
+        } else {
+            None
+        };
         let mut x = embeds.clone();
         for layer in self.layers.iter_mut() {
-            x = layer.forward(&x, &cos, &sin).map_err(err)?;
+            x = layer.forward(&x, &cos, &sin, mask.as_ref()).map_err(err)?;
         }
         let x = self.norm.forward(&x).map_err(err)?;
         self.lm_head
