@@ -610,3 +610,46 @@ fn summaries_survive_a_segment_that_stops_at_the_end() {
     drop(o);
     r.stop();
 }
+
+/// A live source with NTP reference timestamps (`rtspsrc
+/// add-reference-timestamp-meta=true`): the wall-clock times come from them,
+/// not from this machine's clock.
+#[test]
+fn live_times_follow_the_sources_ntp_clock() {
+    let server = MockServer::start();
+    let v = Video::small(2);
+    let r = with_video(&props(&server, "summary-duration=-1 max-pending-chunks=64"), &v, true);
+    r.play().unwrap();
+    // 2020-01-01T00:00:00Z in NTP time (seconds since 1900).
+    let ntp0 = (1_577_836_800u64 + 2_208_988_800) * 1_000_000_000;
+    let ntp_caps = gst::Caps::builder("timestamp/x-ntp").build();
+    let dur = 1_000_000_000 / v.fps;
+    for i in 0..v.seconds * v.fps {
+        let (_, rgb) = colour_of_second(i / v.fps);
+        let mut b = gst::Buffer::from_mut_slice(i420_frame(v.width, v.height, rgb));
+        {
+            let b = b.get_mut().unwrap();
+            b.set_pts(gst::ClockTime::from_nseconds(i * dur));
+            b.set_duration(gst::ClockTime::from_nseconds(dur));
+            gst::ReferenceTimestampMeta::add(
+                b,
+                &ntp_caps,
+                gst::ClockTime::from_nseconds(ntp0 + i * dur),
+                gst::ClockTime::NONE,
+            );
+        }
+        r.appsrc.push_buffer(b).unwrap();
+    }
+    r.end();
+    assert!(r.wait_eos(T), "{:?}", r.outputs().errors);
+    r.drain_bus();
+    let recs = r.outputs().json();
+    assert_eq!(recs[0]["start-time"], "2020-01-01T00:00:00.000Z", "{}", recs[0]);
+    assert_eq!(recs[0]["end-time"], "2020-01-01T00:00:01.000Z");
+    assert_eq!(recs[1]["start-time"], "2020-01-01T00:00:01.000Z");
+    let fin = recs.last().unwrap();
+    assert_eq!(fin["kind"], "final-summary");
+    assert_eq!(fin["start-time"], "2020-01-01T00:00:00.000Z");
+    assert_eq!(fin["end-time"], "2020-01-01T00:00:02.000Z");
+    r.stop();
+}
