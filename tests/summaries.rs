@@ -618,7 +618,11 @@ fn summaries_survive_a_segment_that_stops_at_the_end() {
 fn live_times_follow_the_sources_ntp_clock() {
     let server = MockServer::start();
     let v = Video::small(2);
-    let r = with_video(&props(&server, "summary-duration=-1 max-pending-chunks=64"), &v, true);
+    let r = with_video(
+        &props(&server, "summary-duration=-1 max-pending-chunks=64"),
+        &v,
+        true,
+    );
     r.play().unwrap();
     // 2020-01-01T00:00:00Z in NTP time (seconds since 1900).
     let ntp0 = (1_577_836_800u64 + 2_208_988_800) * 1_000_000_000;
@@ -644,7 +648,11 @@ fn live_times_follow_the_sources_ntp_clock() {
     assert!(r.wait_eos(T), "{:?}", r.outputs().errors);
     r.drain_bus();
     let recs = r.outputs().json();
-    assert_eq!(recs[0]["start-time"], "2020-01-01T00:00:00.000Z", "{}", recs[0]);
+    assert_eq!(
+        recs[0]["start-time"], "2020-01-01T00:00:00.000Z",
+        "{}",
+        recs[0]
+    );
     assert_eq!(recs[0]["end-time"], "2020-01-01T00:00:01.000Z");
     assert_eq!(recs[1]["start-time"], "2020-01-01T00:00:01.000Z");
     let fin = recs.last().unwrap();
@@ -652,4 +660,30 @@ fn live_times_follow_the_sources_ntp_clock() {
     assert_eq!(fin["start-time"], "2020-01-01T00:00:00.000Z");
     assert_eq!(fin["end-time"], "2020-01-01T00:00:02.000Z");
     r.stop();
+}
+
+/// PAUSED→READY while a summary call hangs: cancelled at once.
+#[test]
+fn stopping_cancels_summary_calls_at_once() {
+    let server = MockServer::start();
+    server.set_policy(|q, _| {
+        if q.is_text_llm() {
+            Reply::Stall(Duration::from_secs(120))
+        } else {
+            Reply::ok()
+        }
+    });
+    let v = Video::small(4);
+    let r = with_video(&props(&server, "summary-duration=1"), &v, false);
+    r.play().unwrap();
+    r.push_video(&v);
+    // A window summary hangs at the server.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !server.requests().iter().any(|q| q.is_text_llm()) {
+        assert!(std::time::Instant::now() < deadline, "no summary call");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let t0 = std::time::Instant::now();
+    r.pipeline.set_state(gst::State::Null).unwrap();
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
 }
