@@ -1064,6 +1064,74 @@ mod tests {
         assert_eq!(short.len(), 10);
     }
 
+    /// A stage that marks each record, and hangs (until cancelled) on the
+    /// chunks listed.
+    struct Marking(Vec<u64>);
+
+    impl AfterCaption for Marking {
+        fn process(&self, rec: &mut SummaryRecord, cancel: &CancellationToken) {
+            if self.0.contains(&rec.chunk_index) {
+                while !cancel.is_cancelled() {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                return;
+            }
+            // Later chunks finish first: the order must still hold.
+            std::thread::sleep(Duration::from_millis(40 - 10 * rec.chunk_index.min(3)));
+            rec.alert_error = Some("checked".into());
+        }
+        fn timed_out(&self, rec: &mut SummaryRecord, msg: &str) {
+            rec.alert_error = Some(format!("not checked: {msg}"));
+        }
+    }
+
+    #[test]
+    fn the_after_caption_stage_keeps_order_and_captions_at_a_drain_timeout() {
+        let b = scripted(vec![0, 0, 0, 0], vec![1]);
+        let stage: Stage = (Arc::new(Marking(vec![3])), 3);
+        let d = Dispatcher::with_stage(b, 2, 8, Arc::new(Stats::default()), Some(stage));
+        for i in 0..4 {
+            let (j, t) = job(i);
+            d.submit(j, t, false);
+        }
+        let got = collect(&d, 3);
+        let idx: Vec<u64> = got.iter().map(|r| r.chunk_index).collect();
+        assert_eq!(idx, vec![0, 1, 2], "in order");
+        assert_eq!(got[0].alert_error.as_deref(), Some("checked"));
+        assert!(
+            got[1].is_error() && got[1].alert_error.is_none(),
+            "errors are not checked"
+        );
+        assert_eq!(got[2].alert_error.as_deref(), Some("checked"));
+        // Chunk 3 hangs in the stage: pending, then kept as a caption.
+        assert_eq!(d.pending(), 1);
+        let out = std::thread::scope(|s| {
+            let h = s.spawn(|| {
+                let r = match d.next_output(Duration::from_secs(10)) {
+                    Some(Output::Record(r)) => *r,
+                    other => panic!("{other:?}"),
+                };
+                assert!(matches!(
+                    d.next_output(Duration::from_secs(10)),
+                    Some(Output::Eos)
+                ));
+                r
+            });
+            assert_eq!(
+                d.drain(Duration::from_millis(200), Duration::from_secs(5)),
+                Some(0)
+            );
+            h.join().unwrap()
+        });
+        assert_eq!(out.chunk_index, 3);
+        assert!(!out.is_error(), "the caption stays");
+        assert!(out
+            .alert_error
+            .as_deref()
+            .unwrap()
+            .starts_with("not checked: drain-timeout"));
+    }
+
     #[test]
     fn drain_waits_then_times_out_into_error_records() {
         let b = scripted(vec![0, 5000], vec![]);
