@@ -55,7 +55,7 @@ impl VssSummarize {
             return Ok(None);
         }
         let llm: Option<Arc<dyn TextLlm>> = match (&t.llm_endpoint, vlm, local) {
-            (Some(ep), _, _) => Some(self.llm_client(settings, resolved, ep, vlm)?),
+            (Some(ep), _, _) => Some(self.llm_client(settings, ep, vlm)?),
             (None, Some(vlm), _) => {
                 let mut endpoint = vlm.clone();
                 if let Some(m) = &t.llm_model_name {
@@ -159,7 +159,6 @@ impl VssSummarize {
     fn llm_client(
         &self,
         settings: &Settings,
-        resolved: &Resolved,
         ep: &str,
         vlm: Option<&config::EndpointConfig>,
     ) -> Result<Arc<dyn TextLlm>, gst::ErrorMessage> {
@@ -194,7 +193,6 @@ impl VssSummarize {
                 crate::backend::openai::url_for_log(&endpoint.chat_url)
             )));
         }
-        let _ = resolved;
         Ok(Arc::new(self.openai_text(settings, endpoint)?))
     }
 
