@@ -17,6 +17,8 @@ pub mod engine;
 pub mod fp8;
 #[cfg(feature = "cosmos")]
 pub mod model;
+#[cfg(feature = "cosmos")]
+pub mod ops;
 pub mod preprocess;
 pub mod rope_index;
 pub mod sampling;

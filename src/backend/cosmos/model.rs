@@ -6,25 +6,24 @@
 
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device, Module, Result as CResult, Tensor, D};
+use candle_core::{DType, Device, Module, Result as CResult, Tensor};
 use candle_nn::{Embedding, Linear, RmsNorm, VarBuilder};
 
 use super::config::{QwenConfig, TextConfig, VisionConfig};
 use super::fp8::{self, Quantization};
+use super::ops::CausalSoftmax;
 
 fn err(e: candle_core::Error) -> String {
     e.to_string()
 }
 
-/// `x·cos + rotate_half(x)·sin` over the last dimension; `cos`/`sin` are
-/// (seq, dim) and broadcast over the head axis of `x` (seq, heads, dim) or
-/// (heads, seq, dim) as given by `cos`'s shape after broadcasting.
+/// `x·cos + rotate_half(x)·sin` over the last dimension of `x` (heads, seq,
+/// dim), contiguous; `cos`/`sin` are (seq, dim / 2), the half that
+/// rotate_half's duplicated table repeats. candle's fused kernel: one pass,
+/// one output, instead of a split, a negation, a concatenation and three
+/// broadcast products.
 fn apply_rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> CResult<Tensor> {
-    let d = x.dim(D::Minus1)?;
-    let x1 = x.narrow(D::Minus1, 0, d / 2)?;
-    let x2 = x.narrow(D::Minus1, d / 2, d / 2)?;
-    let rot = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
-    x.broadcast_mul(cos)? + rot.broadcast_mul(sin)?
+    candle_nn::rotary_emb::rope(&x.unsqueeze(0)?, cos, sin)?.squeeze(0)
 }
 
 fn softmax(x: &Tensor) -> CResult<Tensor> {
@@ -64,29 +63,33 @@ impl VisionBlock {
     /// `spans`: consecutive [start, end) row ranges attended within.
     fn forward(&self, x: &Tensor, spans: &[usize], cos: &Tensor, sin: &Tensor) -> CResult<Tensor> {
         let n = x.dim(0)?;
+        let (hs, hd) = (self.heads, self.head_dim);
         let h = self.norm1.forward(x)?;
+        let dt = x.dtype();
+        // RoPE and attention in f32 whatever the weights' type (as HF does),
+        // heads first: (3, heads, rows, head_dim), one copy.
         let qkv = self
             .qkv
             .forward(&h)?
-            .reshape((n, 3, self.heads, self.head_dim))?;
-        let dt = x.dtype();
-        // RoPE and attention in f32 whatever the weights' type (as HF does).
-        let qkv = qkv.to_dtype(DType::F32)?;
-        let (c, s) = (cos.unsqueeze(1)?, sin.unsqueeze(1)?);
-        let q = apply_rope(&qkv.narrow(1, 0, 1)?.squeeze(1)?, &c, &s)?;
-        let k = apply_rope(&qkv.narrow(1, 1, 1)?.squeeze(1)?, &c, &s)?;
-        let v = qkv.narrow(1, 2, 1)?.squeeze(1)?;
-        let scale = 1.0 / (self.head_dim as f64).sqrt();
+            .to_dtype(DType::F32)?
+            .reshape((n, 3, hs, hd))?
+            .permute((1, 2, 0, 3))?
+            .contiguous()?;
+        let scale = 1.0 / (hd as f64).sqrt();
+        // The scale on q (rows × head_dim) rather than on the scores.
+        let q = (apply_rope(&qkv.get(0)?, cos, sin)? * scale)?;
+        let k = apply_rope(&qkv.get(1)?, cos, sin)?;
+        let v = qkv.get(2)?;
         // Runs of consecutive spans of one length (every window of a frame
         // but those cut by the image border, every frame in the full-attention
-        // layers) are one batched attention: (windows, heads, len, head_dim),
-        // a view of the rows, copied once per run instead of once per window.
+        // layers) are one batched attention over (heads·windows, len,
+        // head_dim): a free reshape when the run covers every row (frames of
+        // one size), one copy otherwise.
         let spans: Vec<(usize, usize)> = spans
             .windows(2)
             .map(|w| (w[0], w[1] - w[0]))
             .filter(|&(_, len)| len > 0)
             .collect();
-        let (hs, hd) = (self.heads, self.head_dim);
         let mut outs = Vec::with_capacity(spans.len());
         let mut i = 0;
         while i < spans.len() {
@@ -96,24 +99,16 @@ impl VisionBlock {
                 j += 1;
             }
             let b = j - i;
-            let batch = |t: &Tensor| -> CResult<Tensor> {
-                t.narrow(0, a, b * len)?
-                    .reshape((b, len, hs, hd))?
-                    .transpose(1, 2)?
-                    .contiguous()
-            };
-            // The scale on q (len × head_dim) rather than on the scores (len × len).
-            let qs = (batch(&q)? * scale)?;
-            let (ks, vs) = (batch(&k)?, batch(&v)?);
-            let att = softmax(&qs.matmul(&ks.transpose(2, 3)?)?)?;
-            let o = att
-                .matmul(&vs)?
-                .transpose(1, 2)?
-                .reshape((b * len, hs * hd))?;
-            outs.push(o);
+            let batch = |t: &Tensor| t.narrow(1, a, b * len)?.reshape((hs * b, len, hd));
+            let (qs, ks, vs) = (batch(&q)?, batch(&k)?, batch(&v)?);
+            let att = softmax(&qs.matmul(&ks.transpose(1, 2)?)?)?;
+            outs.push(att.matmul(&vs)?.reshape((hs, b * len, hd))?);
             i = j;
         }
-        let attn = Tensor::cat(&outs, 0)?.to_dtype(dt)?;
+        let attn = Tensor::cat(&outs, 1)?
+            .transpose(0, 1)?
+            .reshape((n, hs * hd))?
+            .to_dtype(dt)?;
         let x = (x + self.proj.forward(&attn)?)?;
         let h = self.norm2.forward(&x)?;
         let m = (candle_nn::ops::silu(&self.gate.forward(&h)?)? * self.up.forward(&h)?)?;
@@ -193,7 +188,7 @@ impl VisionModel {
         })
     }
 
-    /// (rows, head_dim) cos and sin of the 2-D RoPE, rows in patch order.
+    /// (rows, head_dim / 2) cos and sin of the 2-D RoPE, rows in patch order.
     fn rope(&self, grid: [usize; 3], device: &Device) -> CResult<(Tensor, Tensor)> {
         let hd = self.cfg.hidden_size / self.cfg.num_heads;
         let dim = hd / 2;
@@ -219,8 +214,7 @@ impl VisionModel {
             }
         }
         let f = Tensor::from_vec(freqs, (t * h * w, dim), device)?;
-        let emb = Tensor::cat(&[&f, &f], 1)?;
-        Ok((emb.cos()?, emb.sin()?))
+        Ok((f.cos()?, f.sin()?))
     }
 
     fn forward(&self, pixel_values: &Tensor, grid: [usize; 3]) -> CResult<Tensor> {
@@ -295,13 +289,13 @@ impl Attention {
         })
     }
 
-    /// `mask`: (l, cached + l), for a prompt of more than one token.
+    /// Causal over the new tokens, everything cached visible.
     fn forward(
         &mut self,
         x: &Tensor,
         cos: &Tensor,
         sin: &Tensor,
-        mask: Option<&Tensor>,
+        causal: &CausalSoftmax,
     ) -> CResult<Tensor> {
         let l = x.dim(0)?;
         let hd = self.head_dim;
@@ -316,7 +310,6 @@ impl Attention {
             None => (k, v),
         };
         self.cache = Some((k.clone(), v.clone()));
-        let total = k.dim(1)?;
         let groups = self.heads / self.kv_heads;
         // Grouped-query attention without repeating k and v: the `groups`
         // query heads that share a kv head are stacked along the rows,
@@ -324,14 +317,9 @@ impl Attention {
         let dt = q.dtype();
         let scale = 1.0 / (hd as f64).sqrt();
         let qg = (q.to_dtype(DType::F32)? * scale)?.reshape((self.kv_heads, groups * l, hd))?;
-        let mut att = qg.matmul(&k.to_dtype(DType::F32)?.t()?)?;
-        if let Some(mask) = mask {
-            att = att
-                .reshape((self.kv_heads, groups, l, total))?
-                .broadcast_add(mask)?
-                .reshape((self.kv_heads, groups * l, total))?;
-        }
-        let o = softmax(&att)?
+        let att = qg.matmul(&k.to_dtype(DType::F32)?.t()?)?;
+        let o = causal
+            .apply(&att)?
             .to_dtype(dt)?
             .matmul(&v)?
             .reshape((self.heads, l, hd))?
@@ -368,9 +356,11 @@ impl DecoderLayer {
         x: &Tensor,
         cos: &Tensor,
         sin: &Tensor,
-        mask: Option<&Tensor>,
+        causal: &CausalSoftmax,
     ) -> CResult<Tensor> {
-        let x = (x + self.attn.forward(&self.norm1.forward(x)?, cos, sin, mask)?)?;
+        let x = (x + self
+            .attn
+            .forward(&self.norm1.forward(x)?, cos, sin, causal)?)?;
         let h = self.norm2.forward(&x)?;
         let m = (candle_nn::ops::silu(&self.gate.forward(&h)?)? * self.up.forward(&h)?)?;
         x + self.down.forward(&m)?
@@ -491,7 +481,9 @@ impl Qwen25Vl {
 
     /// Vision embeddings (merged tokens, out_hidden) of one video.
     pub fn vision_embeds(&self, pixel_values: &Tensor, grid: [usize; 3]) -> Result<Tensor, String> {
-        self.vision.forward(pixel_values, grid).map_err(err)
+        self.device
+            .with_context(|| self.vision.forward(pixel_values, grid))
+            .map_err(err)
     }
 
     /// Token embeddings with the video tokens replaced by `vision`, in order.
@@ -520,7 +512,7 @@ impl Qwen25Vl {
         Ok(x)
     }
 
-    /// M-RoPE cos/sin (L, head_dim) for position ids per axis.
+    /// M-RoPE cos/sin (L, head_dim / 2) for position ids per axis.
     fn mrope(&self, pos: &[Vec<i64>; 3]) -> CResult<(Tensor, Tensor)> {
         let t = &self.cfg.text;
         let hd = t.head_dim;
@@ -544,39 +536,38 @@ impl Qwen25Vl {
                 .map(|(w, &a)| p[a] as f32 * w)
                 .collect();
             f.extend_from_slice(&half);
-            f.extend_from_slice(&half);
         }
-        let f = Tensor::from_vec(f, (l, hd), &self.device)?;
+        let f = Tensor::from_vec(f, (l, hd / 2), &self.device)?;
         Ok((f.cos()?, f.sin()?))
     }
 
     /// Runs the decoder over new embeddings (appending to the KV cache) and
     /// returns their logits (L, vocab).
+    ///
+    /// On the CPU this (like [`Qwen25Vl::vision_embeds`]) runs inside
+    /// candle's thread pool (`Device::with_context`): the matmuls' and the
+    /// elementwise ops' threads stay warm between the many short parallel
+    /// sections instead of being woken from outside the pool for each; the
+    /// calling thread waits. That was about a quarter of the prefill here.
     pub fn forward(&mut self, embeds: &Tensor, pos: &[Vec<i64>; 3]) -> Result<Tensor, String> {
+        let device = self.device.clone();
+        device.with_context(|| self.forward_here(embeds, pos))
+    }
+
+    fn forward_here(&mut self, embeds: &Tensor, pos: &[Vec<i64>; 3]) -> Result<Tensor, String> {
         let (cos, sin) = self.mrope(pos).map_err(err)?;
         let dt = embeds.dtype();
         let (cos, sin) = (
             cos.to_dtype(dt).map_err(err)?,
             sin.to_dtype(dt).map_err(err)?,
         );
-        // Causal over the new tokens, everything cached visible; built once
-        // for all layers.
+        // Causal over the new tokens, everything cached visible; set up
+        // once for all layers.
         let l = embeds.dim(0).map_err(err)?;
-        let past = self.cache_len();
-        let mask = if l > 1 {
-            let total = past + l;
-            let m: Vec<f32> = (0..l)
-                .flat_map(|i| {
-                    (0..total).map(move |j| if j > past + i { f32::NEG_INFINITY } else { 0.0 })
-                })
-                .collect();
-            Some(Tensor::from_vec(m, (l, total), &self.device).map_err(err)?)
-        } else {
-            None
-        };
+        let causal = CausalSoftmax::new(l, self.cache_len(), &self.device).map_err(err)?;
         let mut x = embeds.clone();
         for layer in self.layers.iter_mut() {
-            x = layer.forward(&x, &cos, &sin, mask.as_ref()).map_err(err)?;
+            x = layer.forward(&x, &cos, &sin, &causal).map_err(err)?;
         }
         let x = self.norm.forward(&x).map_err(err)?;
         self.lm_head

@@ -1,0 +1,250 @@
+// SPDX-License-Identifier: MPL-2.0
+//! CPU kernels the prefill spends its non-matmul time in, as candle custom
+//! ops: the causal softmax of the decoder's attention scores (the mask is
+//! never built and the masked half is never exponentiated) and an `exp` that
+//! vectorises (glibc's `expf`, which candle's softmax and SiLU call one
+//! element at a time, was the largest item after the matmuls in a `perf`
+//! profile). Other devices and dtypes take candle's own ops.
+
+use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+/// `e^x` for every element, to about 2 ulp (Cephes' polynomial on
+/// `x - n·ln 2`, `|x - n·ln 2| ≤ ln 2 / 2`, then `2^n` in the exponent
+/// bits). Straight-line code over lanes of 16, so the compiler emits AVX-512
+/// (or AVX2) for the whole slice. `exp(-inf) = 0`, large `x` saturates to
+/// `+inf`, NaN stays NaN.
+pub fn exp_in_place(xs: &mut [f32]) {
+    for x in xs.iter_mut() {
+        *x = exp_one(*x);
+    }
+}
+
+#[inline(always)]
+fn exp_one(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    // ln 2 split in two so that n·ln2 is exact for |n| < 2^8.
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    // Below this e^x is 0 in f32 (subnormals flushed), above it +inf.
+    const LO: f32 = -87.336_55;
+    const HI: f32 = 88.722_83;
+    let xc = x.clamp(LO, HI);
+    let n = (xc * LOG2E).round();
+    let r = xc - n * LN2_HI - n * LN2_LO;
+    // Cephes expf: e^r = 1 + r + r²·P(r).
+    let p = 1.987_569_1e-4_f32;
+    let p = p * r + 1.398_199_9e-3;
+    let p = p * r + 8.333_452e-3;
+    let p = p * r + 4.166_579_6e-2;
+    let p = p * r + 1.666_666_5e-1;
+    let p = p * r + 0.5;
+    let y = p * r * r + r + 1.0;
+    // 2^n through the exponent bits, as 2^a·2^b (n is in [-126, 128], so
+    // both halves are normal numbers).
+    let n = n as i32;
+    let a = n / 2;
+    let pow2 = |k: i32| f32::from_bits(((k + 127) as u32) << 23);
+    let v = y * pow2(a) * pow2(n - a);
+    if x.is_nan() {
+        x
+    } else if x < LO {
+        0.0
+    } else if x > HI {
+        f32::INFINITY
+    } else {
+        v
+    }
+}
+
+/// The causal softmax of a forward pass over `queries` new tokens after
+/// `past` cached ones: query `i` sees keys `0..=past + i`, the others get 0
+/// (what adding a `-inf` mask before the softmax gives). Built once per
+/// forward, used by every layer.
+pub enum CausalSoftmax {
+    /// One new token: it sees everything, a plain softmax.
+    Plain,
+    /// CPU, f32 scores: the fused kernel, no mask tensor.
+    Fused { queries: usize, past: usize },
+    /// Elsewhere (CUDA): an additive (queries, past + queries) mask and
+    /// candle's softmax.
+    Mask(Tensor),
+}
+
+impl CausalSoftmax {
+    pub fn new(queries: usize, past: usize, device: &candle_core::Device) -> Result<Self> {
+        if queries <= 1 {
+            return Ok(CausalSoftmax::Plain);
+        }
+        if device.is_cpu() {
+            return Ok(CausalSoftmax::Fused { queries, past });
+        }
+        Ok(CausalSoftmax::Mask(additive_mask(queries, past, device)?))
+    }
+
+    /// Softmax over the last axis of f32 scores `(.., rows, past + queries)`
+    /// whose row `r` belongs to query `r % queries`.
+    pub fn apply(&self, scores: &Tensor) -> Result<Tensor> {
+        match self {
+            CausalSoftmax::Plain => candle_nn::ops::softmax_last_dim(scores),
+            CausalSoftmax::Fused { queries, past } if scores.dtype() == DType::F32 => {
+                let total = scores.dim(candle_core::D::Minus1)?;
+                if past + queries != total {
+                    candle_core::bail!(
+                        "causal softmax: {queries} queries after {past} cached tokens but {total} keys"
+                    );
+                }
+                scores.contiguous()?.apply_op1_no_bwd(&FusedCausalSoftmax {
+                    queries: *queries,
+                    past: *past,
+                })
+            }
+            CausalSoftmax::Fused { queries, past } => {
+                CausalSoftmax::Mask(additive_mask(*queries, *past, scores.device())?).apply(scores)
+            }
+            CausalSoftmax::Mask(mask) => {
+                let (queries, total) = mask.dims2()?;
+                let dims = scores.dims().to_vec();
+                let rows = dims[..dims.len() - 1].iter().product::<usize>();
+                let s = scores
+                    .reshape((rows / queries, queries, total))?
+                    .broadcast_add(&mask.to_dtype(scores.dtype())?)?
+                    .reshape(dims)?;
+                candle_nn::ops::softmax_last_dim(&s)
+            }
+        }
+    }
+}
+
+/// (queries, past + queries): 0 where query `i` sees key `j`, `-inf` after.
+fn additive_mask(queries: usize, past: usize, device: &candle_core::Device) -> Result<Tensor> {
+    let total = past + queries;
+    let m: Vec<f32> = (0..queries)
+        .flat_map(|i| (0..total).map(move |j| if j > past + i { f32::NEG_INFINITY } else { 0.0 }))
+        .collect();
+    Tensor::from_vec(m, (queries, total), device)
+}
+
+struct FusedCausalSoftmax {
+    queries: usize,
+    past: usize,
+}
+
+impl CustomOp1 for FusedCausalSoftmax {
+    fn name(&self) -> &'static str {
+        "vss-causal-softmax"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let CpuStorage::F32(src) = storage else {
+            candle_core::bail!("causal softmax: f32 only");
+        };
+        let Some((o1, o2)) = layout.contiguous_offsets() else {
+            candle_core::bail!("causal softmax: input has to be contiguous");
+        };
+        let src = &src[o1..o2];
+        let total = self.past + self.queries;
+        let mut dst = vec![0f32; src.len()];
+        src.par_chunks(total)
+            .zip(dst.par_chunks_mut(total))
+            .enumerate()
+            .for_each(|(r, (s, d))| {
+                let valid = self.past + r % self.queries + 1;
+                let (s, d) = (&s[..valid], &mut d[..valid]);
+                let max = s.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+                for (d, &s) in d.iter_mut().zip(s) {
+                    *d = s - max;
+                }
+                exp_in_place(d);
+                let sum: f32 = d.iter().sum();
+                for d in d.iter_mut() {
+                    *d /= sum;
+                }
+            });
+        Ok((CpuStorage::F32(dst), layout.shape().clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn exp_is_within_two_ulp_of_libm() {
+        let mut worst = 0u32;
+        let mut x = -87.0f32;
+        while x < 88.0 {
+            let mut v = [x];
+            exp_in_place(&mut v);
+            let want = x.exp();
+            let ulp = (v[0].to_bits() as i64 - want.to_bits() as i64).unsigned_abs() as u32;
+            worst = worst.max(ulp);
+            x += 0.0137;
+        }
+        assert!(worst <= 2, "worst error {worst} ulp");
+        let mut v = [
+            f32::NEG_INFINITY,
+            -200.0,
+            0.0,
+            200.0,
+            f32::INFINITY,
+            f32::NAN,
+        ];
+        exp_in_place(&mut v);
+        assert_eq!(&v[..5], &[0.0, 0.0, 1.0, f32::INFINITY, f32::INFINITY]);
+        assert!(v[5].is_nan());
+    }
+
+    #[test]
+    fn causal_softmax_matches_mask_and_softmax() {
+        let dev = Device::Cpu;
+        for (queries, past) in [(5usize, 0usize), (3, 4), (1, 6)] {
+            let total = past + queries;
+            let s = Tensor::randn(0f32, 3.0, (2, 2 * queries, total), &dev).unwrap();
+            let got = CausalSoftmax::new(queries, past, &dev)
+                .unwrap()
+                .apply(&s)
+                .unwrap();
+            let m: Vec<f32> = (0..2 * queries)
+                .flat_map(|r| {
+                    (0..total).map(move |j| {
+                        if j > past + r % queries {
+                            f32::NEG_INFINITY
+                        } else {
+                            0.0
+                        }
+                    })
+                })
+                .collect();
+            let mask = Tensor::from_vec(m, (2 * queries, total), &dev).unwrap();
+            // The mask path (what CUDA takes) gives the same.
+            let masked = CausalSoftmax::Mask(additive_mask(queries, past, &dev).unwrap())
+                .apply(&s)
+                .unwrap();
+            let want = candle_nn::ops::softmax_last_dim(&s.broadcast_add(&mask).unwrap()).unwrap();
+            let d = (got - &want)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(d < 1e-6, "queries {queries} past {past}: {d}");
+            let d2 = (masked - &want)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert_eq!(d2, 0.0);
+        }
+    }
+}
