@@ -84,21 +84,15 @@ fn main() {
         let vis = m.vision_embeds(&pv, grid).unwrap();
         let vision = t0.elapsed().as_secs_f64();
         let emb = m.embed_prompt(&ids, Some(&vis)).unwrap();
-        let logits = m.forward(&emb, &pos).unwrap();
-        let last = logits
-            .narrow(0, l - 1, 1)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
+        let logits = m.forward_last(&emb, &pos).unwrap();
+        let last = logits.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let prefill = t0.elapsed().as_secs_f64();
         let mut tok = argmax(&last);
         let t1 = Instant::now();
         for i in 0..new {
             let p = (l + i) as i64 + delta;
             let e = m.embed_prompt(&[tok], None).unwrap();
-            let lg = m.forward(&e, &[vec![p], vec![p], vec![p]]).unwrap();
+            let lg = m.forward_last(&e, &[vec![p], vec![p], vec![p]]).unwrap();
             let v = lg.flatten_all().unwrap().to_vec1::<f32>().unwrap();
             assert_eq!(v.len(), vocab);
             tok = argmax(&v);

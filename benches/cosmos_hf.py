@@ -76,7 +76,8 @@ def main(out_dir):
         t0 = time.perf_counter()
         with torch.no_grad():
             out = model(input_ids=input_ids, pixel_values_videos=inp["pixel_values_videos"],
-                        video_grid_thw=grid, position_ids=pos, use_cache=True)
+                        video_grid_thw=grid, position_ids=pos, use_cache=True,
+                        logits_to_keep=1)
         t1 = time.perf_counter()
         cache = getattr(out, "past_key_values", None) or getattr(out, "cache", None)
         tok = out.logits[0, -1].argmax()
@@ -84,7 +85,8 @@ def main(out_dir):
         with torch.no_grad():
             for i in range(NEW):
                 p = torch.full((3, 1, 1), L + i + delta, dtype=torch.long)
-                o = model(input_ids=tok.view(1, 1), past_key_values=cache, position_ids=p, use_cache=True)
+                o = model(input_ids=tok.view(1, 1), past_key_values=cache, position_ids=p, use_cache=True,
+                          logits_to_keep=1)
                 cache = getattr(o, "past_key_values", None) or getattr(o, "cache", None)
                 tok = o.logits[0, -1].argmax()
         t2 = time.perf_counter()

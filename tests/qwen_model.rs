@@ -123,8 +123,18 @@ fn matches_transformers_on_a_tiny_checkpoint() {
             "{case}: logits differ by {d} (scale {scale})"
         );
 
-        // Greedy continuation with the KV cache, positions cache_len + delta.
+        // forward_last (what generation calls) gives the last row alone.
         let vocab = cfg.text.vocab_size;
+        model.clear_cache();
+        let last = model.forward_last(&emb, &pos).unwrap();
+        assert_eq!(last.dims(), &[1, vocab], "{case}");
+        let d = max_abs_diff(
+            &last.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            &got[(l - 1) * vocab..l * vocab],
+        );
+        assert!(d <= 1e-5 * scale, "{case}: forward_last differs by {d}");
+
+        // Greedy continuation with the KV cache, positions cache_len + delta.
         let tokens = greedy_tokens(&mut model, &got[(l - 1) * vocab..l * vocab], delta, 32);
         let want: Vec<u32> = i64s(&st, &k("greedy_tokens"))
             .iter()

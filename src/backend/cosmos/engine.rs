@@ -333,7 +333,7 @@ impl Engine {
         cancelled: &dyn Fn() -> bool,
     ) -> Result<Output, String> {
         self.model.clear_cache();
-        let logits = self.model.forward(emb, pos)?;
+        let logits = self.model.forward_last(emb, pos)?;
         let vocab = self.model.cfg.text.vocab_size;
         let last = |t: &Tensor| -> Result<Vec<f32>, String> {
             let l = t.dim(0).map_err(|e| e.to_string())?;
@@ -363,7 +363,7 @@ impl Engine {
             }
             let p = self.model.cache_len() as i64 + delta;
             let e = self.model.embed_prompt(&[t], None)?;
-            row = last(&self.model.forward(&e, &[vec![p], vec![p], vec![p]])?)?;
+            row = last(&self.model.forward_last(&e, &[vec![p], vec![p], vec![p]])?)?;
         }
         self.model.clear_cache();
         Ok(Output {

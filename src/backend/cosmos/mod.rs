@@ -16,6 +16,8 @@ pub mod engine;
 #[cfg(feature = "cosmos")]
 pub mod fp8;
 #[cfg(feature = "cosmos")]
+pub mod linear;
+#[cfg(feature = "cosmos")]
 pub mod model;
 #[cfg(feature = "cosmos")]
 pub mod ops;
