@@ -14,6 +14,8 @@
 use candle_core::{Device, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
+use super::ops;
+
 /// `x·Wᵀ + b` over the last axis of `x` (rows, in).
 #[derive(Clone, Debug)]
 pub struct Lin {
@@ -83,15 +85,12 @@ impl Lin {
 }
 
 impl Module for Lin {
+    /// [`ops::linear`]: on the CPU one gemm call with the bias folded in.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = if self.transposed {
-            x.matmul(&self.w)?
+        if self.transposed {
+            ops::linear(x, &self.w, self.bias.as_ref())
         } else {
-            x.matmul(&self.w.t()?)?
-        };
-        match &self.bias {
-            Some(b) => y.broadcast_add(b),
-            None => Ok(y),
+            ops::linear(x, &self.w.t()?, self.bias.as_ref())
         }
     }
 }

@@ -12,7 +12,7 @@ use candle_nn::{Embedding, RmsNorm, VarBuilder};
 use super::config::{QwenConfig, TextConfig, VisionConfig};
 use super::fp8::{self, Quantization};
 use super::linear::Lin;
-use super::ops::{silu_mul, CausalSoftmax};
+use super::ops::{self, silu_mul, CausalSoftmax};
 
 fn err(e: candle_core::Error) -> String {
     e.to_string()
@@ -106,8 +106,8 @@ impl VisionBlock {
             let b = j - i;
             let batch = |t: &Tensor| t.narrow(1, a, b * len)?.reshape((hs * b, len, hd));
             let (qs, ks, vs) = (batch(&q)?, batch(&k)?, batch(&v)?);
-            let att = softmax(&qs.matmul(&ks.transpose(1, 2)?)?)?;
-            outs.push(att.matmul(&vs)?.reshape((hs, b * len, hd))?);
+            let att = softmax(&ops::bmm(&qs, &ks.transpose(1, 2)?)?)?;
+            outs.push(ops::bmm(&att, &vs)?.reshape((hs, b * len, hd))?);
             i = j;
         }
         let attn = Tensor::cat(&outs, 1)?
@@ -336,11 +336,8 @@ impl Attention {
         let dt = q.dtype();
         let scale = 1.0 / (hd as f64).sqrt();
         let qg = (q.to_dtype(DType::F32)? * scale)?.reshape((self.kv_heads, groups * l, hd))?;
-        let att = qg.matmul(&k.to_dtype(DType::F32)?.t()?)?;
-        let o = causal
-            .apply(&att)?
-            .to_dtype(dt)?
-            .matmul(&v)?
+        let att = ops::bmm(&qg, &k.to_dtype(DType::F32)?.t()?)?;
+        let o = ops::bmm(&causal.apply(&att)?.to_dtype(dt)?, &v)?
             .reshape((self.heads, l, hd))?
             .transpose(0, 1)?
             .reshape((l, self.heads * hd))?;

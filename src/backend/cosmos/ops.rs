@@ -58,10 +58,14 @@ fn exp_one(x: f32) -> f32 {
     // Below this e^x is 0 in f32 (subnormals flushed), above it +inf.
     const LO: f32 = -87.336_55;
     const HI: f32 = 88.722_83;
-    // Rounds to nearest for |v| < 2^22 without a call to roundf.
+    // Adding 1.5·2^23 rounds to nearest for |v| < 2^22 and leaves the
+    // integer in the low mantissa bits: no roundf call, no float→int
+    // conversion (Rust's saturating `as` does not vectorise).
     const ROUND: f32 = 12_582_912.0;
     let xc = x.clamp(LO, HI);
-    let n = (xc * LOG2E + ROUND) - ROUND;
+    let t = xc * LOG2E + ROUND;
+    let ni = t.to_bits() as i32 - ROUND.to_bits() as i32;
+    let n = t - ROUND;
     let r = xc - n * LN2_HI - n * LN2_LO;
     // Cephes expf: e^r = 1 + r + r²·P(r).
     let p = 1.987_569_1e-4_f32;
@@ -73,10 +77,9 @@ fn exp_one(x: f32) -> f32 {
     let y = p * r * r + r + 1.0;
     // 2^n through the exponent bits, as 2^a·2^b (n is in [-126, 128], so
     // both halves are normal numbers).
-    let n = n as i32;
-    let a = n >> 1;
+    let a = ni >> 1;
     let pow2 = |k: i32| f32::from_bits(((k + 127) as u32) << 23);
-    let v = y * pow2(a) * pow2(n - a);
+    let v = y * pow2(a) * pow2(ni - a);
     if x.is_nan() {
         x
     } else if x < LO {
@@ -138,6 +141,262 @@ impl CustomOp1 for SiluMul {
                 }
             });
         Ok((CpuStorage::F32(dst), Shape::from_dims(&dims)))
+    }
+}
+
+/// The gemm crate's parallelism for one call: the threads of the pool the
+/// caller runs in (candle's, inside `Device::with_context`).
+fn threads() -> gemm::Parallelism {
+    match rayon::current_num_threads() {
+        0 | 1 => gemm::Parallelism::None,
+        n => gemm::Parallelism::Rayon(n),
+    }
+}
+
+/// A destination for `gemm` that it overwrites (`read_dst = false`): no
+/// zero-fill pass.
+fn uninit(n: usize) -> Vec<f32> {
+    let mut v = Vec::with_capacity(n);
+    // SAFETY: f32 has no invalid bit patterns and every element is written
+    // by gemm (read_dst = false) before the vector is read.
+    #[allow(clippy::uninit_vec)]
+    unsafe {
+        v.set_len(n)
+    };
+    v
+}
+
+/// The (rows, cols) strides of a rank-2 layout, and its start.
+fn strides2(l: &Layout) -> Result<(usize, isize, isize)> {
+    let [rs, cs] = l.stride() else {
+        candle_core::bail!("expected a matrix, got {:?}", l.shape());
+    };
+    Ok((l.start_offset(), *rs as isize, *cs as isize))
+}
+
+/// `x (m, k) · w (k, n) [+ bias (n)]` on the CPU in f32, straight into the
+/// gemm crate candle uses: the bias is the destination's initial value
+/// (`dst = bias + x·w`, no separate broadcast add), no zero-fill, and no
+/// thread-count lookup per call (candle 0.11 asks `num_cpus`, which parses
+/// `/proc/cpuinfo`, on every matmul: about a sixth of a decode step here).
+/// Elsewhere: candle's matmul and add.
+pub fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    let fast = x.device().is_cpu()
+        && x.dtype() == DType::F32
+        && w.dtype() == DType::F32
+        && x.rank() == 2
+        && w.rank() == 2
+        && bias.is_none_or(|b| b.dtype() == DType::F32 && b.is_contiguous());
+    if !fast {
+        let y = x.matmul(w)?;
+        return match bias {
+            Some(b) => y.broadcast_add(b),
+            None => Ok(y),
+        };
+    }
+    match bias {
+        Some(b) => x.apply_op3_no_bwd(w, b, &Linear),
+        None => x.apply_op2_no_bwd(w, &Linear),
+    }
+}
+
+struct Linear;
+
+impl Linear {
+    fn run(
+        x: (&[f32], &Layout),
+        w: (&[f32], &Layout),
+        bias: Option<&[f32]>,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (m, k) = x.1.shape().dims2()?;
+        let (k2, n) = w.1.shape().dims2()?;
+        if k != k2 {
+            candle_core::bail!("linear: ({m}, {k}) by ({k2}, {n})");
+        }
+        if bias.is_some_and(|b| b.len() != n) {
+            candle_core::bail!(
+                "linear: bias of {} for {n} outputs",
+                bias.map_or(0, <[f32]>::len)
+            );
+        }
+        let (xo, x_rs, x_cs) = strides2(x.1)?;
+        let (wo, w_rs, w_cs) = strides2(w.1)?;
+        let mut dst = match bias {
+            Some(b) => {
+                let mut d = Vec::with_capacity(m * n);
+                for _ in 0..m {
+                    d.extend_from_slice(b);
+                }
+                d
+            }
+            None => uninit(m * n),
+        };
+        if k == 0 && bias.is_none() {
+            dst.fill(0.0);
+        } else if m > 0 && n > 0 && k > 0 {
+            // SAFETY: the pointers and strides describe the (m, k), (k, n)
+            // and (m, n) matrices inside their buffers (candle's layouts).
+            unsafe {
+                gemm::gemm(
+                    m,
+                    n,
+                    k,
+                    dst.as_mut_ptr(),
+                    1,
+                    n as isize,
+                    bias.is_some(),
+                    x.0[xo..].as_ptr(),
+                    x_cs,
+                    x_rs,
+                    w.0[wo..].as_ptr(),
+                    w_cs,
+                    w_rs,
+                    1.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    threads(),
+                )
+            };
+        }
+        Ok((CpuStorage::F32(dst), Shape::from((m, n))))
+    }
+}
+
+impl candle_core::CustomOp2 for Linear {
+    fn name(&self) -> &'static str {
+        "vss-linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        match (s1, s2) {
+            (CpuStorage::F32(x), CpuStorage::F32(w)) => Linear::run((x, l1), (w, l2), None),
+            _ => candle_core::bail!("linear: f32 only"),
+        }
+    }
+}
+
+impl candle_core::CustomOp3 for Linear {
+    fn name(&self) -> &'static str {
+        "vss-linear-bias"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        match (s1, s2, s3) {
+            (CpuStorage::F32(x), CpuStorage::F32(w), CpuStorage::F32(b)) => {
+                let Some((o1, o2)) = l3.contiguous_offsets() else {
+                    candle_core::bail!("linear: bias has to be contiguous");
+                };
+                Linear::run((x, l1), (w, l2), Some(&b[o1..o2]))
+            }
+            _ => candle_core::bail!("linear: f32 only"),
+        }
+    }
+}
+
+/// Batched `a (b, m, k) · c (b, k, n)` (any strides, e.g. a transposed
+/// view of the keys) on the CPU in f32: the batches run in parallel, one
+/// single-threaded gemm each, when there are enough of them to keep every
+/// thread busy (window attention: hundreds of 64×64 products), else one
+/// after the other with the threads inside each. Elsewhere candle's matmul.
+pub fn bmm(a: &Tensor, c: &Tensor) -> Result<Tensor> {
+    if !(a.device().is_cpu()
+        && a.dtype() == DType::F32
+        && c.dtype() == DType::F32
+        && a.rank() == 3
+        && c.rank() == 3)
+    {
+        return a.matmul(c);
+    }
+    a.apply_op2_no_bwd(c, &Bmm)
+}
+
+struct Bmm;
+
+impl candle_core::CustomOp2 for Bmm {
+    fn name(&self) -> &'static str {
+        "vss-bmm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (CpuStorage::F32(a), CpuStorage::F32(c)) = (s1, s2) else {
+            candle_core::bail!("bmm: f32 only");
+        };
+        let (b, m, k) = l1.shape().dims3()?;
+        let (b2, k2, n) = l2.shape().dims3()?;
+        if b != b2 || k != k2 {
+            candle_core::bail!("bmm: ({b}, {m}, {k}) by ({b2}, {k2}, {n})");
+        }
+        let [a_bs, a_rs, a_cs] = *l1.stride() else {
+            unreachable!()
+        };
+        let [c_bs, c_rs, c_cs] = *l2.stride() else {
+            unreachable!()
+        };
+        let (a, c) = (&a[l1.start_offset()..], &c[l2.start_offset()..]);
+        let mut dst = uninit(b * m * n);
+        let one = |i: usize, d: &mut [f32], par: gemm::Parallelism| {
+            // SAFETY: batch i of each operand lies inside its buffer at the
+            // layout's strides; d is this batch's (m, n) block.
+            unsafe {
+                gemm::gemm(
+                    m,
+                    n,
+                    k,
+                    d.as_mut_ptr(),
+                    1,
+                    n as isize,
+                    false,
+                    a[i * a_bs..].as_ptr(),
+                    a_cs as isize,
+                    a_rs as isize,
+                    c[i * c_bs..].as_ptr(),
+                    c_cs as isize,
+                    c_rs as isize,
+                    1.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    par,
+                )
+            }
+        };
+        if k == 0 {
+            dst.fill(0.0);
+        } else if m * n > 0 {
+            if b >= 2 * rayon::current_num_threads() {
+                dst.par_chunks_mut(m * n)
+                    .enumerate()
+                    .for_each(|(i, d)| one(i, d, gemm::Parallelism::None));
+            } else {
+                for (i, d) in dst.chunks_mut(m * n).enumerate() {
+                    one(i, d, threads());
+                }
+            }
+        }
+        Ok((CpuStorage::F32(dst), Shape::from((b, m, n))))
     }
 }
 
@@ -278,6 +537,57 @@ mod tests {
         exp_in_place(&mut v);
         assert_eq!(&v[..5], &[0.0, 0.0, 1.0, f32::INFINITY, f32::INFINITY]);
         assert!(v[5].is_nan());
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
+    #[test]
+    fn linear_matches_candle_matmul() {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 1.0, (7, 33), &dev).unwrap();
+        let w = Tensor::randn(0f32, 1.0, (33, 19), &dev).unwrap();
+        let b = Tensor::randn(0f32, 1.0, 19, &dev).unwrap();
+        let want = x.matmul(&w).unwrap();
+        assert!(max_diff(&linear(&x, &w, None).unwrap(), &want) < 1e-5);
+        let want_b = want.broadcast_add(&b).unwrap();
+        assert!(max_diff(&linear(&x, &w, Some(&b)).unwrap(), &want_b) < 1e-5);
+        // A transposed (strided) weight, a strided input (a row slice).
+        let wt = w.t().unwrap().contiguous().unwrap();
+        assert!(max_diff(&linear(&x, &wt.t().unwrap(), Some(&b)).unwrap(), &want_b) < 1e-5);
+        let xs = x.narrow(1, 0, 30).unwrap();
+        let ws = w.narrow(0, 0, 30).unwrap();
+        assert!(max_diff(&linear(&xs, &ws, None).unwrap(), &xs.matmul(&ws).unwrap()) < 1e-5);
+        // Empty inner dimension: the bias alone.
+        let e = linear(
+            &x.narrow(1, 0, 0).unwrap(),
+            &w.narrow(0, 0, 0).unwrap(),
+            Some(&b),
+        )
+        .unwrap();
+        assert!(max_diff(&e, &b.unsqueeze(0).unwrap().broadcast_as((7, 19)).unwrap()) == 0.0);
+    }
+
+    #[test]
+    fn bmm_matches_candle_matmul() {
+        let dev = Device::Cpu;
+        // Few batches (threads inside each gemm) and many (one gemm per batch).
+        for batches in [1usize, 3, 40] {
+            let a = Tensor::randn(0f32, 1.0, (batches, 9, 16), &dev).unwrap();
+            let k = Tensor::randn(0f32, 1.0, (batches, 11, 16), &dev).unwrap();
+            let kt = k.transpose(1, 2).unwrap();
+            let got = bmm(&a, &kt).unwrap();
+            assert_eq!(got.dims(), &[batches, 9, 11]);
+            assert!(max_diff(&got, &a.matmul(&kt).unwrap()) < 1e-5, "{batches}");
+        }
     }
 
     #[test]
