@@ -28,7 +28,7 @@ fn apply_rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> CResult<Tensor> {
 }
 
 fn softmax(x: &Tensor) -> CResult<Tensor> {
-    candle_nn::ops::softmax_last_dim(x)
+    ops::softmax_last_dim(x)
 }
 
 // ---------------------------------------------------------------- vision

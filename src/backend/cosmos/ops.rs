@@ -429,7 +429,7 @@ impl CausalSoftmax {
     /// whose row `r` belongs to query `r % queries`.
     pub fn apply(&self, scores: &Tensor) -> Result<Tensor> {
         match self {
-            CausalSoftmax::Plain => candle_nn::ops::softmax_last_dim(scores),
+            CausalSoftmax::Plain => softmax_last_dim(scores),
             CausalSoftmax::Fused { queries, past } if scores.dtype() == DType::F32 => {
                 let total = scores.dim(candle_core::D::Minus1)?;
                 if past + queries != total {
@@ -457,6 +457,22 @@ impl CausalSoftmax {
             }
         }
     }
+}
+
+/// Softmax over the last axis; on the CPU in f32 the fused kernel (every
+/// key visible) with the vectorised exp, elsewhere candle's.
+pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
+    if x.device().is_cpu() && x.dtype() == DType::F32 {
+        let total = x.dim(candle_core::D::Minus1)?;
+        if total == 0 {
+            return Ok(x.clone());
+        }
+        return x.contiguous()?.apply_op1_no_bwd(&FusedCausalSoftmax {
+            queries: 1,
+            past: total - 1,
+        });
+    }
+    candle_nn::ops::softmax_last_dim(x)
 }
 
 /// (queries, past + queries): 0 where query `i` sees key `j`, `-inf` after.
