@@ -112,6 +112,28 @@ fn main() {
         "candle:       prefill {:.3} s (vision tower {:.3} s), decode {:.1} tok/s",
         prefill, vision, tps
     );
+    // Load time per GB of checkpoint: the FP8 copy (dequantised to f32 as it
+    // loads) against the f32 original, page cache warm for both.
+    let fp8_dir = PathBuf::from(format!("{}-fp8", dir.display()));
+    let per_gb = |d: &std::path::Path| -> Option<(f64, f64)> {
+        let bytes = std::fs::metadata(d.join("model.safetensors")).ok()?.len() as f64;
+        let mut t: Vec<f64> = (0..5)
+            .map(|_| {
+                let t0 = Instant::now();
+                let m = Qwen25Vl::load(d, &dev).unwrap();
+                let s = t0.elapsed().as_secs_f64();
+                drop(m);
+                s
+            })
+            .collect();
+        t.sort_by(f64::total_cmp);
+        Some((t[2] / (bytes / 1e9), bytes / 1e6))
+    };
+    if let (Some((fp8, fp8_mb)), Some((full, full_mb))) = (per_gb(&fp8_dir), per_gb(&dir)) {
+        println!(
+            "load:         FP8 (compressed-tensors, {fp8_mb:.0} MB) {fp8:.2} s/GB, f32 ({full_mb:.0} MB) {full:.2} s/GB (median of 5)"
+        );
+    }
     if let Ok(t) = std::fs::read_to_string(dir.join("hf_timing.json")) {
         let v: serde_json::Value = serde_json::from_str(&t).unwrap();
         let hp = v["prefill_s"].as_f64().unwrap();

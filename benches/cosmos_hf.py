@@ -11,13 +11,15 @@ OUT_DIR/bench_input.safetensors (the exact input) and OUT_DIR/hf_timing.json.
 """
 import json
 import os
+import re
+import shutil
 import sys
 import time
 
 import numpy as np
 import torch
 import transformers
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -27,6 +29,42 @@ from make_preprocess_fixture import pattern  # noqa: E402
 
 NEW = int(os.environ.get("NEW_TOKENS", "32"))
 RUNS = int(os.environ.get("RUNS", "3"))
+
+
+LINEAR = re.compile(r"(^|\.)layers\.\d+\.(self_attn\.[qkvo]_proj|mlp\.(gate|up|down)_proj)\.weight$")
+
+
+def write_fp8_copy(src, dst):
+    """The same checkpoint as compressed-tensors FP8 (per-channel scales, the
+    FP8-Dynamic layout): the decoder's linear weights as float8_e4m3fn, the
+    vision tower, embeddings, norms and lm_head as they are. For the load-time
+    figure (seconds per GB) of the candle side."""
+    os.makedirs(dst, exist_ok=True)
+    sd = load_file(os.path.join(src, "model.safetensors"))
+    out = {}
+    for k, v in sd.items():
+        if LINEAR.search(k) and "visual" not in k:
+            scale = (v.abs().amax(dim=1, keepdim=True) / 448.0).clamp(min=1e-12)
+            out[k] = (v / scale).to(torch.float8_e4m3fn)
+            out[k + "_scale"] = scale.to(v.dtype)
+        else:
+            out[k] = v
+    save_file(out, os.path.join(dst, "model.safetensors"), metadata={"format": "pt"})
+    for f in os.listdir(src):
+        if f.endswith(".json") and f not in ("config.json", "hf_timing.json") or f.endswith(".jinja"):
+            shutil.copy(os.path.join(src, f), os.path.join(dst, f))
+    with open(os.path.join(src, "config.json")) as f:
+        cfg = json.load(f)
+    cfg["quantization_config"] = {
+        "quant_method": "compressed-tensors", "format": "float-quantized",
+        "quantization_status": "compressed",
+        "config_groups": {"group_0": {
+            "targets": ["Linear"],
+            "weights": {"num_bits": 8, "type": "float", "strategy": "channel", "symmetric": True, "dynamic": False},
+            "input_activations": {"num_bits": 8, "type": "float", "strategy": "token", "symmetric": True, "dynamic": True}}},
+        "ignore": ["lm_head", "re:visual.*", "re:model.visual.*"]}
+    with open(os.path.join(dst, "config.json"), "w") as f:
+        json.dump(cfg, f, indent=2)
 
 
 def main(out_dir):
@@ -56,6 +94,8 @@ def main(out_dir):
     proc = tiny.write_processor_files(out_dir, tokenizer)
     with open(os.path.join(out_dir, "generation_config.json"), "w") as f:
         json.dump({"do_sample": False, "eos_token_id": [], "repetition_penalty": 1.0}, f)
+
+    write_fp8_copy(out_dir, out_dir + "-fp8")
 
     n, h, w = 8, 224, 224
     times = [i * 0.5 for i in range(n)]
