@@ -1,10 +1,19 @@
 // SPDX-License-Identifier: MPL-2.0
-//! CPU kernels the prefill spends its non-matmul time in, as candle custom
-//! ops: the causal softmax of the decoder's attention scores (the mask is
-//! never built and the masked half is never exponentiated), SiLU times the
-//! up projection in one pass, and an `exp` that vectorises (glibc's `expf`, which candle's softmax and SiLU call one
-//! element at a time, was the largest item after the matmuls in a `perf`
-//! profile). Other devices and dtypes take candle's own ops.
+//! CPU kernels of the cosmos-reason1 forward pass, as candle custom ops,
+//! where candle's own were measurably slow (figures in
+//! docs/cosmos-reason1.md):
+//!
+//! * [`linear`] and [`bmm`]: straight into the gemm crate candle uses, with
+//!   the bias folded into the destination, no zero fill and no thread-count
+//!   lookup per call;
+//! * [`CausalSoftmax`]: the decoder's causal softmax without a mask tensor,
+//!   never exponentiating the masked half; [`softmax_last_dim`] for the rest;
+//! * [`silu_mul`]: SiLU of the gate times the up projection in one pass;
+//! * [`exp_in_place`]: an `exp` that vectorises (glibc's `expf`, which
+//!   candle's softmax and SiLU call one element at a time, was the largest
+//!   item after the matmuls in a `perf` profile).
+//!
+//! Other devices and dtypes take candle's own ops.
 
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
