@@ -117,6 +117,17 @@ pub fn silu_mul(gate_up: &Tensor) -> Result<Tensor> {
     candle_nn::ops::silu(&g)? * u
 }
 
+/// The f32 elements of a contiguous CPU tensor, for the custom ops.
+fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'a [f32]> {
+    let CpuStorage::F32(src) = storage else {
+        candle_core::bail!("{op}: f32 only");
+    };
+    let Some((o1, o2)) = layout.contiguous_offsets() else {
+        candle_core::bail!("{op}: input has to be contiguous");
+    };
+    Ok(&src[o1..o2])
+}
+
 struct SiluMul;
 
 impl CustomOp1 for SiluMul {
@@ -125,13 +136,7 @@ impl CustomOp1 for SiluMul {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let CpuStorage::F32(src) = storage else {
-            candle_core::bail!("silu_mul: f32 only");
-        };
-        let Some((o1, o2)) = layout.contiguous_offsets() else {
-            candle_core::bail!("silu_mul: input has to be contiguous");
-        };
-        let src = &src[o1..o2];
+        let src = contiguous_f32(storage, layout, "silu_mul")?;
         let mut dims = layout.shape().dims().to_vec();
         let two = *dims.last().expect("checked rank");
         let half = two / 2;
@@ -307,12 +312,11 @@ impl candle_core::CustomOp3 for Linear {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         match (s1, s2, s3) {
-            (CpuStorage::F32(x), CpuStorage::F32(w), CpuStorage::F32(b)) => {
-                let Some((o1, o2)) = l3.contiguous_offsets() else {
-                    candle_core::bail!("linear: bias has to be contiguous");
-                };
-                Linear::run((x, l1), (w, l2), Some(&b[o1..o2]))
-            }
+            (CpuStorage::F32(x), CpuStorage::F32(w), b) => Linear::run(
+                (x, l1),
+                (w, l2),
+                Some(contiguous_f32(b, l3, "linear bias")?),
+            ),
             _ => candle_core::bail!("linear: f32 only"),
         }
     }
@@ -504,13 +508,7 @@ impl CustomOp1 for FusedCausalSoftmax {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let CpuStorage::F32(src) = storage else {
-            candle_core::bail!("causal softmax: f32 only");
-        };
-        let Some((o1, o2)) = layout.contiguous_offsets() else {
-            candle_core::bail!("causal softmax: input has to be contiguous");
-        };
-        let src = &src[o1..o2];
+        let src = contiguous_f32(storage, layout, "causal softmax")?;
         let total = self.past + self.queries;
         let mut dst = vec![0f32; src.len()];
         src.par_chunks(total)
@@ -531,6 +529,19 @@ impl CustomOp1 for FusedCausalSoftmax {
             });
         Ok((CpuStorage::F32(dst), layout.shape().clone()))
     }
+}
+
+/// The largest |a - b| of two tensors of one shape (tests).
+#[cfg(test)]
+pub(crate) fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
 }
 
 #[cfg(test)]
@@ -562,17 +573,6 @@ mod tests {
         exp_in_place(&mut v);
         assert_eq!(&v[..5], &[0.0, 0.0, 1.0, f32::INFINITY, f32::INFINITY]);
         assert!(v[5].is_nan());
-    }
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
     }
 
     #[test]
@@ -624,14 +624,7 @@ mod tests {
             * gu.narrow(1, 37, 37).unwrap())
         .unwrap();
         assert_eq!(got.dims(), &[5, 37]);
-        let d = (got - want)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let d = max_diff(&got, &want);
         assert!(d < 1e-5, "{d}");
     }
 
@@ -662,28 +655,9 @@ mod tests {
                 .apply(&s)
                 .unwrap();
             let want = candle_nn::ops::softmax_last_dim(&s.broadcast_add(&mask).unwrap()).unwrap();
-            let d = (got - &want)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let d = max_diff(&got, &want);
             assert!(d < 1e-6, "queries {queries} past {past}: {d}");
-            let d2 = (masked - &want)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
-            assert_eq!(d2, 0.0);
+            assert_eq!(max_diff(&masked, &want), 0.0);
         }
     }
 }
