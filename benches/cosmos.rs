@@ -1,6 +1,8 @@
 //! cosmos-reason1: candle vs Hugging Face transformers (eager, f32) on the
 //! same mid-sized random Qwen2.5-VL and the same input, on this CPU.
-//! Prefill time (vision tower + whole prompt) and greedy decode tokens/s.
+//! Prefill time (vision tower + whole prompt) and greedy decode tokens/s;
+//! then the load time, in seconds per GB of checkpoint, of the FP8
+//! (compressed-tensors) copy cosmos_hf.py writes and of the f32 original.
 //!
 //! Run `pipelines/bench-cosmos.sh` (it makes the model and the HF timing
 //! with benches/cosmos_hf.py, then runs this). Without the model directory

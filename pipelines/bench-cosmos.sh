@@ -5,7 +5,9 @@
 # random-weight Qwen2.5-VL (text hidden 512 x 8 layers, vision 256 x 4) and
 # the same input (8 frames of 224x224 → 334 prompt tokens), run by Hugging
 # Face transformers (eager, f32, CPU) and by the plugin's candle model:
-# prefill time (vision tower + prompt) and greedy decode tokens/s, as ratios.
+# prefill time (vision tower + prompt) and greedy decode tokens/s, as ratios;
+# then candle's load time in s/GB for an FP8 (compressed-tensors) copy of the
+# model and for the f32 original.
 # Needs the torch environment (pipelines/setup-python.sh torch) plus
 # transformers and torchvision, which this script installs into it.
 # Environment: NEW_TOKENS (default 32), RUNS (default 3).
