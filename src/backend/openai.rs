@@ -848,6 +848,18 @@ enum Failure {
     Permanent,
 }
 
+/// hyper's errors for a connection the server closed around the request
+/// (hyper is not a direct dependency, so by their stable texts):
+/// `IncompleteMessage`, a kept-alive connection closed as the request went
+/// out; `Canceled` ("operation was canceled: connection was not ready" /
+/// "connection closed"), a connection that died before the request could be
+/// sent at all, seen when a server accepts and closes at once.
+fn closed_early(t: &str) -> bool {
+    t.contains("connection closed before message completed")
+        || t.contains("IncompleteMessage")
+        || t.contains("operation was canceled")
+}
+
 fn classify(e: &reqwest::Error) -> Failure {
     use std::io::ErrorKind as K;
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
@@ -868,13 +880,7 @@ fn classify(e: &reqwest::Error) -> Failure {
                 _ => {}
             }
         }
-        // hyper's IncompleteMessage: a kept-alive connection the server
-        // closed as the request went out (hyper is not a direct dependency,
-        // so by its stable text).
-        let t = err.to_string();
-        if t.contains("connection closed before message completed")
-            || t.contains("IncompleteMessage")
-        {
+        if closed_early(&err.to_string()) {
             closed = true;
         }
         cur = err.source();
@@ -1484,6 +1490,17 @@ mod tests {
         assert_eq!(repair_lone_surrogates(r#""é\udfff""#), r#""é\ufffd""#);
         assert_eq!(repair_lone_surrogates("\\u12"), "\\u12");
         assert_eq!(repair_lone_surrogates("\\"), "\\");
+    }
+
+    #[test]
+    fn connections_closed_around_the_request_are_transient() {
+        // Seen from CI (tests/openai_hostile.rs, a server that accepts and
+        // closes at once): hyper's Canceled, which was treated as permanent.
+        assert!(closed_early(
+            "client error (Canceled): operation was canceled: connection was not ready"
+        ));
+        assert!(closed_early("connection closed before message completed"));
+        assert!(!closed_early("invalid HTTP version parsed"));
     }
 
     #[test]
