@@ -469,8 +469,8 @@ fn failed_chunks_are_named_in_missing_chunks() {
     r.stop();
 }
 
-#[test]
-fn a_stalled_llm_is_bounded_by_drain_timeout_and_nothing_is_lost() {
+/// A mock whose captions answer at once and whose text-LLM calls hang.
+fn stalled_llm_server() -> MockServer {
     let server = MockServer::start();
     server.set_policy(|q, _| {
         if q.is_text_llm() {
@@ -479,6 +479,12 @@ fn a_stalled_llm_is_bounded_by_drain_timeout_and_nothing_is_lost() {
             Reply::ok()
         }
     });
+    server
+}
+
+#[test]
+fn a_stalled_llm_is_bounded_by_drain_timeout_and_nothing_is_lost() {
+    let server = stalled_llm_server();
     let t0 = std::time::Instant::now();
     let r = run_video(
         &props(&server, "summary-duration=2 drain-timeout=3"),
@@ -665,14 +671,7 @@ fn live_times_follow_the_sources_ntp_clock() {
 /// PAUSED→READY while a summary call hangs: cancelled at once.
 #[test]
 fn stopping_cancels_summary_calls_at_once() {
-    let server = MockServer::start();
-    server.set_policy(|q, _| {
-        if q.is_text_llm() {
-            Reply::Stall(Duration::from_secs(120))
-        } else {
-            Reply::ok()
-        }
-    });
+    let server = stalled_llm_server();
     let v = Video::small(4);
     let r = with_video(&props(&server, "summary-duration=1"), &v, false);
     r.play().unwrap();
