@@ -13,6 +13,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
+#[path = "common/port.rs"]
+mod port;
+use port::ClosedPort;
+
 use gstvsssummarize::download::{self, hf, DownloadEnv, HfSpec, ModelSource, Progress};
 use serde_json::{json, Value};
 
@@ -1061,11 +1065,8 @@ fn repo_without_safetensors_is_refused() {
 
 #[test]
 fn unreachable_endpoint_names_hf_endpoint() {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let closed = ClosedPort::new();
+    let port = closed.port();
     let t = Tmp::new("unreachable");
     let err = fetch(
         "test/tiny",

@@ -390,11 +390,8 @@ fn retries_429_and_5xx_then_succeeds() {
 
 #[test]
 fn connection_refused_is_an_error_record() {
-    // A port nobody listens on.
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let closed = common::port::ClosedPort::new();
+    let port = closed.port();
     let r = run_video(
         &format!("endpoint=http://127.0.0.1:{port}/v1 chunk-duration=1 num-frames-per-chunk=1 server-wait=1 max-retries=0"),
         &Video::small(2),

@@ -10,8 +10,11 @@
 //! `/usr/bin/chromium` exists (`VSS_TEST_CHROMIUM` overrides the path);
 //! without it that part is skipped unless `VSS_TEST_REQUIRE_CHROMIUM=1`.
 
+#[path = "common/port.rs"]
+mod port;
+use port::ClosedPort;
+
 use std::io::{BufRead, BufReader, Read};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
@@ -302,15 +305,6 @@ fn chunk_lines(stdout: &str) -> Vec<&str> {
     stdout.lines().filter(|l| l.contains("] chunk ")).collect()
 }
 
-/// A port on 127.0.0.1 that nothing listens on (bound, then released).
-fn closed_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// stderr is not a terminal here: no escape sequences, no carriage returns.
 fn assert_plain(stderr: &str) {
     assert!(
@@ -444,7 +438,8 @@ fn a_run_against_a_mock_prints_each_record_as_it_arrives() {
 fn nothing_listening_is_exit_3_with_the_first_error() {
     let Some(s) = setup() else { return };
     let dir = TestDir::new(s, "closed");
-    let endpoint = format!("endpoint=http://127.0.0.1:{}/v1", closed_port());
+    let closed = ClosedPort::new();
+    let endpoint = format!("endpoint=http://127.0.0.1:{}/v1", closed.port());
     let mut props = vec![endpoint.as_str(), "model-name=mock", "max-retries=0"];
     if s.has_server_wait {
         props.push("server-wait=0");

@@ -302,10 +302,8 @@ fn startup_check_names_served_models_and_adopts_the_only_one() {
 #[test]
 fn startup_check_warns_when_the_server_is_down() {
     init();
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let closed = common::port::ClosedPort::new();
+    let port = closed.port();
     let e = gst::ElementFactory::make("vsssummarize")
         .property("endpoint", format!("http://127.0.0.1:{port}/v1"))
         .property("server-wait", 30.0f64)

@@ -12,6 +12,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+#[path = "common/port.rs"]
+mod port;
+use port::ClosedPort;
+
 use gstvsssummarize::backend::openai::{OpenAiBackend, OpenAiOptions, RetryTiming};
 use gstvsssummarize::backend::{Backend, Caption, ChunkJob, FrameOptions, GenParams};
 use gstvsssummarize::config::{ApiKey, EndpointConfig};
@@ -185,15 +189,6 @@ fn reset(s: TcpStream) {
     drop(s);
 }
 
-/// A port nobody listens on (bound once, then released).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn assert_no_key_part(e: &str) {
     for i in 0..=KEY.len() - 8 {
         assert!(
@@ -351,11 +346,12 @@ fn closed_and_reset_connections_are_retried() {
 
 #[test]
 fn a_server_that_comes_up_late_is_waited_for() {
-    let port = free_port();
+    let closed = ClosedPort::new();
+    let port = closed.port();
     let t0 = Instant::now();
     std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(1500));
-        let l = TcpListener::bind(("127.0.0.1", port)).unwrap();
+        let l = closed.up();
         serve(l, usize::MAX, |_, s| {
             let mut r = BufReader::new(s.try_clone().unwrap());
             while read_request(&mut r).is_some() {
@@ -389,7 +385,8 @@ fn a_server_that_comes_up_late_is_waited_for() {
 
 #[test]
 fn a_server_that_never_comes_up_fails_after_server_wait() {
-    let port = free_port();
+    let closed = ClosedPort::new();
+    let port = closed.port();
     let mut o = opts(&chat_url("127.0.0.1", port));
     o.max_retries = 2;
     o.server_wait = Duration::from_secs(1);
@@ -413,7 +410,8 @@ fn a_server_that_never_comes_up_fails_after_server_wait() {
 
 #[test]
 fn server_wait_is_shared_by_chunks_and_reset_by_an_answer() {
-    let port = free_port();
+    let closed = ClosedPort::new();
+    let port = closed.port();
     let mut o = opts(&chat_url("127.0.0.1", port));
     o.max_retries = 1;
     o.server_wait = Duration::from_millis(800);
@@ -435,7 +433,7 @@ fn server_wait_is_shared_by_chunks_and_reset_by_an_answer() {
         "{e}"
     );
     // An answer resets it ...
-    let l = TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let l = closed.up();
     let server = serve(l, 1, |_, s| {
         let mut r = BufReader::new(s.try_clone().unwrap());
         if read_request(&mut r).is_some() {
@@ -450,6 +448,7 @@ fn server_wait_is_shared_by_chunks_and_reset_by_an_answer() {
     eprintln!("{e}");
     assert!(e.starts_with("HTTP 400"), "{e}");
     server.join().unwrap();
+    closed.down();
     // ... so the next outage is waited for again.
     let t0 = Instant::now();
     let e = caption(&b).unwrap_err();

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod mock_openai;
+pub mod port;
 pub mod qwen;
 
 use std::sync::{Arc, Mutex, Once};
