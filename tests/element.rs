@@ -241,15 +241,7 @@ fn records_leave_in_chunk_order_with_bounded_concurrency() {
     let server = MockServer::start();
     // Earlier chunks answer later.
     server.set_policy(|req, _| {
-        let first = req
-            .text
-            .split('<')
-            .nth(1)
-            .unwrap_or("0")
-            .split('>')
-            .next()
-            .unwrap_or("0");
-        let t: f64 = first.parse().unwrap_or(0.0);
+        let t = req.first_time();
         Reply::Ok {
             content: None,
             delay: Duration::from_millis(600u64.saturating_sub((t * 100.0) as u64)),
@@ -279,30 +271,20 @@ fn records_leave_in_chunk_order_with_bounded_concurrency() {
 #[test]
 fn failures_become_error_records_and_the_pipeline_goes_on() {
     let server = MockServer::start();
-    server.set_policy(|req, _| {
-        let first = req
-            .text
-            .split('<')
-            .nth(1)
-            .unwrap_or("0")
-            .split('>')
-            .next()
-            .unwrap_or("0");
-        match first.parse::<f64>().unwrap_or(0.0) as u64 {
-            0 => Reply::Status {
-                code: 400,
-                retry_after: None,
-            },
-            1 => Reply::Garbage,
-            2 => Reply::Empty,
-            3 => Reply::NullContent,
-            4 => Reply::Stall(Duration::from_secs(30)),
-            5 => Reply::Status {
-                code: 500,
-                retry_after: None,
-            },
-            _ => Reply::ok(),
-        }
+    server.set_policy(|req, _| match req.first_time() as u64 {
+        0 => Reply::Status {
+            code: 400,
+            retry_after: None,
+        },
+        1 => Reply::Garbage,
+        2 => Reply::Empty,
+        3 => Reply::NullContent,
+        4 => Reply::Stall(Duration::from_secs(30)),
+        5 => Reply::Status {
+            code: 500,
+            retry_after: None,
+        },
+        _ => Reply::ok(),
     });
     let r = run_video(
         &format!(

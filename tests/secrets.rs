@@ -11,6 +11,7 @@ use std::time::Duration;
 use common::*;
 use gst::glib;
 use gst::prelude::*;
+use serde_json::json;
 
 const T: Duration = Duration::from_secs(60);
 
@@ -115,55 +116,24 @@ fn the_key_never_leaks() {
 fn a_server_echoing_the_key_is_scrubbed() {
     init_quiet();
     let secret = "sk-ECHOED-abcdef123456";
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut s) = stream else { return };
-            let mut buf = Vec::new();
-            let mut chunk = [0u8; 65536];
-            // Read headers and the announced body.
-            loop {
-                let n = s.read(&mut chunk).unwrap_or(0);
-                if n == 0 {
-                    break;
-                }
-                buf.extend_from_slice(&chunk[..n]);
-                let text = String::from_utf8_lossy(&buf).to_string();
-                if let Some(h) = text.find("\r\n\r\n") {
-                    let len = text[..h]
-                        .lines()
-                        .find_map(|l| {
-                            l.to_ascii_lowercase()
-                                .strip_prefix("content-length:")
-                                .map(|v| v.trim().parse::<usize>().unwrap_or(0))
-                        })
-                        .unwrap_or(0);
-                    if buf.len() >= h + 4 + len {
-                        break;
-                    }
-                }
-            }
-            let text = String::from_utf8_lossy(&buf).to_string();
-            let key = text
-                .lines()
-                .find_map(|l| l.strip_prefix("authorization: Bearer "))
-                .unwrap_or("none")
-                .trim()
-                .to_string();
-            let body = format!(
-                "{{\"error\":{{\"message\":\"Incorrect API key provided: {key}.\",\"type\":\"invalid_request_error\"}}}}"
-            );
-            let _ = write!(
-                s,
-                "HTTP/1.1 401 Unauthorized\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
+    let server = MockServer::start();
+    server.set_policy(|req, _| {
+        let key = req
+            .header("authorization")
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("none");
+        Reply::Json {
+            code: 401,
+            body: json!({"error": {
+                "message": format!("Incorrect API key provided: {key}."),
+                "type": "invalid_request_error",
+            }}),
         }
     });
     let r = run_video(
         &format!(
-            "endpoint=http://127.0.0.1:{port}/v1 api-key={secret} chunk-duration=1 num-frames-per-chunk=1"
+            "endpoint={} api-key={secret} chunk-duration=1 num-frames-per-chunk=1",
+            server.url()
         ),
         &Video::small(1),
         T,

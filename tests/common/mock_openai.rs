@@ -92,6 +92,13 @@ pub struct RecordedRequest {
 }
 
 impl RecordedRequest {
+    /// The first frame timestamp in the prompt text (`<2.5>` gives 2.5), 0
+    /// if there is none: which chunk this request is for.
+    pub fn first_time(&self) -> f64 {
+        let t = self.text.split('<').nth(1).unwrap_or("0");
+        t.split('>').next().unwrap_or("0").parse().unwrap_or(0.0)
+    }
+
     /// Value of the first header called `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
         let name = name.to_ascii_lowercase();
@@ -218,6 +225,8 @@ pub enum Reply {
     Empty,
     /// 200 with `choices[0].message.content` = null.
     NullContent,
+    /// Status `code` with this JSON body, as a real server's error would be.
+    Json { code: u16, body: Value },
 }
 
 impl Reply {
@@ -750,6 +759,7 @@ fn handle(shared: Arc<Shared>, req: RawRequest, guard: InFlight) -> RawResponse 
         },
         Reply::Empty => json_response(200, &completion(Value::Null, true)),
         Reply::NullContent => json_response(200, &completion(Value::Null, false)),
+        Reply::Json { code, body } => json_response(code, &body),
     };
     // Leave the in-flight count before answering: a client that sends its
     // next request only after reading this answer is never counted twice.
