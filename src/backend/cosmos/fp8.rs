@@ -581,7 +581,8 @@ pub fn dequantize(
         candle_core::bail!("cannot dequantise FP8 weights to {dtype:?}");
     }
     let lut = e4m3_table();
-    let mut out = vec![0f32; n];
+    // Every element is written by `fill` below (rows of `cols`, all of them).
+    let mut out = super::ops::uninit(n);
     let cols = if shape.len() >= 2 {
         shape[shape.len() - 1]
     } else {
@@ -627,7 +628,7 @@ pub fn dequantize(
         .map(|t| t.get())
         .unwrap_or(1)
         .min(16);
-    if n < 1 << 20 || threads < 2 || rows < 2 {
+    if n < 1 << 16 || threads < 2 || rows < 2 {
         fill(0, &mut out)?;
     } else {
         let per = rows.div_ceil(threads);

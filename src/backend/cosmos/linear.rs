@@ -11,8 +11,9 @@
 //! checkpoint's layout. A weight shared with the embeddings (tied `lm_head`)
 //! is not copied: it stays a transposed view.
 
-use candle_core::{Device, Module, Result, Tensor};
+use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::VarBuilder;
+use rayon::prelude::*;
 
 use super::ops;
 
@@ -30,7 +31,7 @@ impl Lin {
     pub fn new(w: Tensor, bias: Option<Tensor>, device: &Device) -> Result<Lin> {
         if device.is_cpu() {
             Ok(Lin {
-                w: w.t()?.contiguous()?,
+                w: stack_transposed(&[w])?,
                 transposed: true,
                 bias,
             })
@@ -69,19 +70,115 @@ impl Lin {
                 bs.push(vb.get(out, "bias")?);
             }
         }
+        let b = match bs.len() {
+            0 => None,
+            1 => bs.pop(),
+            _ => Some(Tensor::cat(&bs, 0)?),
+        };
+        if device.is_cpu() {
+            // Straight into the (in, out) layout: no stacked copy first.
+            return Ok(Lin {
+                w: stack_transposed(&ws)?,
+                transposed: true,
+                bias: b,
+            });
+        }
         let w = if ws.len() == 1 {
             ws.pop().expect("one")
         } else {
             Tensor::cat(&ws, 0)?
         };
         drop(ws);
-        let b = match bs.len() {
-            0 => None,
-            1 => bs.pop(),
-            _ => Some(Tensor::cat(&bs, 0)?),
-        };
         Lin::new(w, b, &device)
     }
+}
+
+/// CPU weights (out_i, in), stacked along the output axis and transposed
+/// into one contiguous (in, Σ out_i) tensor. Candle's `t().contiguous()`
+/// copies element by element down the columns (and the stacking was a
+/// second copy): that was most of the load time in a `perf` profile. This
+/// copies 64×64 blocks, which stay in L1, split over threads by rows of
+/// the result.
+fn stack_transposed(ws: &[Tensor]) -> Result<Tensor> {
+    use candle_core::{CpuStorage, Storage};
+    let Some(first) = ws.first() else {
+        candle_core::bail!("no weights to stack");
+    };
+    let (dtype, device) = (first.dtype(), first.device().clone());
+    let inp = first.dim(1)?;
+    let mut parts = Vec::with_capacity(ws.len());
+    for w in ws {
+        let (out, i) = w.dims2()?;
+        if i != inp || w.dtype() != dtype {
+            candle_core::bail!(
+                "stacked weights differ: {:?} and {:?}",
+                first.shape(),
+                w.shape()
+            );
+        }
+        parts.push((w.contiguous()?, out));
+    }
+    let n: usize = parts.iter().map(|p| p.1).sum();
+    let guards: Vec<_> = parts.iter().map(|(w, _)| w.storage_and_layout()).collect();
+    macro_rules! stack {
+        ($variant:ident) => {{
+            let mut src = Vec::with_capacity(parts.len());
+            for ((g, l), (_, out)) in guards.iter().zip(&parts) {
+                let (Storage::Cpu(CpuStorage::$variant(v)), Some((a, b))) =
+                    (&**g, l.contiguous_offsets())
+                else {
+                    candle_core::bail!("stack_transposed: a CPU {dtype:?} weight expected");
+                };
+                src.push((&v[a..b], *out));
+            }
+            Tensor::from_vec(transpose_parts(&src, inp, n), (inp, n), &device)?
+        }};
+    }
+    let t = match dtype {
+        DType::F32 => stack!(F32),
+        DType::BF16 => stack!(BF16),
+        DType::F16 => stack!(F16),
+        other => candle_core::bail!("stack_transposed: {other:?} weights"),
+    };
+    drop(guards);
+    Ok(t)
+}
+
+/// `parts` are row-major (out_i, inp) matrices; the result is row-major
+/// (inp, Σ out_i) with part i's transpose in its columns.
+fn transpose_parts<T: Copy + Send + Sync>(parts: &[(&[T], usize)], inp: usize, n: usize) -> Vec<T> {
+    use std::mem::MaybeUninit;
+    const B: usize = 64;
+    let len = inp * n;
+    let mut dst: Vec<MaybeUninit<T>> = Vec::with_capacity(len);
+    // SAFETY: MaybeUninit<T> needs no initialisation.
+    unsafe { dst.set_len(len) };
+    if n == 0 {
+        return Vec::new();
+    }
+    dst.par_chunks_mut(B * n).enumerate().for_each(|(bi, d)| {
+        let k0 = bi * B;
+        let rows = d.len() / n;
+        let mut off = 0;
+        for &(src, out) in parts {
+            for o0 in (0..out).step_by(B) {
+                let o1 = (o0 + B).min(out);
+                for k in 0..rows {
+                    let row = &mut d[k * n + off + o0..k * n + off + o1];
+                    for (x, o) in row.iter_mut().zip(o0..o1) {
+                        *x = MaybeUninit::new(src[o * inp + k0 + k]);
+                    }
+                }
+            }
+            off += out;
+        }
+    });
+    // Every row k of the result got columns off..off + out of every part,
+    // and the parts' outs sum to n: all `len` elements are written.
+    let mut dst = std::mem::ManuallyDrop::new(dst);
+    // SAFETY: same allocation, length and capacity; MaybeUninit<T> has the
+    // layout of T, and every element is initialised (above).
+    unsafe { Vec::from_raw_parts(dst.as_mut_ptr().cast::<T>(), len, dst.capacity()) }
 }
 
 impl Module for Lin {
@@ -100,6 +197,51 @@ mod tests {
     use super::*;
     use candle_core::{DType, Device};
     use std::collections::HashMap;
+
+    /// Sizes that cross the 64×64 blocks and the per-thread row chunks.
+    #[test]
+    fn stacked_transpose_equals_cat_then_transpose() {
+        let dev = Device::Cpu;
+        for dt in [DType::F32, DType::BF16, DType::F16] {
+            let ws: Vec<Tensor> = [70usize, 1, 129]
+                .iter()
+                .map(|&o| {
+                    Tensor::randn(0f32, 1.0, (o, 131), &dev)
+                        .unwrap()
+                        .to_dtype(dt)
+                        .unwrap()
+                })
+                .collect();
+            let got = stack_transposed(&ws).unwrap();
+            let want = Tensor::cat(&ws, 0)
+                .unwrap()
+                .t()
+                .unwrap()
+                .contiguous()
+                .unwrap();
+            assert_eq!(got.dims(), &[131, 200]);
+            assert_eq!(got.dtype(), dt);
+            let f = |t: &Tensor| {
+                t.to_dtype(DType::F32)
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1::<f32>()
+                    .unwrap()
+            };
+            assert_eq!(f(&got), f(&want), "{dt:?}");
+        }
+        let one = Tensor::randn(0f32, 1.0, (3, 5), &dev).unwrap();
+        let t = stack_transposed(std::slice::from_ref(
+            &one.t().unwrap().contiguous().unwrap().t().unwrap(),
+        ))
+        .unwrap();
+        assert_eq!(
+            t.to_vec2::<f32>().unwrap(),
+            one.t().unwrap().to_vec2::<f32>().unwrap(),
+            "a strided input"
+        );
+    }
 
     #[test]
     fn fused_and_transposed_equal_candle_linear() {

@@ -167,12 +167,13 @@ fn threads() -> gemm::Parallelism {
     }
 }
 
-/// A destination for `gemm` that it overwrites (`read_dst = false`): no
+/// A destination for `gemm` that it overwrites (`read_dst = false`), or for
+/// any kernel that writes every element before anything reads it: no
 /// zero-fill pass.
-fn uninit(n: usize) -> Vec<f32> {
+pub(super) fn uninit(n: usize) -> Vec<f32> {
     let mut v = Vec::with_capacity(n);
     // SAFETY: f32 has no invalid bit patterns and every element is written
-    // by gemm (read_dst = false) before the vector is read.
+    // (by gemm with read_dst = false, or by the caller) before it is read.
     #[allow(clippy::uninit_vec)]
     unsafe {
         v.set_len(n)
