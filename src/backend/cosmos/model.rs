@@ -329,16 +329,10 @@ impl Attention {
             None => (k, v),
         };
         self.cache = Some((k.clone(), v.clone()));
-        let groups = self.heads / self.kv_heads;
-        // Grouped-query attention without repeating k and v: the `groups`
-        // query heads that share a kv head are stacked along the rows,
-        // (kv_heads, groups·l, hd), a free reshape of (heads, l, hd).
-        let dt = q.dtype();
+        // Grouped-query attention without repeating k and v.
         let scale = 1.0 / (hd as f64).sqrt();
-        let qg = (q.to_dtype(DType::F32)? * scale)?.reshape((self.kv_heads, groups * l, hd))?;
-        let att = ops::bmm(&qg, &k.to_dtype(DType::F32)?.t()?)?;
-        let o = ops::bmm(&causal.apply(&att)?.to_dtype(dt)?, &v)?
-            .reshape((self.heads, l, hd))?
+        let o = causal
+            .attend(&(q.to_dtype(DType::F32)? * scale)?, &k, &v)?
             .transpose(0, 1)?
             .reshape((l, self.heads * hd))?;
         self.o.forward(&o)

@@ -473,6 +473,158 @@ impl CausalSoftmax {
     }
 }
 
+impl CausalSoftmax {
+    /// Attention with this causal rule: `softmax(q·kᵀ)·v` per head, `q`
+    /// (heads, l, hd) in f32 and already scaled, `k` and `v` (kv_heads,
+    /// past + l, hd), `heads` a multiple of `kv_heads` (grouped-query
+    /// attention: the query heads that share a kv head are stacked along the
+    /// rows, a free reshape). Gives (heads, l, hd) in v's dtype.
+    ///
+    /// CPU prefill in f32: [`CausalAttention`], which never computes the
+    /// masked half of the scores. Elsewhere: two batched matmuls around
+    /// [`CausalSoftmax::apply`].
+    pub fn attend(&self, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
+        let (hs, l, hd) = q.dims3()?;
+        let kvs = k.dim(0)?;
+        if kvs == 0 || hs % kvs != 0 {
+            candle_core::bail!("attention: {hs} query heads over {kvs} kv heads");
+        }
+        if let CausalSoftmax::Fused { past, .. } = self {
+            if q.device().is_cpu() && [q, k, v].iter().all(|t| t.dtype() == DType::F32) {
+                return q.contiguous()?.apply_op3_no_bwd(
+                    &k.contiguous()?,
+                    &v.contiguous()?,
+                    &CausalAttention { past: *past },
+                );
+            }
+        }
+        let qg = q.reshape((kvs, hs / kvs * l, hd))?;
+        let att = bmm(&qg, &k.to_dtype(DType::F32)?.t()?)?;
+        bmm(&self.apply(&att)?.to_dtype(v.dtype())?, v)?.reshape((hs, l, hd))
+    }
+}
+
+/// Causal attention of `l` new queries after `past` cached keys on the CPU
+/// in f32, per query head and block of 64 queries: the scores against the
+/// keys that block can see (`past + end of block`, not all of them: about
+/// half the score and value products of a prefill are skipped), the causal
+/// softmax in place, then times the values, all with single-threaded gemm
+/// calls into one scratch block; the heads run in parallel. No (heads, l,
+/// past + l) score tensor is ever allocated.
+struct CausalAttention {
+    past: usize,
+}
+
+impl candle_core::CustomOp3 for CausalAttention {
+    fn name(&self) -> &'static str {
+        "vss-causal-attention"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        const B: usize = 64;
+        let q = contiguous_f32(s1, l1, "causal attention")?;
+        let k = contiguous_f32(s2, l2, "causal attention")?;
+        let v = contiguous_f32(s3, l3, "causal attention")?;
+        let (hs, l, hd) = l1.shape().dims3()?;
+        let (kvs, total, hd2) = l2.shape().dims3()?;
+        if l3.shape() != l2.shape() || hd2 != hd || total != self.past + l || hs % kvs != 0 {
+            candle_core::bail!(
+                "causal attention: q {:?}, k {:?}, v {:?} after {} cached tokens",
+                l1.shape(),
+                l2.shape(),
+                l3.shape(),
+                self.past
+            );
+        }
+        let groups = hs / kvs;
+        let mut dst = uninit(hs * l * hd);
+        if dst.is_empty() {
+            return Ok((CpuStorage::F32(dst), Shape::from((hs, l, hd))));
+        }
+        dst.par_chunks_mut(l * hd).enumerate().for_each(|(h, o)| {
+            let (qh, g) = (&q[h * l * hd..], h / groups);
+            let (kh, vh) = (&k[g * total * hd..], &v[g * total * hd..]);
+            let mut s = uninit(B.min(l) * total);
+            for r0 in (0..l).step_by(B) {
+                let rb = B.min(l - r0);
+                let kend = self.past + r0 + rb;
+                let s = &mut s[..rb * kend];
+                // SAFETY (both calls): every operand block lies inside its
+                // buffer at these strides (q rows r0.., keys and values
+                // 0..kend of kv head g, rb×kend scratch, output rows r0..).
+                unsafe {
+                    gemm::gemm(
+                        rb,
+                        kend,
+                        hd,
+                        s.as_mut_ptr(),
+                        1,
+                        kend as isize,
+                        false,
+                        qh[r0 * hd..].as_ptr(),
+                        1,
+                        hd as isize,
+                        kh.as_ptr(),
+                        hd as isize,
+                        1,
+                        1.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    )
+                };
+                for (i, row) in s.chunks_mut(kend).enumerate() {
+                    let (row, hidden) = row.split_at_mut(self.past + r0 + i + 1);
+                    hidden.fill(0.0);
+                    let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+                    for x in row.iter_mut() {
+                        *x -= max;
+                    }
+                    exp_in_place(row);
+                    let sum: f32 = row.iter().sum();
+                    for x in row.iter_mut() {
+                        *x /= sum;
+                    }
+                }
+                unsafe {
+                    gemm::gemm(
+                        rb,
+                        hd,
+                        kend,
+                        o[r0 * hd..].as_mut_ptr(),
+                        1,
+                        hd as isize,
+                        false,
+                        s.as_ptr(),
+                        1,
+                        kend as isize,
+                        vh.as_ptr(),
+                        1,
+                        hd as isize,
+                        1.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    )
+                };
+            }
+        });
+        Ok((CpuStorage::F32(dst), Shape::from((hs, l, hd))))
+    }
+}
+
 /// Softmax over the last axis; on the CPU in f32 the fused kernel (every
 /// key visible) with the vectorised exp, elsewhere candle's.
 pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
@@ -549,6 +701,26 @@ pub(crate) fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
 mod tests {
     use super::*;
     use candle_core::Device;
+
+    /// The fused kernel against bmm + the masked softmax + bmm, with grouped
+    /// heads, cached keys and query blocks that do not divide `l`.
+    #[test]
+    fn causal_attention_equals_the_unfused_path() {
+        let dev = Device::Cpu;
+        for (past, l) in [(0usize, 1usize), (0, 130), (7, 64), (5, 3)] {
+            let total = past + l;
+            let q = Tensor::randn(0f32, 1.0, (4, l, 16), &dev).unwrap();
+            let k = Tensor::randn(0f32, 1.0, (2, total, 16), &dev).unwrap();
+            let v = Tensor::randn(0f32, 1.0, (2, total, 16), &dev).unwrap();
+            let fused = CausalSoftmax::Fused { queries: l, past };
+            let got = fused.attend(&q, &k, &v).unwrap();
+            let mask = CausalSoftmax::Mask(additive_mask(l, past, &dev).unwrap());
+            let want = mask.attend(&q, &k, &v).unwrap();
+            assert_eq!(got.dims(), &[4, l, 16]);
+            let d = max_diff(&got, &want);
+            assert!(d < 1e-5, "past {past}, l {l}: {d}");
+        }
+    }
 
     #[test]
     fn exp_is_within_two_ulp_of_libm() {
