@@ -85,39 +85,45 @@ impl VisionBlock {
         let q = (apply_rope(&qkv.get(0)?, cos, sin)? * scale)?;
         let k = apply_rope(&qkv.get(1)?, cos, sin)?;
         let v = qkv.get(2)?;
-        // Runs of consecutive spans of one length (every window of a frame
-        // but those cut by the image border, every frame in the full-attention
-        // layers) are one batched attention over (heads·windows, len,
-        // head_dim): a free reshape when the run covers every row (frames of
-        // one size), one copy otherwise.
-        let spans: Vec<(usize, usize)> = spans
-            .windows(2)
-            .map(|w| (w[0], w[1] - w[0]))
-            .filter(|&(_, len)| len > 0)
-            .collect();
-        let mut outs = Vec::with_capacity(spans.len());
-        let mut i = 0;
-        while i < spans.len() {
-            let (a, len) = spans[i];
-            let mut j = i + 1;
-            while j < spans.len() && spans[j].1 == len && spans[j].0 == spans[j - 1].0 + len {
-                j += 1;
-            }
-            let b = j - i;
-            let batch = |t: &Tensor| t.narrow(1, a, b * len)?.reshape((hs * b, len, hd));
-            let (qs, ks, vs) = (batch(&q)?, batch(&k)?, batch(&v)?);
-            let att = softmax(&ops::bmm(&qs, &ks.transpose(1, 2)?)?)?;
-            outs.push(ops::bmm(&att, &vs)?.reshape((hs, b * len, hd))?);
-            i = j;
-        }
-        let attn = Tensor::cat(&outs, 1)?
-            .transpose(0, 1)?
-            .reshape((n, hs * hd))?
-            .to_dtype(dt)?;
+        let o = match ops::span_attention(&q, &k, &v, spans)? {
+            Some(o) => o,
+            None => batched_span_attention(&q, &k, &v, spans)?,
+        };
+        let attn = o.transpose(0, 1)?.reshape((n, hs * hd))?.to_dtype(dt)?;
         let x = (x + self.proj.forward(&attn)?)?;
         let h = self.norm2.forward(&x)?;
         x + self.down.forward(&silu_mul(&self.gate_up.forward(&h)?)?)?
     }
+}
+
+/// [`ops::span_attention`] with candle's ops (CUDA): runs of consecutive
+/// spans of one length (every window of a frame but those cut by the image
+/// border, every frame in the full-attention layers) are one batched
+/// attention over (heads·windows, len, head_dim): a free reshape when the
+/// run covers every row (frames of one size), one copy otherwise.
+fn batched_span_attention(q: &Tensor, k: &Tensor, v: &Tensor, spans: &[usize]) -> CResult<Tensor> {
+    let (hs, _, hd) = q.dims3()?;
+    let spans: Vec<(usize, usize)> = spans
+        .windows(2)
+        .map(|w| (w[0], w[1] - w[0]))
+        .filter(|&(_, len)| len > 0)
+        .collect();
+    let mut outs = Vec::with_capacity(spans.len());
+    let mut i = 0;
+    while i < spans.len() {
+        let (a, len) = spans[i];
+        let mut j = i + 1;
+        while j < spans.len() && spans[j].1 == len && spans[j].0 == spans[j - 1].0 + len {
+            j += 1;
+        }
+        let b = j - i;
+        let batch = |t: &Tensor| t.narrow(1, a, b * len)?.reshape((hs * b, len, hd));
+        let (qs, ks, vs) = (batch(q)?, batch(k)?, batch(v)?);
+        let att = softmax(&ops::bmm(&qs, &ks.transpose(1, 2)?)?)?;
+        outs.push(ops::bmm(&att, &vs)?.reshape((hs, b * len, hd))?);
+        i = j;
+    }
+    Tensor::cat(&outs, 1)
 }
 
 struct VisionModel {

@@ -504,13 +504,99 @@ impl CausalSoftmax {
     }
 }
 
+/// One block of attention on the CPU in f32, with single-threaded gemm
+/// calls: `rb` queries `q` against `kl` keys `k` and values `v` (rows of
+/// `hd`, contiguous), into `o` (`rb` rows of `hd`). Query `i` sees keys
+/// `0..visible(i)` (1 ≤ visible(i) ≤ kl), the rest get weight 0. `s` is the
+/// scratch for the rb×kl scores.
+#[allow(clippy::too_many_arguments)]
+fn attend_block(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    o: &mut [f32],
+    (rb, kl, hd): (usize, usize, usize),
+    visible: impl Fn(usize) -> usize,
+    s: &mut [f32],
+) {
+    assert!(
+        q.len() >= rb * hd
+            && k.len() >= kl * hd
+            && v.len() >= kl * hd
+            && o.len() >= rb * hd
+            && s.len() >= rb * kl
+    );
+    let s = &mut s[..rb * kl];
+    // SAFETY (both calls): the operands are at least the sizes checked
+    // above, read and written at these strides (row-major rows of hd or kl;
+    // the keys read as their transpose).
+    unsafe {
+        gemm::gemm(
+            rb,
+            kl,
+            hd,
+            s.as_mut_ptr(),
+            1,
+            kl as isize,
+            false,
+            q.as_ptr(),
+            1,
+            hd as isize,
+            k.as_ptr(),
+            hd as isize,
+            1,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        )
+    };
+    for (i, row) in s.chunks_mut(kl).enumerate() {
+        let (row, hidden) = row.split_at_mut(visible(i));
+        hidden.fill(0.0);
+        let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+        for x in row.iter_mut() {
+            *x -= max;
+        }
+        exp_in_place(row);
+        let sum: f32 = row.iter().sum();
+        for x in row.iter_mut() {
+            *x /= sum;
+        }
+    }
+    unsafe {
+        gemm::gemm(
+            rb,
+            hd,
+            kl,
+            o.as_mut_ptr(),
+            1,
+            hd as isize,
+            false,
+            s.as_ptr(),
+            1,
+            kl as isize,
+            v.as_ptr(),
+            1,
+            hd as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        )
+    };
+}
+
 /// Causal attention of `l` new queries after `past` cached keys on the CPU
 /// in f32, per query head and block of 64 queries: the scores against the
 /// keys that block can see (`past + end of block`, not all of them: about
 /// half the score and value products of a prefill are skipped), the causal
-/// softmax in place, then times the values, all with single-threaded gemm
-/// calls into one scratch block; the heads run in parallel. No (heads, l,
-/// past + l) score tensor is ever allocated.
+/// softmax in place, then times the values ([`attend_block`]); the heads run
+/// in parallel. No (heads, l, past + l) score tensor is ever allocated.
 struct CausalAttention {
     past: usize,
 }
@@ -549,79 +635,124 @@ impl candle_core::CustomOp3 for CausalAttention {
         if dst.is_empty() {
             return Ok((CpuStorage::F32(dst), Shape::from((hs, l, hd))));
         }
+        // Every output row r0.. of every head is written by its block.
         dst.par_chunks_mut(l * hd).enumerate().for_each(|(h, o)| {
-            let (qh, g) = (&q[h * l * hd..], h / groups);
+            let (qh, g) = (&q[h * l * hd..(h + 1) * l * hd], h / groups);
             let (kh, vh) = (&k[g * total * hd..], &v[g * total * hd..]);
             let mut s = uninit(B.min(l) * total);
             for r0 in (0..l).step_by(B) {
                 let rb = B.min(l - r0);
                 let kend = self.past + r0 + rb;
-                let s = &mut s[..rb * kend];
-                // SAFETY (both calls): every operand block lies inside its
-                // buffer at these strides (q rows r0.., keys and values
-                // 0..kend of kv head g, rb×kend scratch, output rows r0..).
-                unsafe {
-                    gemm::gemm(
-                        rb,
-                        kend,
-                        hd,
-                        s.as_mut_ptr(),
-                        1,
-                        kend as isize,
-                        false,
-                        qh[r0 * hd..].as_ptr(),
-                        1,
-                        hd as isize,
-                        kh.as_ptr(),
-                        hd as isize,
-                        1,
-                        1.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
-                    )
-                };
-                for (i, row) in s.chunks_mut(kend).enumerate() {
-                    let (row, hidden) = row.split_at_mut(self.past + r0 + i + 1);
-                    hidden.fill(0.0);
-                    let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-                    for x in row.iter_mut() {
-                        *x -= max;
-                    }
-                    exp_in_place(row);
-                    let sum: f32 = row.iter().sum();
-                    for x in row.iter_mut() {
-                        *x /= sum;
-                    }
-                }
-                unsafe {
-                    gemm::gemm(
-                        rb,
-                        hd,
-                        kend,
-                        o[r0 * hd..].as_mut_ptr(),
-                        1,
-                        hd as isize,
-                        false,
-                        s.as_ptr(),
-                        1,
-                        kend as isize,
-                        vh.as_ptr(),
-                        1,
-                        hd as isize,
-                        1.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
-                    )
-                };
+                attend_block(
+                    &qh[r0 * hd..],
+                    &kh[..kend * hd],
+                    &vh[..kend * hd],
+                    &mut o[r0 * hd..],
+                    (rb, kend, hd),
+                    |i| self.past + r0 + i + 1,
+                    &mut s,
+                );
             }
         });
         Ok((CpuStorage::F32(dst), Shape::from((hs, l, hd))))
+    }
+}
+
+/// Attention within spans of rows, every key of its span visible to every
+/// query (the vision tower's windows and frames): `q`, `k`, `v` (heads, n,
+/// hd), `spans` the boundaries `0 = b0 < b1 < … = n`. On the CPU in f32 one
+/// fused kernel, per head in parallel and span by span ([`attend_block`]):
+/// no per-window copies of q/k/v, no score tensors, no concatenation of the
+/// windows' outputs. `None` elsewhere (the caller batches candle's ops).
+pub fn span_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    spans: &[usize],
+) -> Result<Option<Tensor>> {
+    if !(q.device().is_cpu() && [q, k, v].iter().all(|t| t.dtype() == DType::F32)) {
+        return Ok(None);
+    }
+    let n = q.dim(1)?;
+    let ok = spans.first() == Some(&0)
+        && spans.last() == Some(&n)
+        && spans.windows(2).all(|w| w[0] <= w[1]);
+    if !ok {
+        candle_core::bail!("span attention: spans {spans:?} do not cover {n} rows");
+    }
+    let t = q.contiguous()?.apply_op3_no_bwd(
+        &k.contiguous()?,
+        &v.contiguous()?,
+        &SpanAttention {
+            spans: spans.to_vec(),
+        },
+    )?;
+    Ok(Some(t))
+}
+
+struct SpanAttention {
+    /// Checked: from 0 to the row count, non-decreasing.
+    spans: Vec<usize>,
+}
+
+impl candle_core::CustomOp3 for SpanAttention {
+    fn name(&self) -> &'static str {
+        "vss-span-attention"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let q = contiguous_f32(s1, l1, "span attention")?;
+        let k = contiguous_f32(s2, l2, "span attention")?;
+        let v = contiguous_f32(s3, l3, "span attention")?;
+        let (hs, n, hd) = l1.shape().dims3()?;
+        if l2.shape() != l1.shape() || l3.shape() != l1.shape() {
+            candle_core::bail!(
+                "span attention: q {:?}, k {:?}, v {:?}",
+                l1.shape(),
+                l2.shape(),
+                l3.shape()
+            );
+        }
+        let longest = self
+            .spans
+            .windows(2)
+            .map(|w| w[1] - w[0])
+            .max()
+            .unwrap_or(0);
+        let mut dst = uninit(hs * n * hd);
+        if dst.is_empty() {
+            return Ok((CpuStorage::F32(dst), Shape::from((hs, n, hd))));
+        }
+        // The spans cover every row 0..n (checked), so every output row is
+        // written.
+        dst.par_chunks_mut(n * hd).enumerate().for_each(|(h, o)| {
+            let (base, end) = (h * n * hd, (h + 1) * n * hd);
+            let mut s = uninit(longest * longest);
+            for w in self.spans.windows(2) {
+                let (a, len) = (w[0], w[1] - w[0]);
+                if len == 0 {
+                    continue;
+                }
+                attend_block(
+                    &q[base + a * hd..end],
+                    &k[base + a * hd..end],
+                    &v[base + a * hd..end],
+                    &mut o[a * hd..],
+                    (len, len, hd),
+                    |_| len,
+                    &mut s,
+                );
+            }
+        });
+        Ok((CpuStorage::F32(dst), Shape::from((hs, n, hd))))
     }
 }
 
@@ -720,6 +851,27 @@ mod tests {
             let d = max_diff(&got, &want);
             assert!(d < 1e-5, "past {past}, l {l}: {d}");
         }
+    }
+
+    /// The fused span kernel against a plain softmax attention per span.
+    #[test]
+    fn span_attention_equals_attention_per_span() {
+        let dev = Device::Cpu;
+        let spans = [0usize, 5, 5, 69, 70, 130];
+        let [q, k, v] = [0, 1, 2].map(|_| Tensor::randn(0f32, 1.0, (3, 130, 8), &dev).unwrap());
+        let got = span_attention(&q, &k, &v, &spans).unwrap().unwrap();
+        let mut want = Vec::new();
+        for w in spans.windows(2).filter(|w| w[1] > w[0]) {
+            let part = |t: &Tensor| t.narrow(1, w[0], w[1] - w[0]).unwrap();
+            let att =
+                candle_nn::ops::softmax_last_dim(&part(&q).matmul(&part(&k).t().unwrap()).unwrap())
+                    .unwrap();
+            want.push(att.matmul(&part(&v)).unwrap());
+        }
+        let want = Tensor::cat(&want, 1).unwrap();
+        let d = max_diff(&got, &want);
+        assert!(d < 1e-5, "{d}");
+        assert!(span_attention(&q, &k, &v, &[0, 100]).is_err());
     }
 
     #[test]
