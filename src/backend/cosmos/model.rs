@@ -635,6 +635,20 @@ impl Qwen25Vl {
 mod tests {
     use super::*;
 
+    /// The candle-ops path (what CUDA runs) against the CPU kernel, on the
+    /// window boundaries of a real grid (with windows cut by the border).
+    #[test]
+    fn batched_span_attention_equals_the_cpu_kernel() {
+        let dev = Device::Cpu;
+        let (_, cu) = window_index([2, 6, 20], 2, 4);
+        let n = *cu.last().unwrap();
+        let [q, k, v] = [0, 1, 2].map(|_| Tensor::randn(0f32, 1.0, (2, n, 8), &dev).unwrap());
+        let want = ops::span_attention(&q, &k, &v, &cu).unwrap().unwrap();
+        let got = batched_span_attention(&q, &k, &v, &cu).unwrap();
+        let d = (got - want).unwrap().abs().unwrap().max_all().unwrap();
+        assert!(d.to_scalar::<f32>().unwrap() < 1e-5);
+    }
+
     #[test]
     fn windows_cover_every_token_once() {
         // llm grid 3x10, windows of 4x4 tokens: 1 row of windows x 3 columns, last partial.
