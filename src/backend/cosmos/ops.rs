@@ -660,7 +660,7 @@ impl candle_core::CustomOp3 for CausalAttention {
 
 /// Attention within spans of rows, every key of its span visible to every
 /// query (the vision tower's windows and frames): `q`, `k`, `v` (heads, n,
-/// hd), `spans` the boundaries `0 = b0 < b1 < … = n`. On the CPU in f32 one
+/// hd), `spans` the boundaries `0 = b0 ≤ b1 ≤ … = n`. On the CPU in f32 one
 /// fused kernel, per head in parallel and span by span ([`attend_block`]):
 /// no per-window copies of q/k/v, no score tensors, no concatenation of the
 /// windows' outputs. `None` elsewhere (the caller batches candle's ops).
