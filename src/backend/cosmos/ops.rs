@@ -591,6 +591,21 @@ fn attend_block(
     };
 }
 
+/// A (heads, rows, hd) f32 result computed head by head in parallel: `f(h,
+/// out)` must write every element of head `h`'s (rows, hd) block.
+fn per_head(
+    (hs, rows, hd): (usize, usize, usize),
+    f: impl Fn(usize, &mut [f32]) + Sync,
+) -> (CpuStorage, Shape) {
+    let mut dst = uninit(hs * rows * hd);
+    if !dst.is_empty() {
+        dst.par_chunks_mut(rows * hd)
+            .enumerate()
+            .for_each(|(h, o)| f(h, o));
+    }
+    (CpuStorage::F32(dst), Shape::from((hs, rows, hd)))
+}
+
 /// Causal attention of `l` new queries after `past` cached keys on the CPU
 /// in f32, per query head and block of 64 queries: the scores against the
 /// keys that block can see (`past + end of block`, not all of them: about
@@ -631,12 +646,8 @@ impl candle_core::CustomOp3 for CausalAttention {
             );
         }
         let groups = hs / kvs;
-        let mut dst = uninit(hs * l * hd);
-        if dst.is_empty() {
-            return Ok((CpuStorage::F32(dst), Shape::from((hs, l, hd))));
-        }
         // Every output row r0.. of every head is written by its block.
-        dst.par_chunks_mut(l * hd).enumerate().for_each(|(h, o)| {
+        Ok(per_head((hs, l, hd), |h, o| {
             let (qh, g) = (&q[h * l * hd..(h + 1) * l * hd], h / groups);
             let (kh, vh) = (&k[g * total * hd..], &v[g * total * hd..]);
             let mut s = uninit(B.min(l) * total);
@@ -653,8 +664,7 @@ impl candle_core::CustomOp3 for CausalAttention {
                     &mut s,
                 );
             }
-        });
-        Ok((CpuStorage::F32(dst), Shape::from((hs, l, hd))))
+        }))
     }
 }
 
@@ -727,13 +737,9 @@ impl candle_core::CustomOp3 for SpanAttention {
             .map(|w| w[1] - w[0])
             .max()
             .unwrap_or(0);
-        let mut dst = uninit(hs * n * hd);
-        if dst.is_empty() {
-            return Ok((CpuStorage::F32(dst), Shape::from((hs, n, hd))));
-        }
         // The spans cover every row 0..n (checked), so every output row is
         // written.
-        dst.par_chunks_mut(n * hd).enumerate().for_each(|(h, o)| {
+        Ok(per_head((hs, n, hd), |h, o| {
             let (base, end) = (h * n * hd, (h + 1) * n * hd);
             let mut s = uninit(longest * longest);
             for w in self.spans.windows(2) {
@@ -751,8 +757,7 @@ impl candle_core::CustomOp3 for SpanAttention {
                     &mut s,
                 );
             }
-        });
-        Ok((CpuStorage::F32(dst), Shape::from((hs, n, hd))))
+        }))
     }
 }
 
