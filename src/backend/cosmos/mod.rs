@@ -21,6 +21,8 @@ pub mod linear;
 pub mod model;
 #[cfg(feature = "cosmos")]
 pub mod ops;
+#[cfg(feature = "cosmos")]
+pub mod pointwise;
 pub mod preprocess;
 pub mod rope_index;
 pub mod sampling;

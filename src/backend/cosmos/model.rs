@@ -7,24 +7,16 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Module, Result as CResult, Tensor};
-use candle_nn::{Embedding, RmsNorm, VarBuilder};
+use candle_nn::{Embedding, VarBuilder};
 
 use super::config::{QwenConfig, TextConfig, VisionConfig};
 use super::fp8::{self, Quantization};
 use super::linear::Lin;
 use super::ops::{self, silu_mul, CausalSoftmax};
+use super::pointwise::{self, qkv_heads, RmsNorm};
 
 fn err(e: candle_core::Error) -> String {
     e.to_string()
-}
-
-/// `x·cos + rotate_half(x)·sin` over the last dimension of `x` (heads, seq,
-/// dim), contiguous; `cos`/`sin` are (seq, dim / 2), the half that
-/// rotate_half's duplicated table repeats. candle's fused kernel: one pass,
-/// one output, instead of a split, a negation, a concatenation and three
-/// broadcast products.
-fn apply_rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> CResult<Tensor> {
-    candle_nn::rotary_emb::rope(&x.unsqueeze(0)?, cos, sin)?.squeeze(0)
 }
 
 fn softmax(x: &Tensor) -> CResult<Tensor> {
@@ -49,8 +41,8 @@ impl VisionBlock {
     fn load(c: &VisionConfig, vb: VarBuilder) -> CResult<Self> {
         let (h, i) = (c.hidden_size, c.intermediate_size);
         Ok(VisionBlock {
-            norm1: candle_nn::rms_norm(h, 1e-6, vb.pp("norm1"))?,
-            norm2: candle_nn::rms_norm(h, 1e-6, vb.pp("norm2"))?,
+            norm1: RmsNorm::load(h, 1e-6, vb.pp("norm1"))?,
+            norm2: RmsNorm::load(h, 1e-6, vb.pp("norm2"))?,
             qkv: Lin::load(vb.pp("attn.qkv"), h, 3 * h, true)?,
             proj: Lin::load(vb.pp("attn.proj"), h, h, true)?,
             gate_up: Lin::load_fused(
@@ -72,19 +64,11 @@ impl VisionBlock {
         let h = self.norm1.forward(x)?;
         let dt = x.dtype();
         // RoPE and attention in f32 whatever the weights' type (as HF does),
-        // heads first: (3, heads, rows, head_dim), one copy.
-        let qkv = self
-            .qkv
-            .forward(&h)?
-            .to_dtype(DType::F32)?
-            .reshape((n, 3, hs, hd))?
-            .permute((1, 2, 0, 3))?
-            .contiguous()?;
+        // heads first (heads, rows, head_dim); the scale on q (rows ×
+        // head_dim) rather than on the scores.
+        let qkv = self.qkv.forward(&h)?.to_dtype(DType::F32)?;
         let scale = 1.0 / (hd as f64).sqrt();
-        // The scale on q (rows × head_dim) rather than on the scores.
-        let q = (apply_rope(&qkv.get(0)?, cos, sin)? * scale)?;
-        let k = apply_rope(&qkv.get(1)?, cos, sin)?;
-        let v = qkv.get(2)?;
+        let (q, k, v) = qkv_heads(&qkv, [hs, hs, hs], hd, (cos, sin), scale)?;
         let o = match ops::span_attention(&q, &k, &v, spans)? {
             Some(o) => o,
             None => batched_span_attention(&q, &k, &v, spans)?,
@@ -197,7 +181,7 @@ impl VisionModel {
             dtype: vb.dtype(),
             patch,
             blocks,
-            ln_q: candle_nn::rms_norm(h, 1e-6, vb.pp("merger.ln_q"))?,
+            ln_q: RmsNorm::load(h, 1e-6, vb.pp("merger.ln_q"))?,
             mlp0: Lin::load(vb.pp("merger.mlp.0"), m, m, true)?,
             mlp2: Lin::load(vb.pp("merger.mlp.2"), m, c.out_hidden_size, true)?,
         })
@@ -264,7 +248,9 @@ impl VisionModel {
             .ln_q
             .forward(&x)?
             .reshape((n / unit, c.hidden_size * unit))?;
-        let x = self.mlp2.forward(&self.mlp0.forward(&x)?.gelu_erf()?)?;
+        let x = self
+            .mlp2
+            .forward(&pointwise::gelu_erf(&self.mlp0.forward(&x)?)?)?;
         // Back to the original merged-token order.
         let mut rev = vec![0u32; widx.len()];
         for (i, &w) in widx.iter().enumerate() {
@@ -319,26 +305,18 @@ impl Attention {
         let l = x.dim(0)?;
         let hd = self.head_dim;
         let (hs, kvs) = (self.heads, self.kv_heads);
-        // Heads first, (q heads + 2·kv heads, l, hd), one copy; q, k and v
-        // are contiguous slices of it.
-        let qkv = self
-            .qkv
-            .forward(x)?
-            .reshape((l, hs + 2 * kvs, hd))?
-            .transpose(0, 1)?
-            .contiguous()?;
-        let q = apply_rope(&qkv.narrow(0, 0, hs)?, cos, sin)?;
-        let k = apply_rope(&qkv.narrow(0, hs, kvs)?, cos, sin)?;
-        let v = qkv.narrow(0, hs + kvs, kvs)?;
+        // Heads first, (heads, l, hd), RoPE on q and k; the scale on q
+        // rather than on the scores.
+        let scale = 1.0 / (hd as f64).sqrt();
+        let (q, k, v) = qkv_heads(&self.qkv.forward(x)?, [hs, kvs, kvs], hd, (cos, sin), scale)?;
         let (k, v) = match &self.cache {
             Some((pk, pv)) => (Tensor::cat(&[pk, &k], 1)?, Tensor::cat(&[pv, &v], 1)?),
             None => (k, v),
         };
         self.cache = Some((k.clone(), v.clone()));
         // Grouped-query attention without repeating k and v.
-        let scale = 1.0 / (hd as f64).sqrt();
         let o = causal
-            .attend(&(q.to_dtype(DType::F32)? * scale)?, &k, &v)?
+            .attend(&q.to_dtype(DType::F32)?, &k, &v)?
             .transpose(0, 1)?
             .reshape((l, self.heads * hd))?;
         self.o.forward(&o)
@@ -359,8 +337,8 @@ impl DecoderLayer {
         let (h, i) = (c.hidden_size, c.intermediate_size);
         Ok(DecoderLayer {
             attn: Attention::load(c, vb.pp("self_attn"))?,
-            norm1: candle_nn::rms_norm(h, c.rms_norm_eps, vb.pp("input_layernorm"))?,
-            norm2: candle_nn::rms_norm(h, c.rms_norm_eps, vb.pp("post_attention_layernorm"))?,
+            norm1: RmsNorm::load(h, c.rms_norm_eps, vb.pp("input_layernorm"))?,
+            norm2: RmsNorm::load(h, c.rms_norm_eps, vb.pp("post_attention_layernorm"))?,
             gate_up: Lin::load_fused(
                 &[vb.pp("mlp.gate_proj"), vb.pp("mlp.up_proj")],
                 h,
@@ -475,8 +453,7 @@ impl Qwen25Vl {
             .map(|i| DecoderLayer::load(t, tvb.pp(format!("layers.{i}"))))
             .collect::<CResult<Vec<_>>>()
             .map_err(err)?;
-        let norm =
-            candle_nn::rms_norm(t.hidden_size, t.rms_norm_eps, tvb.pp("norm")).map_err(err)?;
+        let norm = RmsNorm::load(t.hidden_size, t.rms_norm_eps, tvb.pp("norm")).map_err(err)?;
         let lm_head = if t.tie_word_embeddings && !vb.contains_tensor("lm_head.weight") {
             Lin::shared(embed.embeddings().clone())
         } else {

@@ -1,0 +1,390 @@
+// SPDX-License-Identifier: MPL-2.0
+//! The row-wise CPU kernels of the forward pass that are not matmuls or
+//! attention ([`super::ops`]): RMS norm, the split of a fused q/k/v
+//! projection into heads with RoPE and the query scale, and the exact
+//! (erf) GELU. Each is one parallel pass in f32 that the compiler
+//! vectorises, instead of candle's one element at a time (its RMS norm sums
+//! each row in order, its RoPE and GELU are scalar loops) plus the copies
+//! and products around them. Figures in docs/cosmos-reason1.md.
+//!
+//! Other devices and dtypes take candle's own ops, as before.
+
+use candle_core::{CpuStorage, CustomOp1, CustomOp3, DType, Layout, Module, Result, Shape, Tensor};
+use candle_nn::VarBuilder;
+use rayon::prelude::*;
+
+use super::ops::{contiguous_f32, exp_in_place, uninit};
+
+/// Sum of squares of `x` in eight running lanes (the order differs from a
+/// sequential sum by rounding only; it lets the loop vectorise).
+#[inline(always)]
+fn sum_sq(x: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let mut chunks = x.chunks_exact(8);
+    for c in &mut chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a += v * v;
+        }
+    }
+    let tail: f32 = chunks.remainder().iter().map(|v| v * v).sum();
+    acc.iter().sum::<f32>() + tail
+}
+
+/// `x / sqrt(mean(x²) + eps) · weight` over the last axis (Qwen2's RMSNorm).
+#[derive(Clone, Debug)]
+pub struct RmsNorm {
+    weight: Tensor,
+    eps: f64,
+    /// candle's, for other devices and dtypes.
+    fallback: candle_nn::RmsNorm,
+}
+
+impl RmsNorm {
+    /// `prefix.weight` (hidden) of `vb`.
+    pub fn load(hidden: usize, eps: f64, vb: VarBuilder) -> Result<RmsNorm> {
+        let fallback = candle_nn::rms_norm(hidden, eps, vb)?;
+        Ok(RmsNorm {
+            weight: fallback.weight().clone(),
+            eps,
+            fallback,
+        })
+    }
+}
+
+impl Module for RmsNorm {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if x.device().is_cpu() && x.dtype() == DType::F32 && self.weight.dtype() == DType::F32 {
+            let w = self.weight.contiguous()?;
+            return x.contiguous()?.apply_op2_no_bwd(
+                &w,
+                &RmsNormOp {
+                    eps: self.eps as f32,
+                },
+            );
+        }
+        self.fallback.forward(x)
+    }
+}
+
+struct RmsNormOp {
+    eps: f32,
+}
+
+impl candle_core::CustomOp2 for RmsNormOp {
+    fn name(&self) -> &'static str {
+        "vss-rms-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = contiguous_f32(s1, l1, "rms norm")?;
+        let w = contiguous_f32(s2, l2, "rms norm")?;
+        let dim = *l1.shape().dims().last().unwrap_or(&0);
+        if dim == 0 || w.len() != dim {
+            candle_core::bail!("rms norm: {:?} by a weight of {}", l1.shape(), w.len());
+        }
+        let mut dst = uninit(x.len());
+        x.par_chunks(dim)
+            .zip(dst.par_chunks_mut(dim))
+            .for_each(|(x, d)| {
+                let inv = 1.0 / (sum_sq(x) / dim as f32 + self.eps).sqrt();
+                for ((d, &x), &w) in d.iter_mut().zip(x).zip(w) {
+                    *d = x * inv * w;
+                }
+            });
+        Ok((CpuStorage::F32(dst), l1.shape().clone()))
+    }
+}
+
+/// The heads of a fused projection `qkv` (rows, (hq + hk + hv)·hd) — per
+/// row the q heads, then k, then v, each `hd` wide — as head-major q, k and
+/// v (heads, rows, hd), with RoPE on q and k (non-interleaved halves, `cos`
+/// and `sin` (rows, hd / 2), as candle's `rope`) and q times `q_scale`
+/// after it, q in f32 whatever the input's dtype (the scale is not rounded
+/// to bf16). On the CPU in f32 one pass writes all three into one
+/// (hq + hk + hv, rows, hd) tensor (they are views of it); elsewhere
+/// candle's transpose, rope and product.
+pub fn qkv_heads(
+    qkv: &Tensor,
+    [hq, hk, hv]: [usize; 3],
+    hd: usize,
+    (cos, sin): (&Tensor, &Tensor),
+    q_scale: f64,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let rows = qkv.dim(0)?;
+    let heads = hq + hk + hv;
+    let qkv = qkv.reshape((rows, heads, hd))?;
+    let f32_cpu = |t: &Tensor| t.device().is_cpu() && t.dtype() == DType::F32;
+    if f32_cpu(&qkv) && f32_cpu(cos) && f32_cpu(sin) && hd % 2 == 0 {
+        let all = qkv.contiguous()?.apply_op3_no_bwd(
+            &cos.contiguous()?,
+            &sin.contiguous()?,
+            &QkvHeads {
+                roped: hq + hk,
+                hq,
+                q_scale: q_scale as f32,
+            },
+        )?;
+        return Ok((
+            all.narrow(0, 0, hq)?,
+            all.narrow(0, hq, hk)?,
+            all.narrow(0, hq + hk, hv)?,
+        ));
+    }
+    let all = qkv.transpose(0, 1)?.contiguous()?;
+    let rope = |t: Tensor| candle_nn::rotary_emb::rope(&t.unsqueeze(0)?, cos, sin)?.squeeze(0);
+    Ok((
+        (rope(all.narrow(0, 0, hq)?)?.to_dtype(DType::F32)? * q_scale)?,
+        rope(all.narrow(0, hq, hk)?)?,
+        all.narrow(0, hq + hk, hv)?,
+    ))
+}
+
+struct QkvHeads {
+    /// The first `roped` heads get RoPE (q and k), the rest are copied (v).
+    roped: usize,
+    /// The first `hq` heads are scaled by `q_scale`.
+    hq: usize,
+    q_scale: f32,
+}
+
+impl CustomOp3 for QkvHeads {
+    fn name(&self) -> &'static str {
+        "vss-qkv-heads"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let src = contiguous_f32(s1, l1, "qkv heads")?;
+        let cos = contiguous_f32(s2, l2, "qkv heads")?;
+        let sin = contiguous_f32(s3, l3, "qkv heads")?;
+        let (rows, heads, hd) = l1.shape().dims3()?;
+        let half = hd / 2;
+        if cos.len() != rows * half || sin.len() != rows * half {
+            candle_core::bail!(
+                "qkv heads: {:?} with cos {:?} and sin {:?}",
+                l1.shape(),
+                l2.shape(),
+                l3.shape()
+            );
+        }
+        let mut dst = uninit(src.len());
+        if !dst.is_empty() {
+            // Every element of every output head is written: rotated (q, k)
+            // or copied (v).
+            dst.par_chunks_mut(rows * hd)
+                .enumerate()
+                .for_each(|(h, out)| {
+                    let scale = if h < self.hq { self.q_scale } else { 1.0 };
+                    for (r, o) in out.chunks_exact_mut(hd).enumerate() {
+                        let x = &src[(r * heads + h) * hd..][..hd];
+                        if h >= self.roped {
+                            o.copy_from_slice(x);
+                            continue;
+                        }
+                        let (c, s) = (&cos[r * half..][..half], &sin[r * half..][..half]);
+                        let (x1, x2) = x.split_at(half);
+                        let (o1, o2) = o.split_at_mut(half);
+                        for i in 0..half {
+                            // candle's rope, then the scale: same rounding.
+                            o1[i] = (x1[i] * c[i] - x2[i] * s[i]) * scale;
+                            o2[i] = (x1[i] * s[i] + x2[i] * c[i]) * scale;
+                        }
+                    }
+                });
+        }
+        Ok((CpuStorage::F32(dst), Shape::from((heads, rows, hd))))
+    }
+}
+
+/// `x · Φ(x)` with the exact (erf) Gaussian CDF, as torch's `nn.GELU()`.
+/// On the CPU in f32 one parallel pass with [`erf`]; elsewhere candle's
+/// `gelu_erf`.
+pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
+    if x.device().is_cpu() && x.dtype() == DType::F32 {
+        return x.contiguous()?.apply_op1_no_bwd(&GeluErf);
+    }
+    x.gelu_erf()
+}
+
+/// erf in f32 for every element of `xs`, absolute error ≤ 1.5e-7 over the
+/// whole line (Abramowitz & Stegun 7.1.26 with [`exp_in_place`]; torch's
+/// vectorised CPU `erf` uses the same formula). Straight-line code that
+/// vectorises.
+pub fn erf_in_place(xs: &mut [f32]) {
+    const P: f32 = 0.327_591_1;
+    const A: [f32; 5] = [
+        0.254_829_6,
+        -0.284_496_74,
+        1.421_413_8,
+        -1.453_152,
+        1.061_405_4,
+    ];
+    // Chunks that stay in L1 between the two passes around the exp.
+    let mut t = [0f32; 64];
+    let mut e = [0f32; 64];
+    for xs in xs.chunks_mut(64) {
+        let n = xs.len();
+        for ((t, e), &x) in t.iter_mut().zip(e.iter_mut()).zip(xs.iter()) {
+            *t = 1.0 / (1.0 + P * x.abs());
+            *e = -x * x;
+        }
+        exp_in_place(&mut e[..n]);
+        for ((x, &t), &e) in xs.iter_mut().zip(&t).zip(&e) {
+            let poly = ((((A[4] * t + A[3]) * t + A[2]) * t + A[1]) * t + A[0]) * t;
+            let y = 1.0 - poly * e;
+            *x = if x.is_nan() { *x } else { y.copysign(*x) };
+        }
+    }
+}
+
+struct GeluErf;
+
+impl CustomOp1 for GeluErf {
+    fn name(&self) -> &'static str {
+        "vss-gelu-erf"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let src = contiguous_f32(storage, layout, "gelu")?;
+        let mut dst = uninit(src.len());
+        const CHUNK: usize = 4096;
+        src.par_chunks(CHUNK)
+            .zip(dst.par_chunks_mut(CHUNK))
+            .for_each(|(s, d)| {
+                for (d, &s) in d.iter_mut().zip(s) {
+                    *d = s * std::f32::consts::FRAC_1_SQRT_2;
+                }
+                erf_in_place(d);
+                for (d, &s) in d.iter_mut().zip(s) {
+                    *d = 0.5 * s * (1.0 + *d);
+                }
+            });
+        Ok((CpuStorage::F32(dst), layout.shape().clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::cosmos::ops::max_diff;
+    use candle_core::Device;
+
+    fn randn(shape: &[usize], seed: u64) -> Tensor {
+        let n: usize = shape.iter().product();
+        let mut s = seed;
+        let v: Vec<f32> = (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 4.0
+            })
+            .collect();
+        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+    }
+
+    #[test]
+    fn rms_norm_matches_candle() {
+        let dev = Device::Cpu;
+        let w = randn(&[300], 1);
+        let x = randn(&[7, 300], 2);
+        let vb = VarBuilder::from_tensors(
+            [("weight".to_string(), w.clone())].into_iter().collect(),
+            DType::F32,
+            &dev,
+        );
+        let ours = RmsNorm::load(300, 1e-6, vb).unwrap();
+        let theirs = candle_nn::RmsNorm::new(w, 1e-6);
+        let (a, b) = (ours.forward(&x).unwrap(), theirs.forward(&x).unwrap());
+        let scale = b
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(max_diff(&a, &b) <= 4e-7 * scale, "{}", max_diff(&a, &b));
+        // A weight of the wrong size is refused, not read out of bounds.
+        let bad = x.apply_op2_no_bwd(&randn(&[299], 3), &RmsNormOp { eps: 1e-6 });
+        assert!(bad.is_err());
+    }
+
+    #[test]
+    fn qkv_heads_equal_transpose_rope_and_scale() {
+        let (rows, hd, [hq, hk, hv]) = (9, 8, [4, 2, 2]);
+        let qkv = randn(&[rows, (hq + hk + hv) * hd], 4);
+        let cos = randn(&[rows, hd / 2], 5).cos().unwrap();
+        let sin = randn(&[rows, hd / 2], 6).sin().unwrap();
+        let (q, k, v) = qkv_heads(&qkv, [hq, hk, hv], hd, (&cos, &sin), 0.25).unwrap();
+        let all = qkv
+            .reshape((rows, hq + hk + hv, hd))
+            .unwrap()
+            .transpose(0, 1)
+            .unwrap()
+            .contiguous()
+            .unwrap();
+        let rope = |t: Tensor| {
+            candle_nn::rotary_emb::rope(&t.unsqueeze(0).unwrap(), &cos, &sin)
+                .unwrap()
+                .squeeze(0)
+                .unwrap()
+        };
+        let q0 = (rope(all.narrow(0, 0, hq).unwrap()) * 0.25).unwrap();
+        let k0 = rope(all.narrow(0, hq, hk).unwrap());
+        let v0 = all.narrow(0, hq + hk, hv).unwrap();
+        // The same operations in the same order: equal to the bit.
+        assert_eq!(max_diff(&q, &q0), 0.0);
+        assert_eq!(max_diff(&k, &k0), 0.0);
+        assert_eq!(max_diff(&v, &v0), 0.0);
+        assert_eq!(q.dims(), &[hq, rows, hd]);
+    }
+
+    #[test]
+    fn gelu_is_within_2e7_of_the_f64_erf_gelu() {
+        // Every 1/512 from -12 to 12, and tiny values.
+        let mut xs: Vec<f32> = (-6144..=6144).map(|i| i as f32 / 512.0).collect();
+        xs.extend([1e-30, -1e-30, 0.0, -0.0]);
+        let t = Tensor::new(xs.as_slice(), &Device::Cpu).unwrap();
+        let ours = gelu_erf(&t).unwrap().to_vec1::<f32>().unwrap();
+        let exact = t
+            .to_dtype(DType::F64)
+            .unwrap()
+            .gelu_erf()
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap();
+        for ((&x, &a), &b) in xs.iter().zip(&ours).zip(&exact) {
+            let err = (a as f64 - b).abs();
+            assert!(
+                err <= 2e-7 * x.abs().max(1.0) as f64,
+                "gelu({x}) = {a}, not {b}"
+            );
+        }
+        let special = Tensor::new(&[f32::INFINITY, f32::NAN], &Device::Cpu).unwrap();
+        let s = gelu_erf(&special).unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(s[0], f32::INFINITY);
+        assert!(s[1].is_nan());
+    }
+
+    #[test]
+    fn erf_is_odd_and_saturates() {
+        let mut xs = vec![0.5f32, -0.5, 4.0, -4.0, 30.0, -30.0];
+        erf_in_place(&mut xs);
+        assert_eq!(xs[0], -xs[1]);
+        assert!((xs[0] as f64 - 0.520_499_877_813_046_5).abs() < 3e-7);
+        assert_eq!((xs[4], xs[5]), (1.0, -1.0));
+    }
+}
