@@ -902,7 +902,8 @@ mod tests {
     fn exp_is_within_two_ulp_of_libm() {
         // The variant this CPU runs, and both portable ones (with and
         // without fused multiply-adds).
-        let variants: [(&str, fn(&mut [f32])); 3] = [
+        type Exp = fn(&mut [f32]);
+        let variants: [(&str, Exp); 3] = [
             ("dispatched", exp_in_place),
             ("portable", exp_lanes::<false>),
             ("portable fma", exp_lanes::<true>),
