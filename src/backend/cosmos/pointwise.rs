@@ -33,36 +33,30 @@ fn sum_sq(x: &[f32]) -> f32 {
 /// `x / sqrt(mean(x²) + eps) · weight` over the last axis (Qwen2's RMSNorm).
 #[derive(Clone, Debug)]
 pub struct RmsNorm {
-    weight: Tensor,
-    eps: f64,
-    /// candle's, for other devices and dtypes.
-    fallback: candle_nn::RmsNorm,
+    /// candle's, whose weight and eps the CPU kernel uses; it runs on other
+    /// devices and dtypes.
+    inner: candle_nn::RmsNorm,
 }
 
 impl RmsNorm {
     /// `prefix.weight` (hidden) of `vb`.
     pub fn load(hidden: usize, eps: f64, vb: VarBuilder) -> Result<RmsNorm> {
-        let fallback = candle_nn::rms_norm(hidden, eps, vb)?;
         Ok(RmsNorm {
-            weight: fallback.weight().clone(),
-            eps,
-            fallback,
+            inner: candle_nn::rms_norm(hidden, eps, vb)?,
         })
     }
 }
 
 impl Module for RmsNorm {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        if x.device().is_cpu() && x.dtype() == DType::F32 && self.weight.dtype() == DType::F32 {
-            let w = self.weight.contiguous()?;
-            return x.contiguous()?.apply_op2_no_bwd(
-                &w,
-                &RmsNormOp {
-                    eps: self.eps as f32,
-                },
-            );
+        let w = self.inner.weight();
+        if x.device().is_cpu() && x.dtype() == DType::F32 && w.dtype() == DType::F32 {
+            let eps = self.inner.eps() as f32;
+            return x
+                .contiguous()?
+                .apply_op2_no_bwd(&w.contiguous()?, &RmsNormOp { eps });
         }
-        self.fallback.forward(x)
+        self.inner.forward(x)
     }
 }
 
@@ -282,25 +276,15 @@ mod tests {
     use crate::backend::cosmos::ops::max_diff;
     use candle_core::Device;
 
-    fn randn(shape: &[usize], seed: u64) -> Tensor {
-        let n: usize = shape.iter().product();
-        let mut s = seed;
-        let v: Vec<f32> = (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 4.0
-            })
-            .collect();
-        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+    fn randn(shape: &[usize]) -> Tensor {
+        Tensor::randn(0f32, 2.0, shape, &Device::Cpu).unwrap()
     }
 
     #[test]
     fn rms_norm_matches_candle() {
         let dev = Device::Cpu;
-        let w = randn(&[300], 1);
-        let x = randn(&[7, 300], 2);
+        let w = randn(&[300]);
+        let x = randn(&[7, 300]);
         let vb = VarBuilder::from_tensors(
             [("weight".to_string(), w.clone())].into_iter().collect(),
             DType::F32,
@@ -318,16 +302,16 @@ mod tests {
             .unwrap();
         assert!(max_diff(&a, &b) <= 4e-7 * scale, "{}", max_diff(&a, &b));
         // A weight of the wrong size is refused, not read out of bounds.
-        let bad = x.apply_op2_no_bwd(&randn(&[299], 3), &RmsNormOp { eps: 1e-6 });
+        let bad = x.apply_op2_no_bwd(&randn(&[299]), &RmsNormOp { eps: 1e-6 });
         assert!(bad.is_err());
     }
 
     #[test]
     fn qkv_heads_equal_transpose_rope_and_scale() {
         let (rows, hd, [hq, hk, hv]) = (9, 8, [4, 2, 2]);
-        let qkv = randn(&[rows, (hq + hk + hv) * hd], 4);
-        let cos = randn(&[rows, hd / 2], 5).cos().unwrap();
-        let sin = randn(&[rows, hd / 2], 6).sin().unwrap();
+        let qkv = randn(&[rows, (hq + hk + hv) * hd]);
+        let cos = randn(&[rows, hd / 2]).cos().unwrap();
+        let sin = randn(&[rows, hd / 2]).sin().unwrap();
         let (q, k, v) = qkv_heads(&qkv, [hq, hk, hv], hd, (&cos, &sin), 0.25).unwrap();
         let all = qkv
             .reshape((rows, hq + hk + hv, hd))
