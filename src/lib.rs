@@ -19,7 +19,9 @@ pub mod backend;
 /// the large ones to the kernel on free and page-faults them back on the
 /// next op (about 8 % of a CPU prefill in `cargo bench --bench cosmos`).
 /// Only memory the plugin's own code allocates is affected; GStreamer's and
-/// the host application's stay with their allocator.
+/// the host application's stay with their allocator. When a model loads,
+/// mimalloc is told to reset rather than decommit what it purges
+/// ([`backend::cosmos::alloc`]), for the same reason.
 #[cfg(feature = "cosmos")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

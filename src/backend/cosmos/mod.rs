@@ -9,6 +9,8 @@
 //! which the GPU frame path shares, config, positions, sampling): no candle.
 
 #[cfg(feature = "cosmos")]
+pub mod alloc;
+#[cfg(feature = "cosmos")]
 pub mod backend;
 pub mod config;
 #[cfg(feature = "cosmos")]

@@ -423,6 +423,7 @@ impl Qwen25Vl {
     /// scores and the logits stay f32. FP8 checkpoints ([`fp8`]) are
     /// dequantised to `dtype` on the host, one tensor at a time, as they load.
     pub fn load_as(dir: &Path, device: &Device, dtype: DType) -> Result<Qwen25Vl, String> {
+        super::alloc::reuse_freed_pages();
         let cfg_path = dir.join("config.json");
         let text = std::fs::read_to_string(&cfg_path)
             .map_err(|e| format!("cannot read '{}': {e}", cfg_path.display()))?;
