@@ -18,6 +18,96 @@
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+/// Defines `fn $name(args)` whose body is compiled twice, for the crate's
+/// baseline (SSE2) and for AVX2 with FMA, the latter picked at run time
+/// when the CPU has them: the row-wise kernels get 8-lane vectors (and
+/// `mul_add` a single instruction in the second copy) without building the
+/// whole plugin for AVX2.
+macro_rules! avx2_fn {
+    ($(#[$m:meta])* $vis:vis fn $name:ident($($a:ident: $t:ty),* $(,)?) $body:block) => {
+        $(#[$m])*
+        $vis fn $name($($a: $t),*) {
+            #[inline(always)]
+            fn body($($a: $t),*) $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2($($a: $t),*) {
+                    body($($a),*)
+                }
+                if std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+                {
+                    // SAFETY: the CPU has the features `avx2` is compiled for.
+                    return unsafe { avx2($($a),*) };
+                }
+            }
+            body($($a),*)
+        }
+    };
+}
+pub(super) use avx2_fn;
+
+/// The largest element, in eight running lanes (a single running maximum
+/// does not vectorise). NaNs are skipped (all NaN or empty: `-inf`).
+#[inline(always)]
+pub(super) fn max_lanes(x: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; 8];
+    let mut chunks = x.chunks_exact(8);
+    for c in &mut chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a = if v > *a { v } else { *a };
+        }
+    }
+    let m = acc.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    chunks.remainder().iter().fold(m, |m, &v| m.max(v))
+}
+
+/// The sum, in eight running lanes (the order differs from a sequential
+/// sum by rounding only; a single running sum is a chain of dependent adds).
+#[inline(always)]
+pub(super) fn sum_lanes(x: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let mut chunks = x.chunks_exact(8);
+    for c in &mut chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a += v;
+        }
+    }
+    acc.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>()
+}
+
+avx2_fn! {
+    /// `row ← softmax(row)`.
+    pub(super) fn softmax_row_in_place(row: &mut [f32]) {
+        let max = max_lanes(row);
+        for d in row.iter_mut() {
+            *d -= max;
+        }
+        exp_in_place(row);
+        let sum = sum_lanes(row);
+        for d in row.iter_mut() {
+            *d /= sum;
+        }
+    }
+}
+
+avx2_fn! {
+    /// `row ← softmax(src)`, `row` and `src` of one length (the same values
+    /// as subtracting the maximum, exponentiating and dividing by the sum).
+    pub(super) fn softmax_row(row: &mut [f32], src: &[f32]) {
+        let max = max_lanes(src);
+        for (d, &s) in row.iter_mut().zip(src) {
+            *d = s - max;
+        }
+        exp_in_place(row);
+        let sum = sum_lanes(row);
+        for d in row.iter_mut() {
+            *d /= sum;
+        }
+    }
+}
+
 /// `e^x` for every element, to about 2 ulp (Cephes' polynomial on
 /// `x - n·ln 2`, `|x - n·ln 2| ≤ ln 2 / 2`, then `2^n` in the exponent
 /// bits). Straight-line code the compiler vectorises; compiled for AVX-512
@@ -144,6 +234,20 @@ pub(super) fn contiguous_f32<'a>(
     Ok(&src[o1..o2])
 }
 
+avx2_fn! {
+    /// `d ← silu(g) · u` for one row `s = [g | u]`.
+    fn silu_mul_row(d: &mut [f32], s: &[f32]) {
+        let (g, u) = s.split_at(d.len());
+        for (d, &g) in d.iter_mut().zip(g) {
+            *d = -g;
+        }
+        exp_in_place(d);
+        for ((d, &g), &u) in d.iter_mut().zip(g).zip(u) {
+            *d = g / (*d + 1.0) * u;
+        }
+    }
+}
+
 struct SiluMul;
 
 impl CustomOp1 for SiluMul {
@@ -161,16 +265,7 @@ impl CustomOp1 for SiluMul {
         let mut dst = uninit(src.len() / 2);
         src.par_chunks(two)
             .zip(dst.par_chunks_mut(half))
-            .for_each(|(s, d)| {
-                let (g, u) = s.split_at(half);
-                for (d, &g) in d.iter_mut().zip(g) {
-                    *d = -g;
-                }
-                exp_in_place(d);
-                for ((d, &g), &u) in d.iter_mut().zip(g).zip(u) {
-                    *d = g / (*d + 1.0) * u;
-                }
-            });
+            .for_each(|(s, d)| silu_mul_row(d, s));
         Ok((CpuStorage::F32(dst), Shape::from_dims(&dims)))
     }
 }
@@ -573,15 +668,7 @@ fn attend_block(
     for (i, row) in s.chunks_mut(kl).enumerate() {
         let (row, hidden) = row.split_at_mut(visible(i));
         hidden.fill(0.0);
-        let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-        for x in row.iter_mut() {
-            *x -= max;
-        }
-        exp_in_place(row);
-        let sum: f32 = row.iter().sum();
-        for x in row.iter_mut() {
-            *x /= sum;
-        }
+        softmax_row_in_place(row);
     }
     unsafe {
         gemm::gemm(
@@ -824,16 +911,7 @@ impl CustomOp1 for FusedCausalSoftmax {
                 let valid = self.past + r % self.queries + 1;
                 let (d, hidden) = d.split_at_mut(valid);
                 hidden.fill(0.0);
-                let s = &s[..valid];
-                let max = s.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-                for (d, &s) in d.iter_mut().zip(s) {
-                    *d = s - max;
-                }
-                exp_in_place(d);
-                let sum: f32 = d.iter().sum();
-                for d in d.iter_mut() {
-                    *d /= sum;
-                }
+                softmax_row(d, &s[..valid]);
             });
         Ok((CpuStorage::F32(dst), layout.shape().clone()))
     }
@@ -985,6 +1063,42 @@ mod tests {
         assert_eq!(got.dims(), &[5, 37]);
         let d = max_diff(&got, &want);
         assert!(d < 1e-5, "{d}");
+    }
+
+    #[test]
+    fn lane_reductions_and_the_row_softmax_match_the_plain_loops() {
+        for n in 0..40 {
+            let x: Vec<f32> = (0..n).map(|i| ((i * 37 % 11) as f32 - 5.0) * 0.7).collect();
+            let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+            assert_eq!(max_lanes(&x), max, "n = {n}");
+            let sum: f32 = x.iter().sum();
+            assert!(
+                (sum_lanes(&x) - sum).abs() <= 1e-5 * (1.0 + sum.abs()),
+                "n = {n}"
+            );
+            if n == 0 {
+                continue;
+            }
+            let e: Vec<f32> = x.iter().map(|v| (v - max).exp()).collect();
+            let total: f32 = e.iter().sum();
+            let mut got = vec![0f32; n];
+            softmax_row(&mut got, &x);
+            let mut in_place = x.clone();
+            softmax_row_in_place(&mut in_place);
+            assert_eq!(got, in_place);
+            for (g, e) in got.iter().zip(&e) {
+                assert!(
+                    (g - e / total).abs() < 1e-6,
+                    "n = {n}: {g} vs {}",
+                    e / total
+                );
+            }
+        }
+        // A NaN among numbers is skipped by the maximum, as f32::max does.
+        let mut x = vec![1.0f32; 17];
+        x[9] = f32::NAN;
+        x[3] = 4.0;
+        assert_eq!(max_lanes(&x), 4.0);
     }
 
     #[test]

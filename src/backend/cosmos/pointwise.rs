@@ -13,7 +13,7 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp3, DType, Layout, Module, Resul
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
-use super::ops::{contiguous_f32, exp_in_place, uninit};
+use super::ops::{avx2_fn, contiguous_f32, exp_in_place, uninit};
 
 /// Sum of squares of `x` in eight running lanes (the order differs from a
 /// sequential sum by rounding only; it lets the loop vectorise).
@@ -85,13 +85,18 @@ impl candle_core::CustomOp2 for RmsNormOp {
         let mut dst = uninit(x.len());
         x.par_chunks(dim)
             .zip(dst.par_chunks_mut(dim))
-            .for_each(|(x, d)| {
-                let inv = 1.0 / (sum_sq(x) / dim as f32 + self.eps).sqrt();
-                for ((d, &x), &w) in d.iter_mut().zip(x).zip(w) {
-                    *d = x * inv * w;
-                }
-            });
+            .for_each(|(x, d)| rms_row(d, x, w, self.eps));
         Ok((CpuStorage::F32(dst), l1.shape().clone()))
+    }
+}
+
+avx2_fn! {
+    /// `d ← x / sqrt(mean(x²) + eps) · w` for one row.
+    fn rms_row(d: &mut [f32], x: &[f32], w: &[f32], eps: f32) {
+        let inv = 1.0 / (sum_sq(x) / x.len() as f32 + eps).sqrt();
+        for ((d, &x), &w) in d.iter_mut().zip(x).zip(w) {
+            *d = x * inv * w;
+        }
     }
 }
 
@@ -181,25 +186,37 @@ impl CustomOp3 for QkvHeads {
             dst.par_chunks_mut(rows * hd)
                 .enumerate()
                 .for_each(|(h, out)| {
-                    let scale = if h < self.hq { self.q_scale } else { 1.0 };
-                    for (r, o) in out.chunks_exact_mut(hd).enumerate() {
-                        let x = &src[(r * heads + h) * hd..][..hd];
-                        if h >= self.roped {
-                            o.copy_from_slice(x);
-                            continue;
+                    let x = &src[h * hd..];
+                    if h >= self.roped {
+                        for (r, o) in out.chunks_exact_mut(hd).enumerate() {
+                            o.copy_from_slice(&x[r * heads * hd..][..hd]);
                         }
-                        let (c, s) = (&cos[r * half..][..half], &sin[r * half..][..half]);
-                        let (x1, x2) = x.split_at(half);
-                        let (o1, o2) = o.split_at_mut(half);
-                        for i in 0..half {
-                            // candle's rope, then the scale: same rounding.
-                            o1[i] = (x1[i] * c[i] - x2[i] * s[i]) * scale;
-                            o2[i] = (x1[i] * s[i] + x2[i] * c[i]) * scale;
-                        }
+                    } else {
+                        let scale = if h < self.hq { self.q_scale } else { 1.0 };
+                        rope_head(out, x, heads * hd, hd, cos, sin, scale);
                     }
                 });
         }
         Ok((CpuStorage::F32(dst), Shape::from((heads, rows, hd))))
+    }
+}
+
+avx2_fn! {
+    /// One head of RoPE (non-interleaved halves) times `scale`: output row
+    /// `r` (`out` is rows of `hd`) from the `hd` values at `x[r · stride..]`
+    /// and row `r` of `cos` and `sin` (rows of `hd / 2`).
+    fn rope_head(out: &mut [f32], x: &[f32], stride: usize, hd: usize, cos: &[f32], sin: &[f32], scale: f32) {
+        let half = hd / 2;
+        for (r, o) in out.chunks_exact_mut(hd).enumerate() {
+            let (x1, x2) = x[r * stride..][..hd].split_at(half);
+            let (c, s) = (&cos[r * half..][..half], &sin[r * half..][..half]);
+            let (o1, o2) = o.split_at_mut(half);
+            for i in 0..half {
+                // candle's rope, then the scale: same rounding.
+                o1[i] = (x1[i] * c[i] - x2[i] * s[i]) * scale;
+                o2[i] = (x1[i] * s[i] + x2[i] * c[i]) * scale;
+            }
+        }
     }
 }
 
@@ -244,6 +261,19 @@ pub fn erf_in_place(xs: &mut [f32]) {
     }
 }
 
+avx2_fn! {
+    /// `d ← gelu(s)`.
+    fn gelu_chunk(d: &mut [f32], s: &[f32]) {
+        for (d, &s) in d.iter_mut().zip(s) {
+            *d = s * std::f32::consts::FRAC_1_SQRT_2;
+        }
+        erf_in_place(d);
+        for (d, &s) in d.iter_mut().zip(s) {
+            *d = 0.5 * s * (1.0 + *d);
+        }
+    }
+}
+
 struct GeluErf;
 
 impl CustomOp1 for GeluErf {
@@ -257,15 +287,7 @@ impl CustomOp1 for GeluErf {
         const CHUNK: usize = 4096;
         src.par_chunks(CHUNK)
             .zip(dst.par_chunks_mut(CHUNK))
-            .for_each(|(s, d)| {
-                for (d, &s) in d.iter_mut().zip(s) {
-                    *d = s * std::f32::consts::FRAC_1_SQRT_2;
-                }
-                erf_in_place(d);
-                for (d, &s) in d.iter_mut().zip(s) {
-                    *d = 0.5 * s * (1.0 + *d);
-                }
-            });
+            .for_each(|(s, d)| gelu_chunk(d, s));
         Ok((CpuStorage::F32(dst), layout.shape().clone()))
     }
 }
