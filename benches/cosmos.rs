@@ -131,7 +131,10 @@ fn main() {
         t.sort_by(f64::total_cmp);
         Some((t[2] / (bytes / 1e9), bytes / 1e6))
     };
-    if let (Some((fp8, fp8_mb)), Some((full, full_mb))) = (per_gb(&fp8_dir), per_gb(&dir)) {
+    // BENCH_LOAD=0: no load timing (the later rounds of bench-cosmos.sh).
+    let load = std::env::var("BENCH_LOAD").map_or(true, |v| v != "0");
+    let timed = || Some((per_gb(&fp8_dir)?, per_gb(&dir)?));
+    if let Some(((fp8, fp8_mb), (full, full_mb))) = load.then(timed).flatten() {
         println!(
             "load:         FP8 (compressed-tensors, {fp8_mb:.0} MB) {fp8:.2} s/GB, f32 ({full_mb:.0} MB) {full:.2} s/GB (median of 5)"
         );
