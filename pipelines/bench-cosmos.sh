@@ -32,10 +32,12 @@ for ((r = 1; r <= ROUNDS; r++)); do
     echo "== round $r of $ROUNDS: transformers"
     "$PY" "$ROOT/benches/cosmos_hf.py" "$OUT" 2>/dev/null
     echo "== round $r of $ROUNDS: candle"
-    line=$(BENCH_QWEN_DIR="$OUT" BENCH_LOAD=$([[ $r == 1 ]] && echo 1 || echo 0) \
-        cargo bench --bench cosmos 2>/dev/null | tee /dev/stderr | grep '^ratio candle/transformers')
+    out=$(BENCH_QWEN_DIR="$OUT" BENCH_LOAD=$([[ $r == 1 ]] && echo 1 || echo 0) \
+        cargo bench --bench cosmos 2>/dev/null)
+    printf '%s\n' "$out"
+    line=$(grep '^ratio candle/transformers' <<<"$out")
     ratios+=("$(sed -E 's/.*prefill time ([0-9.]+), decode speed ([0-9.]+).*/\1 \2/' <<<"$line")")
-done 2>&1
+done
 printf '%s\n' "${ratios[@]}" | python3 -c '
 import sys
 rows = [tuple(map(float, l.split())) for l in sys.stdin if l.strip()]
