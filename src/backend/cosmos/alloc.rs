@@ -4,10 +4,10 @@
 //!
 //! candle gives every op a fresh buffer, megabytes each in a prefill.
 //! mimalloc by default *decommits* freed memory once it has been unused for
-//! a while (`purge_delay`): `madvise(MADV_DONTNEED)`, so the next op that gets the same memory
-//! page-faults every page back in and the kernel zeroes it (about 650 faults
-//! and 5 % of a CPU prefill in `cargo bench --bench cosmos`). With
-//! [`reuse_freed_pages`] a purge *resets* instead (`MADV_FREE`): the kernel
+//! a while (`purge_delay`): `madvise(MADV_DONTNEED)`, so the next op that
+//! gets the same memory page-faults every page back in and the kernel
+//! zeroes it (about 650 faults and 5 % of a CPU prefill in
+//! `cargo bench --bench cosmos`). With [`reuse_freed_pages`] a purge *resets* instead (`MADV_FREE`): the kernel
 //! still takes the pages back when it needs memory, but until then reusing
 //! them costs nothing. The price: freed memory keeps counting in the
 //! process's RSS (in `top`) until the kernel reclaims it.
