@@ -181,6 +181,18 @@ fn transpose_parts<T: Copy + Send + Sync>(parts: &[(&[T], usize)], inp: usize, n
     unsafe { Vec::from_raw_parts(dst.as_mut_ptr().cast::<T>(), len, dst.capacity()) }
 }
 
+impl Lin {
+    /// `residual + self.forward(x)`, on the CPU with the residual folded
+    /// into the matmul ([`ops::linear_add`]).
+    pub fn forward_add(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
+        if self.transposed {
+            ops::linear_add(x, &self.w, self.bias.as_ref(), residual)
+        } else {
+            ops::linear_add(x, &self.w.t()?, self.bias.as_ref(), residual)
+        }
+    }
+}
+
 impl Module for Lin {
     /// [`ops::linear`]: on the CPU one gemm call with the bias folded in.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {

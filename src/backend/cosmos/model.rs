@@ -74,9 +74,10 @@ impl VisionBlock {
             None => batched_span_attention(&q, &k, &v, spans)?,
         };
         let attn = o.transpose(0, 1)?.reshape((n, hs * hd))?.to_dtype(dt)?;
-        let x = (x + self.proj.forward(&attn)?)?;
+        let x = self.proj.forward_add(&attn, x)?;
         let h = self.norm2.forward(&x)?;
-        x + self.down.forward(&silu_mul(&self.gate_up.forward(&h)?)?)?
+        self.down
+            .forward_add(&silu_mul(&self.gate_up.forward(&h)?)?, &x)
     }
 }
 
@@ -294,10 +295,12 @@ impl Attention {
         })
     }
 
-    /// Causal over the new tokens, everything cached visible.
+    /// `residual +` the attention of `x`: causal over the new tokens,
+    /// everything cached visible.
     fn forward(
         &mut self,
         x: &Tensor,
+        residual: &Tensor,
         cos: &Tensor,
         sin: &Tensor,
         causal: &CausalSoftmax,
@@ -319,7 +322,7 @@ impl Attention {
             .attend(&q.to_dtype(DType::F32)?, &k, &v)?
             .transpose(0, 1)?
             .reshape((l, self.heads * hd))?;
-        self.o.forward(&o)
+        self.o.forward_add(&o, residual)
     }
 }
 
@@ -356,11 +359,12 @@ impl DecoderLayer {
         sin: &Tensor,
         causal: &CausalSoftmax,
     ) -> CResult<Tensor> {
-        let x = (x + self
+        let x = self
             .attn
-            .forward(&self.norm1.forward(x)?, cos, sin, causal)?)?;
+            .forward(&self.norm1.forward(x)?, x, cos, sin, causal)?;
         let h = self.norm2.forward(&x)?;
-        x + self.down.forward(&silu_mul(&self.gate_up.forward(&h)?)?)?
+        self.down
+            .forward_add(&silu_mul(&self.gate_up.forward(&h)?)?, &x)
     }
 }
 
