@@ -7,10 +7,11 @@
 //! a while (`purge_delay`): `madvise(MADV_DONTNEED)`, so the next op that
 //! gets the same memory page-faults every page back in and the kernel
 //! zeroes it (about 650 faults and 5 % of a CPU prefill in
-//! `cargo bench --bench cosmos`). With [`reuse_freed_pages`] a purge *resets* instead (`MADV_FREE`): the kernel
-//! still takes the pages back when it needs memory, but until then reusing
-//! them costs nothing. The price: freed memory keeps counting in the
-//! process's RSS (in `top`) until the kernel reclaims it.
+//! `cargo bench --bench cosmos`). With [`reuse_freed_pages`] a purge
+//! *resets* instead (`MADV_FREE`): the kernel still takes the pages back
+//! when it needs memory, but until then reusing them costs nothing. The
+//! price: freed memory keeps counting in the process's RSS (in `top`) until
+//! the kernel reclaims it.
 
 use libmimalloc_sys::{mi_option_get, mi_option_set, mi_option_t};
 
