@@ -182,25 +182,26 @@ fn transpose_parts<T: Copy + Send + Sync>(parts: &[(&[T], usize)], inp: usize, n
 }
 
 impl Lin {
+    /// The weight as (in, out): as stored, or a transposed view.
+    fn w_in_out(&self) -> Result<Tensor> {
+        if self.transposed {
+            Ok(self.w.clone())
+        } else {
+            self.w.t()
+        }
+    }
+
     /// `residual + self.forward(x)`, on the CPU with the residual folded
     /// into the matmul ([`ops::linear_add`]).
     pub fn forward_add(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
-        if self.transposed {
-            ops::linear_add(x, &self.w, self.bias.as_ref(), residual)
-        } else {
-            ops::linear_add(x, &self.w.t()?, self.bias.as_ref(), residual)
-        }
+        ops::linear_add(x, &self.w_in_out()?, self.bias.as_ref(), residual)
     }
 }
 
 impl Module for Lin {
     /// [`ops::linear`]: on the CPU one gemm call with the bias folded in.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        if self.transposed {
-            ops::linear(x, &self.w, self.bias.as_ref())
-        } else {
-            ops::linear(x, &self.w.t()?, self.bias.as_ref())
-        }
+        ops::linear(x, &self.w_in_out()?, self.bias.as_ref())
     }
 }
 
