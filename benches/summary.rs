@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use gstvsssummarize::flow::{Item, Outbox};
 use gstvsssummarize::summary::{
     ChunkResult, EngineConfig, SummaryConfig, SummaryEngine, SummaryStats, TextAnswer, TextLlm,
     TextRequest,
@@ -93,34 +94,37 @@ fn run(window: Option<f64>, latency: Duration) -> (u32, f64) {
         window,
         stream_id: "bench".into(),
     };
-    let e = SummaryEngine::new(llm.clone(), cfg, Arc::new(SummaryStats::default())).unwrap();
+    let out: Arc<Outbox<()>> = Arc::new(Outbox::default());
+    let e = SummaryEngine::new(
+        llm.clone(),
+        cfg,
+        Arc::new(SummaryStats::default()),
+        out.clone(),
+    )
+    .unwrap();
     let per_caption = latency * 3 / 6;
-    let mut taken = 0;
     for i in 0..CAPTIONS {
         e.push(caption(i), false);
         std::thread::sleep(per_caption);
-        while let Some(r) = e.try_next() {
-            e.emitted(&r);
-            taken += 1;
-        }
+        while out.try_next().is_some() {}
     }
     let t = Instant::now();
     e.finish();
     let mut last = None;
-    while !e.all_taken() {
-        e.wait_ready(Duration::from_millis(5));
-        while let Some(r) = e.try_next() {
-            e.emitted(&r);
-            taken += 1;
-            assert!(r.error.is_none(), "{:?}", r.error);
-            last = Some(r);
+    loop {
+        match out.next() {
+            Some(Item::Summary(r)) => {
+                assert!(r.error.is_none(), "{:?}", r.error);
+                last = Some(r);
+            }
+            Some(Item::Eos) => break,
+            other => panic!("unexpected {other:?}"),
         }
     }
     let secs = t.elapsed().as_secs_f64();
     let last = last.expect("a final summary");
     assert!(last.summary_index.is_none());
     assert_eq!(last.chunk_indices.len() as u64, CAPTIONS);
-    let _ = taken;
     (llm.calls.load(Ordering::SeqCst), secs)
 }
 

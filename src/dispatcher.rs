@@ -20,17 +20,31 @@
 //!   record, so the output side can act (e.g. send a new segment) exactly
 //!   between the records submitted before and after them.
 //! * Finished records wait in a reorder map until every earlier chunk has
-//!   finished; [`Dispatcher::next_output`] returns them strictly in submission
-//!   order, then `Eos` once a drain was requested and everything is out.
+//!   finished; then, strictly in submission order, each one goes to the
+//!   output stream ([`crate::flow::Outbox`]), followed by its alert, and
+//!   its result goes to the summary engine, inside the core: the output
+//!   side takes typed items from [`Dispatcher::next`] and never hands
+//!   anything back. Once a drain was requested and everything is out, the
+//!   engine is told to finish (it puts the final summary and then `Eos`),
+//!   or, without an engine, `Eos` is put at once.
+//! * Pending chunks for non-live input include the captions in the output
+//!   stream not taken yet, so a slow `summary_src` slows the input down;
+//!   and a non-live submit also waits while the summary engine has
+//!   [`MAX_QUEUED_WINDOWS`](crate::summary::engine::MAX_QUEUED_WINDOWS)
+//!   windows waiting, so a text LLM slower than the captions slows a file
+//!   down instead of skipping windows.
 //! * An optional after-caption stage ([`AfterCaption`], the event check of
 //!   `events`) runs on its own threads (its own concurrency budget) between
-//!   a caption and the release of its record, so the record can carry its
-//!   outcome and an alert can follow its caption directly. A chunk in that
-//!   stage is pending like one in flight and is never dropped.
+//!   a caption and the release of its record, so that its alert follows
+//!   its caption directly. A chunk in that stage is pending like one in
+//!   flight and is never dropped.
 //! * Every submitted chunk ends as exactly one record (caption or error),
 //!   unless a flush/seek or a state change discards it.
+//! * [`Dispatcher::drain`] (EOS) waits for the *model*: until every chunk
+//!   has its record in the output stream (or `drain-timeout` turns the
+//!   unanswered ones into error records), never for the output side's
+//!   pace.
 
-use std::any::Any;
 use std::collections::{BTreeMap, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -40,27 +54,10 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::{Backend, ChunkJob};
-use crate::record::{panic_message, without_nul, SummaryRecord};
-
-/// Longest caption (and reasoning) text that reaches the outputs, in bytes;
-/// longer text is cut at a character boundary and the record says so
-/// (`text-truncated`). A model (or server) that answers megabytes would
-/// otherwise copy them into the JSON line, the meta and the bus message.
-pub const MAX_TEXT_BYTES: usize = 64 * 1024;
-
-/// Cuts `s` to at most [`MAX_TEXT_BYTES`]; true when it was cut.
-fn cap_text(s: &mut String) -> bool {
-    if s.len() <= MAX_TEXT_BYTES {
-        return false;
-    }
-    let mut end = MAX_TEXT_BYTES - '…'.len_utf8();
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    s.truncate(end);
-    s.push('…');
-    true
-}
+use crate::flow::{Item, Outbox, SummaryOut};
+pub use crate::record::MAX_TEXT_BYTES;
+use crate::record::{cap_text, panic_message, without_nul, SummaryRecord};
+use crate::summary::{Alert, ChunkResult, SummaryEngine};
 
 /// Worker threads and the note to give the user for a concurrency /
 /// pending-chunk pair. More workers than pending chunks can never be busy
@@ -86,9 +83,10 @@ pub type Stage = (Arc<dyn AfterCaption>, usize);
 /// Work on a good caption after the backend answered and before its record
 /// is released (the event check). Called on the stage's own threads.
 pub trait AfterCaption: Send + Sync {
-    /// Fills in the record's outcome of the stage; returns promptly once
-    /// `cancel` is cancelled.
-    fn process(&self, rec: &mut SummaryRecord, cancel: &CancellationToken);
+    /// Fills in the record's outcome of the stage (`alert-error`) and
+    /// returns the alert it decided, which follows the caption in the
+    /// output; returns promptly once `cancel` is cancelled.
+    fn process(&self, rec: &mut SummaryRecord, cancel: &CancellationToken) -> Option<Alert>;
     /// The stage did not finish in time (drain timeout at EOS): says so in
     /// the record.
     fn timed_out(&self, rec: &mut SummaryRecord, msg: &str);
@@ -115,16 +113,6 @@ impl Stats {
     }
 }
 
-/// What the output side receives.
-#[derive(Debug)]
-pub enum Output {
-    Record(Box<SummaryRecord>),
-    /// What was given to [`Dispatcher::mark`], in its place in the order.
-    Marker(Box<dyn Any + Send>),
-    /// Everything submitted before the drain request has been returned.
-    Eos,
-}
-
 #[derive(Debug)]
 pub enum Submitted {
     Queued,
@@ -147,13 +135,12 @@ struct InFlight {
     token: CancellationToken,
 }
 
-enum Slot {
-    Record(Box<SummaryRecord>),
-    Marker(Box<dyn Any + Send>),
+enum Slot<M> {
+    Record(Box<SummaryRecord>, Option<Box<Alert>>),
+    Marker(M),
 }
 
-#[derive(Default)]
-struct Inner {
+struct Inner<M> {
     generation: u64,
     flushing: bool,
     shutdown: bool,
@@ -164,34 +151,54 @@ struct Inner {
     /// Captions waiting for the after-caption stage, and in it.
     post_queue: VecDeque<(u64, SummaryRecord)>,
     post_in_flight: BTreeMap<u64, InFlight>,
-    done: BTreeMap<u64, Slot>,
+    done: BTreeMap<u64, Slot<M>>,
     eos_requested: bool,
+    /// Everything submitted before the drain request is in the output
+    /// stream and the engine was told to finish (or `Eos` was put).
     eos_returned: bool,
+    /// The output side took `Eos`: everything before it was posted.
+    eos_taken: bool,
     eos_done: bool,
 }
 
-impl Inner {
+impl<M> Default for Inner<M> {
+    fn default() -> Self {
+        Inner {
+            generation: 0,
+            flushing: false,
+            shutdown: false,
+            next_seq: 0,
+            next_emit: 0,
+            queue: VecDeque::new(),
+            in_flight: BTreeMap::new(),
+            post_queue: VecDeque::new(),
+            post_in_flight: BTreeMap::new(),
+            done: BTreeMap::new(),
+            eos_requested: false,
+            eos_returned: false,
+            eos_taken: false,
+            eos_done: false,
+        }
+    }
+}
+
+impl<M> Inner<M> {
     /// Chunks without a result yet.
     fn unfinished(&self) -> usize {
         self.queue.len() + self.in_flight.len() + self.post_queue.len() + self.post_in_flight.len()
     }
 
-    /// What `max-pending-chunks` bounds for non-live input: chunks without a
-    /// result, plus results not yet taken by the output side (so a blocked
-    /// `summary_src` slows non-live input down too). Live input bounds only
-    /// [`unfinished`](Self::unfinished).
-    fn pending(&self) -> usize {
-        self.unfinished()
-            + self
-                .done
-                .values()
-                .filter(|s| matches!(s, Slot::Record(_)))
-                .count()
+    /// Results waiting in the reorder map.
+    fn finished(&self) -> usize {
+        self.done
+            .values()
+            .filter(|s| matches!(s, Slot::Record(..)))
+            .count()
     }
 }
 
-struct Shared {
-    inner: Mutex<Inner>,
+struct Shared<M> {
+    inner: Mutex<Inner<M>>,
     /// Workers wait here for jobs.
     work: Condvar,
     /// After-caption workers wait here.
@@ -199,33 +206,84 @@ struct Shared {
     after: Option<Arc<dyn AfterCaption>>,
     /// Submitters wait here for room.
     room: Condvar,
-    /// The output side waits here for records; drain waits here too.
+    /// Drain and `eos_done` wait here.
     out: Condvar,
     backend: Arc<dyn Backend>,
     stats: Arc<Stats>,
     max_pending: usize,
     workers: usize,
+    outbox: Arc<Outbox<M>>,
+    engine: Option<Arc<SummaryEngine>>,
 }
 
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, Inner> {
+impl<M: Send + 'static> Shared<M> {
+    fn lock(&self) -> MutexGuard<'_, Inner<M>> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn finish(&self, inner: &mut Inner, seq: u64, record: SummaryRecord) {
+    /// What `max-pending-chunks` bounds for non-live input: chunks without a
+    /// result, plus results not yet taken by the output side (so a blocked
+    /// `summary_src` slows non-live input down too). Live input bounds only
+    /// [`Inner::unfinished`].
+    fn pending(&self, inner: &Inner<M>) -> usize {
+        inner.unfinished() + inner.finished() + self.outbox.captions_waiting()
+    }
+
+    fn finish(&self, inner: &mut Inner<M>, seq: u64, record: SummaryRecord, alert: Option<Alert>) {
         if record.is_error() {
             self.stats.failed.fetch_add(1, Ordering::Relaxed);
         } else {
             self.stats.completed.fetch_add(1, Ordering::Relaxed);
         }
-        inner.done.insert(seq, Slot::Record(Box::new(record)));
+        inner
+            .done
+            .insert(seq, Slot::Record(Box::new(record), alert.map(Box::new)));
+        self.release(inner);
+    }
+
+    /// Moves what is in order from the reorder map to the output stream
+    /// (and each result to the summary engine); at the end of a drain,
+    /// finishes the engine or puts `Eos`.
+    fn release(&self, inner: &mut Inner<M>) {
+        while let Some(slot) = inner.done.remove(&inner.next_emit) {
+            inner.next_emit += 1;
+            match slot {
+                Slot::Record(r, alert) => {
+                    let result = self.engine.as_ref().map(|_| ChunkResult {
+                        chunk_index: r.chunk_index,
+                        start: r.start,
+                        end: r.end,
+                        caption: (!r.is_error()).then(|| r.text.clone()),
+                        start_label: r.start_label.clone(),
+                        end_label: r.end_label.clone(),
+                    });
+                    let live = r.start_time.is_some();
+                    self.outbox.put(Item::Caption(r));
+                    if let Some(a) = alert {
+                        self.outbox.put(Item::Alert(a));
+                    }
+                    // After its caption: a summary follows its captions.
+                    if let (Some(e), Some(c)) = (&self.engine, result) {
+                        e.push(c, live);
+                    }
+                }
+                Slot::Marker(m) => self.outbox.put(Item::Marker(m)),
+            }
+        }
+        if inner.eos_requested && !inner.eos_returned && inner.next_emit == inner.next_seq {
+            inner.eos_returned = true;
+            match &self.engine {
+                Some(e) => e.finish(),
+                None => self.outbox.eos(),
+            }
+        }
         self.out.notify_all();
         self.room.notify_all();
     }
 }
 
-pub struct Dispatcher {
-    shared: Arc<Shared>,
+pub struct Dispatcher<M: Send + 'static> {
+    shared: Arc<Shared<M>>,
 }
 
 fn error_record(template: &SummaryRecord, msg: String, since: Option<Instant>) -> SummaryRecord {
@@ -235,7 +293,35 @@ fn error_record(template: &SummaryRecord, msg: String, since: Option<Instant>) -
     r
 }
 
-impl Dispatcher {
+/// What a [`Dispatcher`] is made of besides its backend.
+pub struct Parts<M> {
+    /// `max-concurrency` (capped at `max_pending`, see [`effective_workers`]).
+    pub max_concurrency: usize,
+    pub max_pending: usize,
+    pub stats: Arc<Stats>,
+    /// The after-caption stage (the event check) and its threads.
+    pub stage: Option<Stage>,
+    /// The output stream the records go to.
+    pub outbox: Arc<Outbox<M>>,
+    /// Window and final summaries (it puts them into `outbox`).
+    pub engine: Option<Arc<SummaryEngine>>,
+}
+
+impl<M: Send + 'static> Parts<M> {
+    /// No stage, no engine, a new outbox.
+    pub fn new(max_concurrency: usize, max_pending: usize, stats: Arc<Stats>) -> Parts<M> {
+        Parts {
+            max_concurrency,
+            max_pending,
+            stats,
+            stage: None,
+            outbox: Arc::new(Outbox::default()),
+            engine: None,
+        }
+    }
+}
+
+impl<M: Send + 'static> Dispatcher<M> {
     /// `max_concurrency` is capped at `max_pending` (see
     /// [`effective_workers`]).
     pub fn new(
@@ -243,19 +329,21 @@ impl Dispatcher {
         max_concurrency: usize,
         max_pending: usize,
         stats: Arc<Stats>,
-    ) -> Dispatcher {
-        Self::with_stage(backend, max_concurrency, max_pending, stats, None)
+    ) -> Dispatcher<M> {
+        Self::with_parts(backend, Parts::new(max_concurrency, max_pending, stats))
     }
 
-    /// [`new`](Self::new) with an after-caption stage run on `stage_workers`
-    /// threads of its own.
-    pub fn with_stage(
-        backend: Arc<dyn Backend>,
-        max_concurrency: usize,
-        max_pending: usize,
-        stats: Arc<Stats>,
-        stage: Option<Stage>,
-    ) -> Dispatcher {
+    /// The dispatcher with its after-caption stage, output stream and
+    /// summary engine.
+    pub fn with_parts(backend: Arc<dyn Backend>, parts: Parts<M>) -> Dispatcher<M> {
+        let Parts {
+            max_concurrency,
+            max_pending,
+            stats,
+            stage,
+            outbox,
+            engine,
+        } = parts;
         let (workers, _) = effective_workers(max_concurrency, max_pending);
         let stage_workers = stage.as_ref().map_or(0, |(_, n)| (*n).max(1));
         let shared = Arc::new(Shared {
@@ -269,6 +357,8 @@ impl Dispatcher {
             stats,
             max_pending: max_pending.max(1),
             workers,
+            outbox,
+            engine,
         });
         for i in 0..workers {
             let s = shared.clone();
@@ -292,20 +382,25 @@ impl Dispatcher {
         self.shared.lock().unfinished()
     }
 
+    /// The summary engine, if summaries are made.
+    pub fn engine(&self) -> Option<&Arc<SummaryEngine>> {
+        self.shared.engine.as_ref()
+    }
+
     /// Puts `marker` in the output order after everything submitted so far;
-    /// [`next_output`](Self::next_output) returns it as [`Output::Marker`].
-    /// False (and the marker is discarded) while flushing or shut down.
-    pub fn mark(&self, marker: Box<dyn Any + Send>) -> bool {
+    /// [`next`](Self::next) returns it as [`Item::Marker`]. Gives it back
+    /// while flushing or shut down.
+    pub fn mark(&self, marker: M) -> Result<(), M> {
         let sh = &self.shared;
         let mut inner = sh.lock();
         if inner.flushing || inner.shutdown {
-            return false;
+            return Err(marker);
         }
         let seq = inner.next_seq;
         inner.next_seq += 1;
         inner.done.insert(seq, Slot::Marker(marker));
-        sh.out.notify_all();
-        true
+        sh.release(&mut inner);
+        Ok(())
     }
 
     /// Submits one chunk. `template` holds the record's chunk fields; the
@@ -314,6 +409,13 @@ impl Dispatcher {
     /// (the oldest queued one, else this one).
     pub fn submit(&self, job: ChunkJob, template: SummaryRecord, live: bool) -> Submitted {
         let sh = &self.shared;
+        if !live {
+            if let Some(e) = &sh.engine {
+                // Windows are back-pressured like captions (a flush or a
+                // shutdown ends the wait; the checks below then say so).
+                e.wait_room();
+            }
+        }
         let mut inner = sh.lock();
         let mut dropped = Vec::new();
         loop {
@@ -340,7 +442,7 @@ impl Dispatcher {
                     }
                 }
             } else {
-                if inner.pending() < sh.max_pending {
+                if sh.pending(&inner) < sh.max_pending {
                     break;
                 }
                 inner = sh.room.wait(inner).unwrap_or_else(|e| e.into_inner());
@@ -363,49 +465,39 @@ impl Dispatcher {
         }
     }
 
-    /// Blocks until the next record in order (or `Eos`) is available, or
-    /// `timeout` passes (`None`), or the dispatcher is flushing/shut down (`None`).
-    pub fn next_output(&self, timeout: Duration) -> Option<Output> {
-        let sh = &self.shared;
-        let deadline = Instant::now() + timeout;
-        let mut inner = sh.lock();
-        loop {
-            if inner.flushing || inner.shutdown {
-                return None;
-            }
-            let next = inner.next_emit;
-            if let Some(slot) = inner.done.remove(&next) {
-                inner.next_emit += 1;
+    /// The next item of the output stream; blocks until there is one.
+    /// `None` once flushing or shut down (or the output side failed).
+    pub fn next(&self) -> Option<Item<M>> {
+        let item = self.shared.outbox.next()?;
+        match item {
+            Item::Caption(_) => {
                 // A taken record frees room for a waiting non-live submitter.
-                sh.room.notify_all();
-                // The drain waits for the output side to take everything.
-                sh.out.notify_all();
-                return Some(match slot {
-                    Slot::Record(r) => Output::Record(r),
-                    Slot::Marker(m) => Output::Marker(m),
-                });
+                let _inner = self.shared.lock();
+                self.shared.room.notify_all();
             }
-            if inner.eos_requested && !inner.eos_returned && inner.next_emit == inner.next_seq {
-                inner.eos_returned = true;
-                sh.out.notify_all();
-                return Some(Output::Eos);
+            Item::Eos => {
+                let mut inner = self.shared.lock();
+                inner.eos_taken = true;
+                self.shared.out.notify_all();
             }
-            let now = Instant::now();
-            if now >= deadline {
-                return None;
-            }
-            inner = sh
-                .out
-                .wait_timeout(inner, deadline - now)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            _ => {}
         }
+        Some(item)
     }
 
-    /// True while flushing or after shutdown: `next_output` returns at once.
+    /// The output side failed for good (a flow error downstream): what
+    /// comes later is discarded and nothing waits for it to be taken.
+    pub fn output_failed(&self) {
+        self.shared.outbox.close();
+        let _inner = self.shared.lock();
+        self.shared.room.notify_all();
+    }
+
+    /// True while flushing or after shutdown: [`next`](Self::next) returns
+    /// at once.
     pub fn is_stopped(&self) -> bool {
         let inner = self.shared.lock();
-        inner.flushing || inner.shutdown
+        inner.flushing || inner.shutdown || self.shared.outbox.is_stopped()
     }
 
     /// Called by the output side once it has pushed the `Eos` output.
@@ -415,56 +507,35 @@ impl Dispatcher {
         self.shared.out.notify_all();
     }
 
-    /// EOS: waits until every submitted chunk has been taken by the output
-    /// side through [`next_output`](Self::next_output), up to and including
-    /// `Eos`. It does not wait for the output side to *push* them: a
-    /// downstream sink that has not prerolled blocks pushes until PLAYING,
-    /// which may need the EOS this call holds back on the video path. If the
-    /// chunks are not finished within `timeout`, the unfinished ones become
-    /// error records (and their requests are cancelled). Returns the number
-    /// of chunks timed out this way, or `None` if a flush or shutdown
-    /// interrupted the drain.
-    pub fn drain(&self, timeout: Duration, output_grace: Duration) -> Option<usize> {
+    /// EOS: waits until every submitted chunk has its record in the output
+    /// stream and the summary engine was told to finish (or `Eos` was put):
+    /// that is, for the model, not for the output side's pace (a sink that
+    /// is slow, or has not prerolled, takes its time without costing a
+    /// record). If the chunks are not finished within `timeout`, the
+    /// unfinished ones become error records (and their requests are
+    /// cancelled). Returns the number of chunks timed out this way, or
+    /// `None` if a flush or shutdown interrupted the drain.
+    pub fn drain(&self, timeout: Duration) -> Option<usize> {
         let sh = &self.shared;
         let mut inner = sh.lock();
         inner.eos_requested = true;
-        sh.out.notify_all();
+        sh.release(&mut inner);
         let deadline = Instant::now() + timeout;
-        let mut timed_out = 0;
         loop {
             if inner.flushing || inner.shutdown {
                 return None;
             }
             if inner.eos_returned {
-                return Some(timed_out);
+                return Some(0);
             }
             let now = Instant::now();
             if now >= deadline {
-                if timed_out == 0 && inner.unfinished() > 0 {
-                    let msg = format!(
-                        "drain-timeout ({:.1} s) expired at EOS before the model answered",
-                        timeout.as_secs_f64()
-                    );
-                    timed_out = fail_all(sh, &mut inner, &msg);
-                    // Give the output side time to push what is left.
-                    let deadline2 = Instant::now() + output_grace;
-                    while !inner.eos_returned && !inner.flushing && !inner.shutdown {
-                        let now = Instant::now();
-                        if now >= deadline2 {
-                            break;
-                        }
-                        inner = sh
-                            .out
-                            .wait_timeout(inner, deadline2 - now)
-                            .unwrap_or_else(|e| e.into_inner())
-                            .0;
-                    }
-                }
-                return if inner.flushing || inner.shutdown {
-                    None
-                } else {
-                    Some(timed_out)
-                };
+                let msg = format!(
+                    "drain-timeout ({:.1} s) expired at EOS before the model answered",
+                    timeout.as_secs_f64()
+                );
+                let n = fail_all(sh, &mut inner, &msg);
+                return Some(n);
             }
             inner = sh
                 .out
@@ -474,14 +545,15 @@ impl Dispatcher {
         }
     }
 
-    /// Waits (at most `timeout`) until the output side called
-    /// [`eos_done`](Self::eos_done); false on timeout, flush or shutdown.
-    pub fn wait_eos_done(&self, timeout: Duration) -> bool {
+    /// Waits (at most `timeout`) until the output side took `Eos` (with
+    /// `pushed`: and called [`eos_done`](Self::eos_done) after pushing it);
+    /// false on timeout, flush or shutdown.
+    pub fn wait_eos_out(&self, pushed: bool, timeout: Duration) -> bool {
         let sh = &self.shared;
         let deadline = Instant::now() + timeout;
         let mut inner = sh.lock();
         loop {
-            if inner.eos_done {
+            if inner.eos_done || (!pushed && inner.eos_taken) {
                 return true;
             }
             let now = Instant::now();
@@ -496,13 +568,18 @@ impl Dispatcher {
         }
     }
 
-    /// Flush start: cancels and forgets all work; blocked callers return.
+    /// Flush start: cancels and forgets all work (summaries included);
+    /// blocked callers return.
     pub fn flush_start(&self) {
         let sh = &self.shared;
         let mut inner = sh.lock();
         inner.generation += 1;
         inner.flushing = true;
         discard_all(&mut inner);
+        sh.outbox.stop();
+        if let Some(e) = &sh.engine {
+            e.flush();
+        }
         sh.work.notify_all();
         sh.room.notify_all();
         sh.out.notify_all();
@@ -511,11 +588,13 @@ impl Dispatcher {
     /// Flush stop: accepts work again, numbering from scratch.
     pub fn flush_stop(&self) {
         let mut inner = self.shared.lock();
+        self.shared.outbox.restart();
         inner.flushing = false;
         inner.next_seq = 0;
         inner.next_emit = 0;
         inner.eos_requested = false;
         inner.eos_returned = false;
+        inner.eos_taken = false;
         inner.eos_done = false;
     }
 
@@ -527,6 +606,10 @@ impl Dispatcher {
         inner.generation += 1;
         inner.shutdown = true;
         discard_all(&mut inner);
+        sh.outbox.stop();
+        if let Some(e) = &sh.engine {
+            e.shutdown();
+        }
         sh.work.notify_all();
         sh.post_work.notify_all();
         sh.room.notify_all();
@@ -534,13 +617,13 @@ impl Dispatcher {
     }
 }
 
-impl Drop for Dispatcher {
+impl<M: Send + 'static> Drop for Dispatcher<M> {
     fn drop(&mut self) {
         self.shutdown();
     }
 }
 
-fn discard_all(inner: &mut Inner) {
+fn discard_all<M>(inner: &mut Inner<M>) {
     for (_, f) in std::mem::take(&mut inner.in_flight) {
         f.token.cancel();
     }
@@ -552,13 +635,14 @@ fn discard_all(inner: &mut Inner) {
     inner.done.clear();
     inner.eos_requested = false;
     inner.eos_returned = false;
+    inner.eos_taken = false;
     inner.eos_done = false;
 }
 
 /// Drops the oldest chunk that has not been sent yet; `None` when every
 /// pending chunk is in flight (those are never cancelled to make room).
 /// Returns the chunk index.
-fn drop_oldest_queued(sh: &Shared, inner: &mut Inner) -> Option<u64> {
+fn drop_oldest_queued<M: Send + 'static>(sh: &Shared<M>, inner: &mut Inner<M>) -> Option<u64> {
     let q = inner.queue.pop_front()?;
     drop_record(sh, inner, q.seq, &q.template, Some(q.submitted));
     Some(q.template.chunk_index)
@@ -567,7 +651,7 @@ fn drop_oldest_queued(sh: &Shared, inner: &mut Inner) -> Option<u64> {
 /// What helps when live input overflows: with no more pending chunks than
 /// workers every pending chunk is in flight, so only more pending room (for
 /// chunks to wait in) or fewer chunks help; otherwise more requests at once.
-fn drop_hint(sh: &Shared) -> String {
+fn drop_hint<M>(sh: &Shared<M>) -> String {
     if sh.max_pending <= sh.workers {
         format!(
             "the model answers slower than chunks arrive and all max-pending-chunks={} are in flight: raise max-pending-chunks (queued chunks wait for a free request) or chunk-duration, or lower num-frames-per-chunk",
@@ -581,9 +665,9 @@ fn drop_hint(sh: &Shared) -> String {
     }
 }
 
-fn drop_record(
-    sh: &Shared,
-    inner: &mut Inner,
+fn drop_record<M: Send + 'static>(
+    sh: &Shared<M>,
+    inner: &mut Inner<M>,
     seq: u64,
     template: &SummaryRecord,
     since: Option<Instant>,
@@ -592,24 +676,25 @@ fn drop_record(
         "dropped: live input is ahead of the model; {}",
         drop_hint(sh)
     );
-    let rec = error_record(template, msg, since);
+    let mut rec = error_record(template, msg, since);
+    rec.dropped = true;
     sh.stats.dropped.fetch_add(1, Ordering::Relaxed);
-    inner.done.insert(seq, Slot::Record(Box::new(rec)));
-    sh.out.notify_all();
+    inner.done.insert(seq, Slot::Record(Box::new(rec), None));
+    sh.release(inner);
 }
 
 /// Turns every pending chunk into an error record.
-fn fail_all(sh: &Shared, inner: &mut Inner, msg: &str) -> usize {
+fn fail_all<M: Send + 'static>(sh: &Shared<M>, inner: &mut Inner<M>, msg: &str) -> usize {
     let mut n = 0;
     for q in std::mem::take(&mut inner.queue) {
         let r = error_record(&q.template, msg.to_string(), Some(q.submitted));
-        sh.finish(inner, q.seq, r);
+        sh.finish(inner, q.seq, r, None);
         n += 1;
     }
     for (seq, f) in std::mem::take(&mut inner.in_flight) {
         f.token.cancel();
         let r = error_record(&f.template, msg.to_string(), None);
-        sh.finish(inner, seq, r);
+        sh.finish(inner, seq, r, None);
         n += 1;
     }
     // Captions whose after-caption stage did not finish keep their caption.
@@ -622,12 +707,12 @@ fn fail_all(sh: &Shared, inner: &mut Inner, msg: &str) -> usize {
         if let Some(a) = &sh.after {
             a.timed_out(&mut r, msg);
         }
-        sh.finish(inner, seq, r);
+        sh.finish(inner, seq, r, None);
     }
     n
 }
 
-fn worker(sh: Arc<Shared>) {
+fn worker<M: Send + 'static>(sh: Arc<Shared<M>>) {
     loop {
         let (generation, q, token) = {
             let mut inner = sh.lock();
@@ -690,12 +775,12 @@ fn worker(sh: Arc<Shared>) {
             inner.post_queue.push_back((seq, rec));
             sh.post_work.notify_one();
         } else {
-            sh.finish(&mut inner, seq, rec);
+            sh.finish(&mut inner, seq, rec, None);
         }
     }
 }
 
-fn post_worker(sh: Arc<Shared>) {
+fn post_worker<M: Send + 'static>(sh: Arc<Shared<M>>) {
     let Some(after) = sh.after.clone() else {
         return;
     };
@@ -721,18 +806,21 @@ fn post_worker(sh: Arc<Shared>) {
             }
         };
         let t0 = Instant::now();
-        if let Err(p) =
-            std::panic::catch_unwind(AssertUnwindSafe(|| after.process(&mut rec, &token)))
-        {
-            let what = panic_message(&*p);
-            after.timed_out(&mut rec, &format!("internal error: {what}"));
-        }
+        let alert =
+            match std::panic::catch_unwind(AssertUnwindSafe(|| after.process(&mut rec, &token))) {
+                Ok(a) => a,
+                Err(p) => {
+                    let what = panic_message(&*p);
+                    after.timed_out(&mut rec, &format!("internal error: {what}"));
+                    None
+                }
+            };
         let mut inner = sh.lock();
         if inner.generation != generation || inner.post_in_flight.remove(&seq).is_none() {
             continue;
         }
         rec.latency += t0.elapsed().as_secs_f64();
-        sh.finish(&mut inner, seq, rec);
+        sh.finish(&mut inner, seq, rec, alert);
     }
 }
 
@@ -743,6 +831,9 @@ mod tests {
     use crate::config::BackendKind;
     use crate::prompt::TimeStyle;
     use std::sync::atomic::AtomicUsize;
+
+    /// Markers in these tests are plain strings.
+    type D = Dispatcher<&'static str>;
 
     /// A backend whose answer time per chunk index is scripted.
     struct Scripted {
@@ -815,11 +906,11 @@ mod tests {
         )
     }
 
-    fn collect(d: &Dispatcher, n: usize) -> Vec<SummaryRecord> {
+    fn collect(d: &D, n: usize) -> Vec<SummaryRecord> {
         let mut v = Vec::new();
         while v.len() < n {
-            match d.next_output(Duration::from_secs(10)) {
-                Some(Output::Record(r)) => v.push(*r),
+            match d.next() {
+                Some(Item::Caption(r)) => v.push(*r),
                 other => panic!("unexpected {other:?}"),
             }
         }
@@ -831,7 +922,7 @@ mod tests {
         // Later chunks finish first; output stays in order.
         let b = scripted(vec![300, 200, 100, 0, 50, 0], vec![2]);
         let stats = Arc::new(Stats::default());
-        let d = Dispatcher::new(b.clone(), 3, 16, stats.clone());
+        let d = D::new(b.clone(), 3, 16, stats.clone());
         for i in 0..6 {
             let (j, t) = job(i);
             assert!(matches!(d.submit(j, t, false), Submitted::Queued));
@@ -853,7 +944,7 @@ mod tests {
     #[test]
     fn backpressure_blocks_non_live_submitters() {
         let b = scripted(vec![200, 200, 0], vec![]);
-        let d = Arc::new(Dispatcher::new(b, 1, 2, Arc::new(Stats::default())));
+        let d = Arc::new(D::new(b, 1, 2, Arc::new(Stats::default())));
         for i in 0..2 {
             let (j, t) = job(i);
             d.submit(j, t, false);
@@ -874,7 +965,7 @@ mod tests {
     #[test]
     fn results_not_taken_count_as_pending_for_non_live_input() {
         let b = scripted(vec![0, 0, 0], vec![]);
-        let d = Arc::new(Dispatcher::new(b, 2, 2, Arc::new(Stats::default())));
+        let d = Arc::new(D::new(b, 2, 2, Arc::new(Stats::default())));
         for i in 0..2 {
             let (j, t) = job(i);
             d.submit(j, t, false);
@@ -899,7 +990,7 @@ mod tests {
     fn live_overflow_drops_oldest() {
         let b = scripted(vec![500, 500, 500, 0, 0], vec![]);
         let stats = Arc::new(Stats::default());
-        let d = Dispatcher::new(b, 1, 2, stats.clone());
+        let d = D::new(b, 1, 2, stats.clone());
         for i in 0..2 {
             let (j, t) = job(i);
             d.submit(j, t, true);
@@ -927,7 +1018,7 @@ mod tests {
         // new chunk is the one dropped, and the hint names max-pending-chunks.
         let b = scripted(vec![0, 0, 0, 300, 300, 0], vec![]);
         let stats = Arc::new(Stats::default());
-        let d = Dispatcher::new(b, 2, 2, stats.clone());
+        let d = D::new(b, 2, 2, stats.clone());
         for i in 3..5 {
             let (j, t) = job(i);
             d.submit(j, t, true);
@@ -959,7 +1050,7 @@ mod tests {
         // 300 ms model, a chunk every 60 ms, pending 2 / concurrency 4.
         let b = scripted(vec![300; 30], vec![]);
         let stats = Arc::new(Stats::default());
-        let d = Arc::new(Dispatcher::new(b.clone(), 4, 2, stats.clone()));
+        let d = Arc::new(D::new(b.clone(), 4, 2, stats.clone()));
         let out = {
             let d = d.clone();
             std::thread::spawn(move || collect(&d, 30))
@@ -991,48 +1082,43 @@ mod tests {
     #[test]
     fn markers_keep_their_place_in_the_order() {
         let b = scripted(vec![200, 0], vec![]);
-        let d = Dispatcher::new(b, 2, 8, Arc::new(Stats::default()));
+        let d = D::new(b, 2, 8, Arc::new(Stats::default()));
         let (j, t) = job(0);
         d.submit(j, t, false);
-        assert!(d.mark(Box::new("segment 2")));
+        assert!(d.mark("segment 2").is_ok());
         let (j, t) = job(1);
         d.submit(j, t, false);
         // Chunk 1 finishes first, but the marker waits for chunk 0.
         let mut got = Vec::new();
         for _ in 0..3 {
-            got.push(match d.next_output(Duration::from_secs(5)) {
-                Some(Output::Record(r)) => format!("chunk {}", r.chunk_index),
-                Some(Output::Marker(m)) => m.downcast::<&str>().unwrap().to_string(),
+            got.push(match d.next() {
+                Some(Item::Caption(r)) => format!("chunk {}", r.chunk_index),
+                Some(Item::Marker(m)) => m.to_string(),
                 other => panic!("{other:?}"),
             });
         }
         assert_eq!(got, vec!["chunk 0", "segment 2", "chunk 1"]);
         d.flush_start();
-        assert!(!d.mark(Box::new(1u8)));
+        assert_eq!(d.mark("too late"), Err("too late"));
     }
 
-    /// Regression: the drain must not wait for the output side to finish
-    /// *pushing* (a sink that has not prerolled blocks that until PLAYING).
+    /// Regression: the drain must not wait for the output side at all,
+    /// neither to push (a sink that has not prerolled blocks that until
+    /// PLAYING) nor to take (issue 21 F1: a sink slower than drain-timeout
+    /// used to turn summaries into errors and let the final one overtake
+    /// captions). Nobody takes anything here.
     #[test]
-    fn drain_returns_once_everything_is_taken() {
+    fn drain_waits_for_the_model_not_for_the_output_side() {
         let b = scripted(vec![], vec![]);
-        let d = Arc::new(Dispatcher::new(b, 1, 8, Arc::new(Stats::default())));
-        let out = {
-            let d = d.clone();
-            std::thread::spawn(move || {
-                // Takes EOS, then "blocks pushing it" and never calls eos_done.
-                let o = d.next_output(Duration::from_secs(5));
-                assert!(matches!(o, Some(Output::Eos)));
-                std::thread::sleep(Duration::from_secs(3));
-            })
-        };
-        let t0 = Instant::now();
-        assert_eq!(
-            d.drain(Duration::from_secs(30), Duration::from_secs(5)),
-            Some(0)
-        );
-        assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
-        out.join().unwrap();
+        let d = D::new(b, 2, 8, Arc::new(Stats::default()));
+        for i in 0..4 {
+            let (j, t) = job(i);
+            d.submit(j, t, false);
+        }
+        assert_eq!(d.drain(Duration::from_secs(3600)), Some(0));
+        let got = collect(&d, 4);
+        assert!(got.iter().all(|r| r.error.is_none()));
+        assert!(matches!(d.next(), Some(Item::Eos)));
     }
 
     #[test]
@@ -1052,7 +1138,7 @@ mod tests {
                 })
             }
         }
-        let d = Dispatcher::new(Arc::new(Long), 1, 8, Arc::new(Stats::default()));
+        let d = D::new(Arc::new(Long), 1, 8, Arc::new(Stats::default()));
         let (j, t) = job(0);
         d.submit(j, t, false);
         let r = &collect(&d, 1)[0];
@@ -1069,16 +1155,17 @@ mod tests {
     struct Marking(Vec<u64>);
 
     impl AfterCaption for Marking {
-        fn process(&self, rec: &mut SummaryRecord, cancel: &CancellationToken) {
+        fn process(&self, rec: &mut SummaryRecord, cancel: &CancellationToken) -> Option<Alert> {
             if self.0.contains(&rec.chunk_index) {
                 while !cancel.is_cancelled() {
                     std::thread::sleep(Duration::from_millis(5));
                 }
-                return;
+                return None;
             }
             // Later chunks finish first: the order must still hold.
             std::thread::sleep(Duration::from_millis(40 - 10 * rec.chunk_index.min(3)));
             rec.alert_error = Some("checked".into());
+            (rec.chunk_index == 2).then(|| crate::summary::checker::alert_of(rec, vec!["e".into()]))
         }
         fn timed_out(&self, rec: &mut SummaryRecord, msg: &str) {
             rec.alert_error = Some(format!("not checked: {msg}"));
@@ -1089,7 +1176,13 @@ mod tests {
     fn the_after_caption_stage_keeps_order_and_captions_at_a_drain_timeout() {
         let b = scripted(vec![0, 0, 0, 0], vec![1]);
         let stage: Stage = (Arc::new(Marking(vec![3])), 3);
-        let d = Dispatcher::with_stage(b, 2, 8, Arc::new(Stats::default()), Some(stage));
+        let d = D::with_parts(
+            b,
+            Parts {
+                stage: Some(stage),
+                ..Parts::new(2, 8, Arc::new(Stats::default()))
+            },
+        );
         for i in 0..4 {
             let (j, t) = job(i);
             d.submit(j, t, false);
@@ -1097,6 +1190,11 @@ mod tests {
         let got = collect(&d, 3);
         let idx: Vec<u64> = got.iter().map(|r| r.chunk_index).collect();
         assert_eq!(idx, vec![0, 1, 2], "in order");
+        // Chunk 2's alert follows its caption directly.
+        match d.next() {
+            Some(Item::Alert(a)) => assert_eq!(a.chunk_index, 2),
+            other => panic!("{other:?}"),
+        }
         assert_eq!(got[0].alert_error.as_deref(), Some("checked"));
         assert!(
             got[1].is_error() && got[1].alert_error.is_none(),
@@ -1107,20 +1205,14 @@ mod tests {
         assert_eq!(d.pending(), 1);
         let out = std::thread::scope(|s| {
             let h = s.spawn(|| {
-                let r = match d.next_output(Duration::from_secs(10)) {
-                    Some(Output::Record(r)) => *r,
+                let r = match d.next() {
+                    Some(Item::Caption(r)) => *r,
                     other => panic!("{other:?}"),
                 };
-                assert!(matches!(
-                    d.next_output(Duration::from_secs(10)),
-                    Some(Output::Eos)
-                ));
+                assert!(matches!(d.next(), Some(Item::Eos)));
                 r
             });
-            assert_eq!(
-                d.drain(Duration::from_millis(200), Duration::from_secs(5)),
-                Some(0)
-            );
+            assert_eq!(d.drain(Duration::from_millis(200)), Some(0));
             h.join().unwrap()
         });
         assert_eq!(out.chunk_index, 3);
@@ -1135,7 +1227,7 @@ mod tests {
     #[test]
     fn drain_waits_then_times_out_into_error_records() {
         let b = scripted(vec![0, 5000], vec![]);
-        let d = Arc::new(Dispatcher::new(b, 2, 8, Arc::new(Stats::default())));
+        let d = Arc::new(D::new(b, 2, 8, Arc::new(Stats::default())));
         for i in 0..2 {
             let (j, t) = job(i);
             d.submit(j, t, false);
@@ -1145,24 +1237,21 @@ mod tests {
             std::thread::spawn(move || {
                 let mut got = Vec::new();
                 loop {
-                    match d.next_output(Duration::from_secs(10)) {
-                        Some(Output::Record(r)) => got.push(*r),
-                        Some(Output::Eos) => {
+                    match d.next() {
+                        Some(Item::Caption(r)) => got.push(*r),
+                        Some(Item::Eos) => {
                             d.eos_done();
                             return got;
                         }
-                        Some(Output::Marker(_)) => panic!("no marker was set"),
+                        Some(other) => panic!("unexpected {other:?}"),
                         None => return got,
                     }
                 }
             })
         };
         let t0 = Instant::now();
-        assert_eq!(
-            d.drain(Duration::from_millis(300), Duration::from_secs(5)),
-            Some(1)
-        );
-        assert!(t0.elapsed() < Duration::from_secs(3));
+        assert_eq!(d.drain(Duration::from_millis(300)), Some(1));
+        assert!(t0.elapsed() >= Duration::from_millis(300));
         let got = out.join().unwrap();
         assert_eq!(got.len(), 2);
         assert!(got[0].error.is_none());
@@ -1172,7 +1261,7 @@ mod tests {
     #[test]
     fn flush_discards_and_unblocks() {
         let b = scripted(vec![3000, 3000, 0], vec![]);
-        let d = Arc::new(Dispatcher::new(b, 1, 1, Arc::new(Stats::default())));
+        let d = Arc::new(D::new(b, 1, 1, Arc::new(Stats::default())));
         let (j, t) = job(0);
         d.submit(j, t, false);
         let blocked = {
@@ -1186,7 +1275,7 @@ mod tests {
         let t0 = Instant::now();
         d.flush_start();
         assert!(matches!(blocked.join().unwrap(), Submitted::Flushing));
-        assert!(d.next_output(Duration::from_millis(10)).is_none());
+        assert!(d.next().is_none(), "returns at once while flushing");
         d.flush_stop();
         let (j, t) = job(2);
         // The worker is free again quickly (the cancelled call returned).

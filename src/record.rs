@@ -34,7 +34,7 @@ pub struct SummaryRecord {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reasoning: Option<String>,
     /// Set when `text` or `reasoning` was longer than
-    /// [`MAX_TEXT_BYTES`](crate::dispatcher::MAX_TEXT_BYTES) and was cut.
+    /// [`MAX_TEXT_BYTES`] and was cut.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub text_truncated: bool,
     pub backend: String,
@@ -55,9 +55,10 @@ pub struct SummaryRecord {
     /// decided for it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub alert_error: Option<String>,
-    /// The events detected in this caption (an `alert` record follows it).
+    /// The chunk was dropped by the live overflow policy (`error` says
+    /// why; its warning was posted when it was dropped).
     #[serde(skip)]
-    pub detected_events: Vec<String>,
+    pub dropped: bool,
     /// The chunk's start and end as the LLMs see them (`<start> <end>`):
     /// seconds for files, RFC 3339 for live.
     #[serde(skip)]
@@ -73,6 +74,26 @@ pub struct SummaryRecord {
 
 fn caption_kind<S: serde::Serializer>(_: &(), s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str("caption")
+}
+
+/// Longest caption (and reasoning) text that reaches the outputs, in bytes;
+/// longer text is cut at a character boundary and the record says so
+/// (`text-truncated`). A model (or server) that answers megabytes would
+/// otherwise copy them into the JSON line, the meta and the bus message.
+pub const MAX_TEXT_BYTES: usize = 64 * 1024;
+
+/// Cuts `s` to at most [`MAX_TEXT_BYTES`]; true when it was cut.
+pub fn cap_text(s: &mut String) -> bool {
+    if s.len() <= MAX_TEXT_BYTES {
+        return false;
+    }
+    let mut end = MAX_TEXT_BYTES - '…'.len_utf8();
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.truncate(end);
+    s.push('…');
+    true
 }
 
 /// The message of a caught panic (`""` when it is not text).

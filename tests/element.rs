@@ -758,3 +758,79 @@ fn tempdir() -> std::path::PathBuf {
     std::fs::create_dir_all(&d).unwrap();
     d
 }
+
+/// Issue 20: a `summary_src` peer that returns a flow error without posting
+/// an error of its own (here an appsink whose callback answers
+/// `NotNegotiated` from the fourth record on) stops the pipeline with an
+/// element error from vsssummarize that names the pad, as gst-plugins-rs's
+/// elements do; the records before it were delivered. Before, the element
+/// logged a warning and went on, and the pipeline ended with EOS as if
+/// nothing had happened.
+#[test]
+fn a_flow_error_on_summary_src_is_an_element_error_naming_the_pad() {
+    init();
+    let server = MockServer::start();
+    let pipeline = gst::parse::launch(&format!(
+        "videotestsrc num-buffers=100 ! video/x-raw,format=NV12,width=64,height=48,framerate=10/1 \
+         ! vsssummarize name=s endpoint={} model-name=mock chunk-duration=1 num-frames-per-chunk=1 summarize=false \
+         s.summary_src ! appsink name=sum sync=false s.src ! fakesink",
+        server.url()
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let g = got.clone();
+    pipeline
+        .by_name("sum")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap()
+        .set_callbacks(
+            gst_app::AppSinkCallbacks::builder()
+                .new_sample(move |s| {
+                    let sample = s.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                    let mut g = g.lock().unwrap();
+                    if g.len() == 3 {
+                        return Err(gst::FlowError::NotNegotiated);
+                    }
+                    let b = sample.buffer().unwrap().map_readable().unwrap().to_vec();
+                    g.push(serde_json::from_slice::<serde_json::Value>(&b).unwrap());
+                    Ok(gst::FlowSuccess::Ok)
+                })
+                .build(),
+        );
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let bus = pipeline.bus().unwrap();
+    let msg = bus
+        .timed_pop_filtered(
+            gst::ClockTime::from_seconds(60),
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        )
+        .expect("EOS or error");
+    pipeline.set_state(gst::State::Null).unwrap();
+    let gst::MessageView::Error(e) = msg.view() else {
+        panic!("the pipeline ended without an error: {msg:?}");
+    };
+    assert_eq!(
+        e.src().map(|s| s.name().to_string()).as_deref(),
+        Some("s"),
+        "the error comes from vsssummarize"
+    );
+    let debug = e.debug().map(|d| d.to_string()).unwrap_or_default();
+    assert!(debug.contains("summary_src"), "{debug}");
+    assert!(
+        debug.contains("not-negotiated") || debug.contains("NotNegotiated"),
+        "{debug}"
+    );
+    let got = got.lock().unwrap();
+    let idx: Vec<u64> = got
+        .iter()
+        .map(|r| r["chunk-index"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        idx,
+        vec![0, 1, 2],
+        "the records before the error were delivered"
+    );
+}

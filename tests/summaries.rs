@@ -686,3 +686,126 @@ fn stopping_cancels_summary_calls_at_once() {
     r.pipeline.set_state(gst::State::Null).unwrap();
     assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
 }
+
+/// A `summary_src` sink that takes nothing until the test opens it.
+struct Gate {
+    open: Mutex<bool>,
+    cv: std::sync::Condvar,
+}
+
+impl Gate {
+    fn wait(&self) {
+        let mut open = self.open.lock().unwrap();
+        while !*open {
+            open = self.cv.wait(open).unwrap();
+        }
+    }
+    fn open(&self) {
+        *self.open.lock().unwrap() = true;
+        self.cv.notify_all();
+    }
+}
+
+/// Issue 21 F1: a `summary_src` sink slower than drain-timeout (here: one
+/// that takes nothing until every summary has been made) must cost no
+/// window summary, and the final summary stays last. Before, the summary
+/// engine got each caption only after the sink took it, drain-timeout ran
+/// out at EOS while the records waited, and windows became error records
+/// (or none) with the final summary among the captions.
+#[test]
+fn a_sink_slower_than_drain_timeout_loses_no_window() {
+    init();
+    let server = MockServer::start();
+    let v = Video::small(20);
+    let desc = format!(
+        "appsrc name=in format=time caps=video/x-raw,format=I420,width={},height={},framerate={}/1,colorimetry=bt601 \
+         ! vsssummarize name=s {} summary-duration=4 drain-timeout=1 max-pending-chunks=64 \
+         s.summary_src ! appsink name=sum sync=false emit-signals=false \
+         s.src ! fakesink sync=false",
+        v.width,
+        v.height,
+        v.fps,
+        props(&server, "")
+    );
+    let pipeline = gst::parse::launch(&desc)
+        .unwrap()
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+    let gate = Arc::new(Gate {
+        open: Mutex::new(false),
+        cv: std::sync::Condvar::new(),
+    });
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let sum = pipeline
+        .by_name("sum")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
+    let (g, o) = (gate.clone(), got.clone());
+    sum.set_callbacks(
+        gst_app::AppSinkCallbacks::builder()
+            .new_sample(move |s| {
+                g.wait();
+                let sample = s.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                let b = sample.buffer().unwrap().map_readable().unwrap().to_vec();
+                o.lock()
+                    .unwrap()
+                    .push(serde_json::from_slice::<Value>(&b).unwrap());
+                Ok(gst::FlowSuccess::Ok)
+            })
+            .build(),
+    );
+    let appsrc = pipeline
+        .by_name("in")
+        .unwrap()
+        .downcast::<gst_app::AppSrc>()
+        .unwrap();
+    let element = pipeline.by_name("s").unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    for i in 0..v.seconds * v.fps {
+        let pts = i * 1_000_000_000 / v.fps;
+        let (_, rgb) = colour_of_second(pts / 1_000_000_000);
+        let mut b = gst::Buffer::from_mut_slice(i420_frame(v.width, v.height, rgb));
+        b.get_mut()
+            .unwrap()
+            .set_pts(gst::ClockTime::from_nseconds(pts));
+        appsrc.push_buffer(b).unwrap();
+    }
+    appsrc.end_of_stream().unwrap();
+    // Five windows and the final summary are made while the sink takes
+    // nothing (a did-not-hang bound, far above drain-timeout).
+    let deadline = std::time::Instant::now() + T;
+    while element.property::<u64>("summaries-completed")
+        + element.property::<u64>("summaries-failed")
+        < 6
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    gate.open();
+    let bus = pipeline.bus().unwrap();
+    let msg = bus
+        .timed_pop_filtered(
+            gst::ClockTime::from_seconds(60),
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        )
+        .expect("EOS");
+    assert!(matches!(msg.view(), gst::MessageView::Eos(_)), "{msg:?}");
+    pipeline.set_state(gst::State::Null).unwrap();
+    let recs = got.lock().unwrap().clone();
+    let k = kinds(&recs);
+    assert_eq!(k.iter().filter(|k| *k == "caption").count(), 20, "{k:?}");
+    assert_eq!(k.last().map(String::as_str), Some("final-summary"), "{k:?}");
+    let summaries: Vec<&Value> = recs.iter().filter(|r| r["kind"] == "summary").collect();
+    assert_eq!(summaries.len(), 5, "every window one record: {k:?}");
+    for (w, r) in summaries.iter().enumerate() {
+        assert_eq!(r["summary-index"], w as u64);
+        assert!(r.get("error").is_none(), "window {w}: {r}");
+    }
+    assert!(
+        recs.last().unwrap().get("error").is_none(),
+        "{:?}",
+        recs.last()
+    );
+    assert_eq!(element.property::<u64>("summaries-failed"), 0);
+}

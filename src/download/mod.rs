@@ -57,10 +57,24 @@ pub type ProgressFn<'a> = &'a (dyn Fn(&Progress) + Send + Sync);
 /// `NGC_CLI_API_KEY`, `NGC_MODEL_CACHE`, `HF_ENDPOINT`, `HF_HOME`,
 /// `HF_TOKEN`, `PATH`, `HOME`, …) and `model-root-dir`, under which any
 /// cache must lie when it is set.
-#[derive(Clone, Debug, Default)]
+///
+/// `Debug` shows the variables' names only: the map holds `HF_TOKEN` and
+/// `NGC_API_KEY` (as [`crate::config::Env`] does).
+#[derive(Clone, Default)]
 pub struct DownloadEnv {
     pub vars: HashMap<String, String>,
     pub model_root_dir: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for DownloadEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut names: Vec<&str> = self.vars.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        f.debug_struct("DownloadEnv")
+            .field("names", &names)
+            .field("model_root_dir", &self.model_root_dir)
+            .finish()
+    }
 }
 
 impl DownloadEnv {
@@ -96,5 +110,34 @@ pub fn resolve(
         ModelSource::Local(p) => Ok(p.clone()),
         ModelSource::Ngc(spec) => ngc::fetch(spec, env, progress),
         ModelSource::Hf(spec) => hf::fetch(spec, env, progress),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The map holds tokens: `{:?}` (a log line, an error built with it)
+    /// must show names only.
+    #[test]
+    fn debug_shows_names_not_values() {
+        let env = DownloadEnv {
+            vars: [
+                ("HF_TOKEN", "hf_secret_token_value"),
+                ("NGC_API_KEY", "nvapi-secret-key-value"),
+                ("HOME", "/home/someone"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+            model_root_dir: Some(PathBuf::from("/models")),
+        };
+        for shown in [format!("{env:?}"), format!("{env:#?}")] {
+            assert!(!shown.contains("hf_secret_token_value"), "{shown}");
+            assert!(!shown.contains("nvapi-secret-key-value"), "{shown}");
+            assert!(!shown.contains("/home/someone"), "{shown}");
+            assert!(shown.contains("HF_TOKEN") && shown.contains("NGC_API_KEY"));
+            assert!(shown.contains("/models"));
+        }
     }
 }

@@ -186,6 +186,8 @@ pub struct SummaryOutput {
     pub cut_inputs: u32,
     /// Seconds spent in the function.
     pub latency: f64,
+    /// `text` was longer than [`crate::record::MAX_TEXT_BYTES`] and was cut.
+    pub truncated: bool,
     /// Final summary: the windows whose summary failed (not in the text).
     pub failed_windows: Vec<u64>,
 }
@@ -705,6 +707,11 @@ pub struct SummaryRecordFields {
     pub input_tokens: u64,
     pub output_tokens: u64,
     pub llm_calls: u32,
+    /// Set when the summary was longer than
+    /// [`MAX_TEXT_BYTES`](crate::record::MAX_TEXT_BYTES) and was cut, as
+    /// for captions.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub text_truncated: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -733,6 +740,7 @@ impl SummaryRecordFields {
             input_tokens: out.input_tokens,
             output_tokens: out.output_tokens,
             llm_calls: out.calls,
+            text_truncated: out.truncated,
             error: out.error.clone().map(without_nul),
         }
     }

@@ -3,10 +3,11 @@
 //! caption, as VSS does, run by the dispatcher's after-caption stage on its
 //! own threads (`llm-max-concurrency` of them).
 //!
-//! * Detected events go into the caption record (an `alert` record follows
-//!   it on `summary_src`) and [`OnAlert`] is called at once, from the
-//!   checking thread, so that the bus message and the webhook never wait for
-//!   the output order.
+//! * Detected events make an [`Alert`], which the dispatcher puts into the
+//!   output stream right after its caption (an `alert` record on
+//!   `summary_src`), and [`OnAlert`] is called at once, from the checking
+//!   thread, so that the bus message and the webhook never wait for the
+//!   output order.
 //! * An answer that cannot be parsed, or a failed call, is never dropped
 //!   silently: the caption record gets `alert-error` and
 //!   [`AlertChecker::on_error`] is called (the element posts a warning).
@@ -40,14 +41,14 @@ pub struct AlertChecker {
     pub raised: Arc<AtomicU64>,
 }
 
-/// The alert of a caption record whose `detected_events` are set.
-pub fn alert_of(rec: &SummaryRecord) -> Alert {
+/// The alert of a caption record in which `events` were detected.
+pub fn alert_of(rec: &SummaryRecord, events: Vec<String>) -> Alert {
     Alert {
         stream_id: rec.stream_id.clone(),
         chunk_index: rec.chunk_index,
         start: rec.start,
         end: rec.end,
-        events: rec.detected_events.clone(),
+        events,
         text: rec.text.clone(),
         ntp_timestamp: match &rec.start_time {
             Some(t) => json!(t),
@@ -66,30 +67,36 @@ impl AlertChecker {
 }
 
 impl AfterCaption for AlertChecker {
-    fn process(&self, rec: &mut SummaryRecord, cancel: &CancellationToken) {
-        let Some(line) = rec.caption_line() else {
-            return;
-        };
+    fn process(&self, rec: &mut SummaryRecord, cancel: &CancellationToken) -> Option<Alert> {
+        let line = rec.caption_line()?;
         if self.events.is_empty() {
-            return;
+            return None;
         }
         let mut req = event_check_request(&self.events, &line);
         req.temperature = self.temperature;
         req.top_p = self.top_p;
         match self.llm.complete(&req, cancel) {
             Ok(a) => match parse_event_answer(&a.text, &self.events) {
-                Ok(found) if found.is_empty() => {}
+                Ok(found) if found.is_empty() => None,
                 Ok(found) => {
-                    rec.detected_events = found;
                     self.raised.fetch_add(1, Ordering::Relaxed);
-                    (self.on_alert)(&alert_of(rec));
+                    let alert = alert_of(rec, found);
+                    (self.on_alert)(&alert);
+                    Some(alert)
                 }
-                Err(e) => self.fail(rec, e),
+                Err(e) => {
+                    self.fail(rec, e);
+                    None
+                }
             },
             Err(e) if cancel.is_cancelled() => {
                 rec.alert_error = Some(format!("the event check was cancelled ({e})"));
+                None
             }
-            Err(e) => self.fail(rec, format!("the event check failed: {e}")),
+            Err(e) => {
+                self.fail(rec, format!("the event check failed: {e}"));
+                None
+            }
         }
     }
 
@@ -148,8 +155,8 @@ mod tests {
             Ok("```json\n{\"result\":[{\"event\":\"a person falls\",\"is_detected\":true},{\"event\":\"smoke or fire\",\"is_detected\":false}]}\n```".into())
         }));
         let mut r = caption("A man falls off a ladder.");
-        c.process(&mut r, &CancellationToken::new());
-        assert_eq!(r.detected_events, vec!["a person falls"]);
+        let alert = c.process(&mut r, &CancellationToken::new()).unwrap();
+        assert_eq!(alert.events, vec!["a person falls"]);
         assert!(r.alert_error.is_none());
         let a = alerts.lock().unwrap();
         assert_eq!(a.len(), 1);
@@ -164,7 +171,7 @@ mod tests {
     fn an_unparsable_answer_is_an_alert_error_not_silence() {
         let (c, alerts, errors) = checker(FakeLlm::new(|_, _, _| Ok("Yes, someone falls.".into())));
         let mut r = caption("A man falls.");
-        c.process(&mut r, &CancellationToken::new());
+        assert!(c.process(&mut r, &CancellationToken::new()).is_none());
         let e = r.alert_error.clone().unwrap();
         assert!(e.contains("no JSON") && e.contains("someone falls"), "{e}");
         assert!(alerts.lock().unwrap().is_empty());

@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: MPL-2.0
-//! The summary engine: takes chunk results in output order, closes windows,
-//! summarizes them on its own threads and hands back `summary` records (in
-//! window order) and, after [`SummaryEngine::finish`], the `final-summary`
-//! record last. Free of GStreamer types.
+//! The summary engine: takes chunk results in output order (from the
+//! dispatcher, as each record enters the output stream), closes windows,
+//! summarizes them on its own threads and puts `summary` records (in window
+//! order) into the output stream ([`SummaryOut`]) and, after
+//! [`SummaryEngine::finish`], the `final-summary` record last, then `Eos`.
+//! Free of GStreamer types.
 //!
 //! * Threads: [`SummaryEngine::WORKERS`] threads run window summaries (and
 //!   the final summary); within one, the batches of an aggregation level run
@@ -14,9 +16,18 @@
 //!   ([`MAX_QUEUED_WINDOWS`]). When a live stream closes windows faster
 //!   than the LLM summarizes them, the oldest waiting window becomes a
 //!   `summary` record with an error saying so (it is never dropped silently);
-//!   its captions were emitted as usual.
+//!   its captions were emitted as usual. Non-live input is never skipped:
+//!   the dispatcher waits in [`SummaryEngine::wait_room`] before it takes
+//!   the next chunk, so a file slows down to the LLM's pace (the queue can
+//!   then exceed the bound by the windows of the chunks already pending).
 //! * Records leave in window order: a window finished early waits for the
-//!   ones before it. The final summary leaves last, after every window.
+//!   ones before it. The final summary leaves last, after every window, and
+//!   `Eos` follows it (or follows [`SummaryEngine::finish`] at once when no
+//!   chunk came).
+//! * Summary text is capped like captions ([`crate::record::MAX_TEXT_BYTES`],
+//!   `text-truncated`), in the records and in what is kept for the final
+//!   summary, so an LLM that answers megabytes costs no more memory than one
+//!   that answers a paragraph.
 //! * At EOS the final summary does not wait for the last window's summary:
 //!   it aggregates the earlier window summaries together with the last
 //!   window's captions, while that window's own summary is made in parallel
@@ -34,7 +45,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 
@@ -44,6 +55,7 @@ use super::aggregate::{
 };
 use super::llm::TextLlm;
 use super::windows::{ChunkResult, Window, Windows};
+use crate::flow::SummaryOut;
 
 /// Closed windows waiting for a summary thread, at most.
 pub const MAX_QUEUED_WINDOWS: usize = 16;
@@ -104,11 +116,7 @@ struct Inner {
     done: BTreeMap<u64, SummaryRecordFields>,
     /// For the final summary, in window order.
     parts: BTreeMap<u64, PartSummary>,
-    /// Records ready to be taken, in order.
-    ready: VecDeque<SummaryRecordFields>,
     final_state: FinalState,
-    /// The final record has been taken.
-    final_taken: bool,
     /// The window closed by EOS (seq, window): the final summary reads its
     /// captions instead of waiting for its summary.
     tail: Option<(u64, Window)>,
@@ -123,8 +131,10 @@ struct Shared {
     inner: Mutex<Inner>,
     /// Workers wait here for jobs.
     work: Condvar,
-    /// Takers and waiters wait here.
-    out: Condvar,
+    /// Waiters (drain, back-pressure) wait here.
+    changed: Condvar,
+    /// Where the records go.
+    out: Arc<dyn SummaryOut>,
     llm: Arc<dyn TextLlm>,
     cfg: EngineConfig,
     stats: Arc<SummaryStats>,
@@ -148,6 +158,7 @@ impl SummaryEngine {
         llm: Arc<dyn TextLlm>,
         cfg: EngineConfig,
         stats: Arc<SummaryStats>,
+        out: Arc<dyn SummaryOut>,
     ) -> Result<SummaryEngine, String> {
         cfg.summary.validate()?;
         let shared = Arc::new(Shared {
@@ -164,15 +175,14 @@ impl SummaryEngine {
                 next_out: 0,
                 done: BTreeMap::new(),
                 parts: BTreeMap::new(),
-                ready: VecDeque::new(),
                 final_state: FinalState::Waiting,
-                final_taken: false,
                 tail: None,
                 final_rec: None,
                 pushed: 0,
             }),
             work: Condvar::new(),
-            out: Condvar::new(),
+            changed: Condvar::new(),
+            out,
             llm,
             cfg,
             stats,
@@ -222,79 +232,40 @@ impl SummaryEngine {
             // No chunk at all (EOS before any frame): nothing to summarize,
             // no record.
             inner.final_state = FinalState::Done;
-            inner.final_taken = true;
-            sh.out.notify_all();
+            sh.out.eos();
+            sh.changed.notify_all();
             return;
         }
         inner.final_state = FinalState::Due;
         schedule_final(sh, &mut inner);
         sh.work.notify_all();
-        sh.out.notify_all();
+        sh.changed.notify_all();
     }
 
-    /// The next record, if one is ready (never blocks). The caller tells
-    /// [`emitted`](Self::emitted) once it has posted it.
-    pub fn try_next(&self) -> Option<SummaryRecordFields> {
+    /// Non-live back-pressure: waits while [`MAX_QUEUED_WINDOWS`] windows
+    /// wait for a thread; returns at once on a flush or shutdown.
+    pub fn wait_room(&self) {
         let sh = &self.shared;
         let mut inner = sh.lock();
-        let r = inner.ready.pop_front()?;
-        sh.out.notify_all();
-        Some(r)
-    }
-
-    /// The record taken last has been posted (bus message): after the final
-    /// one, [`all_taken`](Self::all_taken) holds and EOS may follow.
-    pub fn emitted(&self, r: &SummaryRecordFields) {
-        if r.summary_index.is_none() {
-            let sh = &self.shared;
-            let mut inner = sh.lock();
-            if inner.final_state == FinalState::Done && inner.ready.is_empty() {
-                inner.final_taken = true;
-            }
-            sh.out.notify_all();
+        let generation = inner.generation;
+        while !inner.shutdown
+            && inner.generation == generation
+            && waiting_windows(&inner) >= MAX_QUEUED_WINDOWS
+        {
+            inner = sh.changed.wait(inner).unwrap_or_else(|e| e.into_inner());
         }
     }
 
-    /// Summary work queued or running, or records not taken.
-    pub fn busy(&self) -> bool {
-        let inner = self.shared.lock();
-        !inner.queue.is_empty()
-            || !inner.running.is_empty()
-            || !inner.ready.is_empty()
-            || matches!(inner.final_state, FinalState::Due | FinalState::Running)
-    }
-
-    /// After [`finish`](Self::finish): the final record exists (taken or not).
+    /// After [`finish`](Self::finish): the final record is in the output
+    /// stream.
     pub fn finished(&self) -> bool {
         self.shared.lock().final_state == FinalState::Done
-    }
-
-    /// After [`finish`](Self::finish): every record, the final one included,
-    /// has been taken.
-    pub fn all_taken(&self) -> bool {
-        let inner = self.shared.lock();
-        inner.final_state == FinalState::Done && inner.final_taken
-    }
-
-    /// Waits up to `timeout` for a record to take (or the engine to be done).
-    pub fn wait_ready(&self, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        self.wait(deadline, |i| {
-            !i.ready.is_empty() || (i.final_state == FinalState::Done && i.final_taken)
-        });
     }
 
     /// Waits until the final record exists (`finished`) or `deadline`;
     /// false on timeout, flush or shutdown.
     pub fn wait_finished(&self, deadline: Instant) -> bool {
         self.wait(deadline, |i| i.final_state == FinalState::Done)
-    }
-
-    /// Waits until every record has been taken (`all_taken`) or `deadline`.
-    pub fn wait_taken(&self, deadline: Instant) -> bool {
-        self.wait(deadline, |i| {
-            i.final_state == FinalState::Done && i.final_taken
-        })
     }
 
     fn wait(&self, deadline: Instant, done: impl Fn(&Inner) -> bool) -> bool {
@@ -310,8 +281,8 @@ impl SummaryEngine {
                 return false;
             }
             inner = sh
-                .out
-                .wait_timeout(inner, (deadline - now).min(Duration::from_millis(200)))
+                .changed
+                .wait_timeout(inner, deadline - now)
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
@@ -360,11 +331,12 @@ impl SummaryEngine {
             let rec = final_record(sh, &inner, &out);
             sh.stats.failed.fetch_add(1, Ordering::Relaxed);
             inner.final_rec = None;
-            inner.ready.push_back(rec);
+            sh.out.summary(rec);
+            sh.out.eos();
             inner.final_state = FinalState::Done;
             n += 1;
         }
-        sh.out.notify_all();
+        sh.changed.notify_all();
         n
     }
 
@@ -373,7 +345,7 @@ impl SummaryEngine {
         let sh = &self.shared;
         let mut inner = sh.lock();
         reset(&mut inner);
-        sh.out.notify_all();
+        sh.changed.notify_all();
     }
 
     /// Cancels everything and stops the threads.
@@ -383,7 +355,7 @@ impl SummaryEngine {
         reset(&mut inner);
         inner.shutdown = true;
         sh.work.notify_all();
-        sh.out.notify_all();
+        sh.changed.notify_all();
     }
 }
 
@@ -406,25 +378,28 @@ fn reset(inner: &mut Inner) {
     inner.all_chunks.clear();
     inner.done.clear();
     inner.parts.clear();
-    inner.ready.clear();
     inner.next_seq = 0;
     inner.next_out = 0;
     inner.final_state = FinalState::Waiting;
-    inner.final_taken = false;
     inner.tail = None;
     inner.final_rec = None;
     inner.pushed = 0;
 }
 
-fn enqueue(sh: &Shared, inner: &mut Inner, window: Window) {
-    let seq = inner.next_seq;
-    inner.next_seq += 1;
-    let waiting = inner
+/// Closed windows waiting for a thread.
+fn waiting_windows(inner: &Inner) -> usize {
+    inner
         .queue
         .iter()
         .filter(|j| matches!(j, Job::Window { .. }))
-        .count();
-    if waiting >= MAX_QUEUED_WINDOWS {
+        .count()
+}
+
+fn enqueue(sh: &Shared, inner: &mut Inner, window: Window) {
+    let seq = inner.next_seq;
+    inner.next_seq += 1;
+    // Live only: a file waits in `wait_room` instead.
+    if inner.live && waiting_windows(inner) >= MAX_QUEUED_WINDOWS {
         if let Some(pos) = inner
             .queue
             .iter()
@@ -463,6 +438,7 @@ fn schedule_final(sh: &Shared, inner: &mut Inner) {
 
 /// Records a window's outcome and releases what is in order.
 fn complete_window(sh: &Shared, inner: &mut Inner, seq: u64, w: &Window, out: &SummaryOutput) {
+    let out = &capped(out);
     let mut rec = SummaryRecordFields::window(&sh.cfg.stream_id, sh.llm.model(), w, out);
     if inner.live {
         let (a, b) = w.labels();
@@ -478,20 +454,34 @@ fn complete_window(sh: &Shared, inner: &mut Inner, seq: u64, w: &Window, out: &S
     inner.done.insert(seq, rec);
     while let Some(r) = inner.done.remove(&inner.next_out) {
         inner.next_out += 1;
-        inner.ready.push_back(r);
+        sh.out.summary(r);
     }
-    release_final(inner);
-    sh.out.notify_all();
+    release_final(sh, inner);
+    sh.changed.notify_all();
 }
 
-/// The final record leaves once every window record has.
-fn release_final(inner: &mut Inner) {
+/// The final record leaves once every window record has; `Eos` follows it.
+fn release_final(sh: &Shared, inner: &mut Inner) {
     if inner.next_out == inner.next_seq {
         if let Some(r) = inner.final_rec.take() {
-            inner.ready.push_back(r);
+            sh.out.summary(r);
+            sh.out.eos();
             inner.final_state = FinalState::Done;
         }
     }
+}
+
+/// `out` with its text cut to [`crate::record::MAX_TEXT_BYTES`]
+/// (`truncated` says so).
+fn capped(out: &SummaryOutput) -> SummaryOutput {
+    let mut out = out.clone();
+    if let Some(t) = out.text.as_mut() {
+        out.truncated |= crate::record::cap_text(t);
+    }
+    if let Some(e) = out.error.as_mut() {
+        crate::record::cap_text(e);
+    }
+    out
 }
 
 /// The parts the final summary reads: the window summaries, with the EOS
@@ -567,6 +557,8 @@ fn worker(sh: Arc<Shared>) {
                         }
                         Job::Final => inner.final_token = Some(token.clone()),
                     }
+                    // Room for a non-live input waiting in `wait_room`.
+                    sh.changed.notify_all();
                     break (inner.generation, job, token);
                 }
                 inner = sh.work.wait(inner).unwrap_or_else(|e| e.into_inner());
@@ -595,6 +587,7 @@ fn worker(sh: Arc<Shared>) {
                     (Some(_), None) => final_summary(&*sh.llm, &sh.cfg.summary, &parts, &token),
                     (None, _) => final_summary_of_chunks(&*sh.llm, &sh.cfg.summary, &whole, &token),
                 });
+                let out = capped(&out);
                 let mut inner = sh.lock();
                 if inner.generation != generation || inner.final_state != FinalState::Running {
                     continue;
@@ -607,8 +600,8 @@ fn worker(sh: Arc<Shared>) {
                     sh.stats.failed.fetch_add(1, Ordering::Relaxed);
                 }
                 inner.final_rec = Some(rec);
-                release_final(&mut inner);
-                sh.out.notify_all();
+                release_final(&sh, &mut inner);
+                sh.changed.notify_all();
             }
         }
     }
@@ -632,7 +625,11 @@ mod tests {
     use super::super::llm::fake::{ids_in, FakeLlm};
     use super::super::SummaryKind;
     use super::*;
+    use crate::flow::{Item, Outbox};
     use std::collections::BTreeSet;
+    use std::time::Duration;
+
+    type Out = Arc<Outbox<()>>;
 
     fn chunk(idx: u64, start: f64, ok: bool) -> ChunkResult {
         ChunkResult {
@@ -645,35 +642,49 @@ mod tests {
         }
     }
 
-    fn engine(llm: Arc<dyn TextLlm>, window: Option<f64>) -> SummaryEngine {
+    fn engine(llm: Arc<dyn TextLlm>, window: Option<f64>) -> (SummaryEngine, Out) {
         let cfg = EngineConfig {
             summary: SummaryConfig::default(),
             window,
             stream_id: "cam".into(),
         };
-        SummaryEngine::new(llm, cfg, Arc::new(SummaryStats::default())).unwrap()
+        let out: Out = Arc::new(Outbox::default());
+        let e =
+            SummaryEngine::new(llm, cfg, Arc::new(SummaryStats::default()), out.clone()).unwrap();
+        (e, out)
     }
 
-    fn take_all(e: &SummaryEngine) -> Vec<SummaryRecordFields> {
-        assert!(e.wait_finished(Instant::now() + Duration::from_secs(20)));
-        let mut v = Vec::new();
-        while let Some(r) = e.try_next() {
-            e.emitted(&r);
-            v.push(r);
+    /// The next record put into the output stream (blocks).
+    fn next_record(out: &Out) -> SummaryRecordFields {
+        match out.next() {
+            Some(Item::Summary(r)) => *r,
+            other => panic!("expected a summary, got {other:?}"),
         }
-        assert!(e.all_taken());
+    }
+
+    /// Every record up to `Eos`, which must follow the final summary.
+    fn take_all(out: &Out) -> Vec<SummaryRecordFields> {
+        let mut v = Vec::new();
+        loop {
+            match out.next() {
+                Some(Item::Summary(r)) => v.push(*r),
+                Some(Item::Eos) => break,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert!(out.try_next().is_none(), "nothing after Eos");
         v
     }
 
     #[test]
     fn windows_then_final_in_order_with_their_captions() {
         let llm = Arc::new(FakeLlm::id_ranges());
-        let e = engine(llm.clone(), Some(30.0));
+        let (e, out) = engine(llm.clone(), Some(30.0));
         for i in 0..10 {
             e.push(chunk(i, i as f64 * 10.0, i != 4), false);
         }
         e.finish();
-        let recs = take_all(&e);
+        let recs = take_all(&out);
         assert_eq!(recs.len(), 5, "4 windows and the final");
         for (w, r) in recs[..4].iter().enumerate() {
             assert_eq!(r.kind, SummaryKind::Summary);
@@ -694,23 +705,17 @@ mod tests {
     #[test]
     fn windows_are_summarized_while_the_stream_runs() {
         let llm = Arc::new(FakeLlm::id_ranges());
-        let e = engine(llm.clone(), Some(20.0));
+        let (e, out) = engine(llm.clone(), Some(20.0));
         for i in 0..6 {
             e.push(chunk(i, i as f64 * 10.0, true), false);
         }
         // Windows 0 and 1 are closed: their summaries come before EOS.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let mut got = Vec::new();
-        while got.len() < 2 && Instant::now() < deadline {
-            match e.try_next() {
-                Some(r) => got.push(r),
-                None => std::thread::sleep(Duration::from_millis(5)),
-            }
-        }
-        assert_eq!(got.len(), 2);
+        let got = [next_record(&out), next_record(&out)];
+        assert_eq!(got[0].summary_index, Some(0));
+        assert_eq!(got[1].summary_index, Some(1));
         assert!(!e.finished());
         e.finish();
-        let rest = take_all(&e);
+        let rest = take_all(&out);
         assert_eq!(rest.len(), 2);
         assert_eq!(rest[1].kind, SummaryKind::FinalSummary);
     }
@@ -718,12 +723,12 @@ mod tests {
     #[test]
     fn no_windows_gives_only_the_final_summary_of_all_captions() {
         let llm = Arc::new(FakeLlm::id_ranges());
-        let e = engine(llm.clone(), None);
+        let (e, out) = engine(llm.clone(), None);
         for i in 0..5 {
             e.push(chunk(i, i as f64 * 10.0, true), false);
         }
         e.finish();
-        let recs = take_all(&e);
+        let recs = take_all(&out);
         assert_eq!(recs.len(), 1);
         assert_eq!(ids_in(&recs[0].text), (0..5).collect());
         assert_eq!(recs[0].chunk_indices, vec![0, 1, 2, 3, 4]);
@@ -739,12 +744,12 @@ mod tests {
                 Ok(super::super::llm::fake::format_ranges(&ids_in(&req.user)))
             }
         }));
-        let e = engine(llm, Some(20.0));
+        let (e, out) = engine(llm, Some(20.0));
         for i in 0..6 {
             e.push(chunk(i, i as f64 * 10.0, true), false);
         }
         e.finish();
-        let recs = take_all(&e);
+        let recs = take_all(&out);
         assert_eq!(recs.len(), 4);
         assert!(recs[1].error.as_deref().unwrap().contains("HTTP 500"));
         let f = &recs[3];
@@ -762,14 +767,14 @@ mod tests {
             }
             Err("cancelled".into())
         }));
-        let e = engine(llm, Some(10.0));
+        let (e, out) = engine(llm, Some(10.0));
         for i in 0..4 {
             e.push(chunk(i, i as f64 * 10.0, true), false);
         }
         e.finish();
         assert!(!e.wait_finished(Instant::now() + Duration::from_millis(100)));
         assert_eq!(e.expire("drain-timeout expired"), 5);
-        let recs = take_all(&e);
+        let recs = take_all(&out);
         assert_eq!(recs.len(), 5);
         let idx: Vec<Option<u64>> = recs.iter().map(|r| r.summary_index).collect();
         assert_eq!(idx, vec![Some(0), Some(1), Some(2), Some(3), None]);
@@ -777,8 +782,8 @@ mod tests {
             .iter()
             .all(|r| r.error.as_deref() == Some("drain-timeout expired")));
         // Late answers are not emitted twice.
-        std::thread::sleep(Duration::from_millis(50));
-        assert!(e.try_next().is_none());
+        assert_eq!(e.expire("again"), 0);
+        assert!(out.try_next().is_none());
     }
 
     #[test]
@@ -799,14 +804,14 @@ mod tests {
             }
             Ok(super::super::llm::fake::format_ranges(&ids_in(&req.user)))
         }));
-        let e = engine(llm, Some(20.0));
+        let (e, out) = engine(llm, Some(20.0));
         for i in 0..6 {
             e.push(chunk(i, i as f64 * 10.0, true), false);
         }
         std::thread::sleep(Duration::from_millis(100));
         let t_eos = t0.elapsed();
         e.finish();
-        let recs = take_all(&e);
+        let recs = take_all(&out);
         let idx: Vec<Option<u64>> = recs.iter().map(|r| r.summary_index).collect();
         assert_eq!(
             idx,
@@ -838,28 +843,32 @@ mod tests {
     #[test]
     fn nothing_pushed_means_no_record() {
         let llm = Arc::new(FakeLlm::id_ranges());
-        let e = engine(llm.clone(), Some(20.0));
+        let (e, out) = engine(llm.clone(), Some(20.0));
         e.finish();
-        assert!(e.all_taken());
-        assert!(e.try_next().is_none());
+        assert!(e.finished());
+        assert!(matches!(out.try_next(), Some(Item::Eos)), "Eos at once");
+        assert!(out.try_next().is_none());
         assert_eq!(llm.calls(), 0);
     }
 
     #[test]
     fn flush_forgets_the_old_segment() {
         let llm = Arc::new(FakeLlm::id_ranges());
-        let e = engine(llm, Some(20.0));
+        let (e, out) = engine(llm, Some(20.0));
         for i in 0..3 {
             e.push(chunk(i, i as f64 * 10.0, true), false);
         }
         e.flush();
-        std::thread::sleep(Duration::from_millis(50));
-        while e.try_next().is_some() {}
+        // What the old segment's threads still put is discarded with it
+        // (the dispatcher stops and restarts the output stream around a
+        // flush).
+        out.stop();
+        out.restart();
         for i in 10..12 {
             e.push(chunk(i, 500.0 + (i - 10) as f64 * 10.0, true), false);
         }
         e.finish();
-        let recs = take_all(&e);
+        let recs = take_all(&out);
         assert_eq!(recs.len(), 2);
         assert_eq!(recs[0].chunk_indices, vec![10, 11]);
         assert_eq!(recs[1].chunk_indices, vec![10, 11]);
@@ -873,7 +882,7 @@ mod tests {
             }
             Err("cancelled".into())
         }));
-        let e = engine(llm, Some(10.0));
+        let (e, out) = engine(llm, Some(10.0));
         let n = (SummaryEngine::WORKERS + MAX_QUEUED_WINDOWS + 3) as u64;
         for i in 0..=n {
             e.push(chunk(i, i as f64 * 10.0, true), true);
@@ -885,7 +894,7 @@ mod tests {
         std::thread::sleep(Duration::from_millis(50));
         e.finish();
         e.expire("drain-timeout expired");
-        let recs = take_all(&e);
+        let recs = take_all(&out);
         assert_eq!(
             recs.len() as u64,
             n + 2,
@@ -897,5 +906,91 @@ mod tests {
             .count();
         assert_eq!(skipped, 4);
         assert!(recs.iter().all(|r| r.start_time.is_some()));
+    }
+
+    /// Issue 21 F4: a file (non-live input) never skips a window when the
+    /// LLM is slower than the captions: `wait_room` holds the input back
+    /// while the queue is full, and every window gets its summary.
+    #[test]
+    fn a_slow_llm_on_a_file_slows_the_input_and_skips_nothing() {
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let release_rx = std::sync::Mutex::new(release_rx);
+        let llm = Arc::new(FakeLlm::new(move |req, _, _| {
+            // Each window summary waits for the test to let it go.
+            if !req
+                .system
+                .as_deref()
+                .unwrap_or_default()
+                .starts_with("You combine")
+            {
+                let _ = release_rx.lock().unwrap().recv();
+            }
+            Ok(super::super::llm::fake::format_ranges(&ids_in(&req.user)))
+        }));
+        let (e, out) = engine(llm, Some(10.0));
+        let e = Arc::new(e);
+        let n = (SummaryEngine::WORKERS + MAX_QUEUED_WINDOWS + 4) as u64;
+        let (fed_tx, fed_rx) = std::sync::mpsc::channel::<u64>();
+        let feeder = {
+            let e = e.clone();
+            std::thread::spawn(move || {
+                for i in 0..n {
+                    // As the dispatcher does before each non-live chunk.
+                    e.wait_room();
+                    e.push(chunk(i, i as f64 * 10.0, true), false);
+                    fed_tx.send(i).unwrap();
+                }
+                e.finish();
+            })
+        };
+        // The feeder gets ahead by the threads plus the bounded queue, then
+        // waits: chunk i closes window i - 1.
+        let limit = (SummaryEngine::WORKERS + MAX_QUEUED_WINDOWS) as u64 + 1;
+        for i in 0..limit {
+            assert_eq!(fed_rx.recv().unwrap(), i);
+        }
+        assert!(
+            fed_rx.recv_timeout(Duration::from_millis(200)).is_err(),
+            "the input must wait while {MAX_QUEUED_WINDOWS} windows wait"
+        );
+        // Letting the LLM answer lets the input go on, to the end.
+        for _ in 0..n {
+            release_tx.send(()).unwrap();
+        }
+        // Calls after those (the final summary's) do not wait.
+        drop(release_tx);
+        feeder.join().unwrap();
+        let recs = take_all(&out);
+        assert_eq!(recs.len() as u64, n + 1, "every window and the final");
+        assert!(recs.iter().all(|r| r.error.is_none()), "nothing skipped");
+    }
+
+    /// Issue 21 F3: summary text is capped like captions, in the record and
+    /// in what is kept for the final summary.
+    #[test]
+    fn huge_summaries_are_cut_and_flagged() {
+        let llm = Arc::new(FakeLlm::new(|_, _, _| Ok("é".repeat(2_500_000))));
+        let (e, out) = engine(llm, Some(20.0));
+        for i in 0..4 {
+            e.push(chunk(i, i as f64 * 10.0, true), false);
+        }
+        e.finish();
+        let recs = take_all(&out);
+        assert_eq!(recs.len(), 3);
+        for r in &recs {
+            assert!(r.text_truncated, "{:?}", r.summary_index);
+            assert!(r.text.len() <= crate::record::MAX_TEXT_BYTES);
+            assert!(r.text.ends_with('…'));
+        }
+        let line = recs[0].to_json_line();
+        assert!(line.contains("\"text-truncated\":true"), "{}", &line[..200]);
+        let parts = e
+            .shared
+            .lock()
+            .parts
+            .values()
+            .map(|p| p.text.as_ref().map_or(0, |t| t.len()))
+            .max();
+        assert!(parts.unwrap() <= crate::record::MAX_TEXT_BYTES);
     }
 }

@@ -32,13 +32,14 @@ use crate::backend::openai::{OpenAiBackend, OpenAiOptions};
 use crate::backend::{Backend, ChunkJob, FrameOptions, GenParams};
 use crate::chunker::{ChunkParams, Chunker};
 use crate::config::{self, ApiKey, BackendKind, Env, Resolved, UserSettings};
-use crate::dispatcher::{Dispatcher, Output, Stats, Submitted};
+use crate::dispatcher::{Dispatcher, Parts, Stats, Submitted};
+use crate::flow::Outbox;
 use crate::frames::{Colorimetry, Matrix, PixelFormat, RawFrame};
 use crate::gpu::{self, DeviceChoice, FramePrep};
 use crate::meta;
 use crate::prompt::{self, TimeStyle};
 use crate::record::SummaryRecord;
-use crate::summary::{SummaryEngine, SummaryStats, WebhookStats};
+use crate::summary::{SummaryStats, WebhookStats};
 
 mod output;
 mod prepare;
@@ -59,8 +60,13 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     )
 });
 
-/// How long EOS waits for `summary_src` to push what a drain timeout produced.
+/// How long EOS waits for the `summary_src` task to send the records (to
+/// post them; to push them too once its sink has prerolled) before it lets
+/// the video's EOS go; records are never lost by this wait ending.
 const OUTPUT_GRACE: Duration = Duration::from_secs(10);
+
+/// The dispatcher of this element: its markers are `summary_src` events.
+type Flow = Dispatcher<SummaryMarker>;
 
 /// Built at NULL→READY, dropped at READY→NULL.
 struct Prepared {
@@ -93,7 +99,7 @@ pub struct VssSummarize {
     settings: Mutex<Settings>,
     state: Mutex<State>,
     prepared: Mutex<Option<Prepared>>,
-    dispatcher: Mutex<Option<Arc<Dispatcher>>>,
+    dispatcher: Mutex<Option<Arc<Flow>>>,
     summary_format: Mutex<Option<SummaryFormat>>,
     metas: Mutex<VecDeque<gst::Structure>>,
     /// Set when a segment starts; the first video PTS then becomes a
@@ -108,17 +114,14 @@ pub struct VssSummarize {
     /// window's end can lie at the segment's stop, where a sink would clip
     /// the buffer away).
     last_caption_pts: AtomicU64,
+    /// Its duration: the alert that follows a caption has the same.
+    last_caption_duration: AtomicU64,
     stats: Arc<Stats>,
     /// The backend's fatal error has been posted.
     fatal_posted: AtomicBool,
-    /// Window and final summaries, between READY→PAUSED and PAUSED→READY.
-    summaries: Mutex<Option<Arc<SummaryEngine>>>,
     summary_stats: Arc<SummaryStats>,
     alerts_raised: Arc<AtomicU64>,
     webhook_stats: Arc<WebhookStats>,
-    /// The `summary_src` task has taken the captions' EOS and waits for the
-    /// summaries before it sends EOS.
-    eos_pending: AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -126,12 +129,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl VssSummarize {
-    fn dispatcher(&self) -> Option<Arc<Dispatcher>> {
+    fn dispatcher(&self) -> Option<Arc<Flow>> {
         lock(&self.dispatcher).clone()
-    }
-
-    fn summary_engine(&self) -> Option<Arc<SummaryEngine>> {
-        lock(&self.summaries).clone()
     }
 
     fn upstream_latency(&self) -> Option<(bool, gst::ClockTime, Option<gst::ClockTime>)> {
@@ -186,7 +185,7 @@ impl VssSummarize {
             // record exists; it follows the segment in the output order.
             let pts = buffer.pts().unwrap_or(gst::ClockTime::ZERO);
             if let Some(d) = self.dispatcher() {
-                d.mark(Box::new(SummaryMarker::Gap(pts)));
+                let _ = d.mark(SummaryMarker::Gap(pts));
             }
         }
         let (jobs, live) = self.sample(&buffer);
@@ -450,10 +449,6 @@ impl VssSummarize {
                 if let Some(d) = self.dispatcher() {
                     d.flush_start();
                 }
-                if let Some(e) = self.summary_engine() {
-                    e.flush();
-                }
-                self.eos_pending.store(false, Ordering::Release);
                 let ok = self.srcpad.push_event(event.clone());
                 let _ = self.summary_srcpad.push_event(event);
                 let _ = self.summary_srcpad.pause_task();
@@ -514,10 +509,14 @@ impl VssSummarize {
         let timeout = config::secs(lock(&self.settings).drain_timeout);
         let deadline = std::time::Instant::now() + timeout;
         gst::debug!(CAT, imp = self, "draining {} pending chunks", d.pending());
-        if let Some(n) = d.drain(timeout, OUTPUT_GRACE) {
+        if let Some(n) = d.drain(timeout) {
             self.drain_text(&d, deadline, timeout);
-            if self.summary_prerolled.load(Ordering::Acquire) && !d.wait_eos_done(OUTPUT_GRACE) {
-                gst::debug!(CAT, imp = self, "summary_src EOS still being pushed");
+            // Every record's bus message before the video's EOS; and the
+            // records themselves too once the sink has prerolled (one that
+            // has not blocks pushes until PLAYING, which needs this EOS).
+            let pushed = self.summary_prerolled.load(Ordering::Acquire);
+            if !d.wait_eos_out(pushed, OUTPUT_GRACE) {
+                gst::debug!(CAT, imp = self, "summary_src records still being sent");
             }
             if n > 0 {
                 gst::element_imp_warning!(
@@ -532,8 +531,8 @@ impl VssSummarize {
     /// EOS, after the captions: the window and final summaries and the
     /// webhook deliveries finish by `deadline`; summaries not made by then
     /// become error records.
-    fn drain_text(&self, d: &Dispatcher, deadline: std::time::Instant, timeout: Duration) {
-        if let Some(e) = self.summary_engine() {
+    fn drain_text(&self, d: &Flow, deadline: std::time::Instant, timeout: Duration) {
+        if let Some(e) = d.engine() {
             if !e.wait_finished(deadline) && !d.is_stopped() {
                 let msg = format!(
                     "drain-timeout ({:.1} s) expired at EOS before the summary was made",
@@ -548,7 +547,6 @@ impl VssSummarize {
                     );
                 }
             }
-            e.wait_taken(std::time::Instant::now() + OUTPUT_GRACE);
         }
         let webhook = lock(&self.prepared)
             .as_ref()
@@ -608,17 +606,20 @@ impl VssSummarize {
         if let Some(note) = note {
             gst::element_imp_warning!(self, gst::ResourceError::Settings, ("{note}"));
         }
-        let (stage, engine) = self.start_text(p.text.as_ref())?;
-        let d = Dispatcher::with_stage(
+        let outbox = Arc::new(Outbox::default());
+        let (stage, engine) = self.start_text(p.text.as_ref(), outbox.clone())?;
+        let d = Dispatcher::with_parts(
             p.backend.clone(),
-            workers,
-            settings.max_pending as usize,
-            self.stats.clone(),
-            stage,
+            Parts {
+                max_concurrency: workers,
+                max_pending: settings.max_pending as usize,
+                stats: self.stats.clone(),
+                stage,
+                outbox,
+                engine,
+            },
         );
         drop(prepared);
-        *lock(&self.summaries) = engine;
-        self.eos_pending.store(false, Ordering::Release);
         *lock(&self.state) = State {
             chunker: Some(Chunker::new(params)),
             ..Default::default()
@@ -634,9 +635,6 @@ impl VssSummarize {
     fn stop(&self) {
         if let Some(d) = lock(&self.dispatcher).take() {
             d.shutdown();
-        }
-        if let Some(e) = lock(&self.summaries).take() {
-            e.shutdown();
         }
         if let Some(w) = lock(&self.prepared)
             .as_ref()
@@ -731,13 +729,12 @@ impl ObjectSubclass for VssSummarize {
             gap_needed: AtomicBool::new(true),
             summary_prerolled: AtomicBool::new(false),
             last_caption_pts: AtomicU64::new(0),
+            last_caption_duration: AtomicU64::new(0),
             stats: Arc::new(Stats::default()),
             fatal_posted: AtomicBool::new(false),
-            summaries: Mutex::new(None),
             summary_stats: Arc::new(SummaryStats::default()),
             alerts_raised: Arc::new(AtomicU64::new(0)),
             webhook_stats: Arc::new(WebhookStats::default()),
-            eos_pending: AtomicBool::new(false),
         }
     }
 }

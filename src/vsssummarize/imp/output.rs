@@ -4,12 +4,14 @@
 //! metas; and its queries.
 
 use super::*;
+use crate::flow::Item;
 
 /// Metas waiting for a video buffer; beyond this the oldest is discarded
 /// (only when video stops flowing while records keep arriving).
 const MAX_QUEUED_METAS: usize = 256;
 
 /// What `summary_src` sends between records, in the dispatcher's order.
+#[derive(Debug)]
 pub(super) enum SummaryMarker {
     /// A stream-start or segment: records submitted before it belong to
     /// the previous one (a segment change without a flush, e.g. `concat`).
@@ -37,86 +39,71 @@ impl VssSummarize {
         }
     }
 
-    /// One iteration of the `summary_src` task: a summary that is ready,
-    /// else the next caption (or marker) in order; after the captions' EOS,
-    /// the remaining summaries, the final one last, then EOS.
+    /// One iteration of the `summary_src` task: blocks for the next item of
+    /// the output stream (captions, alerts, summaries and markers in their
+    /// final order, then EOS) and sends it. The task pauses when the stream
+    /// stops (flush, shutdown) or downstream fails.
     pub(super) fn summary_loop(&self) {
         let Some(d) = self.dispatcher() else {
             let _ = self.summary_srcpad.pause_task();
             return;
         };
-        let engine = self.summary_engine();
-        if let Some(e) = &engine {
-            if let Some(r) = e.try_next() {
-                self.emit_summary(r, e);
-                return;
-            }
-        }
-        if self.eos_pending.load(Ordering::Acquire) {
-            if d.is_stopped() {
+        let sent = match d.next() {
+            None => {
                 let _ = self.summary_srcpad.pause_task();
                 return;
             }
-            match &engine {
-                Some(e) if !e.all_taken() => e.wait_ready(Duration::from_millis(100)),
-                _ => self.send_summary_eos(&d),
+            Some(Item::Caption(r)) => self.emit(*r),
+            Some(Item::Alert(a)) => self.emit_alert(&a),
+            Some(Item::Summary(r)) => self.emit_summary(*r),
+            Some(Item::Marker(m)) => {
+                self.emit_marker(m);
+                Ok(())
             }
-            return;
-        }
-        // Summaries in the making are looked for often; captions wake us anyway.
-        let wait = match &engine {
-            Some(e) if e.busy() => Duration::from_millis(20),
-            _ => Duration::from_millis(100),
+            Some(Item::Eos) => {
+                gst::debug!(CAT, imp = self, "all records out, EOS on summary_src");
+                let _ = self.summary_srcpad.push_event(gst::event::Eos::new());
+                d.eos_done();
+                Ok(())
+            }
         };
-        match d.next_output(wait) {
-            None => {
-                if d.is_stopped() {
-                    let _ = self.summary_srcpad.pause_task();
-                }
-            }
-            Some(Output::Record(r)) => {
-                let r = *r;
-                let chunk = engine.as_ref().map(|_| crate::summary::ChunkResult {
-                    chunk_index: r.chunk_index,
-                    start: r.start,
-                    end: r.end,
-                    caption: (!r.is_error()).then(|| r.text.clone()),
-                    start_label: r.start_label.clone(),
-                    end_label: r.end_label.clone(),
-                });
-                let live = r.start_time.is_some();
-                self.emit(r);
-                if let (Some(e), Some(c)) = (&engine, chunk) {
-                    // After its caption went out: a summary follows its captions.
-                    e.push(c, live);
-                }
-            }
-            Some(Output::Marker(m)) => match m.downcast::<SummaryMarker>() {
-                Ok(m) => self.emit_marker(*m),
-                Err(_) => gst::error!(CAT, imp = self, "unknown marker"),
-            },
-            Some(Output::Eos) => match &engine {
-                Some(e) => {
-                    gst::debug!(CAT, imp = self, "all chunks out, finishing the summaries");
-                    e.finish();
-                    self.eos_pending.store(true, Ordering::Release);
-                }
-                None => self.send_summary_eos(&d),
-            },
+        if let Err(e) = sent {
+            self.summary_flow_error(&d, e);
         }
     }
 
-    fn send_summary_eos(&self, d: &Dispatcher) {
-        gst::debug!(CAT, imp = self, "all records out, EOS on summary_src");
-        self.eos_pending.store(false, Ordering::Release);
-        let _ = self.summary_srcpad.push_event(gst::event::Eos::new());
-        d.eos_done();
+    /// A push on `summary_src` failed: as gst-plugins-rs's elements do,
+    /// `NotLinked` is fine, flushing and EOS pause the task, and anything
+    /// else (an error downstream did not report itself) stops the pipeline
+    /// with an element error that names the pad. Records pushed before it
+    /// were delivered; later ones still reach the bus and the metas.
+    fn summary_flow_error(&self, d: &Flow, e: gst::FlowError) {
+        match e {
+            gst::FlowError::NotLinked => {}
+            gst::FlowError::Flushing | gst::FlowError::Eos => {
+                gst::debug!(CAT, imp = self, "summary_src: {e:?}, pausing");
+                let _ = self.summary_srcpad.pause_task();
+            }
+            e => {
+                gst::element_imp_error!(
+                    self,
+                    gst::StreamError::Failed,
+                    ("Internal data stream error."),
+                    ["streaming stopped on summary_src, reason {e:?} (the element linked to summary_src refused a record)"]
+                );
+                d.output_failed();
+                let _ = self.summary_srcpad.pause_task();
+            }
+        }
     }
 
     /// Emits a `summary` or `final-summary` record: bus message, meta queue,
     /// `summary_src` buffer (stamped with the last caption's PTS, no
     /// duration).
-    pub(super) fn emit_summary(&self, r: crate::summary::SummaryRecordFields, e: &SummaryEngine) {
+    pub(super) fn emit_summary(
+        &self,
+        r: crate::summary::SummaryRecordFields,
+    ) -> Result<(), gst::FlowError> {
         let final_ = r.summary_index.is_none();
         let what = match r.summary_index {
             Some(i) => format!("summary {i} [{:.2} s, {:.2} s)", r.start, r.end),
@@ -146,8 +133,6 @@ impl VssSummarize {
             .build();
         let _ = self.obj().post_message(msg);
         self.queue_meta(s);
-        // Posted: EOS may now leave (the push below may wait for preroll).
-        e.emitted(&r);
         let pts = gst::ClockTime::from_nseconds(self.last_caption_pts.load(Ordering::Acquire));
         let text = match (&r.error, final_) {
             (Some(e), true) => format!("[final summary failed: {e}]"),
@@ -155,7 +140,7 @@ impl VssSummarize {
             (None, true) => format!("[final summary] {}", r.text),
             (None, false) => format!("[summary {:.2}-{:.2} s] {}", r.start, r.end, r.text),
         };
-        self.push_record(r.to_json_line(), text, pts, None);
+        self.push_record(r.to_json_line(), text, pts, None)
     }
 
     fn queue_meta(&self, s: gst::Structure) {
@@ -174,7 +159,7 @@ impl VssSummarize {
         text: String,
         pts: gst::ClockTime,
         duration: Option<gst::ClockTime>,
-    ) {
+    ) -> Result<(), gst::FlowError> {
         let format = self.ensure_summary_caps();
         let bytes = match format {
             SummaryFormat::Json => json.into_bytes(),
@@ -186,21 +171,23 @@ impl VssSummarize {
             b.set_pts(pts);
             b.set_duration(duration);
         }
-        match self.summary_srcpad.push(buf) {
-            Ok(_) => self.summary_prerolled.store(true, Ordering::Release),
-            Err(gst::FlowError::NotLinked) | Err(gst::FlowError::Flushing) => {}
-            Err(e) => gst::warning!(CAT, imp = self, "summary_src push: {e:?}"),
+        let res = self.summary_srcpad.push(buf);
+        if res.is_ok() {
+            self.summary_prerolled.store(true, Ordering::Release);
         }
+        res.map(|_| ())
     }
 
     /// Sends a stream-start or segment on `summary_src` after every record
     /// submitted before it (the task sends it), or at once when not running.
     pub(super) fn summary_event(&self, event: gst::Event) {
-        let queued = self
-            .dispatcher()
-            .is_some_and(|d| d.mark(Box::new(SummaryMarker::Event(event.clone()))));
-        if !queued {
-            self.emit_marker(SummaryMarker::Event(event));
+        let marker = SummaryMarker::Event(event);
+        let not_queued = match self.dispatcher() {
+            Some(d) => d.mark(marker).err(),
+            None => Some(marker),
+        };
+        if let Some(m) = not_queued {
+            self.emit_marker(m);
         }
     }
 
@@ -263,11 +250,11 @@ impl VssSummarize {
     }
 
     /// Emits one record: bus message, meta queue, `summary_src` buffer.
-    pub(super) fn emit(&self, r: SummaryRecord) {
+    pub(super) fn emit(&self, r: SummaryRecord) -> Result<(), gst::FlowError> {
         if let Some(e) = &r.error {
             gst::warning!(CAT, imp = self, "chunk {} failed: {e}", r.chunk_index);
             // Drops were already reported when they happened.
-            if !e.starts_with("dropped") {
+            if !r.dropped {
                 gst::element_imp_warning!(
                     self,
                     gst::StreamError::Failed,
@@ -298,19 +285,27 @@ impl VssSummarize {
         let pts = gst::ClockTime::from_nseconds(r.pts_ns);
         let duration = gst::ClockTime::from_nseconds(r.duration_ns);
         self.last_caption_pts.store(r.pts_ns, Ordering::Release);
-        self.push_record(r.to_json_line(), text, pts, Some(duration));
-        if !r.detected_events.is_empty() {
-            // The alert follows its caption directly (its bus message and
-            // webhook delivery went out when it was decided).
-            let a = crate::summary::checker::alert_of(&r).record();
-            let value = serde_json::to_value(&a).unwrap_or_default();
-            self.queue_meta(meta::structure_from_json(meta::STRUCTURE_NAME, &value));
-            let mut line = serde_json::to_string(&a).unwrap_or_default();
-            line.push('\n');
-            let text = format!("[alert: {}] {}", a.events.join("; "), a.text);
-            self.push_record(line, text, pts, Some(duration));
-        }
+        self.last_caption_duration
+            .store(r.duration_ns, Ordering::Release);
+        let res = self.push_record(r.to_json_line(), text, pts, Some(duration));
         self.check_fatal();
+        res
+    }
+
+    /// The alert that follows its caption (its bus message and webhook
+    /// delivery went out when it was decided): meta queue and `summary_src`
+    /// buffer, with the caption's PTS and duration.
+    fn emit_alert(&self, a: &crate::summary::Alert) -> Result<(), gst::FlowError> {
+        let a = a.record();
+        let value = serde_json::to_value(&a).unwrap_or_default();
+        self.queue_meta(meta::structure_from_json(meta::STRUCTURE_NAME, &value));
+        let mut line = serde_json::to_string(&a).unwrap_or_default();
+        line.push('\n');
+        let text = format!("[alert: {}] {}", a.events.join("; "), a.text);
+        let pts = gst::ClockTime::from_nseconds(self.last_caption_pts.load(Ordering::Acquire));
+        let duration =
+            gst::ClockTime::from_nseconds(self.last_caption_duration.load(Ordering::Acquire));
+        self.push_record(line, text, pts, Some(duration))
     }
 
     pub(super) fn summary_src_query(&self, pad: &gst::Pad, query: &mut gst::QueryRef) -> bool {

@@ -227,6 +227,7 @@ impl VssSummarize {
     pub(super) fn start_text(
         &self,
         plan: Option<&TextPlan>,
+        out: Arc<dyn crate::flow::SummaryOut>,
     ) -> Result<(Option<Stage>, Option<Arc<SummaryEngine>>), gst::ErrorMessage> {
         self.summary_stats.reset();
         self.alerts_raised.store(0, Ordering::Relaxed);
@@ -270,10 +271,15 @@ impl VssSummarize {
         });
         let engine = match &plan.summary {
             Some(cfg) => Some(Arc::new(
-                SummaryEngine::new(plan.llm.clone(), cfg.clone(), self.summary_stats.clone())
-                    .map_err(|e| {
-                        gst::error_msg!(gst::ResourceError::Settings, ("vsssummarize: {e}"))
-                    })?,
+                SummaryEngine::new(
+                    plan.llm.clone(),
+                    cfg.clone(),
+                    self.summary_stats.clone(),
+                    out,
+                )
+                .map_err(|e| {
+                    gst::error_msg!(gst::ResourceError::Settings, ("vsssummarize: {e}"))
+                })?,
             )),
             None => None,
         };
