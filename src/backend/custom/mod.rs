@@ -645,7 +645,10 @@ impl CustomBackend {
             blobs.push(req.rgb.iter().map(|i| i.data.as_slice()).collect());
         }
         blobs.extend(req.jpegs.iter().map(|j| vec![j.as_slice()]));
-        let stdin = p.stdin.as_mut().expect("open while the worker is in use");
+        let Some(stdin) = p.stdin.as_mut() else {
+            let how = p.reap();
+            return Err(Trouble::Died(self.with_tail(p, &how)));
+        };
         if let Err(e) = proto::write_msg(stdin, header, &blobs) {
             let how = p.reap();
             return Err(Trouble::Died(
