@@ -483,6 +483,97 @@ fn stopping_during_a_long_generate_does_not_wait_for_it() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The pids of the helpers the `flaky` model's `fork` action started.
+fn helpers(state: &Path) -> Vec<String> {
+    std::fs::read_to_string(state)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.strip_prefix("helper "))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Whether process `pid` is not running: gone, or a zombie (an orphan's
+/// zombie is its new parent's to reap; a container's PID 1 may never do it).
+fn not_running(pid: &str) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(s) => matches!(
+            s[s.rfind(')').unwrap() + 1..].split_whitespace().next(),
+            Some("Z" | "X")
+        ),
+    }
+}
+
+/// Waits until none of `pids` runs; panics after 10 s ("did not hang"
+/// bound: a helper left behind sleeps 300 s).
+fn assert_all_end(pids: &[String], what: &str) {
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    for pid in pids {
+        while !not_running(pid) {
+            assert!(
+                std::time::Instant::now() < until,
+                "helper {pid} still running 10 s {what}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// Issue 21 F5: a helper the model forked holds the worker's pipes open, so
+/// pipe EOF never comes. A crash is still reported at once with its signal
+/// or exit status (not as a request-timeout, here 600 s), and the crashed
+/// worker's helpers end with it.
+#[test]
+fn a_crash_is_reported_at_once_although_a_forked_helper_holds_the_pipes() {
+    let Some(py) = python("numpy") else { return };
+    let plan = "fork,segv,fork,osexit,ok";
+    let (r, v, dir, state) = flaky(&py, "fork-crash", plan, 5, "request-timeout=600");
+    play_to_eos(&r, &v);
+    let recs = r.outputs().json();
+    assert_eq!(recs.len(), 5, "{recs:#?}");
+    let err = |k: usize| recs[k]["error"].as_str().unwrap_or_default().to_string();
+    assert_eq!(recs[0]["text"], "ok 0");
+    assert!(
+        err(1).contains("killed by signal 11 (SIGSEGV)"),
+        "{}",
+        err(1)
+    );
+    assert!(err(1).contains("restart 1 of 3"), "{}", err(1));
+    assert_eq!(recs[2]["text"], "ok 2");
+    assert!(err(3).contains("exited with status 4"), "{}", err(3));
+    assert_eq!(recs[4]["text"], "ok 4");
+    let h = helpers(&state);
+    assert_eq!(h.len(), 4, "{h:?}");
+    assert_all_end(&h, "after their worker crashed");
+    r.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Issue 21 F5: helpers the model forked (`os.fork`, `subprocess` with
+/// `close_fds=False`) do not outlive the pipeline.
+#[test]
+fn helpers_the_model_forked_end_with_the_pipeline() {
+    let Some(py) = python("numpy") else { return };
+    let (r, v, dir, state) = flaky(&py, "fork-stop", "fork,ok", 2, "");
+    play_to_eos(&r, &v);
+    let texts: Vec<Value> = r
+        .outputs()
+        .json()
+        .iter()
+        .map(|x| x["text"].clone())
+        .collect();
+    assert_eq!(texts, [json!("ok 0"), json!("ok 1")]);
+    let h = helpers(&state);
+    assert_eq!(h.len(), 2, "{h:?}");
+    for pid in &h {
+        assert!(!not_running(pid), "helper {pid} ended before the stop");
+    }
+    r.stop();
+    assert_all_end(&h, "after the pipeline stopped");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Sets a pipeline holding vsssummarize with `props` to READY; returns the
 /// error posted, or None if it succeeded (warnings go to `warnings`).
 fn ready(props: &str, warnings: &mut Vec<String>) -> Option<String> {

@@ -14,13 +14,19 @@
 //! error record; the next chunk reloads the model. After `max_restarts`
 //! crashes in a row (no successful chunk between) the backend reports a fatal
 //! error and the element posts an error message.
+//!
+//! The worker leads a process group of its own; its exit is learnt from the
+//! process, not from pipe EOF (a helper it forked may hold the pipes), and
+//! ending it ends its whole group: see [`child`].
 
+mod child;
 pub mod manifest;
 pub mod proto;
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
 use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,6 +37,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Map, Value};
 use tokio_util::sync::CancellationToken;
 
+use self::child::{ExitAwareRead, ExitAwareWrite, Exited};
 use self::manifest::Manifest;
 use self::proto::Message;
 use super::{Backend, Caption, ChunkJob, FrameOptions};
@@ -43,6 +50,9 @@ pub const WORKER_PY: &str = include_str!("worker.py");
 /// Lines of the worker's stderr kept for error messages.
 const STDERR_TAIL: usize = 40;
 const POLL: Duration = Duration::from_millis(20);
+/// How long the rest of a stopped worker's process group gets between SIGTERM
+/// and SIGKILL.
+const GROUP_GRACE: Duration = Duration::from_secs(1);
 /// Requested pipe buffer size (Linux caps it at /proc/sys/fs/pipe-max-size, 1 MiB by default).
 const PIPE_SIZE: libc::c_int = 1 << 20;
 
@@ -114,10 +124,14 @@ fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// One running worker process.
+/// One running worker process; dropping it ends the process and its group.
 struct Proc {
     child: Child,
-    stdin: ChildStdin,
+    /// None once closed (an idle worker exits at EOF).
+    stdin: Option<ExitAwareWrite<ChildStdin>>,
+    exited: Exited,
+    /// How the process ended, once [`child::end`] has reaped it.
+    ended: Option<String>,
     rx: Receiver<std::io::Result<Message>>,
     stderr_tail: Arc<Mutex<VecDeque<String>>>,
     stderr_done: Arc<AtomicBool>,
@@ -143,13 +157,26 @@ impl Proc {
             .env("PYTHONUNBUFFERED", "1")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+            .stderr(Stdio::piped())
+            // Its own group, so that ending it ends its helpers too.
+            .process_group(0);
         let mut child = cmd.spawn().map_err(|e| {
             format!(
                 "cannot start Python '{}': {e}; install python3 or set the python property (or VSS_PYTHON) to the interpreter of the environment your model needs",
                 o.python
             )
         })?;
+        let pid = child.id();
+        let exited = match Exited::watch(pid) {
+            Ok(e) => e,
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "cannot start a thread watching the Python process: {e}"
+                ));
+            }
+        };
         let stdin = child.stdin.take().expect("piped");
         let stdout = child.stdout.take().expect("piped");
         // Bigger pipe buffers: fewer context switches per chunk of frames.
@@ -158,10 +185,25 @@ impl Proc {
             unsafe { libc::fcntl(fd, libc::F_SETPIPE_SZ, PIPE_SIZE) };
         }
         let stderr = child.stderr.take().expect("piped");
-        let pid = child.id();
-
         // Bounded: the worker owes at most a few messages at a time.
         let (tx, rx): (SyncSender<_>, _) = std::sync::mpsc::sync_channel(4);
+        let mut proc = Proc {
+            child,
+            stdin: None,
+            exited: exited.clone(),
+            ended: None,
+            rx,
+            stderr_tail: Arc::new(Mutex::new(VecDeque::with_capacity(STDERR_TAIL))),
+            stderr_done: Arc::new(AtomicBool::new(false)),
+            owed: 1,
+        };
+        // From here on, dropping `proc` ends the process.
+        proc.stdin = Some(
+            ExitAwareWrite::new(stdin, exited.clone())
+                .map_err(|e| format!("cannot set up the pipe to Python: {e}"))?,
+        );
+        // Reads EOF once the worker has exited, whoever else holds the pipe.
+        let stdout = ExitAwareRead::new(stdout, exited);
         std::thread::Builder::new()
             .name(format!("vss-py-out-{pid}"))
             .spawn(move || {
@@ -176,9 +218,11 @@ impl Proc {
             })
             .map_err(|e| format!("cannot start a reader thread: {e}"))?;
 
-        let tail = Arc::new(Mutex::new(VecDeque::with_capacity(STDERR_TAIL)));
-        let done = Arc::new(AtomicBool::new(false));
-        let (tail2, done2, log) = (tail.clone(), done.clone(), o.log.clone());
+        let (tail2, done2, log) = (
+            proc.stderr_tail.clone(),
+            proc.stderr_done.clone(),
+            o.log.clone(),
+        );
         std::thread::Builder::new()
             .name(format!("vss-py-err-{pid}"))
             .spawn(move || {
@@ -204,15 +248,7 @@ impl Proc {
                 done2.store(true, Ordering::Release);
             })
             .map_err(|e| format!("cannot start a stderr thread: {e}"))?;
-
-        Ok(Proc {
-            child,
-            stdin,
-            rx,
-            stderr_tail: tail,
-            stderr_done: done,
-            owed: 1,
-        })
+        Ok(proc)
     }
 
     fn pid(&self) -> u32 {
@@ -231,41 +267,47 @@ impl Proc {
         t.iter().skip(skip).cloned().collect::<Vec<_>>().join("\n")
     }
 
-    /// How the process ended ("exited with status 3", "killed by signal 11
-    /// (SIGSEGV)"); kills it if it is still running after a short wait.
-    fn reap(&mut self) -> String {
-        let until = Instant::now() + Duration::from_millis(1000);
-        loop {
-            match self.child.try_wait() {
-                Ok(Some(st)) => return describe_exit(st),
-                Ok(None) if Instant::now() < until => std::thread::sleep(Duration::from_millis(5)),
-                _ => {
-                    let _ = self.child.kill();
-                    let _ = self.child.wait();
-                    return "was still running and was killed".into();
-                }
-            }
+    /// Ends the process (killing it if it still runs) and its process
+    /// group, once; returns how the process ended ("exited with status 3",
+    /// "was killed by signal 11 (SIGSEGV)").
+    fn end(&mut self) -> String {
+        if let Some(how) = &self.ended {
+            return how.clone();
         }
+        self.stdin = None;
+        let how = match child::end(&mut self.child, &self.exited, GROUP_GRACE) {
+            Ok(st) => describe_exit(st),
+            Err(e) => format!("could not be ended ({e})"),
+        };
+        self.ended = Some(how.clone());
+        how
     }
 
-    /// Closes stdin (an idle worker exits at EOF) and waits a little; kills
-    /// a busy worker (whose answer nobody wants) or one that does not exit.
+    /// How the process ended; kills it (and its group) if it is still
+    /// running after a short wait.
+    fn reap(&mut self) -> String {
+        if self.ended.is_none() && !self.exited.wait(Some(Duration::from_millis(1000))) {
+            self.end();
+            return "was still running and was killed".into();
+        }
+        self.end()
+    }
+
+    /// Closes stdin (an idle worker exits at EOF) and waits a little, then
+    /// ends the process and its group; kills at once a busy worker (whose
+    /// answer nobody wants).
     fn stop(mut self) {
-        if self.owed > 0 {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-            return;
+        if self.owed == 0 {
+            self.stdin = None;
+            self.exited.wait(Some(Duration::from_secs(2)));
         }
-        drop(self.stdin);
-        let until = Instant::now() + Duration::from_secs(2);
-        while Instant::now() < until {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        // Drop ends it.
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.end();
     }
 }
 
@@ -343,6 +385,7 @@ impl CustomBackend {
             last_timing: Mutex::new(None),
             opts,
         };
+        // Dropped on failure, which ends the process.
         let mut p = b.start_proc()?;
         let never = CancellationToken::new();
         b.settle(&mut p, &never, Some(b.opts.load_timeout))
@@ -355,10 +398,6 @@ impl CustomBackend {
                     b.opts.load_timeout.as_secs_f64()
                 ),
                 Trouble::Cancelled => "cancelled".into(),
-            })
-            .inspect_err(|_| {
-                let _ = p.child.kill();
-                let _ = p.child.wait();
             })?;
         lock(&b.slot).proc = Some(p);
         Ok(b)
@@ -606,7 +645,11 @@ impl CustomBackend {
             blobs.push(req.rgb.iter().map(|i| i.data.as_slice()).collect());
         }
         blobs.extend(req.jpegs.iter().map(|j| vec![j.as_slice()]));
-        if let Err(e) = proto::write_msg(&mut p.stdin, header, &blobs) {
+        let Some(stdin) = p.stdin.as_mut() else {
+            let how = p.reap();
+            return Err(Trouble::Died(self.with_tail(p, &how)));
+        };
+        if let Err(e) = proto::write_msg(stdin, header, &blobs) {
             let how = p.reap();
             return Err(Trouble::Died(
                 self.with_tail(p, &format!("{how} (writing the request failed: {e})")),
@@ -707,9 +750,7 @@ impl Backend for CustomBackend {
             Err(Trouble::Timeout) => {
                 if let Some(p) = g.proc.take() {
                     let pid = p.pid();
-                    let mut p = p;
-                    let _ = p.child.kill();
-                    let _ = p.child.wait();
+                    drop(p); // kills it and its group
                     self.log(LogLevel::Warning, &format!("killed model process {pid}"));
                 }
                 let next = self.crashed();
