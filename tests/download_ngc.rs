@@ -8,9 +8,12 @@
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{mpsc, Mutex};
+use std::time::{Duration, Instant};
 
-use gstvsssummarize::download::{self, ngc, DownloadEnv, ModelSource, NgcSpec, Progress};
+use gstvsssummarize::download::{
+    self, ngc, CancellationToken, DownloadEnv, ModelSource, NgcSpec, Progress,
+};
 
 const FAKE_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/ngc");
 const TINY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/qwen/tiny");
@@ -606,4 +609,317 @@ fn concurrent_fetches_download_once() {
     });
     assert_eq!(a.unwrap(), b.unwrap());
     assert_eq!(c.downloads().len(), 1);
+}
+
+// --- Stalls, cancellation and the CLI's processes (issue 21, F7) ---
+
+/// Generous bound for "it did not hang" (never a timing claim).
+const DID_NOT_HANG: Duration = Duration::from_secs(90);
+
+/// The pids the fake wrote to `file` ("cli", "child").
+fn fake_pids(file: &Path) -> HashMap<String, i32> {
+    fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let (k, v) = l.split_once(' ')?;
+            Some((k.to_string(), v.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// Whether `pid` is a live process (a zombie counts as gone).
+fn alive(pid: i32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => {
+            // "pid (comm) S ...": the state follows the last ')'.
+            let state = s
+                .rsplit_once(')')
+                .map(|(_, r)| r.trim_start().chars().next());
+            !matches!(state, Some(Some('Z' | 'X')) | None)
+        }
+        Err(_) => false,
+    }
+}
+
+/// Waits (up to a generous bound) for `pid` to be gone; SIGKILLs its
+/// process group and panics when it is not.
+fn assert_gone(pid: i32, what: &str) {
+    let end = Instant::now() + Duration::from_secs(30);
+    while alive(pid) {
+        if Instant::now() > end {
+            panic!("{what} (pid {pid}) is still running");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The live processes in process group `pgid`.
+fn group_members(pgid: i32) -> Vec<i32> {
+    fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| {
+            let Ok(s) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            // "pid (comm) state ppid pgrp ..."
+            let f: Vec<&str> = s
+                .rsplit_once(')')
+                .map(|(_, r)| r.split_whitespace().collect())
+                .unwrap_or_default();
+            f.get(2).and_then(|g| g.parse::<i32>().ok()) == Some(pgid) && alive(pid)
+        })
+        .collect()
+}
+
+/// Waits (up to a generous bound) for process group `pgid` to be empty.
+fn assert_group_gone(pgid: i32) {
+    let end = Instant::now() + Duration::from_secs(30);
+    while !group_members(pgid).is_empty() {
+        assert!(Instant::now() < end, "{:?} left", group_members(pgid));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Kills whatever the fake left (cleanup after a failed assertion): the
+/// live members of the CLI's process group, and its child.
+struct KillFake(PathBuf);
+
+impl Drop for KillFake {
+    fn drop(&mut self) {
+        let pids = fake_pids(&self.0);
+        let mut left = pids
+            .get("cli")
+            .map(|&g| group_members(g))
+            .unwrap_or_default();
+        left.extend(pids.get("child").filter(|&&p| alive(p)));
+        for pid in left {
+            // SAFETY: plain kill(2) of a process the fake started.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+/// A case whose fake starts a child and hangs after the first file.
+fn hanging_case(name: &str) -> (Case, PathBuf) {
+    let mut c = case(name);
+    let pids = c.dir.join("pids");
+    c.set("FAKE_NGC_PIDS", pids.to_str().unwrap());
+    c.set("FAKE_NGC_CHILD", "1");
+    c.set("FAKE_NGC_HANG", "1");
+    (c, pids)
+}
+
+/// Runs `fetch_cancellable` on another thread; `on_progress` sees each
+/// report there. The result, or `None` when it did not return in time.
+fn fetch_on_thread(
+    c: &Case,
+    cancel: &CancellationToken,
+    on_progress: impl Fn(&Progress) + Send + Sync + 'static,
+) -> Option<Result<PathBuf, String>> {
+    let (tx, rx) = mpsc::channel();
+    let env = c.env.clone();
+    let cancel = cancel.clone();
+    std::thread::spawn(move || {
+        let r = ngc::fetch_cancellable(&seed(), &env, &on_progress, &cancel);
+        let _ = tx.send(r);
+    });
+    rx.recv_timeout(DID_NOT_HANG).ok()
+}
+
+#[test]
+fn stalled_download_is_stopped_with_a_clear_error() {
+    let (mut c, pids) = hanging_case("stall");
+    let _cleanup = KillFake(pids.clone());
+    c.set(ngc::STALL_VAR, "2");
+    let start = Instant::now();
+    let r = fetch_on_thread(&c, &CancellationToken::new(), |_| {})
+        .expect("a download that makes no progress must end at the stall limit");
+    let e = r.expect_err("a stalled download is an error");
+    assert!(
+        start.elapsed() >= Duration::from_secs(2),
+        "before the limit"
+    );
+    eprintln!("{e}");
+    assert!(!e.contains(KEY), "the key leaked: {e}");
+    for want in [
+        &format!("the download of 'ngc:{NAME}' stalled"),
+        "no progress for 2 s",
+        ngc::STALL_VAR,
+        c.cache().to_str().unwrap(),
+        "check the network",
+    ] {
+        assert!(e.contains(want), "{want:?} missing: {e}");
+    }
+    let p = fake_pids(&pids);
+    assert_gone(p["cli"], "the NGC CLI");
+    assert_gone(p["child"], "the CLI's child");
+    assert_group_gone(p["cli"]);
+    assert_eq!(
+        c.cache_entries(),
+        Vec::<String>::new(),
+        "partial download left"
+    );
+
+    // Without the hang the next fetch downloads it.
+    c.unset("FAKE_NGC_HANG");
+    assert_is_tiny(&c.fetch().unwrap());
+}
+
+#[test]
+fn cancelled_download_ends_promptly_and_stops_the_cli() {
+    let (c, pids) = hanging_case("cancel");
+    let _cleanup = KillFake(pids.clone());
+    // Cancel from this thread once the first file has arrived (the fake
+    // then hangs, well inside the default stall limit).
+    let cancel = CancellationToken::new();
+    let (tx, rx) = mpsc::channel();
+    let tx = Mutex::new(tx);
+    let (r_tx, r_rx) = mpsc::channel();
+    let env = c.env.clone();
+    let token = cancel.clone();
+    std::thread::spawn(move || {
+        let progress = move |p: &Progress| {
+            if p.all_done > 0 {
+                let _ = tx.lock().unwrap().send(());
+            }
+        };
+        let _ = r_tx.send(ngc::fetch_cancellable(&seed(), &env, &progress, &token));
+    });
+    rx.recv_timeout(DID_NOT_HANG)
+        .expect("the fake's first file is reported");
+    cancel.cancel();
+    let e = r_rx
+        .recv_timeout(DID_NOT_HANG)
+        .expect("a cancelled download must end")
+        .expect_err("a cancelled download is an error");
+    eprintln!("{e}");
+    assert!(
+        e.contains(&format!("the download of 'ngc:{NAME}' was cancelled")),
+        "{e}"
+    );
+    assert!(!e.contains(KEY), "the key leaked: {e}");
+    let p = fake_pids(&pids);
+    assert_gone(p["cli"], "the NGC CLI");
+    assert_gone(p["child"], "the CLI's child");
+    assert_group_gone(p["cli"]);
+    assert_eq!(
+        c.cache_entries(),
+        Vec::<String>::new(),
+        "partial download left"
+    );
+}
+
+#[test]
+fn cancelled_before_the_start_runs_no_cli() {
+    let c = case("cancel-early");
+    let cancel = CancellationToken::new();
+    cancel.cancel();
+    let e = fetch_on_thread(&c, &cancel, |_| {})
+        .unwrap()
+        .expect_err("cancelled");
+    assert!(e.contains("was cancelled"), "{e}");
+    assert!(c.calls().is_empty());
+    // resolve_cancellable goes the same way.
+    let src = download::parse_model_path(&format!("ngc:{NAME}")).unwrap();
+    let e = download::resolve_cancellable(&src, &c.env, &|_: &Progress| {}, &cancel).unwrap_err();
+    assert!(e.contains("was cancelled"), "{e}");
+}
+
+#[test]
+fn stall_limit_is_range_checked() {
+    for bad in ["0", "-1", "abc", "1.5", "86401"] {
+        let mut c = case("stall-range");
+        c.set(ngc::STALL_VAR, bad);
+        let e = c.fetch_err();
+        assert!(
+            e.contains(&format!(
+                "{}='{bad}' is out of range: allowed 1 to 86400",
+                ngc::STALL_VAR
+            )),
+            "{e}"
+        );
+        assert!(c.calls().is_empty(), "{bad}: the CLI ran");
+    }
+    let mut c = case("stall-ok");
+    c.set(ngc::STALL_VAR, " 86400 ");
+    assert_is_tiny(&c.fetch().unwrap());
+    assert_eq!(ngc::DEFAULT_STALL, Duration::from_secs(300));
+}
+
+/// The helper process of `cli_dies_with_the_application`: fetches with the
+/// environment in `$VSS_NGC_TEST_HELPER` (a file of `KEY=VALUE` lines),
+/// printing `progress N` lines, until it is killed.
+#[test]
+fn helper_fetch_until_killed() {
+    let Ok(file) = std::env::var("VSS_NGC_TEST_HELPER") else {
+        return;
+    };
+    let env = DownloadEnv {
+        vars: fs::read_to_string(file)
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        model_root_dir: None,
+    };
+    let r = ngc::fetch(&seed(), &env, &|p: &Progress| {
+        use std::io::Write;
+        let mut o = std::io::stdout().lock();
+        let _ = writeln!(o, "progress {}", p.all_done);
+        let _ = o.flush();
+    });
+    println!("returned {r:?}");
+}
+
+#[test]
+fn cli_dies_with_the_application() {
+    use std::io::BufRead;
+    let (c, pids) = hanging_case("pdeathsig");
+    let _cleanup = KillFake(pids.clone());
+    let file = c.dir.join("helper.env");
+    let text: String = c
+        .env
+        .vars
+        .iter()
+        .map(|(k, v)| format!("{k}={v}\n"))
+        .collect();
+    fs::write(&file, text).unwrap();
+    let mut app = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "helper_fetch_until_killed",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("VSS_NGC_TEST_HELPER", &file)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = std::io::BufReader::new(app.stdout.take().unwrap());
+    for line in out.lines() {
+        let line = line.unwrap();
+        if line
+            .strip_prefix("progress ")
+            .and_then(|n| n.parse::<u64>().ok())
+            > Some(0)
+        {
+            break;
+        }
+        assert!(!line.starts_with("returned"), "{line}");
+    }
+    let p = fake_pids(&pids);
+    assert!(alive(p["cli"]), "the CLI runs while the application does");
+    app.kill().unwrap();
+    app.wait().unwrap();
+    // The CLI and what it started die with the application.
+    assert_gone(p["cli"], "the NGC CLI after the application died");
+    assert_gone(p["child"], "the CLI's child after the application died");
+    assert_group_gone(p["cli"]);
 }

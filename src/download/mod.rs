@@ -11,6 +11,9 @@ pub mod ngc;
 use std::collections::HashMap;
 use std::path::PathBuf;
 
+/// Ends a download early from another thread; see [`resolve_cancellable`].
+pub use tokio_util::sync::CancellationToken;
+
 /// Where a `model-path` points.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ModelSource {
@@ -106,9 +109,24 @@ pub fn resolve(
     env: &DownloadEnv,
     progress: ProgressFn<'_>,
 ) -> Result<PathBuf, String> {
+    resolve_cancellable(source, env, progress, &CancellationToken::new())
+}
+
+/// [`resolve`], ended early with an error when `cancel` is cancelled from
+/// another thread: an `ngc:` download at any point (its CLI is stopped, see
+/// [`ngc::fetch_cancellable`]); an `hf:` download only before it starts.
+pub fn resolve_cancellable(
+    source: &ModelSource,
+    env: &DownloadEnv,
+    progress: ProgressFn<'_>,
+    cancel: &CancellationToken,
+) -> Result<PathBuf, String> {
     match source {
         ModelSource::Local(p) => Ok(p.clone()),
-        ModelSource::Ngc(spec) => ngc::fetch(spec, env, progress),
+        ModelSource::Ngc(spec) => ngc::fetch_cancellable(spec, env, progress, cancel),
+        ModelSource::Hf(_) if cancel.is_cancelled() => {
+            Err("the hf: download was cancelled before it started".into())
+        }
         ModelSource::Hf(spec) => hf::fetch(spec, env, progress),
     }
 }

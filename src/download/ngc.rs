@@ -52,10 +52,61 @@
 //!   progress lines). With the total known, a cache filesystem with less
 //!   free space fails at once as disk full.
 //! - Then `ngc registry model download-version ORG/TEAM/MODEL:VERSION --dest
-//!   <tmp>`, with stdin closed. It has no time limit (a 7B model takes long)
-//!   and is not cancellable: `fetch` returns when the CLI exits. Should this
-//!   process die meanwhile, the CLI is not killed; the next `fetch` of the
-//!   model removes what it left.
+//!   <tmp>`, with stdin closed. It has no overall time limit (a 7B model
+//!   takes long), but a stall limit (next section).
+//!
+//! # Stalls, cancellation and the CLI's processes
+//! 1. Stall limit: while the CLI downloads, about once a second the bytes
+//!    of the temporary directory (file sizes, and bytes allocated on disk,
+//!    which grow while a preallocated file is written) and the bytes the
+//!    CLI's progress bar reports are compared with the most seen so far. When
+//!    none of them has grown for the stall limit, the CLI is stopped (rule
+//!    3) and `fetch` fails saying the download stalled, for how long, where,
+//!    and what to do. The limit is [`STALL_VAR`] (`VSS_DOWNLOAD_STALL_TIMEOUT`,
+//!    environment or env-file), whole seconds from 1 to [`MAX_STALL_SECS`]
+//!    (a day), default [`DEFAULT_STALL`] (300 s); anything else fails before
+//!    any CLI runs (even when the model is cached), naming the variable and
+//!    the range. The CLI's listing before its first byte counts against it.
+//! 2. Cancellation: [`fetch_cancellable`] takes a
+//!    [`CancellationToken`]; cancelled from another thread, it ends the
+//!    wait for another download's lock (checked every 250 ms), `info`, or the
+//!    download (at once: the wait wakes on the token, on the CLI's exit, or
+//!    on the once-a-second check, never a busy loop), stops the CLI (rule 3),
+//!    removes the temporary directory and fails with "… was cancelled …".
+//!    A token cancelled before the start runs no CLI. [`fetch`] is
+//!    [`fetch_cancellable`] with a token nobody cancels. The waits run on a
+//!    current-thread tokio runtime of their own, so `fetch` must not be
+//!    called on a tokio runtime thread (an error says so).
+//! 3. Stopping the CLI: each CLI (`info` too) starts in a process group of
+//!    its own; stopping it sends SIGTERM to the group, SIGKILL after
+//!    [`TERM_GRACE`] (3 s) when the CLI is still running, and then SIGKILL to
+//!    whatever is left in the group, before the CLI is reaped (so the group
+//!    id cannot have been reused). This happens on a stall, on cancellation,
+//!    on every return (a CLI that exited leaves nothing behind in its
+//!    group) and when the waiting code unwinds (a panicking progress
+//!    callback). Readers of the CLI's output get 2 s more to see the end of
+//!    their pipes; a process that left the group and keeps them open cannot
+//!    make `fetch` hang.
+//! 4. When this process dies (however: a crash, `exit` with the download
+//!    running on another thread, SIGKILL), the CLI's group dies with it: a
+//!    guard process, forked in the group before the CLI starts, holds only
+//!    the read end of a pipe whose write end this process holds, and SIGKILLs
+//!    the group when it reads end-of-file. The CLI itself also has
+//!    `PR_SET_PDEATHSIG` = SIGKILL (tied to the thread that started it,
+//!    which waits for it). Limits: a process that the CLI moved to another
+//!    process group or session (`setsid`) escapes both; a process in
+//!    uninterruptible sleep (a hung NFS mount) dies only when it wakes; the
+//!    temporary directory stays until the next `fetch` of the model removes
+//!    it (the NGC CLI does not resume).
+//! 5. In the element, `set_state(NULL)` cannot cancel a download under way:
+//!    NULL→READY runs inside `gst_element_set_state`, which holds the
+//!    element's (and, from a pipeline, the pipeline's) state lock until it
+//!    returns, and a second `set_state` from another thread waits for that
+//!    lock before any of the element's code runs (measured with GStreamer
+//!    1.22: a pipeline's `set_state(NULL)` called from another thread 10 ms
+//!    into a child's 4 s NULL→READY returned after 3.99 s, when that had
+//!    finished). What ends a hung download is the stall limit, or the
+//!    application's exit (rule 4).
 //!
 //! # Progress
 //! About once a second while the CLI runs, the size of the temporary
@@ -67,21 +118,27 @@
 //! # Errors
 //! Each says what to do: CLI missing (how to install it), no key, key
 //! refused (the CLI mentions authentication, 401 or 403), model or version
-//! not found, disk full (naming the cache), and any other failure with the
-//! last lines of the CLI's output. Every message has the key (from any of
+//! not found, disk full (naming the cache), a stall, a cancellation, a bad
+//! [`STALL_VAR`], and any other failure with the last lines of the CLI's
+//! output. Every message has the key (from any of
 //! the variables or the CLI config) replaced by `***`.
 
 use std::collections::VecDeque;
 use std::fs;
 use std::io::{self, Read};
+use std::os::unix::process::CommandExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Component, Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+use tokio::runtime::Runtime;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use super::{DownloadEnv, NgcSpec, Progress, ProgressFn};
 
@@ -97,7 +154,22 @@ pub const INFO_TIMEOUT: Duration = Duration::from_secs(60);
 const CLI_URL: &str = "https://ngc.nvidia.com/setup/installers/cli";
 const KEY_URL: &str = "https://org.ngc.nvidia.com/setup/api-key";
 const CLI_ZIP: &str = "https://api.ngc.nvidia.com/v2/resources/nvidia/ngc-apps/ngc_cli/versions/3.169.4/files/ngccli_linux.zip";
+/// The variable (environment or env-file) that sets the stall limit, in
+/// whole seconds.
+pub const STALL_VAR: &str = "VSS_DOWNLOAD_STALL_TIMEOUT";
+/// The stall limit when [`STALL_VAR`] is unset or empty.
+pub const DEFAULT_STALL: Duration = Duration::from_secs(300);
+/// The largest stall limit [`STALL_VAR`] may set (a day).
+pub const MAX_STALL_SECS: u64 = 86_400;
+/// How long a stopped CLI gets between SIGTERM and SIGKILL.
+pub const TERM_GRACE: Duration = Duration::from_secs(3);
+
 const POLL: Duration = Duration::from_secs(1);
+/// How often a wait for another download's lock looks for cancellation.
+const LOCK_POLL: Duration = Duration::from_millis(250);
+/// How long the readers of the CLI's output get to finish after it ended
+/// (a process outside its group may still hold the pipes).
+const READER_GRACE: Duration = Duration::from_secs(2);
 const TAIL_LINES: usize = 8;
 
 impl NgcSpec {
@@ -223,11 +295,26 @@ pub fn model_dir(spec: &NgcSpec, env: &DownloadEnv) -> Result<PathBuf, String> {
 }
 
 /// The local checkpoint directory for `spec`, downloading it first when it
-/// is not complete in the cache (see the module docs).
+/// is not complete in the cache (see the module docs). Not cancellable: see
+/// [`fetch_cancellable`].
 pub fn fetch(
     spec: &NgcSpec,
     env: &DownloadEnv,
     progress: ProgressFn<'_>,
+) -> Result<PathBuf, String> {
+    fetch_cancellable(spec, env, progress, &CancellationToken::new())
+}
+
+/// [`fetch`], ended early (with an error that says it was cancelled) when
+/// `cancel` is cancelled from another thread: while waiting for another
+/// download's lock, for `info` or for the download, whose CLI is then
+/// stopped with everything it started (see the module docs). Call it from a
+/// thread that is not running a tokio runtime.
+pub fn fetch_cancellable(
+    spec: &NgcSpec,
+    env: &DownloadEnv,
+    progress: ProgressFn<'_>,
+    cancel: &CancellationToken,
 ) -> Result<PathBuf, String> {
     let mut secrets: Vec<String> = ["NGC_CLI_API_KEY", "NGC_API_KEY"]
         .iter()
@@ -236,14 +323,30 @@ pub fn fetch(
     if let Some((_, k)) = config_key(env) {
         secrets.push(k);
     }
-    fetch_inner(spec, env, progress).map_err(|e| scrub(&e, &secrets))
+    fetch_inner(spec, env, progress, cancel).map_err(|e| scrub(&e, &secrets))
+}
+
+/// The stall limit [`STALL_VAR`] sets (see the module docs).
+pub fn stall_timeout(env: &DownloadEnv) -> Result<Duration, String> {
+    let Some(raw) = env.get(STALL_VAR) else {
+        return Ok(DEFAULT_STALL);
+    };
+    match raw.trim().parse::<u64>() {
+        Ok(n) if (1..=MAX_STALL_SECS).contains(&n) => Ok(Duration::from_secs(n)),
+        _ => Err(format!(
+            "environment variable {STALL_VAR}='{raw}' is out of range: allowed 1 to {MAX_STALL_SECS} whole seconds (empty: {}); it is how long an ngc: download may make no progress before it is stopped: fix it in the environment or the env-file",
+            DEFAULT_STALL.as_secs()
+        )),
+    }
 }
 
 fn fetch_inner(
     spec: &NgcSpec,
     env: &DownloadEnv,
     progress: ProgressFn<'_>,
+    cancel: &CancellationToken,
 ) -> Result<PathBuf, String> {
+    let stall = stall_timeout(env)?;
     let cache = cache_root(env)?;
     let name = spec.cache_dir_name();
     let dir = cache.join(&name);
@@ -252,18 +355,28 @@ fn fetch_inner(
     }
     let cli = find_cli(env, spec)?;
     let key = api_key(env, spec)?;
+    if tokio::runtime::Handle::try_current().is_ok() {
+        return Err("internal error: ngc: downloads must not run on a tokio runtime thread".into());
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .map_err(|e| format!("cannot download 'ngc:{}': {e}", spec.cli_name()))?;
     let ctx = Ctx {
         spec,
         env,
         cli: &cli,
         key: &key,
         cache: &cache,
+        cancel,
+        rt: &rt,
+        stall,
     };
+    ctx.check_cancel()?;
     fs::create_dir_all(&cache)
         .map_err(|e| ctx.fs_error("cannot create the NGC model cache", &cache, &e))?;
     let lock_path = cache.join(format!(".{name}.lock"));
-    let _lock =
-        Lock::acquire(&lock_path).map_err(|e| ctx.fs_error("cannot lock", &lock_path, &e))?;
+    let _lock = ctx.lock(&lock_path)?;
     // Another download may have finished while we waited for the lock.
     if is_complete(&dir) {
         return finish(&dir, env);
@@ -292,12 +405,15 @@ struct Ctx<'a> {
     cli: &'a Path,
     key: &'a Key,
     cache: &'a Path,
+    cancel: &'a CancellationToken,
+    rt: &'a Runtime,
+    stall: Duration,
 }
 
 impl Ctx<'_> {
     fn download(&self, tmp: &Path, dir: &Path, progress: ProgressFn<'_>) -> Result<(), String> {
         let name = self.spec.cli_name();
-        let info_total = self.info_total();
+        let info_total = self.info_total()?;
         if let (Some(total), Some(free)) = (info_total, free_bytes(self.cache)) {
             if free < total {
                 return Err(self.disk_full(&format!(
@@ -312,12 +428,21 @@ impl Ctx<'_> {
             .arg(tmp)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let mut child = cmd.spawn().map_err(|e| self.spawn_error(&e))?;
+        let mut proc = Proc::spawn(cmd, self.rt).map_err(|e| self.spawn_error(&e))?;
         let shared = Arc::new(Mutex::new(Output::default()));
+        let (readers_done, readers_rx) = mpsc::channel();
         let readers = [
-            spawn_reader(child.stdout.take(), false, shared.clone()),
-            spawn_reader(child.stderr.take(), true, shared.clone()),
-        ];
+            spawn_reader(
+                proc.child.stdout.take(),
+                false,
+                shared.clone(),
+                readers_done.clone(),
+            ),
+            spawn_reader(proc.child.stderr.take(), true, shared.clone(), readers_done),
+        ]
+        .iter()
+        .filter(|r| r.is_some())
+        .count();
         let report = |done: u64, total: Option<u64>| {
             progress(&Progress {
                 file: name.clone(),
@@ -330,35 +455,51 @@ impl Ctx<'_> {
         report(0, info_total);
         let mut done = 0u64;
         let mut last: Option<(u64, Option<u64>)> = None;
+        // Progress for the stall limit: any of these growing.
+        let mut seen = Usage::default();
+        let mut seen_cli = 0u64;
+        let mut last_growth = Instant::now();
         let mut next_poll = Instant::now() + POLL;
-        let status = loop {
-            match child.try_wait() {
-                Ok(Some(st)) => break st,
-                Ok(None) => {}
-                Err(e) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return Err(format!("lost the NGC CLI downloading 'ngc:{name}': {e}"));
+        loop {
+            match proc.wait(self.cancel, next_poll) {
+                Event::Exited => break,
+                Event::Cancelled => {
+                    proc.stop();
+                    return Err(
+                        self.cancelled(&format!("the NGC CLI was stopped after {} bytes", done))
+                    );
                 }
+                Event::Tick => {}
             }
-            if Instant::now() >= next_poll {
-                next_poll += POLL;
-                let (cli_done, cli_total) = {
-                    let o = shared.lock().unwrap();
-                    (o.done, o.total)
-                };
-                done = done.max(dir_size(tmp)).max(cli_done.unwrap_or(0));
-                let total = info_total.or(cli_total).map(|t| t.max(done));
-                if last != Some((done, total)) {
-                    last = Some((done, total));
-                    report(done, total);
-                }
+            let now = Instant::now();
+            next_poll = (next_poll + POLL).max(now);
+            let (cli_done, cli_total) = {
+                let o = shared.lock().unwrap();
+                (o.done, o.total)
+            };
+            let usage = dir_usage(tmp);
+            let cli_done = cli_done.unwrap_or(0);
+            if usage.bytes > seen.bytes || usage.blocks > seen.blocks || cli_done > seen_cli {
+                last_growth = now;
+                seen.bytes = seen.bytes.max(usage.bytes);
+                seen.blocks = seen.blocks.max(usage.blocks);
+                seen_cli = seen_cli.max(cli_done);
             }
-            thread::sleep(Duration::from_millis(100));
-        };
-        for r in readers.into_iter().flatten() {
-            let _ = r.join();
+            done = done.max(usage.bytes).max(cli_done);
+            let total = info_total.or(cli_total).map(|t| t.max(done));
+            if last != Some((done, total)) {
+                last = Some((done, total));
+                report(done, total);
+            }
+            if now.duration_since(last_growth) >= self.stall {
+                proc.stop();
+                wait_readers(&readers_rx, readers);
+                let out = std::mem::take(&mut *shared.lock().unwrap());
+                return Err(self.stalled(tmp, done, total, &out));
+            }
         }
+        let status = proc.stop();
+        wait_readers(&readers_rx, readers);
         let out = std::mem::take(&mut *shared.lock().unwrap());
         if !status.success() || out.status_failed {
             return Err(self.cli_failure(status, &out));
@@ -418,26 +559,97 @@ impl Ctx<'_> {
     }
 
     /// `totalSizeInBytes` from `ngc registry model info`; `None` on any
-    /// failure (the download then reports its own errors).
-    fn info_total(&self) -> Option<u64> {
+    /// failure (the download then reports its own errors), or after
+    /// [`INFO_TIMEOUT`]. An error only when cancelled.
+    fn info_total(&self) -> Result<Option<u64>, String> {
         let mut cmd = self.command("json");
         cmd.args(["registry", "model", "info", &self.spec.cli_name()])
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
-        let mut child = cmd.spawn().ok()?;
-        let mut stdout = child.stdout.take()?;
-        let reader = thread::spawn(move || {
+        let Ok(mut proc) = Proc::spawn(cmd, self.rt) else {
+            return Ok(None);
+        };
+        let Some(mut stdout) = proc.child.stdout.take() else {
+            return Ok(None);
+        };
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
             let mut s = String::new();
             let _ = stdout.read_to_string(&mut s);
-            s
+            let _ = tx.send(s);
         });
-        let ok = wait_timeout(&mut child, INFO_TIMEOUT)?.success();
-        let text = reader.join().ok()?;
-        if !ok {
-            return None;
+        let end = Instant::now() + INFO_TIMEOUT;
+        let ev = proc.wait(self.cancel, end);
+        let status = proc.stop();
+        match ev {
+            Event::Cancelled => return Err(self.cancelled("while asking NGC for its size")),
+            Event::Tick => return Ok(None),
+            Event::Exited => {}
         }
-        let v: serde_json::Value = serde_json::from_str(text.trim()).ok()?;
-        find_number(&v, "totalSizeInBytes").filter(|&n| n > 0)
+        let Ok(text) = rx.recv_timeout(READER_GRACE) else {
+            return Ok(None);
+        };
+        if !status.success() {
+            return Ok(None);
+        }
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(text.trim()) else {
+            return Ok(None);
+        };
+        Ok(find_number(&v, "totalSizeInBytes").filter(|&n| n > 0))
+    }
+
+    fn check_cancel(&self) -> Result<(), String> {
+        if self.cancel.is_cancelled() {
+            return Err(self.cancelled("before it started"));
+        }
+        Ok(())
+    }
+
+    fn cancelled(&self, when: &str) -> String {
+        format!(
+            "the download of 'ngc:{}' was cancelled ({when}); nothing of it is kept: start the pipeline again to download it",
+            self.spec.cli_name()
+        )
+    }
+
+    fn stalled(&self, tmp: &Path, done: u64, total: Option<u64>, out: &Output) -> String {
+        let name = self.spec.cli_name();
+        let of = total
+            .map(|t| format!(" of {}", human(t)))
+            .unwrap_or_default();
+        format!(
+            "the download of 'ngc:{name}' stalled: the NGC CLI made no progress for {} s ({} done{of} in '{}'), so it was stopped and its partial download removed; check the network and NGC's status (run `ngc registry model download-version '{name}'` by hand to see more) and start the pipeline again; on a slow link raise {STALL_VAR} (seconds, environment or env-file; default {}); its last output: {}",
+            self.stall.as_secs(),
+            human(done),
+            tmp.display(),
+            DEFAULT_STALL.as_secs(),
+            out.tail(true)
+        )
+    }
+
+    /// The download lock of the model (another download of it may hold it:
+    /// waited for, cancellably).
+    fn lock(&self, path: &Path) -> Result<Lock, String> {
+        let f = Lock::open(path).map_err(|e| self.fs_error("cannot lock", path, &e))?;
+        loop {
+            match f.try_lock() {
+                Ok(true) => return Ok(Lock(f.0)),
+                Ok(false) => {}
+                Err(e) => return Err(self.fs_error("cannot lock", path, &e)),
+            }
+            let cancelled = self.rt.block_on(async {
+                tokio::select! {
+                    _ = self.cancel.cancelled() => true,
+                    _ = tokio::time::sleep(LOCK_POLL) => false,
+                }
+            });
+            if cancelled {
+                return Err(self.cancelled(&format!(
+                    "while waiting for another download of it to finish ('{}')",
+                    path.display()
+                )));
+            }
+        }
     }
 
     fn spawn_error(&self, e: &io::Error) -> String {
@@ -690,18 +902,36 @@ fn list_files(dir: &Path) -> io::Result<Vec<FileEntry>> {
     Ok(out)
 }
 
-/// Bytes of the regular files under `p` (0 when unreadable).
-fn dir_size(p: &Path) -> u64 {
+/// What the regular files under a directory hold: their sizes, and the
+/// bytes allocated to them (which grow as a preallocated file is written).
+#[derive(Default, Clone, Copy, Debug, PartialEq, Eq)]
+struct Usage {
+    bytes: u64,
+    blocks: u64,
+}
+
+/// [`Usage`] of `p` (zeros when unreadable).
+fn dir_usage(p: &Path) -> Usage {
+    use std::os::unix::fs::MetadataExt;
+    let mut u = Usage::default();
     let Ok(rd) = fs::read_dir(p) else {
-        return 0;
+        return u;
     };
-    rd.flatten()
-        .map(|e| match fs::symlink_metadata(e.path()) {
-            Ok(m) if m.is_dir() => dir_size(&e.path()),
-            Ok(m) if m.is_file() => m.len(),
-            _ => 0,
-        })
-        .sum()
+    for e in rd.flatten() {
+        match fs::symlink_metadata(e.path()) {
+            Ok(m) if m.is_dir() => {
+                let d = dir_usage(&e.path());
+                u.bytes += d.bytes;
+                u.blocks += d.blocks;
+            }
+            Ok(m) if m.is_file() => {
+                u.bytes += m.len();
+                u.blocks += m.blocks().saturating_mul(512);
+            }
+            _ => {}
+        }
+    }
+    u
 }
 
 /// Where the CLI put the model: `<tmp>/<model>_v<version>`, else the path
@@ -760,21 +990,28 @@ fn remove_stale(cache: &Path, name: &str) {
 struct Lock(#[allow(dead_code)] fs::File);
 
 impl Lock {
-    fn acquire(path: &Path) -> io::Result<Lock> {
-        use std::os::fd::AsRawFd;
+    fn open(path: &Path) -> io::Result<Lock> {
         let f = fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .open(path)?;
+        Ok(Lock(f))
+    }
+
+    /// Takes the lock when it is free: `Ok(false)` when another holds it.
+    fn try_lock(&self) -> io::Result<bool> {
+        use std::os::fd::AsRawFd;
         loop {
-            // SAFETY: the descriptor is open (owned by `f`) during the call.
-            if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } == 0 {
-                return Ok(Lock(f));
+            // SAFETY: the descriptor is open (owned by `self`) during the call.
+            if unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+                return Ok(true);
             }
             let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(e);
+            match e.raw_os_error() {
+                Some(libc::EWOULDBLOCK) => return Ok(false),
+                Some(libc::EINTR) => {}
+                _ => return Err(e),
             }
         }
     }
@@ -799,17 +1036,242 @@ fn is_disk_full(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
 }
 
-fn wait_timeout(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
-    let end = Instant::now() + limit;
-    loop {
-        match child.try_wait() {
-            Ok(Some(st)) => return Some(st),
-            Ok(None) if Instant::now() < end => thread::sleep(Duration::from_millis(50)),
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return None;
+/// What ended a [`Proc::wait`].
+#[derive(Debug, PartialEq, Eq)]
+enum Event {
+    /// The CLI exited (not yet reaped: [`Proc::stop`] does that).
+    Exited,
+    Cancelled,
+    /// The time given passed.
+    Tick,
+}
+
+/// A running CLI in a process group of its own (its id is the CLI's pid),
+/// with `PR_SET_PDEATHSIG` = SIGKILL and a guard process in that group (see
+/// [`guard`]). A thread waits for its exit without reaping it (`waitid`
+/// with `WNOWAIT`), so the group id cannot be reused before [`Proc::stop`]
+/// has signalled the group and reaped the CLI. Dropped without `stop`, it
+/// stops the CLI the same way.
+struct Proc<'r> {
+    child: Child,
+    pid: libc::pid_t,
+    exited: Arc<(AtomicBool, Notify)>,
+    waiter: Option<thread::JoinHandle<()>>,
+    rt: &'r Runtime,
+    status: Option<ExitStatus>,
+    /// The write end of the guard's pipe: closed by `stop` (or when this
+    /// process dies), which makes the guard kill the group.
+    guard: Option<std::os::fd::OwnedFd>,
+}
+
+impl<'r> Proc<'r> {
+    fn spawn(mut cmd: Command, rt: &'r Runtime) -> io::Result<Proc<'r>> {
+        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+        // SAFETY: getpid has no preconditions.
+        let parent = unsafe { libc::getpid() };
+        let mut fds = [0; 2];
+        // SAFETY: `fds` has room for the two descriptors pipe2 writes.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: pipe2 succeeded: both are open and owned by nobody else.
+        let (read_end, write_end) =
+            unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let (rfd, wfd) = (read_end.as_raw_fd(), write_end.as_raw_fd());
+        cmd.process_group(0);
+        // SAFETY: the closure runs between fork and exec and calls only
+        // async-signal-safe functions (setpgid, prctl, getppid, getpid,
+        // fork, and in the guard close, dup2, read, kill, _exit); it
+        // allocates nothing.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setpgid(0, 0) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                if libc::prctl(
+                    libc::PR_SET_PDEATHSIG,
+                    libc::SIGKILL as libc::c_ulong,
+                    0,
+                    0,
+                    0,
+                ) != 0
+                {
+                    return Err(io::Error::last_os_error());
+                }
+                // The parent died before the prctl: no signal will come.
+                if libc::getppid() != parent {
+                    return Err(io::Error::from_raw_os_error(libc::ESRCH));
+                }
+                let group = libc::getpid();
+                match libc::fork() {
+                    -1 => Err(io::Error::last_os_error()),
+                    0 => guard(group, rfd, wfd),
+                    _ => Ok(()),
+                }
+            });
+        }
+        let spawned = cmd.spawn();
+        drop(read_end);
+        let child = spawned?;
+        let pid = child.id() as libc::pid_t;
+        let exited = Arc::new((AtomicBool::new(false), Notify::new()));
+        let flag = exited.clone();
+        let waiter = thread::Builder::new()
+            .name("ngc-cli-wait".into())
+            .spawn(move || {
+                loop {
+                    // SAFETY: zeroed siginfo_t is a valid out-parameter.
+                    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+                    // SAFETY: `info` is valid for writes during the call.
+                    let r = unsafe {
+                        libc::waitid(
+                            libc::P_PID,
+                            pid as libc::id_t,
+                            &mut info,
+                            libc::WEXITED | libc::WNOWAIT,
+                        )
+                    };
+                    if r == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+                        break;
+                    }
+                }
+                flag.0.store(true, Ordering::SeqCst);
+                flag.1.notify_one();
+            });
+        let mut p = Proc {
+            child,
+            pid,
+            exited,
+            waiter: None,
+            rt,
+            status: None,
+            guard: Some(write_end),
+        };
+        match waiter {
+            Ok(w) => p.waiter = Some(w),
+            Err(e) => {
+                // No waiter: kill and reap directly.
+                kill_group(pid, libc::SIGKILL);
+                p.guard = None;
+                let _ = p.child.wait();
+                p.status = Some(ExitStatus::from_raw(0));
+                return Err(e);
             }
+        }
+        Ok(p)
+    }
+
+    fn has_exited(&self) -> bool {
+        self.exited.0.load(Ordering::SeqCst)
+    }
+
+    /// Waits until the CLI exits, `cancel` is cancelled or `until`.
+    fn wait(&self, cancel: &CancellationToken, until: Instant) -> Event {
+        if self.has_exited() {
+            return Event::Exited;
+        }
+        if cancel.is_cancelled() {
+            return Event::Cancelled;
+        }
+        let left = until.saturating_duration_since(Instant::now());
+        self.rt.block_on(async {
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => Event::Cancelled,
+                _ = self.exited.1.notified() => Event::Exited,
+                _ = tokio::time::sleep(left) => Event::Tick,
+            }
+        })
+    }
+
+    /// Waits up to `limit` for the CLI to exit.
+    fn exits_within(&self, limit: Duration) -> bool {
+        if self.has_exited() {
+            return true;
+        }
+        self.rt.block_on(async {
+            tokio::time::timeout(limit, self.exited.1.notified())
+                .await
+                .is_ok()
+        }) || self.has_exited()
+    }
+
+    /// Ends the CLI and its process group: SIGTERM to the group while the
+    /// CLI runs, SIGKILL after [`TERM_GRACE`], then SIGKILL to whatever is
+    /// left in the group; reaps the CLI and returns its exit status.
+    fn stop(&mut self) -> ExitStatus {
+        if let Some(st) = self.status {
+            return st;
+        }
+        if !self.has_exited() {
+            kill_group(self.pid, libc::SIGTERM);
+            if !self.exits_within(TERM_GRACE) {
+                kill_group(self.pid, libc::SIGKILL);
+                while !self.exits_within(POLL) {}
+            }
+        }
+        // The CLI is a zombie until reaped below, so the group id is still
+        // its: processes it started and left behind are killed.
+        kill_group(self.pid, libc::SIGKILL);
+        self.guard = None;
+        if let Some(w) = self.waiter.take() {
+            let _ = w.join();
+        }
+        let st = self.child.wait().unwrap_or(ExitStatus::from_raw(0));
+        self.status = Some(st);
+        st
+    }
+}
+
+impl Drop for Proc<'_> {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The guard, forked by the CLI's process before it runs the CLI, so a
+/// member of the CLI's process group `group`: it keeps only the read end of
+/// a pipe whose write end this process holds (every other descriptor is
+/// closed), and when that reads end-of-file (this process closed it, or
+/// died, however) it SIGKILLs the group, itself included. Only
+/// async-signal-safe calls: it runs in a fork of a multi-threaded process.
+unsafe fn guard(group: libc::pid_t, rfd: libc::c_int, wfd: libc::c_int) -> ! {
+    // SAFETY (all calls): plain system calls on descriptors of this
+    // process; nothing is allocated and no lock is taken.
+    unsafe {
+        libc::close(wfd);
+        if libc::dup2(rfd, 0) == 0 {
+            if libc::syscall(libc::SYS_close_range, 1u32, u32::MAX, 0u32) != 0 {
+                for fd in 1..4096 {
+                    libc::close(fd);
+                }
+            }
+            let mut b = 0u8;
+            while libc::read(0, (&mut b as *mut u8).cast(), 1) != 0
+                && *libc::__errno_location() == libc::EINTR
+            {}
+        }
+        libc::kill(-group, libc::SIGKILL);
+        libc::_exit(0)
+    }
+}
+
+fn kill_group(pid: libc::pid_t, sig: libc::c_int) {
+    if pid > 1 {
+        // SAFETY: kill has no memory-safety preconditions; a negative pid
+        // names the process group.
+        unsafe {
+            libc::kill(-pid, sig);
+        }
+    }
+}
+
+/// Waits (at most [`READER_GRACE`] each) for `n` readers of the CLI's
+/// output to reach the end of their pipe.
+fn wait_readers(rx: &mpsc::Receiver<()>, n: usize) {
+    for _ in 0..n {
+        if rx.recv_timeout(READER_GRACE).is_err() {
+            return;
         }
     }
 }
@@ -935,6 +1397,7 @@ fn spawn_reader<R: Read + Send + 'static>(
     r: Option<R>,
     is_err: bool,
     shared: Arc<Mutex<Output>>,
+    done: mpsc::Sender<()>,
 ) -> Option<thread::JoinHandle<()>> {
     let mut r = r?;
     Some(thread::spawn(move || {
@@ -957,6 +1420,7 @@ fn spawn_reader<R: Read + Send + 'static>(
             }
         }
         shared.lock().unwrap().line(&line, is_err);
+        let _ = done.send(());
     }))
 }
 
@@ -1289,7 +1753,7 @@ mod tests {
         assert!(is_complete(&d));
         assert_eq!(list_files(&d).unwrap().len(), 2, "the marker is not listed");
         assert_eq!(
-            dir_size(&d),
+            dir_usage(&d).bytes,
             7 + fs::metadata(d.join(COMPLETE_MARKER)).unwrap().len()
         );
         fs::write(d.join("sub/w.bin"), b"1234").unwrap();
