@@ -10,12 +10,52 @@
 //! the process environment (its `from_env` would read `std::env`; it is
 //! not called). 0.5 shares this crate's reqwest 0.12; 1.x is a rewrite on
 //! reqwest 0.13 that takes its defaults from the process environment. Its
-//! resumable chunked download (`blobs/<etag>.sync.part`), its metadata call
-//! (`Range: bytes=0-0` → `x-repo-commit`, `etag`/`x-linked-etag`,
-//! `content-range`) and its cache writer are used; the file listing,
-//! file selection, completeness check, retries, error messages and
-//! progress are ours.
+//! client (token and user agent), listing request and file URLs are used;
+//! the download itself is ours (rules 1–4 below): hf-hub's pre-sizes the
+//! blob and never counts a range's bytes, so a short answer left zeros that
+//! were cached as complete, and it buffers a range's body with no bound.
+//! Its partial-blob format (`blobs/<etag>.sync.part`: the data, then the
+//! committed length) and lock file (`blobs/<etag>.lock`) are kept. The
+//! metadata call (`Range: bytes=0-0` → `x-repo-commit`,
+//! `x-linked-etag`/`etag`, `content-range`) follows only redirects within
+//! the Hub, as hf-hub's; a redirect out (a CDN) is asked without the token.
 //!
+//! # Checks (hardening round 3: F2, F6)
+//! 1. Every body read into memory is capped: the file listing at
+//!    [`LISTING_CAP`] (16 MiB; a repo with thousands of files lists in a
+//!    few MB), `config.json` and the safetensors index at [`META_CAP`]
+//!    (16 MiB; real ones are kilobytes, a 100-shard index a few MB), the
+//!    other non-weight files at [`OTHER_CAP`] (256 MiB; the largest real
+//!    `tokenizer.json` files are tens of MB). A Content-Length (or a listed
+//!    size) over the cap is refused before any byte is read; a body that
+//!    streams past it is cut there. The error names the URL path, the cap
+//!    and what to check. Weights are never read whole: at most
+//!    `PARALLEL` ranges of `CHUNK` bytes are held.
+//! 2. Each range (10 MB) must come back as a 206 whose Content-Range is the
+//!    one asked (a 200 only for a whole file asked from byte 0), with
+//!    exactly its bytes: a short or long Content-Length, or a body that
+//!    ends early or runs on, is an error and nothing of it is written. The
+//!    committed length advances only over ranges that arrived whole.
+//! 3. When the whole file is there, its sha256 is compared with the Hub's
+//!    (`x-linked-etag`, else `etag`, quotes and `W/` stripped, when it is
+//!    64 hex digits: a git LFS file; else the listing's `lfs.sha256`). A
+//!    mismatch deletes the partial blob and nothing is linked. Git (non-LFS)
+//!    files carry a git sha1 etag, which is not checked: their length is
+//!    (rule 2), and config.json and the index must parse.
+//! 4. Only then is the blob renamed to `blobs/<etag>` and linked into the
+//!    snapshot. The listing's size must equal the size the file's answer
+//!    gives, and the answer must come from the listed commit.
+//! 5. A blob named by a sha256 that this element did not check itself (one
+//!    `hf download` or an older version left) is hashed once before a
+//!    snapshot that links it is used or a blob is linked again; a note
+//!    `<cache>/.locks/models--ORG--NAME/<sha256>.vsssummarize-verified`
+//!    (huggingface_hub's lock folder, which its cache scan skips) holds the
+//!    blob's length and modification time, so it is not hashed again while
+//!    unchanged. A blob whose bytes do not match its name is deleted with its
+//!    link and fetched again (or, with `HF_HUB_OFFLINE`, the model counts as
+//!    not in the cache). A read-only cache cannot keep the note: its blobs
+//!    are hashed at each start.
+
 //! # Environment (from [`DownloadEnv`])
 //! - `HF_ENDPOINT` — the Hub (default `https://huggingface.co`).
 //! - `HF_HOME` — default `$XDG_CACHE_HOME/huggingface`, else
@@ -59,21 +99,23 @@
 //! valid `config.json`, `tokenizer.json` (or `tokenizer.model`) and
 //! complete weights (every shard the index names, else `model.safetensors`,
 //! else the `*.safetensors` present; each safetensors file's length must
-//! match its header), and no top-level symlink dangles. Optional files
+//! match its header), every blob it links that is named by a sha256 holds
+//! those bytes (checked once, rule 5), and no top-level symlink dangles.
+//! Optional files
 //! missing from such a snapshot are not fetched (to pick up a newer
 //! `main`, delete `refs/main` or pin a revision).
 //!
 //! # Half-finished downloads
 //! A blob is written to `blobs/<etag>.sync.part` (hf-hub's format: the data
-//! plus the committed length) and renamed when complete; the next fetch
-//! resumes it from the last 10 MB chunk. A snapshot file shorter or longer
-//! than the Hub's size, or a truncated safetensors, is deleted and fetched
-//! again. Python's `blobs/*.incomplete` files are not adopted (their bytes
-//! cannot be verified here): such a file is downloaded again. Each file is
-//! tried 3 times (transient errors, 120 s without a byte); then the error
-//! says to run again, which resumes. (hf-hub does not cancel a failed
-//! file's other chunk requests: they finish in the background, and their
-//! progress is ignored.)
+//! plus the committed length) and renamed when complete and checked; the
+//! next fetch resumes it from the last committed 10 MB range. A snapshot
+//! file shorter or longer than the Hub's size, a truncated safetensors, or
+//! a blob whose sha256 is not its name is deleted and fetched again.
+//! Python's `blobs/*.incomplete` files are not adopted (their bytes cannot
+//! be verified here): such a file is downloaded again. Each file is tried 3
+//! times (transient errors and short answers, 120 s without a byte); then
+//! the error says to run again, which resumes. A failed file's other range
+//! requests are cancelled.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -1224,6 +1266,8 @@ struct Job {
 struct Net {
     api: Api,
     probe: reqwest::Client,
+    /// For the probe's redirect out of the Hub (a CDN): no token.
+    plain: reqwest::Client,
 }
 
 fn build_net(place: &Place) -> Result<Net, String> {
@@ -1245,12 +1289,6 @@ fn build_net(place: &Place) -> Result<Net, String> {
         USER_AGENT,
         HeaderValue::from_static(concat!("vsssummarize/", env!("CARGO_PKG_VERSION"))),
     );
-    if let Some(t) = &place.token {
-        let mut v =
-            HeaderValue::from_str(&format!("Bearer {t}")).map_err(|_| BAD_TOKEN.to_string())?;
-        v.set_sensitive(true);
-        headers.insert(AUTHORIZATION, v);
-    }
     let within_hub = reqwest::redirect::Policy::custom(|attempt| {
         if attempt.previous().len() > 10 {
             return attempt.error("too many redirects");
@@ -1260,12 +1298,22 @@ fn build_net(place: &Place) -> Result<Net, String> {
             _ => attempt.follow(),
         }
     });
+    let plain = reqwest::Client::builder()
+        .default_headers(headers.clone())
+        .build()
+        .map_err(|e| format!("cannot set up the Hugging Face client: {e}"))?;
+    if let Some(t) = &place.token {
+        let mut v =
+            HeaderValue::from_str(&format!("Bearer {t}")).map_err(|_| BAD_TOKEN.to_string())?;
+        v.set_sensitive(true);
+        headers.insert(AUTHORIZATION, v);
+    }
     let probe = reqwest::Client::builder()
         .default_headers(headers)
         .redirect(within_hub)
         .build()
         .map_err(|e| format!("cannot set up the Hugging Face client: {e}"))?;
-    Ok(Net { api, probe })
+    Ok(Net { api, probe, plain })
 }
 
 /// A 64-hex-digit string: a git LFS file's sha256.
@@ -1451,8 +1499,7 @@ async fn probe(net: &Net, url: &str) -> Result<Meta, DlError> {
         let loc = text(h.get(LOCATION))
             .and_then(|l| resp.url().join(&l).ok())
             .ok_or(DlError::Header("location"))?;
-        net.api
-            .client()
+        net.plain
             .get(loc)
             .header(RANGE, "bytes=0-0")
             .send()
@@ -2285,6 +2332,59 @@ mod tests {
             token(&env(&[("HF_TOKEN", " t "), ("HF_HOME", "/nonexistent")])).as_deref(),
             Some("t")
         );
+    }
+
+    #[test]
+    fn download_hf_meta_files_are_capped() {
+        let d = tmp("cap");
+        let p = d.join(INDEX);
+        let f = std::fs::File::create(&p).unwrap();
+        f.set_len(META_CAP + 1).unwrap();
+        let e = index_shards(&p).unwrap_err();
+        assert!(e.contains("16777216 bytes (16 MiB)"), "{e}");
+        std::fs::write(&p, br#"{"weight_map":{"a":"m.safetensors"}}"#).unwrap();
+        assert_eq!(index_shards(&p).unwrap(), vec!["m.safetensors"]);
+        assert_eq!(cap_of("config.json"), Some(META_CAP));
+        assert_eq!(cap_of(INDEX), Some(META_CAP));
+        assert_eq!(cap_of("tokenizer.json"), Some(OTHER_CAP));
+        assert_eq!(cap_of("model-00001-of-00002.safetensors"), None);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn download_hf_blob_sha256_is_checked_once() {
+        use sha2::{Digest, Sha256};
+        let d = tmp("blobcheck");
+        let blobs = d.join("hub/models--o--n/blobs");
+        std::fs::create_dir_all(&blobs).unwrap();
+        let data = b"weights".to_vec();
+        let name = format!("{:x}", Sha256::digest(&data));
+        let blob = blobs.join(&name);
+        std::fs::write(&blob, &data).unwrap();
+        assert!(blob_trusted(&blob));
+        let note = verified_note(&blob).unwrap();
+        assert_eq!(
+            note,
+            d.join(format!(
+                "hub/.locks/models--o--n/{name}.vsssummarize-verified"
+            ))
+        );
+        assert!(note.is_file());
+        // Changed after the check: the note no longer matches, hashed again.
+        // (Its time set apart: two writes may share a clock tick.)
+        std::fs::write(&blob, b"weightz").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&blob)
+            .unwrap()
+            .set_modified(std::time::UNIX_EPOCH + Duration::from_secs(1000))
+            .unwrap();
+        assert!(!blob_trusted(&blob));
+        // A git blob (sha1 name) is not hashed.
+        let git = blobs.join("0123456789abcdef0123456789abcdef01234567");
+        std::fs::write(&git, b"x").unwrap();
+        assert!(blob_trusted(&git));
+        let _ = std::fs::remove_dir_all(&d);
     }
 
     #[test]
