@@ -1489,12 +1489,12 @@ fn wrong_sha256_is_not_cached() {
         "{err}"
     );
     let rd = repo_dir(&t.0, "test/tiny");
-    assert!(!rd
+    assert!(rd
         .join("snapshots")
         .join(C_MAIN)
         .join("model.safetensors")
         .symlink_metadata()
-        .is_ok());
+        .is_err());
     let blobs = blob_names(&rd);
     assert!(
         !blobs.iter().any(|b| b.starts_with(&st.etag)),

@@ -1655,15 +1655,18 @@ struct Want<'a> {
 /// against the Hub's sha256 when it gives one; only then renamed to
 /// `blobs/<etag>` and linked into `snap`. A corrupt file is deleted.
 async fn fetch_file(
-    net: &Net,
-    repo: &ApiRepo,
-    repo_dir: &Path,
-    snap: &Path,
-    sha: &str,
+    to: &Dest<'_>,
     want: &Want<'_>,
     tracker: &Tracker,
     gen: u64,
 ) -> Result<(), DlError> {
+    let Dest {
+        net,
+        repo,
+        repo_dir,
+        snap,
+        sha,
+    } = *to;
     let url = repo.url(want.name);
     let meta = probe(net, &url).await?;
     if meta.commit != sha {
@@ -1800,14 +1803,21 @@ fn cap_of(name: &str) -> Option<u64> {
     }
 }
 
+/// Where [`fetch_file`] downloads from and to.
+#[derive(Clone, Copy)]
+struct Dest<'a> {
+    net: &'a Net,
+    /// The repo at the listed commit.
+    repo: &'a ApiRepo,
+    repo_dir: &'a Path,
+    snap: &'a Path,
+    /// The listed commit.
+    sha: &'a str,
+}
+
 /// Downloads one file into the snapshot, retrying transient failures.
-#[allow(clippy::too_many_arguments)]
 async fn download(
-    net: &Net,
-    repo: &ApiRepo,
-    repo_dir: &Path,
-    snap: &Path,
-    sha: &str,
+    to: &Dest<'_>,
     want: &Want<'_>,
     tracker: &Tracker,
     ctx: &Ctx,
@@ -1815,7 +1825,7 @@ async fn download(
     let mut attempt = 1;
     loop {
         let gen = tracker.begin(want.name, want.size);
-        let fut = fetch_file(net, repo, repo_dir, snap, sha, want, tracker, gen);
+        let fut = fetch_file(to, want, tracker, gen);
         let watch = async {
             loop {
                 tokio::time::sleep(Duration::from_secs(5)).await;
@@ -1895,11 +1905,18 @@ async fn run(job: Job, tracker: Tracker) -> Result<PathBuf, String> {
         sha.clone(),
     ));
 
+    let to = Dest {
+        net: &net,
+        repo: &repo,
+        repo_dir: &job.repo_dir,
+        snap: &snap,
+        sha: &sha,
+    };
     let mut all = sel.files.clone();
     if let Some(index) = &sel.index {
         if !is_present(&snap, index, size_of(index)).await {
             let w = want_of(&by_name, index);
-            download(&net, &repo, &job.repo_dir, &snap, &sha, &w, &tracker, &ctx).await?;
+            download(&to, &w, &tracker, &ctx).await?;
         }
         let shards = index_shards(&snap.join(index))?;
         if let Some(s) = shards.iter().find(|s| !by_name.contains_key(s.as_str())) {
@@ -1965,17 +1982,7 @@ async fn run(job: Job, tracker: Tracker) -> Result<PathBuf, String> {
                 continue;
             }
         }
-        download(
-            &net,
-            &repo,
-            &job.repo_dir,
-            &snap,
-            &sha,
-            &want_of(&by_name, n),
-            &tracker,
-            &ctx,
-        )
-        .await?;
+        download(&to, &want_of(&by_name, n), &tracker, &ctx).await?;
         if !is_present(&snap, n, size).await {
             return Err(format!(
                 "{}: {n} was downloaded but is incomplete or landed elsewhere (does the Hub at {} send x-repo-commit {sha}?); run again",
