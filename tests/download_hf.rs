@@ -45,6 +45,11 @@ fn fake_hash(data: &[u8], hex_len: usize) -> String {
     out
 }
 
+fn sha256_hex(data: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    format!("{:x}", Sha256::digest(data))
+}
+
 #[derive(Clone)]
 struct HubFile {
     name: String,
@@ -58,7 +63,13 @@ impl HubFile {
     fn new(name: &str, data: Vec<u8>) -> HubFile {
         let lfs =
             name.ends_with(".safetensors") || name.ends_with(".bin") || name.ends_with(".pth");
-        let etag = fake_hash(&data, if lfs { 64 } else { 40 });
+        // LFS files: the real sha256 (it is checked); git files: a
+        // stand-in for the git sha1 (not checked).
+        let etag = if lfs {
+            sha256_hex(&data)
+        } else {
+            fake_hash(&data, 40)
+        };
         HubFile {
             name: name.to_string(),
             data: Arc::new(data),
@@ -121,6 +132,43 @@ struct HubState {
     drop_body: HashMap<String, usize>,
     /// Listing size to claim for `model.safetensors`.
     size_override: Option<u64>,
+    /// The listing's body never ends (up to [`FLOOD`] bytes, then the
+    /// connection closes); `true`: it also announces a Content-Length.
+    listing_flood: Option<bool>,
+    /// Told the bytes of a flooding listing written before the client hung
+    /// up (or the flood ended).
+    listing_sent: Option<std::sync::mpsc::Sender<u64>>,
+    /// File name → answer its ranges with a Content-Length (and body) this
+    /// many bytes short.
+    short_body: HashMap<String, usize>,
+    /// Files whose ranges come with their last byte flipped (same length).
+    corrupt: Vec<String>,
+}
+
+/// How much a flooding listing sends at most (far over any cap).
+const FLOOD: u64 = 256 << 20;
+
+/// Writes an endless JSON listing until the client hangs up or [`FLOOD`].
+fn flood_listing(s: &mut TcpStream, commit: &str, announce: bool) -> u64 {
+    let mut head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n".to_string();
+    if announce {
+        head.push_str(&format!("content-length: {}\r\n", FLOOD * 4));
+    }
+    head.push_str("connection: close\r\n\r\n");
+    let mut sent = 0u64;
+    let start = format!(r#"{{"sha":"{commit}","siblings":["#);
+    if s.write_all(head.as_bytes()).is_err() || s.write_all(start.as_bytes()).is_err() {
+        return 0;
+    }
+    let piece = r#"{"rfilename":"a-file-name-that-goes-on-and-on.json"},"#.repeat(1000);
+    while sent < FLOOD {
+        if s.write_all(piece.as_bytes()).is_err() {
+            break;
+        }
+        sent += piece.len() as u64;
+    }
+    let _ = s.shutdown(Shutdown::Both);
+    sent
 }
 
 struct FakeHub {
@@ -312,6 +360,15 @@ fn serve(mut s: TcpStream, st: &Mutex<HubState>) -> std::io::Result<()> {
                 Value::Array(entries).to_string().as_bytes(),
             );
         }
+        if let Some(announce) = g.listing_flood {
+            let tx = g.listing_sent.clone();
+            drop(g);
+            let sent = flood_listing(&mut s, &commit, announce);
+            if let Some(tx) = tx {
+                let _ = tx.send(sent);
+            }
+            return Ok(());
+        }
         let blobs = query.contains("blobs=true");
         let siblings: Vec<Value> = repo.commits[&commit]
             .iter()
@@ -423,6 +480,9 @@ fn serve(mut s: TcpStream, st: &Mutex<HubState>) -> std::io::Result<()> {
             }
             _ => false,
         };
+    let is_body = range != Some((0, 0));
+    let short = g.short_body.get(&file.name).copied().filter(|_| is_body);
+    let corrupt = is_body && g.corrupt.contains(&file.name);
     drop(g);
     if method == "HEAD" {
         // huggingface_hub's metadata call: headers only.
@@ -443,6 +503,17 @@ fn serve(mut s: TcpStream, st: &Mutex<HubState>) -> std::io::Result<()> {
         }
         None => (200, &file.data[..]),
     };
+    if let Some(n) = short {
+        // A Content-Length (and body) `n` bytes short, Content-Range whole.
+        return respond(&mut s, status, &hdrs, &body[..body.len().saturating_sub(n)]);
+    }
+    if corrupt {
+        let mut b = body.to_vec();
+        if let Some(x) = b.last_mut() {
+            *x ^= 0xff;
+        }
+        return respond(&mut s, status, &hdrs, &b);
+    }
     if cut {
         // Promise the whole body, send half, hang up.
         let mut head = format!("HTTP/1.1 {status} X\r\n");
@@ -1310,4 +1381,152 @@ fn huggingface_hub_and_this_share_the_cache() {
     let got = fetch("test/tiny", &env(&endpoint, &b, &[])).unwrap();
     assert_eq!(got, PathBuf::from(theirs));
     assert_same_as_tiny(&got);
+}
+
+// ------------------------------------------- hardening round 3 (F2, F6)
+
+fn blob_names(rd: &Path) -> Vec<String> {
+    names_in(&rd.join("blobs"))
+        .into_iter()
+        .filter(|n| !n.ends_with(".lock"))
+        .collect()
+}
+
+/// F2: a listing whose body never ends is cut at the cap, at once (not at
+/// the 60 s timeout) and without holding more than the cap.
+#[test]
+fn endless_listing_stops_at_the_cap() {
+    let hub = FakeHub::start(vec![tiny_repo("test/tiny")]);
+    let t = Tmp::new("flood");
+    let e = env(&hub.endpoint(), &t.0, &[("HF_TOKEN", TOKEN)]);
+    for announce in [false, true] {
+        let (tx, rx) = std::sync::mpsc::channel();
+        {
+            let mut g = hub.st.lock().unwrap();
+            g.listing_flood = Some(announce);
+            g.listing_sent = Some(tx);
+        }
+        let err = fetch("test/tiny", &e).unwrap_err();
+        assert!(
+            err.contains("file list") && err.contains("over the 16777216 bytes (16 MiB)"),
+            "{err}"
+        );
+        assert!(
+            err.contains("/api/models/test/tiny/revision/main"),
+            "names the URL path: {err}"
+        );
+        assert!(err.contains("HF_ENDPOINT"), "{err}");
+        assert!(!err.contains(TOKEN), "{err}");
+        // The client hung up near the cap (socket buffers aside), not after
+        // reading the whole flood.
+        // (A generous did-not-hang bound: the fake ends when the client
+        // hangs up, or after FLOOD bytes.)
+        let sent = rx
+            .recv_timeout(std::time::Duration::from_secs(120))
+            .unwrap();
+        assert!(
+            sent < 64 << 20,
+            "{sent} bytes were read (announce {announce})"
+        );
+        assert!(!hub.requests().iter().any(|r| r.path.contains("/resolve/")));
+    }
+}
+
+/// F6: a range answered with a Content-Length 100 bytes short is an error;
+/// nothing enters the cache as complete, and the next fetch downloads it.
+#[test]
+fn short_weights_answer_is_not_cached() {
+    let hub = FakeHub::start(vec![tiny_repo("test/tiny")]);
+    let t = Tmp::new("short");
+    let e = env(&hub.endpoint(), &t.0, &[]);
+    let st = hub.file("test/tiny", C_MAIN, "model.safetensors");
+    hub.st
+        .lock()
+        .unwrap()
+        .short_body
+        .insert("model.safetensors".into(), 100);
+    let err = fetch("test/tiny", &e).unwrap_err();
+    assert!(
+        err.contains("model.safetensors") && err.contains("sent") && err.contains("run again"),
+        "{err}"
+    );
+    let rd = repo_dir(&t.0, "test/tiny");
+    let snap = rd.join("snapshots").join(C_MAIN);
+    assert!(snap.join("model.safetensors").symlink_metadata().is_err());
+    assert!(!rd.join("blobs").join(&st.etag).exists());
+    assert!(!rd.join("refs").join("main").exists());
+    // Offline, the cache holds no complete model.
+    let off = env(&hub.endpoint(), &t.0, &[("HF_HUB_OFFLINE", "1")]);
+    assert!(fetch("test/tiny", &off)
+        .unwrap_err()
+        .contains("HF_HUB_OFFLINE"));
+
+    hub.st.lock().unwrap().short_body.clear();
+    let n = hub.requests().len();
+    let dir = fetch("test/tiny", &e).unwrap();
+    assert_same_as_tiny(&dir);
+    assert!(hub.requests()[n..]
+        .iter()
+        .any(|r| r.is_body_of("model.safetensors")));
+}
+
+/// F6: a file whose bytes do not match the Hub's sha256 is deleted, never
+/// linked.
+#[test]
+fn wrong_sha256_is_not_cached() {
+    let hub = FakeHub::start(vec![tiny_repo("test/tiny")]);
+    let t = Tmp::new("sha");
+    let e = env(&hub.endpoint(), &t.0, &[]);
+    let st = hub.file("test/tiny", C_MAIN, "model.safetensors");
+    hub.st
+        .lock()
+        .unwrap()
+        .corrupt
+        .push("model.safetensors".into());
+    let err = fetch("test/tiny", &e).unwrap_err();
+    assert!(
+        err.contains("corrupt") && err.contains(&st.etag) && err.contains("run again"),
+        "{err}"
+    );
+    let rd = repo_dir(&t.0, "test/tiny");
+    assert!(rd
+        .join("snapshots")
+        .join(C_MAIN)
+        .join("model.safetensors")
+        .symlink_metadata()
+        .is_err());
+    let blobs = blob_names(&rd);
+    assert!(
+        !blobs.iter().any(|b| b.starts_with(&st.etag)),
+        "no blob nor partial blob of the weights: {blobs:?}"
+    );
+
+    hub.st.lock().unwrap().corrupt.clear();
+    assert_same_as_tiny(&fetch("test/tiny", &e).unwrap());
+}
+
+/// F6: a cached snapshot whose weights blob does not hold its sha256 (the
+/// zeros the old download left) is not trusted: fetched again, once.
+#[test]
+fn unverified_cached_blob_is_checked() {
+    let hub = FakeHub::start(vec![tiny_repo("test/tiny")]);
+    let t = Tmp::new("unverified");
+    let snap = populate_like_hf_download(&t.0, "test/tiny", "main", C_MAIN, &tiny_files());
+    let st = hub.file("test/tiny", C_MAIN, "model.safetensors");
+    let blob = repo_dir(&t.0, "test/tiny").join("blobs").join(&st.etag);
+    let mut zeros = st.data.to_vec();
+    let n = zeros.len();
+    zeros[n - 100..].fill(0);
+    std::fs::write(&blob, &zeros).unwrap();
+    let e = env(&hub.endpoint(), &t.0, &[]);
+    assert_eq!(fetch("test/tiny", &e).unwrap(), snap);
+    assert_same_as_tiny(&snap);
+    assert!(hub
+        .requests()
+        .iter()
+        .any(|r| r.is_body_of("model.safetensors")));
+    // Checked once: the next fetch needs no request.
+    let n = hub.requests().len();
+    assert_eq!(fetch("test/tiny", &e).unwrap(), snap);
+    assert_eq!(hub.requests().len(), n);
 }

@@ -10,12 +10,52 @@
 //! the process environment (its `from_env` would read `std::env`; it is
 //! not called). 0.5 shares this crate's reqwest 0.12; 1.x is a rewrite on
 //! reqwest 0.13 that takes its defaults from the process environment. Its
-//! resumable chunked download (`blobs/<etag>.sync.part`), its metadata call
-//! (`Range: bytes=0-0` → `x-repo-commit`, `etag`/`x-linked-etag`,
-//! `content-range`) and its cache writer are used; the file listing,
-//! file selection, completeness check, retries, error messages and
-//! progress are ours.
+//! client (token and user agent), listing request and file URLs are used;
+//! the download itself is ours (rules 1–4 below): hf-hub's pre-sizes the
+//! blob and never counts a range's bytes, so a short answer left zeros that
+//! were cached as complete, and it buffers a range's body with no bound.
+//! Its partial-blob format (`blobs/<etag>.sync.part`: the data, then the
+//! committed length) and lock file (`blobs/<etag>.lock`) are kept. The
+//! metadata call (`Range: bytes=0-0` → `x-repo-commit`,
+//! `x-linked-etag`/`etag`, `content-range`) follows only redirects within
+//! the Hub, as hf-hub's; a redirect out (a CDN) is asked without the token.
 //!
+//! # Checks (hardening round 3: F2, F6)
+//! 1. Every body read into memory is capped: the file listing at
+//!    [`LISTING_CAP`] (16 MiB; a repo with thousands of files lists in a
+//!    few MB), `config.json` and the safetensors index at [`META_CAP`]
+//!    (16 MiB; real ones are kilobytes, a 100-shard index a few MB), the
+//!    other non-weight files at [`OTHER_CAP`] (256 MiB; the largest real
+//!    `tokenizer.json` files are tens of MB). A Content-Length (or a listed
+//!    size) over the cap is refused before any byte is read; a body that
+//!    streams past it is cut there. The error names the URL path, the cap
+//!    and what to check. Weights are never read whole: at most
+//!    `PARALLEL` ranges of `CHUNK` bytes are held.
+//! 2. Each range (10 MB) must come back as a 206 whose Content-Range is the
+//!    one asked (a 200 only for a whole file asked from byte 0), with
+//!    exactly its bytes: a short or long Content-Length, or a body that
+//!    ends early or runs on, is an error and nothing of it is written. The
+//!    committed length advances only over ranges that arrived whole.
+//! 3. When the whole file is there, its sha256 is compared with the Hub's
+//!    (`x-linked-etag`, else `etag`, quotes and `W/` stripped, when it is
+//!    64 hex digits: a git LFS file; else the listing's `lfs.sha256`). A
+//!    mismatch deletes the partial blob and nothing is linked. Git (non-LFS)
+//!    files carry a git sha1 etag, which is not checked: their length is
+//!    (rule 2), and config.json and the index must parse.
+//! 4. Only then is the blob renamed to `blobs/<etag>` and linked into the
+//!    snapshot. The listing's size must equal the size the file's answer
+//!    gives, and the answer must come from the listed commit.
+//! 5. A blob named by a sha256 that this element did not check itself (one
+//!    `hf download` or an older version left) is hashed once before a
+//!    snapshot that links it is used or a blob is linked again; a note
+//!    `<cache>/.locks/models--ORG--NAME/<sha256>.vsssummarize-verified`
+//!    (huggingface_hub's lock folder, which its cache scan skips) holds the
+//!    blob's length and modification time, so it is not hashed again while
+//!    unchanged. A blob whose bytes do not match its name is deleted with its
+//!    link and fetched again (or, with `HF_HUB_OFFLINE`, the model counts as
+//!    not in the cache). A read-only cache cannot keep the note: its blobs
+//!    are hashed at each start.
+
 //! # Environment (from [`DownloadEnv`])
 //! - `HF_ENDPOINT` — the Hub (default `https://huggingface.co`).
 //! - `HF_HOME` — default `$XDG_CACHE_HOME/huggingface`, else
@@ -59,21 +99,23 @@
 //! valid `config.json`, `tokenizer.json` (or `tokenizer.model`) and
 //! complete weights (every shard the index names, else `model.safetensors`,
 //! else the `*.safetensors` present; each safetensors file's length must
-//! match its header), and no top-level symlink dangles. Optional files
+//! match its header), every blob it links that is named by a sha256 holds
+//! those bytes (checked once, rule 5), and no top-level symlink dangles.
+//! Optional files
 //! missing from such a snapshot are not fetched (to pick up a newer
 //! `main`, delete `refs/main` or pin a revision).
 //!
 //! # Half-finished downloads
 //! A blob is written to `blobs/<etag>.sync.part` (hf-hub's format: the data
-//! plus the committed length) and renamed when complete; the next fetch
-//! resumes it from the last 10 MB chunk. A snapshot file shorter or longer
-//! than the Hub's size, or a truncated safetensors, is deleted and fetched
-//! again. Python's `blobs/*.incomplete` files are not adopted (their bytes
-//! cannot be verified here): such a file is downloaded again. Each file is
-//! tried 3 times (transient errors, 120 s without a byte); then the error
-//! says to run again, which resumes. (hf-hub does not cancel a failed
-//! file's other chunk requests: they finish in the background, and their
-//! progress is ignored.)
+//! plus the committed length) and renamed when complete and checked; the
+//! next fetch resumes it from the last committed 10 MB range. A snapshot
+//! file shorter or longer than the Hub's size, a truncated safetensors, or
+//! a blob whose sha256 is not its name is deleted and fetched again.
+//! Python's `blobs/*.incomplete` files are not adopted (their bytes cannot
+//! be verified here): such a file is downloaded again. Each file is tried 3
+//! times (transient errors and short answers, 120 s without a byte); then
+//! the error says to run again, which resumes. A failed file's other range
+//! requests are cancelled.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -81,7 +123,7 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hf_hub::api::tokio::{Api, ApiBuilder, ApiError, ApiRepo, Progress as HubProgress};
+use hf_hub::api::tokio::{Api, ApiBuilder, ApiError, ApiRepo};
 use hf_hub::{Cache, Repo, RepoType};
 use serde::Deserialize;
 
@@ -92,7 +134,7 @@ pub const EXPECTED: &str = "expected hf:ORG/NAME[@REVISION], e.g. hf:nvidia/Cosm
 
 const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
 /// hf-hub's chunk: the resume granularity, and memory per parallel chunk.
-const CHUNK: usize = 10_000_000;
+const CHUNK: u64 = 10_000_000;
 /// Chunks of one file in flight at once.
 const PARALLEL: usize = 4;
 /// Tries per file (transient errors only).
@@ -102,6 +144,15 @@ const REPORT_STEP: u64 = 2 << 20;
 /// An attempt with no byte for this long is abandoned (and retried).
 const STALL: Duration = Duration::from_secs(120);
 const LISTING_TIMEOUT: Duration = Duration::from_secs(60);
+/// The file listing's body (`?blobs=true`): a repo with thousands of files
+/// lists in a few MB.
+const LISTING_CAP: u64 = 16 << 20;
+/// `config.json` and `model.safetensors.index.json`, read into memory: real
+/// ones are kilobytes (an index of a 100-shard model, a few MB).
+const META_CAP: u64 = 16 << 20;
+/// The other non-weight files (tokenizers, chat templates, other configs):
+/// the largest real tokenizer.json files are tens of MB.
+const OTHER_CAP: u64 = 256 << 20;
 
 // ---------------------------------------------------------------- parsing
 
@@ -480,10 +531,26 @@ fn select(names: &[String], what: &str) -> Result<Selection, String> {
     })
 }
 
+/// A text file of at most `cap` bytes, read whole.
+fn read_capped_file(p: &Path, cap: u64) -> Result<String, String> {
+    let f = std::fs::File::open(p).map_err(|e| format!("'{}' cannot be read: {e}", p.display()))?;
+    let mut text = String::new();
+    f.take(cap + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("'{}' cannot be read: {e}", p.display()))?;
+    if text.len() as u64 > cap {
+        return Err(format!(
+            "'{}' is over the {cap} bytes ({} MiB) this element reads for it (real ones are kilobytes): it is not a usable checkpoint file; delete it (it is fetched again) or fix the checkpoint",
+            p.display(),
+            cap >> 20
+        ));
+    }
+    Ok(text)
+}
+
 /// The shard names of an index's `weight_map`, sorted, deduplicated.
 fn index_shards(index: &Path) -> Result<Vec<String>, String> {
-    let text = std::fs::read_to_string(index)
-        .map_err(|e| format!("'{}' cannot be read: {e}", index.display()))?;
+    let text = read_capped_file(index, META_CAP)?;
     let v: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| format!("'{}' is not JSON: {e}", index.display()))?;
     let map = v
@@ -595,7 +662,7 @@ fn check_snapshot(dir: &Path) -> Result<(), String> {
         }
     }
     let cfg = dir.join("config.json");
-    let text = std::fs::read_to_string(&cfg).map_err(|e| format!("'{}': {e}", cfg.display()))?;
+    let text = read_capped_file(&cfg, META_CAP)?;
     serde_json::from_str::<serde_json::Value>(&text)
         .map_err(|e| format!("'{}' is not JSON: {e}", cfg.display()))?;
     if !TOKENIZERS.iter().any(|t| dir.join(t).is_file()) {
@@ -620,7 +687,24 @@ fn cached_snapshot(repo_dir: &Path, revision: &str) -> Option<PathBuf> {
         c
     };
     let dir = repo_dir.join("snapshots").join(commit);
-    check_snapshot(&dir).ok().map(|_| dir)
+    check_snapshot(&dir).ok()?;
+    // Blobs named by a sha256 must hold those bytes: checked once (then
+    // noted), also for snapshots that `hf download` or an older version of
+    // this element left. A bad one is removed and the snapshot fetched.
+    let names: Vec<String> = std::fs::read_dir(&dir)
+        .ok()?
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect();
+    let mut ok = true;
+    for n in names {
+        if let Some(blob) = linked_blob(&dir, &n).filter(|b| !blob_trusted(b)) {
+            let _ = std::fs::remove_file(blob);
+            let _ = std::fs::remove_file(dir.join(&n));
+            ok = false;
+        }
+    }
+    ok.then_some(dir)
 }
 
 // --------------------------------------------------------------- progress
@@ -731,25 +815,6 @@ impl Tracker {
             .activity
             .map(|a| a.elapsed())
             .unwrap_or_default()
-    }
-}
-
-/// hf-hub's progress callbacks, forwarded to the [`Tracker`].
-#[derive(Clone)]
-struct Bridge {
-    t: Tracker,
-    gen: u64,
-}
-
-impl HubProgress for Bridge {
-    async fn init(&mut self, size: usize, _filename: &str) {
-        self.t.init(self.gen, size as u64);
-    }
-    async fn update(&mut self, size: usize) {
-        self.t.update(self.gen, size as u64);
-    }
-    async fn finish(&mut self) {
-        self.t.finish(self.gen);
     }
 }
 
@@ -906,34 +971,50 @@ impl Ctx {
     }
 
     fn dl(&self, e: &DlError, file: &str, needed: u64) -> String {
+        let what = self.what();
         match e {
             DlError::Stalled => format!(
-                "the download of {file} for {} stalled (no data for {} s); check the network and run again to resume it",
-                self.what(),
+                "the download of {file} for {what} stalled (no data for {} s); check the network and run again to resume it",
                 STALL.as_secs()
             ),
-            DlError::Api(e) => self.api(e, file, needed),
-        }
-    }
-
-    fn api(&self, e: &ApiError, file: &str, needed: u64) -> String {
-        match e {
-            ApiError::RequestError(r) => self.reqwest(r, Some(file)),
-            ApiError::IoError(io) => self.io(io, file, needed),
-            ApiError::TooManyRetries(inner) => self.api(inner, file, needed),
-            ApiError::MissingHeader(h) | ApiError::InvalidHeader(h) => format!(
-                "{} answered {file} of {} without a valid '{h}' header: is HF_ENDPOINT ({}) a Hugging Face Hub, or a mirror that passes its headers on?",
-                self.endpoint,
-                self.what(),
-                self.endpoint
+            DlError::Http(r) => self.reqwest(r, Some(file)),
+            DlError::Io(io) => self.io(io, file, needed),
+            DlError::Header(h) => format!(
+                "{} answered {file} of {what} without a valid '{h}' header: is HF_ENDPOINT ({}) a Hugging Face Hub, or a mirror that passes its headers on?",
+                self.endpoint, self.endpoint
             ),
-            ApiError::LockAcquisition(p) => format!(
-                "another process is downloading {file} of {} (lock '{}'): wait for it to finish and run again",
-                self.what(),
+            DlError::Lock(p) => format!(
+                "another process is downloading {file} of {what} (lock '{}'): wait for it to finish and run again",
                 p.display()
             ),
-            ApiError::InvalidHeaderValue(_) => BAD_TOKEN.into(),
-            other => format!("downloading {file} for {} failed: {other}", self.what()),
+            DlError::Short { start, want, got } => format!(
+                "the Hub at {} sent {got} of the {want} bytes asked for {file} of {what} (from byte {start}); nothing of it was kept: run again to resume (if it persists, a proxy between cuts the answers: check it, or set HF_ENDPOINT to another mirror)",
+                self.endpoint
+            ),
+            DlError::Long { start, want } => format!(
+                "the Hub at {} sent more than the {want} bytes asked for {file} of {what} (from byte {start}); nothing of it was kept: is HF_ENDPOINT a Hugging Face Hub, or a proxy that ignores byte ranges?",
+                self.endpoint
+            ),
+            DlError::NoRange { start } => format!(
+                "the Hub at {} ignored the byte range asked for {file} of {what} (from byte {start}: it answered the whole file): is HF_ENDPOINT a Hugging Face Hub, or a proxy that drops Range headers?",
+                self.endpoint
+            ),
+            DlError::Size { listed, served } => format!(
+                "the Hub at {} lists {file} of {what} as {listed} bytes but serves {served}: the repo may have changed under the download; run again, or pin a revision",
+                self.endpoint
+            ),
+            DlError::Commit(c) => format!(
+                "{file} of {what} came from commit {c}, not the one listed: run again; if it persists, is HF_ENDPOINT ({}) a Hugging Face Hub?",
+                self.endpoint
+            ),
+            DlError::TooBig { size, cap } => format!(
+                "{file} of {what} is {size} bytes, over the {cap} bytes ({} MiB) this element reads for it (real ones are far smaller); the repo is not a usable checkpoint at this revision: pin another revision or choose another repo",
+                cap >> 20
+            ),
+            DlError::Corrupt { expected, got } => format!(
+                "the download of {file} for {what} is corrupt: its sha256 is {got}, the Hub's is {expected}; it was deleted and not put in the cache '{}': run again (if it persists, a proxy between alters the data, or HF_ENDPOINT is not a Hugging Face Hub)",
+                self.cache.display()
+            ),
         }
     }
 }
@@ -977,20 +1058,67 @@ fn free_bytes(p: &Path) -> Option<u64> {
 }
 
 enum DlError {
-    Api(ApiError),
     Stalled,
+    Http(reqwest::Error),
+    Io(std::io::Error),
+    /// A header the Hub always sends is missing or unusable.
+    Header(&'static str),
+    Lock(PathBuf),
+    /// A range answered with fewer bytes than asked.
+    Short {
+        start: u64,
+        want: u64,
+        got: u64,
+    },
+    /// A range answered with more bytes than asked.
+    Long {
+        start: u64,
+        want: u64,
+    },
+    /// A 200 with the whole file to a range from `start` > 0.
+    NoRange {
+        start: u64,
+    },
+    /// The listing and the file's answer disagree on its size.
+    Size {
+        listed: u64,
+        served: u64,
+    },
+    /// The answer came from another commit.
+    Commit(String),
+    /// A file read into memory is over its cap.
+    TooBig {
+        size: u64,
+        cap: u64,
+    },
+    /// The whole file's sha256 is not the Hub's.
+    Corrupt {
+        expected: String,
+        got: String,
+    },
+}
+
+impl From<reqwest::Error> for DlError {
+    fn from(e: reqwest::Error) -> Self {
+        DlError::Http(e)
+    }
+}
+
+impl From<std::io::Error> for DlError {
+    fn from(e: std::io::Error) -> Self {
+        DlError::Io(e)
+    }
 }
 
 impl DlError {
     fn transient(&self) -> bool {
         match self {
-            DlError::Stalled => true,
-            DlError::Api(ApiError::RequestError(e)) => match e.status() {
+            DlError::Stalled | DlError::Lock(_) | DlError::Short { .. } => true,
+            DlError::Http(e) => match e.status() {
                 Some(s) => s.is_server_error() || s.as_u16() == 429,
                 None => true,
             },
-            DlError::Api(ApiError::LockAcquisition(_)) => true,
-            DlError::Api(_) => false,
+            _ => false,
         }
     }
 }
@@ -1063,7 +1191,21 @@ async fn list(api: &Api, job: &Job, ctx: &mut Ctx) -> Result<Listing, String> {
             .map(str::to_string);
         return Err(ctx.status(status.as_u16(), code.as_deref(), None));
     }
-    let listing: Listing = resp.json().await.map_err(|e| {
+    let path = resp.url().path().to_string();
+    let body = read_capped(resp, LISTING_CAP).await.map_err(|e| match e {
+        Capped::Over(n) => format!(
+            "the Hub at {} {} for {} ({path}), over the {LISTING_CAP} bytes ({} MiB) this element reads for it (a repo with thousands of files lists in a few MB); it was not read and nothing was downloaded: check HF_ENDPOINT (is it a Hugging Face Hub, or a proxy that answers with something else?)",
+            ctx.endpoint,
+            match n {
+                Some(n) => format!("announced a file list of {n} bytes"),
+                None => "sent a longer file list".into(),
+            },
+            ctx.what(),
+            LISTING_CAP >> 20,
+        ),
+        Capped::Http(e) => ctx.reqwest(&e, None),
+    })?;
+    let listing: Listing = serde_json::from_slice(&body).map_err(|e| {
         format!(
             "the Hub at {} sent a file list for {} that cannot be read ({}): is HF_ENDPOINT a Hugging Face Hub?",
             ctx.endpoint,
@@ -1085,6 +1227,28 @@ async fn list(api: &Api, job: &Job, ctx: &mut Ctx) -> Result<Listing, String> {
     Ok(listing)
 }
 
+enum Capped {
+    /// Over the cap: the announced length, or `None` when it streamed past.
+    Over(Option<u64>),
+    Http(reqwest::Error),
+}
+
+/// The whole body of `resp`, refused when it is (or announces) more than
+/// `cap` bytes: at most `cap` plus one network chunk is ever held.
+async fn read_capped(mut resp: reqwest::Response, cap: u64) -> Result<Vec<u8>, Capped> {
+    if let Some(n) = resp.content_length().filter(|n| *n > cap) {
+        return Err(Capped::Over(Some(n)));
+    }
+    let mut body = Vec::new();
+    while let Some(b) = resp.chunk().await.map_err(Capped::Http)? {
+        if (body.len() + b.len()) as u64 > cap {
+            return Err(Capped::Over(None));
+        }
+        body.extend_from_slice(&b);
+    }
+    Ok(body)
+}
+
 // --------------------------------------------------------------- download
 
 struct Job {
@@ -1094,29 +1258,165 @@ struct Job {
     repo_dir: PathBuf,
 }
 
-fn build_api(place: &Place) -> Result<Api, String> {
-    ApiBuilder::from_cache(Cache::new(place.cache.clone()))
+/// The Hub clients: hf-hub's `Api` (the listing, file URLs, and the data
+/// requests, which follow any redirect, e.g. to a CDN) and, for the
+/// metadata probe, one that follows only redirects within the Hub (the
+/// `x-repo-commit` and etag headers are the Hub's, not the CDN's), as
+/// hf-hub's own probe does.
+struct Net {
+    api: Api,
+    probe: reqwest::Client,
+    /// For the probe's redirect out of the Hub (a CDN): no token.
+    plain: reqwest::Client,
+}
+
+fn build_net(place: &Place) -> Result<Net, String> {
+    use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, USER_AGENT};
+    let api = ApiBuilder::from_cache(Cache::new(place.cache.clone()))
         .with_endpoint(place.endpoint.clone())
         .with_token(place.token.clone())
         .with_progress(false)
         .with_max_files(PARALLEL)
-        .with_chunk_size(Some(CHUNK))
+        .with_chunk_size(Some(CHUNK as usize))
         .with_user_agent("vsssummarize", env!("CARGO_PKG_VERSION"))
         .build()
         .map_err(|e| match e {
             ApiError::InvalidHeaderValue(_) => BAD_TOKEN.to_string(),
             e => format!("cannot set up the Hugging Face client: {e}"),
-        })
+        })?;
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        USER_AGENT,
+        HeaderValue::from_static(concat!("vsssummarize/", env!("CARGO_PKG_VERSION"))),
+    );
+    let within_hub = reqwest::redirect::Policy::custom(|attempt| {
+        if attempt.previous().len() > 10 {
+            return attempt.error("too many redirects");
+        }
+        match attempt.previous().last() {
+            Some(last) if last.make_relative(attempt.url()).is_none() => attempt.stop(),
+            _ => attempt.follow(),
+        }
+    });
+    let plain = reqwest::Client::builder()
+        .default_headers(headers.clone())
+        .build()
+        .map_err(|e| format!("cannot set up the Hugging Face client: {e}"))?;
+    if let Some(t) = &place.token {
+        let mut v =
+            HeaderValue::from_str(&format!("Bearer {t}")).map_err(|_| BAD_TOKEN.to_string())?;
+        v.set_sensitive(true);
+        headers.insert(AUTHORIZATION, v);
+    }
+    let probe = reqwest::Client::builder()
+        .default_headers(headers)
+        .redirect(within_hub)
+        .build()
+        .map_err(|e| format!("cannot set up the Hugging Face client: {e}"))?;
+    Ok(Net { api, probe, plain })
+}
+
+/// A 64-hex-digit string: a git LFS file's sha256.
+fn is_sha256(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// The sha256 of a file, lower-case hex.
+fn sha256_file(p: &Path) -> std::io::Result<String> {
+    use sha2::{Digest, Sha256};
+    let mut f = std::fs::File::open(p)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(format!("{:x}", h.finalize()))
+}
+
+/// Where the note "this blob's sha256 was checked" lives:
+/// `<cache>/.locks/models--ORG--NAME/<sha256>.vsssummarize-verified`
+/// (huggingface_hub's lock folder, which its cache scan skips), holding the
+/// blob's length and modification time when it was checked.
+fn verified_note(blob: &Path) -> Option<PathBuf> {
+    let name = blob.file_name()?.to_str()?;
+    let repo_dir = blob.parent()?.parent()?;
+    let cache = repo_dir.parent()?;
+    Some(
+        cache
+            .join(".locks")
+            .join(repo_dir.file_name()?)
+            .join(format!("{name}.vsssummarize-verified")),
+    )
+}
+
+fn blob_stamp(blob: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(blob).ok()?;
+    Some(format!("{} {} {}", m.len(), m.mtime(), m.mtime_nsec()))
+}
+
+/// Notes that `blob` (named by its sha256) was checked; best effort (a
+/// read-only cache is checked again next time).
+fn note_verified(blob: &Path) {
+    if let (Some(note), Some(stamp)) = (verified_note(blob), blob_stamp(blob)) {
+        if let Some(d) = note.parent() {
+            let _ = std::fs::create_dir_all(d);
+        }
+        let _ = std::fs::write(note, stamp);
+    }
+}
+
+/// Whether a blob named by a sha256 holds exactly those bytes: by its note
+/// when the blob is unchanged since it was checked, else by hashing it (and
+/// noting the result). Blobs not named by a sha256 (git files: the name is
+/// a git sha1) are not checked here.
+fn blob_trusted(blob: &Path) -> bool {
+    let Some(name) = blob.file_name().and_then(|n| n.to_str()) else {
+        return false;
+    };
+    if !is_sha256(name) {
+        return true;
+    }
+    let stamp = blob_stamp(blob);
+    if stamp.is_some() && verified_note(blob).and_then(|n| std::fs::read_to_string(n).ok()) == stamp
+    {
+        return true;
+    }
+    match sha256_file(blob) {
+        Ok(h) if h.eq_ignore_ascii_case(name) => {
+            note_verified(blob);
+            true
+        }
+        _ => false,
+    }
+}
+
+/// The blob `snap/name` links to, when it is a link into `../../blobs`.
+fn linked_blob(snap: &Path, name: &str) -> Option<PathBuf> {
+    let target = std::fs::read_link(snap.join(name)).ok()?;
+    let blob = snap.join(&target);
+    let blob_name = target.file_name()?;
+    let repo_dir = snap.parent()?.parent()?;
+    (blob.parent().and_then(|p| p.canonicalize().ok())
+        == repo_dir.join("blobs").canonicalize().ok())
+    .then(|| repo_dir.join("blobs").join(blob_name))
 }
 
 /// Whether `snap/name` is there and whole; when it is there but not whole
-/// it is removed (with its blob) so it is fetched again.
+/// it is removed (with its blob) so it is fetched again. Whole: the Hub's
+/// size, a safetensors file's length matches its header, and a blob named
+/// by a sha256 has that sha256.
 fn present(snap: &Path, name: &str, size: Option<u64>) -> bool {
     let p = snap.join(name);
     let ok = match std::fs::metadata(&p) {
         Ok(m) if m.is_file() => {
             size.is_none_or(|s| m.len() == s)
                 && (!name.ends_with(".safetensors") || safetensors_complete(&p).is_ok())
+                && linked_blob(snap, name).is_none_or(|b| blob_trusted(&b))
         }
         _ => false,
     };
@@ -1132,18 +1432,27 @@ fn present(snap: &Path, name: &str, size: Option<u64>) -> bool {
     ok
 }
 
-/// Points `snap/name` at an existing `blobs/<etag>` of the right size.
+/// Points `snap/name` at `../../blobs/<etag>`, replacing what is there.
+fn link_into(snap: &Path, name: &str, etag: &str) -> std::io::Result<()> {
+    std::fs::create_dir_all(snap)?;
+    let tmp = snap.join(format!(".{name}.vsssummarize-{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(Path::new("../../blobs").join(etag), &tmp)?;
+    std::fs::rename(&tmp, snap.join(name))
+}
+
+/// Points `snap/name` at an existing `blobs/<etag>` of the right size (and
+/// sha256, when the etag is one).
 fn link_blob(repo_dir: &Path, snap: &Path, name: &str, etag: &str, size: u64) -> bool {
     let blob = repo_dir.join("blobs").join(etag);
     if !std::fs::metadata(&blob).is_ok_and(|m| m.is_file() && m.len() == size) {
         return false;
     }
-    if std::fs::create_dir_all(snap).is_err() {
+    if !blob_trusted(&blob) {
+        let _ = std::fs::remove_file(&blob);
         return false;
     }
-    let link = snap.join(name);
-    let ok = std::os::unix::fs::symlink(Path::new("../../blobs").join(etag), &link).is_ok();
-    ok && present(snap, name, Some(size))
+    link_into(snap, name, etag).is_ok() && present(snap, name, Some(size))
 }
 
 fn check_writable(ctx: &Ctx, repo_dir: &Path) -> Result<(), String> {
@@ -1157,22 +1466,366 @@ fn check_writable(ctx: &Ctx, repo_dir: &Path) -> Result<(), String> {
         .map_err(|e| ctx.not_writable(&e))
 }
 
+/// What the Hub says of a file (its answer to `Range: bytes=0-0`).
+struct Meta {
+    commit: String,
+    etag: String,
+    size: u64,
+}
+
+async fn probe(net: &Net, url: &str) -> Result<Meta, DlError> {
+    use reqwest::header::{CONTENT_RANGE, ETAG, LOCATION, RANGE};
+    let resp = net
+        .probe
+        .get(url)
+        .header(RANGE, "bytes=0-0")
+        .send()
+        .await?
+        .error_for_status()?;
+    let h = resp.headers();
+    let text = |v: Option<&reqwest::header::HeaderValue>| {
+        v.and_then(|v| v.to_str().ok())
+            .map(|v| v.trim().to_string())
+    };
+    // huggingface_hub's normalisation: no weak prefix, no quotes.
+    let etag = text(h.get("x-linked-etag").or_else(|| h.get(ETAG)))
+        .map(|e| e.trim_start_matches("W/").replace('"', ""))
+        .filter(|e| plain_name(e))
+        .ok_or(DlError::Header("etag"))?;
+    let commit = text(h.get("x-repo-commit"))
+        .filter(|c| !c.is_empty())
+        .ok_or(DlError::Header("x-repo-commit"))?;
+    let resp = if resp.status().is_redirection() {
+        let loc = text(h.get(LOCATION))
+            .and_then(|l| resp.url().join(&l).ok())
+            .ok_or(DlError::Header("location"))?;
+        net.plain
+            .get(loc)
+            .header(RANGE, "bytes=0-0")
+            .send()
+            .await?
+            .error_for_status()?
+    } else {
+        resp
+    };
+    let size = text(resp.headers().get(CONTENT_RANGE))
+        .and_then(|r| r.rsplit('/').next().and_then(|n| n.trim().parse().ok()))
+        .ok_or(DlError::Header("content-range"))?;
+    Ok(Meta { commit, etag, size })
+}
+
+/// hf-hub's partial-blob format: the data, then the committed length (u64
+/// LE: every byte before it arrived and was checked).
+const TRAILER: u64 = 8;
+
+/// The committed length of `part`, creating (or resetting) it when it is
+/// not a partial blob of `size` bytes.
+fn open_part(part: &Path, size: u64) -> std::io::Result<u64> {
+    use std::os::unix::fs::FileExt;
+    if let Ok(f) = std::fs::File::open(part) {
+        if f.metadata()?.len() == size + TRAILER {
+            let mut b = [0u8; TRAILER as usize];
+            if f.read_exact_at(&mut b, size).is_ok() {
+                let c = u64::from_le_bytes(b);
+                if c <= size {
+                    return Ok(c);
+                }
+            }
+        }
+    }
+    let f = std::fs::File::create(part)?;
+    f.set_len(size + TRAILER)?;
+    Ok(0)
+}
+
+struct BlobLock(std::fs::File);
+
+impl Drop for BlobLock {
+    fn drop(&mut self) {
+        use std::os::fd::AsRawFd;
+        // SAFETY: a valid open descriptor.
+        unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_UN) };
+    }
+}
+
+/// `blobs/<etag>.lock`, as hf-hub takes it (5 s of tries).
+async fn lock_blob(blobs: &Path, etag: &str) -> Result<BlobLock, DlError> {
+    use std::os::fd::AsRawFd;
+    let p = blobs.join(format!("{etag}.lock"));
+    let f = std::fs::File::create(&p)?;
+    for i in 0..6 {
+        // SAFETY: a valid open descriptor.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Ok(BlobLock(f));
+        }
+        if i < 5 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+    Err(DlError::Lock(p))
+}
+
+/// One range `[start, end)` of the file into `part`: exactly its bytes, or
+/// an error (nothing written). At most the range is held in memory.
+#[allow(clippy::too_many_arguments)]
+async fn get_range(
+    client: reqwest::Client,
+    url: String,
+    part: PathBuf,
+    start: u64,
+    end: u64,
+    size: u64,
+    tracker: Tracker,
+    gen: u64,
+) -> Result<(u64, u64), DlError> {
+    use reqwest::header::{CONTENT_RANGE, RANGE};
+    let want = end - start;
+    let mut resp = client
+        .get(&url)
+        .header(RANGE, format!("bytes={start}-{}", end - 1))
+        .send()
+        .await?
+        .error_for_status()?;
+    match resp.status().as_u16() {
+        206 => {
+            let range = resp
+                .headers()
+                .get(CONTENT_RANGE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            let expect = format!("bytes {start}-{}/", end - 1);
+            if !range.starts_with(&expect) {
+                return Err(DlError::Header("content-range"));
+            }
+        }
+        200 if start == 0 && end == size => {}
+        _ => return Err(DlError::NoRange { start }),
+    }
+    match resp.content_length() {
+        Some(n) if n < want => {
+            return Err(DlError::Short {
+                start,
+                want,
+                got: n,
+            })
+        }
+        Some(n) if n > want => return Err(DlError::Long { start, want }),
+        _ => {}
+    }
+    let mut buf = Vec::with_capacity(want as usize);
+    while let Some(b) = resp.chunk().await? {
+        if (buf.len() + b.len()) as u64 > want {
+            return Err(DlError::Long { start, want });
+        }
+        buf.extend_from_slice(&b);
+        tracker.update(gen, b.len() as u64);
+    }
+    if (buf.len() as u64) < want {
+        return Err(DlError::Short {
+            start,
+            want,
+            got: buf.len() as u64,
+        });
+    }
+    tokio::task::spawn_blocking(move || {
+        use std::os::unix::fs::FileExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&part)?
+            .write_all_at(&buf, start)
+    })
+    .await
+    .map_err(std::io::Error::other)??;
+    Ok((start, end))
+}
+
+/// What [`fetch_file`] needs to know of a file from the listing.
+struct Want<'a> {
+    name: &'a str,
+    /// The listing's size.
+    size: Option<u64>,
+    /// The listing's LFS sha256.
+    sha256: Option<&'a str>,
+    /// The most bytes allowed (files read into memory).
+    cap: Option<u64>,
+}
+
+/// Downloads one file: `blobs/<etag>.sync.part` (resumed from its committed
+/// length), every range checked for its exact length, the whole checked
+/// against the Hub's sha256 when it gives one; only then renamed to
+/// `blobs/<etag>` and linked into `snap`. A corrupt file is deleted.
+async fn fetch_file(
+    to: &Dest<'_>,
+    want: &Want<'_>,
+    tracker: &Tracker,
+    gen: u64,
+) -> Result<(), DlError> {
+    let Dest {
+        net,
+        repo,
+        repo_dir,
+        snap,
+        sha,
+    } = *to;
+    let url = repo.url(want.name);
+    let meta = probe(net, &url).await?;
+    if meta.commit != sha {
+        return Err(DlError::Commit(meta.commit));
+    }
+    let size = meta.size;
+    if let Some(listed) = want.size.filter(|l| *l != size) {
+        return Err(DlError::Size {
+            listed,
+            served: size,
+        });
+    }
+    if let Some(cap) = want.cap.filter(|c| size > *c) {
+        return Err(DlError::TooBig { size, cap });
+    }
+    let expected = Some(meta.etag.as_str())
+        .filter(|e| is_sha256(e))
+        .or(want.sha256.filter(|s| is_sha256(s)))
+        .map(|s| s.to_ascii_lowercase());
+    let blobs = repo_dir.join("blobs");
+    std::fs::create_dir_all(&blobs)?;
+    let blob = blobs.join(&meta.etag);
+    let _lock = lock_blob(&blobs, &meta.etag).await?;
+    tracker.init(gen, size);
+
+    let part = blobs.join(format!("{}.sync.part", meta.etag));
+    let first = open_part(&part, size)?;
+    tracker.update(gen, first);
+    let client = net.api.client().clone();
+    let mut set = tokio::task::JoinSet::new();
+    let mut starts = (first..size).step_by(CHUNK as usize);
+    let spawn = |set: &mut tokio::task::JoinSet<_>, start: u64| {
+        set.spawn(get_range(
+            client.clone(),
+            url.clone(),
+            part.clone(),
+            start,
+            (start + CHUNK).min(size),
+            size,
+            tracker.clone(),
+            gen,
+        ));
+    };
+    for s in starts.by_ref().take(PARALLEL) {
+        spawn(&mut set, s);
+    }
+    // Ranges done, committed in order (the trailer) so a resume never skips
+    // a gap. Dropping `set` (an error, a stall) aborts the other ranges.
+    let mut done = std::collections::BinaryHeap::new();
+    let mut committed = first;
+    while let Some(r) = set.join_next().await {
+        let (a, b) = r.map_err(std::io::Error::other)??;
+        done.push(std::cmp::Reverse((a, b)));
+        let before = committed;
+        while let Some(std::cmp::Reverse((a, b))) = done.peek().copied() {
+            if a != committed {
+                break;
+            }
+            done.pop();
+            committed = b;
+        }
+        if committed != before {
+            use std::os::unix::fs::FileExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&part)?
+                .write_all_at(&committed.to_le_bytes(), size)?;
+        }
+        if let Some(s) = starts.next() {
+            spawn(&mut set, s);
+        }
+    }
+    if committed != size {
+        return Err(DlError::Short {
+            start: first,
+            want: size - first,
+            got: committed - first,
+        });
+    }
+    let p = part.clone();
+    let got = tokio::task::spawn_blocking(move || -> std::io::Result<String> {
+        let f = std::fs::OpenOptions::new().write(true).open(&p)?;
+        f.set_len(size)?;
+        f.sync_all()?;
+        sha256_file(&p)
+    })
+    .await
+    .map_err(std::io::Error::other)??;
+    let checked = expected.is_some();
+    if let Some(expected) = expected.filter(|e| *e != got) {
+        let _ = std::fs::remove_file(&part);
+        return Err(DlError::Corrupt { expected, got });
+    }
+    std::fs::rename(&part, &blob)?;
+    if checked {
+        note_verified(&blob);
+    }
+    drop(_lock);
+    link_into(snap, want.name, &meta.etag)?;
+    tracker.finish(gen);
+    Ok(())
+}
+
+fn want_of<'a>(by_name: &BTreeMap<&str, &'a Sibling>, name: &'a str) -> Want<'a> {
+    let s = by_name.get(name);
+    Want {
+        name,
+        size: s.and_then(|s| s.size()),
+        sha256: s
+            .and_then(|s| s.lfs.as_ref())
+            .and_then(|l| l.sha256.as_deref()),
+        cap: cap_of(name),
+    }
+}
+
+/// [`present`] off the runtime's workers (it may hash a blob).
+async fn is_present(snap: &Path, name: &str, size: Option<u64>) -> bool {
+    let (snap, name) = (snap.to_path_buf(), name.to_string());
+    tokio::task::spawn_blocking(move || present(&snap, &name, size))
+        .await
+        .unwrap_or(false)
+}
+
+/// The most bytes of a file this element reads into memory: config.json
+/// and the index [`META_CAP`], the other non-weight files [`OTHER_CAP`];
+/// the weights are not read whole.
+fn cap_of(name: &str) -> Option<u64> {
+    if name == "config.json" || name == INDEX {
+        Some(META_CAP)
+    } else if name.ends_with(".safetensors") {
+        None
+    } else {
+        Some(OTHER_CAP)
+    }
+}
+
+/// Where [`fetch_file`] downloads from and to.
+#[derive(Clone, Copy)]
+struct Dest<'a> {
+    net: &'a Net,
+    /// The repo at the listed commit.
+    repo: &'a ApiRepo,
+    repo_dir: &'a Path,
+    snap: &'a Path,
+    /// The listed commit.
+    sha: &'a str,
+}
+
 /// Downloads one file into the snapshot, retrying transient failures.
 async fn download(
-    repo: &ApiRepo,
-    name: &str,
-    size: Option<u64>,
+    to: &Dest<'_>,
+    want: &Want<'_>,
     tracker: &Tracker,
     ctx: &Ctx,
 ) -> Result<(), String> {
     let mut attempt = 1;
     loop {
-        let gen = tracker.begin(name, size);
-        let bridge = Bridge {
-            t: tracker.clone(),
-            gen,
-        };
-        let fut = repo.download_with_progress(name, bridge);
+        let gen = tracker.begin(want.name, want.size);
+        let fut = fetch_file(to, want, tracker, gen);
         let watch = async {
             loop {
                 tokio::time::sleep(Duration::from_secs(5)).await;
@@ -1182,7 +1835,7 @@ async fn download(
             }
         };
         let r = tokio::select! {
-            r = fut => r.map(|_| ()).map_err(DlError::Api),
+            r = fut => r,
             _ = watch => Err(DlError::Stalled),
         };
         match r {
@@ -1191,7 +1844,7 @@ async fn download(
                 tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt))).await;
                 attempt += 1;
             }
-            Err(e) => return Err(ctx.dl(&e, name, size.unwrap_or(0))),
+            Err(e) => return Err(ctx.dl(&e, want.name, want.size.unwrap_or(0))),
         }
     }
 }
@@ -1219,8 +1872,8 @@ async fn run(job: Job, tracker: Tracker) -> Result<PathBuf, String> {
         token_set: job.place.token.is_some(),
         gated: false,
     };
-    let api = build_api(&job.place)?;
-    let listing = list(&api, &job, &mut ctx).await?;
+    let net = build_net(&job.place)?;
+    let listing = list(&net.api, &job, &mut ctx).await?;
     let sha = listing.sha.clone();
     let names: Vec<String> = listing
         .siblings
@@ -1234,21 +1887,36 @@ async fn run(job: Job, tracker: Tracker) -> Result<PathBuf, String> {
         .collect();
     let sel = select(&names, &ctx.what())?;
     let size_of = |n: &str| by_name.get(n).and_then(|s| s.size());
+    // Files read into memory: refused before any byte when the listing
+    // says they are over their cap.
+    for n in sel.files.iter().chain(&sel.index) {
+        if let (Some(size), Some(cap)) = (size_of(n), cap_of(n)) {
+            if size > cap {
+                return Err(ctx.dl(&DlError::TooBig { size, cap }, n, size));
+            }
+        }
+    }
 
     check_writable(&ctx, &job.repo_dir)?;
     let snap = job.repo_dir.join("snapshots").join(&sha);
-    let sha_ref = job.repo_dir.join("refs").join(&sha);
-    let sha_ref_existed = sha_ref.exists();
-    let repo = api.repo(Repo::with_revision(
+    let repo = net.api.repo(Repo::with_revision(
         job.repo.clone(),
         RepoType::Model,
         sha.clone(),
     ));
 
+    let to = Dest {
+        net: &net,
+        repo: &repo,
+        repo_dir: &job.repo_dir,
+        snap: &snap,
+        sha: &sha,
+    };
     let mut all = sel.files.clone();
     if let Some(index) = &sel.index {
-        if !present(&snap, index, size_of(index)) {
-            download(&repo, index, size_of(index), &tracker, &ctx).await?;
+        if !is_present(&snap, index, size_of(index)).await {
+            let w = want_of(&by_name, index);
+            download(&to, &w, &tracker, &ctx).await?;
         }
         let shards = index_shards(&snap.join(index))?;
         if let Some(s) = shards.iter().find(|s| !by_name.contains_key(s.as_str())) {
@@ -1266,7 +1934,7 @@ async fn run(job: Job, tracker: Tracker) -> Result<PathBuf, String> {
     let mut missing = Vec::new();
     let mut base = 0u64;
     for n in &all {
-        if present(&snap, n, size_of(n)) {
+        if is_present(&snap, n, size_of(n)).await {
             base += std::fs::metadata(snap.join(n))
                 .map(|m| m.len())
                 .unwrap_or(0);
@@ -1304,14 +1972,18 @@ async fn run(job: Job, tracker: Tracker) -> Result<PathBuf, String> {
         let size = size_of(n);
         let etag = by_name.get(n.as_str()).and_then(|s| s.etag());
         if let (Some(e), Some(s)) = (etag, size) {
-            if link_blob(&job.repo_dir, &snap, n, e, s) {
+            let (rd, sn, n2, e2) = (job.repo_dir.clone(), snap.clone(), n.clone(), e.to_string());
+            let linked = tokio::task::spawn_blocking(move || link_blob(&rd, &sn, &n2, &e2, s))
+                .await
+                .unwrap_or(false);
+            if linked {
                 let gen = tracker.begin(n, size);
                 tracker.finish(gen);
                 continue;
             }
         }
-        download(&repo, n, size, &tracker, &ctx).await?;
-        if !present(&snap, n, size) {
+        download(&to, &want_of(&by_name, n), &tracker, &ctx).await?;
+        if !is_present(&snap, n, size).await {
             return Err(format!(
                 "{}: {n} was downloaded but is incomplete or landed elsewhere (does the Hub at {} send x-repo-commit {sha}?); run again",
                 ctx.what(),
@@ -1320,11 +1992,6 @@ async fn run(job: Job, tracker: Tracker) -> Result<PathBuf, String> {
         }
     }
 
-    // hf-hub wrote refs/<commit> (its revision was the commit); `hf`
-    // writes refs/<branch or tag> only.
-    if !sha_ref_existed {
-        let _ = std::fs::remove_file(&sha_ref);
-    }
     if job.revision != sha {
         write_ref(&job.repo_dir, &job.revision, &sha).map_err(|e| ctx.not_writable(&e))?;
     }
@@ -1672,6 +2339,59 @@ mod tests {
             token(&env(&[("HF_TOKEN", " t "), ("HF_HOME", "/nonexistent")])).as_deref(),
             Some("t")
         );
+    }
+
+    #[test]
+    fn download_hf_meta_files_are_capped() {
+        let d = tmp("cap");
+        let p = d.join(INDEX);
+        let f = std::fs::File::create(&p).unwrap();
+        f.set_len(META_CAP + 1).unwrap();
+        let e = index_shards(&p).unwrap_err();
+        assert!(e.contains("16777216 bytes (16 MiB)"), "{e}");
+        std::fs::write(&p, br#"{"weight_map":{"a":"m.safetensors"}}"#).unwrap();
+        assert_eq!(index_shards(&p).unwrap(), vec!["m.safetensors"]);
+        assert_eq!(cap_of("config.json"), Some(META_CAP));
+        assert_eq!(cap_of(INDEX), Some(META_CAP));
+        assert_eq!(cap_of("tokenizer.json"), Some(OTHER_CAP));
+        assert_eq!(cap_of("model-00001-of-00002.safetensors"), None);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn download_hf_blob_sha256_is_checked_once() {
+        use sha2::{Digest, Sha256};
+        let d = tmp("blobcheck");
+        let blobs = d.join("hub/models--o--n/blobs");
+        std::fs::create_dir_all(&blobs).unwrap();
+        let data = b"weights".to_vec();
+        let name = format!("{:x}", Sha256::digest(&data));
+        let blob = blobs.join(&name);
+        std::fs::write(&blob, &data).unwrap();
+        assert!(blob_trusted(&blob));
+        let note = verified_note(&blob).unwrap();
+        assert_eq!(
+            note,
+            d.join(format!(
+                "hub/.locks/models--o--n/{name}.vsssummarize-verified"
+            ))
+        );
+        assert!(note.is_file());
+        // Changed after the check: the note no longer matches, hashed again.
+        // (Its time set apart: two writes may share a clock tick.)
+        std::fs::write(&blob, b"weightz").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&blob)
+            .unwrap()
+            .set_modified(std::time::UNIX_EPOCH + Duration::from_secs(1000))
+            .unwrap();
+        assert!(!blob_trusted(&blob));
+        // A git blob (sha1 name) is not hashed.
+        let git = blobs.join("0123456789abcdef0123456789abcdef01234567");
+        std::fs::write(&git, b"x").unwrap();
+        assert!(blob_trusted(&git));
+        let _ = std::fs::remove_dir_all(&d);
     }
 
     #[test]

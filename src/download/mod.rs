@@ -102,6 +102,25 @@ pub fn parse_model_path(s: &str) -> Result<ModelSource, String> {
     }
 }
 
+/// How records name the model of a remote `source`: `ORG/NAME` (with
+/// `@REVISION` when one was given) for `hf:`, `ORG/TEAM/MODEL:VERSION` for
+/// `ngc:`. `None` for a local path, whose directory name serves. (The
+/// directory [`resolve`] returns for `hf:` is named by the snapshot's
+/// commit hash, which says nothing of the model.)
+pub fn model_name(source: &ModelSource) -> Option<String> {
+    match source {
+        ModelSource::Local(_) => None,
+        ModelSource::Hf(h) => Some(match &h.revision {
+            Some(r) => format!("{}@{r}", h.repo),
+            None => h.repo.clone(),
+        }),
+        ModelSource::Ngc(n) => Some(match &n.team {
+            Some(t) => format!("{}/{t}/{}:{}", n.org, n.model, n.version),
+            None => format!("{}/{}:{}", n.org, n.model, n.version),
+        }),
+    }
+}
+
 /// The local checkpoint directory for `source`, downloading it first when
 /// it is remote and not complete in the cache. Errors say what to do.
 pub fn resolve(
@@ -157,5 +176,19 @@ mod tests {
             assert!(shown.contains("HF_TOKEN") && shown.contains("NGC_API_KEY"));
             assert!(shown.contains("/models"));
         }
+    }
+
+    #[test]
+    fn download_model_name_names_the_repository() {
+        let name = |s: &str| model_name(&parse_model_path(s).unwrap());
+        assert_eq!(
+            name("hf:nvidia/Cosmos-Reason1-7B").as_deref(),
+            Some("nvidia/Cosmos-Reason1-7B")
+        );
+        assert_eq!(
+            name("hf:nvidia/Cosmos-Reason1-7B@v1.0").as_deref(),
+            Some("nvidia/Cosmos-Reason1-7B@v1.0")
+        );
+        assert_eq!(name("/models/x"), None);
     }
 }
