@@ -160,6 +160,21 @@ pub struct CosmosOptions {
     /// Where the frames become `pixel_values` (`device` property).
     pub prep: FramePrep,
     pub log: Arc<dyn Fn(&str) + Send + Sync>,
+    /// How records name the model: the `hf:` repository or `ngc:` model
+    /// ([`crate::download::model_name`]); `None`: the checkpoint
+    /// directory's name.
+    pub model_name: Option<String>,
+}
+
+/// The `model` field of the records: the remote model's name, else the
+/// checkpoint directory's (an `hf:` snapshot directory is named by its
+/// commit hash, which says nothing of the model).
+fn model_label(model_name: Option<&str>, dir: &std::path::Path) -> String {
+    model_name.map(str::to_string).unwrap_or_else(|| {
+        dir.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "cosmos-reason1".into())
+    })
 }
 
 pub struct CosmosBackend {
@@ -175,11 +190,7 @@ impl CosmosBackend {
         let (device, device_name) = select_device(opts.device)?;
         let dtype = opts.dtype.resolve(&device);
         let engine = shared_engine(&opts.model_dir, &device, &device_name, dtype, &*opts.log)?;
-        let model = opts
-            .model_dir
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "cosmos-reason1".into());
+        let model = model_label(opts.model_name.as_deref(), &opts.model_dir);
         Ok(CosmosBackend {
             engine,
             opts,
@@ -348,6 +359,13 @@ impl Backend for CosmosBackend {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn records_name_a_remote_model_by_its_repository() {
+        let snap = std::path::Path::new("/c/models--nvidia--X/snapshots/0123abcd");
+        assert_eq!(model_label(Some("nvidia/X@v1"), snap), "nvidia/X@v1");
+        assert_eq!(model_label(None, std::path::Path::new("/m/tiny")), "tiny");
+    }
     use super::*;
 
     #[test]

@@ -445,6 +445,12 @@ impl VssSummarize {
             frame_height: resolved.frame_height,
             prep,
             log,
+            model_name: resolved
+                .model_path
+                .as_deref()
+                .and_then(|p| p.to_str())
+                .and_then(|raw| crate::download::parse_model_path(raw).ok())
+                .and_then(|src| crate::download::model_name(&src)),
         };
         CosmosBackend::new(opts)
             .map_err(|e| gst::error_msg!(gst::LibraryError::Init, ("vsssummarize: {e}")))
