@@ -238,6 +238,7 @@ pub fn parse_event_answer(answer: &str, events: &[String]) -> Result<Vec<String>
         ));
     };
     let mut detected = vec![false; events.len()];
+    let mut verdicts = 0;
     let mut unmatched: Vec<(usize, bool)> = Vec::new();
     let normed: Vec<String> = events.iter().map(|e| norm(e)).collect();
     for (pos, (name, det)) in entries.iter().enumerate() {
@@ -248,14 +249,27 @@ pub fn parse_event_answer(answer: &str, events: &[String]) -> Result<Vec<String>
                 .or_else(|| normed.iter().position(|e| *e == norm(n)))
         });
         match k {
-            Some(k) => detected[k] |= det,
+            Some(k) => {
+                detected[k] |= det;
+                verdicts += 1;
+            }
             None => unmatched.push((pos, *det)),
         }
     }
     if entries.len() == events.len() {
         for (pos, det) in unmatched {
             detected[pos] |= det;
+            verdicts += 1;
         }
+    }
+    if verdicts == 0 {
+        // Hardening round 3: such an answer used to pass as "nothing
+        // detected" without a trace.
+        return Err(format!(
+            "the event check gave no verdict for any of the {} events asked: {}",
+            events.len(),
+            snippet(&text)
+        ));
     }
     Ok(events
         .iter()
@@ -446,9 +460,10 @@ mod tests {
             parse_event_answer(a, &events).unwrap(),
             ev(&["smoke or fire"])
         );
-        // Paraphrased, different count: ignored.
+        // Paraphrased, different count: no verdict for any asked event.
         let a = r#"{"result":[{"event":"fire","is_detected":true}]}"#;
-        assert!(parse_event_answer(a, &events).unwrap().is_empty());
+        let e = parse_event_answer(a, &events).unwrap_err();
+        assert!(e.contains("no verdict for any of the 2 events"), "{e}");
         // Omitted events are not detected; reported twice: any true wins.
         let a = r#"{"result":[{"event":"smoke or fire","is_detected":false},{"event":"smoke or fire","is_detected":true},{"event":"x","is_detected":true}]}"#;
         assert_eq!(
@@ -487,7 +502,8 @@ mod tests {
             ev(&["a person falls"])
         );
         let a = r#"{"result":[]}"#;
-        assert!(parse_event_answer(a, &events).unwrap().is_empty());
+        let e = parse_event_answer(a, &events).unwrap_err();
+        assert!(e.contains("no verdict"), "{e}");
     }
 
     #[test]

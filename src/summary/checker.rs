@@ -61,6 +61,9 @@ pub fn alert_of(rec: &SummaryRecord, events: Vec<String>) -> Alert {
 
 impl AlertChecker {
     fn fail(&self, rec: &mut SummaryRecord, msg: String) {
+        // The answer's snippet may hold NUL, which would cut the bus
+        // warning short (hardening round 3).
+        let msg = crate::record::without_nul(msg);
         (self.on_error)(rec.chunk_index, &msg);
         rec.alert_error = Some(msg);
     }
@@ -90,7 +93,9 @@ impl AfterCaption for AlertChecker {
                 }
             },
             Err(e) if cancel.is_cancelled() => {
-                rec.alert_error = Some(format!("the event check was cancelled ({e})"));
+                rec.alert_error = Some(crate::record::without_nul(format!(
+                    "the event check was cancelled ({e})"
+                )));
                 None
             }
             Err(e) => {
@@ -101,7 +106,7 @@ impl AfterCaption for AlertChecker {
     }
 
     fn timed_out(&self, rec: &mut SummaryRecord, msg: &str) {
-        let msg = format!("the event check did not finish: {msg}");
+        let msg = crate::record::without_nul(format!("the event check did not finish: {msg}"));
         (self.on_error)(rec.chunk_index, &msg);
         rec.alert_error = Some(msg);
     }
@@ -209,5 +214,17 @@ mod tests {
             a[0].record().start_time.as_deref(),
             Some("2026-12-02T10:00:00.000Z")
         );
+    }
+
+    /// Round 3: a NUL in the LLM's answer reached the bus warning, which
+    /// GLib cut there; the record kept the whole text.
+    #[test]
+    fn nul_in_an_answer_does_not_cut_the_warning() {
+        let (c, _, errors) = checker(FakeLlm::new(|_, _, _| Ok("no json\0 after the nul".into())));
+        let mut r = caption("A man falls.");
+        assert!(c.process(&mut r, &CancellationToken::new()).is_none());
+        let e = errors.lock().unwrap()[0].clone();
+        assert!(!e.contains('\0') && e.contains("after the nul"), "{e}");
+        assert_eq!(r.alert_error.as_deref(), Some(e.as_str()));
     }
 }

@@ -29,6 +29,12 @@
 //! * A window's `start` is `w·D`; its `end` is `(w+1)·D` clipped to the end
 //!   of its latest chunk, so the last window of a stream ends at the
 //!   stream's end.
+//! * `summary-index` is unique for the element's life, like `chunk-index`:
+//!   after a [`Windows::reset`] (flush/seek), the first new window takes
+//!   its time index unless that was already used, else the index after the
+//!   highest one used, and the segment's later windows follow it at the
+//!   same distance (hardening round 3: a backward seek repeated indices).
+//!   Without a seek back, `summary-index` is the time index `w` above.
 //! * `D` = `None` (`summary-duration=-1`): no windows at all, `push` and
 //!   `finish` return nothing; the final summary is made from all chunks
 //!   ([`Window::whole`]).
@@ -126,12 +132,23 @@ impl Window {
     }
 }
 
+/// Shortest `summary-duration`: the shortest chunk stride
+/// ([`crate::chunker::MIN_STRIDE_NS`], 0.1 s). A window shorter than one
+/// chunk's stride summarizes nothing new, and values near 0 make window
+/// indices overflow (hardening round 3, F8: `1e-300` put every chunk into
+/// window 18446744073709551615).
+pub const MIN_SUMMARY_DURATION: f64 = crate::chunker::MIN_STRIDE_NS as f64 / 1e9;
+
 /// `summary-duration` as set on the element: `-1` → `None` (only the final
-/// summary), a finite value `> 0` → `Some`, anything else is an error naming
-/// the property.
+/// summary), a finite value of at least [`MIN_SUMMARY_DURATION`] → `Some`,
+/// anything else is an error naming the property.
 pub fn parse_summary_duration(v: f64) -> Result<Option<f64>, String> {
     if v == -1.0 {
         Ok(None)
+    } else if v.is_finite() && v > 0.0 && v < MIN_SUMMARY_DURATION {
+        Err(format!(
+            "summary-duration must be at least {MIN_SUMMARY_DURATION} seconds (the shortest chunk stride), or -1 for only a final summary (got {v})"
+        ))
     } else if v.is_finite() && v > 0.0 {
         Ok(Some(v))
     } else {
@@ -149,21 +166,33 @@ const BOUNDARY_EPSILON: f64 = 1e-6;
 pub struct Windows {
     duration: Option<f64>,
     open: Option<Window>,
+    /// The open window's time index (its `index` may be shifted).
+    open_slot: u64,
+    /// Added to time indices in this segment.
+    offset: u64,
+    /// The highest `summary-index` given out.
+    last_index: Option<u64>,
+    /// A reset happened: the next window sets `offset`.
+    rebase: bool,
 }
 
 impl Windows {
     /// `duration`: `Some(D)` with `D > 0` finite, or `None` for no windows.
     pub fn new(duration: Option<f64>) -> Result<Windows, String> {
         if let Some(d) = duration {
-            if !(d.is_finite() && d > 0.0) {
+            if !(d.is_finite() && d >= MIN_SUMMARY_DURATION) {
                 return Err(format!(
-                    "summary-duration must be greater than 0 seconds (got {d})"
+                    "summary-duration must be at least {MIN_SUMMARY_DURATION} seconds (got {d})"
                 ));
             }
         }
         Ok(Windows {
             duration,
             open: None,
+            open_slot: 0,
+            offset: 0,
+            last_index: None,
+            rebase: false,
         })
     }
 
@@ -196,10 +225,11 @@ impl Windows {
             return Vec::new();
         };
         let mut closed = Vec::new();
+        let slot = self.open_slot;
         match &mut self.open {
-            Some(open) if w <= open.index => {
+            Some(open) if w <= slot => {
                 // Same window, or time went backwards: join the open one.
-                let bound = (open.index as f64 + 1.0) * d;
+                let bound = (slot as f64 + 1.0) * d;
                 open.end = open.end.max(chunk.end.min(bound));
                 open.chunks.push(chunk);
                 return closed;
@@ -207,10 +237,18 @@ impl Windows {
             _ => {}
         }
         closed.extend(self.open.take());
+        if std::mem::take(&mut self.rebase) {
+            self.offset = self
+                .last_index
+                .map_or(0, |l| l.saturating_add(1).saturating_sub(w));
+        }
+        let index = w.saturating_add(self.offset);
+        self.last_index = Some(index);
+        self.open_slot = w;
         let start = w as f64 * d;
         let end = chunk.end.min(start + d).max(start);
         self.open = Some(Window {
-            index: w,
+            index,
             start,
             end,
             chunks: vec![chunk],
@@ -227,6 +265,7 @@ impl Windows {
     /// the captions).
     pub fn reset(&mut self) {
         self.open = None;
+        self.rebase = true;
     }
 }
 
@@ -256,6 +295,34 @@ mod tests {
         out
     }
 
+    /// Round 3: a backward flushing seek must not repeat `summary-index`
+    /// (it is unique like `chunk-index`); a forward one keeps time indices.
+    #[test]
+    fn summary_index_stays_unique_across_seeks() {
+        let mut w = Windows::new(Some(10.0)).unwrap();
+        let mut got = Vec::new();
+        let mut feed = |w: &mut Windows, starts: &[f64], idx0: u64| {
+            let mut out = Vec::new();
+            for (i, s) in starts.iter().enumerate() {
+                out.extend(w.push(chunk(idx0 + i as u64, *s, *s + 10.0, true)));
+            }
+            out.extend(w.finish());
+            out.into_iter()
+                .map(|x| (x.index, x.start))
+                .collect::<Vec<_>>()
+        };
+        got.extend(feed(&mut w, &[0.0, 10.0, 20.0], 0));
+        assert_eq!(got, vec![(0, 0.0), (1, 10.0), (2, 20.0)]);
+        // Back to 10 s: new indices, the same times.
+        w.reset();
+        let back = feed(&mut w, &[10.0, 20.0, 30.0], 3);
+        assert_eq!(back, vec![(3, 10.0), (4, 20.0), (5, 30.0)]);
+        // Forward, past what was used: time indices again.
+        w.reset();
+        let fwd = feed(&mut w, &[100.0, 110.0], 6);
+        assert_eq!(fwd, vec![(10, 100.0), (11, 110.0)]);
+    }
+
     #[test]
     fn duration_values() {
         assert_eq!(parse_summary_duration(-1.0), Ok(None));
@@ -264,6 +331,14 @@ mod tests {
             let e = parse_summary_duration(bad).unwrap_err();
             assert!(e.contains("summary-duration"), "{e}");
         }
+        // Round 3, F8: values that overflow window indices are refused.
+        for tiny in [1e-19, 1e-300, f64::MIN_POSITIVE, 0.099] {
+            let e = parse_summary_duration(tiny).unwrap_err();
+            assert!(e.contains("at least 0.1 seconds"), "{e}");
+            assert!(Windows::new(Some(tiny)).is_err());
+        }
+        assert_eq!(parse_summary_duration(0.1), Ok(Some(0.1)));
+        assert_eq!(parse_summary_duration(1e300), Ok(Some(1e300)));
         assert!(Windows::new(Some(0.0)).is_err());
         assert!(Windows::new(Some(-1.0)).is_err()); // -1 is the property's sentinel, not a D
         assert!(Windows::new(None).is_ok());
