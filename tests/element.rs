@@ -834,3 +834,50 @@ fn a_flow_error_on_summary_src_is_an_element_error_naming_the_pad() {
         "the records before the error were delivered"
     );
 }
+
+/// Issue 20: when a property can change is its pspec's flags (one place
+/// per property): without a `mutable_*` flag it is fixed once the element
+/// leaves NULL and its blurb says so; the flagged ones are exactly those
+/// read later.
+#[test]
+fn settability_is_the_pspec_flags_and_the_blurbs_agree() {
+    init();
+    let e = gst::ElementFactory::make("vsssummarize").build().unwrap();
+    let mut ready = Vec::new();
+    let mut playing = Vec::new();
+    for p in e.list_properties() {
+        let f = p.flags();
+        if !f.contains(gst::glib::ParamFlags::WRITABLE) || p.owner_type() != e.type_() {
+            continue;
+        }
+        let blurb = p.blurb().unwrap_or_default();
+        let mutable = f.intersects(
+            gst::PARAM_FLAG_MUTABLE_READY
+                | gst::PARAM_FLAG_MUTABLE_PAUSED
+                | gst::PARAM_FLAG_MUTABLE_PLAYING,
+        );
+        assert_eq!(
+            !mutable,
+            blurb.ends_with("(fixed once the element leaves NULL)"),
+            "{}: {blurb}",
+            p.name()
+        );
+        if f.contains(gst::PARAM_FLAG_MUTABLE_READY) {
+            ready.push(p.name().to_string());
+        }
+        if f.contains(gst::PARAM_FLAG_MUTABLE_PLAYING) {
+            playing.push(p.name().to_string());
+        }
+    }
+    ready.sort();
+    assert_eq!(
+        ready,
+        [
+            "chunk-duration",
+            "chunk-overlap",
+            "max-concurrency",
+            "max-pending-chunks"
+        ]
+    );
+    assert_eq!(playing, ["drain-timeout"]);
+}

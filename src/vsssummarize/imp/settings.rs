@@ -121,95 +121,47 @@ impl Default for Settings {
     }
 }
 
-/// Properties read at NULL→READY: fixed once the element leaves NULL (a
-/// change is refused with a warning, and the value in effect reads back).
-const NULL_ONLY: &[&str] = &[
-    "backend",
-    "endpoint",
-    "model-name",
-    "api-key",
-    "api-version",
-    "model-path",
-    "model-root-dir",
-    "env-file",
-    "python",
-    "device",
-    "dtype",
-    "num-frames-per-chunk",
-    "frame-width",
-    "frame-height",
-    "jpeg-quality",
-    "prompt",
-    "system-prompt",
-    "max-tokens",
-    "temperature",
-    "top-p",
-    "top-k",
-    "seed",
-    "request-timeout",
-    "max-retries",
-    "server-wait",
-    "enable-reasoning",
-    "max-restarts",
-    "summarize",
-    "summary-duration",
-    "llm-endpoint",
-    "llm-model-name",
-    "llm-api-key",
-    "llm-max-tokens",
-    "llm-temperature",
-    "llm-top-p",
-    "llm-context-tokens",
-    "llm-max-concurrency",
-    "caption-summarization-prompt",
-    "summary-aggregation-prompt",
-    "events",
-    "alert-webhook",
-    "alert-webhook-token",
-    "stream-id",
-];
+/// When a property can change is its pspec's flags, as in every GStreamer
+/// element: none — read at NULL→READY, so fixed once the element leaves NULL
+/// (a change is refused with a warning, and the value in effect reads
+/// back), and its blurb says so ([`fixed!`]); `mutable_ready` — read at
+/// READY→PAUSED; `mutable_playing` — applies whenever it is set.
+/// The blurb of a property without a `mutable_*` flag: says when it is
+/// fixed (gst-inspect shows no "changeable in READY" flag for them).
+macro_rules! fixed {
+    ($blurb:literal) => {
+        concat!($blurb, " (fixed once the element leaves NULL)")
+    };
+}
 
-/// Properties read at READY→PAUSED: fixed above READY. The others
-/// (`drain-timeout`) apply whenever they are set.
-const READY_ONLY: &[&str] = &[
-    "chunk-duration",
-    "chunk-overlap",
-    "max-concurrency",
-    "max-pending-chunks",
-];
-
-/// Appended to the blurb of every [`NULL_ONLY`] property.
-const FIXED_NOTE: &str = " (fixed once the element leaves NULL)";
+/// A string property read at NULL→READY.
+macro_rules! sf {
+    ($name:literal, $blurb:literal) => {
+        glib::ParamSpecString::builder($name)
+            .blurb(fixed!($blurb))
+            .build()
+    };
+}
 
 impl VssSummarize {
     pub(super) fn property_specs() -> &'static [glib::ParamSpec] {
         static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
-            // Blurbs of NULL-only properties say so (gst-inspect shows no
-            // "changeable in READY" flag for them).
-            let fixed = |blurb: &str| -> &'static str {
-                Box::leak(format!("{blurb}{FIXED_NOTE}").into_boxed_str())
-            };
-            let sf = |name: &str, blurb: &str| {
-                glib::ParamSpecString::builder(name)
-                    .blurb(fixed(blurb))
-                    .build()
-            };
             vec![
                 glib::ParamSpecEnum::builder_with_default("backend", BackendProp::OpenAiCompat)
                     .nick("Backend")
-                    .blurb(fixed("Model backend (default from VLM_MODEL_TO_USE); fixed once the element leaves NULL"))
+                    .blurb(fixed!("Model backend (default from VLM_MODEL_TO_USE); fixed once the element leaves NULL"))
                     .build(),
-                sf("endpoint", "OpenAI-compatible base URL, e.g. http://localhost:8000/v1 (default from VIA_VLM_ENDPOINT, else https://api.openai.com/v1)"),
-                sf("model-name", "Model / deployment name sent as 'model' (default from VIA_VLM_OPENAI_MODEL_DEPLOYMENT_NAME, else gpt-4o)"),
+                sf!("endpoint", "OpenAI-compatible base URL, e.g. http://localhost:8000/v1 (default from VIA_VLM_ENDPOINT, else https://api.openai.com/v1)"),
+                sf!("model-name", "Model / deployment name sent as 'model' (default from VIA_VLM_OPENAI_MODEL_DEPLOYMENT_NAME, else gpt-4o)"),
                 glib::ParamSpecString::builder("api-key")
-                    .blurb(fixed("API key (write-only; default from VIA_VLM_API_KEY, else OPENAI_API_KEY; AZURE_OPENAI_API_KEY for Azure)"))
+                    .blurb(fixed!("API key (write-only; default from VIA_VLM_API_KEY, else OPENAI_API_KEY; AZURE_OPENAI_API_KEY for Azure)"))
                     .write_only()
                     .build(),
-                sf("api-version", "Azure OpenAI api-version (default from OPENAI_API_VERSION)"),
-                sf("model-path", "Model directory for local backends (default from MODEL_PATH)"),
-                sf("model-root-dir", "Directory local models must lie in (default from MODEL_ROOT_DIR)"),
-                sf("python", "Python interpreter that runs a custom model (default from VSS_PYTHON, else python3); point it at a virtualenv's bin/python"),
-                sf("env-file", "VSS .env file of 'export KEY=VALUE' lines used as defaults (wins over the process environment)"),
+                sf!("api-version", "Azure OpenAI api-version (default from OPENAI_API_VERSION)"),
+                sf!("model-path", "Model directory for local backends (default from MODEL_PATH)"),
+                sf!("model-root-dir", "Directory local models must lie in (default from MODEL_ROOT_DIR)"),
+                sf!("python", "Python interpreter that runs a custom model (default from VSS_PYTHON, else python3); point it at a virtualenv's bin/python"),
+                sf!("env-file", "VSS .env file of 'export KEY=VALUE' lines used as defaults (wins over the process environment)"),
                 glib::ParamSpecDouble::builder("chunk-duration")
                     .blurb("Chunk length in seconds (chunk-duration minus chunk-overlap must be at least 0.1 s and 1/16 of chunk-duration)")
                     .minimum(crate::chunker::MIN_STRIDE_NS as f64 / 1e9)
@@ -225,56 +177,56 @@ impl VssSummarize {
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecUInt::builder("num-frames-per-chunk")
-                    .blurb(fixed("Frames sampled per chunk (0 = VLM_DEFAULT_NUM_FRAMES_PER_CHUNK, else the backend default: 10 for openai-compat, the manifest's number_of_frames for custom)"))
+                    .blurb(fixed!("Frames sampled per chunk (0 = VLM_DEFAULT_NUM_FRAMES_PER_CHUNK, else the backend default: 10 for openai-compat, the manifest's number_of_frames for custom)"))
                     .maximum(crate::chunker::MAX_FRAMES_PER_CHUNK)
                     .default_value(0)
                     .build(),
                 glib::ParamSpecUInt::builder("frame-width")
-                    .blurb(fixed("Width of frames sent to the model (0 = native, or keep the aspect ratio if frame-height is set; default from VLM_INPUT_WIDTH)"))
+                    .blurb(fixed!("Width of frames sent to the model (0 = native, or keep the aspect ratio if frame-height is set; default from VLM_INPUT_WIDTH)"))
                     .maximum(config::MAX_FRAME_SIZE)
                     .default_value(0)
                     .build(),
                 glib::ParamSpecUInt::builder("frame-height")
-                    .blurb(fixed("Height of frames sent to the model (0 = native, or keep the aspect ratio if frame-width is set; default from VLM_INPUT_HEIGHT)"))
+                    .blurb(fixed!("Height of frames sent to the model (0 = native, or keep the aspect ratio if frame-width is set; default from VLM_INPUT_HEIGHT)"))
                     .maximum(config::MAX_FRAME_SIZE)
                     .default_value(0)
                     .build(),
                 glib::ParamSpecUInt::builder("jpeg-quality")
-                    .blurb(fixed("JPEG quality of frames sent to the model"))
+                    .blurb(fixed!("JPEG quality of frames sent to the model"))
                     .minimum(1)
                     .maximum(100)
                     .default_value(DEFAULT_JPEG_QUALITY)
                     .build(),
                 glib::ParamSpecString::builder("prompt")
-                    .blurb(fixed("Caption prompt (after the frame timestamp list)"))
+                    .blurb(fixed!("Caption prompt (after the frame timestamp list)"))
                     .default_value(Some(prompt::DEFAULT_PROMPT))
                     .build(),
-                sf("system-prompt", "System message (default from VLM_SYSTEM_PROMPT; none if empty)"),
+                sf!("system-prompt", "System message (default from VLM_SYSTEM_PROMPT; none if empty)"),
                 glib::ParamSpecUInt::builder("max-tokens")
-                    .blurb(fixed("max_tokens of each request"))
+                    .blurb(fixed!("max_tokens of each request"))
                     .minimum(1)
                     .maximum(1 << 20)
                     .default_value(1024)
                     .build(),
                 glib::ParamSpecDouble::builder("temperature")
-                    .blurb(fixed("Sampling temperature of each request (0 = greedy)"))
+                    .blurb(fixed!("Sampling temperature of each request (0 = greedy)"))
                     .minimum(0.0)
                     .maximum(2.0)
                     .default_value(0.2)
                     .build(),
                 glib::ParamSpecDouble::builder("top-p")
-                    .blurb(fixed("Nucleus sampling top_p of each request"))
+                    .blurb(fixed!("Nucleus sampling top_p of each request"))
                     .minimum(0.0)
                     .maximum(1.0)
                     .default_value(1.0)
                     .build(),
                 glib::ParamSpecUInt::builder("top-k")
-                    .blurb(fixed("top_k (0 = not sent)"))
+                    .blurb(fixed!("top_k (0 = not sent)"))
                     .maximum(100_000)
                     .default_value(0)
                     .build(),
                 glib::ParamSpecInt64::builder("seed")
-                    .blurb(fixed("seed (-1 = not sent)"))
+                    .blurb(fixed!("seed (-1 = not sent)"))
                     .minimum(-1)
                     .default_value(1)
                     .build(),
@@ -293,13 +245,13 @@ impl VssSummarize {
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecDouble::builder("request-timeout")
-                    .blurb(fixed("Seconds per request attempt (0 = no timeout)"))
+                    .blurb(fixed!("Seconds per request attempt (0 = no timeout)"))
                     .minimum(0.0)
                     .maximum(86_400.0)
                     .default_value(DEFAULT_REQUEST_TIMEOUT)
                     .build(),
                 glib::ParamSpecUInt::builder("max-retries")
-                    .blurb(fixed("Retries of a request after 429, 5xx or a timeout"))
+                    .blurb(fixed!("Retries of a request after 429, 5xx or a timeout"))
                     .maximum(100)
                     .default_value(DEFAULT_MAX_RETRIES)
                     .build(),
@@ -311,83 +263,83 @@ impl VssSummarize {
                     .mutable_playing()
                     .build(),
                 glib::ParamSpecDouble::builder("server-wait")
-                    .blurb(fixed("openai-compat: seconds a chunk keeps retrying an endpoint that refuses connections (not up yet, restarting) before it fails; 0 = retry like other errors"))
+                    .blurb(fixed!("openai-compat: seconds a chunk keeps retrying an endpoint that refuses connections (not up yet, restarting) before it fails; 0 = retry like other errors"))
                     .minimum(0.0)
                     .maximum(86_400.0)
                     .default_value(DEFAULT_SERVER_WAIT_S)
                     .build(),
                 glib::ParamSpecString::builder("device")
-                    .blurb(fixed("Where sampled frames are converted/resized (and, for cosmos-reason1 in a cuda build, where the model runs): auto (GPU 0 when the NVIDIA driver, a GPU and NVRTC are present, else CPU), cpu, cuda:N (fails at NULL->READY without a usable GPU); reads back the device in use once READY"))
+                    .blurb(fixed!("Where sampled frames are converted/resized (and, for cosmos-reason1 in a cuda build, where the model runs): auto (GPU 0 when the NVIDIA driver, a GPU and NVRTC are present, else CPU), cpu, cuda:N (fails at NULL->READY without a usable GPU); reads back the device in use once READY"))
                     .default_value(Some("auto"))
                     .build(),
                 glib::ParamSpecString::builder("dtype")
-                    .blurb(fixed("cosmos-reason1: weight type: auto (f32 on the CPU, bf16 on CUDA), f32, bf16 (half the memory; on the CPU slower than f32)"))
+                    .blurb(fixed!("cosmos-reason1: weight type: auto (f32 on the CPU, bf16 on CUDA), f32, bf16 (half the memory; on the CPU slower than f32)"))
                     .default_value(Some("auto"))
                     .build(),
                 glib::ParamSpecBoolean::builder("enable-reasoning")
-                    .blurb(fixed("cosmos-reason1: ask for <think>…</think><answer>…</answer> and put the thinking in the record's reasoning field"))
+                    .blurb(fixed!("cosmos-reason1: ask for <think>…</think><answer>…</answer> and put the thinking in the record's reasoning field"))
                     .default_value(false)
                     .build(),
                 glib::ParamSpecUInt::builder("max-restarts")
-                    .blurb(fixed("custom backend: model process restarts after crashes in a row before the element fails"))
+                    .blurb(fixed!("custom backend: model process restarts after crashes in a row before the element fails"))
                     .maximum(1000)
                     .default_value(DEFAULT_MAX_RESTARTS)
                     .build(),
                 glib::ParamSpecBoolean::builder("summarize")
-                    .blurb(fixed("Make summary records (one per summary-duration of video) and a final-summary record before EOS with the text LLM (llm-*); false: captions only"))
+                    .blurb(fixed!("Make summary records (one per summary-duration of video) and a final-summary record before EOS with the text LLM (llm-*); false: captions only"))
                     .default_value(true)
                     .build(),
                 glib::ParamSpecDouble::builder("summary-duration")
-                    .blurb(fixed("Seconds of video per summary window: window w holds the chunks whose start lies in [w*D, (w+1)*D) of stream time; -1: no windows, only the final summary"))
+                    .blurb(fixed!("Seconds of video per summary window: window w holds the chunks whose start lies in [w*D, (w+1)*D) of stream time; -1: no windows, only the final summary"))
                     .minimum(-1.0)
                     .maximum(31_536_000.0)
                     .default_value(DEFAULT_SUMMARY_DURATION)
                     .build(),
-                sf("llm-endpoint", "OpenAI-compatible base URL of the text LLM for summaries and event checks (default: the VLM's endpoint for openai-compat, the loaded model for cosmos-reason1, none for custom)"),
-                sf("llm-model-name", "Text LLM model name (default: the VLM's model on its endpoint; on llm-endpoint, the only model it serves)"),
+                sf!("llm-endpoint", "OpenAI-compatible base URL of the text LLM for summaries and event checks (default: the VLM's endpoint for openai-compat, the loaded model for cosmos-reason1, none for custom)"),
+                sf!("llm-model-name", "Text LLM model name (default: the VLM's model on its endpoint; on llm-endpoint, the only model it serves)"),
                 glib::ParamSpecString::builder("llm-api-key")
-                    .blurb(fixed("Text LLM API key (write-only; default: the VLM's key when llm-endpoint is unset or on the same host and port)"))
+                    .blurb(fixed!("Text LLM API key (write-only; default: the VLM's key when llm-endpoint is unset or on the same host and port)"))
                     .write_only()
                     .build(),
                 glib::ParamSpecUInt::builder("llm-max-tokens")
-                    .blurb(fixed("Most tokens the text LLM may answer per call"))
+                    .blurb(fixed!("Most tokens the text LLM may answer per call"))
                     .minimum(16)
                     .maximum(65_536)
                     .default_value(DEFAULT_LLM_MAX_TOKENS)
                     .build(),
                 glib::ParamSpecDouble::builder("llm-temperature")
-                    .blurb(fixed("Text LLM sampling temperature"))
+                    .blurb(fixed!("Text LLM sampling temperature"))
                     .minimum(0.0)
                     .maximum(2.0)
                     .default_value(DEFAULT_LLM_TEMPERATURE)
                     .build(),
                 glib::ParamSpecDouble::builder("llm-top-p")
-                    .blurb(fixed("Text LLM nucleus sampling top-p"))
+                    .blurb(fixed!("Text LLM nucleus sampling top-p"))
                     .minimum(0.0)
                     .maximum(1.0)
                     .default_value(DEFAULT_LLM_TOP_P)
                     .build(),
                 glib::ParamSpecUInt64::builder("llm-context-tokens")
-                    .blurb(fixed("Input budget of one text LLM call, in tokens (estimated conservatively); summaries of more split and aggregate recursively. The model's context must hold this plus llm-max-tokens"))
+                    .blurb(fixed!("Input budget of one text LLM call, in tokens (estimated conservatively); summaries of more split and aggregate recursively. The model's context must hold this plus llm-max-tokens"))
                     .minimum(256)
                     .maximum(10_000_000)
                     .default_value(crate::summary::aggregate::DEFAULT_CONTEXT_TOKENS)
                     .build(),
                 glib::ParamSpecUInt::builder("llm-max-concurrency")
-                    .blurb(fixed("Text LLM calls at once for event checks, and for the batches of one summary (summaries and event checks have separate budgets)"))
+                    .blurb(fixed!("Text LLM calls at once for event checks, and for the batches of one summary (summaries and event checks have separate budgets)"))
                     .minimum(1)
                     .maximum(64)
                     .default_value(DEFAULT_LLM_MAX_CONCURRENCY)
                     .build(),
-                sf("caption-summarization-prompt", "Prompt that turns '<start> <end> caption' lines into a summary (empty: the built-in one)"),
-                sf("summary-aggregation-prompt", "Prompt that merges partial summaries into one (empty: the built-in one)"),
-                sf("events", "Events to raise alerts on, ';'-separated (e.g. 'a person falls;smoke or fire'); each caption is checked with one text LLM call"),
-                sf("alert-webhook", "http(s) URL that receives one JSON POST per alert (streamId, alertId, ntpTimestamp, alertDetails, detectedEvents)"),
+                sf!("caption-summarization-prompt", "Prompt that turns '<start> <end> caption' lines into a summary (empty: the built-in one)"),
+                sf!("summary-aggregation-prompt", "Prompt that merges partial summaries into one (empty: the built-in one)"),
+                sf!("events", "Events to raise alerts on, ';'-separated (e.g. 'a person falls;smoke or fire'); each caption is checked with one text LLM call"),
+                sf!("alert-webhook", "http(s) URL that receives one JSON POST per alert (streamId, alertId, ntpTimestamp, alertDetails, detectedEvents)"),
                 glib::ParamSpecString::builder("alert-webhook-token")
-                    .blurb(fixed("Bearer token sent to alert-webhook (write-only)"))
+                    .blurb(fixed!("Bearer token sent to alert-webhook (write-only)"))
                     .write_only()
                     .build(),
-                sf("stream-id", "Stream name written in every record and alert (default: the element's name)"),
+                sf!("stream-id", "Stream name written in every record and alert (default: the element's name)"),
                 glib::ParamSpecUInt64::builder("summaries-completed")
                     .blurb("Summary and final-summary records made")
                     .read_only()
@@ -428,12 +380,15 @@ impl VssSummarize {
     pub(super) fn set_prop(&self, value: &glib::Value, pspec: &glib::ParamSpec) {
         let name = pspec.name();
         let state = self.obj().current_state();
-        let refused = if NULL_ONLY.contains(&name) && state != gst::State::Null {
-            Some("NULL")
-        } else if READY_ONLY.contains(&name) && state > gst::State::Ready {
-            Some("NULL or READY")
-        } else {
+        let flags = pspec.flags();
+        let refused = if flags.contains(gst::PARAM_FLAG_MUTABLE_PLAYING) {
             None
+        } else if flags.contains(gst::PARAM_FLAG_MUTABLE_PAUSED) {
+            (state > gst::State::Paused).then_some("NULL, READY or PAUSED")
+        } else if flags.contains(gst::PARAM_FLAG_MUTABLE_READY) {
+            (state > gst::State::Ready).then_some("NULL or READY")
+        } else {
+            (state != gst::State::Null).then_some("NULL")
         };
         if let Some(when) = refused {
             gst::warning!(
