@@ -881,3 +881,48 @@ fn settability_is_the_pspec_flags_and_the_blurbs_agree() {
     );
     assert_eq!(playing, ["drain-timeout"]);
 }
+
+/// Issue 20: the stream-start on `summary_src` is derived from the sink's
+/// (its own stream id) and keeps its seqnum and group, as a derived event
+/// should. On `gst_check::Harness`, with explicit events and no clock.
+#[test]
+fn the_derived_stream_start_keeps_seqnum_and_group() {
+    init();
+    let server = MockServer::start();
+    let e = gst::ElementFactory::make("vsssummarize")
+        .property("endpoint", server.url())
+        .property("model-name", "mock")
+        .property("summarize", false)
+        .build()
+        .unwrap();
+    // The harness links sink and summary_src and sets the element PLAYING.
+    let mut h = gst_check::Harness::with_element(&e, Some("sink"), Some("summary_src"));
+    let group = gst::GroupId::next();
+    let ss = gst::event::StreamStart::builder("cam-1")
+        .group_id(group)
+        .build();
+    let seqnum = ss.seqnum();
+    assert!(h.push_event(ss));
+    let caps = gst::Caps::builder("video/x-raw")
+        .field("format", "I420")
+        .field("width", 64i32)
+        .field("height", 48i32)
+        .field("framerate", gst::Fraction::new(10, 1))
+        .build();
+    assert!(h.push_event(gst::event::Caps::new(&caps)));
+    let seg = gst::FormattedSegment::<gst::ClockTime>::new();
+    assert!(h.push_event(gst::event::Segment::new(&seg)));
+    let mut b = gst::Buffer::from_mut_slice(i420_frame(64, 48, [0, 0, 0]));
+    b.get_mut().unwrap().set_pts(gst::ClockTime::ZERO);
+    // The video pad is not linked here; only summary_src is.
+    let _ = h.push(b);
+    // The first event on summary_src is its stream-start (sent with the GAP
+    // that lets its sink preroll).
+    let ev = h.pull_event().expect("an event on summary_src");
+    let gst::EventView::StreamStart(s) = ev.view() else {
+        panic!("first event {ev:?}");
+    };
+    assert_eq!(s.stream_id(), "cam-1/summary");
+    assert_eq!(s.group_id(), Some(group));
+    assert_eq!(ev.seqnum(), seqnum);
+}

@@ -385,7 +385,8 @@ impl VssSummarize {
         match event.view() {
             EventView::StreamStart(ss) => {
                 let id = format!("{}/summary", ss.stream_id());
-                let mut b = gst::event::StreamStart::builder(&id);
+                // Derived from the sink's: same group and seqnum.
+                let mut b = gst::event::StreamStart::builder(&id).seqnum(event.seqnum());
                 if let Some(g) = ss.group_id() {
                     b = b.group_id(g);
                 }
