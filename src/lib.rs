@@ -36,6 +36,7 @@ pub mod meta;
 pub mod prompt;
 pub mod record;
 pub mod runtime;
+pub mod session;
 pub mod summary;
 mod vsssummarize;
 

@@ -301,7 +301,7 @@ mod tests {
     fn summary_index_stays_unique_across_seeks() {
         let mut w = Windows::new(Some(10.0)).unwrap();
         let mut got = Vec::new();
-        let mut feed = |w: &mut Windows, starts: &[f64], idx0: u64| {
+        let feed = |w: &mut Windows, starts: &[f64], idx0: u64| {
             let mut out = Vec::new();
             for (i, s) in starts.iter().enumerate() {
                 out.extend(w.push(chunk(idx0 + i as u64, *s, *s + 10.0, true)));

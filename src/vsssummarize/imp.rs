@@ -11,7 +11,12 @@
 //! * the `summary_src` pad task pushes records in order, posts the bus
 //!   messages and queues the metas for the next video buffers.
 //!
-//! Lock order: `state` → `settings`. No lock is held while pushing or posting.
+//! Two locks: `settings` (what the properties hold) and `state` (the
+//! session built at NULL→READY and everything of the current run). Lock
+//! order: `state` → `settings`. No lock is held while pushing, posting,
+//! submitting a chunk or waiting; the backend, the downloads and the text
+//! LLM are built by [`crate::session`], which knows no GStreamer types and
+//! reports through [`observer::ElementObserver`].
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -24,32 +29,22 @@ use gst::subclass::prelude::*;
 use gst_video::prelude::*;
 
 use super::BackendProp;
-#[cfg(feature = "cosmos")]
-use crate::backend::cosmos::backend::{CosmosBackend, CosmosGen, CosmosOptions, DTypeChoice};
-use crate::backend::custom::manifest;
-use crate::backend::custom::{CustomBackend, CustomOptions, LogFn, LogLevel};
-use crate::backend::openai::{OpenAiBackend, OpenAiOptions};
-use crate::backend::{Backend, ChunkJob, FrameOptions, GenParams};
+use crate::backend::ChunkJob;
 use crate::chunker::{ChunkParams, Chunker};
-use crate::config::{self, ApiKey, BackendKind, Env, Resolved, UserSettings};
-use crate::dispatcher::{Dispatcher, Parts, Stats, Submitted};
-use crate::flow::Outbox;
+use crate::config::{self, ApiKey, Env};
+use crate::dispatcher::{Dispatcher, Submitted};
 use crate::frames::{Colorimetry, Matrix, PixelFormat, RawFrame};
-use crate::gpu::{self, DeviceChoice, FramePrep};
 use crate::meta;
 use crate::prompt::{self, TimeStyle};
 use crate::record::SummaryRecord;
-use crate::summary::{SummaryStats, WebhookStats};
+use crate::session::{Counters, RecordConstants, Session, Settings};
 
+mod observer;
 mod output;
-mod prepare;
 mod settings;
-mod text;
 mod video;
 
 use output::{SummaryFormat, SummaryMarker};
-use settings::Settings;
-use text::TextPlan;
 use video::{colorimetry, copy_frame, pixel_format, FORMATS};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -68,20 +63,17 @@ const OUTPUT_GRACE: Duration = Duration::from_secs(10);
 /// The dispatcher of this element: its markers are `summary_src` events.
 type Flow = Dispatcher<SummaryMarker>;
 
-/// Built at NULL→READY, dropped at READY→NULL.
-struct Prepared {
-    resolved: Resolved,
-    backend: Arc<dyn Backend>,
-    /// Where model input is prepared / the model runs (`device` read-back).
-    device: String,
-    /// Summaries and alerts; `None` when neither is made.
-    text: Option<TextPlan>,
-    /// `stream-id` in effect.
-    stream_id: String,
-}
-
 #[derive(Default)]
 struct State {
+    /// Built at NULL→READY, dropped at READY→NULL.
+    session: Option<Session>,
+    /// The rest is the current run's (READY→PAUSED … PAUSED→READY).
+    /// What every record of the session carries, captured at the start.
+    consts: RecordConstants,
+    dispatcher: Option<Arc<Flow>>,
+    /// Metas waiting for a video buffer (see [`output`]).
+    metas: VecDeque<gst::Structure>,
+    summary_format: Option<SummaryFormat>,
     chunker: Option<Chunker<RawFrame>>,
     info: Option<gst_video::VideoInfo>,
     segment: gst::FormattedSegment<gst::ClockTime>,
@@ -98,10 +90,6 @@ pub struct VssSummarize {
     summary_srcpad: gst::Pad,
     settings: Mutex<Settings>,
     state: Mutex<State>,
-    prepared: Mutex<Option<Prepared>>,
-    dispatcher: Mutex<Option<Arc<Flow>>>,
-    summary_format: Mutex<Option<SummaryFormat>>,
-    metas: Mutex<VecDeque<gst::Structure>>,
     /// Set when a segment starts; the first video PTS then becomes a
     /// [`SummaryMarker::Gap`], so that sinks on `summary_src` preroll long
     /// before the first record exists.
@@ -116,12 +104,10 @@ pub struct VssSummarize {
     last_caption_pts: AtomicU64,
     /// Its duration: the alert that follows a caption has the same.
     last_caption_duration: AtomicU64,
-    stats: Arc<Stats>,
     /// The backend's fatal error has been posted.
     fatal_posted: AtomicBool,
-    summary_stats: Arc<SummaryStats>,
-    alerts_raised: Arc<AtomicU64>,
-    webhook_stats: Arc<WebhookStats>,
+    /// Read by the counter properties.
+    counters: Counters,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -130,7 +116,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl VssSummarize {
     fn dispatcher(&self) -> Option<Arc<Flow>> {
-        lock(&self.dispatcher).clone()
+        lock(&self.state).dispatcher.clone()
     }
 
     fn upstream_latency(&self) -> Option<(bool, gst::ClockTime, Option<gst::ClockTime>)> {
@@ -192,7 +178,7 @@ impl VssSummarize {
 
         // One pending record per outgoing video buffer, so that readers that
         // look a meta up by name find each one.
-        let meta = lock(&self.metas).pop_front();
+        let meta = lock(&self.state).metas.pop_front();
         let buffer = match meta {
             Some(s) => {
                 let mut buffer = buffer;
@@ -290,16 +276,11 @@ impl VssSummarize {
             .position_from_stream_time(gst::ClockTime::from_nseconds(c.start))
             .map(|t| t.nseconds())
             .unwrap_or(c.start);
-        let (backend, model, stream_id) = lock(&self.prepared)
-            .as_ref()
-            .map(|p| {
-                (
-                    p.resolved.backend.as_str().to_string(),
-                    p.backend.model().to_string(),
-                    p.stream_id.clone(),
-                )
-            })
-            .unwrap_or_default();
+        let RecordConstants {
+            backend,
+            model,
+            stream_id,
+        } = state.consts.clone();
         let (start_label, end_label, wall) = match (live, state.wall_base) {
             (true, Some((st0, unix0))) => {
                 let at = |t: u64| {
@@ -464,7 +445,7 @@ impl VssSummarize {
                     st.wall_base = None;
                     st.live = None;
                 }
-                lock(&self.metas).clear();
+                lock(&self.state).metas.clear();
                 self.gap_needed.store(true, Ordering::Release);
                 // After a flush the sinks preroll again.
                 self.summary_prerolled.store(false, Ordering::Release);
@@ -549,9 +530,10 @@ impl VssSummarize {
                 }
             }
         }
-        let webhook = lock(&self.prepared)
+        let webhook = lock(&self.state)
+            .session
             .as_ref()
-            .and_then(|p| p.text.as_ref().and_then(|t| t.webhook.clone()));
+            .and_then(Session::webhook);
         if let Some(w) = webhook {
             if !w.wait_idle(deadline.max(std::time::Instant::now() + Duration::from_millis(100))) {
                 gst::element_imp_warning!(
@@ -573,9 +555,10 @@ impl VssSummarize {
 
     /// Posts the backend's fatal error once; true when there is one.
     fn check_fatal(&self) -> bool {
-        let fatal = lock(&self.prepared)
+        let fatal = lock(&self.state)
+            .session
             .as_ref()
-            .and_then(|p| p.backend.fatal_error());
+            .and_then(|s| s.backend.fatal_error());
         let Some(e) = fatal else { return false };
         if !self.fatal_posted.swap(true, Ordering::AcqRel) {
             gst::element_imp_error!(self, gst::LibraryError::Failed, ("vsssummarize: {e}"));
@@ -583,10 +566,30 @@ impl VssSummarize {
         true
     }
 
+    /// NULL→READY: the session (backend, downloads, endpoint check, text
+    /// LLM), built without any lock held.
+    fn prepare(&self) -> Result<(), gst::ErrorMessage> {
+        let settings = lock(&self.settings).clone();
+        let observer = observer::ElementObserver::for_element(&self.obj());
+        let session = Session::build(
+            &settings,
+            Env::from_process(),
+            &self.obj().name(),
+            &self.counters,
+            observer,
+        )
+        .map_err(observer::error_message)?;
+        self.fatal_posted.store(false, Ordering::Release);
+        lock(&self.state).session = Some(session);
+        Ok(())
+    }
+
+    /// READY→PAUSED: a run: the chunker, the dispatcher with its output
+    /// stream and summary engine, the record constants.
     fn start(&self) -> Result<(), gst::ErrorMessage> {
         let settings = lock(&self.settings).clone();
-        let prepared = lock(&self.prepared);
-        let Some(p) = prepared.as_ref() else {
+        let mut st = lock(&self.state);
+        let Some(session) = st.session.as_ref() else {
             return Err(gst::error_msg!(
                 gst::CoreError::StateChange,
                 ("not prepared")
@@ -595,57 +598,53 @@ impl VssSummarize {
         let params = ChunkParams::new(
             config::secs(settings.chunk_duration).as_nanos() as u64,
             config::secs(settings.chunk_overlap).as_nanos() as u64,
-            p.resolved.num_frames,
+            session.resolved.num_frames,
         )
         .map_err(|e| gst::error_msg!(gst::ResourceError::Settings, ("vsssummarize: {e}")))?;
-        self.stats.reset();
-        let workers = (settings.max_concurrency as usize)
-            .min(p.backend.max_concurrency().unwrap_or(usize::MAX))
-            .max(1);
-        let (workers, note) =
-            crate::dispatcher::effective_workers(workers, settings.max_pending as usize);
-        if let Some(note) = note {
-            gst::element_imp_warning!(self, gst::ResourceError::Settings, ("{note}"));
-        }
-        let outbox = Arc::new(Outbox::default());
-        let (stage, engine) = self.start_text(p.text.as_ref(), outbox.clone())?;
-        let d = Dispatcher::with_parts(
-            p.backend.clone(),
-            Parts {
-                max_concurrency: workers,
-                max_pending: settings.max_pending as usize,
-                stats: self.stats.clone(),
-                stage,
-                outbox,
-                engine,
-            },
-        );
-        drop(prepared);
-        *lock(&self.state) = State {
+        let (d, note) = session
+            .start::<SummaryMarker>(&settings, &self.counters)
+            .map_err(observer::error_message)?;
+        let consts = session.record_constants();
+        let session = st.session.take();
+        *st = State {
+            session,
+            consts,
+            dispatcher: Some(Arc::new(d)),
             chunker: Some(Chunker::new(params)),
             ..Default::default()
         };
-        *lock(&self.dispatcher) = Some(Arc::new(d));
-        *lock(&self.summary_format) = None;
-        lock(&self.metas).clear();
+        drop(st);
+        if let Some(note) = note {
+            gst::element_imp_warning!(self, gst::ResourceError::Settings, ("{note}"));
+        }
         self.gap_needed.store(true, Ordering::Release);
         self.summary_prerolled.store(false, Ordering::Release);
         Ok(())
     }
 
+    /// PAUSED→READY: cancels everything of the run (the network is not
+    /// waited for); the session stays.
     fn stop(&self) {
-        if let Some(d) = lock(&self.dispatcher).take() {
+        let (d, webhook) = {
+            let st = lock(&self.state);
+            (
+                st.dispatcher.clone(),
+                st.session.as_ref().and_then(Session::webhook),
+            )
+        };
+        if let Some(d) = d {
             d.shutdown();
         }
-        if let Some(w) = lock(&self.prepared)
-            .as_ref()
-            .and_then(|p| p.text.as_ref().and_then(|t| t.webhook.clone()))
-        {
+        if let Some(w) = webhook {
             w.cancel_all();
         }
         let _ = self.summary_srcpad.stop_task();
-        *lock(&self.state) = State::default();
-        lock(&self.metas).clear();
+        let mut st = lock(&self.state);
+        let session = st.session.take();
+        *st = State {
+            session,
+            ..Default::default()
+        };
     }
 }
 
@@ -723,19 +722,12 @@ impl ObjectSubclass for VssSummarize {
             summary_srcpad,
             settings: Mutex::new(Settings::default()),
             state: Mutex::new(State::default()),
-            prepared: Mutex::new(None),
-            dispatcher: Mutex::new(None),
-            summary_format: Mutex::new(None),
-            metas: Mutex::new(VecDeque::new()),
             gap_needed: AtomicBool::new(true),
             summary_prerolled: AtomicBool::new(false),
             last_caption_pts: AtomicU64::new(0),
             last_caption_duration: AtomicU64::new(0),
-            stats: Arc::new(Stats::default()),
             fatal_posted: AtomicBool::new(false),
-            summary_stats: Arc::new(SummaryStats::default()),
-            alerts_raised: Arc::new(AtomicU64::new(0)),
-            webhook_stats: Arc::new(WebhookStats::default()),
+            counters: Counters::default(),
         }
     }
 }
@@ -841,7 +833,11 @@ impl ElementImpl for VssSummarize {
         let ret = self.parent_change_state(transition)?;
         match transition {
             gst::StateChange::ReadyToPaused => self.start_summary_task(),
-            gst::StateChange::ReadyToNull => *lock(&self.prepared) = None,
+            gst::StateChange::ReadyToNull => {
+                // Dropped outside the lock: a custom worker's stop waits.
+                let session = lock(&self.state).session.take();
+                drop(session);
+            }
             _ => {}
         }
         Ok(ret)

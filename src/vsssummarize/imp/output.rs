@@ -144,7 +144,8 @@ impl VssSummarize {
     }
 
     fn queue_meta(&self, s: gst::Structure) {
-        let mut metas = lock(&self.metas);
+        let mut st = lock(&self.state);
+        let metas = &mut st.metas;
         if metas.len() >= MAX_QUEUED_METAS {
             metas.pop_front();
             gst::debug!(CAT, imp = self, "meta queue full, oldest meta discarded");
@@ -195,7 +196,7 @@ impl VssSummarize {
         match m {
             SummaryMarker::Event(e) => {
                 if e.type_() == gst::EventType::StreamStart {
-                    *lock(&self.summary_format) = None;
+                    lock(&self.state).summary_format = None;
                 } else {
                     // Sticky order on summary_src: stream-start, caps, segment.
                     self.ensure_summary_caps();
@@ -238,12 +239,12 @@ impl VssSummarize {
 
     /// The current `summary_src` format, negotiated first if needed.
     pub(super) fn ensure_summary_caps(&self) -> SummaryFormat {
-        let cur = *lock(&self.summary_format);
+        let cur = lock(&self.state).summary_format;
         match cur {
             Some(f) if !self.summary_srcpad.check_reconfigure() => f,
             _ => {
                 let f = self.negotiate_summary();
-                *lock(&self.summary_format) = Some(f);
+                lock(&self.state).summary_format = Some(f);
                 f
             }
         }

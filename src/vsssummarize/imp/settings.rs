@@ -4,122 +4,7 @@
 
 use super::*;
 
-const DEFAULT_CHUNK_DURATION: f64 = 10.0;
-const DEFAULT_JPEG_QUALITY: u32 = 90;
-const DEFAULT_MAX_CONCURRENCY: u32 = 4;
-const DEFAULT_MAX_PENDING: u32 = 16;
-const DEFAULT_REQUEST_TIMEOUT: f64 = 120.0;
-const DEFAULT_MAX_RETRIES: u32 = 3;
-const DEFAULT_DRAIN_TIMEOUT: f64 = 300.0;
-const DEFAULT_SERVER_WAIT_S: f64 = 120.0;
-const DEFAULT_MAX_RESTARTS: u32 = 3;
-const DEFAULT_SUMMARY_DURATION: f64 = 60.0;
-const DEFAULT_LLM_MAX_TOKENS: u32 = 2048;
-const DEFAULT_LLM_TEMPERATURE: f64 = 0.2;
-const DEFAULT_LLM_TOP_P: f64 = 0.7;
-const DEFAULT_LLM_MAX_CONCURRENCY: u32 = 2;
-
-/// The summary and alert properties.
-#[derive(Debug, Clone)]
-pub(super) struct TextSettings {
-    pub(super) summarize: bool,
-    pub(super) summary_duration: f64,
-    pub(super) llm_endpoint: Option<String>,
-    pub(super) llm_model_name: Option<String>,
-    pub(super) llm_api_key: Option<ApiKey>,
-    pub(super) llm_max_tokens: u32,
-    pub(super) llm_temperature: f64,
-    pub(super) llm_top_p: f64,
-    pub(super) llm_context_tokens: u64,
-    pub(super) llm_max_concurrency: u32,
-    pub(super) caption_prompt: String,
-    pub(super) aggregation_prompt: String,
-    pub(super) events: String,
-    pub(super) alert_webhook: Option<String>,
-    pub(super) alert_webhook_token: Option<ApiKey>,
-    pub(super) stream_id: Option<String>,
-}
-
-impl Default for TextSettings {
-    fn default() -> Self {
-        TextSettings {
-            summarize: true,
-            summary_duration: DEFAULT_SUMMARY_DURATION,
-            llm_endpoint: None,
-            llm_model_name: None,
-            llm_api_key: None,
-            llm_max_tokens: DEFAULT_LLM_MAX_TOKENS,
-            llm_temperature: DEFAULT_LLM_TEMPERATURE,
-            llm_top_p: DEFAULT_LLM_TOP_P,
-            llm_context_tokens: crate::summary::aggregate::DEFAULT_CONTEXT_TOKENS,
-            llm_max_concurrency: DEFAULT_LLM_MAX_CONCURRENCY,
-            caption_prompt: String::new(),
-            aggregation_prompt: String::new(),
-            events: String::new(),
-            alert_webhook: None,
-            alert_webhook_token: None,
-            stream_id: None,
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub(super) struct Settings {
-    pub(super) user: UserSettings,
-    pub(super) chunk_duration: f64,
-    pub(super) chunk_overlap: f64,
-    pub(super) jpeg_quality: u32,
-    pub(super) prompt: String,
-    pub(super) max_tokens: u32,
-    pub(super) temperature: f64,
-    pub(super) top_p: f64,
-    pub(super) top_k: u32,
-    pub(super) seed: i64,
-    pub(super) max_concurrency: u32,
-    pub(super) max_pending: u32,
-    pub(super) request_timeout: f64,
-    pub(super) max_retries: u32,
-    pub(super) drain_timeout: f64,
-    pub(super) server_wait: f64,
-    pub(super) max_restarts: u32,
-    pub(super) device: String,
-    pub(super) dtype: String,
-    pub(super) enable_reasoning: bool,
-    /// Generation properties the user set (a custom model's `configs` holds
-    /// only these).
-    pub(super) gen_set: std::collections::BTreeSet<&'static str>,
-    pub(super) text: TextSettings,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        let g = GenParams::default();
-        Settings {
-            user: UserSettings::default(),
-            chunk_duration: DEFAULT_CHUNK_DURATION,
-            chunk_overlap: 0.0,
-            jpeg_quality: DEFAULT_JPEG_QUALITY,
-            prompt: prompt::DEFAULT_PROMPT.to_string(),
-            max_tokens: g.max_tokens,
-            temperature: g.temperature,
-            top_p: g.top_p,
-            top_k: 0,
-            seed: 1,
-            max_concurrency: DEFAULT_MAX_CONCURRENCY,
-            max_pending: DEFAULT_MAX_PENDING,
-            request_timeout: DEFAULT_REQUEST_TIMEOUT,
-            max_retries: DEFAULT_MAX_RETRIES,
-            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
-            server_wait: DEFAULT_SERVER_WAIT_S,
-            max_restarts: DEFAULT_MAX_RESTARTS,
-            device: "auto".into(),
-            dtype: "auto".into(),
-            enable_reasoning: false,
-            gen_set: Default::default(),
-            text: TextSettings::default(),
-        }
-    }
-}
+use crate::session::settings::*;
 
 /// When a property can change is its pspec's flags, as in every GStreamer
 /// element: none — read at NULL→READY, so fixed once the element leaves NULL
@@ -497,8 +382,9 @@ impl VssSummarize {
     }
 
     pub(super) fn get_prop(&self, pspec: &glib::ParamSpec) -> glib::Value {
-        let prepared = lock(&self.prepared);
-        let resolved = prepared.as_ref().map(|p| &p.resolved);
+        let state = lock(&self.state);
+        let prepared = state.session.as_ref();
+        let resolved = prepared.map(|p| &p.resolved);
         let s = lock(&self.settings);
         let u = &s.user;
         match pspec.name() {
@@ -511,7 +397,6 @@ impl VssSummarize {
             .to_value(),
             "endpoint" => u.endpoint.to_value(),
             "model-name" => prepared
-                .as_ref()
                 .map(|p| p.backend.model().to_string())
                 .or_else(|| u.model_name.clone())
                 .to_value(),
@@ -521,7 +406,6 @@ impl VssSummarize {
                 .to_value(),
             "max-restarts" => s.max_restarts.to_value(),
             "device" => prepared
-                .as_ref()
                 .map(|p| p.device.clone())
                 .unwrap_or_else(|| s.device.clone())
                 .to_value(),
@@ -569,7 +453,6 @@ impl VssSummarize {
             "summary-duration" => s.text.summary_duration.to_value(),
             "llm-endpoint" => s.text.llm_endpoint.to_value(),
             "llm-model-name" => prepared
-                .as_ref()
                 .and_then(|p| p.text.as_ref().map(|t| t.llm.model().to_string()))
                 .or_else(|| s.text.llm_model_name.clone())
                 .to_value(),
@@ -591,36 +474,54 @@ impl VssSummarize {
                 })
                 .to_value(),
             "stream-id" => prepared
-                .as_ref()
                 .map(|p| p.stream_id.clone())
                 .or_else(|| s.text.stream_id.clone())
                 .unwrap_or_else(|| self.obj().name().to_string())
                 .to_value(),
             "summaries-completed" => self
-                .summary_stats
+                .counters
+                .summaries
                 .completed
                 .load(Ordering::Relaxed)
                 .to_value(),
-            "summaries-failed" => self.summary_stats.failed.load(Ordering::Relaxed).to_value(),
-            "alerts-raised" => self.alerts_raised.load(Ordering::Relaxed).to_value(),
-            "alerts-webhook-failed" => self.webhook_stats.failed.load(Ordering::Relaxed).to_value(),
+            "summaries-failed" => self
+                .counters
+                .summaries
+                .failed
+                .load(Ordering::Relaxed)
+                .to_value(),
+            "alerts-raised" => self
+                .counters
+                .alerts_raised
+                .load(Ordering::Relaxed)
+                .to_value(),
+            "alerts-webhook-failed" => self
+                .counters
+                .webhook
+                .failed
+                .load(Ordering::Relaxed)
+                .to_value(),
             "chunks-submitted" => self
-                .stats
+                .counters
+                .chunks
                 .submitted
                 .load(std::sync::atomic::Ordering::Relaxed)
                 .to_value(),
             "chunks-completed" => self
-                .stats
+                .counters
+                .chunks
                 .completed
                 .load(std::sync::atomic::Ordering::Relaxed)
                 .to_value(),
             "chunks-failed" => self
-                .stats
+                .counters
+                .chunks
                 .failed
                 .load(std::sync::atomic::Ordering::Relaxed)
                 .to_value(),
             "chunks-dropped" => self
-                .stats
+                .counters
+                .chunks
                 .dropped
                 .load(std::sync::atomic::Ordering::Relaxed)
                 .to_value(),

@@ -1,0 +1,125 @@
+// SPDX-License-Identifier: MPL-2.0
+//! The element's settings as plain data: what the properties hold, their
+//! defaults. The element's property specs, and when each one can change,
+//! are in the element (`src/vsssummarize/imp/settings.rs`).
+
+use crate::backend::GenParams;
+use crate::config::{ApiKey, UserSettings};
+use crate::prompt;
+
+pub const DEFAULT_CHUNK_DURATION: f64 = 10.0;
+pub const DEFAULT_JPEG_QUALITY: u32 = 90;
+pub const DEFAULT_MAX_CONCURRENCY: u32 = 4;
+pub const DEFAULT_MAX_PENDING: u32 = 16;
+pub const DEFAULT_REQUEST_TIMEOUT: f64 = 120.0;
+pub const DEFAULT_MAX_RETRIES: u32 = 3;
+pub const DEFAULT_DRAIN_TIMEOUT: f64 = 300.0;
+pub const DEFAULT_SERVER_WAIT_S: f64 = 120.0;
+pub const DEFAULT_MAX_RESTARTS: u32 = 3;
+pub const DEFAULT_SUMMARY_DURATION: f64 = 60.0;
+pub const DEFAULT_LLM_MAX_TOKENS: u32 = 2048;
+pub const DEFAULT_LLM_TEMPERATURE: f64 = 0.2;
+pub const DEFAULT_LLM_TOP_P: f64 = 0.7;
+pub const DEFAULT_LLM_MAX_CONCURRENCY: u32 = 2;
+
+/// The summary and alert properties.
+#[derive(Debug, Clone)]
+pub struct TextSettings {
+    pub summarize: bool,
+    pub summary_duration: f64,
+    pub llm_endpoint: Option<String>,
+    pub llm_model_name: Option<String>,
+    pub llm_api_key: Option<ApiKey>,
+    pub llm_max_tokens: u32,
+    pub llm_temperature: f64,
+    pub llm_top_p: f64,
+    pub llm_context_tokens: u64,
+    pub llm_max_concurrency: u32,
+    pub caption_prompt: String,
+    pub aggregation_prompt: String,
+    pub events: String,
+    pub alert_webhook: Option<String>,
+    pub alert_webhook_token: Option<ApiKey>,
+    pub stream_id: Option<String>,
+}
+
+impl Default for TextSettings {
+    fn default() -> Self {
+        TextSettings {
+            summarize: true,
+            summary_duration: DEFAULT_SUMMARY_DURATION,
+            llm_endpoint: None,
+            llm_model_name: None,
+            llm_api_key: None,
+            llm_max_tokens: DEFAULT_LLM_MAX_TOKENS,
+            llm_temperature: DEFAULT_LLM_TEMPERATURE,
+            llm_top_p: DEFAULT_LLM_TOP_P,
+            llm_context_tokens: crate::summary::aggregate::DEFAULT_CONTEXT_TOKENS,
+            llm_max_concurrency: DEFAULT_LLM_MAX_CONCURRENCY,
+            caption_prompt: String::new(),
+            aggregation_prompt: String::new(),
+            events: String::new(),
+            alert_webhook: None,
+            alert_webhook_token: None,
+            stream_id: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub user: UserSettings,
+    pub chunk_duration: f64,
+    pub chunk_overlap: f64,
+    pub jpeg_quality: u32,
+    pub prompt: String,
+    pub max_tokens: u32,
+    pub temperature: f64,
+    pub top_p: f64,
+    pub top_k: u32,
+    pub seed: i64,
+    pub max_concurrency: u32,
+    pub max_pending: u32,
+    pub request_timeout: f64,
+    pub max_retries: u32,
+    pub drain_timeout: f64,
+    pub server_wait: f64,
+    pub max_restarts: u32,
+    pub device: String,
+    pub dtype: String,
+    pub enable_reasoning: bool,
+    /// Generation properties the user set (a custom model's `configs` holds
+    /// only these).
+    pub gen_set: std::collections::BTreeSet<&'static str>,
+    pub text: TextSettings,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        let g = GenParams::default();
+        Settings {
+            user: UserSettings::default(),
+            chunk_duration: DEFAULT_CHUNK_DURATION,
+            chunk_overlap: 0.0,
+            jpeg_quality: DEFAULT_JPEG_QUALITY,
+            prompt: prompt::DEFAULT_PROMPT.to_string(),
+            max_tokens: g.max_tokens,
+            temperature: g.temperature,
+            top_p: g.top_p,
+            top_k: 0,
+            seed: 1,
+            max_concurrency: DEFAULT_MAX_CONCURRENCY,
+            max_pending: DEFAULT_MAX_PENDING,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            max_retries: DEFAULT_MAX_RETRIES,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            server_wait: DEFAULT_SERVER_WAIT_S,
+            max_restarts: DEFAULT_MAX_RESTARTS,
+            device: "auto".into(),
+            dtype: "auto".into(),
+            enable_reasoning: false,
+            gen_set: Default::default(),
+            text: TextSettings::default(),
+        }
+    }
+}
