@@ -25,8 +25,11 @@ impl VssSummarize {
                 "events needs a text LLM, and backend=custom has none of its own: set llm-endpoint (and llm-model-name) to an OpenAI-compatible server".into(),
             ));
         }
-        let choice: DeviceChoice = settings.device.parse().map_err(settings_err)?;
-        let selected = gpu::select(choice).map_err(settings_err)?;
+        let choice: DeviceChoice = settings
+            .device
+            .parse()
+            .map_err(|e: prep::PrepError| settings_err(e.to_string()))?;
+        let selected = prep::select(choice).map_err(|e| settings_err(e.to_string()))?;
         gst::info!(CAT, imp = self, "{}", selected.reason);
         let prep = selected.prep;
         if let FramePrep::Gpu(g) = &prep {
@@ -414,7 +417,10 @@ impl VssSummarize {
             "a Hugging Face Qwen2.5-VL / Cosmos-Reason1 checkpoint (config.json, *.safetensors, tokenizer.json)",
         )
         .map_err(settings_err)?;
-        let device: DeviceChoice = settings.device.parse().map_err(settings_err)?;
+        let device: DeviceChoice = settings
+            .device
+            .parse()
+            .map_err(|e: crate::prep::PrepError| settings_err(e.to_string()))?;
         let dtype: DTypeChoice = settings.dtype.parse().map_err(settings_err)?;
         let set = |k: &str| settings.gen_set.contains(k);
         let weak = self.obj().downgrade();
