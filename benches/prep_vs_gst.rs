@@ -6,7 +6,7 @@
 //! 1. NV12 → 448x448 RGB: `frames::prepare_rgb`.
 //! 2. NV12 → 448x448 JPEG q85: `frames::prepare_jpeg`.
 //! 3. NV12 → Qwen2.5-VL `pixel_values`: `frames::to_rgb` per frame, then
-//!    `backend::cosmos::preprocess::preprocess_video` on chunks of 8 frames
+//!    `prep::qwen::preprocess_video` on chunks of 8 frames
 //!    (default `VisionParams`); no GStreamer equivalent.
 //!
 //! GStreamer (`appsrc` → elements → `appsink sync=false`, the same NV12 bytes
@@ -37,15 +37,15 @@
 //! (no `--bench` argument) it does a tiny smoke run instead, not a
 //! measurement.
 
-use gstvsssummarize::gpu::check::Rng;
+use gstvsssummarize::prep::cuda::check::Rng;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use gst::prelude::*;
-use gstvsssummarize::backend::cosmos::preprocess::{preprocess_video, VisionParams};
 use gstvsssummarize::frames::{
     prepare_jpeg, prepare_rgb, to_rgb, Colorimetry, Matrix, PixelFormat, RawFrame, RgbImage,
 };
+use gstvsssummarize::prep::qwen::{preprocess_video, VisionParams};
 
 /// Distinct input frames, cycled.
 const DISTINCT: usize = 4;

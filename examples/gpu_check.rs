@@ -23,11 +23,10 @@ use std::hint::black_box;
 use std::io::Write;
 use std::time::Instant;
 
-use gstvsssummarize::backend::cosmos::preprocess::VisionParams;
 use gstvsssummarize::frames::{self, PixelFormat, RawFrame};
-use gstvsssummarize::gpu::check;
-use gstvsssummarize::gpu::cuda::{self, CudaExec};
-use gstvsssummarize::gpu::{plan, FramePrep};
+use gstvsssummarize::prep::cuda::{self, check, plan, CudaExec};
+use gstvsssummarize::prep::qwen::VisionParams;
+use gstvsssummarize::prep::FramePrep;
 
 struct Args {
     device: usize,

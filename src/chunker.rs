@@ -69,6 +69,11 @@ fn short_duration(ns: u64) -> String {
 }
 
 impl ChunkParams {
+    /// Checks the chunking properties. The error is the documented
+    /// user-facing text itself, and nothing branches on it (the element
+    /// reports it as a settings error). It stays a `String` because
+    /// `tests/docs_errors.rs`, which keeps the documented texts honest and
+    /// stays unedited, collects it as one.
     pub fn new(duration_ns: u64, overlap_ns: u64, frames: u32) -> Result<ChunkParams, String> {
         if duration_ns == 0 {
             return Err("chunk-duration must be greater than 0".into());

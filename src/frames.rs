@@ -230,53 +230,51 @@ pub struct RgbImage {
 
 impl RgbImage {
     /// Checks that `data` holds exactly `width * height` RGB pixels and that
-    /// neither dimension is zero.
-    fn check(&self) -> Result<(), String> {
+    /// neither dimension is zero; `kind` says which step refuses it
+    /// ([`FrameError::Resize`] or [`FrameError::Encode`]).
+    fn check(&self, kind: fn(String) -> FrameError) -> Result<(), FrameError> {
         if self.width == 0 || self.height == 0 {
-            return Err(format!(
+            return Err(kind(format!(
                 "RGB image has an empty dimension ({}x{})",
                 self.width, self.height
-            ));
+            )));
         }
         let want = (self.width as usize)
             .checked_mul(self.height as usize)
             .and_then(|n| n.checked_mul(3))
-            .ok_or_else(|| format!("RGB image {}x{} is too large", self.width, self.height))?;
+            .ok_or_else(|| {
+                kind(format!(
+                    "RGB image {}x{} is too large",
+                    self.width, self.height
+                ))
+            })?;
         if self.data.len() != want {
-            return Err(format!(
+            return Err(kind(format!(
                 "RGB image {}x{} needs {} bytes of data, has {}",
                 self.width,
                 self.height,
                 want,
                 self.data.len()
-            ));
+            )));
         }
         Ok(())
     }
 }
 
-/// What went wrong preparing a frame.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What went wrong preparing a frame. The strings are details for the
+/// message; nothing branches on them.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FrameError {
     /// The [`RawFrame`] planes/strides do not match its format and size.
+    #[error("bad frame layout: {0}")]
     BadLayout(String),
     /// JPEG encoding failed (or the image cannot be represented as JPEG).
+    #[error("JPEG encoding failed: {0}")]
     Encode(String),
     /// Resizing failed.
+    #[error("resize failed: {0}")]
     Resize(String),
 }
-
-impl fmt::Display for FrameError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            FrameError::BadLayout(m) => write!(f, "bad frame layout: {m}"),
-            FrameError::Encode(m) => write!(f, "JPEG encoding failed: {m}"),
-            FrameError::Resize(m) => write!(f, "resize failed: {m}"),
-        }
-    }
-}
-
-impl std::error::Error for FrameError {}
 
 impl RawFrame {
     /// Checks the plane count and every plane's size against the format,
@@ -582,7 +580,7 @@ pub fn target_size(native_w: u32, native_h: u32, req_w: u32, req_h: u32) -> (u32
 /// bilinear filter (which antialiases when downscaling). Same size → returns
 /// a clone without work.
 pub fn resize(img: &RgbImage, w: u32, h: u32) -> Result<RgbImage, FrameError> {
-    img.check().map_err(FrameError::Resize)?;
+    img.check(FrameError::Resize)?;
     if w == 0 || h == 0 {
         return Err(FrameError::Resize(format!(
             "cannot resize {}x{} to empty size {w}x{h}",
@@ -612,7 +610,7 @@ pub fn resize(img: &RgbImage, w: u32, h: u32) -> Result<RgbImage, FrameError> {
 /// default: 4:2:0 below quality 90, 4:4:4 from 90 up. JPEG limits each
 /// dimension to 65535 pixels; larger images give [`FrameError::Encode`].
 pub fn encode_jpeg(img: &RgbImage, quality: u8) -> Result<Vec<u8>, FrameError> {
-    img.check().map_err(FrameError::Encode)?;
+    img.check(FrameError::Encode)?;
     let too_big = || {
         FrameError::Encode(format!(
             "{}x{} exceeds the JPEG limit of 65535 pixels per dimension",

@@ -31,8 +31,11 @@ pub mod dispatcher;
 pub mod download;
 pub mod flow;
 pub mod frames;
-pub mod gpu;
 pub mod meta;
+pub mod prep;
+/// The former name of [`prep`] (tests and examples written against it).
+#[doc(hidden)]
+pub use prep as gpu;
 pub mod prompt;
 pub mod record;
 pub mod runtime;

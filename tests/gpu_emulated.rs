@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MPL-2.0
-//! The GPU kernels (src/gpu/kernels.cu), compiled for the host CPU with a
+//! The GPU kernels (src/prep/cuda/kernels.cu), compiled for the host CPU with a
 //! launch-emulation shim (tests/gpu/emu.cpp), run through the same plan the
 //! CUDA executor runs, against the CPU path. Needs a C++ compiler (g++ from
 //! build-essential, or $CXX); no GPU.
@@ -12,11 +12,12 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
 
-use gstvsssummarize::backend::cosmos::preprocess::VisionParams;
-use gstvsssummarize::gpu::check::{self, Poison};
-use gstvsssummarize::gpu::plan::{
+use gstvsssummarize::prep::cuda::check::{self, Poison};
+use gstvsssummarize::prep::cuda::plan::{
     ConvertArgs, Exec, Launch, PatchifyArgs, PlaneResizeArgs, ResizeArgs,
 };
+use gstvsssummarize::prep::cuda::GpuError;
+use gstvsssummarize::prep::qwen::VisionParams;
 
 type EmuFn<T> = unsafe extern "C" fn(*const T, u32, u32, u32, u32);
 
@@ -89,13 +90,13 @@ impl Emu {
 
 impl Exec for Emu {
     type Buf = Box<[u8]>;
-    fn alloc(&mut self, bytes: usize) -> Result<Box<[u8]>, String> {
+    fn alloc(&mut self, bytes: usize) -> Result<Box<[u8]>, GpuError> {
         Ok(vec![self.poison; bytes.max(1)].into_boxed_slice())
     }
     fn addr(&self, buf: &Box<[u8]>) -> u64 {
         buf.as_ptr() as u64
     }
-    fn upload(&mut self, dst: &mut Box<[u8]>, parts: &[&[u8]]) -> Result<(), String> {
+    fn upload(&mut self, dst: &mut Box<[u8]>, parts: &[&[u8]]) -> Result<(), GpuError> {
         let mut at = 0;
         for p in parts {
             dst[at..at + p.len()].copy_from_slice(p);
@@ -103,18 +104,18 @@ impl Exec for Emu {
         }
         Ok(())
     }
-    fn download(&mut self, src: &Box<[u8]>, out: &mut [u8]) -> Result<(), String> {
+    fn download(&mut self, src: &Box<[u8]>, out: &mut [u8]) -> Result<(), GpuError> {
         out.copy_from_slice(&src[..out.len()]);
         Ok(())
     }
-    fn constant(&mut self, bytes: &[u8]) -> Result<u64, String> {
+    fn constant(&mut self, bytes: &[u8]) -> Result<u64, GpuError> {
         if let Some(b) = self.constants.iter().find(|b| &b[..] == bytes) {
             return Ok(b.as_ptr() as u64);
         }
         self.constants.push(bytes.to_vec().into_boxed_slice());
         Ok(self.constants.last().unwrap().as_ptr() as u64)
     }
-    fn launch(&mut self, l: &Launch) -> Result<(), String> {
+    fn launch(&mut self, l: &Launch) -> Result<(), GpuError> {
         let ((gx, gy, _), (bx, by, _)) = l.dims();
         // SAFETY: the arguments point into live buffers of this executor.
         unsafe {
@@ -143,7 +144,7 @@ fn argument_structs_have_the_c_layout() {
     assert_eq!(
         sizes,
         [
-            std::mem::size_of::<gstvsssummarize::gpu::plan::SrcArgs>(),
+            std::mem::size_of::<gstvsssummarize::prep::cuda::plan::SrcArgs>(),
             std::mem::size_of::<ConvertArgs>(),
             std::mem::size_of::<ResizeArgs>(),
             std::mem::size_of::<PatchifyArgs>(),
@@ -208,6 +209,8 @@ fn self_test_catches_a_missing_kernel() {
     check::self_test(&mut e).unwrap();
     e.skip_patchify = true;
     let err = check::self_test(&mut e).unwrap_err();
+    assert!(matches!(err, GpuError::SelfTest { .. }), "{err}");
+    let err = err.to_string();
     assert!(
         err.contains("pixel_values") && err.contains("self-test"),
         "{err}"

@@ -3,7 +3,7 @@
 //! so, when NVRTC cannot be loaded, unless VSS_TEST_REQUIRE_NVRTC=1 (CI sets
 //! it, with NVRTC from PyPI on LD_LIBRARY_PATH).
 
-use gstvsssummarize::gpu::cuda;
+use gstvsssummarize::prep::cuda;
 
 #[test]
 fn kernels_compile_with_nvrtc() {

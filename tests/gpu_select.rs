@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use gst::prelude::*;
-use gstvsssummarize::gpu::{self, DeviceChoice};
+use gstvsssummarize::prep::{self, DeviceChoice, PrepError};
 
 /// NULL→READY of `vsssummarize` with `props` against an unreachable
 /// endpoint (nothing is sent at READY): the device read-back, or the error.
@@ -43,7 +43,7 @@ fn ready(props: &str) -> Result<String, String> {
 
 #[test]
 fn element_device_property() {
-    if gpu::cuda::open(0).is_ok() {
+    if prep::cuda::open(0).is_ok() {
         eprintln!("SKIPPED: this machine has a usable GPU; the fallback cannot be observed");
         return;
     }
@@ -112,17 +112,22 @@ fn driver_without_a_gpu() {
 fn child_driver_without_a_gpu() {
     assert!(std::env::var_os("VSS_GPU_STUB_CHILD").is_some());
     assert!(
-        gpu::cuda::driver_present(),
+        prep::cuda::driver_present(),
         "the stub libcuda.so.1 was not found"
     );
-    let auto = gpu::select(DeviceChoice::Auto).unwrap();
+    let auto = prep::select(DeviceChoice::Auto).unwrap();
     assert_eq!(auto.prep.name(), "cpu");
     assert!(
         auto.reason.contains("CUDA_ERROR_NO_DEVICE"),
         "{}",
         auto.reason
     );
-    let e = gpu::select(DeviceChoice::Cuda(1)).err().unwrap();
+    let e = prep::select(DeviceChoice::Cuda(1)).err().unwrap();
+    assert!(
+        matches!(e, PrepError::DeviceUnusable { ordinal: 1, .. }),
+        "{e}"
+    );
+    let e = e.to_string();
     assert!(
         e.contains("cuda:1") && e.contains("no CUDA-capable device") && e.contains("device=cpu"),
         "{e}"

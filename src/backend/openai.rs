@@ -66,7 +66,7 @@ pub struct OpenAiOptions {
     pub gen: GenParams,
     pub frames: FrameOptions,
     /// Where frames are converted and resized (`device` property).
-    pub prep: crate::gpu::FramePrep,
+    pub prep: crate::prep::FramePrep,
     /// Per attempt.
     pub request_timeout: Duration,
     /// Retries after the first attempt, for 429, 5xx, timeouts and failed

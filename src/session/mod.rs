@@ -41,7 +41,7 @@ use crate::config::{self, BackendKind, Env, Resolved};
 use crate::dispatcher::{Dispatcher, Parts, Stats};
 use crate::download::Progress;
 use crate::flow::Outbox;
-use crate::gpu::{self, DeviceChoice, FramePrep};
+use crate::prep::{self, DeviceChoice, FramePrep};
 use crate::prompt;
 use crate::summary::{Alert, SummaryStats, WebhookStats};
 
@@ -188,8 +188,11 @@ impl Session {
                 "events needs a text LLM, and backend=custom has none of its own: set llm-endpoint (and llm-model-name) to an OpenAI-compatible server".into(),
             ));
         }
-        let choice: DeviceChoice = settings.device.parse().map_err(settings_err)?;
-        let selected = gpu::select(choice).map_err(settings_err)?;
+        let choice: DeviceChoice = settings
+            .device
+            .parse()
+            .map_err(|e: prep::PrepError| settings_err(e.to_string()))?;
+        let selected = prep::select(choice).map_err(|e| settings_err(e.to_string()))?;
         obs.event(Event::Log(Level::Info, &selected.reason));
         let prep = selected.prep;
         if let FramePrep::Gpu(g) = &prep {
@@ -591,7 +594,10 @@ fn prepare_cosmos(
         "a Hugging Face Qwen2.5-VL / Cosmos-Reason1 checkpoint (config.json, *.safetensors, tokenizer.json)",
     )
     .map_err(settings_err)?;
-    let device: DeviceChoice = settings.device.parse().map_err(settings_err)?;
+    let device: DeviceChoice = settings
+        .device
+        .parse()
+        .map_err(|e: prep::PrepError| settings_err(e.to_string()))?;
     let dtype: DTypeChoice = settings.dtype.parse().map_err(settings_err)?;
     let set = |k: &str| settings.gen_set.contains(k);
     let weak = Arc::downgrade(observer);

@@ -13,7 +13,7 @@ use crate::backend::{FrameOptions, GenParams};
 use crate::config::{self, Resolved};
 use crate::dispatcher::{AfterCaption, Stage};
 use crate::flow::SummaryOut;
-use crate::gpu::FramePrep;
+use crate::prep::FramePrep;
 use crate::summary::{
     alerts, parse_summary_duration, Alert, AlertChecker, EngineConfig, SummaryConfig,
     SummaryEngine, TextLlm, Webhook,

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MPL-2.0
-// Runs src/gpu/kernels.cu on the host CPU: the CUDA built-ins become
+// Runs src/prep/cuda/kernels.cu on the host CPU: the CUDA built-ins become
 // thread-locals and each launch loops over the grid and block, one "thread"
 // at a time. The kernels use no shared memory, synchronisation or warp
 // intrinsics, so this executes exactly the arithmetic a GPU would (apart
@@ -15,7 +15,7 @@ static thread_local vss_dim3 blockIdx, blockDim, threadIdx, gridDim;
 #define __device__
 #define __forceinline__ inline
 
-#include "../../src/gpu/kernels.cu"
+#include "../../src/prep/cuda/kernels.cu"
 
 #define VSS_EMU(name, T)                                                        \
     extern "C" void emu_##name(const T *a, unsigned gx, unsigned gy,            \

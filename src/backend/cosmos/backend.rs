@@ -16,7 +16,7 @@ use super::engine::{Engine, Request, Video};
 use super::sampling::SampleParams;
 use crate::backend::{Backend, Caption, ChunkJob};
 use crate::config::BackendKind;
-use crate::gpu::FramePrep;
+use crate::prep::FramePrep;
 use crate::prompt::split_reasoning;
 
 /// Cosmos-Reason1's reasoning instruction (as VSS appends it).
@@ -24,7 +24,7 @@ pub const REASONING_SUFFIX: &str = " Answer the question in the following format
 const DEFAULT_SYSTEM: &str = "You are a helpful assistant.";
 
 /// Where the model runs (`device` property, shared with frame preparation).
-pub use crate::gpu::DeviceChoice;
+pub use crate::prep::DeviceChoice;
 
 /// Weight type (`dtype` property).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -292,7 +292,7 @@ impl Backend for CosmosBackend {
         }
         let vision = lock(&self.engine).vision.clone();
         let (fw, fh) = (self.opts.frame_width, self.opts.frame_height);
-        let prep_err = |e: String| format!("cannot prepare frames: {e}");
+        let prep_err = |e: crate::prep::PrepError| format!("cannot prepare frames: {e}");
         // Straight into a tensor on the model's GPU when it is the one that
         // prepares the frames.
         #[cfg(feature = "cuda")]
@@ -379,6 +379,7 @@ mod tests {
         assert!("gpu"
             .parse::<DeviceChoice>()
             .unwrap_err()
+            .to_string()
             .contains("auto, cpu, cuda:N"));
         assert_eq!(select_device(DeviceChoice::Cpu).unwrap().1, "cpu");
         #[cfg(not(feature = "cuda"))]

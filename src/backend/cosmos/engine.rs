@@ -34,7 +34,7 @@ pub struct Engine {
 pub enum Video<'a> {
     /// RGB frames: the engine runs the processor (CPU).
     Frames(&'a [RgbImage]),
-    /// `pixel_values` already computed (by `gpu::FramePrep`), on the host.
+    /// `pixel_values` already computed (by `prep::FramePrep`), on the host.
     Pixels(&'a PixelValues),
     /// `pixel_values` already on the model's device (no copy).
     Tensor { px: Tensor, grid_thw: [u32; 3] },
@@ -258,7 +258,7 @@ impl Engine {
         let dev = self.model.device().clone();
         let (px, grid) = match &req.video {
             Video::Frames(f) => {
-                let pv = preprocess_video(f, &self.vision)?;
+                let pv = preprocess_video(f, &self.vision).map_err(|e| e.to_string())?;
                 let px = Tensor::from_vec(pv.data, (pv.rows, pv.cols), &dev);
                 (px.map_err(|e| e.to_string())?, pv.grid_thw)
             }

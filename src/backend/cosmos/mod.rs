@@ -25,6 +25,8 @@ pub mod model;
 pub mod ops;
 #[cfg(feature = "cosmos")]
 pub mod pointwise;
-pub mod preprocess;
+/// The video preprocessing lives with frame preparation ([`crate::prep::qwen`]),
+/// which the GPU path shares; this is its name inside the backend.
+pub use crate::prep::qwen as preprocess;
 pub mod rope_index;
 pub mod sampling;

@@ -80,7 +80,7 @@ pub struct CustomOptions {
     /// Frame size after the manifest and the properties are applied.
     pub frames: FrameOptions,
     /// Where frames are converted and resized (`device` property).
-    pub prep: crate::gpu::FramePrep,
+    pub prep: crate::prep::FramePrep,
     /// Extra environment for the worker (the env-file's variables).
     pub env: Vec<(String, String)>,
     /// Longest a `generate` call may take; past it the worker is restarted.

@@ -4,17 +4,18 @@
 //! GPU, and the output buffer becomes a candle tensor without a copy or a
 //! synchronisation.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::CudaStorage;
 use candle_core::op::BackpropOp;
 use candle_core::{Device, DeviceLocation, Storage, Tensor};
+use parking_lot::Mutex;
 
-use super::cuda::{self, CudaExec};
-use super::plan;
-use crate::backend::cosmos::preprocess::VisionParams;
+use super::exec::{self, CudaExec};
+use super::{plan, GpuError};
 use crate::frames::RawFrame;
+use crate::prep::qwen::VisionParams;
 
 /// An executor on candle's stream, made on first use.
 #[derive(Default)]
@@ -25,19 +26,21 @@ impl OnCandle {
     /// when `device` is not GPU `dev`.
     pub fn pixel_values<F: std::borrow::Borrow<RawFrame>>(
         &self,
-        dev: &Arc<cuda::Device>,
+        dev: &Arc<exec::Device>,
         device: &Device,
         frames: &[F],
         pre_w: u32,
         pre_h: u32,
         p: &VisionParams,
-    ) -> Result<Option<(Tensor, [u32; 3])>, String> {
+    ) -> Result<Option<(Tensor, [u32; 3])>, GpuError> {
         match device.location() {
             DeviceLocation::Cuda { gpu_id } if gpu_id == dev.ordinal => {}
             _ => return Ok(None),
         }
-        let cd = device.as_cuda_device().map_err(|e| e.to_string())?;
-        let mut guard = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let cd = device
+            .as_cuda_device()
+            .map_err(|e| GpuError::Candle(e.to_string()))?;
+        let mut guard = self.0.lock();
         if guard.is_none() {
             *guard = Some(CudaExec::with_stream(dev.clone(), cd.cuda_stream())?);
         }

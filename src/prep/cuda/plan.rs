@@ -6,21 +6,22 @@
 //! applies, and the sequence of uploads, launches and downloads for the two
 //! jobs: a sampled frame to packed RGB of a requested size (JPEG-bound and
 //! raw-frame backends), and a chunk's frames to Qwen2.5-VL `pixel_values`.
-//! It runs them on an [`Exec`]: the CUDA one in `cuda.rs`, or the test
+//! It runs them on an [`Exec`]: the CUDA one in `exec.rs`, or the test
 //! emulator that runs the same kernel sources on the CPU.
 //!
 //! The taps are the CPU path's own: fast_image_resize's bilinear
 //! convolution (vertical pass first, u8 intermediate, i16 weights) for
 //! [`crate::frames::resize`], and torch's antialiased bicubic (horizontal
-//! first, u8 intermediate) for [`crate::backend::cosmos::preprocess`]. All
+//! first, u8 intermediate) for [`crate::prep::qwen`]. All
 //! of it is integer arithmetic, so the GPU result is meant to be
 //! bit-identical to the CPU one; the acceptance bound is ±1 level
 //! (colour, bilinear) and ±2 (bicubic).
 
 use std::borrow::Borrow;
 
-use crate::backend::cosmos::preprocess::{self, VisionParams};
+use super::GpuError;
 use crate::frames::{self, Colorimetry, PixelFormat, RawFrame, RgbImage};
+use crate::prep::qwen::{self, VisionParams};
 
 /// `VssSrc` in kernels.cu: a frame or packed RGB image in device memory.
 #[repr(C)]
@@ -166,19 +167,19 @@ impl Launch {
 pub trait Exec {
     type Buf;
     /// `bytes` of device memory, contents unspecified.
-    fn alloc(&mut self, bytes: usize) -> Result<Self::Buf, String>;
+    fn alloc(&mut self, bytes: usize) -> Result<Self::Buf, GpuError>;
     /// The device address of a buffer (what the kernels receive).
     fn addr(&self, buf: &Self::Buf) -> u64;
     /// Copies `parts`, back to back, to the start of `dst` (through pinned
     /// staging memory on CUDA).
-    fn upload(&mut self, dst: &mut Self::Buf, parts: &[&[u8]]) -> Result<(), String>;
+    fn upload(&mut self, dst: &mut Self::Buf, parts: &[&[u8]]) -> Result<(), GpuError>;
     /// Copies the first `out.len()` bytes of `src` to the host (waits).
-    fn download(&mut self, src: &Self::Buf, out: &mut [u8]) -> Result<(), String>;
-    fn launch(&mut self, l: &Launch) -> Result<(), String>;
+    fn download(&mut self, src: &Self::Buf, out: &mut [u8]) -> Result<(), GpuError>;
+    fn launch(&mut self, l: &Launch) -> Result<(), GpuError>;
     /// The device address of a read-only copy of `bytes`, uploaded the
     /// first time these bytes are asked for and kept (filter taps, which
     /// repeat from frame to frame).
-    fn constant(&mut self, bytes: &[u8]) -> Result<u64, String>;
+    fn constant(&mut self, bytes: &[u8]) -> Result<u64, GpuError>;
 }
 
 /// Integer taps of one separable pass: output index `i` reads `counts[i]`
@@ -293,9 +294,9 @@ pub fn bilinear_taps(input: usize, output: usize) -> Taps {
 }
 
 /// torch's antialiased bicubic taps (the CPU reference's own, see
-/// `preprocess::resize_bicubic_aa`).
+/// `qwen::resize_bicubic_aa`).
 pub fn bicubic_taps(input: usize, output: usize) -> Taps {
-    let (rows, precision) = preprocess::bicubic_taps(input, output);
+    let (rows, precision) = qwen::bicubic_taps(input, output);
     Taps::from_rows(rows, precision)
 }
 
@@ -345,7 +346,7 @@ pub fn apply_taps(img: &RgbImage, taps: &Taps, vertical: bool) -> RgbImage {
 pub enum Filter {
     /// [`crate::frames::resize`]: vertical pass first.
     Bilinear,
-    /// [`preprocess::resize_bicubic_aa`]: horizontal pass first.
+    /// [`qwen::resize_bicubic_aa`]: horizontal pass first.
     BicubicAa,
 }
 
@@ -430,8 +431,8 @@ fn rgb_src(addr: u64, w: u32, h: u32) -> SrcArgs {
 
 /// Uploads a validated frame; returns the buffer (keep it alive until the
 /// kernels reading it ran) and its source descriptor.
-fn upload_frame<E: Exec>(e: &mut E, f: &RawFrame) -> Result<(E::Buf, SrcArgs), String> {
-    f.validate().map_err(|e| e.to_string())?;
+fn upload_frame<E: Exec>(e: &mut E, f: &RawFrame) -> Result<(E::Buf, SrcArgs), GpuError> {
+    f.validate()?;
     let ext = plane_extents(f);
     let parts: Vec<&[u8]> = f.planes.iter().zip(&ext).map(|(p, &n)| &p[..n]).collect();
     let mut buf = e.alloc(ext.iter().sum())?;
@@ -441,7 +442,7 @@ fn upload_frame<E: Exec>(e: &mut E, f: &RawFrame) -> Result<(E::Buf, SrcArgs), S
 }
 
 /// `taps` in device memory (uploaded once per executor).
-fn tap_args<E: Exec>(e: &mut E, taps: &Taps) -> Result<TapArgs, String> {
+fn tap_args<E: Exec>(e: &mut E, taps: &Taps) -> Result<TapArgs, GpuError> {
     let base = e.constant(&taps.bytes())?;
     let n = taps.len() as u64 * 4;
     Ok(TapArgs {
@@ -460,7 +461,7 @@ fn resize_pass<E: Exec>(
     dst_addr: u64,
     taps: &Taps,
     vertical: bool,
-) -> Result<(), String> {
+) -> Result<(), GpuError> {
     let (out_w, out_h) = if vertical {
         (src.width, taps.len() as i32)
     } else {
@@ -489,7 +490,7 @@ fn resize_into<E: Exec>(
     filter: Filter,
     dst_addr: u64,
     keep: &mut Vec<E::Buf>,
-) -> Result<(), String> {
+) -> Result<(), GpuError> {
     let (iw, ih) = (src.width as u32, src.height as u32);
     let need_h = w != iw;
     let need_v = h != ih;
@@ -531,7 +532,7 @@ fn plane_pass<E: Exec>(
     dst: u64,
     taps: &Taps,
     vertical: bool,
-) -> Result<(), String> {
+) -> Result<(), GpuError> {
     let taps = tap_args(e, taps)?;
     e.launch(&Launch::PlaneResize(PlaneResizeArgs {
         src,
@@ -560,7 +561,7 @@ fn resize_plane<E: Exec>(
     (w, h): (u32, u32),
     dst: u64,
     keep: &mut Vec<E::Buf>,
-) -> Result<(), String> {
+) -> Result<(), GpuError> {
     let bil = |i: u32, o: u32| bilinear_taps(i as usize, o as usize);
     match (w != iw, h != ih) {
         (false, _) => plane_pass(e, src, stride, channels, (w, h), dst, &bil(ih, h), true),
@@ -587,7 +588,7 @@ fn rgb_into<E: Exec>(
     (w, h): (u32, u32),
     dst: u64,
     keep: &mut Vec<E::Buf>,
-) -> Result<(), String> {
+) -> Result<(), GpuError> {
     let (iw, ih) = (src.width as u32, src.height as u32);
     if (w, h) == (iw, ih) || src.kind >= 2 {
         return resize_into(e, src, w, h, Filter::Bilinear, dst, keep);
@@ -627,7 +628,7 @@ pub fn prepare_rgb<E: Exec>(
     f: &RawFrame,
     req_w: u32,
     req_h: u32,
-) -> Result<RgbImage, String> {
+) -> Result<RgbImage, GpuError> {
     let (w, h) = frames::target_size(f.width, f.height, req_w, req_h);
     let (src_buf, src) = upload_frame(e, f)?;
     let out = e.alloc(w as usize * h as usize * 3)?;
@@ -665,10 +666,10 @@ pub fn pixel_values<E: Exec, F: Borrow<RawFrame>>(
     pre_w: u32,
     pre_h: u32,
     p: &VisionParams,
-) -> Result<DevicePixels<E::Buf>, String> {
-    let first: &RawFrame = frames_in.first().ok_or("no frames")?.borrow();
+) -> Result<DevicePixels<E::Buf>, GpuError> {
+    let first: &RawFrame = frames_in.first().ok_or(GpuError::NoFrames)?.borrow();
     let (fw, fh) = frames::target_size(first.width, first.height, pre_w, pre_h);
-    let (th, tw) = preprocess::smart_resize(
+    let (th, tw) = qwen::smart_resize(
         fh,
         fw,
         p.factor(),
@@ -733,7 +734,7 @@ pub fn pixel_values_host<E: Exec, F: Borrow<RawFrame>>(
     pre_w: u32,
     pre_h: u32,
     p: &VisionParams,
-) -> Result<preprocess::PixelValues, String> {
+) -> Result<qwen::PixelValues, GpuError> {
     let d = pixel_values(e, frames_in, pre_w, pre_h, p)?;
     let mut bytes = vec![0u8; d.rows * d.cols * 4];
     e.download(&d.buf, &mut bytes)?;
@@ -741,7 +742,7 @@ pub fn pixel_values_host<E: Exec, F: Borrow<RawFrame>>(
         .chunks_exact(4)
         .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
         .collect();
-    Ok(preprocess::PixelValues {
+    Ok(qwen::PixelValues {
         data,
         rows: d.rows,
         cols: d.cols,
@@ -800,7 +801,7 @@ mod tests {
     fn bicubic_taps_match_the_reference() {
         for (iw, ih, ow, oh) in [(1920, 1080, 812, 448), (30, 40, 56, 28), (500, 90, 252, 84)] {
             let img = noise_rgb(iw, ih, ow ^ ih);
-            let want = preprocess::resize_bicubic_aa(&img, ow, oh);
+            let want = qwen::resize_bicubic_aa(&img, ow, oh);
             let h = apply_taps(&img, &bicubic_taps(iw as usize, ow as usize), false);
             let got = apply_taps(&h, &bicubic_taps(ih as usize, oh as usize), true);
             assert_eq!(got, want, "{iw}x{ih} -> {ow}x{oh}");

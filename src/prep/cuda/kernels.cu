@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MPL-2.0
 // vsssummarize GPU frame preparation kernels.
 //
-// Compiled by NVRTC at run time (src/gpu/cuda.rs) for the GPU found, and by
+// Compiled by NVRTC at run time (src/prep/cuda/exec.rs) for the GPU found, and by
 // the host C++ compiler in the tests (tests/gpu_emulated.rs, with the launch
 // emulation shim in tests/gpu/emu.cpp), which checks these exact sources
 // against the CPU path without a GPU. Keep them plain: no shared memory, no
@@ -9,7 +9,7 @@
 // arithmetic wherever the CPU path is integer.
 //
 // Every kernel takes one struct by value; the structs mirror the #[repr(C)]
-// ones in src/gpu/plan.rs field by field.
+// ones in src/prep/cuda/plan.rs field by field.
 
 typedef unsigned char vss_u8;
 typedef unsigned long long vss_ptr;

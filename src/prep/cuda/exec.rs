@@ -8,15 +8,17 @@
 //! be loaded: cudarc panics when a library it needs is missing.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 
 use cudarc::driver::{
     CudaContext, CudaEvent, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr,
     DevicePtrMut, DeviceRepr, LaunchConfig, PinnedHostSlice, PushKernelArg,
 };
 use cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions, Ptx};
+use parking_lot::Mutex;
 
 use super::plan::{ConvertArgs, Exec, Launch, PatchifyArgs, PlaneResizeArgs, ResizeArgs};
+use super::GpuError;
 
 // SAFETY: #[repr(C)] plain-data mirrors of the kernels' parameter structs.
 unsafe impl DeviceRepr for ConvertArgs {}
@@ -59,11 +61,9 @@ pub fn nvrtc_present() -> bool {
 /// Compiles the kernels to PTX for `arch` (`compute_90`, …). FMA
 /// contraction is off so the float normalisation rounds exactly as on the
 /// CPU.
-pub fn compile(arch: &str) -> Result<Ptx, String> {
+pub fn compile(arch: &str) -> Result<Ptx, GpuError> {
     if !nvrtc_present() {
-        return Err(format!(
-            "NVRTC (the CUDA runtime compiler) was not found ({NVRTC_NAMES}); install it (apt: cuda-nvrtc-12-x, or pip install nvidia-cuda-nvrtc-cu12 and add its lib directory to LD_LIBRARY_PATH)"
-        ));
+        return Err(GpuError::NvrtcMissing);
     }
     let opts = CompileOptions {
         fmad: Some(false),
@@ -71,8 +71,10 @@ pub fn compile(arch: &str) -> Result<Ptx, String> {
         name: Some("vsssummarize_kernels.cu".into()),
         ..Default::default()
     };
-    compile_ptx_with_opts(KERNELS, opts)
-        .map_err(|e| format!("NVRTC could not compile the frame kernels for {arch}: {e:?}"))
+    compile_ptx_with_opts(KERNELS, opts).map_err(|e| GpuError::Compile {
+        arch: arch.into(),
+        detail: format!("{e:?}"),
+    })
 }
 
 /// An opened GPU with the kernels loaded.
@@ -94,25 +96,23 @@ fn devices() -> &'static Mutex<HashMap<usize, Arc<Device>>> {
 
 /// Opens GPU `ordinal` (its primary context) and loads the kernels, once per
 /// process; errors say what is missing.
-pub fn open(ordinal: usize) -> Result<Arc<Device>, String> {
-    let mut map = devices().lock().unwrap_or_else(|e| e.into_inner());
+pub fn open(ordinal: usize) -> Result<Arc<Device>, GpuError> {
+    let mut map = devices().lock();
     if let Some(d) = map.get(&ordinal) {
         return Ok(d.clone());
     }
     if !driver_present() {
-        return Err("the NVIDIA driver library (libcuda.so.1) was not found".into());
+        return Err(GpuError::DriverMissing);
     }
-    let count = CudaContext::device_count().map_err(|e| format!("the CUDA driver failed: {e}"))?;
+    let count = CudaContext::device_count().map_err(GpuError::DeviceCount)?;
     if ordinal >= count.max(0) as usize {
-        return Err(format!(
-            "GPU {ordinal} does not exist (the driver sees {count} GPU(s))"
-        ));
+        return Err(GpuError::NoSuchGpu { ordinal, count });
     }
-    let ctx = CudaContext::new(ordinal).map_err(|e| format!("cannot open GPU {ordinal}: {e}"))?;
+    let ctx = CudaContext::new(ordinal).map_err(|error| GpuError::Open { ordinal, error })?;
     let card = ctx.name().unwrap_or_else(|_| format!("GPU {ordinal}"));
     let cc = ctx
         .compute_capability()
-        .map_err(|e| format!("cannot query GPU {ordinal}: {e}"))?;
+        .map_err(|error| GpuError::Query { ordinal, error })?;
     // PTX for the card's own architecture; if this NVRTC is older than the
     // card, PTX for an older architecture, which the driver JIT-compiles.
     let mut errors = Vec::new();
@@ -127,7 +127,7 @@ pub fn open(ordinal: usize) -> Result<Arc<Device>, String> {
             Ok(ptx) => {
                 let m = ctx
                     .load_module(ptx)
-                    .map_err(|e| format!("cannot load the frame kernels on GPU {ordinal}: {e}"))?;
+                    .map_err(|error| GpuError::LoadKernels { ordinal, error })?;
                 loaded = Some((m, arch));
                 break;
             }
@@ -135,7 +135,7 @@ pub fn open(ordinal: usize) -> Result<Arc<Device>, String> {
             Err(e) => errors.push(e),
         }
     }
-    let (module, arch) = loaded.ok_or_else(|| errors.join("; "))?;
+    let (module, arch) = loaded.ok_or(GpuError::NoArchitecture(errors))?;
     let d = Arc::new(Device {
         ordinal,
         ctx,
@@ -177,24 +177,24 @@ pub struct CudaExec {
 /// frame size keeps changing must not grow it without bound).
 const MAX_CONSTANTS: usize = 64;
 
-fn derr(what: &str) -> impl Fn(cudarc::driver::DriverError) -> String + '_ {
-    move |e| format!("CUDA {what} failed: {e}")
+fn derr(what: &'static str) -> impl Fn(cudarc::driver::DriverError) -> GpuError {
+    move |error| GpuError::Driver { what, error }
 }
 
 impl CudaExec {
     /// A new stream on `dev`.
-    pub fn new(dev: Arc<Device>) -> Result<CudaExec, String> {
+    pub fn new(dev: Arc<Device>) -> Result<CudaExec, GpuError> {
         let stream = dev.ctx.new_stream().map_err(derr("stream creation"))?;
         CudaExec::with_stream(dev, stream)
     }
 
     /// Runs on `stream` (e.g. candle's, so its tensors can use the output
     /// without synchronisation or a copy).
-    pub fn with_stream(dev: Arc<Device>, stream: Arc<CudaStream>) -> Result<CudaExec, String> {
-        let f = |n: &str| {
+    pub fn with_stream(dev: Arc<Device>, stream: Arc<CudaStream>) -> Result<CudaExec, GpuError> {
+        let f = |name: &'static str| {
             dev.module
-                .load_function(n)
-                .map_err(|e| format!("kernel {n} missing: {e}"))
+                .load_function(name)
+                .map_err(|error| GpuError::KernelMissing { name, error })
         };
         Ok(CudaExec {
             convert: f("vss_convert")?,
@@ -227,7 +227,7 @@ impl CudaExec {
     }
 
     /// Waits for everything queued so far.
-    pub fn synchronize(&self) -> Result<(), String> {
+    pub fn synchronize(&self) -> Result<(), GpuError> {
         self.stream.synchronize().map_err(derr("synchronize"))
     }
 }
@@ -235,7 +235,7 @@ impl CudaExec {
 impl Exec for CudaExec {
     type Buf = CudaSlice<u8>;
 
-    fn alloc(&mut self, bytes: usize) -> Result<CudaSlice<u8>, String> {
+    fn alloc(&mut self, bytes: usize) -> Result<CudaSlice<u8>, GpuError> {
         // SAFETY: every byte the kernels read is written first (uploads and
         // earlier passes); outputs are only read after they were written.
         let mut b = unsafe { self.stream.alloc::<u8>(bytes.max(1)) }.map_err(derr("allocation"))?;
@@ -254,10 +254,13 @@ impl Exec for CudaExec {
         p
     }
 
-    fn upload(&mut self, dst: &mut CudaSlice<u8>, parts: &[&[u8]]) -> Result<(), String> {
+    fn upload(&mut self, dst: &mut CudaSlice<u8>, parts: &[&[u8]]) -> Result<(), GpuError> {
         let total: usize = parts.iter().map(|p| p.len()).sum();
         if total > dst.len() {
-            return Err(format!("upload of {total} bytes into {}", dst.len()));
+            return Err(GpuError::UploadTooLarge {
+                bytes: total,
+                capacity: dst.len(),
+            });
         }
         self.dev.ctx.bind_to_thread().map_err(derr("bind"))?;
         let slot = &mut self.staging[self.next];
@@ -292,10 +295,13 @@ impl Exec for CudaExec {
         Ok(())
     }
 
-    fn download(&mut self, src: &CudaSlice<u8>, out: &mut [u8]) -> Result<(), String> {
+    fn download(&mut self, src: &CudaSlice<u8>, out: &mut [u8]) -> Result<(), GpuError> {
         let n = out.len();
         if n > src.len() {
-            return Err(format!("download of {n} bytes from {}", src.len()));
+            return Err(GpuError::DownloadTooLarge {
+                bytes: n,
+                capacity: src.len(),
+            });
         }
         self.dev.ctx.bind_to_thread().map_err(derr("bind"))?;
         if self.readback.as_ref().is_none_or(|b| b.len() < n) {
@@ -329,7 +335,7 @@ impl Exec for CudaExec {
         Ok(())
     }
 
-    fn constant(&mut self, bytes: &[u8]) -> Result<u64, String> {
+    fn constant(&mut self, bytes: &[u8]) -> Result<u64, GpuError> {
         if let Some(b) = self.constants.get(bytes) {
             return Ok(self.addr(b));
         }
@@ -347,7 +353,7 @@ impl Exec for CudaExec {
         Ok(a)
     }
 
-    fn launch(&mut self, l: &Launch) -> Result<(), String> {
+    fn launch(&mut self, l: &Launch) -> Result<(), GpuError> {
         let (grid_dim, block_dim) = l.dims();
         if grid_dim.0 == 0 || grid_dim.1 == 0 {
             return Ok(()); // nothing to compute
@@ -377,7 +383,10 @@ impl Exec for CudaExec {
             Launch::PlaneResize(a) => go(s, &self.resize_plane, a, cfg),
             Launch::Patchify(a) => go(s, &self.patchify, a, cfg),
         };
-        r.map_err(|e| format!("CUDA launch of {} failed: {e}", l.name()))
+        r.map_err(|error| GpuError::Launch {
+            kernel: l.name(),
+            error,
+        })
     }
 }
 

@@ -8,9 +8,29 @@
 //! normalisation and the merge-block-major patch order.
 //!
 //! Plain Rust, no GStreamer and no candle: this is also the CPU reference
-//! the GPU kernels are checked against.
+//! the GPU kernels are checked against, and the cosmos-reason1 backend's
+//! preprocessing (`backend::cosmos::preprocess` names this module).
 
 use crate::frames::RgbImage;
+
+/// Why a video cannot be preprocessed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QwenError {
+    #[error("empty frame {width}x{height}")]
+    EmptyFrame { width: u32, height: u32 },
+    #[error("aspect ratio of {width}x{height} is above 200, which Qwen2.5-VL does not accept")]
+    AspectRatio { width: u32, height: u32 },
+    #[error("no frames")]
+    NoFrames,
+    #[error("frame size {width}x{height} is not a multiple of {factor}")]
+    NotMultiple {
+        width: usize,
+        height: usize,
+        factor: usize,
+    },
+    #[error("frames of one video must have the same size")]
+    MixedSizes,
+}
 
 /// OpenAI CLIP normalisation (`OPENAI_CLIP_MEAN` / `OPENAI_CLIP_STD`).
 pub const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
@@ -75,15 +95,13 @@ pub fn smart_resize(
     factor: u32,
     min_pixels: u64,
     max_pixels: u64,
-) -> Result<(u32, u32), String> {
+) -> Result<(u32, u32), QwenError> {
     if height == 0 || width == 0 {
-        return Err(format!("empty frame {width}x{height}"));
+        return Err(QwenError::EmptyFrame { width, height });
     }
     let (h, w, f) = (f64::from(height), f64::from(width), f64::from(factor));
     if h.max(w) / h.min(w) > 200.0 {
-        return Err(format!(
-            "aspect ratio of {width}x{height} is above 200, which Qwen2.5-VL does not accept"
-        ));
+        return Err(QwenError::AspectRatio { width, height });
     }
     // Python's round(): ties to even.
     let mut hb = (h / f).round_ties_even() * f;
@@ -248,18 +266,22 @@ pub struct PixelValues {
 /// Normalises and patchifies frames that already have the target size
 /// (a multiple of 28 on both sides); an odd count is padded with the last
 /// frame.
-pub fn patchify(frames: &[RgbImage], p: &VisionParams) -> Result<PixelValues, String> {
-    let first = frames.first().ok_or("no frames")?;
+pub fn patchify(frames: &[RgbImage], p: &VisionParams) -> Result<PixelValues, QwenError> {
+    let first = frames.first().ok_or(QwenError::NoFrames)?;
     let (w, h) = (first.width as usize, first.height as usize);
     let f = p.factor() as usize;
     if w % f != 0 || h % f != 0 {
-        return Err(format!("frame size {w}x{h} is not a multiple of {f}"));
+        return Err(QwenError::NotMultiple {
+            width: w,
+            height: h,
+            factor: f,
+        });
     }
     if frames
         .iter()
         .any(|x| x.width != first.width || x.height != first.height)
     {
-        return Err("frames of one video must have the same size".into());
+        return Err(QwenError::MixedSizes);
     }
     let (ps, tps, ms) = (
         p.patch_size as usize,
@@ -313,8 +335,8 @@ pub fn patchify(frames: &[RgbImage], p: &VisionParams) -> Result<PixelValues, St
 
 /// The target size of every frame of a video of `frames` (all the first
 /// frame's size, as the processor stacks them).
-pub fn target_size(frames: &[RgbImage], p: &VisionParams) -> Result<(u32, u32), String> {
-    let first = frames.first().ok_or("no frames")?;
+pub fn target_size(frames: &[RgbImage], p: &VisionParams) -> Result<(u32, u32), QwenError> {
+    let first = frames.first().ok_or(QwenError::NoFrames)?;
     smart_resize(
         first.height,
         first.width,
@@ -325,7 +347,7 @@ pub fn target_size(frames: &[RgbImage], p: &VisionParams) -> Result<(u32, u32), 
 }
 
 /// The whole path: budget, resize, pad, normalise, patchify.
-pub fn preprocess_video(frames: &[RgbImage], p: &VisionParams) -> Result<PixelValues, String> {
+pub fn preprocess_video(frames: &[RgbImage], p: &VisionParams) -> Result<PixelValues, QwenError> {
     let (th, tw) = target_size(frames, p)?;
     let resized: Vec<RgbImage> = frames
         .iter()
@@ -375,9 +397,15 @@ mod tests {
             (420, 700)
         );
         assert_eq!(smart_resize(42, 70, 28, 1, u64::MAX).unwrap(), (56, 56));
-        assert!(smart_resize(1, 300, f, p.min_pixels, cap)
-            .unwrap_err()
-            .contains("200"));
+        let e = smart_resize(1, 300, f, p.min_pixels, cap).unwrap_err();
+        assert_eq!(
+            e,
+            QwenError::AspectRatio {
+                width: 300,
+                height: 1
+            }
+        );
+        assert!(e.to_string().contains("above 200"), "{e}");
     }
 
     #[test]

@@ -7,10 +7,13 @@
 //! 0x00 and to 0xFF, so an output the kernels never write cannot match the
 //! CPU result by luck.
 
+use std::fmt::Display;
+
 use super::plan::{self, Exec};
-use crate::backend::cosmos::preprocess::VisionParams;
+use super::GpuError;
 use crate::frames::{Colorimetry, Matrix, PixelFormat, RawFrame};
-use crate::gpu::FramePrep;
+use crate::prep::cpu;
+use crate::prep::qwen::VisionParams;
 
 /// Deterministic noise (xorshift32).
 pub struct Rng(pub u32);
@@ -144,7 +147,7 @@ pub fn compare_rgb<E: Poison>(e: &mut E, f: &RawFrame, rw: u32, rh: u32) -> Outc
             "limited"
         }
     );
-    let want = match FramePrep::Cpu.rgb(f, rw, rh) {
+    let want = match cpu::rgb(f, rw, rh) {
         Ok(w) => w,
         Err(err) => return failed(case, err),
     };
@@ -173,7 +176,7 @@ pub fn compare_rgb<E: Poison>(e: &mut E, f: &RawFrame, rw: u32, rh: u32) -> Outc
     }
 }
 
-fn failed(case: String, err: String) -> Outcome {
+fn failed(case: String, err: impl Display) -> Outcome {
     Outcome {
         case: format!("{case}: {err}"),
         max_diff: f64::INFINITY,
@@ -226,7 +229,7 @@ pub fn compare_pixels<E: Poison>(
         f.width,
         f.height
     );
-    let want = match FramePrep::Cpu.pixel_values(frames, pre_w, pre_h, p) {
+    let want = match cpu::pixel_values(frames, pre_w, pre_h, p) {
         Ok(w) => w,
         Err(err) => return failed(case, err),
     };
@@ -264,7 +267,7 @@ pub fn compare_pixels<E: Poison>(
 /// A few milliseconds of the checks above on tiny inputs (three frame → RGB
 /// cases and one chunk → `pixel_values`): what the element runs when it
 /// opens a GPU, before trusting it with frames.
-pub fn self_test<E: Poison>(e: &mut E) -> Result<(), String> {
+pub fn self_test<E: Poison>(e: &mut E) -> Result<(), GpuError> {
     let mut outcomes = Vec::new();
     for (i, (f, w, h, rw, rh)) in [
         (PixelFormat::Nv12, 97, 55, 33, 17),
@@ -283,9 +286,10 @@ pub fn self_test<E: Poison>(e: &mut E) -> Result<(), String> {
     outcomes.push(compare_pixels(e, &chunk, 0, 0, &VisionParams::default()));
     match outcomes.iter().find(|o| !o.ok()) {
         None => Ok(()),
-        Some(o) => Err(format!(
-            "the GPU self-test failed: {} differs from the CPU path by {} (bound {})",
-            o.case, o.max_diff, o.bound
-        )),
+        Some(o) => Err(GpuError::SelfTest {
+            case: o.case.clone(),
+            max_diff: o.max_diff,
+            bound: o.bound,
+        }),
     }
 }
