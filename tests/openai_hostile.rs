@@ -82,6 +82,7 @@ fn job() -> ChunkJob {
 
 fn caption(b: &OpenAiBackend) -> Result<Caption, String> {
     b.caption(&job(), &CancellationToken::new())
+        .map_err(|e| e.to_string())
 }
 
 fn chat_url(host: &str, port: u16) -> String {

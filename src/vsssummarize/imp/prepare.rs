@@ -95,7 +95,7 @@ impl VssSummarize {
                     max_retries: settings.max_retries,
                     server_wait: config::secs(settings.server_wait),
                 };
-                Arc::new(OpenAiBackend::new(opts).map_err(settings_err)?)
+                Arc::new(OpenAiBackend::new(opts).map_err(|e| settings_err(e.to_string()))?)
             }
             BackendKind::Custom => {
                 Arc::new(self.prepare_custom(&settings, &mut resolved, prep.clone())?)

@@ -123,7 +123,7 @@ impl VssSummarize {
                     self.webhook_stats.clone(),
                     log,
                 )
-                .map_err(err)?;
+                .map_err(|e| err(e.to_string()))?;
                 gst::info!(CAT, imp = self, "alerts go to {}", w.url_for_log());
                 Some(Arc::new(w))
             }
