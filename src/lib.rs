@@ -35,6 +35,7 @@ pub mod gpu;
 pub mod meta;
 pub mod prompt;
 pub mod record;
+pub mod redact;
 pub mod retry;
 pub mod runtime;
 pub mod summary;

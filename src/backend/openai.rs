@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Backend, BackendError, Caption, ChunkJob, FrameOptions, GenParams};
 use crate::config::{ApiKey, BackendKind, EndpointConfig};
 use crate::prompt::{chunk_prompt, split_reasoning};
+use crate::redact;
 use crate::retry::{self, Attempt, Stop};
 use crate::runtime::RUNTIME;
 
@@ -158,16 +159,10 @@ impl Net {
         self.opts.endpoint.api_key.as_ref()
     }
 
-    fn scrub(&self, s: String) -> String {
-        match self.key() {
-            Some(k) => k.scrub(&s),
-            None => s,
-        }
-    }
-
-    /// Server text for an error record: redacted, then cut.
+    /// Server text for an error record: redacted, then cut (see
+    /// [`crate::redact`]).
     fn snippet(&self, s: &str, max_chars: usize) -> String {
-        snippet_with(s, max_chars, self.key())
+        redact::trimmed_snippet(s, max_chars, self.key())
     }
 
     fn url(&self) -> String {
@@ -542,8 +537,8 @@ fn parse_completion(body: &[u8], key: Option<&ApiKey>) -> Result<Caption, Backen
     let text = repaired_text(body);
     let r: Completion = serde_json::from_str(&text).map_err(|e| {
         // serde's message can quote a value from the body.
-        let why = snippet_with(&e.to_string(), SNIPPET_CHARS, key);
-        let body = snippet_with(&text, SNIPPET_CHARS, key);
+        let why = redact::trimmed_snippet(&e.to_string(), SNIPPET_CHARS, key);
+        let body = redact::trimmed_snippet(&text, SNIPPET_CHARS, key);
         bad(match e.classify() {
             serde_json::error::Category::Data => format!("malformed response ({why}): {body}"),
             _ => format!("malformed response (not JSON: {why}): {body}"),
@@ -555,11 +550,11 @@ fn parse_completion(body: &[u8], key: Option<&ApiKey>) -> Result<Caption, Backen
         return Err(bad(match v.as_ref().and_then(json_error_message) {
             Some(m) => format!(
                 "malformed response: no 'choices' array; the server says: {}",
-                snippet_with(&m, MESSAGE_CHARS, key)
+                redact::trimmed_snippet(&m, MESSAGE_CHARS, key)
             ),
             None => format!(
                 "malformed response: no 'choices' array: {}",
-                snippet_with(&text, SNIPPET_CHARS, key)
+                redact::trimmed_snippet(&text, SNIPPET_CHARS, key)
             ),
         }));
     };
@@ -582,7 +577,12 @@ fn parse_completion(body: &[u8], key: Option<&ApiKey>) -> Result<Caption, Backen
         let why = choice
             .finish_reason
             .0
-            .map(|f| format!(" (finish_reason: {})", snippet_with(&f, SNIPPET_CHARS, key)))
+            .map(|f| {
+                format!(
+                    " (finish_reason: {})",
+                    redact::trimmed_snippet(&f, SNIPPET_CHARS, key)
+                )
+            })
             .unwrap_or_default();
         return Err(bad(format!(
             "empty response: the model returned no text{why}"
@@ -605,37 +605,6 @@ fn parse_completion(body: &[u8], key: Option<&ApiKey>) -> Result<Caption, Backen
         output_tokens,
         ..Default::default()
     })
-}
-
-/// The first `max_chars` characters of `s` (trimmed), `…` when cut.
-fn truncate(s: &str, max_chars: usize) -> (String, bool) {
-    let s = s.trim();
-    match s.char_indices().nth(max_chars) {
-        Some((at, _)) => (s[..at].to_string(), true),
-        None => (s.to_string(), false),
-    }
-}
-
-/// Server text for an error record: the key redacted everywhere, then cut to
-/// `max_chars`, then any start of the key left at the cut redacted too.
-fn snippet_with(s: &str, max_chars: usize, key: Option<&ApiKey>) -> String {
-    let scrubbed;
-    let s = match key {
-        Some(k) => {
-            scrubbed = k.scrub(s);
-            scrubbed.as_str()
-        }
-        None => s,
-    };
-    let (cut, was_cut) = truncate(s, max_chars);
-    if !was_cut {
-        return cut;
-    }
-    let cut = match key {
-        Some(k) => k.scrub_cut(&cut),
-        None => cut,
-    };
-    cut + "…"
 }
 
 /// The message in a JSON error body: `error.message` (OpenAI, vLLM), `error`
@@ -890,7 +859,7 @@ impl Net {
         let kind = classify(&e);
         let timeout = e.is_timeout();
         let e = e.without_url();
-        let cause = self.scrub(root_cause(&e));
+        let cause = redact::redact(&root_cause(&e), self.key());
         let url = self.url();
         if timeout {
             let what = if reading {
@@ -1070,7 +1039,7 @@ impl Net {
                 r = this.send(body) => r,
             }
         })
-        .map_err(|e| e.map_text(|m| self.scrub(m)))
+        .map_err(|e| e.map_text(|m| redact::redact(&m, self.key())))
     }
 }
 
@@ -1657,21 +1626,24 @@ mod tests {
         let key = ApiKey::new(key_text).unwrap();
         // The whole key across character 200.
         let body = format!("{}{key_text} tail", "x".repeat(180));
-        let s = snippet_with(&body, SNIPPET_CHARS, Some(&key));
+        let s = redact::trimmed_snippet(&body, SNIPPET_CHARS, Some(&key));
         assert!(s.contains("<redacted>") && !s.contains("sk-0123"), "{s}");
         // A part of the key cut at character 200: its 10 characters at the
         // cut are redacted too ...
         let body = format!("{}{}!!!", "y".repeat(190), &key_text[..30]);
-        let s = snippet_with(&body, SNIPPET_CHARS, Some(&key));
+        let s = redact::trimmed_snippet(&body, SNIPPET_CHARS, Some(&key));
         assert_eq!(s, format!("{}<redacted>…", "y".repeat(190)));
         // ... but not fewer than 8.
         let body = format!("{}{}!!!", "y".repeat(193), &key_text[..30]);
-        let s = snippet_with(&body, SNIPPET_CHARS, Some(&key));
+        let s = redact::trimmed_snippet(&body, SNIPPET_CHARS, Some(&key));
         assert_eq!(s, format!("{}sk-0123…", "y".repeat(193)));
         // Without a key: just cut.
-        let s = snippet_with(&"z".repeat(300), SNIPPET_CHARS, None);
+        let s = redact::trimmed_snippet(&"z".repeat(300), SNIPPET_CHARS, None);
         assert_eq!(s.chars().count(), 201);
-        assert_eq!(snippet_with("  short  ", SNIPPET_CHARS, None), "short");
+        assert_eq!(
+            redact::trimmed_snippet("  short  ", SNIPPET_CHARS, None),
+            "short"
+        );
     }
 
     #[test]

@@ -237,11 +237,7 @@ impl Delivery {
             "alert {id} not delivered to {}: {last}",
             url_for_log(&self.url)
         );
-        let msg = match &self.token {
-            Some(t) => t.scrub(&msg),
-            None => msg,
-        };
-        (self.log)(&msg);
+        (self.log)(&crate::redact::redact(&msg, self.token.as_ref()));
     }
 
     /// One POST; a failure's text says what went wrong.
@@ -435,7 +431,10 @@ mod tests {
         let s = Arc::new(WebhookStats::default());
         let log: LogFn = Arc::new(|_: &str| {});
         for u in ["", "ftp://x/y", "not a url"] {
-            let e = Webhook::new(u, None, s.clone(), log.clone()).err().unwrap().to_string();
+            let e = Webhook::new(u, None, s.clone(), log.clone())
+                .err()
+                .unwrap()
+                .to_string();
             assert!(e.contains("alert-webhook"), "{e}");
         }
     }
