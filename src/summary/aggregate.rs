@@ -1048,7 +1048,10 @@ mod tests {
             cut: 0,
             levels: 0,
         };
-        let e = r.reduce(pieces, Stage::Captions, 1).unwrap_err().to_string();
+        let e = r
+            .reduce(pieces, Stage::Captions, 1)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("did not converge after 1 levels"), "{e}");
     }
 
