@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use gstvsssummarize::backend::BackendError;
 use gstvsssummarize::flow::{Item, Outbox};
 use gstvsssummarize::summary::{
     ChunkResult, EngineConfig, SummaryConfig, SummaryEngine, SummaryStats, TextAnswer, TextLlm,
@@ -42,12 +43,12 @@ impl TextLlm for FixedLatency {
         &self,
         req: &TextRequest,
         cancel: &CancellationToken,
-    ) -> Result<TextAnswer, String> {
+    ) -> Result<TextAnswer, BackendError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         let t = Instant::now();
         while t.elapsed() < self.latency {
             if cancel.is_cancelled() {
-                return Err("cancelled".into());
+                return Err(BackendError::Cancelled);
             }
             std::thread::sleep(Duration::from_millis(1));
         }

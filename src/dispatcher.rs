@@ -740,9 +740,10 @@ fn worker<M: Send + 'static>(sh: Arc<Shared<M>>) {
             template,
             submitted,
         } = q;
-        let result =
-            std::panic::catch_unwind(AssertUnwindSafe(|| sh.backend.caption(&job, &token)))
-                .unwrap_or_else(|p| Err(format!("backend panicked: {}", panic_message(&*p))));
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            sh.backend.caption(&job, &token).map_err(|e| e.to_string())
+        }))
+        .unwrap_or_else(|p| Err(format!("backend panicked: {}", panic_message(&*p))));
         drop(job);
         let mut inner = sh.lock();
         if inner.generation != generation || inner.in_flight.remove(&seq).is_none() {
@@ -827,7 +828,7 @@ fn post_worker<M: Send + 'static>(sh: Arc<Shared<M>>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::Caption;
+    use crate::backend::{BackendError, Caption};
     use crate::config::BackendKind;
     use crate::prompt::TimeStyle;
     use std::sync::atomic::AtomicUsize;
@@ -850,7 +851,11 @@ mod tests {
         fn model(&self) -> &str {
             "scripted"
         }
-        fn caption(&self, job: &ChunkJob, cancel: &CancellationToken) -> Result<Caption, String> {
+        fn caption(
+            &self,
+            job: &ChunkJob,
+            cancel: &CancellationToken,
+        ) -> Result<Caption, BackendError> {
             let n = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
             self.max_in_flight.fetch_max(n, Ordering::SeqCst);
             let d = self
@@ -869,10 +874,10 @@ mod tests {
             }
             self.in_flight.fetch_sub(1, Ordering::SeqCst);
             if cancelled {
-                return Err("cancelled".into());
+                return Err(BackendError::Cancelled);
             }
             if self.fail.contains(&job.chunk_index) {
-                return Err(format!("failed {}", job.chunk_index));
+                return Err(BackendError::Failed(format!("failed {}", job.chunk_index)));
             }
             Ok(Caption {
                 text: format!("chunk {}", job.chunk_index),
@@ -1131,7 +1136,11 @@ mod tests {
             fn model(&self) -> &str {
                 "long"
             }
-            fn caption(&self, _: &ChunkJob, _: &CancellationToken) -> Result<Caption, String> {
+            fn caption(
+                &self,
+                _: &ChunkJob,
+                _: &CancellationToken,
+            ) -> Result<Caption, BackendError> {
                 Ok(Caption {
                     text: "é".repeat(MAX_TEXT_BYTES),
                     ..Default::default()

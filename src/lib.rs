@@ -38,6 +38,8 @@ pub mod prep;
 pub use prep as gpu;
 pub mod prompt;
 pub mod record;
+pub mod redact;
+pub mod retry;
 pub mod runtime;
 pub mod session;
 pub mod summary;

@@ -82,6 +82,7 @@ fn job() -> ChunkJob {
 
 fn caption(b: &OpenAiBackend) -> Result<Caption, String> {
     b.caption(&job(), &CancellationToken::new())
+        .map_err(|e| e.to_string())
 }
 
 fn chat_url(host: &str, port: u16) -> String {
@@ -376,11 +377,10 @@ fn a_server_that_comes_up_late_is_waited_for() {
         });
     let c = caption(&b).unwrap();
     assert_eq!(c.text, "Up now.");
+    // It waited for the server (the backoff's cap of 300 ms between tries
+    // is checked on virtual time in src/retry.rs).
     let dt = t0.elapsed();
-    assert!(
-        dt >= Duration::from_millis(1400) && dt < Duration::from_secs(5),
-        "{dt:?}"
-    );
+    assert!(dt >= Duration::from_millis(1400), "{dt:?}");
 }
 
 #[test]
@@ -394,11 +394,10 @@ fn a_server_that_never_comes_up_fails_after_server_wait() {
     let t0 = Instant::now();
     let e = caption(&b).unwrap_err();
     eprintln!("{e}");
+    // It waited server-wait out, then gave up through the server-wait path
+    // (the text below), not through max-retries.
     let dt = t0.elapsed();
-    assert!(
-        dt >= Duration::from_millis(950) && dt < Duration::from_millis(2500),
-        "{dt:?}: {e}"
-    );
+    assert!(dt >= Duration::from_millis(950), "{dt:?}: {e}");
     assert!(
         e.contains(&format!(
             "cannot connect to {}",
@@ -424,10 +423,10 @@ fn server_wait_is_shared_by_chunks_and_reset_by_an_answer() {
     assert!(e.contains("server-wait"), "{e}");
     // Later chunks: the server has been down longer than server-wait, so
     // only the normal retries (FAST) are made.
-    let t0 = Instant::now();
+    // Exactly 1 + max-retries attempts: a wait for the server would count
+    // as a further attempt.
     let e = caption(&b).unwrap_err();
     eprintln!("{e}");
-    assert!(t0.elapsed() < Duration::from_millis(500), "{e}");
     assert!(
         e.contains("server-wait") && e.contains("gave up after 2 attempts"),
         "{e}"
@@ -573,10 +572,10 @@ fn endless_and_oversized_bodies_stop_at_the_limit() {
     o.request_timeout = Duration::from_secs(4);
     let b = backend(o);
     for _ in 0..2 {
-        let t0 = Instant::now();
+        // Ended by the size cap (this text), not by request-timeout (which
+        // would say "timed out").
         let e = caption(&b).unwrap_err();
         eprintln!("{e}");
-        assert!(t0.elapsed() < Duration::from_secs(3), "{e}");
         assert!(
             e.contains(&format!(
                 "the response from {} exceeded 8 MiB",

@@ -5,8 +5,10 @@
 
 pub mod cosmos;
 pub mod custom;
+pub mod model_check;
 pub mod openai;
-pub mod probe;
+/// The start-up model check under its old name.
+pub use model_check as probe;
 
 use std::sync::Arc;
 
@@ -79,6 +81,85 @@ pub struct Caption {
     pub embedding_error: Option<String>,
 }
 
+/// Why a caption (or a text-LLM call, see [`crate::summary::TextLlm`])
+/// failed: the kind says what a caller can do about it, the text (its
+/// `Display`) is the record's `error`, word for word, and never holds a
+/// secret. Nothing decides on the text.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BackendError {
+    /// The caller's cancel fired.
+    #[error("cancelled")]
+    Cancelled,
+    /// A failure worth repeating (HTTP 429 or 5xx, a connection refused,
+    /// reset or closed early) that the retries did not clear.
+    #[error("{0}")]
+    Transient(String),
+    /// The request or the model took longer than its time limit (after any
+    /// retries).
+    #[error("{0}")]
+    Timeout(String),
+    /// The server refused the request as it was formed (an HTTP 4xx other
+    /// than 429): repeating it will not help. `fields` are the request fields
+    /// the server's message names (e.g. `top_k`, `response_format`): sending
+    /// the request without them might.
+    #[error("{message}")]
+    Refused {
+        status: u16,
+        fields: Vec<&'static str>,
+        message: String,
+    },
+    /// The answer was unusable: malformed, empty or too large.
+    #[error("{0}")]
+    BadAnswer(String),
+    /// The backend cannot go on (a model that cannot load or keeps
+    /// crashing): every later chunk fails the same way.
+    #[error("{0}")]
+    Fatal(String),
+    /// Any other failure of this chunk (a frame that cannot be prepared, the
+    /// model's own error, a redirect, a transport error that repeating will
+    /// not cure).
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl BackendError {
+    /// The same kind with its text changed by `f` (e.g. a suffix, a
+    /// redaction); `Cancelled` stays as it is.
+    pub fn map_text(self, f: impl FnOnce(String) -> String) -> BackendError {
+        use BackendError as E;
+        match self {
+            E::Cancelled => E::Cancelled,
+            E::Transient(m) => E::Transient(f(m)),
+            E::Timeout(m) => E::Timeout(f(m)),
+            E::Refused {
+                status,
+                fields,
+                message,
+            } => E::Refused {
+                status,
+                fields,
+                message: f(message),
+            },
+            E::BadAnswer(m) => E::BadAnswer(f(m)),
+            E::Fatal(m) => E::Fatal(f(m)),
+            E::Failed(m) => E::Failed(f(m)),
+        }
+    }
+
+    /// Whether the server refused the request for naming `field`.
+    pub fn refuses_field(&self, field: &str) -> bool {
+        matches!(self, BackendError::Refused { fields, .. } if fields.contains(&field))
+    }
+}
+
+/// An error text from a module that does not type its errors yet (e.g. the
+/// cosmos engine) is a failure of this chunk.
+impl From<String> for BackendError {
+    fn from(e: String) -> Self {
+        BackendError::Failed(e)
+    }
+}
+
 pub trait Backend: Send + Sync {
     fn kind(&self) -> BackendKind;
     /// The model name reported in records.
@@ -86,7 +167,7 @@ pub trait Backend: Send + Sync {
     /// Captions one chunk. Blocks the calling worker thread; must return soon
     /// after `cancel` fires. An `Err` becomes the chunk's error record; its
     /// text must say what failed and never contain secrets.
-    fn caption(&self, job: &ChunkJob, cancel: &CancellationToken) -> Result<Caption, String>;
+    fn caption(&self, job: &ChunkJob, cancel: &CancellationToken) -> Result<Caption, BackendError>;
     /// Calls this backend can usefully take at once (`None`: any number).
     /// The element runs at most this many dispatcher workers, so a backend
     /// that serialises (limit 1) sees the chunks strictly in order.

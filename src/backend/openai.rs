@@ -12,9 +12,7 @@
 
 use std::borrow::Cow;
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -23,9 +21,11 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
-use super::{Backend, Caption, ChunkJob, FrameOptions, GenParams};
+use super::{Backend, BackendError, Caption, ChunkJob, FrameOptions, GenParams};
 use crate::config::{ApiKey, BackendKind, EndpointConfig};
 use crate::prompt::{chunk_prompt, split_reasoning};
+use crate::redact;
+use crate::retry::{self, Attempt, Stop};
 use crate::runtime::RUNTIME;
 
 /// Default of [`OpenAiOptions::server_wait`] (`server-wait`): how long
@@ -80,40 +80,9 @@ pub struct OpenAiOptions {
     pub server_wait: Duration,
 }
 
-/// Backoff between attempts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RetryTiming {
-    /// Before the first retry; doubled for each further one …
-    pub first: Duration,
-    /// … up to this.
-    pub max: Duration,
-    /// A server's `Retry-After` is honoured up to this.
-    pub retry_after_cap: Duration,
-}
-
-impl Default for RetryTiming {
-    /// 0.5 s, 1 s, 2 s, 4 s, 8 s, 8 s …; `Retry-After` up to 60 s.
-    fn default() -> Self {
-        RetryTiming {
-            first: Duration::from_millis(500),
-            max: Duration::from_secs(8),
-            retry_after_cap: RETRY_AFTER_CAP,
-        }
-    }
-}
-
-impl RetryTiming {
-    /// The wait before retry `attempt` (1-based).
-    pub fn delay(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
-        if let Some(ra) = retry_after {
-            return ra.min(self.retry_after_cap);
-        }
-        let doubled = self
-            .first
-            .saturating_mul(1u32 << attempt.saturating_sub(1).min(20));
-        doubled.min(self.max)
-    }
-}
+/// Backoff between attempts (see [`crate::retry`]): 0.5 s, 1 s, 2 s, 4 s,
+/// 8 s, 8 s …; a server's `Retry-After` up to 60 s.
+pub type RetryTiming = retry::Backoff;
 
 pub struct OpenAiBackend {
     net: Arc<Net>,
@@ -132,7 +101,7 @@ struct Net {
 }
 
 impl OpenAiBackend {
-    pub fn new(opts: OpenAiOptions) -> Result<Self, String> {
+    pub fn new(opts: OpenAiOptions) -> Result<Self, BackendError> {
         Ok(OpenAiBackend {
             net: Net::new(opts)?,
         })
@@ -147,7 +116,7 @@ impl OpenAiBackend {
 }
 
 impl Net {
-    fn new(opts: OpenAiOptions) -> Result<Arc<Net>, String> {
+    fn new(opts: OpenAiOptions) -> Result<Arc<Net>, BackendError> {
         let mut builder = reqwest::Client::builder()
             .user_agent(concat!("vsssummarize/", env!("CARGO_PKG_VERSION")))
             // Never: a redirect would carry the key (the Azure `api-key`
@@ -160,13 +129,16 @@ impl Net {
         }
         let client = builder
             .build()
-            .map_err(|e| format!("cannot create the HTTP client: {e}"))?;
-        let auth = auth_header(&opts.endpoint)?;
+            .map_err(|e| BackendError::Fatal(format!("cannot create the HTTP client: {e}")))?;
+        let auth = auth_header(&opts.endpoint).map_err(BackendError::Fatal)?;
         Ok(Arc::new(Net {
             opts,
             client,
             auth,
-            timing: RetryTiming::default(),
+            timing: RetryTiming {
+                retry_after_cap: RETRY_AFTER_CAP,
+                ..RetryTiming::default()
+            },
             unreachable_since: Mutex::new(None),
         }))
     }
@@ -187,16 +159,10 @@ impl Net {
         self.opts.endpoint.api_key.as_ref()
     }
 
-    fn scrub(&self, s: String) -> String {
-        match self.key() {
-            Some(k) => k.scrub(&s),
-            None => s,
-        }
-    }
-
-    /// Server text for an error record: redacted, then cut.
+    /// Server text for an error record: redacted, then cut (see
+    /// [`crate::redact`]).
     fn snippet(&self, s: &str, max_chars: usize) -> String {
-        snippet_with(s, max_chars, self.key())
+        redact::trimmed_snippet(s, max_chars, self.key())
     }
 
     fn url(&self) -> String {
@@ -561,40 +527,41 @@ fn repaired_text(body: &[u8]) -> String {
 }
 
 /// Parses a chat.completion response body.
-pub fn parse_response(body: &[u8]) -> Result<Caption, String> {
+pub fn parse_response(body: &[u8]) -> Result<Caption, BackendError> {
     parse_completion(body, None)
 }
 
 /// [`parse_response`], with server text in errors redacted of `key`.
-fn parse_completion(body: &[u8], key: Option<&ApiKey>) -> Result<Caption, String> {
+fn parse_completion(body: &[u8], key: Option<&ApiKey>) -> Result<Caption, BackendError> {
+    let bad = BackendError::BadAnswer;
     let text = repaired_text(body);
     let r: Completion = serde_json::from_str(&text).map_err(|e| {
         // serde's message can quote a value from the body.
-        let why = snippet_with(&e.to_string(), SNIPPET_CHARS, key);
-        let body = snippet_with(&text, SNIPPET_CHARS, key);
-        match e.classify() {
+        let why = redact::trimmed_snippet(&e.to_string(), SNIPPET_CHARS, key);
+        let body = redact::trimmed_snippet(&text, SNIPPET_CHARS, key);
+        bad(match e.classify() {
             serde_json::error::Category::Data => format!("malformed response ({why}): {body}"),
             _ => format!("malformed response (not JSON: {why}): {body}"),
-        }
+        })
     })?;
     let Some(choices) = r.choices else {
         // Some servers answer 200 with an error object.
         let v = serde_json::from_str::<Value>(&text).ok();
-        return Err(match v.as_ref().and_then(json_error_message) {
+        return Err(bad(match v.as_ref().and_then(json_error_message) {
             Some(m) => format!(
                 "malformed response: no 'choices' array; the server says: {}",
-                snippet_with(&m, MESSAGE_CHARS, key)
+                redact::trimmed_snippet(&m, MESSAGE_CHARS, key)
             ),
             None => format!(
                 "malformed response: no 'choices' array: {}",
-                snippet_with(&text, SNIPPET_CHARS, key)
+                redact::trimmed_snippet(&text, SNIPPET_CHARS, key)
             ),
-        });
+        }));
     };
     let choice = choices
         .into_iter()
         .next()
-        .ok_or("empty response: 'choices' is empty")?;
+        .ok_or_else(|| bad("empty response: 'choices' is empty".into()))?;
     let (content, extra_reasoning) = match choice.message {
         Some(m) => (m.content.0, m.reasoning_content.0),
         None => (String::new(), None),
@@ -610,9 +577,16 @@ fn parse_completion(body: &[u8], key: Option<&ApiKey>) -> Result<Caption, String
         let why = choice
             .finish_reason
             .0
-            .map(|f| format!(" (finish_reason: {})", snippet_with(&f, SNIPPET_CHARS, key)))
+            .map(|f| {
+                format!(
+                    " (finish_reason: {})",
+                    redact::trimmed_snippet(&f, SNIPPET_CHARS, key)
+                )
+            })
             .unwrap_or_default();
-        return Err(format!("empty response: the model returned no text{why}"));
+        return Err(bad(format!(
+            "empty response: the model returned no text{why}"
+        )));
     }
     let input_tokens = serde_json::from_str::<PromptUsage>(&text)
         .ok()
@@ -631,37 +605,6 @@ fn parse_completion(body: &[u8], key: Option<&ApiKey>) -> Result<Caption, String
         output_tokens,
         ..Default::default()
     })
-}
-
-/// The first `max_chars` characters of `s` (trimmed), `…` when cut.
-fn truncate(s: &str, max_chars: usize) -> (String, bool) {
-    let s = s.trim();
-    match s.char_indices().nth(max_chars) {
-        Some((at, _)) => (s[..at].to_string(), true),
-        None => (s.to_string(), false),
-    }
-}
-
-/// Server text for an error record: the key redacted everywhere, then cut to
-/// `max_chars`, then any start of the key left at the cut redacted too.
-fn snippet_with(s: &str, max_chars: usize, key: Option<&ApiKey>) -> String {
-    let scrubbed;
-    let s = match key {
-        Some(k) => {
-            scrubbed = k.scrub(s);
-            scrubbed.as_str()
-        }
-        None => s,
-    };
-    let (cut, was_cut) = truncate(s, max_chars);
-    if !was_cut {
-        return cut;
-    }
-    let cut = match key {
-        Some(k) => k.scrub_cut(&cut),
-        None => cut,
-    };
-    cut + "…"
 }
 
 /// The message in a JSON error body: `error.message` (OpenAI, vLLM), `error`
@@ -764,6 +707,20 @@ fn status_hint(status: u16, azure: bool, message: &str) -> String {
     }
 }
 
+/// The request fields a 400/422's message names (as whole words): the
+/// fields we send, and `response_format`.
+fn named_fields(status: u16, message: &str) -> Vec<&'static str> {
+    if !matches!(status, 400 | 422) {
+        return Vec::new();
+    }
+    SENT_FIELDS
+        .iter()
+        .map(|(f, _)| *f)
+        .chain(["response_format"])
+        .filter(|f| names_field(message, f))
+        .collect()
+}
+
 /// Durations for error texts, meaningful at any scale: `0.1 ms`, `250 ms`,
 /// `1.5 s`, `120 s`.
 pub fn format_duration(d: Duration) -> String {
@@ -810,32 +767,17 @@ fn too_large(url: &str) -> String {
     )
 }
 
-/// Backoff before retry `attempt` (1-based): 0.5 s, 1 s, 2 s … capped at 8 s,
-/// or the server's `Retry-After` (capped at 60 s) when it sent one.
-pub fn retry_delay(attempt: u32, retry_after: Option<Duration>) -> Duration {
-    RetryTiming::default().delay(attempt, retry_after)
-}
-
 /// `Retry-After` in seconds (the HTTP-date form is not used by the APIs we
 /// target). Not a finite number ≥ 0: ignored; capped at 60 s.
 pub fn parse_retry_after(v: &str) -> Option<Duration> {
-    let s = v.trim().parse::<f64>().ok()?;
-    if !(s.is_finite() && s >= 0.0) {
-        return None;
-    }
-    secs_f64(s.min(RETRY_AFTER_CAP.as_secs_f64()))
+    retry::parse_retry_after(v, RETRY_AFTER_CAP)
 }
 
-/// Seconds to a `Duration`, `None` where `Duration::from_secs_f64` would
-/// panic (negative, NaN, too large).
-fn secs_f64(s: f64) -> Option<Duration> {
-    Duration::try_from_secs_f64(s).ok()
-}
-
-enum Attempt {
-    Done(Result<Caption, String>),
+/// What one request attempt found.
+enum Step {
+    Done(Result<Caption, BackendError>),
     /// A transient failure: retried up to `max_retries`.
-    Retry(String, Option<Duration>),
+    Retry(BackendError, Option<Duration>),
     /// The connection was refused: the server is not (yet) listening.
     Refused(String),
 }
@@ -913,11 +855,11 @@ async fn read_limited(
 
 impl Net {
     /// A failed send or body read.
-    fn transport_error(&self, e: reqwest::Error, reading: bool) -> Attempt {
+    fn transport_error(&self, e: reqwest::Error, reading: bool) -> Step {
         let kind = classify(&e);
         let timeout = e.is_timeout();
         let e = e.without_url();
-        let cause = self.scrub(root_cause(&e));
+        let cause = redact::redact(&root_cause(&e), self.key());
         let url = self.url();
         if timeout {
             let what = if reading {
@@ -925,11 +867,11 @@ impl Net {
             } else {
                 "timed out"
             };
-            return Attempt::Retry(
-                format!(
+            return Step::Retry(
+                BackendError::Timeout(format!(
                     "{what} after {} (request-timeout)",
                     format_duration(self.opts.request_timeout)
-                ),
+                )),
                 None,
             );
         }
@@ -947,13 +889,13 @@ impl Net {
             format!("the request to {url} failed: {cause}")
         };
         match kind {
-            Failure::Refused => Attempt::Refused(msg),
-            Failure::Transient => Attempt::Retry(msg, None),
-            Failure::Permanent => Attempt::Done(Err(msg)),
+            Failure::Refused => Step::Refused(msg),
+            Failure::Transient => Step::Retry(BackendError::Transient(msg), None),
+            Failure::Permanent => Step::Done(Err(BackendError::Failed(msg))),
         }
     }
 
-    async fn attempt(&self, body: &[u8]) -> Attempt {
+    async fn attempt(&self, body: &[u8]) -> Step {
         let ep = &self.opts.endpoint;
         let mut req = self
             .client
@@ -977,27 +919,23 @@ impl Net {
                     _ => "an unreadable Location".to_string(),
                 }
             });
-            return Attempt::Done(Err(match location {
+            return Step::Done(Err(BackendError::Failed(match location {
                 Some(l) => format!(
                     "HTTP {status} from {url} redirects to {l}; vsssummarize does not follow redirects: set endpoint to the final URL"
                 ),
                 None => format!(
                     "HTTP {status} from {url} (a redirect without a Location); vsssummarize does not follow redirects: set endpoint to the final URL"
                 ),
-            }));
+            })));
         }
-        let retry_after = resp
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_retry_after);
+        let retry_after = retry::retry_after(resp.headers(), RETRY_AFTER_CAP);
         let limit = if status.is_success() {
             MAX_RESPONSE_BYTES
         } else {
             MAX_ERROR_BODY_BYTES
         };
         if status.is_success() && resp.content_length().is_some_and(|n| n > limit as u64) {
-            return Attempt::Done(Err(too_large(&url)));
+            return Step::Done(Err(BackendError::BadAnswer(too_large(&url))));
         }
         let (bytes, more) = match read_limited(&mut resp, limit).await {
             Ok(r) => r,
@@ -1006,9 +944,9 @@ impl Net {
         drop(resp);
         if status.is_success() {
             if more {
-                return Attempt::Done(Err(too_large(&url)));
+                return Step::Done(Err(BackendError::BadAnswer(too_large(&url))));
             }
-            return Attempt::Done(parse_completion(&bytes, self.key()));
+            return Step::Done(parse_completion(&bytes, self.key()));
         }
         let text = repaired_text(&bytes);
         let message = serde_json::from_str::<Value>(&text)
@@ -1022,66 +960,86 @@ impl Net {
         };
         let msg = format!("HTTP {status} from {url}: {detail}");
         if status.as_u16() == 429 || status.is_server_error() {
-            Attempt::Retry(msg, retry_after)
+            Step::Retry(BackendError::Transient(msg), retry_after)
         } else {
             let hint = status_hint(status.as_u16(), ep.azure, &detail);
-            Attempt::Done(Err(format!("{msg}{hint}")))
+            Step::Done(Err(BackendError::Refused {
+                status: status.as_u16(),
+                fields: named_fields(status.as_u16(), &detail),
+                message: format!("{msg}{hint}"),
+            }))
         }
     }
 
-    async fn send(&self, body: Vec<u8>) -> Result<Caption, String> {
+    /// One request with its retries (see [`crate::retry`]): refused
+    /// connections wait for the server within `server-wait` without spending
+    /// a retry.
+    async fn send(&self, body: Vec<u8>) -> Result<Caption, BackendError> {
         let wait = self.opts.server_wait;
-        // Retries counted against max_retries.
-        let mut retries = 0u32;
-        // Waits for a server that refuses connections, within server_wait.
-        let mut refused_waits = 0u32;
-        loop {
-            let (msg, retry_after) = match self.attempt(&body).await {
-                Attempt::Done(r) => return r,
-                Attempt::Retry(msg, retry_after) => (msg, retry_after),
-                Attempt::Refused(msg) if wait.is_zero() => (
-                    format!("{msg} (is the server running? check endpoint / VIA_VLM_ENDPOINT)"),
-                    None,
-                ),
-                Attempt::Refused(msg) => {
-                    let down = self.mark_unreachable().elapsed();
-                    if down < wait {
-                        refused_waits += 1;
-                        let d = self.timing.delay(refused_waits, None).min(wait - down);
-                        tokio::time::sleep(d).await;
-                        continue;
-                    }
-                    if refused_waits > 0 {
-                        // This chunk waited out server-wait itself.
-                        return Err(format!(
-                            "{msg}; the server did not come up within server-wait ({}) (is it running? check endpoint / VIA_VLM_ENDPOINT)",
-                            format_duration(wait)
-                        ));
-                    }
-                    // Down longer than server-wait already: normal retries.
-                    (
-                        format!(
-                            "{msg}; the server has been unreachable for {}, longer than server-wait ({}) (is it running? check endpoint / VIA_VLM_ENDPOINT)",
-                            format_duration(Duration::from_millis(down.as_millis() as u64)),
-                            format_duration(wait)
-                        ),
-                        None,
-                    )
-                }
+        let body = &body;
+        let r = retry::run(&self.timing, self.opts.max_retries, |tries| async move {
+            let msg = match self.attempt(body).await {
+                Step::Done(r) => return Attempt::Done(r),
+                Step::Retry(error, retry_after) => return Attempt::Retry { error, retry_after },
+                Step::Refused(msg) => msg,
             };
-            if retries >= self.opts.max_retries {
-                return Err(if retries == 0 && refused_waits == 0 {
-                    msg
-                } else {
-                    format!(
-                        "{msg} (gave up after {} attempts)",
-                        retries + refused_waits + 1
-                    )
-                });
+            let transient = |m| Attempt::Retry {
+                error: BackendError::Transient(m),
+                retry_after: None,
+            };
+            if wait.is_zero() {
+                return transient(format!(
+                    "{msg} (is the server running? check endpoint / VIA_VLM_ENDPOINT)"
+                ));
             }
-            retries += 1;
-            tokio::time::sleep(self.timing.delay(retries, retry_after)).await;
+            let down = self.mark_unreachable().elapsed();
+            if down < wait {
+                return Attempt::Wait(self.timing.delay(tries.waits + 1, None).min(wait - down));
+            }
+            if tries.waits > 0 {
+                // This chunk waited out server-wait itself.
+                return Attempt::Done(Err(BackendError::Transient(format!(
+                    "{msg}; the server did not come up within server-wait ({}) (is it running? check endpoint / VIA_VLM_ENDPOINT)",
+                    format_duration(wait)
+                ))));
+            }
+            // Down longer than server-wait already: normal retries.
+            transient(format!(
+                "{msg}; the server has been unreachable for {}, longer than server-wait ({}) (is it running? check endpoint / VIA_VLM_ENDPOINT)",
+                format_duration(Duration::from_millis(down.as_millis() as u64)),
+                format_duration(wait)
+            ))
+        })
+        .await;
+        match r {
+            Ok(c) => Ok(c),
+            Err(Stop::Permanent(e))
+            | Err(Stop::Exhausted {
+                error: e,
+                attempts: 1,
+            }) => Err(e),
+            Err(Stop::Exhausted { error, attempts }) => {
+                Err(error.map_text(|m| format!("{m} (gave up after {attempts} attempts)")))
+            }
         }
+    }
+
+    /// [`Net::send`] on the plugin runtime, from a worker thread, until
+    /// `cancel` fires; the key is redacted from any error text.
+    fn send_cancellable(
+        self: &Arc<Self>,
+        body: Vec<u8>,
+        cancel: &CancellationToken,
+    ) -> Result<Caption, BackendError> {
+        let cancel = cancel.clone();
+        let this = self.clone();
+        run_on_runtime(async move {
+            tokio::select! {
+                _ = cancel.cancelled() => Err(BackendError::Cancelled),
+                r = this.send(body) => r,
+            }
+        })
+        .map_err(|e| e.map_text(|m| redact::redact(&m, self.key())))
     }
 }
 
@@ -1130,42 +1088,34 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     parts.join(": ")
 }
 
-/// Polls a future, turning a panic inside it into an `Err` with the panic's
-/// message (instead of a task that just ends).
-struct CatchUnwind<F>(Pin<Box<F>>);
-
-impl<F: Future> Future for CatchUnwind<F> {
-    type Output = Result<F::Output, String>;
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let inner = self.0.as_mut();
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.poll(cx))) {
-            Ok(Poll::Pending) => Poll::Pending,
-            Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
-            Err(p) => Poll::Ready(Err(p
+/// Runs a request future on the plugin runtime and waits for it on this
+/// (non-runtime) thread. A panic inside it becomes an error (the runtime
+/// goes on).
+fn run_on_runtime(
+    fut: impl Future<Output = Result<Caption, BackendError>> + Send + 'static,
+) -> Result<Caption, BackendError> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    let task = RUNTIME.spawn(fut);
+    RUNTIME.spawn(async move {
+        let _ = tx.send(task.await);
+    });
+    match rx.recv() {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) if e.is_panic() => {
+            let p = e.into_panic();
+            let p = p
                 .downcast_ref::<&str>()
                 .map(|s| s.to_string())
                 .or_else(|| p.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".into()))),
-        }
-    }
-}
-
-/// Runs a request future on the plugin runtime and waits for it on this
-/// (non-runtime) thread.
-fn run_on_runtime(
-    fut: impl Future<Output = Result<Caption, String>> + Send + 'static,
-) -> Result<Caption, String> {
-    let (tx, rx) = std::sync::mpsc::sync_channel(1);
-    RUNTIME.spawn(async move {
-        let r = CatchUnwind(Box::pin(fut)).await.unwrap_or_else(|p| {
-            Err(format!(
+                .unwrap_or_else(|| "unknown panic".into());
+            Err(BackendError::Failed(format!(
                 "internal error in the openai-compat request: {p} (a bug: please report it)"
-            ))
-        });
-        let _ = tx.send(r);
-    });
-    rx.recv()
-        .unwrap_or_else(|_| Err("the request task ended unexpectedly".into()))
+            )))
+        }
+        _ => Err(BackendError::Failed(
+            "the request task ended unexpectedly".into(),
+        )),
+    }
 }
 
 /// The text LLM of summaries and event checks (`llm-*` properties) over
@@ -1182,7 +1132,7 @@ pub struct OpenAiText {
 
 impl OpenAiText {
     /// `opts.gen` and `opts.frames` are not used.
-    pub fn new(opts: OpenAiOptions) -> Result<OpenAiText, String> {
+    pub fn new(opts: OpenAiOptions) -> Result<OpenAiText, BackendError> {
         Ok(OpenAiText {
             net: Net::new(opts)?,
             no_json: Default::default(),
@@ -1197,17 +1147,10 @@ impl OpenAiText {
         }
     }
 
-    fn call(&self, body: &Value, cancel: &CancellationToken) -> Result<Caption, String> {
-        let body = serde_json::to_vec(body).map_err(|e| format!("cannot serialize: {e}"))?;
-        let cancel = cancel.clone();
-        let this = self.net.clone();
-        run_on_runtime(async move {
-            tokio::select! {
-                _ = cancel.cancelled() => Err("cancelled".to_string()),
-                r = this.send(body) => r,
-            }
-        })
-        .map_err(|e| self.net.scrub(e))
+    fn call(&self, body: &Value, cancel: &CancellationToken) -> Result<Caption, BackendError> {
+        let body = serde_json::to_vec(body)
+            .map_err(|e| BackendError::Failed(format!("cannot serialize: {e}")))?;
+        self.net.send_cancellable(body, cancel)
     }
 }
 
@@ -1232,11 +1175,6 @@ pub fn build_text_body(model: &str, req: &crate::summary::TextRequest, json_form
     body
 }
 
-/// A 400/422 that rejects `response_format`.
-fn rejects_response_format(e: &str) -> bool {
-    (e.starts_with("HTTP 400") || e.starts_with("HTTP 422")) && e.contains("response_format")
-}
-
 impl crate::summary::TextLlm for OpenAiText {
     fn model(&self) -> &str {
         &self.net.opts.endpoint.model
@@ -1246,12 +1184,12 @@ impl crate::summary::TextLlm for OpenAiText {
         &self,
         req: &crate::summary::TextRequest,
         cancel: &CancellationToken,
-    ) -> Result<crate::summary::TextAnswer, String> {
+    ) -> Result<crate::summary::TextAnswer, BackendError> {
         use std::sync::atomic::Ordering;
         let model = &self.net.opts.endpoint.model;
         let json_format = req.json && !self.no_json.load(Ordering::Relaxed);
         let mut r = self.call(&build_text_body(model, req, json_format), cancel);
-        if json_format && matches!(&r, Err(e) if rejects_response_format(e)) {
+        if json_format && matches!(&r, Err(e) if e.refuses_field("response_format")) {
             self.no_json.store(true, Ordering::Relaxed);
             r = self.call(&build_text_body(model, req, false), cancel);
         }
@@ -1272,34 +1210,26 @@ impl Backend for OpenAiBackend {
         &self.net.opts.endpoint.model
     }
 
-    fn caption(&self, job: &ChunkJob, cancel: &CancellationToken) -> Result<Caption, String> {
+    fn caption(&self, job: &ChunkJob, cancel: &CancellationToken) -> Result<Caption, BackendError> {
         let opts = &self.net.opts;
         let fo = opts.frames;
         let mut jpegs = Vec::with_capacity(job.frames.len());
         for f in &job.frames {
             if cancel.is_cancelled() {
-                return Err("cancelled".into());
+                return Err(BackendError::Cancelled);
             }
             jpegs.push(
                 opts.prep
                     .jpeg(f, fo.width, fo.height, fo.jpeg_quality)
-                    .map_err(|e| format!("cannot prepare frame: {e}"))?,
+                    .map_err(|e| BackendError::Failed(format!("cannot prepare frame: {e}")))?,
             );
         }
         let text = chunk_prompt(job.time_style, &job.frame_labels, &opts.gen.prompt);
         let body = build_body(&opts.endpoint.model, &opts.gen, &jpegs, &text);
         drop(jpegs);
-        let body = serde_json::to_vec(&body).map_err(|e| format!("cannot serialize: {e}"))?;
-
-        let cancel = cancel.clone();
-        let this = self.net.clone();
-        let r = run_on_runtime(async move {
-            tokio::select! {
-                _ = cancel.cancelled() => Err("cancelled".to_string()),
-                r = this.send(body) => r,
-            }
-        });
-        r.map_err(|e| self.net.scrub(e))
+        let body = serde_json::to_vec(&body)
+            .map_err(|e| BackendError::Failed(format!("cannot serialize: {e}")))?;
+        self.net.send_cancellable(body, cancel)
     }
 }
 
@@ -1363,10 +1293,29 @@ mod tests {
         assert!(build_text_body("m", &req, false)
             .get("response_format")
             .is_none());
-        assert!(rejects_response_format(
+        assert_eq!(
+            named_fields(400, "response_format is not supported"),
+            ["response_format"]
+        );
+        assert_eq!(
+            named_fields(422, "body.top_k: Extra inputs are not permitted"),
+            ["top_k"]
+        );
+        assert!(named_fields(404, "response_format").is_empty());
+        let refused = BackendError::Refused {
+            status: 400,
+            fields: named_fields(400, "response_format is not supported"),
+            message: "HTTP 400 Bad Request from http://x/v1/chat/completions: response_format is not supported".into(),
+        };
+        assert!(refused.refuses_field("response_format"));
+        assert_eq!(
+            refused.to_string(),
             "HTTP 400 Bad Request from http://x/v1/chat/completions: response_format is not supported"
-        ));
-        assert!(!rejects_response_format("HTTP 500 from x: response_format"));
+        );
+        assert!(
+            !BackendError::Transient("HTTP 500 from x: response_format".into())
+                .refuses_field("response_format")
+        );
     }
 
     #[test]
@@ -1376,17 +1325,23 @@ mod tests {
         assert_eq!(c.text, "A cat.");
         assert_eq!(c.reasoning.as_deref(), Some("hm"));
         assert_eq!((c.input_tokens, c.output_tokens), (12, 3));
-        assert!(parse_response(b"<html>").unwrap_err().contains("not JSON"));
+        assert!(parse_response(b"<html>")
+            .unwrap_err()
+            .to_string()
+            .contains("not JSON"));
         assert!(parse_response(br#"{"choices":[]}"#)
             .unwrap_err()
+            .to_string()
             .contains("empty"));
         assert!(parse_response(
             br#"{"choices":[{"message":{"content":null},"finish_reason":"length"}]}"#
         )
         .unwrap_err()
+        .to_string()
         .contains("finish_reason: length"));
         assert!(parse_response(br#"{"id":1}"#)
             .unwrap_err()
+            .to_string()
             .contains("choices"));
         let parts = br#"{"choices":[{"message":{"content":[{"type":"text","text":"a"},{"type":"text","text":"b"}],"reasoning_content":"r"}}]}"#;
         let c = parse_response(parts).unwrap();
@@ -1395,13 +1350,17 @@ mod tests {
         let parts = br#"{"choices":[{"message":{"content":["x",1,null,{"type":"image_url"},{"text":"c"},{"text":5}]}}]}"#;
         assert_eq!(parse_response(parts).unwrap().text, "c");
         // A 200 that carries an error object.
-        let e = parse_response(br#"{"error":{"message":"model overloaded"}}"#).unwrap_err();
+        let e = parse_response(br#"{"error":{"message":"model overloaded"}}"#)
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("no 'choices' array; the server says: model overloaded"),
             "{e}"
         );
         // Wrong types are "malformed", not "not JSON".
-        let e = parse_response(br#"{"choices":"x"}"#).unwrap_err();
+        let e = parse_response(br#"{"choices":"x"}"#)
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("malformed response (invalid type"), "{e}");
         // Server text quoted by serde or taken from a field is cut and redacted.
         let key = ApiKey::new("sk-0123456789abcdefghij").unwrap();
@@ -1409,13 +1368,15 @@ mod tests {
             r#"{{"choices":"{}sk-0123456789abcdefghij"}}"#,
             "v".repeat(100_000)
         );
-        let e = parse_completion(body.as_bytes(), Some(&key)).unwrap_err();
+        let e = parse_completion(body.as_bytes(), Some(&key))
+            .unwrap_err()
+            .to_string();
         assert!(e.len() < 1000 && !e.contains("sk-0123"), "{e}");
         let body = format!(
             r#"{{"choices":[{{"message":{{"content":""}},"finish_reason":"{}"}}]}}"#,
             "f".repeat(100_000)
         );
-        let e = parse_response(body.as_bytes()).unwrap_err();
+        let e = parse_response(body.as_bytes()).unwrap_err().to_string();
         assert!(e.starts_with("empty response") && e.len() < 1000, "{e}");
     }
 
@@ -1505,6 +1466,7 @@ mod tests {
 
     #[test]
     fn retry_timing() {
+        let retry_delay = |n, ra| RetryTiming::default().delay(n, ra);
         assert_eq!(retry_delay(1, None), Duration::from_millis(500));
         assert_eq!(retry_delay(2, None), Duration::from_millis(1000));
         assert_eq!(retry_delay(3, None), Duration::from_millis(2000));
@@ -1551,10 +1513,6 @@ mod tests {
         assert_eq!(parse_retry_after("-1"), None);
         assert_eq!(parse_retry_after("-0.0"), Some(Duration::ZERO));
         assert_eq!(parse_retry_after("3600"), Some(Duration::from_secs(60)));
-        assert_eq!(secs_f64(1e30), None);
-        assert_eq!(secs_f64(f64::NAN), None);
-        assert_eq!(secs_f64(-1.0), None);
-        assert_eq!(secs_f64(1.5), Some(Duration::from_millis(1500)));
     }
 
     #[test]
@@ -1565,7 +1523,8 @@ mod tests {
             }
             Ok(Caption::default())
         })
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(
             e.contains("internal error in the openai-compat request: boom at the wire"),
             "{e}"
@@ -1667,21 +1626,24 @@ mod tests {
         let key = ApiKey::new(key_text).unwrap();
         // The whole key across character 200.
         let body = format!("{}{key_text} tail", "x".repeat(180));
-        let s = snippet_with(&body, SNIPPET_CHARS, Some(&key));
+        let s = redact::trimmed_snippet(&body, SNIPPET_CHARS, Some(&key));
         assert!(s.contains("<redacted>") && !s.contains("sk-0123"), "{s}");
         // A part of the key cut at character 200: its 10 characters at the
         // cut are redacted too ...
         let body = format!("{}{}!!!", "y".repeat(190), &key_text[..30]);
-        let s = snippet_with(&body, SNIPPET_CHARS, Some(&key));
+        let s = redact::trimmed_snippet(&body, SNIPPET_CHARS, Some(&key));
         assert_eq!(s, format!("{}<redacted>…", "y".repeat(190)));
         // ... but not fewer than 8.
         let body = format!("{}{}!!!", "y".repeat(193), &key_text[..30]);
-        let s = snippet_with(&body, SNIPPET_CHARS, Some(&key));
+        let s = redact::trimmed_snippet(&body, SNIPPET_CHARS, Some(&key));
         assert_eq!(s, format!("{}sk-0123…", "y".repeat(193)));
         // Without a key: just cut.
-        let s = snippet_with(&"z".repeat(300), SNIPPET_CHARS, None);
+        let s = redact::trimmed_snippet(&"z".repeat(300), SNIPPET_CHARS, None);
         assert_eq!(s.chars().count(), 201);
-        assert_eq!(snippet_with("  short  ", SNIPPET_CHARS, None), "short");
+        assert_eq!(
+            redact::trimmed_snippet("  short  ", SNIPPET_CHARS, None),
+            "short"
+        );
     }
 
     #[test]

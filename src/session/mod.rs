@@ -266,7 +266,7 @@ impl Session {
                     max_retries: settings.max_retries,
                     server_wait: config::secs(settings.server_wait),
                 };
-                Arc::new(OpenAiBackend::new(opts).map_err(settings_err)?)
+                Arc::new(OpenAiBackend::new(opts).map_err(|e| settings_err(e.to_string()))?)
             }
             BackendKind::Custom => Arc::new(prepare_custom(
                 settings,
@@ -384,7 +384,7 @@ pub(crate) fn check_endpoint(
     settings: &Settings,
     obs: &dyn Observer,
 ) -> Result<(), SessionError> {
-    use crate::backend::probe::{self, ProbeOutcome};
+    use crate::backend::model_check::{self as probe, ProbeOutcome};
     if !endpoint.azure && endpoint.chat_url.path() == "/chat/completions" {
         // The most common mistake: vLLM, NIM and transformers serve
         // answer 404 here.

@@ -132,7 +132,7 @@ pub(super) fn prepare(
                 counters.webhook.clone(),
                 log,
             )
-            .map_err(err)?;
+            .map_err(|e| err(e.to_string()))?;
             obs.event(Event::Log(
                 Level::Info,
                 &format!("alerts go to {}", w.url_for_log()),

@@ -392,6 +392,17 @@ impl Stage {
     }
 }
 
+/// Why a reduction stopped without a summary; its text is the summary's
+/// `error`.
+#[derive(Debug, thiserror::Error)]
+enum Halt {
+    /// By the caller, or (a sibling batch) by the first failing batch.
+    #[error("{CANCELLED}")]
+    Cancelled,
+    #[error("{0}")]
+    Failed(String),
+}
+
 fn run(
     llm: &dyn TextLlm,
     cfg: &SummaryConfig,
@@ -402,11 +413,11 @@ fn run(
 ) -> SummaryOutput {
     let mut out = SummaryOutput::default();
     let result = if cancel.is_cancelled() {
-        Err(CANCELLED.to_string())
+        Err(Halt::Cancelled)
     } else if let Err(e) = cfg.validate() {
-        Err(e)
+        Err(Halt::Failed(e))
     } else if let Some(e) = nothing {
-        Err(e)
+        Err(Halt::Failed(e))
     } else {
         let mut r = Reducer {
             llm,
@@ -437,7 +448,7 @@ fn run(
             }
             out.text = Some(text);
         }
-        Err(e) => out.error = Some(e),
+        Err(e) => out.error = Some(e.to_string()),
     }
     out
 }
@@ -508,7 +519,7 @@ impl Reducer<'_> {
         mut pieces: Vec<Piece>,
         mut stage: Stage,
         max_levels: u32,
-    ) -> Result<String, String> {
+    ) -> Result<String, Halt> {
         let budget = self.cfg.context_tokens;
         for level in 0..max_levels {
             self.levels = level + 1;
@@ -535,9 +546,9 @@ impl Reducer<'_> {
             pieces = self.run_batches(stage, &system, batches)?;
             stage = Stage::Aggregation;
         }
-        Err(format!(
+        Err(Halt::Failed(format!(
             "summary aggregation did not converge after {max_levels} levels"
-        ))
+        )))
     }
 
     /// Summarizes each batch (in parallel, bounded); the summaries in order.
@@ -546,9 +557,9 @@ impl Reducer<'_> {
         stage: Stage,
         system: &str,
         batches: Vec<Vec<Piece>>,
-    ) -> Result<Vec<Piece>, String> {
+    ) -> Result<Vec<Piece>, Halt> {
         let n = batches.len();
-        let results: Vec<Mutex<Option<Result<Piece, String>>>> =
+        let results: Vec<Mutex<Option<Result<Piece, Halt>>>> =
             (0..n).map(|_| Mutex::new(None)).collect();
         let next = AtomicUsize::new(0);
         let work = || loop {
@@ -580,7 +591,7 @@ impl Reducer<'_> {
             });
         }
         if self.parent.is_cancelled() {
-            return Err(CANCELLED.to_string());
+            return Err(Halt::Cancelled);
         }
         let mut done = Vec::with_capacity(n);
         let mut first_err = None;
@@ -588,7 +599,7 @@ impl Reducer<'_> {
             match r.into_inner().unwrap() {
                 Some(Ok(p)) => done.push(p),
                 // Siblings stopped by the first failure say "cancelled".
-                Some(Err(e)) if e != CANCELLED => {
+                Some(Err(e @ Halt::Failed(_))) => {
                     first_err.get_or_insert(e);
                 }
                 _ => {}
@@ -598,7 +609,7 @@ impl Reducer<'_> {
             return Err(e);
         }
         if done.len() != n {
-            return Err(CANCELLED.to_string());
+            return Err(Halt::Cancelled);
         }
         Ok(done)
     }
@@ -611,9 +622,9 @@ impl Reducer<'_> {
         batch: Option<(usize, usize)>,
         start: &str,
         end: &str,
-    ) -> Result<String, String> {
+    ) -> Result<String, Halt> {
         if self.cancel.is_cancelled() {
-            return Err(CANCELLED.to_string());
+            return Err(Halt::Cancelled);
         }
         let what = match batch {
             Some((i, n)) => format!("batch {} of {n}, <{start}> to <{end}>", i + 1),
@@ -631,28 +642,29 @@ impl Reducer<'_> {
         if est > self.cfg.context_tokens {
             // Cannot happen (the packing adds the same estimates); refuse
             // rather than exceed the budget.
-            return Err(format!(
+            return Err(Halt::Failed(format!(
                 "{} ({what}): internal error: request of {est} tokens above llm-context-tokens ({})",
                 stage.name(),
                 self.cfg.context_tokens
-            ));
+            )));
         }
         self.calls.fetch_add(1, Ordering::SeqCst);
         let answer = self.llm.complete(&req, &self.cancel);
         if self.cancel.is_cancelled() {
-            return Err(CANCELLED.to_string());
+            return Err(Halt::Cancelled);
         }
-        let answer = answer.map_err(|e| format!("{} failed ({what}): {e}", stage.name()))?;
+        let answer =
+            answer.map_err(|e| Halt::Failed(format!("{} failed ({what}): {e}", stage.name())))?;
         self.input_tokens
             .fetch_add(answer.input_tokens, Ordering::SeqCst);
         self.output_tokens
             .fetch_add(answer.output_tokens, Ordering::SeqCst);
         let (text, _reasoning) = split_reasoning(&answer.text);
         if text.is_empty() {
-            return Err(format!(
+            return Err(Halt::Failed(format!(
                 "{} failed ({what}): the LLM answered an empty text",
                 stage.name()
-            ));
+            )));
         }
         Ok(text)
     }
@@ -1036,7 +1048,10 @@ mod tests {
             cut: 0,
             levels: 0,
         };
-        let e = r.reduce(pieces, Stage::Captions, 1).unwrap_err();
+        let e = r
+            .reduce(pieces, Stage::Captions, 1)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("did not converge after 1 levels"), "{e}");
     }
 

@@ -6,6 +6,8 @@
 
 use tokio_util::sync::CancellationToken;
 
+use crate::backend::BackendError;
+
 /// One text-only chat request: an optional system message and one user
 /// message.
 #[derive(Clone, Debug, PartialEq)]
@@ -29,15 +31,20 @@ pub struct TextAnswer {
 }
 
 /// A text LLM. `complete` blocks the calling thread; it must return promptly
-/// (with any error) once `cancel` is cancelled. It may be called from several
+/// (with any error, [`BackendError::Cancelled`] where it can tell) once
+/// `cancel` is cancelled. Its errors are the backends' typed outcome: the
+/// kind says what failed, the text is what records show. It may be called from several
 /// threads at once (an aggregation level runs its batches in parallel, see
 /// [`SummaryConfig::max_parallel`](crate::summary::SummaryConfig::max_parallel));
 /// an implementation that must bound its own concurrency does so itself.
 pub trait TextLlm: Send + Sync {
     /// The model name, as written in the records.
     fn model(&self) -> &str;
-    fn complete(&self, req: &TextRequest, cancel: &CancellationToken)
-        -> Result<TextAnswer, String>;
+    fn complete(
+        &self,
+        req: &TextRequest,
+        cancel: &CancellationToken,
+    ) -> Result<TextAnswer, BackendError>;
 }
 
 #[cfg(test)]
@@ -49,8 +56,12 @@ pub(crate) mod fake {
     use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
     use std::sync::Mutex;
 
-    type Script =
-        Box<dyn Fn(&TextRequest, u32, &CancellationToken) -> Result<String, String> + Send + Sync>;
+    /// A script answers a text or an error text: a plain `String` (issue 20,
+    /// justified: test-only, so that the tests write
+    /// `Err("HTTP 503".into())`); [`FakeLlm`] turns the text into
+    /// [`BackendError::Failed`], whose `Display` is that text.
+    type ScriptResult = Result<String, String>;
+    type Script = Box<dyn Fn(&TextRequest, u32, &CancellationToken) -> ScriptResult + Send + Sync>;
 
     /// Answers with `script(request, call_number, cancel)`, counts the calls
     /// and remembers every request and the largest request estimate.
@@ -63,7 +74,7 @@ pub(crate) mod fake {
 
     impl FakeLlm {
         pub fn new(
-            script: impl Fn(&TextRequest, u32, &CancellationToken) -> Result<String, String>
+            script: impl Fn(&TextRequest, u32, &CancellationToken) -> ScriptResult
                 + Send
                 + Sync
                 + 'static,
@@ -110,12 +121,12 @@ pub(crate) mod fake {
             &self,
             req: &TextRequest,
             cancel: &CancellationToken,
-        ) -> Result<TextAnswer, String> {
+        ) -> Result<TextAnswer, BackendError> {
             let n = self.calls.fetch_add(1, Ordering::SeqCst);
             let est = tokens::estimate_request(req);
             self.max_request_tokens.fetch_max(est, Ordering::SeqCst);
             self.requests.lock().unwrap().push(req.clone());
-            let text = (self.script)(req, n, cancel)?;
+            let text = (self.script)(req, n, cancel).map_err(BackendError::Failed)?;
             Ok(TextAnswer {
                 output_tokens: tokens::estimate(&text),
                 text,

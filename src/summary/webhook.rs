@@ -8,10 +8,11 @@
 //! * Bounded: at most [`MAX_PENDING`] deliveries are pending; beyond that an
 //!   alert is not delivered, and that is logged and counted as failed (the
 //!   alert record and the `vss-alert` message still exist).
-//! * Retried a little: connection failures, timeouts, 429 and 5xx are tried
-//!   [`ATTEMPTS`] times in all, 0.5 s then 1 s apart; each attempt may take
-//!   [`ATTEMPT_TIMEOUT`]. Other statuses fail at once. Redirects are not
-//!   followed (the token would go with them).
+//! * Retried a little ([`crate::retry`]): connection failures, timeouts, 429
+//!   and 5xx are tried [`ATTEMPTS`] times in all, 0.5 s then 1 s apart, or
+//!   after the receiver's `Retry-After` (up to [`RETRY_AFTER_CAP`]); each
+//!   attempt may take [`ATTEMPT_TIMEOUT`]. Other statuses fail at once.
+//!   Redirects are not followed (the token would go with them).
 //! * Failures are logged through the given function and counted
 //!   (`alerts-webhook-failed`); the token never appears in a message.
 //! * EOS waits for pending deliveries ([`Webhook::wait_idle`], within
@@ -26,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backend::openai::url_for_log;
 use crate::config::ApiKey;
+use crate::retry::{self, Attempt, Backoff};
 use crate::runtime::RUNTIME;
 
 /// Deliveries pending at most.
@@ -34,6 +36,15 @@ pub const MAX_PENDING: usize = 64;
 pub const ATTEMPTS: u32 = 3;
 /// Per try.
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+/// A receiver's `Retry-After` is honoured up to this (a delivery still
+/// pending at EOS holds the drain, within `drain-timeout`).
+pub const RETRY_AFTER_CAP: Duration = Duration::from_secs(10);
+
+/// A webhook that cannot be set up: `alert-webhook` or its token is unfit.
+/// Its text names the property.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct WebhookConfigError(String);
 
 #[derive(Debug, Default)]
 pub struct WebhookStats {
@@ -62,14 +73,15 @@ impl Webhook {
         token: Option<ApiKey>,
         stats: Arc<WebhookStats>,
         log: LogFn,
-    ) -> Result<Webhook, String> {
+    ) -> Result<Webhook, WebhookConfigError> {
+        let err = WebhookConfigError;
         let u = url::Url::parse(url.trim())
-            .map_err(|e| format!("alert-webhook '{}' is not a URL: {e}", url.trim()))?;
+            .map_err(|e| err(format!("alert-webhook '{}' is not a URL: {e}", url.trim())))?;
         if !matches!(u.scheme(), "http" | "https") || u.host_str().is_none() {
-            return Err(format!(
+            return Err(err(format!(
                 "alert-webhook must be an http:// or https:// URL (got '{}')",
                 url_for_log(&u)
-            ));
+            )));
         }
         let auth = match &token {
             Some(t) => {
@@ -78,8 +90,8 @@ impl Webhook {
                     t.expose()
                 ))
                 .map_err(|_| {
-                    "alert-webhook-token contains characters that are not allowed in an HTTP header"
-                        .to_string()
+                    err("alert-webhook-token contains characters that are not allowed in an HTTP header"
+                        .to_string())
                 })?;
                 hv.set_sensitive(true);
                 Some(hv)
@@ -91,7 +103,7 @@ impl Webhook {
             .redirect(reqwest::redirect::Policy::none())
             .timeout(ATTEMPT_TIMEOUT)
             .build()
-            .map_err(|e| format!("cannot create the HTTP client: {e}"))?;
+            .map_err(|e| err(format!("cannot create the HTTP client: {e}")))?;
         Ok(Webhook {
             url: u,
             auth,
@@ -207,36 +219,29 @@ struct Delivery {
 
 impl Delivery {
     async fn run(&self, id: &str, body: Vec<u8>) {
-        let mut last = String::new();
-        for attempt in 1..=ATTEMPTS {
-            match self.attempt(&body).await {
-                Ok(()) => {
-                    self.stats.delivered.fetch_add(1, Ordering::Relaxed);
-                    return;
-                }
-                Err((msg, retry)) => {
-                    last = msg;
-                    if !retry || attempt == ATTEMPTS {
-                        break;
-                    }
-                    tokio::time::sleep(self.retry_first * (1 << (attempt - 1))).await;
-                }
+        let backoff = Backoff {
+            first: self.retry_first,
+            max: self.retry_first.saturating_mul(1 << ATTEMPTS),
+            retry_after_cap: RETRY_AFTER_CAP,
+        };
+        let body = &body;
+        let last = match retry::run(&backoff, ATTEMPTS - 1, |_| self.attempt(body)).await {
+            Ok(()) => {
+                self.stats.delivered.fetch_add(1, Ordering::Relaxed);
+                return;
             }
-        }
+            Err(retry::Stop::Permanent(e) | retry::Stop::Exhausted { error: e, .. }) => e,
+        };
         self.stats.failed.fetch_add(1, Ordering::Relaxed);
         let msg = format!(
             "alert {id} not delivered to {}: {last}",
             url_for_log(&self.url)
         );
-        let msg = match &self.token {
-            Some(t) => t.scrub(&msg),
-            None => msg,
-        };
-        (self.log)(&msg);
+        (self.log)(&crate::redact::redact(&msg, self.token.as_ref()));
     }
 
-    /// `Err((message, retry))`.
-    async fn attempt(&self, body: &[u8]) -> Result<(), (String, bool)> {
+    /// One POST; a failure's text says what went wrong.
+    async fn attempt(&self, body: &[u8]) -> Attempt<(), String> {
         let mut req = self
             .client
             .post(self.url.clone())
@@ -249,15 +254,21 @@ impl Delivery {
             Ok(r) => {
                 let st = r.status();
                 if st.is_success() {
-                    Ok(())
+                    return Attempt::Done(Ok(()));
+                }
+                let what = if st.is_redirection() {
+                    " (redirects are not followed: set alert-webhook to the final URL)"
                 } else {
-                    let retry = st.as_u16() == 429 || st.is_server_error();
-                    let what = if st.is_redirection() {
-                        " (redirects are not followed: set alert-webhook to the final URL)"
-                    } else {
-                        ""
-                    };
-                    Err((format!("HTTP {st}{what}"), retry))
+                    ""
+                };
+                let error = format!("HTTP {st}{what}");
+                if st.as_u16() == 429 || st.is_server_error() {
+                    Attempt::Retry {
+                        error,
+                        retry_after: retry::retry_after(r.headers(), RETRY_AFTER_CAP),
+                    }
+                } else {
+                    Attempt::Done(Err(error))
                 }
             }
             Err(e) => {
@@ -273,7 +284,10 @@ impl Delivery {
                     }
                     s
                 };
-                Err((what, true))
+                Attempt::Retry {
+                    error: what,
+                    retry_after: None,
+                }
             }
         }
     }
@@ -417,7 +431,10 @@ mod tests {
         let s = Arc::new(WebhookStats::default());
         let log: LogFn = Arc::new(|_: &str| {});
         for u in ["", "ftp://x/y", "not a url"] {
-            let e = Webhook::new(u, None, s.clone(), log.clone()).err().unwrap();
+            let e = Webhook::new(u, None, s.clone(), log.clone())
+                .err()
+                .unwrap()
+                .to_string();
             assert!(e.contains("alert-webhook"), "{e}");
         }
     }

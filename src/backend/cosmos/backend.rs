@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::engine::{Engine, Request, Video};
 use super::sampling::SampleParams;
-use crate::backend::{Backend, Caption, ChunkJob};
+use crate::backend::{Backend, BackendError, Caption, ChunkJob};
 use crate::config::BackendKind;
 use crate::prep::FramePrep;
 use crate::prompt::split_reasoning;
@@ -245,9 +245,9 @@ impl crate::summary::TextLlm for CosmosText {
         &self,
         req: &crate::summary::TextRequest,
         cancel: &CancellationToken,
-    ) -> Result<crate::summary::TextAnswer, String> {
+    ) -> Result<crate::summary::TextAnswer, BackendError> {
         if cancel.is_cancelled() {
-            return Err("cancelled".into());
+            return Err(BackendError::Cancelled);
         }
         let mut engine = lock(&self.engine);
         let d = engine.defaults.clone();
@@ -259,14 +259,26 @@ impl crate::summary::TextLlm for CosmosText {
             seed: 1,
             max_tokens: req.max_tokens as usize,
         };
-        let out = engine.generate_text(req.system.as_deref(), &req.user, &params, &|| {
-            cancel.is_cancelled()
-        })?;
+        let out = engine
+            .generate_text(req.system.as_deref(), &req.user, &params, &|| {
+                cancel.is_cancelled()
+            })
+            .map_err(|e| engine_error(e.to_string(), cancel))?;
         Ok(crate::summary::TextAnswer {
             text: out.text,
             input_tokens: out.input_tokens,
             output_tokens: out.output_tokens,
         })
+    }
+}
+
+/// An error of the engine, at the `Backend` / `TextLlm` boundary: the
+/// engine stops with an error once `cancel` fires.
+fn engine_error(text: String, cancel: &CancellationToken) -> BackendError {
+    if cancel.is_cancelled() {
+        BackendError::Cancelled
+    } else {
+        BackendError::Failed(text)
     }
 }
 
@@ -283,12 +295,12 @@ impl Backend for CosmosBackend {
         Some(1)
     }
 
-    fn caption(&self, job: &ChunkJob, cancel: &CancellationToken) -> Result<Caption, String> {
+    fn caption(&self, job: &ChunkJob, cancel: &CancellationToken) -> Result<Caption, BackendError> {
         if job.frames.is_empty() {
-            return Err("the chunk has no frames".into());
+            return Err(BackendError::Failed("the chunk has no frames".into()));
         }
         if cancel.is_cancelled() {
-            return Err("cancelled".into());
+            return Err(BackendError::Cancelled);
         }
         let vision = lock(&self.engine).vision.clone();
         let (fw, fh) = (self.opts.frame_width, self.opts.frame_height);
@@ -337,14 +349,16 @@ impl Backend for CosmosBackend {
             seed: g.seed.unwrap_or(1),
             max_tokens: g.max_tokens as usize,
         };
-        let out = engine.generate(&Request {
-            video,
-            times: &job.frame_times,
-            prompt: &self.opts.prompt,
-            system: system.as_deref(),
-            params,
-            cancelled: &|| cancel.is_cancelled(),
-        })?;
+        let out = engine
+            .generate(&Request {
+                video,
+                times: &job.frame_times,
+                prompt: &self.opts.prompt,
+                system: system.as_deref(),
+                params,
+                cancelled: &|| cancel.is_cancelled(),
+            })
+            .map_err(|e| engine_error(e.to_string(), cancel))?;
         drop(engine);
         let (text, reasoning) = split_reasoning(&out.text);
         Ok(Caption {

@@ -103,6 +103,8 @@ impl Manifest {
     }
 }
 
+// `String` error (issue 20, justified): a manifest error is a message for
+// the user about their file; nothing decides on it, the element shows it.
 fn key_name(k: &Value) -> Result<String, String> {
     k.as_str()
         .map(str::to_string)
@@ -118,6 +120,9 @@ fn show(v: &Value) -> String {
 /// Checks `model-path` (and `model-root-dir` when set) and returns the model
 /// directory with `..` and symlinks resolved. Errors name both paths;
 /// `holding` says what the directory should hold.
+///
+/// The error is a `String` (issue 20, justified): a settings message for
+/// the user, wrapped in the element's settings error and never decided on.
 pub fn contained_dir(
     model_path: Option<&Path>,
     root: Option<&Path>,
@@ -162,7 +167,7 @@ pub fn contained_dir(
 }
 
 /// [`contained_dir`] for a VSS custom model, which must hold `inference.py`
-/// and `manifest.yaml`.
+/// and `manifest.yaml`. A `String` error, as for [`contained_dir`].
 pub fn resolve_model_dir(
     model_path: Option<&Path>,
     root: Option<&Path>,

@@ -40,7 +40,7 @@ use tokio_util::sync::CancellationToken;
 use self::child::{ExitAwareRead, ExitAwareWrite, Exited};
 use self::manifest::Manifest;
 use self::proto::Message;
-use super::{Backend, Caption, ChunkJob, FrameOptions};
+use super::{Backend, BackendError, Caption, ChunkJob, FrameOptions};
 use crate::config::BackendKind;
 use crate::frames::{self, RgbImage};
 
@@ -141,7 +141,9 @@ struct Proc {
 }
 
 impl Proc {
-    fn spawn(o: &CustomOptions) -> Result<Proc, String> {
+    /// Errors are [`BackendError::Fatal`]: no worker, no captions.
+    fn spawn(o: &CustomOptions) -> Result<Proc, BackendError> {
+        let fatal = BackendError::Fatal;
         let mode = if o.manifest.jpeg_encoded {
             "jpeg"
         } else {
@@ -161,10 +163,10 @@ impl Proc {
             // Its own group, so that ending it ends its helpers too.
             .process_group(0);
         let mut child = cmd.spawn().map_err(|e| {
-            format!(
+            fatal(format!(
                 "cannot start Python '{}': {e}; install python3 or set the python property (or VSS_PYTHON) to the interpreter of the environment your model needs",
                 o.python
-            )
+            ))
         })?;
         let pid = child.id();
         let exited = match Exited::watch(pid) {
@@ -172,9 +174,9 @@ impl Proc {
             Err(e) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(format!(
+                return Err(fatal(format!(
                     "cannot start a thread watching the Python process: {e}"
-                ));
+                )));
             }
         };
         let stdin = child.stdin.take().expect("piped");
@@ -200,7 +202,7 @@ impl Proc {
         // From here on, dropping `proc` ends the process.
         proc.stdin = Some(
             ExitAwareWrite::new(stdin, exited.clone())
-                .map_err(|e| format!("cannot set up the pipe to Python: {e}"))?,
+                .map_err(|e| fatal(format!("cannot set up the pipe to Python: {e}")))?,
         );
         // Reads EOF once the worker has exited, whoever else holds the pipe.
         let stdout = ExitAwareRead::new(stdout, exited);
@@ -216,7 +218,7 @@ impl Proc {
                     }
                 }
             })
-            .map_err(|e| format!("cannot start a reader thread: {e}"))?;
+            .map_err(|e| fatal(format!("cannot start a reader thread: {e}")))?;
 
         let (tail2, done2, log) = (
             proc.stderr_tail.clone(),
@@ -247,7 +249,7 @@ impl Proc {
                 }
                 done2.store(true, Ordering::Release);
             })
-            .map_err(|e| format!("cannot start a stderr thread: {e}"))?;
+            .map_err(|e| fatal(format!("cannot start a stderr thread: {e}")))?;
         Ok(proc)
     }
 
@@ -369,7 +371,8 @@ enum Trouble {
 
 impl CustomBackend {
     /// Starts the worker and waits until the model is loaded (or fails).
-    pub fn new(opts: CustomOptions) -> Result<CustomBackend, String> {
+    /// Errors are [`BackendError::Fatal`].
+    pub fn new(opts: CustomOptions) -> Result<CustomBackend, BackendError> {
         let model = opts
             .model_dir
             .file_name()
@@ -390,14 +393,14 @@ impl CustomBackend {
         let never = CancellationToken::new();
         b.settle(&mut p, &never, Some(b.opts.load_timeout))
             .map_err(|t| match t {
-                Trouble::Load(e) => e,
-                Trouble::Died(e) => b.load_failure_text(&e),
-                Trouble::Timeout => format!(
+                Trouble::Load(e) => BackendError::Fatal(e),
+                Trouble::Died(e) => BackendError::Fatal(b.load_failure_text(&e)),
+                Trouble::Timeout => BackendError::Fatal(format!(
                     "loading the model in '{}' took longer than {:.0} s",
                     b.opts.model_dir.display(),
                     b.opts.load_timeout.as_secs_f64()
-                ),
-                Trouble::Cancelled => "cancelled".into(),
+                )),
+                Trouble::Cancelled => BackendError::Cancelled,
             })?;
         lock(&b.slot).proc = Some(p);
         Ok(b)
@@ -424,7 +427,7 @@ impl CustomBackend {
         )
     }
 
-    fn start_proc(&self) -> Result<Proc, String> {
+    fn start_proc(&self) -> Result<Proc, BackendError> {
         self.log(
             LogLevel::Info,
             &format!(
@@ -532,11 +535,11 @@ impl CustomBackend {
     }
 
     /// Waits for the worker slot (calls into Python are serialised).
-    fn acquire(&self, cancel: &CancellationToken) -> Result<SlotGuard<'_>, String> {
+    fn acquire(&self, cancel: &CancellationToken) -> Result<SlotGuard<'_>, BackendError> {
         let mut s = lock(&self.slot);
         while s.busy {
             if cancel.is_cancelled() {
-                return Err("cancelled".into());
+                return Err(BackendError::Cancelled);
             }
             s = self
                 .free
@@ -552,17 +555,20 @@ impl CustomBackend {
         })
     }
 
-    fn set_fatal(&self, msg: String) -> String {
+    /// Marks the backend as unable to go on (the first reason stays);
+    /// returns `msg` as a fatal error.
+    fn set_fatal(&self, msg: String) -> BackendError {
         let mut f = lock(&self.fatal);
         if f.is_none() {
             *f = Some(msg.clone());
             self.has_fatal.store(true, Ordering::Release);
         }
-        msg
+        BackendError::Fatal(msg)
     }
 
-    /// Records a crash; returns the sentence to append to the chunk's error.
-    fn crashed(&self) -> String {
+    /// Records a crash; returns the sentence to append to the chunk's error,
+    /// and whether no restarts are left (the backend is then fatal).
+    fn crashed(&self) -> (String, bool) {
         let n = {
             let mut s = lock(&self.slot);
             s.crashes += 1;
@@ -574,34 +580,45 @@ impl CustomBackend {
                 "the custom model in '{}' failed {n} times in a row (max {max} restarts); giving up",
                 self.opts.model_dir.display()
             ));
-            "no restarts left".into()
+            ("no restarts left".into(), true)
         } else {
-            format!("the model will be reloaded (restart {n} of {max})")
+            (
+                format!("the model will be reloaded (restart {n} of {max})"),
+                false,
+            )
         }
     }
 
-    fn prepare(&self, job: &ChunkJob, cancel: &CancellationToken) -> Result<Prepared, String> {
-        let first = job.frames.first().ok_or("the chunk has no frames")?;
+    fn prepare(
+        &self,
+        job: &ChunkJob,
+        cancel: &CancellationToken,
+    ) -> Result<Prepared, BackendError> {
+        let failed = BackendError::Failed;
+        let first = job
+            .frames
+            .first()
+            .ok_or_else(|| failed("the chunk has no frames".into()))?;
         let fo = self.opts.frames;
         let (tw, th) = frames::target_size(first.width, first.height, fo.width, fo.height);
         let mut rgb = Vec::with_capacity(job.frames.len());
         for f in &job.frames {
             if cancel.is_cancelled() {
-                return Err("cancelled".into());
+                return Err(BackendError::Cancelled);
             }
             // All frames of a chunk get the first one's size (as in VSS).
             rgb.push(
                 self.opts
                     .prep
                     .rgb(f, tw, th)
-                    .map_err(|e| format!("cannot prepare frame: {e}"))?,
+                    .map_err(|e| failed(format!("cannot prepare frame: {e}")))?,
             );
         }
         let jpegs = if self.opts.manifest.jpeg_encoded {
             rgb.iter()
                 .map(|i| frames::encode_jpeg(i, fo.jpeg_quality))
                 .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| format!("cannot encode frame: {e}"))?
+                .map_err(|e| failed(format!("cannot encode frame: {e}")))?
         } else {
             Vec::new()
         };
@@ -715,16 +732,16 @@ impl Backend for CustomBackend {
         Some(1)
     }
 
-    fn caption(&self, job: &ChunkJob, cancel: &CancellationToken) -> Result<Caption, String> {
+    fn caption(&self, job: &ChunkJob, cancel: &CancellationToken) -> Result<Caption, BackendError> {
         let t0 = monotonic_ns();
         if let Some(f) = self.fatal_error() {
-            return Err(f);
+            return Err(BackendError::Fatal(f));
         }
         let req = self.prepare(job, cancel)?;
         let t_prepared = monotonic_ns();
         let mut g = self.acquire(cancel)?;
         if let Some(f) = self.fatal_error() {
-            return Err(f);
+            return Err(BackendError::Fatal(f));
         }
         let id = {
             let mut s = lock(&self.slot);
@@ -732,20 +749,28 @@ impl Backend for CustomBackend {
             s.next_id
         };
         if g.proc.is_none() {
-            g.proc = Some(self.start_proc().map_err(|e| self.set_fatal(e))?);
+            g.proc = Some(
+                self.start_proc()
+                    .map_err(|e| self.set_fatal(e.to_string()))?,
+            );
         }
         let p = g.proc.as_mut().expect("started above");
         let m = match self.call(p, id, &req, cancel) {
             Ok(m) => m,
-            Err(Trouble::Cancelled) => return Err("cancelled".into()),
+            Err(Trouble::Cancelled) => return Err(BackendError::Cancelled),
             Err(Trouble::Load(e)) => {
                 g.proc = None;
                 return Err(self.set_fatal(e));
             }
             Err(Trouble::Died(how)) => {
                 g.proc = None;
-                let next = self.crashed();
-                return Err(format!("the model process {how}; {next}"));
+                let (next, fatal) = self.crashed();
+                let msg = format!("the model process {how}; {next}");
+                return Err(if fatal {
+                    BackendError::Fatal(msg)
+                } else {
+                    BackendError::Failed(msg)
+                });
             }
             Err(Trouble::Timeout) => {
                 if let Some(p) = g.proc.take() {
@@ -753,11 +778,16 @@ impl Backend for CustomBackend {
                     drop(p); // kills it and its group
                     self.log(LogLevel::Warning, &format!("killed model process {pid}"));
                 }
-                let next = self.crashed();
-                return Err(format!(
+                let (next, fatal) = self.crashed();
+                let msg = format!(
                     "generate() did not return within {:.0} s (request-timeout); the model process was stopped and {next}",
                     self.opts.call_timeout.as_secs_f64()
-                ));
+                );
+                return Err(if fatal {
+                    BackendError::Fatal(msg)
+                } else {
+                    BackendError::Timeout(msg)
+                });
             }
         };
         let t_back = monotonic_ns();
@@ -802,7 +832,8 @@ impl Backend for CustomBackend {
             if let Some(tb) = m.str("traceback") {
                 self.log(LogLevel::Debug, &format!("chunk {}: {tb}", job.chunk_index));
             }
-            return Err(e.to_string());
+            // The model's own exception: this chunk failed.
+            return Err(BackendError::Failed(e.to_string()));
         }
         Ok(Caption {
             text: m.str("text").unwrap_or_default().to_string(),

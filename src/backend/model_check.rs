@@ -17,7 +17,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::config::{truncate, visible, ApiKey, EndpointConfig};
+use crate::config::{visible, ApiKey, EndpointConfig};
+use crate::redact;
 use crate::runtime::RUNTIME;
 
 /// Largest model list read (bytes); a larger answer counts as no model list.
@@ -351,13 +352,12 @@ fn error_detail(key: Option<&ApiKey>, body: &[u8]) -> String {
         .and_then(Value::as_str)
         .map(str::to_string)
         .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned());
-    let text = scrub(key, text.trim());
-    visible(&truncate(&text, 200))
+    visible(&redact::snippet(text.trim(), 200, key))
 }
 
 /// A name from the server (or the configuration) as shown in a message.
 fn shown_name(key: Option<&ApiKey>, name: &str) -> String {
-    visible(&truncate(&scrub(key, name), NAME_CHARS))
+    visible(&redact::snippet(name, NAME_CHARS, key))
 }
 
 /// `'a', 'b', … and N more`.
@@ -372,13 +372,6 @@ fn listing(names: &[String]) -> String {
         s.push_str(&format!(" and {} more", names.len() - LISTED));
     }
     s
-}
-
-fn scrub(key: Option<&ApiKey>, s: &str) -> String {
-    match key {
-        Some(k) => k.scrub(s),
-        None => s.to_string(),
-    }
 }
 
 use super::openai::{auth_header, url_for_log};
@@ -410,7 +403,7 @@ fn cause(key: Option<&ApiKey>, e: &reqwest::Error) -> String {
         }
         cur = s.source();
     }
-    visible(&scrub(key, &parts.join(": ")))
+    visible(&redact::redact(&parts.join(": "), key))
 }
 
 #[cfg(test)]
