@@ -809,3 +809,37 @@ fn a_sink_slower_than_drain_timeout_loses_no_window() {
     );
     assert_eq!(element.property::<u64>("summaries-failed"), 0);
 }
+
+/// Issue 21 F4: a file whose text LLM is slower than its captions loses no
+/// window summary: the input waits for room in the window queue (16) as it
+/// does for captions. 24 one-second windows, each summary call held by the
+/// mock for 300 ms on 2 summary threads: the windows close far faster than
+/// they are summarized. Before, 6 of them became "skipped" error records.
+#[test]
+fn a_slow_text_llm_on_a_file_skips_no_window() {
+    let server = MockServer::start();
+    server.set_policy(|q, _| {
+        if q.is_text_llm() {
+            Reply::Ok {
+                content: None,
+                delay: Duration::from_millis(300),
+            }
+        } else {
+            Reply::ok()
+        }
+    });
+    let r = run_video(
+        &props(&server, "summary-duration=1 max-pending-chunks=64 max-concurrency=8"),
+        &Video::small(24),
+        T,
+    );
+    let recs = r.outputs().json();
+    let sums: Vec<&Value> = recs.iter().filter(|r| r["kind"] == "summary").collect();
+    assert_eq!(sums.len(), 24, "{:?}", kinds(&recs));
+    for s in &sums {
+        assert!(s.get("error").is_none(), "{s}");
+    }
+    assert_eq!(kinds(&recs).last().map(String::as_str), Some("final-summary"));
+    assert_eq!(r.prop_u64("summaries-failed"), 0);
+    r.stop();
+}
