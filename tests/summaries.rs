@@ -829,7 +829,10 @@ fn a_slow_text_llm_on_a_file_skips_no_window() {
         }
     });
     let r = run_video(
-        &props(&server, "summary-duration=1 max-pending-chunks=64 max-concurrency=8"),
+        &props(
+            &server,
+            "summary-duration=1 max-pending-chunks=64 max-concurrency=8",
+        ),
         &Video::small(24),
         T,
     );
@@ -839,7 +842,10 @@ fn a_slow_text_llm_on_a_file_skips_no_window() {
     for s in &sums {
         assert!(s.get("error").is_none(), "{s}");
     }
-    assert_eq!(kinds(&recs).last().map(String::as_str), Some("final-summary"));
+    assert_eq!(
+        kinds(&recs).last().map(String::as_str),
+        Some("final-summary")
+    );
     assert_eq!(r.prop_u64("summaries-failed"), 0);
     r.stop();
 }

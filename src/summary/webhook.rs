@@ -273,6 +273,11 @@ impl Delivery {
             }
             Err(e) => {
                 let e = e.without_url();
+                if plain_port_for_tls(&e) {
+                    // No retry helps (hardening round 3: rustls's
+                    // "received corrupt message of type InvalidContentType").
+                    return Attempt::Done(Err(NO_TLS_HERE.into()));
+                }
                 let what = if e.is_timeout() {
                     format!("timed out after {} s", ATTEMPT_TIMEOUT.as_secs())
                 } else {
@@ -291,6 +296,36 @@ impl Delivery {
             }
         }
     }
+}
+
+/// What an `https://` webhook pointed at a plain-HTTP port gets.
+const NO_TLS_HERE: &str = "this port does not speak TLS (use http://)";
+
+/// The TLS handshake got bytes that are no TLS record: the server answers
+/// plain HTTP (or something else) on this port.
+fn plain_port_for_tls(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(c) = cur {
+        // io::Error's source() skips the error it wraps (hyper wraps one
+        // io::Error in another): look inside each layer too.
+        let mut layer = Some(c);
+        while let Some(x) = layer {
+            if matches!(
+                x.downcast_ref::<rustls::Error>(),
+                Some(rustls::Error::InvalidMessage(
+                    rustls::InvalidMessage::InvalidContentType
+                ))
+            ) {
+                return true;
+            }
+            layer = x
+                .downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .map(|i| i as &(dyn std::error::Error + 'static));
+        }
+        cur = c.source();
+    }
+    false
 }
 
 #[cfg(test)]
@@ -424,6 +459,32 @@ mod tests {
             .unwrap()
             .iter()
             .any(|l| l.contains("already pending")));
+    }
+
+    /// Round 3: `https://` at a plain-HTTP port said "received corrupt
+    /// message of type InvalidContentType", three times.
+    #[test]
+    fn https_at_a_plain_port_says_so_once() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("https://{}/alerts", l.local_addr().unwrap());
+        let accepted = Arc::new(Mutex::new(0));
+        let a = accepted.clone();
+        std::thread::spawn(move || {
+            for s in l.incoming() {
+                let Ok(mut s) = s else { continue };
+                *a.lock().unwrap() += 1;
+                let mut tmp = [0u8; 1024];
+                let _ = s.read(&mut tmp);
+                let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
+            }
+        });
+        let (w, stats, logs) = hook(&url, Some("hook-secret-123"));
+        w.send("cam-1".into(), serde_json::json!({}));
+        assert!(w.wait_idle(Instant::now() + Duration::from_secs(30)));
+        assert_eq!(stats.failed.load(Ordering::Relaxed), 1);
+        let logs = logs.lock().unwrap();
+        assert!(logs[0].contains(NO_TLS_HERE), "{logs:?}");
+        assert_eq!(*accepted.lock().unwrap(), 1, "not retried");
     }
 
     #[test]
