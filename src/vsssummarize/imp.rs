@@ -20,7 +20,9 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
+use std::sync::{Arc, LazyLock};
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use gst::glib;
@@ -110,13 +112,9 @@ pub struct VssSummarize {
     counters: Counters,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 impl VssSummarize {
     fn dispatcher(&self) -> Option<Arc<Flow>> {
-        lock(&self.state).dispatcher.clone()
+        self.state.lock().dispatcher.clone()
     }
 
     fn upstream_latency(&self) -> Option<(bool, gst::ClockTime, Option<gst::ClockTime>)> {
@@ -136,7 +134,7 @@ impl VssSummarize {
         if self.check_fatal() {
             return Err(gst::FlowError::Error);
         }
-        let need_live = lock(&self.state).live.is_none();
+        let need_live = self.state.lock().live.is_none();
         if need_live {
             // Once per stream: liveness (drop policy, time labels) and, for
             // files, the duration (so the last chunk is sampled over what exists).
@@ -153,7 +151,7 @@ impl VssSummarize {
                 if live { "live" } else { "not live" },
                 duration.display()
             );
-            let mut st = lock(&self.state);
+            let mut st = self.state.lock();
             st.live = Some(live);
             let stop = st.segment.stop();
             let end = [duration, stop]
@@ -178,7 +176,7 @@ impl VssSummarize {
 
         // One pending record per outgoing video buffer, so that readers that
         // look a meta up by name find each one.
-        let meta = lock(&self.state).metas.pop_front();
+        let meta = self.state.lock().metas.pop_front();
         let buffer = match meta {
             Some(s) => {
                 let mut buffer = buffer;
@@ -196,7 +194,7 @@ impl VssSummarize {
 
     /// Feeds the chunker; returns the chunks completed by this buffer.
     fn sample(&self, buffer: &gst::Buffer) -> (Vec<(ChunkJob, SummaryRecord)>, bool) {
-        let mut state = lock(&self.state);
+        let mut state = self.state.lock();
         let live = state.live.unwrap_or(false);
         let Some(pts) = buffer.pts() else {
             return (Vec::new(), live);
@@ -379,7 +377,7 @@ impl VssSummarize {
                 let caps = c.caps_owned();
                 match gst_video::VideoInfo::from_caps(&caps) {
                     Ok(info) => {
-                        lock(&self.state).info = Some(info);
+                        self.state.lock().info = Some(info);
                         gst::Pad::event_default(pad, Some(&*self.obj()), event)
                     }
                     Err(e) => {
@@ -396,7 +394,7 @@ impl VssSummarize {
                 let seg = s.segment().clone();
                 // A new segment without a flush: caption what the old one left open.
                 let (jobs, live) = {
-                    let mut st = lock(&self.state);
+                    let mut st = self.state.lock();
                     let live = st.live.unwrap_or(false);
                     let chunks = st.chunker.as_mut().map(|c| c.finish()).unwrap_or_default();
                     let jobs: Vec<_> = chunks
@@ -438,14 +436,14 @@ impl VssSummarize {
             }
             EventView::FlushStop(_) => {
                 {
-                    let mut st = lock(&self.state);
+                    let mut st = self.state.lock();
                     if let Some(c) = st.chunker.as_mut() {
                         c.reset();
                     }
                     st.wall_base = None;
                     st.live = None;
                 }
-                lock(&self.state).metas.clear();
+                self.state.lock().metas.clear();
                 self.gap_needed.store(true, Ordering::Release);
                 // After a flush the sinks preroll again.
                 self.summary_prerolled.store(false, Ordering::Release);
@@ -473,7 +471,7 @@ impl VssSummarize {
     /// which needs the EOS held here to reach the video sink.
     fn drain(&self) {
         let (jobs, live) = {
-            let mut st = lock(&self.state);
+            let mut st = self.state.lock();
             let live = st.live.unwrap_or(false);
             let chunks = st.chunker.as_mut().map(|c| c.finish()).unwrap_or_default();
             let jobs: Vec<_> = chunks
@@ -488,7 +486,7 @@ impl VssSummarize {
         let Some(d) = self.dispatcher() else {
             return;
         };
-        let timeout = config::secs(lock(&self.settings).drain_timeout);
+        let timeout = config::secs(self.settings.lock().drain_timeout);
         let deadline = std::time::Instant::now() + timeout;
         gst::debug!(CAT, imp = self, "draining {} pending chunks", d.pending());
         if let Some(n) = d.drain(timeout) {
@@ -530,7 +528,9 @@ impl VssSummarize {
                 }
             }
         }
-        let webhook = lock(&self.state)
+        let webhook = self
+            .state
+            .lock()
             .session
             .as_ref()
             .and_then(Session::webhook);
@@ -555,7 +555,9 @@ impl VssSummarize {
 
     /// Posts the backend's fatal error once; true when there is one.
     fn check_fatal(&self) -> bool {
-        let fatal = lock(&self.state)
+        let fatal = self
+            .state
+            .lock()
             .session
             .as_ref()
             .and_then(|s| s.backend.fatal_error());
@@ -569,7 +571,7 @@ impl VssSummarize {
     /// NULL→READY: the session (backend, downloads, endpoint check, text
     /// LLM), built without any lock held.
     fn prepare(&self) -> Result<(), gst::ErrorMessage> {
-        let settings = lock(&self.settings).clone();
+        let settings = self.settings.lock().clone();
         let observer = observer::ElementObserver::for_element(&self.obj());
         let session = Session::build(
             &settings,
@@ -580,15 +582,15 @@ impl VssSummarize {
         )
         .map_err(observer::error_message)?;
         self.fatal_posted.store(false, Ordering::Release);
-        lock(&self.state).session = Some(session);
+        self.state.lock().session = Some(session);
         Ok(())
     }
 
     /// READY→PAUSED: a run: the chunker, the dispatcher with its output
     /// stream and summary engine, the record constants.
     fn start(&self) -> Result<(), gst::ErrorMessage> {
-        let settings = lock(&self.settings).clone();
-        let mut st = lock(&self.state);
+        let settings = self.settings.lock().clone();
+        let mut st = self.state.lock();
         let Some(session) = st.session.as_ref() else {
             return Err(gst::error_msg!(
                 gst::CoreError::StateChange,
@@ -626,7 +628,7 @@ impl VssSummarize {
     /// waited for); the session stays.
     fn stop(&self) {
         let (d, webhook) = {
-            let st = lock(&self.state);
+            let st = self.state.lock();
             (
                 st.dispatcher.clone(),
                 st.session.as_ref().and_then(Session::webhook),
@@ -639,7 +641,7 @@ impl VssSummarize {
             w.cancel_all();
         }
         let _ = self.summary_srcpad.stop_task();
-        let mut st = lock(&self.state);
+        let mut st = self.state.lock();
         let session = st.session.take();
         *st = State {
             session,
@@ -835,7 +837,7 @@ impl ElementImpl for VssSummarize {
             gst::StateChange::ReadyToPaused => self.start_summary_task(),
             gst::StateChange::ReadyToNull => {
                 // Dropped outside the lock: a custom worker's stop waits.
-                let session = lock(&self.state).session.take();
+                let session = self.state.lock().session.take();
                 drop(session);
             }
             _ => {}

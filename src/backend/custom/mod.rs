@@ -31,7 +31,9 @@ use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::Arc;
+
+use parking_lot::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};
@@ -241,7 +243,7 @@ impl Proc {
                         s.push('…');
                     }
                     log(LogLevel::Info, &format!("model[{pid}]: {s}"));
-                    let mut t = tail2.lock().unwrap_or_else(|e| e.into_inner());
+                    let mut t = tail2.lock();
                     if t.len() == STDERR_TAIL {
                         t.pop_front();
                     }
@@ -264,7 +266,7 @@ impl Proc {
         while !self.stderr_done.load(Ordering::Acquire) && Instant::now() < until {
             std::thread::sleep(Duration::from_millis(5));
         }
-        let t = self.stderr_tail.lock().unwrap_or_else(|e| e.into_inner());
+        let t = self.stderr_tail.lock();
         let skip = t.len().saturating_sub(n);
         t.iter().skip(skip).cloned().collect::<Vec<_>>().join("\n")
     }
@@ -353,10 +355,6 @@ pub struct CustomBackend {
     last_timing: Mutex<Option<BridgeTiming>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// What went wrong while talking to the worker.
 enum Trouble {
     /// The caller's cancel fired.
@@ -402,17 +400,17 @@ impl CustomBackend {
                 )),
                 Trouble::Cancelled => BackendError::Cancelled,
             })?;
-        lock(&b.slot).proc = Some(p);
+        b.slot.lock().proc = Some(p);
         Ok(b)
     }
 
     pub fn info(&self) -> WorkerInfo {
-        lock(&self.info).clone()
+        self.info.lock().clone()
     }
 
     /// The timing of the last successful call.
     pub fn last_timing(&self) -> Option<BridgeTiming> {
-        *lock(&self.last_timing)
+        *self.last_timing.lock()
     }
 
     fn log(&self, level: LogLevel, msg: &str) {
@@ -517,7 +515,7 @@ impl CustomBackend {
                             if info.has_embeddings { "yes" } else { "no" }
                         ),
                     );
-                    *lock(&self.info) = info;
+                    *self.info.lock() = info;
                 }
                 "init_error" => {
                     let err = m.str("error").unwrap_or("unknown error");
@@ -536,16 +534,12 @@ impl CustomBackend {
 
     /// Waits for the worker slot (calls into Python are serialised).
     fn acquire(&self, cancel: &CancellationToken) -> Result<SlotGuard<'_>, BackendError> {
-        let mut s = lock(&self.slot);
+        let mut s = self.slot.lock();
         while s.busy {
             if cancel.is_cancelled() {
                 return Err(BackendError::Cancelled);
             }
-            s = self
-                .free
-                .wait_timeout(s, Duration::from_millis(50))
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            self.free.wait_for(&mut s, Duration::from_millis(50));
         }
         s.busy = true;
         let proc = s.proc.take();
@@ -558,7 +552,7 @@ impl CustomBackend {
     /// Marks the backend as unable to go on (the first reason stays);
     /// returns `msg` as a fatal error.
     fn set_fatal(&self, msg: String) -> BackendError {
-        let mut f = lock(&self.fatal);
+        let mut f = self.fatal.lock();
         if f.is_none() {
             *f = Some(msg.clone());
             self.has_fatal.store(true, Ordering::Release);
@@ -570,7 +564,7 @@ impl CustomBackend {
     /// and whether no restarts are left (the backend is then fatal).
     fn crashed(&self) -> (String, bool) {
         let n = {
-            let mut s = lock(&self.slot);
+            let mut s = self.slot.lock();
             s.crashes += 1;
             s.crashes
         };
@@ -622,7 +616,7 @@ impl CustomBackend {
         } else {
             Vec::new()
         };
-        let embed = lock(&self.info).has_embeddings;
+        let embed = self.info.lock().has_embeddings;
         let need_raw = !self.opts.manifest.jpeg_encoded || embed;
         if !need_raw {
             rgb.clear();
@@ -703,7 +697,7 @@ struct SlotGuard<'a> {
 
 impl Drop for SlotGuard<'_> {
     fn drop(&mut self) {
-        let mut s = lock(&self.backend.slot);
+        let mut s = self.backend.slot.lock();
         s.proc = self.proc.take();
         s.busy = false;
         self.backend.free.notify_one();
@@ -723,7 +717,7 @@ impl Backend for CustomBackend {
         if !self.has_fatal.load(Ordering::Acquire) {
             return None;
         }
-        lock(&self.fatal).clone()
+        self.fatal.lock().clone()
     }
 
     /// One Python call at a time, in chunk order (stateful models such as
@@ -744,7 +738,7 @@ impl Backend for CustomBackend {
             return Err(BackendError::Fatal(f));
         }
         let id = {
-            let mut s = lock(&self.slot);
+            let mut s = self.slot.lock();
             s.next_id += 1;
             s.next_id
         };
@@ -813,10 +807,10 @@ impl Backend for CustomBackend {
                     t.back.as_secs_f64() * 1e3
                 ),
             );
-            *lock(&self.last_timing) = Some(t);
+            *self.last_timing.lock() = Some(t);
         }
         // The worker is healthy: a crash later starts a fresh count.
-        lock(&self.slot).crashes = 0;
+        self.slot.lock().crashes = 0;
 
         let embedding = if m.header.get("embedding") == Some(&Value::Bool(true)) {
             m.blobs.first().map(|b| {
@@ -846,7 +840,7 @@ impl Backend for CustomBackend {
 
 impl Drop for CustomBackend {
     fn drop(&mut self) {
-        if let Some(p) = lock(&self.slot).proc.take() {
+        if let Some(p) = self.slot.lock().proc.take() {
             p.stop();
         }
     }

@@ -14,14 +14,14 @@ pub(super) struct ElementObserver {
     /// (file, 5 % step) of the last progress reported, and whether a
     /// download started: INFO lines and messages at each file's end and
     /// every 5 %, not for every block.
-    progress: std::sync::Mutex<(String, i64, bool)>,
+    progress: Mutex<(String, i64, bool)>,
 }
 
 impl ElementObserver {
     pub(super) fn for_element(obj: &super::super::VssSummarize) -> Arc<dyn Observer> {
         Arc::new(ElementObserver {
             obj: obj.downgrade(),
-            progress: std::sync::Mutex::new((String::new(), -1, false)),
+            progress: Mutex::new((String::new(), -1, false)),
         })
     }
 
@@ -35,7 +35,7 @@ impl ElementObserver {
             .unwrap_or((p.all_done >> 26) as i64);
         let file_done = p.total.is_some_and(|t| p.done >= t);
         let started = {
-            let mut l = lock(&self.progress);
+            let mut l = self.progress.lock();
             if l.0 == p.file && l.1 == step && !file_done {
                 return;
             }
@@ -107,12 +107,12 @@ impl Observer for ElementObserver {
             },
             Event::Progress(p) => self.progress(&obj, p),
             Event::DownloadDone(text) => {
-                if std::mem::take(&mut lock(&self.progress).2) {
+                if std::mem::take(&mut self.progress.lock().2) {
                     post_progress(&obj, gst::ProgressType::Complete, text, Some(100));
                 }
             }
             Event::DownloadFailed(text) => {
-                if std::mem::take(&mut lock(&self.progress).2) {
+                if std::mem::take(&mut self.progress.lock().2) {
                     post_progress(&obj, gst::ProgressType::Error, text, None);
                 }
             }

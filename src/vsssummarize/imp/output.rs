@@ -144,7 +144,7 @@ impl VssSummarize {
     }
 
     fn queue_meta(&self, s: gst::Structure) {
-        let mut st = lock(&self.state);
+        let mut st = self.state.lock();
         let metas = &mut st.metas;
         if metas.len() >= MAX_QUEUED_METAS {
             metas.pop_front();
@@ -196,7 +196,7 @@ impl VssSummarize {
         match m {
             SummaryMarker::Event(e) => {
                 if e.type_() == gst::EventType::StreamStart {
-                    lock(&self.state).summary_format = None;
+                    self.state.lock().summary_format = None;
                 } else {
                     // Sticky order on summary_src: stream-start, caps, segment.
                     self.ensure_summary_caps();
@@ -239,12 +239,12 @@ impl VssSummarize {
 
     /// The current `summary_src` format, negotiated first if needed.
     pub(super) fn ensure_summary_caps(&self) -> SummaryFormat {
-        let cur = lock(&self.state).summary_format;
+        let cur = self.state.lock().summary_format;
         match cur {
             Some(f) if !self.summary_srcpad.check_reconfigure() => f,
             _ => {
                 let f = self.negotiate_summary();
-                lock(&self.state).summary_format = Some(f);
+                self.state.lock().summary_format = Some(f);
                 f
             }
         }
@@ -319,7 +319,7 @@ impl VssSummarize {
                 // A chunk's record cannot leave before the chunk is complete;
                 // how long the model takes on top is unbounded.
                 let chunk = gst::ClockTime::from_nseconds(
-                    config::secs(lock(&self.settings).chunk_duration).as_nanos() as u64,
+                    config::secs(self.settings.lock().chunk_duration).as_nanos() as u64,
                 );
                 let _ = max;
                 q.set(live, min + chunk, gst::ClockTime::NONE);

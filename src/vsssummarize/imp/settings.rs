@@ -283,7 +283,7 @@ impl VssSummarize {
             );
             return;
         }
-        let mut s = lock(&self.settings);
+        let mut s = self.settings.lock();
         let opt_str = |v: &glib::Value| {
             v.get::<Option<String>>()
                 .expect("type checked upstream")
@@ -382,10 +382,10 @@ impl VssSummarize {
     }
 
     pub(super) fn get_prop(&self, pspec: &glib::ParamSpec) -> glib::Value {
-        let state = lock(&self.state);
+        let state = self.state.lock();
         let prepared = state.session.as_ref();
         let resolved = prepared.map(|p| &p.resolved);
-        let s = lock(&self.settings);
+        let s = self.settings.lock();
         let u = &s.user;
         match pspec.name() {
             "backend" => BackendProp::from(
