@@ -37,6 +37,7 @@
 //!   least `D / MAX_OPEN_CHUNKS` (a frame lies in at most 16 chunks), and
 //!   `N` is 1..=[`MAX_FRAMES_PER_CHUNK`].
 
+use crate::config::SettingsError;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
@@ -69,37 +70,40 @@ fn short_duration(ns: u64) -> String {
 }
 
 impl ChunkParams {
-    /// Checks the chunking properties. The error is the documented
-    /// user-facing text itself, and nothing branches on it (the element
-    /// reports it as a settings error). It stays a `String` because
-    /// `tests/docs_errors.rs`, which keeps the documented texts honest and
-    /// stays unedited, collects it as one.
-    pub fn new(duration_ns: u64, overlap_ns: u64, frames: u32) -> Result<ChunkParams, String> {
+    /// Checks the chunking properties; the error names the property and
+    /// what to do (the element reports it as a settings error).
+    pub fn new(
+        duration_ns: u64,
+        overlap_ns: u64,
+        frames: u32,
+    ) -> Result<ChunkParams, SettingsError> {
         if duration_ns == 0 {
-            return Err("chunk-duration must be greater than 0".into());
+            return Err(SettingsError(
+                "chunk-duration must be greater than 0".into(),
+            ));
         }
         if overlap_ns >= duration_ns {
-            return Err(format!(
+            return Err(SettingsError(format!(
                 "chunk-overlap ({:.3} s) must be smaller than chunk-duration ({:.3} s)",
                 overlap_ns as f64 / 1e9,
                 duration_ns as f64 / 1e9
-            ));
+            )));
         }
         let stride = duration_ns - overlap_ns;
         if stride < MIN_STRIDE_NS || stride.saturating_mul(MAX_OPEN_CHUNKS) < duration_ns {
-            return Err(format!(
+            return Err(SettingsError(format!(
                 "chunk-duration ({} s) minus chunk-overlap ({} s) leaves a stride of {} between chunk starts; it must be at least {} s and at least 1/{MAX_OPEN_CHUNKS} of chunk-duration ({} s): lower chunk-overlap",
                 duration_ns as f64 / 1e9,
                 overlap_ns as f64 / 1e9,
                 short_duration(stride),
                 MIN_STRIDE_NS as f64 / 1e9,
                 duration_ns.div_ceil(MAX_OPEN_CHUNKS) as f64 / 1e9,
-            ));
+            )));
         }
         if frames == 0 || frames > MAX_FRAMES_PER_CHUNK {
-            return Err(format!(
+            return Err(SettingsError(format!(
                 "frames per chunk must be 1..={MAX_FRAMES_PER_CHUNK}, not {frames}"
-            ));
+            )));
         }
         Ok(ChunkParams {
             duration_ns,

@@ -37,16 +37,45 @@ impl BackendKind {
     }
 }
 
+/// A setting (property, environment variable or `.env` line) that cannot
+/// work: its text names the setting and says what to do. There is one kind
+/// on purpose: every such error stops NULL→READY with the same domain, and
+/// nothing decides anything from it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct SettingsError(pub String);
+
+impl From<String> for SettingsError {
+    fn from(s: String) -> Self {
+        SettingsError(s)
+    }
+}
+
+impl From<SettingsError> for String {
+    fn from(e: SettingsError) -> String {
+        e.0
+    }
+}
+
+/// The text, to read or search (tests, callers that add context).
+impl std::ops::Deref for SettingsError {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
 impl FromStr for BackendKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = SettingsError;
+    fn from_str(s: &str) -> Result<Self, SettingsError> {
         match s.trim().to_ascii_lowercase().as_str() {
             "openai-compat" | "openai" => Ok(BackendKind::OpenAiCompat),
             "cosmos-reason1" => Ok(BackendKind::CosmosReason1),
             "custom" => Ok(BackendKind::Custom),
             other => Err(format!(
                 "unknown backend '{other}': use one of openai-compat, cosmos-reason1, custom"
-            )),
+            )
+            .into()),
         }
     }
 }
@@ -147,7 +176,7 @@ impl Env {
     }
 
     /// Overlays the variables of a VSS `.env` file.
-    pub fn overlay_file(&mut self, path: &Path) -> Result<(), String> {
+    pub fn overlay_file(&mut self, path: &Path) -> Result<(), SettingsError> {
         let text = std::fs::read_to_string(path).map_err(|e| {
             format!(
                 "cannot read env-file '{}': {e}; fix the env-file property",
@@ -464,7 +493,7 @@ fn parse_num_var(env: &Env, var: &NumVar) -> Result<Option<u32>, String> {
 
 /// Resolves the user's settings against the environment. Errors name the
 /// property or variable to fix and never contain the API key.
-pub fn resolve(user: &UserSettings, process_env: Env) -> Result<Resolved, String> {
+pub fn resolve(user: &UserSettings, process_env: Env) -> Result<Resolved, SettingsError> {
     let mut env = process_env;
     if let Some(f) = &user.env_file {
         if !f.is_empty() {
@@ -563,7 +592,7 @@ fn endpoint_choice(user: &UserSettings, env: &Env) -> (String, &'static str) {
     }
 }
 
-fn resolve_endpoint(user: &UserSettings, env: &Env) -> Result<EndpointConfig, String> {
+fn resolve_endpoint(user: &UserSettings, env: &Env) -> Result<EndpointConfig, SettingsError> {
     let azure_env = env.get("AZURE_OPENAI_ENDPOINT");
     let (raw, source) = endpoint_choice(user, env);
 
@@ -573,10 +602,10 @@ fn resolve_endpoint(user: &UserSettings, env: &Env) -> Result<EndpointConfig, St
     if url.scheme() != "http" && url.scheme() != "https" {
         return Err(format!(
             "endpoint '{raw}' from {source} must be an http:// or https:// URL ending in the API's base path, e.g. http://localhost:8000/v1"
-        ));
+        ).into());
     }
     if url.host_str().is_none() {
-        return Err(format!("endpoint '{raw}' from {source} has no host"));
+        return Err(format!("endpoint '{raw}' from {source} has no host").into());
     }
     let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
     let azure = host.ends_with(".openai.azure.com")
@@ -605,14 +634,14 @@ fn resolve_endpoint(user: &UserSettings, env: &Env) -> Result<EndpointConfig, St
     let needs_key = azure || is_openai_host(&host);
     if needs_key && api_key.is_none() {
         return Err(if azure {
-            format!("no API key for Azure OpenAI endpoint {host}: set the api-key property or AZURE_OPENAI_API_KEY / VIA_VLM_API_KEY / OPENAI_API_KEY")
+            format!("no API key for Azure OpenAI endpoint {host}: set the api-key property or AZURE_OPENAI_API_KEY / VIA_VLM_API_KEY / OPENAI_API_KEY").into()
         } else {
             let local = if source == DEFAULT_SOURCE {
                 " — or, for a local server (vLLM, NIM, transformers serve), set VIA_VLM_ENDPOINT or the endpoint property, e.g. http://localhost:8000/v1; nothing was set, so OpenAI's API was chosen"
             } else {
                 ""
             };
-            format!("no API key for {host}: set the api-key property or the VIA_VLM_API_KEY or OPENAI_API_KEY environment variable{local}")
+            format!("no API key for {host}: set the api-key property or the VIA_VLM_API_KEY or OPENAI_API_KEY environment variable{local}").into()
         });
     }
 

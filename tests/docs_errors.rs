@@ -9,7 +9,9 @@ use gstvsssummarize::chunker::ChunkParams;
 use gstvsssummarize::config::{self, Env, UserSettings};
 
 fn resolve_err(user: &UserSettings, env: &[(&str, &str)]) -> String {
-    config::resolve(user, Env::from_pairs(env.iter().copied())).unwrap_err()
+    config::resolve(user, Env::from_pairs(env.iter().copied()))
+        .unwrap_err()
+        .to_string()
 }
 
 /// (text, also quoted in the README)
@@ -36,11 +38,15 @@ fn documented_errors() -> Vec<(String, bool)> {
             false,
         ),
         (
-            ChunkParams::new(10_000_000_000, 10_000_000_000, 8).unwrap_err(),
+            ChunkParams::new(10_000_000_000, 10_000_000_000, 8)
+                .unwrap_err()
+                .to_string(),
             false,
         ),
         (
-            ChunkParams::new(1_000_000_000, 999_999_999, 8).unwrap_err(),
+            ChunkParams::new(1_000_000_000, 999_999_999, 8)
+                .unwrap_err()
+                .to_string(),
             false,
         ),
     ];

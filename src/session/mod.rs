@@ -176,7 +176,8 @@ impl Session {
     ) -> Result<Session, SessionError> {
         let obs = &*observer;
         let settings_err = |e: String| SessionError::settings(format!("vsssummarize: {e}"));
-        let mut resolved = config::resolve(&settings.user, env).map_err(settings_err)?;
+        let mut resolved =
+            config::resolve(&settings.user, env).map_err(|e| settings_err(e.to_string()))?;
         if resolved.backend == BackendKind::Custom
             && settings.text.llm_endpoint.is_none()
             && !crate::summary::parse_events(&settings.text.events)

@@ -58,7 +58,7 @@ pub(super) fn prepare(
     let t = &settings.text;
     let err = |e: String| SessionError::settings(format!("vsssummarize: {e}"));
     let events = alerts::parse_events(&t.events).map_err(err)?;
-    let window = parse_summary_duration(t.summary_duration).map_err(err)?;
+    let window = parse_summary_duration(t.summary_duration).map_err(|e| err(e.into()))?;
     if !t.summarize && events.is_empty() {
         if t.alert_webhook.is_some() {
             obs.event(Event::Warning(Problem::Settings, NO_EVENTS_FOR_WEBHOOK));
@@ -101,7 +101,7 @@ pub(super) fn prepare(
             context_tokens: t.llm_context_tokens,
             max_parallel: concurrency,
         };
-        cfg.validate().map_err(err)?;
+        cfg.validate().map_err(|e| err(e.into()))?;
         Some(EngineConfig {
             summary: cfg,
             window,

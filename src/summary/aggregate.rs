@@ -149,15 +149,15 @@ impl SummaryConfig {
     }
 
     /// Checks that the budget leaves room beside both prompts.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), crate::config::SettingsError> {
         let min = self.min_context_tokens();
         if self.context_tokens < min {
-            return Err(format!(
+            return Err(crate::config::SettingsError(format!(
                 "llm-context-tokens ({}) is too small for the summary prompts: use at least {min} \
                  (the prompts and the chat template take {} of it, estimated conservatively)",
                 self.context_tokens,
                 min - MIN_CONTENT_TOKENS
-            ));
+            )));
         }
         Ok(())
     }
@@ -415,7 +415,7 @@ fn run(
     let result = if cancel.is_cancelled() {
         Err(Halt::Cancelled)
     } else if let Err(e) = cfg.validate() {
-        Err(Halt::Failed(e))
+        Err(Halt::Failed(e.into()))
     } else if let Some(e) = nothing {
         Err(Halt::Failed(e))
     } else {

@@ -142,21 +142,23 @@ pub const MIN_SUMMARY_DURATION: f64 = crate::chunker::MIN_STRIDE_NS as f64 / 1e9
 /// `summary-duration` as set on the element: `-1` → `None` (only the final
 /// summary), a finite value of at least [`MIN_SUMMARY_DURATION`] → `Some`,
 /// anything else is an error naming the property.
-pub fn parse_summary_duration(v: f64) -> Result<Option<f64>, String> {
+pub fn parse_summary_duration(v: f64) -> Result<Option<f64>, SettingsError> {
     if v == -1.0 {
         Ok(None)
     } else if v.is_finite() && v > 0.0 && v < MIN_SUMMARY_DURATION {
-        Err(format!(
+        Err(SettingsError(format!(
             "summary-duration must be at least {MIN_SUMMARY_DURATION} seconds (the shortest chunk stride), or -1 for only a final summary (got {v})"
-        ))
+        )))
     } else if v.is_finite() && v > 0.0 {
         Ok(Some(v))
     } else {
-        Err(format!(
+        Err(SettingsError(format!(
             "summary-duration must be greater than 0 seconds, or -1 for only a final summary (got {v})"
-        ))
+        )))
     }
 }
+
+use crate::config::SettingsError;
 
 /// Tolerance for a start just below a window boundary.
 const BOUNDARY_EPSILON: f64 = 1e-6;
@@ -178,12 +180,12 @@ pub struct Windows {
 
 impl Windows {
     /// `duration`: `Some(D)` with `D > 0` finite, or `None` for no windows.
-    pub fn new(duration: Option<f64>) -> Result<Windows, String> {
+    pub fn new(duration: Option<f64>) -> Result<Windows, SettingsError> {
         if let Some(d) = duration {
             if !(d.is_finite() && d >= MIN_SUMMARY_DURATION) {
-                return Err(format!(
+                return Err(SettingsError(format!(
                     "summary-duration must be at least {MIN_SUMMARY_DURATION} seconds (got {d})"
-                ));
+                )));
             }
         }
         Ok(Windows {
