@@ -39,11 +39,16 @@ fn chunks_carry_their_own_frames_and_request_is_well_formed() {
         false,
     );
     r.play().unwrap();
-    // Second by second, with pauses, so that records come back while video
-    // still flows and can ride on it as metas.
+    // Second by second, each chunk's record awaited before more video goes
+    // in, so that records come back while video still flows and can ride
+    // on it as metas (chunk k is complete once second 2(k+1) arrives).
     for s in 0..v.seconds {
         r.push_range(&v, s * v.fps, (s + 1) * v.fps);
-        std::thread::sleep(Duration::from_millis(200));
+        let complete = (s / 2) as usize;
+        let deadline = Instant::now() + T;
+        while r.outputs().summaries.len() < complete && Instant::now() < deadline {
+            std::thread::yield_now();
+        }
     }
     r.end();
     assert!(r.wait_eos(T));
@@ -486,9 +491,17 @@ fn file_input_backpressure_loses_nothing() {
 #[test]
 fn live_input_drops_oldest_when_behind() {
     let server = MockServer::start();
-    server.set_policy(|_, _| Reply::Ok {
-        content: None,
-        delay: Duration::from_millis(700),
+    // The model answers nothing until the test lets it: live input is
+    // ahead of it by construction, not by timing.
+    let gate = std::sync::Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
+    let g = gate.clone();
+    server.set_policy(move |_, _| {
+        let (open, cv) = &*g;
+        let mut o = open.lock().unwrap();
+        while !*o {
+            o = cv.wait(o).unwrap();
+        }
+        Reply::ok()
     });
     let v = Video::small(6);
     let r = with_video(
@@ -500,10 +513,15 @@ fn live_input_drops_oldest_when_behind() {
         true,
     );
     r.play().unwrap();
-    // Feed in real time-ish: 6 s of video in ~3 s; the model needs 0.7 s a chunk.
+    // 12 chunks of live video while the first request hangs.
     for s in 0..12u64 {
         r.push_range(&v, s * 5, s * 5 + 5);
-        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert!(server.wait_for_requests(1, T));
+    {
+        let (open, cv) = &*gate;
+        *open.lock().unwrap() = true;
+        cv.notify_all();
     }
     r.end();
     assert!(r.wait_eos(T));
