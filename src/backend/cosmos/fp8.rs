@@ -27,12 +27,15 @@
 //! Everything else that is quantised is refused by name, with the reason.
 
 use std::collections::HashMap;
+use std::mem::MaybeUninit;
 use std::path::{Path, PathBuf};
 
 use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Result as CResult, Shape, Tensor};
 use candle_nn::var_builder::{SimpleBackend, VarBuilder};
 use serde_json::Value;
+
+use super::ops::{assume_init, init, uninit};
 
 /// What loads, for the refusal messages.
 pub const SUPPORTED: &str = "supported: unquantised safetensors in bf16, f16 or f32 (e.g. nvidia/Cosmos-Reason1-7B, Qwen/Qwen2.5-VL-7B-Instruct) and FP8 (F8_E4M3) checkpoints dequantised at load: compressed-tensors float-quantized (e.g. RedHatAI/Qwen2.5-VL-7B-Instruct-FP8-Dynamic), NVIDIA ModelOpt FP8, fine-grained fp8 (weight_block_size)";
@@ -375,31 +378,22 @@ pub fn read_header(f: &Path) -> Result<Vec<TensorInfo>, String> {
     let mut header = vec![0u8; len as usize];
     file.read_exact(&mut header)
         .map_err(|e| bad(e.to_string()))?;
-    let v: Value = serde_json::from_slice(&header).map_err(|e| bad(e.to_string()))?;
-    let map = v
-        .as_object()
-        .ok_or_else(|| bad("header is not an object".into()))?;
-    Ok(map
-        .iter()
-        .filter(|(k, _)| *k != "__metadata__")
-        .map(|(k, t)| TensorInfo {
-            name: k.clone(),
-            dtype: t
-                .get("dtype")
-                .and_then(Value::as_str)
-                .unwrap_or("?")
-                .to_string(),
-            shape: t
-                .get("shape")
-                .and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|x| x.as_u64().map(|x| x as usize))
-                        .collect()
-                })
-                .unwrap_or_default(),
+    // The safetensors crate's own header (offsets, dtypes and shapes
+    // checked against each other).
+    let meta: safetensors::tensor::Metadata =
+        serde_json::from_slice(&header).map_err(|e| bad(e.to_string()))?;
+    let mut tensors: Vec<TensorInfo> = meta
+        .tensors()
+        .into_iter()
+        .map(|(name, t)| TensorInfo {
+            name,
+            dtype: t.dtype.to_string(),
+            shape: t.shape.clone(),
         })
-        .collect())
+        .collect();
+    // By name, as before (the first refusal does not depend on hashing).
+    tensors.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(tensors)
 }
 
 /// Which scale covers which weight element, from the two shapes; an error
@@ -581,21 +575,21 @@ pub fn dequantize(
         candle_core::bail!("cannot dequantise FP8 weights to {dtype:?}");
     }
     let lut = e4m3_table();
-    // Every element is written by `fill` below (rows of `cols`, all of them).
-    let mut out = super::ops::uninit(n);
+    let mut out = uninit(n);
     let cols = if shape.len() >= 2 {
         shape[shape.len() - 1]
     } else {
         n.max(1)
     };
     // Rows of the output, split over threads for the big tensors.
-    let fill = |row0: usize, chunk: &mut [f32]| -> CResult<()> {
+    let fill = |row0: usize, chunk: &mut [MaybeUninit<f32>]| -> CResult<()> {
         match grid {
             ScaleGrid::Tensor => {
                 let s = scale[0];
-                for (o, &b) in chunk.iter_mut().zip(&raw[row0 * cols..]) {
-                    *o = lut[b as usize] * s;
-                }
+                init(
+                    chunk,
+                    raw[row0 * cols..].iter().map(|&b| lut[b as usize] * s),
+                );
             }
             ScaleGrid::Blocks { rows: bh, cols: bw } => {
                 let sc = cols.div_ceil(bw);
@@ -603,9 +597,12 @@ pub fn dequantize(
                     let i = row0 + k;
                     let srow = &scale[(i / bh) * sc..(i / bh + 1) * sc];
                     let irow = &raw[i * cols..(i + 1) * cols];
-                    for (j, (o, &b)) in orow.iter_mut().zip(irow).enumerate() {
-                        *o = lut[b as usize] * srow[j / bw];
-                    }
+                    init(
+                        orow,
+                        irow.iter()
+                            .enumerate()
+                            .map(|(j, &b)| lut[b as usize] * srow[j / bw]),
+                    );
                 }
             }
         }
@@ -657,6 +654,9 @@ pub fn dequantize(
             t.to_dtype(dt)
         }
     };
+    // SAFETY: every element is written by `fill` (`init`): the chunks of
+    // whole rows cover `out`, and each is written whole.
+    let out = unsafe { assume_init(out) };
     let t = Tensor::from_vec(out, shape, &Device::Cpu)?;
     cast(cast(t, scale_dtype)?, dtype)
 }
