@@ -330,7 +330,7 @@ impl VssSummarize {
                 ("vsssummarize: model-path: {e}")
             )
         };
-        let source = download::parse_model_path(raw).map_err(settings_err)?;
+        let source = download::parse_model_path(raw).map_err(|e| settings_err(e.to_string()))?;
         if matches!(source, ModelSource::Local(_)) {
             return Ok(None);
         }
@@ -390,7 +390,8 @@ impl VssSummarize {
             }
             let _ = obj.post_message(gst::message::Element::builder(s.build()).src(&obj).build());
         };
-        let dir = download::resolve(&source, &env, &progress).map_err(settings_err)?;
+        let dir =
+            download::resolve(&source, &env, &progress).map_err(|e| settings_err(e.to_string()))?;
         gst::info!(CAT, imp = self, "model-path {raw} is {}", dir.display());
         Ok(Some(dir))
     }
