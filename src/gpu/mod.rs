@@ -277,7 +277,7 @@ impl FramePrep {
                 .iter()
                 .map(|x| frames::prepare_rgb(x.borrow(), w, h).map_err(|e| e.to_string()))
                 .collect::<Result<Vec<_>, _>>()?;
-            preprocess::preprocess_video(&rgb, p)
+            preprocess::preprocess_video(&rgb, p).map_err(String::from)
         };
         match self {
             FramePrep::Cpu => cpu(),

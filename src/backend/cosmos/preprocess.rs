@@ -12,6 +12,8 @@
 
 use crate::frames::RgbImage;
 
+use super::error::CosmosError;
+
 /// OpenAI CLIP normalisation (`OPENAI_CLIP_MEAN` / `OPENAI_CLIP_STD`).
 pub const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
 pub const CLIP_STD: [f32; 3] = [0.268_629_55, 0.261_302_6, 0.275_777_1];
@@ -75,15 +77,15 @@ pub fn smart_resize(
     factor: u32,
     min_pixels: u64,
     max_pixels: u64,
-) -> Result<(u32, u32), String> {
+) -> Result<(u32, u32), CosmosError> {
     if height == 0 || width == 0 {
-        return Err(format!("empty frame {width}x{height}"));
+        return Err(CosmosError::Frames(format!("empty frame {width}x{height}")));
     }
     let (h, w, f) = (f64::from(height), f64::from(width), f64::from(factor));
     if h.max(w) / h.min(w) > 200.0 {
-        return Err(format!(
+        return Err(CosmosError::Frames(format!(
             "aspect ratio of {width}x{height} is above 200, which Qwen2.5-VL does not accept"
-        ));
+        )));
     }
     // Python's round(): ties to even.
     let mut hb = (h / f).round_ties_even() * f;
@@ -248,18 +250,24 @@ pub struct PixelValues {
 /// Normalises and patchifies frames that already have the target size
 /// (a multiple of 28 on both sides); an odd count is padded with the last
 /// frame.
-pub fn patchify(frames: &[RgbImage], p: &VisionParams) -> Result<PixelValues, String> {
-    let first = frames.first().ok_or("no frames")?;
+pub fn patchify(frames: &[RgbImage], p: &VisionParams) -> Result<PixelValues, CosmosError> {
+    let first = frames
+        .first()
+        .ok_or_else(|| CosmosError::Frames("no frames".into()))?;
     let (w, h) = (first.width as usize, first.height as usize);
     let f = p.factor() as usize;
     if w % f != 0 || h % f != 0 {
-        return Err(format!("frame size {w}x{h} is not a multiple of {f}"));
+        return Err(CosmosError::Frames(format!(
+            "frame size {w}x{h} is not a multiple of {f}"
+        )));
     }
     if frames
         .iter()
         .any(|x| x.width != first.width || x.height != first.height)
     {
-        return Err("frames of one video must have the same size".into());
+        return Err(CosmosError::Frames(
+            "frames of one video must have the same size".into(),
+        ));
     }
     let (ps, tps, ms) = (
         p.patch_size as usize,
@@ -313,8 +321,10 @@ pub fn patchify(frames: &[RgbImage], p: &VisionParams) -> Result<PixelValues, St
 
 /// The target size of every frame of a video of `frames` (all the first
 /// frame's size, as the processor stacks them).
-pub fn target_size(frames: &[RgbImage], p: &VisionParams) -> Result<(u32, u32), String> {
-    let first = frames.first().ok_or("no frames")?;
+pub fn target_size(frames: &[RgbImage], p: &VisionParams) -> Result<(u32, u32), CosmosError> {
+    let first = frames
+        .first()
+        .ok_or_else(|| CosmosError::Frames("no frames".into()))?;
     smart_resize(
         first.height,
         first.width,
@@ -325,7 +335,7 @@ pub fn target_size(frames: &[RgbImage], p: &VisionParams) -> Result<(u32, u32), 
 }
 
 /// The whole path: budget, resize, pad, normalise, patchify.
-pub fn preprocess_video(frames: &[RgbImage], p: &VisionParams) -> Result<PixelValues, String> {
+pub fn preprocess_video(frames: &[RgbImage], p: &VisionParams) -> Result<PixelValues, CosmosError> {
     let (th, tw) = target_size(frames, p)?;
     let resized: Vec<RgbImage> = frames
         .iter()
@@ -377,6 +387,7 @@ mod tests {
         assert_eq!(smart_resize(42, 70, 28, 1, u64::MAX).unwrap(), (56, 56));
         assert!(smart_resize(1, 300, f, p.min_pixels, cap)
             .unwrap_err()
+            .to_string()
             .contains("200"));
     }
 

@@ -416,7 +416,10 @@ impl VssSummarize {
         )
         .map_err(settings_err)?;
         let device: DeviceChoice = settings.device.parse().map_err(settings_err)?;
-        let dtype: DTypeChoice = settings.dtype.parse().map_err(settings_err)?;
+        let dtype: DTypeChoice = settings
+            .dtype
+            .parse()
+            .map_err(|e: crate::backend::cosmos::CosmosError| settings_err(e.to_string()))?;
         let set = |k: &str| settings.gen_set.contains(k);
         let weak = self.obj().downgrade();
         let log = Arc::new(move |msg: &str| {
