@@ -242,6 +242,8 @@ impl crate::summary::TextLlm for CosmosText {
         &self.model
     }
 
+    // `String` errors: the `TextLlm` trait's signature (src/summary), as
+    // the `Backend` trait's below; `CosmosError`s become their text by `?`.
     fn complete(
         &self,
         req: &crate::summary::TextRequest,
