@@ -607,7 +607,7 @@ fn spec(s: &str) -> HfSpec {
 }
 
 fn fetch(s: &str, env: &DownloadEnv) -> Result<PathBuf, String> {
-    hf::fetch(&spec(s), env, &|_: &Progress| {})
+    hf::fetch(&spec(s), env, &|_: &Progress| {}).map_err(|e| e.to_string())
 }
 
 fn repo_dir(hf_home: &Path, id: &str) -> PathBuf {

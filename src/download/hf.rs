@@ -127,7 +127,7 @@ use hf_hub::api::tokio::{Api, ApiBuilder, ApiError, ApiRepo};
 use hf_hub::{Cache, Repo, RepoType};
 use serde::Deserialize;
 
-use super::{DownloadEnv, HfSpec, Progress, ProgressFn};
+use super::{DownloadEnv, DownloadError, HfSpec, Progress, ProgressFn};
 
 /// The form an `hf:` model path takes, for messages.
 pub const EXPECTED: &str = "expected hf:ORG/NAME[@REVISION], e.g. hf:nvidia/Cosmos-Reason1-7B";
@@ -157,7 +157,7 @@ const OTHER_CAP: u64 = 256 << 20;
 // ---------------------------------------------------------------- parsing
 
 /// Parses `ORG/NAME[@REVISION]` (what follows `hf:`).
-pub fn parse(s: &str) -> Result<HfSpec, String> {
+pub fn parse(s: &str) -> Result<HfSpec, DownloadError> {
     let s = s.trim();
     let bad = |why: String| format!("'hf:{s}': {why}; {EXPECTED}");
     let (repo, revision) = match s.split_once('@') {
@@ -165,30 +165,36 @@ pub fn parse(s: &str) -> Result<HfSpec, String> {
         None => (s, None),
     };
     if repo.is_empty() {
-        return Err(bad("the repository name is empty".into()));
+        return Err(DownloadError::Spec(bad(
+            "the repository name is empty".into()
+        )));
     }
     let parts: Vec<&str> = repo.split('/').collect();
     match parts.len() {
         1 => {
-            return Err(bad(format!(
+            return Err(DownloadError::Spec(bad(format!(
                 "'{repo}' has no organisation (the ORG/ part before the name)"
-            )))
+            ))))
         }
         2 => {}
         n => {
-            return Err(bad(format!(
+            return Err(DownloadError::Spec(bad(format!(
                 "'{repo}' has {} slashes; a repository is ORG/NAME, with one",
                 n - 1
-            )))
+            ))))
         }
     }
-    check_id_part("organisation", parts[0]).map_err(bad)?;
-    check_id_part("name", parts[1]).map_err(bad)?;
+    check_id_part("organisation", parts[0]).map_err(|e| DownloadError::Spec(bad(e.to_string())))?;
+    check_id_part("name", parts[1]).map_err(|e| DownloadError::Spec(bad(e.to_string())))?;
     let revision = match revision {
         None => None,
-        Some("") => return Err(bad("the revision after '@' is empty".into())),
+        Some("") => {
+            return Err(DownloadError::Spec(bad(
+                "the revision after '@' is empty".into()
+            )))
+        }
         Some(r) => {
-            check_revision(r).map_err(bad)?;
+            check_revision(r).map_err(|e| DownloadError::Spec(bad(e.to_string())))?;
             Some(r.to_string())
         }
     };
@@ -199,39 +205,45 @@ pub fn parse(s: &str) -> Result<HfSpec, String> {
 }
 
 /// The Hub's rule for user/organisation and repository names.
-fn check_id_part(what: &str, p: &str) -> Result<(), String> {
+fn check_id_part(what: &str, p: &str) -> Result<(), DownloadError> {
     if p.is_empty() {
-        return Err(format!("the {what} is empty"));
+        return Err(DownloadError::Spec(format!("the {what} is empty")));
     }
     if let Some(c) = p
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
     {
-        return Err(format!(
+        return Err(DownloadError::Spec(format!(
             "the {what} '{p}' has the character {c:?} (allowed: letters, digits, '-', '_', '.')"
-        ));
+        )));
     }
     if p.len() > 96 {
-        return Err(format!("the {what} '{p}' is longer than 96 characters"));
+        return Err(DownloadError::Spec(format!(
+            "the {what} '{p}' is longer than 96 characters"
+        )));
     }
     if p.starts_with(['-', '.']) || p.ends_with(['-', '.']) {
-        return Err(format!("the {what} '{p}' starts or ends with '-' or '.'"));
+        return Err(DownloadError::Spec(format!(
+            "the {what} '{p}' starts or ends with '-' or '.'"
+        )));
     }
     if p.contains("--") || p.contains("..") {
-        return Err(format!("the {what} '{p}' contains '--' or '..'"));
+        return Err(DownloadError::Spec(format!(
+            "the {what} '{p}' contains '--' or '..'"
+        )));
     }
     Ok(())
 }
 
 /// A branch, tag or commit: what git allows, minus the exotic.
-fn check_revision(r: &str) -> Result<(), String> {
+fn check_revision(r: &str) -> Result<(), DownloadError> {
     if let Some(c) = r
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/' | '+')))
     {
-        return Err(format!(
+        return Err(DownloadError::Spec(format!(
             "the revision '{r}' has the character {c:?} (a branch, tag or commit hash: letters, digits, '-', '_', '.', '/', '+')"
-        ));
+        )));
     }
     if r.len() > 255
         || r.starts_with(['/', '.'])
@@ -240,9 +252,9 @@ fn check_revision(r: &str) -> Result<(), String> {
         || r.contains("..")
         || r.ends_with(".lock")
     {
-        return Err(format!(
+        return Err(DownloadError::Spec(format!(
             "the revision '{r}' is not a valid branch, tag or commit name"
-        ));
+        )));
     }
     Ok(())
 }
@@ -348,10 +360,10 @@ fn canonical_prefix(p: &Path) -> PathBuf {
 
 /// The `model-root-dir` rule: the hub cache if it lies inside the root,
 /// else `<root>/huggingface/hub`.
-fn choose_cache(hub: Option<PathBuf>, root: Option<&Path>) -> Result<PathBuf, String> {
+fn choose_cache(hub: Option<PathBuf>, root: Option<&Path>) -> Result<PathBuf, DownloadError> {
     let Some(root) = root else {
         return hub.ok_or_else(|| {
-            "no Hugging Face cache directory: neither HF_HOME nor HOME is set; set HF_HOME (the cache is $HF_HOME/hub) or model-root-dir".to_string()
+            DownloadError::Setup("no Hugging Face cache directory: neither HF_HOME nor HOME is set; set HF_HOME (the cache is $HF_HOME/hub) or model-root-dir".to_string())
         });
     };
     if let Some(h) = hub {
@@ -388,7 +400,7 @@ fn truthy(v: Option<&str>) -> bool {
 }
 
 impl Place {
-    fn from_env(env: &DownloadEnv) -> Result<Place, String> {
+    fn from_env(env: &DownloadEnv) -> Result<Place, DownloadError> {
         let endpoint = env
             .get("HF_ENDPOINT")
             .unwrap_or(DEFAULT_ENDPOINT)
@@ -398,9 +410,9 @@ impl Place {
         match url::Url::parse(&endpoint) {
             Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
             _ => {
-                return Err(format!(
+                return Err(DownloadError::Setup(format!(
                     "HF_ENDPOINT '{endpoint}' is not an http(s) URL: set it to the Hub (https://huggingface.co) or a mirror, or unset it"
-                ))
+                )))
             }
         }
         let root = match env.model_root_dir.as_deref() {
@@ -473,7 +485,7 @@ struct Selection {
 }
 
 /// The file choice rule (module docs). `names`: the repo's files.
-fn select(names: &[String], what: &str) -> Result<Selection, String> {
+fn select(names: &[String], what: &str) -> Result<Selection, DownloadError> {
     let top: Vec<&str> = names
         .iter()
         .map(String::as_str)
@@ -507,22 +519,22 @@ fn select(names: &[String], what: &str) -> Result<Selection, String> {
         v.join(", ")
     };
     if index.is_none() && weights.is_empty() {
-        return Err(format!(
+        return Err(DownloadError::Failed(format!(
             "{what} has no safetensors weights (its files: {}); this element loads *.safetensors only (not *.bin/*.pth/*.gguf): choose a repo that has them (see its 'Files and versions' tab) or convert the checkpoint to safetensors",
             shown()
-        ));
+        )));
     }
     if !has("config.json") {
-        return Err(format!(
+        return Err(DownloadError::Failed(format!(
             "{what} has no config.json at its top level (its files: {}); it is not a transformers checkpoint: choose the repo of the checkpoint itself",
             shown()
-        ));
+        )));
     }
     if !TOKENIZERS.iter().any(|t| has(t)) {
-        return Err(format!(
+        return Err(DownloadError::Failed(format!(
             "{what} has no tokenizer.json (its files: {}); choose a repo that ships the tokenizer with the weights",
             shown()
-        ));
+        )));
     }
     Ok(Selection {
         files,
@@ -532,24 +544,24 @@ fn select(names: &[String], what: &str) -> Result<Selection, String> {
 }
 
 /// A text file of at most `cap` bytes, read whole.
-fn read_capped_file(p: &Path, cap: u64) -> Result<String, String> {
+fn read_capped_file(p: &Path, cap: u64) -> Result<String, DownloadError> {
     let f = std::fs::File::open(p).map_err(|e| format!("'{}' cannot be read: {e}", p.display()))?;
     let mut text = String::new();
     f.take(cap + 1)
         .read_to_string(&mut text)
         .map_err(|e| format!("'{}' cannot be read: {e}", p.display()))?;
     if text.len() as u64 > cap {
-        return Err(format!(
+        return Err(DownloadError::Failed(format!(
             "'{}' is over the {cap} bytes ({} MiB) this element reads for it (real ones are kilobytes): it is not a usable checkpoint file; delete it (it is fetched again) or fix the checkpoint",
             p.display(),
             cap >> 20
-        ));
+        )));
     }
     Ok(text)
 }
 
 /// The shard names of an index's `weight_map`, sorted, deduplicated.
-fn index_shards(index: &Path) -> Result<Vec<String>, String> {
+fn index_shards(index: &Path) -> Result<Vec<String>, DownloadError> {
     let text = read_capped_file(index, META_CAP)?;
     let v: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| format!("'{}' is not JSON: {e}", index.display()))?;
@@ -566,17 +578,20 @@ fn index_shards(index: &Path) -> Result<Vec<String>, String> {
             )
         })?;
         if !plain_name(f) {
-            return Err(format!(
+            return Err(DownloadError::Failed(format!(
                 "'{}' names the shard '{f}', which is not a top-level file name",
                 index.display()
-            ));
+            )));
         }
         shards.push(f.to_string());
     }
     shards.sort();
     shards.dedup();
     if shards.is_empty() {
-        return Err(format!("'{}' has an empty weight_map", index.display()));
+        return Err(DownloadError::Failed(format!(
+            "'{}' has an empty weight_map",
+            index.display()
+        )));
     }
     Ok(shards)
 }
@@ -584,7 +599,7 @@ fn index_shards(index: &Path) -> Result<Vec<String>, String> {
 // ---------------------------------------------------- completeness checks
 
 /// A safetensors file whose length matches its header (catches truncation).
-fn safetensors_complete(p: &Path) -> Result<(), String> {
+fn safetensors_complete(p: &Path) -> Result<(), DownloadError> {
     let bad = |why: String| format!("'{}' {why}", p.display());
     let mut f = std::fs::File::open(p).map_err(|e| bad(format!("cannot be opened: {e}")))?;
     let len = f.metadata().map_err(|e| bad(e.to_string()))?.len();
@@ -593,41 +608,29 @@ fn safetensors_complete(p: &Path) -> Result<(), String> {
         .map_err(|_| bad("is shorter than a safetensors header".into()))?;
     let n = u64::from_le_bytes(n8);
     if n > 100 << 20 || 8 + n > len {
-        return Err(bad(format!(
+        return Err(DownloadError::Failed(bad(format!(
             "is truncated or not safetensors ({len} bytes)"
-        )));
+        ))));
     }
     let mut h = vec![0u8; n as usize];
     f.read_exact(&mut h)
         .map_err(|e| bad(format!("header cannot be read: {e}")))?;
-    let v: serde_json::Value =
+    // The safetensors crate's own header: tensors in offset order, each
+    // tensor's bytes matching its dtype and shape, no gap or overlap.
+    let meta: safetensors::tensor::Metadata =
         serde_json::from_slice(&h).map_err(|e| bad(format!("has a bad header: {e}")))?;
-    let obj = v
-        .as_object()
-        .ok_or_else(|| bad("has a bad header".into()))?;
-    let mut end = 0u64;
-    for (k, t) in obj {
-        if k == "__metadata__" {
-            continue;
-        }
-        let e = t
-            .get("data_offsets")
-            .and_then(|o| o.get(1))
-            .and_then(|x| x.as_u64())
-            .ok_or_else(|| bad(format!("has no data_offsets for '{k}'")))?;
-        end = end.max(e);
-    }
+    let end = meta.data_len() as u64;
     if len != 8 + n + end {
-        return Err(bad(format!(
+        return Err(DownloadError::Failed(bad(format!(
             "is incomplete: {len} bytes, its header says {}",
             8 + n + end
-        )));
+        ))));
     }
     Ok(())
 }
 
 /// The weight files a snapshot directory needs, from what it holds.
-fn local_weights(dir: &Path) -> Result<Vec<String>, String> {
+fn local_weights(dir: &Path) -> Result<Vec<String>, DownloadError> {
     if dir.join(INDEX).is_file() {
         return index_shards(&dir.join(INDEX));
     }
@@ -642,15 +645,21 @@ fn local_weights(dir: &Path) -> Result<Vec<String>, String> {
         .collect();
     w.sort();
     if w.is_empty() {
-        return Err(format!("'{}' has no safetensors weights", dir.display()));
+        return Err(DownloadError::Failed(format!(
+            "'{}' has no safetensors weights",
+            dir.display()
+        )));
     }
     Ok(w)
 }
 
 /// Whether a snapshot directory is a complete checkpoint (module docs).
-fn check_snapshot(dir: &Path) -> Result<(), String> {
+fn check_snapshot(dir: &Path) -> Result<(), DownloadError> {
     if !dir.is_dir() {
-        return Err(format!("'{}' does not exist", dir.display()));
+        return Err(DownloadError::Failed(format!(
+            "'{}' does not exist",
+            dir.display()
+        )));
     }
     for e in std::fs::read_dir(dir)
         .map_err(|e| format!("'{}': {e}", dir.display()))?
@@ -658,7 +667,10 @@ fn check_snapshot(dir: &Path) -> Result<(), String> {
     {
         let p = e.path();
         if p.is_symlink() && !p.exists() {
-            return Err(format!("'{}' points to a missing blob", p.display()));
+            return Err(DownloadError::Failed(format!(
+                "'{}' points to a missing blob",
+                p.display()
+            )));
         }
     }
     let cfg = dir.join("config.json");
@@ -666,7 +678,10 @@ fn check_snapshot(dir: &Path) -> Result<(), String> {
     serde_json::from_str::<serde_json::Value>(&text)
         .map_err(|e| format!("'{}' is not JSON: {e}", cfg.display()))?;
     if !TOKENIZERS.iter().any(|t| dir.join(t).is_file()) {
-        return Err(format!("'{}' has no tokenizer.json", dir.display()));
+        return Err(DownloadError::Failed(format!(
+            "'{}' has no tokenizer.json",
+            dir.display()
+        )));
     }
     for w in local_weights(dir)? {
         safetensors_complete(&dir.join(w))?;
@@ -711,7 +726,7 @@ fn cached_snapshot(repo_dir: &Path, revision: &str) -> Option<PathBuf> {
 
 enum Msg {
     Report(Progress),
-    Done(Result<PathBuf, String>),
+    Done(Result<PathBuf, DownloadError>),
 }
 
 #[derive(Default)]
@@ -1169,7 +1184,7 @@ impl Sibling {
 }
 
 /// `GET {endpoint}/api/models/{repo}/revision/{rev}?blobs=true`.
-async fn list(api: &Api, job: &Job, ctx: &mut Ctx) -> Result<Listing, String> {
+async fn list(api: &Api, job: &Job, ctx: &mut Ctx) -> Result<Listing, DownloadError> {
     let repo = api.repo(Repo::with_revision(
         job.repo.clone(),
         RepoType::Model,
@@ -1189,7 +1204,11 @@ async fn list(api: &Api, job: &Job, ctx: &mut Ctx) -> Result<Listing, String> {
             .get("x-error-code")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        return Err(ctx.status(status.as_u16(), code.as_deref(), None));
+        return Err(DownloadError::Failed(ctx.status(
+            status.as_u16(),
+            code.as_deref(),
+            None,
+        )));
     }
     let path = resp.url().path().to_string();
     let body = read_capped(resp, LISTING_CAP).await.map_err(|e| match e {
@@ -1214,11 +1233,11 @@ async fn list(api: &Api, job: &Job, ctx: &mut Ctx) -> Result<Listing, String> {
         )
     })?;
     if !plain_name(&listing.sha) {
-        return Err(format!(
+        return Err(DownloadError::Failed(format!(
             "the Hub at {} sent no usable commit for {}",
             ctx.endpoint,
             ctx.what()
-        ));
+        )));
     }
     ctx.gated = !matches!(
         listing.gated,
@@ -1270,7 +1289,7 @@ struct Net {
     plain: reqwest::Client,
 }
 
-fn build_net(place: &Place) -> Result<Net, String> {
+fn build_net(place: &Place) -> Result<Net, DownloadError> {
     use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, USER_AGENT};
     let api = ApiBuilder::from_cache(Cache::new(place.cache.clone()))
         .with_endpoint(place.endpoint.clone())
@@ -1455,7 +1474,7 @@ fn link_blob(repo_dir: &Path, snap: &Path, name: &str, etag: &str, size: u64) ->
     link_into(snap, name, etag).is_ok() && present(snap, name, Some(size))
 }
 
-fn check_writable(ctx: &Ctx, repo_dir: &Path) -> Result<(), String> {
+fn check_writable(ctx: &Ctx, repo_dir: &Path) -> Result<(), DownloadError> {
     let blobs = repo_dir.join("blobs");
     std::fs::create_dir_all(&blobs)
         .and_then(|_| std::fs::create_dir_all(repo_dir.join("snapshots")))
@@ -1463,7 +1482,7 @@ fn check_writable(ctx: &Ctx, repo_dir: &Path) -> Result<(), String> {
     let probe = blobs.join(format!(".vsssummarize-write-test-{}", std::process::id()));
     std::fs::write(&probe, b"")
         .and_then(|_| std::fs::remove_file(&probe))
-        .map_err(|e| ctx.not_writable(&e))
+        .map_err(|e| ctx.not_writable(&e).into())
 }
 
 /// What the Hub says of a file (its answer to `Range: bytes=0-0`).
@@ -1821,7 +1840,7 @@ async fn download(
     want: &Want<'_>,
     tracker: &Tracker,
     ctx: &Ctx,
-) -> Result<(), String> {
+) -> Result<(), DownloadError> {
     let mut attempt = 1;
     loop {
         let gen = tracker.begin(want.name, want.size);
@@ -1844,7 +1863,13 @@ async fn download(
                 tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt))).await;
                 attempt += 1;
             }
-            Err(e) => return Err(ctx.dl(&e, want.name, want.size.unwrap_or(0))),
+            Err(e) => {
+                return Err(DownloadError::Failed(ctx.dl(
+                    &e,
+                    want.name,
+                    want.size.unwrap_or(0),
+                )))
+            }
         }
     }
 }
@@ -1863,7 +1888,7 @@ fn write_ref(repo_dir: &Path, revision: &str, commit: &str) -> std::io::Result<(
     std::fs::rename(&tmp, &p)
 }
 
-async fn run(job: Job, tracker: Tracker) -> Result<PathBuf, String> {
+async fn run(job: Job, tracker: Tracker) -> Result<PathBuf, DownloadError> {
     let mut ctx = Ctx {
         repo: job.repo.clone(),
         revision: job.revision.clone(),
@@ -1892,7 +1917,11 @@ async fn run(job: Job, tracker: Tracker) -> Result<PathBuf, String> {
     for n in sel.files.iter().chain(&sel.index) {
         if let (Some(size), Some(cap)) = (size_of(n), cap_of(n)) {
             if size > cap {
-                return Err(ctx.dl(&DlError::TooBig { size, cap }, n, size));
+                return Err(DownloadError::Failed(ctx.dl(
+                    &DlError::TooBig { size, cap },
+                    n,
+                    size,
+                )));
             }
         }
     }
@@ -1920,10 +1949,10 @@ async fn run(job: Job, tracker: Tracker) -> Result<PathBuf, String> {
         }
         let shards = index_shards(&snap.join(index))?;
         if let Some(s) = shards.iter().find(|s| !by_name.contains_key(s.as_str())) {
-            return Err(format!(
+            return Err(DownloadError::Failed(format!(
                 "{}: {index} names the shard '{s}', which the repo does not have; the repo is broken at this revision: pin another one",
                 ctx.what()
-            ));
+            )));
         }
         all.push(index.clone());
         all.extend(shards);
@@ -1964,7 +1993,7 @@ async fn run(job: Job, tracker: Tracker) -> Result<PathBuf, String> {
         .sum();
     if let Some(free) = free_bytes(&job.place.cache) {
         if needed > free {
-            return Err(ctx.disk_full(needed, Some(free)));
+            return Err(DownloadError::Failed(ctx.disk_full(needed, Some(free))));
         }
     }
 
@@ -1984,11 +2013,11 @@ async fn run(job: Job, tracker: Tracker) -> Result<PathBuf, String> {
         }
         download(&to, &want_of(&by_name, n), &tracker, &ctx).await?;
         if !is_present(&snap, n, size).await {
-            return Err(format!(
+            return Err(DownloadError::Failed(format!(
                 "{}: {n} was downloaded but is incomplete or landed elsewhere (does the Hub at {} send x-repo-commit {sha}?); run again",
                 ctx.what(),
                 ctx.endpoint
-            ));
+            )));
         }
     }
 
@@ -2005,18 +2034,20 @@ pub fn fetch(
     spec: &HfSpec,
     env: &DownloadEnv,
     progress: ProgressFn<'_>,
-) -> Result<PathBuf, String> {
+) -> Result<PathBuf, DownloadError> {
     let token = token(env);
-    fetch_inner(spec, env, progress).map_err(|e| redact(e, token.as_deref()))
+    fetch_inner(spec, env, progress).map_err(|e| e.map_message(|m| redact(m, token.as_deref())))
 }
 
 fn fetch_inner(
     spec: &HfSpec,
     env: &DownloadEnv,
     progress: ProgressFn<'_>,
-) -> Result<PathBuf, String> {
+) -> Result<PathBuf, DownloadError> {
     if tokio::runtime::Handle::try_current().is_ok() {
-        return Err("internal error: hf: downloads must not run on a tokio runtime thread".into());
+        return Err(DownloadError::Failed(
+            "internal error: hf: downloads must not run on a tokio runtime thread".into(),
+        ));
     }
     // An `HfSpec` built by hand gets the checks `parse` makes.
     let written = match &spec.revision {
@@ -2024,9 +2055,9 @@ fn fetch_inner(
         None => spec.repo.clone(),
     };
     if parse(&written)? != *spec {
-        return Err(format!(
+        return Err(DownloadError::Failed(format!(
             "'hf:{written}' is not a valid model path; {EXPECTED}"
-        ));
+        )));
     }
     let place = Place::from_env(env)?;
     let revision = spec.revision.clone().unwrap_or_else(|| "main".into());
@@ -2036,11 +2067,11 @@ fn fetch_inner(
         dir
     } else {
         if place.offline {
-            return Err(format!(
+            return Err(DownloadError::Failed(format!(
                 "HF_HUB_OFFLINE is set and {what} is not complete in the Hugging Face cache '{}': unset HF_HUB_OFFLINE, or download it first (hf download {} --revision {revision})",
                 place.cache.display(),
                 spec.repo
-            ));
+            )));
         }
         let job = Job {
             repo: spec.repo.clone(),
@@ -2068,16 +2099,16 @@ fn fetch_inner(
                         Ok(Msg::Report(p)) => progress(&p),
                         Ok(Msg::Done(r)) => break r?,
                         Err(_) => {
-                            return Err(format!(
+                            return Err(DownloadError::Failed(format!(
                                 "internal error: the download of {what} ended without a result"
-                            ))
+                            )))
                         }
                     }
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    return Err(format!(
+                    return Err(DownloadError::Failed(format!(
                         "internal error: the download of {what} ended without a result"
-                    ))
+                    )))
                 }
             }
         }
@@ -2085,11 +2116,11 @@ fn fetch_inner(
     if let Some(root) = &place.root {
         let c = dir.canonicalize().unwrap_or_else(|_| dir.clone());
         if !c.starts_with(root) {
-            return Err(format!(
+            return Err(DownloadError::Failed(format!(
                 "{what} is at '{}', outside model-root-dir '{}' (a symlink under the root points out of it): fix the link or model-root-dir",
                 c.display(),
                 root.display()
-            ));
+            )));
         }
     }
     Ok(dir)
@@ -2145,7 +2176,7 @@ mod tests {
             ("nvidia/x@../etc", "not a valid"),
             ("nvidia/x@a@b", "character '@'"),
         ] {
-            let e = parse(input).unwrap_err();
+            let e = parse(input).unwrap_err().to_string();
             assert!(e.contains(says), "{input:?}: {e}");
             assert!(e.contains("hf:ORG/NAME[@REVISION]"), "{input:?}: {e}");
             assert!(e.contains("hf:nvidia/Cosmos-Reason1-7B"), "{input:?}: {e}");
@@ -2231,14 +2262,19 @@ mod tests {
             &names(&["config.json", "tokenizer.json", "pytorch_model.bin"]),
             "hf:o/n@main",
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(
             e.contains("no safetensors") && e.contains("pytorch_model.bin"),
             "{e}"
         );
-        let e = select(&names(&["tokenizer.json", "model.safetensors"]), "x").unwrap_err();
+        let e = select(&names(&["tokenizer.json", "model.safetensors"]), "x")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("config.json"), "{e}");
-        let e = select(&names(&["config.json", "model.safetensors"]), "x").unwrap_err();
+        let e = select(&names(&["config.json", "model.safetensors"]), "x")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("tokenizer.json"), "{e}");
     }
 
@@ -2265,7 +2301,10 @@ mod tests {
         std::fs::write(&p, &b).unwrap();
         safetensors_complete(&p).unwrap();
         std::fs::write(&p, &b[..b.len() - 1]).unwrap();
-        assert!(safetensors_complete(&p).unwrap_err().contains("incomplete"));
+        assert!(safetensors_complete(&p)
+            .unwrap_err()
+            .to_string()
+            .contains("incomplete"));
         std::fs::write(&p, &b[..5]).unwrap();
         assert!(safetensors_complete(&p).is_err());
         let _ = std::fs::remove_dir_all(&d);
@@ -2297,7 +2336,10 @@ mod tests {
             choose_cache(Some(root.join("link").join("hub")), Some(&root)).unwrap(),
             root.join("huggingface").join("hub")
         );
-        assert!(choose_cache(None, None).unwrap_err().contains("HF_HOME"));
+        assert!(choose_cache(None, None)
+            .unwrap_err()
+            .to_string()
+            .contains("HF_HOME"));
         let _ = std::fs::remove_dir_all(&d);
     }
 
@@ -2333,6 +2375,7 @@ mod tests {
         assert!(
             Place::from_env(&env(&[("HF_HOME", "/a"), ("HF_ENDPOINT", "h:1")]))
                 .unwrap_err()
+                .to_string()
                 .contains("HF_ENDPOINT")
         );
         assert_eq!(
@@ -2347,7 +2390,7 @@ mod tests {
         let p = d.join(INDEX);
         let f = std::fs::File::create(&p).unwrap();
         f.set_len(META_CAP + 1).unwrap();
-        let e = index_shards(&p).unwrap_err();
+        let e = index_shards(&p).unwrap_err().to_string();
         assert!(e.contains("16777216 bytes (16 MiB)"), "{e}");
         std::fs::write(&p, br#"{"weight_map":{"a":"m.safetensors"}}"#).unwrap();
         assert_eq!(index_shards(&p).unwrap(), vec!["m.safetensors"]);

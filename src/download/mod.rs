@@ -90,9 +90,54 @@ impl DownloadEnv {
     }
 }
 
+/// Why a `model-path` could not be turned into a local checkpoint. Its
+/// `Display` is the message the element reports, word for word: each says
+/// what failed and what to do about it (docs/errors.md).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DownloadError {
+    /// The value is malformed: an `hf:` or `ngc:` spec that names no model.
+    #[error("{0}")]
+    Spec(String),
+    /// The environment does not allow the download: cache or model root,
+    /// credentials, the NGC CLI, a timeout setting.
+    #[error("{0}")]
+    Setup(String),
+    /// Cancelled from another thread ([`resolve_cancellable`]).
+    #[error("{0}")]
+    Cancelled(String),
+    /// The NGC CLI made no progress for the stall timeout.
+    #[error("{0}")]
+    Stalled(String),
+    /// The Hub, the NGC CLI or the local files failed the download.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl DownloadError {
+    /// The same kind of error with its message rewritten by `f`.
+    pub(crate) fn map_message(self, f: impl FnOnce(String) -> String) -> Self {
+        use DownloadError::*;
+        match self {
+            Spec(m) => Spec(f(m)),
+            Setup(m) => Setup(f(m)),
+            Cancelled(m) => Cancelled(f(m)),
+            Stalled(m) => Stalled(f(m)),
+            Failed(m) => Failed(f(m)),
+        }
+    }
+}
+
+impl From<String> for DownloadError {
+    /// A message from a step with no variant of its own.
+    fn from(msg: String) -> Self {
+        DownloadError::Failed(msg)
+    }
+}
+
 /// Parses a `model-path` value. Anything without an `ngc:` or `hf:` prefix
 /// is a local path.
-pub fn parse_model_path(s: &str) -> Result<ModelSource, String> {
+pub fn parse_model_path(s: &str) -> Result<ModelSource, DownloadError> {
     if let Some(rest) = s.strip_prefix("ngc:") {
         ngc::parse(rest).map(ModelSource::Ngc)
     } else if let Some(rest) = s.strip_prefix("hf:") {
@@ -127,7 +172,7 @@ pub fn resolve(
     source: &ModelSource,
     env: &DownloadEnv,
     progress: ProgressFn<'_>,
-) -> Result<PathBuf, String> {
+) -> Result<PathBuf, DownloadError> {
     resolve_cancellable(source, env, progress, &CancellationToken::new())
 }
 
@@ -139,13 +184,13 @@ pub fn resolve_cancellable(
     env: &DownloadEnv,
     progress: ProgressFn<'_>,
     cancel: &CancellationToken,
-) -> Result<PathBuf, String> {
+) -> Result<PathBuf, DownloadError> {
     match source {
         ModelSource::Local(p) => Ok(p.clone()),
         ModelSource::Ngc(spec) => ngc::fetch_cancellable(spec, env, progress, cancel),
-        ModelSource::Hf(_) if cancel.is_cancelled() => {
-            Err("the hf: download was cancelled before it started".into())
-        }
+        ModelSource::Hf(_) if cancel.is_cancelled() => Err(DownloadError::Cancelled(
+            "the hf: download was cancelled before it started".into(),
+        )),
         ModelSource::Hf(spec) => hf::fetch(spec, env, progress),
     }
 }

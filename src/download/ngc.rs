@@ -140,7 +140,7 @@ use tokio::runtime::Runtime;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::{DownloadEnv, NgcSpec, Progress, ProgressFn};
+use super::{DownloadEnv, DownloadError, NgcSpec, Progress, ProgressFn};
 
 /// The marker file in a complete model directory.
 pub const COMPLETE_MARKER: &str = ".vss-complete";
@@ -201,7 +201,7 @@ impl NgcSpec {
 /// Parses what follows `ngc:`: `ORG/TEAM/MODEL:VERSION` or
 /// `ORG/MODEL:VERSION`. Each part is letters, digits, `-`, `_` and `.`, not
 /// starting with `.`. A team of `no-team` is the same as none.
-pub fn parse(s: &str) -> Result<NgcSpec, String> {
+pub fn parse(s: &str) -> Result<NgcSpec, DownloadError> {
     let bad = |why: &str| {
         format!(
             "model-path 'ngc:{s}': {why}; expected ngc:ORG/TEAM/MODEL:VERSION or ngc:ORG/MODEL:VERSION, e.g. {EXAMPLE}"
@@ -209,7 +209,7 @@ pub fn parse(s: &str) -> Result<NgcSpec, String> {
     };
     let t = s.trim();
     if t.starts_with("//") {
-        return Err(bad("write no '//' after 'ngc:'"));
+        return Err(DownloadError::Spec(bad("write no '//' after 'ngc:'")));
     }
     let Some((path, version)) = t.rsplit_once(':') else {
         let hint = if t.is_empty() {
@@ -217,17 +217,17 @@ pub fn parse(s: &str) -> Result<NgcSpec, String> {
         } else {
             format!("no ':VERSION' (list the versions with `ngc registry model list '{t}:*'`)")
         };
-        return Err(bad(&hint));
+        return Err(DownloadError::Spec(bad(&hint)));
     };
     let parts: Vec<&str> = path.split('/').collect();
     let (org, team, model) = match parts.as_slice() {
         [o, m] => (*o, None, *m),
         [o, t, m] => (*o, Some(*t), *m),
         _ => {
-            return Err(bad(&format!(
+            return Err(DownloadError::Spec(bad(&format!(
                 "'{path}' has {} '/'-separated parts, not 2 or 3",
                 parts.len()
-            )))
+            ))))
         }
     };
     let mut named = vec![("ORG", org), ("MODEL", model), ("VERSION", version)];
@@ -235,7 +235,7 @@ pub fn parse(s: &str) -> Result<NgcSpec, String> {
         named.insert(1, ("TEAM", t));
     }
     for (what, v) in named {
-        check_part(what, v).map_err(|e| bad(&e))?;
+        check_part(what, v).map_err(|e| DownloadError::Spec(bad(&e.to_string())))?;
     }
     Ok(NgcSpec {
         org: org.to_string(),
@@ -245,26 +245,26 @@ pub fn parse(s: &str) -> Result<NgcSpec, String> {
     })
 }
 
-fn check_part(what: &str, v: &str) -> Result<(), String> {
+fn check_part(what: &str, v: &str) -> Result<(), DownloadError> {
     if v.is_empty() {
-        return Err(format!("{what} is empty"));
+        return Err(DownloadError::Spec(format!("{what} is empty")));
     }
     if v.starts_with('.') {
-        return Err(format!("{what} '{v}' starts with '.'"));
+        return Err(DownloadError::Spec(format!("{what} '{v}' starts with '.'")));
     }
     if let Some(c) = v
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
     {
-        return Err(format!(
+        return Err(DownloadError::Spec(format!(
             "{what} '{v}' contains {c:?} (allowed: letters, digits, '-', '_', '.')"
-        ));
+        )));
     }
     Ok(())
 }
 
 /// The cache directory for `env` (see the module docs); not created.
-pub fn cache_root(env: &DownloadEnv) -> Result<PathBuf, String> {
+pub fn cache_root(env: &DownloadEnv) -> Result<PathBuf, DownloadError> {
     let configured = env
         .get("NGC_MODEL_CACHE")
         .map(|v| absolute(&expand_home(v.trim(), env)));
@@ -273,10 +273,10 @@ pub fn cache_root(env: &DownloadEnv) -> Result<PathBuf, String> {
             Some(p) => Ok(p),
             None => match env.get("HOME") {
                 Some(h) => Ok(Path::new(h).join(".via").join("ngc_model_cache")),
-                None => Err(
+                None => Err(DownloadError::Setup(
                     "an ngc: model-path needs a cache directory: set NGC_MODEL_CACHE (environment or env-file), or HOME (the default cache is $HOME/.via/ngc_model_cache)"
                         .into(),
-                ),
+                )),
             },
         };
     };
@@ -290,7 +290,7 @@ pub fn cache_root(env: &DownloadEnv) -> Result<PathBuf, String> {
 }
 
 /// The directory `spec` is (or will be) cached in.
-pub fn model_dir(spec: &NgcSpec, env: &DownloadEnv) -> Result<PathBuf, String> {
+pub fn model_dir(spec: &NgcSpec, env: &DownloadEnv) -> Result<PathBuf, DownloadError> {
     Ok(cache_root(env)?.join(spec.cache_dir_name()))
 }
 
@@ -301,7 +301,7 @@ pub fn fetch(
     spec: &NgcSpec,
     env: &DownloadEnv,
     progress: ProgressFn<'_>,
-) -> Result<PathBuf, String> {
+) -> Result<PathBuf, DownloadError> {
     fetch_cancellable(spec, env, progress, &CancellationToken::new())
 }
 
@@ -315,7 +315,7 @@ pub fn fetch_cancellable(
     env: &DownloadEnv,
     progress: ProgressFn<'_>,
     cancel: &CancellationToken,
-) -> Result<PathBuf, String> {
+) -> Result<PathBuf, DownloadError> {
     let mut secrets: Vec<String> = ["NGC_CLI_API_KEY", "NGC_API_KEY"]
         .iter()
         .filter_map(|k| env.get(k).map(|v| v.trim().to_string()))
@@ -323,20 +323,20 @@ pub fn fetch_cancellable(
     if let Some((_, k)) = config_key(env) {
         secrets.push(k);
     }
-    fetch_inner(spec, env, progress, cancel).map_err(|e| scrub(&e, &secrets))
+    fetch_inner(spec, env, progress, cancel).map_err(|e| e.map_message(|m| scrub(&m, &secrets)))
 }
 
 /// The stall limit [`STALL_VAR`] sets (see the module docs).
-pub fn stall_timeout(env: &DownloadEnv) -> Result<Duration, String> {
+pub fn stall_timeout(env: &DownloadEnv) -> Result<Duration, DownloadError> {
     let Some(raw) = env.get(STALL_VAR) else {
         return Ok(DEFAULT_STALL);
     };
     match raw.trim().parse::<u64>() {
         Ok(n) if (1..=MAX_STALL_SECS).contains(&n) => Ok(Duration::from_secs(n)),
-        _ => Err(format!(
+        _ => Err(DownloadError::Setup(format!(
             "environment variable {STALL_VAR}='{raw}' is out of range: allowed 1 to {MAX_STALL_SECS} whole seconds (empty: {}); it is how long an ngc: download may make no progress before it is stopped: fix it in the environment or the env-file",
             DEFAULT_STALL.as_secs()
-        )),
+        ))),
     }
 }
 
@@ -345,7 +345,7 @@ fn fetch_inner(
     env: &DownloadEnv,
     progress: ProgressFn<'_>,
     cancel: &CancellationToken,
-) -> Result<PathBuf, String> {
+) -> Result<PathBuf, DownloadError> {
     let stall = stall_timeout(env)?;
     let cache = cache_root(env)?;
     let name = spec.cache_dir_name();
@@ -356,7 +356,9 @@ fn fetch_inner(
     let cli = find_cli(env, spec)?;
     let key = api_key(env, spec)?;
     if tokio::runtime::Handle::try_current().is_ok() {
-        return Err("internal error: ngc: downloads must not run on a tokio runtime thread".into());
+        return Err(DownloadError::Failed(
+            "internal error: ngc: downloads must not run on a tokio runtime thread".into(),
+        ));
     }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
@@ -411,16 +413,21 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn download(&self, tmp: &Path, dir: &Path, progress: ProgressFn<'_>) -> Result<(), String> {
+    fn download(
+        &self,
+        tmp: &Path,
+        dir: &Path,
+        progress: ProgressFn<'_>,
+    ) -> Result<(), DownloadError> {
         let name = self.spec.cli_name();
         let info_total = self.info_total()?;
         if let (Some(total), Some(free)) = (info_total, free_bytes(self.cache)) {
             if free < total {
-                return Err(self.disk_full(&format!(
+                return Err(DownloadError::Failed(self.disk_full(&format!(
                     "it needs {} and {} is free",
                     human(total),
                     human(free)
-                )));
+                ))));
             }
         }
         let mut cmd = self.command("ascii");
@@ -502,7 +509,7 @@ impl Ctx<'_> {
         wait_readers(&readers_rx, readers);
         let out = std::mem::take(&mut *shared.lock().unwrap());
         if !status.success() || out.status_failed {
-            return Err(self.cli_failure(status, &out));
+            return Err(DownloadError::Failed(self.cli_failure(status, &out)));
         }
         let got = locate(tmp, self.spec, out.local_path.as_deref()).map_err(|why| {
             format!(
@@ -512,10 +519,10 @@ impl Ctx<'_> {
         })?;
         let files = list_files(&got).map_err(|e| self.fs_error("cannot list", &got, &e))?;
         if files.is_empty() {
-            return Err(format!(
+            return Err(DownloadError::Failed(format!(
                 "the NGC CLI downloaded no files for 'ngc:{name}' (its directory '{}' is empty); check the version on NGC (`ngc registry model info '{name}'`)",
                 got.display()
-            ));
+            )));
         }
         let bytes = files.iter().map(|f| f.size).sum();
         let marker = Marker {
@@ -561,7 +568,7 @@ impl Ctx<'_> {
     /// `totalSizeInBytes` from `ngc registry model info`; `None` on any
     /// failure (the download then reports its own errors), or after
     /// [`INFO_TIMEOUT`]. An error only when cancelled.
-    fn info_total(&self) -> Result<Option<u64>, String> {
+    fn info_total(&self) -> Result<Option<u64>, DownloadError> {
         let mut cmd = self.command("json");
         cmd.args(["registry", "model", "info", &self.spec.cli_name()])
             .stdout(Stdio::piped())
@@ -598,44 +605,50 @@ impl Ctx<'_> {
         Ok(find_number(&v, "totalSizeInBytes").filter(|&n| n > 0))
     }
 
-    fn check_cancel(&self) -> Result<(), String> {
+    fn check_cancel(&self) -> Result<(), DownloadError> {
         if self.cancel.is_cancelled() {
             return Err(self.cancelled("before it started"));
         }
         Ok(())
     }
 
-    fn cancelled(&self, when: &str) -> String {
-        format!(
+    fn cancelled(&self, when: &str) -> DownloadError {
+        DownloadError::Cancelled(format!(
             "the download of 'ngc:{}' was cancelled ({when}); nothing of it is kept: start the pipeline again to download it",
             self.spec.cli_name()
-        )
+        ))
     }
 
-    fn stalled(&self, tmp: &Path, done: u64, total: Option<u64>, out: &Output) -> String {
+    fn stalled(&self, tmp: &Path, done: u64, total: Option<u64>, out: &Output) -> DownloadError {
         let name = self.spec.cli_name();
         let of = total
             .map(|t| format!(" of {}", human(t)))
             .unwrap_or_default();
-        format!(
+        DownloadError::Stalled(format!(
             "the download of 'ngc:{name}' stalled: the NGC CLI made no progress for {} s ({} done{of} in '{}'), so it was stopped and its partial download removed; check the network and NGC's status (run `ngc registry model download-version '{name}'` by hand to see more) and start the pipeline again; on a slow link raise {STALL_VAR} (seconds, environment or env-file; default {}); its last output: {}",
             self.stall.as_secs(),
             human(done),
             tmp.display(),
             DEFAULT_STALL.as_secs(),
             out.tail(true)
-        )
+        ))
     }
 
     /// The download lock of the model (another download of it may hold it:
     /// waited for, cancellably).
-    fn lock(&self, path: &Path) -> Result<Lock, String> {
+    fn lock(&self, path: &Path) -> Result<Lock, DownloadError> {
         let f = Lock::open(path).map_err(|e| self.fs_error("cannot lock", path, &e))?;
         loop {
             match f.try_lock() {
                 Ok(true) => return Ok(Lock(f.0)),
                 Ok(false) => {}
-                Err(e) => return Err(self.fs_error("cannot lock", path, &e)),
+                Err(e) => {
+                    return Err(DownloadError::Failed(self.fs_error(
+                        "cannot lock",
+                        path,
+                        &e,
+                    )))
+                }
             }
             let cancelled = self.rt.block_on(async {
                 tokio::select! {
@@ -726,7 +739,7 @@ impl Key {
     }
 }
 
-fn api_key(env: &DownloadEnv, spec: &NgcSpec) -> Result<Key, String> {
+fn api_key(env: &DownloadEnv, spec: &NgcSpec) -> Result<Key, DownloadError> {
     for var in ["NGC_CLI_API_KEY", "NGC_API_KEY"] {
         if let Some(v) = env.get(var) {
             return Ok(Key::Env {
@@ -738,10 +751,10 @@ fn api_key(env: &DownloadEnv, spec: &NgcSpec) -> Result<Key, String> {
     if let Some((path, _)) = config_key(env) {
         return Ok(Key::Config(path));
     }
-    Err(format!(
+    Err(DownloadError::Setup(format!(
         "model-path 'ngc:{}' needs an NGC API key: set NGC_API_KEY (or NGC_CLI_API_KEY, which wins) in the environment or in the env-file (a line `export NGC_API_KEY=<your key>`), or save one with `ngc config set`; create a key at {KEY_URL}",
         spec.cli_name()
-    ))
+    )))
 }
 
 /// The file and key of `apikey = …` in `$HOME/.ngc/config` (`ngc config set`).
@@ -756,7 +769,7 @@ fn config_key(env: &DownloadEnv) -> Option<(PathBuf, String)> {
     })
 }
 
-fn find_cli(env: &DownloadEnv, spec: &NgcSpec) -> Result<PathBuf, String> {
+fn find_cli(env: &DownloadEnv, spec: &NgcSpec) -> Result<PathBuf, DownloadError> {
     use std::os::unix::fs::PermissionsExt;
     let path = env.get("PATH").unwrap_or("");
     for d in path.split(':').filter(|d| !d.is_empty()) {
@@ -767,38 +780,38 @@ fn find_cli(env: &DownloadEnv, spec: &NgcSpec) -> Result<PathBuf, String> {
             }
         }
     }
-    Err(format!(
+    Err(DownloadError::Setup(format!(
         "model-path 'ngc:{}' is downloaded with NVIDIA's NGC CLI, and no executable 'ngc' is on PATH; install it: download it from {CLI_URL} (on x86_64: `wget --content-disposition {CLI_ZIP} -O ngccli_linux.zip && unzip ngccli_linux.zip && chmod u+x ngc-cli/ngc`), add its directory to PATH (`export PATH=\"$PATH:$(pwd)/ngc-cli\"`) where the pipeline runs, and run `ngc config set` (or set NGC_API_KEY); or download the model yourself (`ngc registry model download-version '{}'`) and set model-path to its directory",
         spec.cli_name(),
         spec.cli_name()
-    ))
+    )))
 }
 
 /// The canonical model directory, checked against `model-root-dir`.
-fn finish(dir: &Path, env: &DownloadEnv) -> Result<PathBuf, String> {
+fn finish(dir: &Path, env: &DownloadEnv) -> Result<PathBuf, DownloadError> {
     let c = dir
         .canonicalize()
         .map_err(|e| format!("cannot open the downloaded model '{}': {e}", dir.display()))?;
     if let Some(root) = &env.model_root_dir {
         let root_c = canonical_root(root)?;
         if !c.starts_with(&root_c) {
-            return Err(format!(
+            return Err(DownloadError::Failed(format!(
                 "the NGC model directory '{}' resolves to '{}', outside model-root-dir '{}'; remove the symlink, or fix NGC_MODEL_CACHE / model-root-dir",
                 dir.display(),
                 c.display(),
                 root.display()
-            ));
+            )));
         }
     }
     Ok(c)
 }
 
-fn canonical_root(root: &Path) -> Result<PathBuf, String> {
+fn canonical_root(root: &Path) -> Result<PathBuf, DownloadError> {
     root.canonicalize().map_err(|e| {
-        format!(
+        DownloadError::Setup(format!(
             "model-root-dir '{}' cannot be opened: {e}; ngc: downloads go under it: create it, fix model-root-dir (or MODEL_ROOT_DIR), or unset it",
             root.display()
-        )
+        ))
     })
 }
 
@@ -936,7 +949,7 @@ fn dir_usage(p: &Path) -> Usage {
 
 /// Where the CLI put the model: `<tmp>/<model>_v<version>`, else the path
 /// it printed when inside `tmp`, else the one directory in `tmp`.
-fn locate(tmp: &Path, spec: &NgcSpec, printed: Option<&str>) -> Result<PathBuf, String> {
+fn locate(tmp: &Path, spec: &NgcSpec, printed: Option<&str>) -> Result<PathBuf, DownloadError> {
     let expected = tmp.join(format!("{}_v{}", spec.model, spec.version));
     if expected.is_dir() {
         return Ok(expected);
@@ -956,12 +969,12 @@ fn locate(tmp: &Path, spec: &NgcSpec, printed: Option<&str>) -> Result<PathBuf, 
         .unwrap_or_default();
     match dirs.as_slice() {
         [one] => Ok(one.clone()),
-        _ => Err(format!(
+        _ => Err(DownloadError::Failed(format!(
             "there is no '{}' in '{}' (it holds {} other directories)",
             expected.file_name().unwrap_or_default().to_string_lossy(),
             tmp.display(),
             dirs.len()
-        )),
+        ))),
     }
 }
 
@@ -1638,7 +1651,7 @@ mod tests {
             ("nim/nvidia/cosmos:1:2", "MODEL 'cosmos:1' contains ':'"),
             ("//nim/nvidia/cosmos:1", "no '//'"),
         ] {
-            let e = parse(input).unwrap_err();
+            let e = parse(input).unwrap_err().to_string();
             assert!(e.contains(why), "{input:?}: {e}");
             assert!(
                 e.contains("expected ngc:ORG/TEAM/MODEL:VERSION or ngc:ORG/MODEL:VERSION")
@@ -1693,7 +1706,7 @@ mod tests {
             cache_root(&env(&[("HOME", "/h"), ("NGC_MODEL_CACHE", " ")], None)).unwrap(),
             PathBuf::from("/h/.via/ngc_model_cache")
         );
-        let e = cache_root(&env(&[], None)).unwrap_err();
+        let e = cache_root(&env(&[], None)).unwrap_err().to_string();
         assert!(e.contains("NGC_MODEL_CACHE") && e.contains("HOME"), "{e}");
 
         let root = scratch("root");
@@ -1718,7 +1731,9 @@ mod tests {
             root.join("ngc_model_cache")
         );
         let missing = root.join("missing");
-        let e = cache_root(&env(&[], Some(&missing))).unwrap_err();
+        let e = cache_root(&env(&[], Some(&missing)))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("model-root-dir") && e.contains("missing"), "{e}");
         let _ = fs::remove_dir_all(&root);
     }

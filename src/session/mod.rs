@@ -546,7 +546,7 @@ fn fetch_model(
         return Ok(None);
     };
     let settings_err = |e: String| SessionError::settings(format!("vsssummarize: model-path: {e}"));
-    let source = download::parse_model_path(raw).map_err(settings_err)?;
+    let source = download::parse_model_path(raw).map_err(|e| settings_err(e.to_string()))?;
     if matches!(source, ModelSource::Local(_)) {
         return Ok(None);
     }
@@ -566,7 +566,7 @@ fn fetch_model(
     let dir = match download::resolve(&source, &env, &progress) {
         Ok(dir) => dir,
         Err(e) => {
-            let e = settings_err(e);
+            let e = settings_err(e.to_string());
             obs.event(Event::DownloadFailed(&e.message));
             return Err(e);
         }
@@ -599,7 +599,10 @@ fn prepare_cosmos(
         .device
         .parse()
         .map_err(|e: prep::PrepError| settings_err(e.to_string()))?;
-    let dtype: DTypeChoice = settings.dtype.parse().map_err(settings_err)?;
+    let dtype: DTypeChoice = settings
+        .dtype
+        .parse()
+        .map_err(|e: crate::backend::cosmos::CosmosError| settings_err(e.to_string()))?;
     let set = |k: &str| settings.gen_set.contains(k);
     let weak = Arc::downgrade(observer);
     let log = Arc::new(move |msg: &str| {

@@ -13,6 +13,7 @@ use candle_core::{DType, Device};
 use tokio_util::sync::CancellationToken;
 
 use super::engine::{Engine, Request, Video};
+use super::error::CosmosError;
 use super::sampling::SampleParams;
 use crate::backend::{Backend, BackendError, Caption, ChunkJob};
 use crate::config::BackendKind;
@@ -36,15 +37,15 @@ pub enum DTypeChoice {
 }
 
 impl FromStr for DTypeChoice {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = CosmosError;
+    fn from_str(s: &str) -> Result<Self, CosmosError> {
         match s.trim().to_ascii_lowercase().as_str() {
             "" | "auto" => Ok(DTypeChoice::Auto),
             "f32" | "float32" => Ok(DTypeChoice::F32),
             "bf16" | "bfloat16" => Ok(DTypeChoice::Bf16),
-            other => Err(format!(
+            other => Err(CosmosError::Setting(format!(
                 "dtype '{other}' is not one of auto, f32, bf16 (f16 is not offered: Qwen2.5-VL overflows in f16)"
-            )),
+            ))),
         }
     }
 }
@@ -63,7 +64,7 @@ impl DTypeChoice {
 /// The candle device for a choice, and its name for the read-back. One code
 /// path for every build: candle's `Device::new_cuda` answers "not compiled
 /// with CUDA" in a CPU build and reports the driver's error in a CUDA build.
-pub fn select_device(choice: DeviceChoice) -> Result<(Device, String), String> {
+pub fn select_device(choice: DeviceChoice) -> Result<(Device, String), CosmosError> {
     match choice {
         DeviceChoice::Cpu => Ok((Device::Cpu, "cpu".into())),
         DeviceChoice::Auto => match Device::new_cuda(0) {
@@ -72,7 +73,7 @@ pub fn select_device(choice: DeviceChoice) -> Result<(Device, String), String> {
         },
         DeviceChoice::Cuda(n) => Device::new_cuda(n)
             .map(|d| (d, format!("cuda:{n}")))
-            .map_err(|e| match e {
+            .map_err(|e| CosmosError::Setting(match e {
                 candle_core::Error::NotCompiledWithCudaSupport => format!(
                     "device cuda:{n} needs a plugin built with the cuda feature (cargo build --release --features cuda, which needs the CUDA toolkit); this build runs on the CPU: set device=cpu or auto"
                 ),
@@ -81,7 +82,7 @@ pub fn select_device(choice: DeviceChoice) -> Result<(Device, String), String> {
                     // candle may append a backtrace: keep the error itself.
                     e.to_string().lines().next().unwrap_or_default()
                 ),
-            }),
+            })),
     }
 }
 
@@ -110,7 +111,7 @@ fn shared_engine(
     device_name: &str,
     dtype: DType,
     log: &(dyn Fn(&str) + Send + Sync),
-) -> Result<Shared, String> {
+) -> Result<Shared, CosmosError> {
     let key = (dir.to_path_buf(), format!("{device_name}/{dtype:?}"));
     let mut map = lock(&ENGINES);
     if let Some(e) = map.get(&key).and_then(Weak::upgrade) {
@@ -186,7 +187,7 @@ pub struct CosmosBackend {
 
 impl CosmosBackend {
     /// Picks the device and loads (or shares) the checkpoint.
-    pub fn new(opts: CosmosOptions) -> Result<CosmosBackend, String> {
+    pub fn new(opts: CosmosOptions) -> Result<CosmosBackend, CosmosError> {
         let (device, device_name) = select_device(opts.device)?;
         let dtype = opts.dtype.resolve(&device);
         let engine = shared_engine(&opts.model_dir, &device, &device_name, dtype, &*opts.log)?;
@@ -241,6 +242,8 @@ impl crate::summary::TextLlm for CosmosText {
         &self.model
     }
 
+    // `String` errors: the `TextLlm` trait's signature (src/summary), as
+    // the `Backend` trait's below; `CosmosError`s become their text by `?`.
     fn complete(
         &self,
         req: &crate::summary::TextRequest,
@@ -400,6 +403,8 @@ mod tests {
         {
             assert_eq!(select_device(DeviceChoice::Auto).unwrap().1, "cpu");
             let e = select_device(DeviceChoice::Cuda(0)).unwrap_err();
+            assert!(matches!(e, CosmosError::Setting(_)), "{e}");
+            let e = e.to_string();
             assert!(
                 e.contains("cuda feature") && e.contains("device=cpu"),
                 "{e}"

@@ -6,6 +6,8 @@
 
 use serde_json::Value;
 
+use super::error::CosmosError;
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct TextConfig {
     pub vocab_size: usize,
@@ -54,22 +56,22 @@ fn num(v: Option<&Value>) -> Option<f64> {
 }
 
 impl QwenConfig {
-    pub fn from_json(text: &str) -> Result<QwenConfig, String> {
-        let root: Value =
-            serde_json::from_str(text).map_err(|e| format!("config.json is not JSON: {e}"))?;
+    pub fn from_json(text: &str) -> Result<QwenConfig, CosmosError> {
+        let root: Value = serde_json::from_str(text)
+            .map_err(|e| CosmosError::Checkpoint(format!("config.json is not JSON: {e}")))?;
         let mt = root.get("model_type").and_then(Value::as_str).unwrap_or("");
         if !mt.is_empty() && mt != "qwen2_5_vl" {
-            return Err(format!(
+            return Err(CosmosError::Unsupported(format!(
                 "config.json has model_type '{mt}'; supported: qwen2_5_vl (Qwen2.5-VL, Cosmos-Reason1)"
-            ));
+            )));
         }
         let tc = root.get("text_config").filter(|v| v.is_object());
         // A text key: text_config first (v5), then the top level (v4).
         let t = |k: &str| tc.and_then(|c| c.get(k)).or_else(|| root.get(k));
-        let usize_of = |k: &str| -> Result<usize, String> {
+        let usize_of = |k: &str| -> Result<usize, CosmosError> {
             t(k).and_then(Value::as_u64)
                 .map(|n| n as usize)
-                .ok_or_else(|| format!("config.json lacks integer '{k}'"))
+                .ok_or_else(|| CosmosError::Checkpoint(format!("config.json lacks integer '{k}'")))
         };
         let rope_params = t("rope_parameters").or_else(|| t("rope_scaling"));
         let rope_theta = num(t("rope_theta"))
@@ -83,10 +85,14 @@ impl QwenConfig {
                     .filter_map(|x| x.as_u64().map(|n| n as usize))
                     .collect()
             })
-            .ok_or("config.json has no mrope_section (rope_scaling / rope_parameters)")?;
-        let mrope_section: [usize; 3] = sec
-            .try_into()
-            .map_err(|s| format!("mrope_section must have 3 entries, found {s:?}"))?;
+            .ok_or_else(|| {
+                CosmosError::Checkpoint(
+                    "config.json has no mrope_section (rope_scaling / rope_parameters)".into(),
+                )
+            })?;
+        let mrope_section: [usize; 3] = sec.try_into().map_err(|s| {
+            CosmosError::Checkpoint(format!("mrope_section must have 3 entries, found {s:?}"))
+        })?;
         let hidden_size = usize_of("hidden_size")?;
         let num_attention_heads = usize_of("num_attention_heads")?;
         let head_dim = t("head_dim")
@@ -94,9 +100,9 @@ impl QwenConfig {
             .map(|n| n as usize)
             .unwrap_or(hidden_size / num_attention_heads);
         if mrope_section.iter().sum::<usize>() * 2 != head_dim {
-            return Err(format!(
+            return Err(CosmosError::Checkpoint(format!(
                 "mrope_section {mrope_section:?} does not cover head_dim {head_dim}"
-            ));
+            )));
         }
         let text = TextConfig {
             vocab_size: usize_of("vocab_size")?,
@@ -118,19 +124,21 @@ impl QwenConfig {
 
         let vc = root
             .get("vision_config")
-            .ok_or("config.json has no vision_config")?;
+            .ok_or_else(|| CosmosError::Checkpoint("config.json has no vision_config".into()))?;
         let v = |k: &str| vc.get(k);
-        let vusize = |k: &str, d: Option<usize>| -> Result<usize, String> {
+        let vusize = |k: &str, d: Option<usize>| -> Result<usize, CosmosError> {
             v(k).and_then(Value::as_u64)
                 .map(|n| n as usize)
                 .or(d)
-                .ok_or_else(|| format!("vision_config lacks integer '{k}'"))
+                .ok_or_else(|| {
+                    CosmosError::Checkpoint(format!("vision_config lacks integer '{k}'"))
+                })
         };
         let act = v("hidden_act").and_then(Value::as_str).unwrap_or("silu");
         if act != "silu" {
-            return Err(format!(
+            return Err(CosmosError::Checkpoint(format!(
                 "vision_config.hidden_act '{act}' is not supported (silu)"
-            ));
+            )));
         }
         let vision = VisionConfig {
             depth: vusize("depth", None)?,
@@ -155,12 +163,12 @@ impl QwenConfig {
             rope_theta: num(v("rope_parameters").and_then(|r| r.get("rope_theta")))
                 .unwrap_or(10_000.0),
         };
-        let id = |k: &str| -> Result<u32, String> {
+        let id = |k: &str| -> Result<u32, CosmosError> {
             root.get(k)
                 .or_else(|| t(k))
                 .and_then(Value::as_u64)
                 .map(|n| n as u32)
-                .ok_or_else(|| format!("config.json lacks '{k}'"))
+                .ok_or_else(|| CosmosError::Checkpoint(format!("config.json lacks '{k}'")))
         };
         Ok(QwenConfig {
             text,
@@ -209,9 +217,13 @@ mod tests {
 
     #[test]
     fn wrong_models_are_named() {
-        let e = QwenConfig::from_json(r#"{"model_type":"llava"}"#).unwrap_err();
+        let e = QwenConfig::from_json(r#"{"model_type":"llava"}"#)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("llava") && e.contains("qwen2_5_vl"), "{e}");
-        let e = QwenConfig::from_json(&FLAT.replace("[16,24,24]", "[16,24]")).unwrap_err();
+        let e = QwenConfig::from_json(&FLAT.replace("[16,24,24]", "[16,24]"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("mrope_section"), "{e}");
     }
 }

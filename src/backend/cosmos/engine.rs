@@ -17,6 +17,8 @@ use super::rope_index::rope_index;
 use super::sampling::{sample, GenerationDefaults, Rng, SampleParams};
 use crate::frames::RgbImage;
 
+use super::error::CosmosError;
+
 /// fps assumed when a chunk's frame times cannot give one (a single frame).
 pub const DEFAULT_FPS: f64 = 2.0;
 
@@ -64,11 +66,11 @@ pub struct Output {
 /// Refuses checkpoints this build cannot run, saying what was found: any
 /// quantisation but the FP8 layouts of [`super::fp8`] (which are dequantised
 /// at load), tensors in other types, FP8 weights without a usable scale.
-fn check_supported(dir: &Path) -> Result<Quantization, String> {
+fn check_supported(dir: &Path) -> Result<Quantization, CosmosError> {
     fp8::inspect(dir, &weight_files(dir)?)
 }
 
-fn vision_params(dir: &Path) -> Result<VisionParams, String> {
+fn vision_params(dir: &Path) -> Result<VisionParams, CosmosError> {
     let mut p = VisionParams::default();
     let Some(v) = read_json(&dir.join("preprocessor_config.json"))? else {
         return Ok(p);
@@ -117,21 +119,21 @@ fn vision_params(dir: &Path) -> Result<VisionParams, String> {
 
 /// An environment holding the chat template as `chat`, configured as
 /// transformers renders chat templates (`trim_blocks`, `lstrip_blocks`).
-fn chat_env(template: String) -> Result<minijinja::Environment<'static>, String> {
+fn chat_env(template: String) -> Result<minijinja::Environment<'static>, CosmosError> {
     let mut env = minijinja::Environment::new();
     env.set_syntax(
         minijinja::syntax::SyntaxConfig::builder()
             .trim_blocks(true)
             .lstrip_blocks(true)
             .build()
-            .map_err(|e| format!("template syntax: {e}"))?,
+            .map_err(|e| CosmosError::Checkpoint(format!("template syntax: {e}")))?,
     );
     env.add_template_owned("chat", template)
-        .map_err(|e| format!("chat template does not parse: {e}"))?;
+        .map_err(|e| CosmosError::Checkpoint(format!("chat template does not parse: {e}")))?;
     Ok(env)
 }
 
-fn chat_template(dir: &Path) -> Result<String, String> {
+fn chat_template(dir: &Path) -> Result<String, CosmosError> {
     if let Some(v) = read_json(&dir.join("chat_template.json"))? {
         if let Some(t) = v.get("chat_template").and_then(Value::as_str) {
             return Ok(t.to_string());
@@ -145,21 +147,25 @@ fn chat_template(dir: &Path) -> Result<String, String> {
             return Ok(t.to_string());
         }
     }
-    Err(format!(
+    Err(CosmosError::Checkpoint(format!(
         "'{}' has no chat template (chat_template.json, chat_template.jinja or tokenizer_config.json)",
         dir.display()
-    ))
+    )))
 }
 
 impl Engine {
     /// Loads everything from a checkpoint directory; errors say what is missing.
-    pub fn load(dir: &Path, device: &Device) -> Result<Engine, String> {
+    pub fn load(dir: &Path, device: &Device) -> Result<Engine, CosmosError> {
         Self::load_as(dir, device, None)
     }
 
     /// [`Engine::load`] with the weights in `dtype` (`None`: f32 on the CPU,
     /// bf16 on CUDA).
-    pub fn load_as(dir: &Path, device: &Device, dtype: Option<DType>) -> Result<Engine, String> {
+    pub fn load_as(
+        dir: &Path,
+        device: &Device,
+        dtype: Option<DType>,
+    ) -> Result<Engine, CosmosError> {
         check_supported(dir)?;
         let model = match dtype {
             Some(dt) => Qwen25Vl::load_as(dir, device, dt)?,
@@ -167,7 +173,7 @@ impl Engine {
         };
         let tk = dir.join("tokenizer.json");
         let tokenizer = Tokenizer::from_file(&tk)
-            .map_err(|e| format!("cannot load '{}': {e}", tk.display()))?;
+            .map_err(|e| CosmosError::Checkpoint(format!("cannot load '{}': {e}", tk.display())))?;
         let chat = chat_env(chat_template(dir)?)?;
         let defaults = match std::fs::read_to_string(dir.join("generation_config.json")) {
             Ok(t) => GenerationDefaults::from_json(&t)?,
@@ -193,7 +199,7 @@ impl Engine {
 
     /// The chat template applied to one user turn holding one video and the
     /// prompt (system message when given), with the generation prompt.
-    pub fn render_prompt(&self, system: Option<&str>, prompt: &str) -> Result<String, String> {
+    pub fn render_prompt(&self, system: Option<&str>, prompt: &str) -> Result<String, CosmosError> {
         self.render(
             system,
             serde_json::json!([{"type": "video", "video": "chunk"}, {"type": "text", "text": prompt}]),
@@ -202,11 +208,19 @@ impl Engine {
 
     /// The chat template applied to a text-only conversation (system
     /// message when given, one user turn), with the generation prompt.
-    pub fn render_text_prompt(&self, system: Option<&str>, user: &str) -> Result<String, String> {
+    pub fn render_text_prompt(
+        &self,
+        system: Option<&str>,
+        user: &str,
+    ) -> Result<String, CosmosError> {
         self.render(system, serde_json::json!(user))
     }
 
-    fn render(&self, system: Option<&str>, content: serde_json::Value) -> Result<String, String> {
+    fn render(
+        &self,
+        system: Option<&str>,
+        content: serde_json::Value,
+    ) -> Result<String, CosmosError> {
         let mut messages = Vec::new();
         if let Some(s) = system {
             messages.push(serde_json::json!({"role": "system", "content": s}));
@@ -220,15 +234,15 @@ impl Engine {
                     add_generation_prompt => true,
                 })
             })
-            .map_err(|e| format!("chat template failed: {e}"))
+            .map_err(|e| CosmosError::Prompt(format!("chat template failed: {e}")))
     }
 
     /// Prompt token ids with the video placeholder expanded to `n_video` tokens.
-    pub fn prompt_ids(&self, text: &str, n_video: usize) -> Result<Vec<u32>, String> {
+    pub fn prompt_ids(&self, text: &str, n_video: usize) -> Result<Vec<u32>, CosmosError> {
         let enc = self
             .tokenizer
             .encode(text, false)
-            .map_err(|e| format!("tokenizer failed: {e}"))?;
+            .map_err(|e| CosmosError::Inference(format!("tokenizer failed: {e}")))?;
         let vid = self.model.cfg.video_token_id;
         let mut ids = Vec::with_capacity(enc.len() + n_video);
         let mut seen = 0;
@@ -241,9 +255,9 @@ impl Engine {
             }
         }
         if seen != 1 {
-            return Err(format!(
+            return Err(CosmosError::Inference(format!(
                 "the chat template produced {seen} video placeholders; expected 1"
-            ));
+            )));
         }
         Ok(ids)
     }
@@ -254,17 +268,24 @@ impl Engine {
         self.tokenizer.decode(&ids, true).unwrap_or_default()
     }
 
-    pub fn generate(&mut self, req: &Request) -> Result<Output, String> {
+    pub fn generate(&mut self, req: &Request) -> Result<Output, CosmosError> {
         let dev = self.model.device().clone();
         let (px, grid) = match &req.video {
             Video::Frames(f) => {
-                let pv = preprocess_video(f, &self.vision).map_err(|e| e.to_string())?;
+                let pv = preprocess_video(f, &self.vision)
+                    .map_err(|e| CosmosError::Frames(e.to_string()))?;
                 let px = Tensor::from_vec(pv.data, (pv.rows, pv.cols), &dev);
-                (px.map_err(|e| e.to_string())?, pv.grid_thw)
+                (
+                    px.map_err(|e| CosmosError::Inference(e.to_string()))?,
+                    pv.grid_thw,
+                )
             }
             Video::Pixels(pv) => {
                 let px = Tensor::from_slice(&pv.data, (pv.rows, pv.cols), &dev);
-                (px.map_err(|e| e.to_string())?, pv.grid_thw)
+                (
+                    px.map_err(|e| CosmosError::Inference(e.to_string()))?,
+                    pv.grid_thw,
+                )
             }
             Video::Tensor { px, grid_thw } => (px.clone(), *grid_thw),
         };
@@ -303,12 +324,12 @@ impl Engine {
         user: &str,
         params: &SampleParams,
         cancelled: &dyn Fn() -> bool,
-    ) -> Result<Output, String> {
+    ) -> Result<Output, CosmosError> {
         let text = self.render_text_prompt(system, user)?;
         let ids: Vec<u32> = self
             .tokenizer
             .encode(text, false)
-            .map_err(|e| format!("tokenizer failed: {e}"))?
+            .map_err(|e| CosmosError::Inference(format!("tokenizer failed: {e}")))?
             .get_ids()
             .to_vec();
         let (pos, delta) = rope_index(
@@ -331,16 +352,18 @@ impl Engine {
         delta: i64,
         params: &SampleParams,
         cancelled: &dyn Fn() -> bool,
-    ) -> Result<Output, String> {
+    ) -> Result<Output, CosmosError> {
         self.model.clear_cache();
         let logits = self.model.forward_last(emb, pos)?;
         let vocab = self.model.cfg.text.vocab_size;
-        let last = |t: &Tensor| -> Result<Vec<f32>, String> {
-            let l = t.dim(0).map_err(|e| e.to_string())?;
+        let last = |t: &Tensor| -> Result<Vec<f32>, CosmosError> {
+            let l = t
+                .dim(0)
+                .map_err(|e| CosmosError::Inference(e.to_string()))?;
             t.narrow(0, l - 1, 1)
                 .and_then(|r| r.flatten_all())
                 .and_then(|r| r.to_vec1::<f32>())
-                .map_err(|e| e.to_string())
+                .map_err(|e| CosmosError::Inference(e.to_string()))
         };
         let mut row = last(&logits)?;
         debug_assert_eq!(row.len(), vocab);
@@ -350,7 +373,7 @@ impl Engine {
         while out.len() < params.max_tokens {
             if cancelled() {
                 self.model.clear_cache();
-                return Err("cancelled".into());
+                return Err(CosmosError::Cancelled);
             }
             let t = sample(&row, &seen, params, &mut rng);
             if self.defaults.eos.contains(&t) {

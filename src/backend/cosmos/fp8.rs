@@ -27,12 +27,17 @@
 //! Everything else that is quantised is refused by name, with the reason.
 
 use std::collections::HashMap;
+use std::mem::MaybeUninit;
 use std::path::{Path, PathBuf};
 
 use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Result as CResult, Shape, Tensor};
 use candle_nn::var_builder::{SimpleBackend, VarBuilder};
 use serde_json::Value;
+
+use super::ops::{assume_init, init, uninit};
+
+use super::error::CosmosError;
 
 /// What loads, for the refusal messages.
 pub const SUPPORTED: &str = "supported: unquantised safetensors in bf16, f16 or f32 (e.g. nvidia/Cosmos-Reason1-7B, Qwen/Qwen2.5-VL-7B-Instruct) and FP8 (F8_E4M3) checkpoints dequantised at load: compressed-tensors float-quantized (e.g. RedHatAI/Qwen2.5-VL-7B-Instruct-FP8-Dynamic), NVIDIA ModelOpt FP8, fine-grained fp8 (weight_block_size)";
@@ -106,11 +111,11 @@ fn merge_one<T: PartialEq + Copy + std::fmt::Debug>(
     slot: &mut Option<T>,
     v: T,
     what: &str,
-) -> Result<(), String> {
+) -> Result<(), CosmosError> {
     match slot {
-        Some(old) if *old != v => Err(format!(
+        Some(old) if *old != v => Err(CosmosError::Unsupported(format!(
             "config groups with different {what}s ({old:?} and {v:?}) are not supported"
-        )),
+        ))),
         _ => {
             *slot = Some(v);
             Ok(())
@@ -135,14 +140,14 @@ fn non_empty(v: Option<&Value>) -> bool {
     }
 }
 
-fn compressed_tensors(q: &Value) -> Result<Fp8Layout, String> {
+fn compressed_tensors(q: &Value) -> Result<Fp8Layout, CosmosError> {
     let ct = "quant_method 'compressed-tensors'";
     let top_format = q.get("format").and_then(Value::as_str);
     if let Some(s) = q.get("quantization_status").and_then(Value::as_str) {
         if s != "compressed" {
-            return Err(format!(
+            return Err(CosmosError::Unsupported(format!(
                 "{ct} with quantization_status '{s}' is not supported (weights not stored compressed: they would be fake-quantised at run time); only 'compressed' checkpoints load"
-            ));
+            )));
         }
     }
     if non_empty(q.get("sparsity_config")) {
@@ -150,20 +155,22 @@ fn compressed_tensors(q: &Value) -> Result<Fp8Layout, String> {
             .pointer("/sparsity_config/format")
             .and_then(Value::as_str)
             .unwrap_or("?");
-        return Err(format!(
+        return Err(CosmosError::Unsupported(format!(
             "{ct} with a sparsity_config (format '{f}') is not supported (sparse compressed weights)"
-        ));
+        )));
     }
     if non_empty(q.get("transform_config")) {
-        return Err(format!(
+        return Err(CosmosError::Unsupported(format!(
             "{ct} with a transform_config is not supported (weights rotated by online transforms)"
-        ));
+        )));
     }
     let groups = q
         .get("config_groups")
         .and_then(Value::as_object)
         .filter(|g| !g.is_empty())
-        .ok_or_else(|| format!("{ct} without config_groups: unknown scale layout"))?;
+        .ok_or_else(|| {
+            CosmosError::Unsupported(format!("{ct} without config_groups: unknown scale layout"))
+        })?;
     let (mut block, mut group, mut strategies) = (None, None, Vec::new());
     for (gname, g) in groups {
         let fmt = g
@@ -186,24 +193,24 @@ fn compressed_tensors(q: &Value) -> Result<Fp8Layout, String> {
                 "dense" => "dense weights fake-quantised at run time",
                 _ => "an unknown compression format",
             };
-            return Err(format!(
+            return Err(CosmosError::Unsupported(format!(
                 "{ct} format '{fmt}' (group '{gname}') is not supported ({why}); only 'float-quantized' FP8 loads"
-            ));
+            )));
         }
         if ty != "float" || bits != 8 {
-            return Err(format!(
+            return Err(CosmosError::Unsupported(format!(
                 "{ct} group '{gname}' quantises weights to {bits}-bit {ty}; only 8-bit float (FP8) weights load"
-            ));
+            )));
         }
         if w.get("symmetric").and_then(Value::as_bool) == Some(false) {
-            return Err(format!(
+            return Err(CosmosError::Unsupported(format!(
                 "{ct} group '{gname}' has asymmetric weights (zero points); only symmetric FP8 loads"
-            ));
+            )));
         }
         if w.get("dynamic").and_then(Value::as_bool) == Some(true) {
-            return Err(format!(
+            return Err(CosmosError::Unsupported(format!(
                 "{ct} group '{gname}' quantises weights dynamically (no stored scales): not supported"
-            ));
+            )));
         }
         let strategy = w.get("strategy").and_then(Value::as_str).unwrap_or("?");
         match strategy {
@@ -214,7 +221,7 @@ fn compressed_tensors(q: &Value) -> Result<Fp8Layout, String> {
                     .and_then(usize_pair)
                     .filter(|b| b[0] > 0 && b[1] > 0)
                     .ok_or_else(|| {
-                        format!("{ct} group '{gname}': block strategy without a block_structure: unknown scale layout")
+                        CosmosError::Unsupported(format!("{ct} group '{gname}': block strategy without a block_structure: unknown scale layout"))
                     })?;
                 merge_one(&mut block, b, "block_structure")?;
             }
@@ -224,14 +231,14 @@ fn compressed_tensors(q: &Value) -> Result<Fp8Layout, String> {
                     .and_then(Value::as_u64)
                     .filter(|&n| n > 0)
                     .ok_or_else(|| {
-                        format!("{ct} group '{gname}': group strategy without a group_size: unknown scale layout")
+                        CosmosError::Unsupported(format!("{ct} group '{gname}': group strategy without a group_size: unknown scale layout"))
                     })?;
                 merge_one(&mut group, n as usize, "group_size")?;
             }
             other => {
-                return Err(format!(
+                return Err(CosmosError::Unsupported(format!(
                     "{ct} group '{gname}' uses weight strategy '{other}': unknown FP8 scale layout (supported: tensor, channel, block, group)"
-                ))
+                )))
             }
         }
         if !strategies.contains(&strategy) {
@@ -239,7 +246,9 @@ fn compressed_tensors(q: &Value) -> Result<Fp8Layout, String> {
         }
     }
     if strategies.is_empty() {
-        return Err(format!("{ct} without quantised weights in config_groups"));
+        return Err(CosmosError::Unsupported(format!(
+            "{ct} without quantised weights in config_groups"
+        )));
     }
     Ok(Fp8Layout {
         format: Fp8Format::CompressedTensors,
@@ -253,13 +262,15 @@ fn compressed_tensors(q: &Value) -> Result<Fp8Layout, String> {
     })
 }
 
-fn modelopt(q: &Value, source: &str) -> Result<Fp8Layout, String> {
+fn modelopt(q: &Value, source: &str) -> Result<Fp8Layout, CosmosError> {
     // hf_quant_config.json nests it in "quantization"; config.json has it flat.
     let inner = q.get("quantization").unwrap_or(q);
     let algo = inner
         .get("quant_algo")
         .and_then(Value::as_str)
-        .ok_or_else(|| format!("{source}: ModelOpt config without quant_algo"))?;
+        .ok_or_else(|| {
+            CosmosError::Unsupported(format!("{source}: ModelOpt config without quant_algo"))
+        })?;
     if algo != "FP8" {
         let why = match algo {
             "FP8_PER_CHANNEL_PER_TOKEN" | "FP8_PB_WO" | "FP8_BLOCK" => {
@@ -270,9 +281,9 @@ fn modelopt(q: &Value, source: &str) -> Result<Fp8Layout, String> {
             "INT8_SQ" | "INT8" | "W8A8_SQ_PER_CHANNEL" => "8-bit integer weights",
             _ => "unknown ModelOpt algorithm",
         };
-        return Err(format!(
+        return Err(CosmosError::Unsupported(format!(
             "{source}: ModelOpt quant_algo '{algo}' is not supported ({why}); only quant_algo 'FP8' (per-tensor scales) loads"
-        ));
+        )));
     }
     Ok(Fp8Layout {
         format: Fp8Format::ModelOpt,
@@ -283,12 +294,12 @@ fn modelopt(q: &Value, source: &str) -> Result<Fp8Layout, String> {
     })
 }
 
-fn fine_grained(q: &Value) -> Result<Fp8Layout, String> {
+fn fine_grained(q: &Value) -> Result<Fp8Layout, CosmosError> {
     if let Some(fmt) = q.get("fmt").and_then(Value::as_str) {
         if fmt != "e4m3" {
-            return Err(format!(
+            return Err(CosmosError::Unsupported(format!(
                 "quant_method 'fp8' with fmt '{fmt}' is not supported; only e4m3 loads"
-            ));
+            )));
         }
     }
     let block = match q.get("weight_block_size") {
@@ -297,7 +308,9 @@ fn fine_grained(q: &Value) -> Result<Fp8Layout, String> {
             usize_pair(v)
                 .filter(|b| b[0] > 0 && b[1] > 0)
                 .ok_or_else(|| {
-                    format!("quant_method 'fp8' with weight_block_size {v}: unknown scale layout")
+                    CosmosError::Unsupported(format!(
+                        "quant_method 'fp8' with weight_block_size {v}: unknown scale layout"
+                    ))
                 })?,
         ),
     };
@@ -317,10 +330,21 @@ fn fine_grained(q: &Value) -> Result<Fp8Layout, String> {
 /// The quantisation described by a checkpoint's `config.json` and
 /// `hf_quant_config.json` (either may be absent). `config.json`'s
 /// `quantization_config` wins when both exist.
+///
+/// The refusal as text: tests/docs_errors.rs checks that docs/ quote it.
+/// (Kept as `String` for that caller; the loader uses [`quantization`].)
 pub fn detect(
     config: Option<&Value>,
     hf_quant_config: Option<&Value>,
 ) -> Result<Quantization, String> {
+    quantization(config, hf_quant_config).map_err(String::from)
+}
+
+/// [`detect`], typed.
+pub fn quantization(
+    config: Option<&Value>,
+    hf_quant_config: Option<&Value>,
+) -> Result<Quantization, CosmosError> {
     if let Some(q) = config.and_then(|c| c.get("quantization_config")) {
         let method = q
             .get("quant_method")
@@ -330,7 +354,7 @@ pub fn detect(
             "compressed-tensors" => compressed_tensors(q)?,
             "modelopt" => modelopt(q, "config.json quantization_config")?,
             "fp8" => fine_grained(q)?,
-            m => return Err(refuse_method(m)),
+            m => return Err(CosmosError::Unsupported(refuse_method(m))),
         };
         return Ok(Quantization::Fp8(layout));
     }
@@ -341,13 +365,16 @@ pub fn detect(
 }
 
 /// A JSON file, `None` when it does not exist.
-pub(crate) fn read_json(p: &Path) -> Result<Option<Value>, String> {
+pub(crate) fn read_json(p: &Path) -> Result<Option<Value>, CosmosError> {
     match std::fs::read_to_string(p) {
-        Ok(t) => serde_json::from_str(&t)
-            .map(Some)
-            .map_err(|e| format!("'{}' is not valid JSON: {e}", p.display())),
+        Ok(t) => serde_json::from_str(&t).map(Some).map_err(|e| {
+            CosmosError::Checkpoint(format!("'{}' is not valid JSON: {e}", p.display()))
+        }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(format!("cannot read '{}': {e}", p.display())),
+        Err(e) => Err(CosmosError::Checkpoint(format!(
+            "cannot read '{}': {e}",
+            p.display()
+        ))),
     }
 }
 
@@ -361,45 +388,39 @@ pub struct TensorInfo {
 }
 
 /// The tensors of a safetensors file, from its header only.
-pub fn read_header(f: &Path) -> Result<Vec<TensorInfo>, String> {
+pub fn read_header(f: &Path) -> Result<Vec<TensorInfo>, CosmosError> {
     use std::io::Read;
     let bad = |e: String| format!("'{}' is not a safetensors file: {e}", f.display());
-    let mut file =
-        std::fs::File::open(f).map_err(|e| format!("cannot open '{}': {e}", f.display()))?;
+    let mut file = std::fs::File::open(f)
+        .map_err(|e| CosmosError::Checkpoint(format!("cannot open '{}': {e}", f.display())))?;
     let mut len = [0u8; 8];
-    file.read_exact(&mut len).map_err(|e| bad(e.to_string()))?;
+    file.read_exact(&mut len)
+        .map_err(|e| CosmosError::Checkpoint(bad(e.to_string())))?;
     let len = u64::from_le_bytes(len);
     if len > 100 << 20 {
-        return Err(bad(format!("header of {len} bytes")));
+        return Err(CosmosError::Checkpoint(bad(format!(
+            "header of {len} bytes"
+        ))));
     }
     let mut header = vec![0u8; len as usize];
     file.read_exact(&mut header)
-        .map_err(|e| bad(e.to_string()))?;
-    let v: Value = serde_json::from_slice(&header).map_err(|e| bad(e.to_string()))?;
-    let map = v
-        .as_object()
-        .ok_or_else(|| bad("header is not an object".into()))?;
-    Ok(map
-        .iter()
-        .filter(|(k, _)| *k != "__metadata__")
-        .map(|(k, t)| TensorInfo {
-            name: k.clone(),
-            dtype: t
-                .get("dtype")
-                .and_then(Value::as_str)
-                .unwrap_or("?")
-                .to_string(),
-            shape: t
-                .get("shape")
-                .and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|x| x.as_u64().map(|x| x as usize))
-                        .collect()
-                })
-                .unwrap_or_default(),
+        .map_err(|e| CosmosError::Checkpoint(bad(e.to_string())))?;
+    // The safetensors crate's own header (offsets, dtypes and shapes
+    // checked against each other).
+    let meta: safetensors::tensor::Metadata =
+        serde_json::from_slice(&header).map_err(|e| CosmosError::Checkpoint(bad(e.to_string())))?;
+    let mut tensors: Vec<TensorInfo> = meta
+        .tensors()
+        .into_iter()
+        .map(|(name, t)| TensorInfo {
+            name,
+            dtype: t.dtype.to_string(),
+            shape: t.shape.clone(),
         })
-        .collect())
+        .collect();
+    // By name, as before (the first refusal does not depend on hashing).
+    tensors.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(tensors)
 }
 
 /// Which scale covers which weight element, from the two shapes; an error
@@ -408,7 +429,7 @@ pub fn scale_grid(
     weight: &[usize],
     scale: &[usize],
     layout: &Fp8Layout,
-) -> Result<ScaleGrid, String> {
+) -> Result<ScaleGrid, CosmosError> {
     let numel: usize = scale.iter().product();
     if numel == 1 {
         return Ok(ScaleGrid::Tensor);
@@ -421,12 +442,12 @@ pub fn scale_grid(
     };
     let [r, c] = match weight {
         [r, c] => [*r, *c],
-        _ => return Err(unknown()),
+        _ => return Err(CosmosError::Unsupported(unknown())),
     };
     let [sr, sc] = match scale {
         [sr] => [*sr, 1],
         [sr, sc] => [*sr, *sc],
-        _ => return Err(unknown()),
+        _ => return Err(CosmosError::Unsupported(unknown())),
     };
     if sr == r && sc == 1 {
         return Ok(ScaleGrid::Blocks { rows: 1, cols: c });
@@ -455,19 +476,19 @@ pub fn scale_grid(
             cols: c / sc,
         });
     }
-    Err(unknown())
+    Err(CosmosError::Unsupported(unknown()))
 }
 
 /// Checks a checkpoint's quantisation and tensor types before anything is
 /// loaded: every error says what was found and what loads.
-pub fn inspect(dir: &Path, files: &[PathBuf]) -> Result<Quantization, String> {
+pub fn inspect(dir: &Path, files: &[PathBuf]) -> Result<Quantization, CosmosError> {
     let config = read_json(&dir.join("config.json"))?;
     let hq = read_json(&dir.join("hf_quant_config.json"))?;
-    let quant = detect(config.as_ref(), hq.as_ref()).map_err(|e| {
-        format!(
+    let quant = quantization(config.as_ref(), hq.as_ref()).map_err(|e| {
+        CosmosError::Unsupported(format!(
             "'{}' is a quantised checkpoint: {e}; {SUPPORTED}",
             dir.display()
-        )
+        ))
     })?;
     let mut all: HashMap<String, (TensorInfo, PathBuf)> = HashMap::new();
     let mut order = Vec::new();
@@ -483,30 +504,30 @@ pub fn inspect(dir: &Path, files: &[PathBuf]) -> Result<Quantization, String> {
         match (t.dtype.as_str(), &quant) {
             ("F32" | "F16" | "BF16", _) => {}
             ("F8_E4M3", Quantization::None) => {
-                return Err(format!(
+                return Err(CosmosError::Unsupported(format!(
                     "'{}' holds tensor '{name}' as F8_E4M3 but neither config.json's quantization_config nor hf_quant_config.json describes its scales; supported weight types: BF16, F16, F32, and F8_E4M3 in a described FP8 checkpoint ({SUPPORTED})",
                     f.display()
-                ))
+                )))
             }
             ("F8_E4M3", Quantization::Fp8(layout)) => {
                 let sname = format!("{name}{}", layout.scale_suffix);
                 let Some((s, _)) = all.get(&sname) else {
-                    return Err(format!(
+                    return Err(CosmosError::Unsupported(format!(
                         "'{}' holds '{name}' as F8_E4M3 without its scale '{sname}' ({}): cannot dequantise it",
                         f.display(),
                         layout.description
-                    ));
+                    )));
                 };
                 if !matches!(s.dtype.as_str(), "F32" | "F16" | "BF16") {
-                    return Err(format!(
+                    return Err(CosmosError::Unsupported(format!(
                         "'{}': scale '{sname}' is {}; only F32, BF16 or F16 scales are supported ({})",
                         f.display(),
                         s.dtype,
                         layout.description
-                    ));
+                    )));
                 }
                 scale_grid(&t.shape, &s.shape, layout)
-                    .map_err(|e| format!("'{}': '{name}': {e}", f.display()))?;
+                    .map_err(|e| CosmosError::Unsupported(format!("'{}': '{name}': {e}", f.display())))?;
                 fp8_tensors += 1;
             }
             (dt, _) => {
@@ -517,20 +538,20 @@ pub fn inspect(dir: &Path, files: &[PathBuf]) -> Result<Quantization, String> {
                 } else {
                     ""
                 };
-                return Err(format!(
+                return Err(CosmosError::Unsupported(format!(
                     "'{}' holds tensor '{name}' as {dt}{what}; supported weight types: BF16, F16, F32, and F8_E4M3 with scales ({SUPPORTED})",
                     f.display()
-                ));
+                )));
             }
         }
     }
     if let Quantization::Fp8(layout) = &quant {
         if fp8_tensors == 0 {
-            return Err(format!(
+            return Err(CosmosError::Unsupported(format!(
                 "'{}' declares FP8 weights ({}) but holds no F8_E4M3 tensor: quantising at load is not supported; {SUPPORTED}",
                 dir.display(),
                 layout.description
-            ));
+            )));
         }
     }
     Ok(quant)
@@ -581,21 +602,21 @@ pub fn dequantize(
         candle_core::bail!("cannot dequantise FP8 weights to {dtype:?}");
     }
     let lut = e4m3_table();
-    // Every element is written by `fill` below (rows of `cols`, all of them).
-    let mut out = super::ops::uninit(n);
+    let mut out = uninit(n);
     let cols = if shape.len() >= 2 {
         shape[shape.len() - 1]
     } else {
         n.max(1)
     };
     // Rows of the output, split over threads for the big tensors.
-    let fill = |row0: usize, chunk: &mut [f32]| -> CResult<()> {
+    let fill = |row0: usize, chunk: &mut [MaybeUninit<f32>]| -> CResult<()> {
         match grid {
             ScaleGrid::Tensor => {
                 let s = scale[0];
-                for (o, &b) in chunk.iter_mut().zip(&raw[row0 * cols..]) {
-                    *o = lut[b as usize] * s;
-                }
+                init(
+                    chunk,
+                    raw[row0 * cols..].iter().map(|&b| lut[b as usize] * s),
+                );
             }
             ScaleGrid::Blocks { rows: bh, cols: bw } => {
                 let sc = cols.div_ceil(bw);
@@ -603,9 +624,12 @@ pub fn dequantize(
                     let i = row0 + k;
                     let srow = &scale[(i / bh) * sc..(i / bh + 1) * sc];
                     let irow = &raw[i * cols..(i + 1) * cols];
-                    for (j, (o, &b)) in orow.iter_mut().zip(irow).enumerate() {
-                        *o = lut[b as usize] * srow[j / bw];
-                    }
+                    init(
+                        orow,
+                        irow.iter()
+                            .enumerate()
+                            .map(|(j, &b)| lut[b as usize] * srow[j / bw]),
+                    );
                 }
             }
         }
@@ -657,6 +681,9 @@ pub fn dequantize(
             t.to_dtype(dt)
         }
     };
+    // SAFETY: every element is written by `fill` (`init`): the chunks of
+    // whole rows cover `out`, and each is written whole.
+    let out = unsafe { assume_init(out) };
     let t = Tensor::from_vec(out, shape, &Device::Cpu)?;
     cast(cast(t, scale_dtype)?, dtype)
 }
@@ -751,10 +778,11 @@ pub fn var_builder(
     layout: &Fp8Layout,
     dtype: DType,
     device: &Device,
-) -> Result<VarBuilder<'static>, String> {
+) -> Result<VarBuilder<'static>, CosmosError> {
     // SAFETY: the files are memory-mapped read-only; they must not be
     // modified while the model loads (as for every mmap loader).
-    let st = unsafe { Fp8Safetensors::new(files, layout.clone()) }.map_err(|e| e.to_string())?;
+    let st = unsafe { Fp8Safetensors::new(files, layout.clone()) }
+        .map_err(|e| CosmosError::Checkpoint(e.to_string()))?;
     Ok(VarBuilder::from_backend(
         Box::new(st),
         dtype,
@@ -853,7 +881,7 @@ mod tests {
     }
 
     fn refused(c: &Value) -> String {
-        detect(Some(c), None).unwrap_err()
+        detect(Some(c), None).unwrap_err().to_string()
     }
 
     #[test]
@@ -917,11 +945,16 @@ mod tests {
 
         // ModelOpt other than FP8.
         let hq = json!({"quantization": {"quant_algo": "NVFP4"}});
-        let e = detect(None, Some(&hq)).unwrap_err();
+        let e = detect(None, Some(&hq)).unwrap_err().to_string();
         assert!(e.contains("quant_algo 'NVFP4'") && e.contains("FP4"), "{e}");
         let hq = json!({"quantization": {"quant_algo": "W4A8_AWQ"}});
-        assert!(detect(None, Some(&hq)).unwrap_err().contains("AWQ"));
-        let e = detect(None, Some(&json!({"quantization": {}}))).unwrap_err();
+        assert!(detect(None, Some(&hq))
+            .unwrap_err()
+            .to_string()
+            .contains("AWQ"));
+        let e = detect(None, Some(&json!({"quantization": {}})))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("without quant_algo"), "{e}");
         // fine-grained in e5m2.
         let e = refused(&json!({"quantization_config": {"quant_method": "fp8", "fmt": "e5m2"}}));
@@ -938,42 +971,47 @@ mod tests {
         }
     }
 
+    /// [`scale_grid`] with its refusal as text, to compare results.
+    fn sg(w: &[usize], s: &[usize], l: &Fp8Layout) -> Result<ScaleGrid, String> {
+        scale_grid(w, s, l).map_err(String::from)
+    }
+
     #[test]
     fn scale_layouts_are_placed_or_refused() {
         let ct = lay(Fp8Format::CompressedTensors, None, None);
-        assert_eq!(scale_grid(&[8, 4], &[1], &ct), Ok(ScaleGrid::Tensor));
-        assert_eq!(scale_grid(&[8, 4], &[], &ct), Ok(ScaleGrid::Tensor));
-        assert_eq!(scale_grid(&[2, 3, 4, 4], &[1], &ct), Ok(ScaleGrid::Tensor));
+        assert_eq!(sg(&[8, 4], &[1], &ct), Ok(ScaleGrid::Tensor));
+        assert_eq!(sg(&[8, 4], &[], &ct), Ok(ScaleGrid::Tensor));
+        assert_eq!(sg(&[2, 3, 4, 4], &[1], &ct), Ok(ScaleGrid::Tensor));
         let ch = ScaleGrid::Blocks { rows: 1, cols: 4 };
-        assert_eq!(scale_grid(&[8, 4], &[8, 1], &ct), Ok(ch));
-        assert_eq!(scale_grid(&[8, 4], &[8], &ct), Ok(ch));
+        assert_eq!(sg(&[8, 4], &[8, 1], &ct), Ok(ch));
+        assert_eq!(sg(&[8, 4], &[8], &ct), Ok(ch));
         // A per-column scale, or a grid without a configured block: refused.
-        let e = scale_grid(&[8, 4], &[1, 4], &ct).unwrap_err();
+        let e = sg(&[8, 4], &[1, 4], &ct).unwrap_err();
         assert!(
             e.contains("unknown FP8 scale layout") && e.contains("[1, 4]"),
             "{e}"
         );
-        assert!(scale_grid(&[8, 4], &[2, 2], &ct).is_err());
-        assert!(scale_grid(&[8, 4, 2], &[8, 1], &ct).is_err());
+        assert!(sg(&[8, 4], &[2, 2], &ct).is_err());
+        assert!(sg(&[8, 4, 2], &[8, 1], &ct).is_err());
         // Ragged blocks from the configured size.
         let b = lay(Fp8Format::CompressedTensors, Some([3, 3]), None);
         assert_eq!(
-            scale_grid(&[8, 4], &[3, 2], &b),
+            sg(&[8, 4], &[3, 2], &b),
             Ok(ScaleGrid::Blocks { rows: 3, cols: 3 })
         );
-        assert!(scale_grid(&[8, 4], &[4, 2], &b).is_err());
+        assert!(sg(&[8, 4], &[4, 2], &b).is_err());
         let g = lay(Fp8Format::CompressedTensors, None, Some(2));
         assert_eq!(
-            scale_grid(&[8, 4], &[8, 2], &g),
+            sg(&[8, 4], &[8, 2], &g),
             Ok(ScaleGrid::Blocks { rows: 1, cols: 2 })
         );
         // fine-grained without weight_block_size: whole blocks from the grid.
         let fg = lay(Fp8Format::FineGrained, None, None);
         assert_eq!(
-            scale_grid(&[8, 4], &[2, 2], &fg),
+            sg(&[8, 4], &[2, 2], &fg),
             Ok(ScaleGrid::Blocks { rows: 4, cols: 2 })
         );
-        assert!(scale_grid(&[8, 4], &[3, 2], &fg).is_err());
+        assert!(sg(&[8, 4], &[3, 2], &fg).is_err());
     }
 
     #[test]
@@ -1113,7 +1151,7 @@ mod tests {
         ));
         // A missing scale.
         write_st(&f, &[("a.weight", "F8_E4M3", &[4, 2], vec![0x38; 8])]);
-        let e = inspect(&dir, &files).unwrap_err();
+        let e = inspect(&dir, &files).unwrap_err().to_string();
         assert!(e.contains("without its scale 'a.weight_scale'"), "{e}");
         // A scale in an unusable type or shape.
         write_st(
@@ -1123,7 +1161,10 @@ mod tests {
                 ("a.weight_scale", "U8", &[4, 1], vec![0; 4]),
             ],
         );
-        assert!(inspect(&dir, &files).unwrap_err().contains("is U8"));
+        assert!(inspect(&dir, &files)
+            .unwrap_err()
+            .to_string()
+            .contains("is U8"));
         write_st(
             &f,
             &[
@@ -1131,23 +1172,23 @@ mod tests {
                 ("a.weight_scale", "BF16", &[1, 2], bf16(2)),
             ],
         );
-        let e = inspect(&dir, &files).unwrap_err();
+        let e = inspect(&dir, &files).unwrap_err().to_string();
         assert!(e.contains("unknown FP8 scale layout"), "{e}");
         // Packed integer weights.
         write_st(&f, &[("a.weight_packed", "I32", &[4, 1], vec![0; 16])]);
-        let e = inspect(&dir, &files).unwrap_err();
+        let e = inspect(&dir, &files).unwrap_err().to_string();
         assert!(
             e.contains("'a.weight_packed' as I32") && e.contains("packed"),
             "{e}"
         );
         // FP8 declared, none stored.
         write_st(&f, &[("norm.weight", "BF16", &[2], bf16(2))]);
-        let e = inspect(&dir, &files).unwrap_err();
+        let e = inspect(&dir, &files).unwrap_err().to_string();
         assert!(e.contains("holds no F8_E4M3 tensor"), "{e}");
         // No quantisation declared: F8 refused as before.
         std::fs::write(dir.join("config.json"), "{}").unwrap();
         write_st(&f, &[("a.weight", "F8_E4M3", &[4, 2], vec![0x38; 8])]);
-        let e = inspect(&dir, &files).unwrap_err();
+        let e = inspect(&dir, &files).unwrap_err().to_string();
         assert!(e.contains("F8_E4M3") && e.contains("BF16"), "{e}");
         // An AWQ config names the method.
         std::fs::write(
@@ -1155,7 +1196,7 @@ mod tests {
             json!({"quantization_config": {"quant_method": "awq", "bits": 4}}).to_string(),
         )
         .unwrap();
-        let e = inspect(&dir, &files).unwrap_err();
+        let e = inspect(&dir, &files).unwrap_err().to_string();
         assert!(
             e.contains("quantised checkpoint") && e.contains("quant_method 'awq'"),
             "{e}"

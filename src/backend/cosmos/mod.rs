@@ -15,6 +15,7 @@ pub mod backend;
 pub mod config;
 #[cfg(feature = "cosmos")]
 pub mod engine;
+pub mod error;
 #[cfg(feature = "cosmos")]
 pub mod fp8;
 #[cfg(feature = "cosmos")]
@@ -30,3 +31,5 @@ pub mod pointwise;
 pub use crate::prep::qwen as preprocess;
 pub mod rope_index;
 pub mod sampling;
+
+pub use error::CosmosError;

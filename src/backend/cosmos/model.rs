@@ -15,8 +15,16 @@ use super::linear::Lin;
 use super::ops::{self, silu_mul, CausalSoftmax};
 use super::pointwise::{self, qkv_heads, RmsNorm};
 
-fn err(e: candle_core::Error) -> String {
-    e.to_string()
+use super::error::CosmosError;
+
+/// Candle's error while the model runs.
+fn err(e: candle_core::Error) -> CosmosError {
+    CosmosError::Inference(e.to_string())
+}
+
+/// Candle's error while the weights load.
+fn load_err(e: candle_core::Error) -> CosmosError {
+    CosmosError::Checkpoint(e.to_string())
 }
 
 fn softmax(x: &Tensor) -> CResult<Tensor> {
@@ -383,17 +391,19 @@ pub struct Qwen25Vl {
 }
 
 /// The `*.safetensors` files of a checkpoint (sharded with an index, or one).
-pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
+pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, CosmosError> {
     let index = dir.join("model.safetensors.index.json");
     if index.is_file() {
-        let text =
-            std::fs::read_to_string(&index).map_err(|e| format!("{}: {e}", index.display()))?;
-        let v: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", index.display()))?;
+        let text = std::fs::read_to_string(&index)
+            .map_err(|e| CosmosError::Checkpoint(format!("{}: {e}", index.display())))?;
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| CosmosError::Checkpoint(format!("{}: {e}", index.display())))?;
         let mut files: Vec<PathBuf> = v
             .get("weight_map")
             .and_then(|m| m.as_object())
-            .ok_or_else(|| format!("{} has no weight_map", index.display()))?
+            .ok_or_else(|| {
+                CosmosError::Checkpoint(format!("{} has no weight_map", index.display()))
+            })?
             .values()
             .filter_map(|f| f.as_str().map(|f| dir.join(f)))
             .collect();
@@ -405,16 +415,16 @@ pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
     if single.is_file() {
         return Ok(vec![single]);
     }
-    Err(format!(
+    Err(CosmosError::Checkpoint(format!(
         "'{}' has neither model.safetensors nor model.safetensors.index.json",
         dir.display()
-    ))
+    )))
 }
 
 impl Qwen25Vl {
     /// Loads `config.json` and the safetensors weights of `dir`.
     /// Loads in f32 on the CPU and bf16 on CUDA ([`Qwen25Vl::load_as`]).
-    pub fn load(dir: &Path, device: &Device) -> Result<Qwen25Vl, String> {
+    pub fn load(dir: &Path, device: &Device) -> Result<Qwen25Vl, CosmosError> {
         let dtype = if device.is_cuda() {
             DType::BF16
         } else {
@@ -426,11 +436,12 @@ impl Qwen25Vl {
     /// Loads with the weights in `dtype` (f32, bf16 or f16); RoPE, attention
     /// scores and the logits stay f32. FP8 checkpoints ([`fp8`]) are
     /// dequantised to `dtype` on the host, one tensor at a time, as they load.
-    pub fn load_as(dir: &Path, device: &Device, dtype: DType) -> Result<Qwen25Vl, String> {
+    pub fn load_as(dir: &Path, device: &Device, dtype: DType) -> Result<Qwen25Vl, CosmosError> {
         super::alloc::reuse_freed_pages();
         let cfg_path = dir.join("config.json");
-        let text = std::fs::read_to_string(&cfg_path)
-            .map_err(|e| format!("cannot read '{}': {e}", cfg_path.display()))?;
+        let text = std::fs::read_to_string(&cfg_path).map_err(|e| {
+            CosmosError::Checkpoint(format!("cannot read '{}': {e}", cfg_path.display()))
+        })?;
         let cfg = QwenConfig::from_json(&text)?;
         let files = weight_files(dir)?;
         let quantization = fp8::inspect(dir, &files)?;
@@ -439,7 +450,7 @@ impl Qwen25Vl {
             // modified while the model is loaded (as for every mmap loader).
             Quantization::None => {
                 unsafe { VarBuilder::from_mmaped_safetensors(&files, dtype, device) }
-                    .map_err(err)?
+                    .map_err(load_err)?
             }
             Quantization::Fp8(layout) => fp8::var_builder(&files, layout, dtype, device)?,
         };
@@ -450,19 +461,20 @@ impl Qwen25Vl {
             ("model", "visual")
         };
         let t = &cfg.text;
-        let vision = VisionModel::load(&cfg.vision, vb.pp(vp)).map_err(err)?;
+        let vision = VisionModel::load(&cfg.vision, vb.pp(vp)).map_err(load_err)?;
         let tvb = vb.pp(tp);
         let embed = candle_nn::embedding(t.vocab_size, t.hidden_size, tvb.pp("embed_tokens"))
-            .map_err(err)?;
+            .map_err(load_err)?;
         let layers = (0..t.num_hidden_layers)
             .map(|i| DecoderLayer::load(t, tvb.pp(format!("layers.{i}"))))
             .collect::<CResult<Vec<_>>>()
-            .map_err(err)?;
-        let norm = RmsNorm::load(t.hidden_size, t.rms_norm_eps, tvb.pp("norm")).map_err(err)?;
+            .map_err(load_err)?;
+        let norm =
+            RmsNorm::load(t.hidden_size, t.rms_norm_eps, tvb.pp("norm")).map_err(load_err)?;
         let lm_head = if t.tie_word_embeddings && !vb.contains_tensor("lm_head.weight") {
             Lin::shared(embed.embeddings().clone())
         } else {
-            Lin::load(vb.pp("lm_head"), t.hidden_size, t.vocab_size, false).map_err(err)?
+            Lin::load(vb.pp("lm_head"), t.hidden_size, t.vocab_size, false).map_err(load_err)?
         };
         Ok(Qwen25Vl {
             cfg,
@@ -481,14 +493,22 @@ impl Qwen25Vl {
     }
 
     /// Vision embeddings (merged tokens, out_hidden) of one video.
-    pub fn vision_embeds(&self, pixel_values: &Tensor, grid: [usize; 3]) -> Result<Tensor, String> {
+    pub fn vision_embeds(
+        &self,
+        pixel_values: &Tensor,
+        grid: [usize; 3],
+    ) -> Result<Tensor, CosmosError> {
         self.device
             .with_context(|| self.vision.forward(pixel_values, grid))
             .map_err(err)
     }
 
     /// Token embeddings with the video tokens replaced by `vision`, in order.
-    pub fn embed_prompt(&self, ids: &[u32], vision: Option<&Tensor>) -> Result<Tensor, String> {
+    pub fn embed_prompt(
+        &self,
+        ids: &[u32],
+        vision: Option<&Tensor>,
+    ) -> Result<Tensor, CosmosError> {
         let idt = Tensor::new(ids, &self.device).map_err(err)?;
         let mut x = self.embed.forward(&idt).map_err(err)?;
         if let Some(v) = vision {
@@ -500,10 +520,10 @@ impl Qwen25Vl {
                 .collect();
             let n = v.dim(0).map_err(err)?;
             if at.len() != n {
-                return Err(format!(
+                return Err(CosmosError::Inference(format!(
                     "{} video tokens in the prompt for {n} vision embeddings",
                     at.len()
-                ));
+                )));
             }
             let at = Tensor::from_vec(at, n, &self.device).map_err(err)?;
             x = x
@@ -550,7 +570,7 @@ impl Qwen25Vl {
     /// elementwise ops' threads stay warm between the many short parallel
     /// sections instead of being woken from outside the pool for each; the
     /// calling thread waits. That was about a quarter of the prefill here.
-    pub fn forward(&mut self, embeds: &Tensor, pos: &[Vec<i64>; 3]) -> Result<Tensor, String> {
+    pub fn forward(&mut self, embeds: &Tensor, pos: &[Vec<i64>; 3]) -> Result<Tensor, CosmosError> {
         let device = self.device.clone();
         device.with_context(|| self.forward_here(embeds, pos, false))
     }
@@ -559,7 +579,11 @@ impl Qwen25Vl {
     /// (1, vocab): what generation needs. The `lm_head` matmul then covers
     /// one row instead of the whole prompt (for a 7B model and a 2k-token
     /// prompt, 2.2 TFLOP less).
-    pub fn forward_last(&mut self, embeds: &Tensor, pos: &[Vec<i64>; 3]) -> Result<Tensor, String> {
+    pub fn forward_last(
+        &mut self,
+        embeds: &Tensor,
+        pos: &[Vec<i64>; 3],
+    ) -> Result<Tensor, CosmosError> {
         let device = self.device.clone();
         device.with_context(|| self.forward_here(embeds, pos, true))
     }
@@ -569,7 +593,7 @@ impl Qwen25Vl {
         embeds: &Tensor,
         pos: &[Vec<i64>; 3],
         last_only: bool,
-    ) -> Result<Tensor, String> {
+    ) -> Result<Tensor, CosmosError> {
         let (cos, sin) = self.mrope(pos).map_err(err)?;
         let dt = embeds.dtype();
         let (cos, sin) = (

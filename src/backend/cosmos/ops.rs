@@ -15,6 +15,8 @@
 //!
 //! Other devices and dtypes take candle's own ops.
 
+use std::mem::MaybeUninit;
+
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -95,11 +97,9 @@ avx2_fn! {
 avx2_fn! {
     /// `row ← softmax(src)`, `row` and `src` of one length (the same values
     /// as subtracting the maximum, exponentiating and dividing by the sum).
-    pub(super) fn softmax_row(row: &mut [f32], src: &[f32]) {
+    pub(super) fn softmax_row(row: &mut [MaybeUninit<f32>], src: &[f32]) {
         let max = max_lanes(src);
-        for (d, &s) in row.iter_mut().zip(src) {
-            *d = s - max;
-        }
+        let row = init(row, src.iter().map(|&s| s - max));
         exp_in_place(row);
         let sum = sum_lanes(row);
         for d in row.iter_mut() {
@@ -236,11 +236,9 @@ pub(super) fn contiguous_f32<'a>(
 
 avx2_fn! {
     /// `d ← silu(g) · u` for one row `s = [g | u]`.
-    fn silu_mul_row(d: &mut [f32], s: &[f32]) {
+    fn silu_mul_row(d: &mut [MaybeUninit<f32>], s: &[f32]) {
         let (g, u) = s.split_at(d.len());
-        for (d, &g) in d.iter_mut().zip(g) {
-            *d = -g;
-        }
+        let d = init(d, g.iter().map(|&g| -g));
         exp_in_place(d);
         for ((d, &g), &u) in d.iter_mut().zip(g).zip(u) {
             *d = g / (*d + 1.0) * u;
@@ -261,11 +259,12 @@ impl CustomOp1 for SiluMul {
         let two = *dims.last().expect("checked rank");
         let half = two / 2;
         *dims.last_mut().expect("checked rank") = half;
-        // Every element is written.
         let mut dst = uninit(src.len() / 2);
         src.par_chunks(two)
             .zip(dst.par_chunks_mut(half))
             .for_each(|(s, d)| silu_mul_row(d, s));
+        // SAFETY: every row of `half` is written by `silu_mul_row` (`init`).
+        let dst = unsafe { assume_init(dst) };
         Ok((CpuStorage::F32(dst), Shape::from_dims(&dims)))
     }
 }
@@ -279,18 +278,58 @@ fn threads() -> gemm::Parallelism {
     }
 }
 
-/// A destination for `gemm` that it overwrites (`read_dst = false`), or for
-/// any kernel that writes every element before anything reads it: no
-/// zero-fill pass.
-pub(super) fn uninit(n: usize) -> Vec<f32> {
-    let mut v = Vec::with_capacity(n);
-    // SAFETY: f32 has no invalid bit patterns and every element is written
-    // (by gemm with read_dst = false, or by the caller) before it is read.
-    #[allow(clippy::uninit_vec)]
-    unsafe {
-        v.set_len(n)
-    };
-    v
+/// Storage for `n` f32s that a kernel writes before anything reads it: no
+/// zero-fill pass (docs/cosmos-reason1.md, performance). The elements stay
+/// `MaybeUninit` — safe code cannot read them — until written, through
+/// [`init`] (safe: it writes every element of a slice before handing it back
+/// as `&mut [f32]`) or by `gemm` with `read_dst = false` (it then sets
+/// `alpha` to 0 and writes every element of its (m, n) destination, zeros
+/// when k = 0, before reading any); [`assume_init`] then turns the whole
+/// vector into f32s.
+pub(super) fn uninit(n: usize) -> Vec<MaybeUninit<f32>> {
+    Box::<[f32]>::new_uninit_slice(n).into_vec()
+}
+
+/// Writes every element of `d` from `values` and hands `d` back as written
+/// f32s. Panics, before handing anything back, if `values` runs out first:
+/// the slice it returns is always fully written.
+#[inline(always)]
+pub(super) fn init(
+    d: &mut [MaybeUninit<f32>],
+    values: impl IntoIterator<Item = f32>,
+) -> &mut [f32] {
+    let mut written = 0;
+    for (d, v) in d.iter_mut().zip(values) {
+        d.write(v);
+        written += 1;
+    }
+    assert_eq!(written, d.len(), "init: fewer values than elements");
+    // SAFETY: all d.len() elements were written just above, and
+    // MaybeUninit<f32> has the size, alignment and ABI of f32.
+    unsafe { written_slice(d) }
+}
+
+/// `d` as f32s.
+///
+/// # Safety
+///
+/// Every element of `d` has been written.
+#[inline(always)]
+unsafe fn written_slice(d: &mut [MaybeUninit<f32>]) -> &mut [f32] {
+    // SAFETY: the caller's promise; same layout.
+    unsafe { &mut *(d as *mut [MaybeUninit<f32>] as *mut [f32]) }
+}
+
+/// The vector of f32s, once every element is written (no copy).
+///
+/// # Safety
+///
+/// Every element of `v` has been written.
+pub(super) unsafe fn assume_init(v: Vec<MaybeUninit<f32>>) -> Vec<f32> {
+    let mut v = std::mem::ManuallyDrop::new(v);
+    // SAFETY: same allocation, length and capacity; MaybeUninit<f32> has
+    // f32's layout; every element is written (the caller's promise).
+    unsafe { Vec::from_raw_parts(v.as_mut_ptr().cast::<f32>(), v.len(), v.capacity()) }
 }
 
 /// The (rows, cols) strides of a rank-2 layout, and its start.
@@ -428,37 +467,37 @@ impl Linear {
         let mut dst = match (residual, bias) {
             (Some(r), Some(b)) => {
                 let mut d = uninit(m * n);
-                // Every element is written (m rows of n).
                 d.par_chunks_mut(n.max(1))
                     .zip(r.par_chunks(n.max(1)))
                     .for_each(|(d, r)| {
-                        for ((d, &r), &b) in d.iter_mut().zip(r).zip(b) {
-                            *d = r + b;
-                        }
+                        init(d, r.iter().zip(b).map(|(&r, &b)| r + b));
                     });
                 d
             }
-            (Some(r), None) => r.to_vec(),
+            (Some(r), None) => r.iter().map(|&r| MaybeUninit::new(r)).collect(),
             (None, Some(b)) => {
                 let mut d = Vec::with_capacity(m * n);
                 for _ in 0..m {
-                    d.extend_from_slice(b);
+                    d.extend(b.iter().map(|&b| MaybeUninit::new(b)));
                 }
                 d
             }
             (None, None) => uninit(m * n),
         };
         if k == 0 && !read_dst {
-            dst.fill(0.0);
+            init(&mut dst, std::iter::repeat(0.0));
         } else if m > 0 && n > 0 && k > 0 {
             // SAFETY: the pointers and strides describe the (m, k), (k, n)
             // and (m, n) matrices inside their buffers (candle's layouts).
+            // `dst` is only read when `read_dst`, and then it is written
+            // (bias and/or residual above); otherwise gemm writes every
+            // element without reading it (alpha forced to 0).
             unsafe {
                 gemm::gemm(
                     m,
                     n,
                     k,
-                    dst.as_mut_ptr(),
+                    dst.as_mut_ptr().cast::<f32>(),
                     1,
                     n as isize,
                     read_dst,
@@ -477,6 +516,10 @@ impl Linear {
                 )
             };
         }
+        // SAFETY: every element is written: by the bias/residual rows when
+        // `read_dst`, by the zero fill when k = 0, by gemm otherwise (or
+        // there are none: m = 0 or n = 0).
+        let dst = unsafe { assume_init(dst) };
         Ok((CpuStorage::F32(dst), Shape::from((m, n))))
     }
 }
@@ -573,15 +616,16 @@ impl candle_core::CustomOp2 for Bmm {
         };
         let (a, c) = (&a[l1.start_offset()..], &c[l2.start_offset()..]);
         let mut dst = uninit(b * m * n);
-        let one = |i: usize, d: &mut [f32], par: gemm::Parallelism| {
+        let one = |i: usize, d: &mut [MaybeUninit<f32>], par: gemm::Parallelism| {
             // SAFETY: batch i of each operand lies inside its buffer at the
-            // layout's strides; d is this batch's (m, n) block.
+            // layout's strides; d is this batch's (m, n) block, which gemm
+            // writes whole without reading it (read_dst = false).
             unsafe {
                 gemm::gemm(
                     m,
                     n,
                     k,
-                    d.as_mut_ptr(),
+                    d.as_mut_ptr().cast::<f32>(),
                     1,
                     n as isize,
                     false,
@@ -601,7 +645,7 @@ impl candle_core::CustomOp2 for Bmm {
             }
         };
         if k == 0 {
-            dst.fill(0.0);
+            init(&mut dst, std::iter::repeat(0.0));
         } else if m * n > 0 {
             if b >= 2 * rayon::current_num_threads() {
                 dst.par_chunks_mut(m * n)
@@ -613,6 +657,9 @@ impl candle_core::CustomOp2 for Bmm {
                 }
             }
         }
+        // SAFETY: every element is written: zeros when k = 0, else each of
+        // the b (m, n) blocks by gemm (or there are none).
+        let dst = unsafe { assume_init(dst) };
         Ok((CpuStorage::F32(dst), Shape::from((b, m, n))))
     }
 }
@@ -711,16 +758,17 @@ impl CausalSoftmax {
 /// calls: `rb` queries `q` against `kl` keys `k` and values `v` (rows of
 /// `hd`, contiguous), into `o` (`rb` rows of `hd`). Query `i` sees keys
 /// `0..visible(i)` (1 ≤ visible(i) ≤ kl), the rest get weight 0. `s` is the
-/// scratch for the rb×kl scores.
+/// scratch for the rb×kl scores. Both are written before they are read:
+/// every element of `o[..rb * hd]` is written.
 #[allow(clippy::too_many_arguments)]
 fn attend_block(
     q: &[f32],
     k: &[f32],
     v: &[f32],
-    o: &mut [f32],
+    o: &mut [MaybeUninit<f32>],
     (rb, kl, hd): (usize, usize, usize),
     visible: impl Fn(usize) -> usize,
-    s: &mut [f32],
+    s: &mut [MaybeUninit<f32>],
 ) {
     assert!(
         q.len() >= rb * hd
@@ -732,13 +780,14 @@ fn attend_block(
     let s = &mut s[..rb * kl];
     // SAFETY (both calls): the operands are at least the sizes checked
     // above, read and written at these strides (row-major rows of hd or kl;
-    // the keys read as their transpose).
+    // the keys read as their transpose). The destinations are written whole
+    // without being read (read_dst = false).
     unsafe {
         gemm::gemm(
             rb,
             kl,
             hd,
-            s.as_mut_ptr(),
+            s.as_mut_ptr().cast::<f32>(),
             1,
             kl as isize,
             false,
@@ -756,6 +805,8 @@ fn attend_block(
             gemm::Parallelism::None,
         )
     };
+    // SAFETY: gemm wrote all rb × kl scores (zeros when hd = 0).
+    let s = unsafe { written_slice(s) };
     for (i, row) in s.chunks_mut(kl).enumerate() {
         let (row, hidden) = row.split_at_mut(visible(i));
         hidden.fill(0.0);
@@ -766,7 +817,7 @@ fn attend_block(
             rb,
             hd,
             kl,
-            o.as_mut_ptr(),
+            o.as_mut_ptr().cast::<f32>(),
             1,
             hd as isize,
             false,
@@ -788,9 +839,13 @@ fn attend_block(
 
 /// A (heads, rows, hd) f32 result computed head by head in parallel: `f(h,
 /// out)` must write every element of head `h`'s (rows, hd) block.
-fn per_head(
+///
+/// # Safety
+///
+/// `f` writes every element of the block it is given.
+unsafe fn per_head(
     (hs, rows, hd): (usize, usize, usize),
-    f: impl Fn(usize, &mut [f32]) + Sync,
+    f: impl Fn(usize, &mut [MaybeUninit<f32>]) + Sync,
 ) -> (CpuStorage, Shape) {
     let mut dst = uninit(hs * rows * hd);
     if !dst.is_empty() {
@@ -798,6 +853,8 @@ fn per_head(
             .enumerate()
             .for_each(|(h, o)| f(h, o));
     }
+    // SAFETY: every block is written by `f` (the caller's promise).
+    let dst = unsafe { assume_init(dst) };
     (CpuStorage::F32(dst), Shape::from((hs, rows, hd)))
 }
 
@@ -841,25 +898,28 @@ impl candle_core::CustomOp3 for CausalAttention {
             );
         }
         let groups = hs / kvs;
-        // Every output row r0.. of every head is written by its block.
-        Ok(per_head((hs, l, hd), |h, o| {
-            let (qh, g) = (&q[h * l * hd..(h + 1) * l * hd], h / groups);
-            let (kh, vh) = (&k[g * total * hd..], &v[g * total * hd..]);
-            let mut s = uninit(B.min(l) * total);
-            for r0 in (0..l).step_by(B) {
-                let rb = B.min(l - r0);
-                let kend = self.past + r0 + rb;
-                attend_block(
-                    &qh[r0 * hd..],
-                    &kh[..kend * hd],
-                    &vh[..kend * hd],
-                    &mut o[r0 * hd..],
-                    (rb, kend, hd),
-                    |i| self.past + r0 + i + 1,
-                    &mut s,
-                );
-            }
-        }))
+        // SAFETY: every output row r0.. of every head is written by its
+        // block (`attend_block` writes all of its rb rows).
+        Ok(unsafe {
+            per_head((hs, l, hd), |h, o| {
+                let (qh, g) = (&q[h * l * hd..(h + 1) * l * hd], h / groups);
+                let (kh, vh) = (&k[g * total * hd..], &v[g * total * hd..]);
+                let mut s = uninit(B.min(l) * total);
+                for r0 in (0..l).step_by(B) {
+                    let rb = B.min(l - r0);
+                    let kend = self.past + r0 + rb;
+                    attend_block(
+                        &qh[r0 * hd..],
+                        &kh[..kend * hd],
+                        &vh[..kend * hd],
+                        &mut o[r0 * hd..],
+                        (rb, kend, hd),
+                        |i| self.past + r0 + i + 1,
+                        &mut s,
+                    );
+                }
+            })
+        })
     }
 }
 
@@ -932,27 +992,29 @@ impl candle_core::CustomOp3 for SpanAttention {
             .map(|w| w[1] - w[0])
             .max()
             .unwrap_or(0);
-        // The spans cover every row 0..n (checked), so every output row is
-        // written.
-        Ok(per_head((hs, n, hd), |h, o| {
-            let (base, end) = (h * n * hd, (h + 1) * n * hd);
-            let mut s = uninit(longest * longest);
-            for w in self.spans.windows(2) {
-                let (a, len) = (w[0], w[1] - w[0]);
-                if len == 0 {
-                    continue;
+        // SAFETY: the spans cover every row 0..n (checked), so every
+        // output row is written (`attend_block` writes all of its rows).
+        Ok(unsafe {
+            per_head((hs, n, hd), |h, o| {
+                let (base, end) = (h * n * hd, (h + 1) * n * hd);
+                let mut s = uninit(longest * longest);
+                for w in self.spans.windows(2) {
+                    let (a, len) = (w[0], w[1] - w[0]);
+                    if len == 0 {
+                        continue;
+                    }
+                    attend_block(
+                        &q[base + a * hd..end],
+                        &k[base + a * hd..end],
+                        &v[base + a * hd..end],
+                        &mut o[a * hd..],
+                        (len, len, hd),
+                        |_| len,
+                        &mut s,
+                    );
                 }
-                attend_block(
-                    &q[base + a * hd..end],
-                    &k[base + a * hd..end],
-                    &v[base + a * hd..end],
-                    &mut o[a * hd..],
-                    (len, len, hd),
-                    |_| len,
-                    &mut s,
-                );
-            }
-        }))
+            })
+        })
     }
 }
 
@@ -1001,9 +1063,12 @@ impl CustomOp1 for FusedCausalSoftmax {
             .for_each(|(r, (s, d))| {
                 let valid = self.past + r % self.queries + 1;
                 let (d, hidden) = d.split_at_mut(valid);
-                hidden.fill(0.0);
+                init(hidden, std::iter::repeat(0.0));
                 softmax_row(d, &s[..valid]);
             });
+        // SAFETY: every row of `total` is written: the hidden part by
+        // `init`, the rest by `softmax_row` (`init`).
+        let dst = unsafe { assume_init(dst) };
         Ok((CpuStorage::F32(dst), layout.shape().clone()))
     }
 }
@@ -1024,6 +1089,26 @@ pub(crate) fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `init` writes every element and hands back the written slice; with
+    /// too few values it panics rather than hand back unwritten elements.
+    #[test]
+    fn init_writes_every_element_or_panics() {
+        let mut d = uninit(5);
+        let got = init(&mut d, (0..5).map(|i| i as f32));
+        assert_eq!(got, &[0.0, 1.0, 2.0, 3.0, 4.0]);
+        // Extra values are ignored.
+        assert_eq!(init(&mut d[..2], std::iter::repeat(7.0)), &[7.0, 7.0]);
+        // SAFETY: every element was written above.
+        let v = unsafe { assume_init(d) };
+        assert_eq!(v, [7.0, 7.0, 2.0, 3.0, 4.0]);
+        let short = std::panic::catch_unwind(|| {
+            let mut d = uninit(3);
+            init(&mut d, [1.0, 2.0]).len()
+        });
+        assert!(short.is_err());
+        assert!(uninit(0).is_empty());
+    }
     use candle_core::Device;
 
     /// The fused kernel against bmm + the masked softmax + bmm, with grouped
@@ -1224,8 +1309,10 @@ mod tests {
             }
             let e: Vec<f32> = x.iter().map(|v| (v - max).exp()).collect();
             let total: f32 = e.iter().sum();
-            let mut got = vec![0f32; n];
+            let mut got = uninit(n);
             softmax_row(&mut got, &x);
+            // SAFETY: softmax_row writes its whole row.
+            let got = unsafe { assume_init(got) };
             let mut in_place = x.clone();
             softmax_row_in_place(&mut in_place);
             assert_eq!(got, in_place);

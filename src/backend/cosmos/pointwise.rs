@@ -9,11 +9,13 @@
 //!
 //! Other devices and dtypes take candle's own ops, as before.
 
+use std::mem::MaybeUninit;
+
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, DType, Layout, Module, Result, Shape, Tensor};
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
-use super::ops::{avx2_fn, contiguous_f32, exp_in_place, uninit};
+use super::ops::{assume_init, avx2_fn, contiguous_f32, exp_in_place, init, uninit};
 
 /// Sum of squares of `x` in eight running lanes (the order differs from a
 /// sequential sum by rounding only; it lets the loop vectorise).
@@ -86,17 +88,17 @@ impl candle_core::CustomOp2 for RmsNormOp {
         x.par_chunks(dim)
             .zip(dst.par_chunks_mut(dim))
             .for_each(|(x, d)| rms_row(d, x, w, self.eps));
+        // SAFETY: every row of `dim` is written by `rms_row` (`init`).
+        let dst = unsafe { assume_init(dst) };
         Ok((CpuStorage::F32(dst), l1.shape().clone()))
     }
 }
 
 avx2_fn! {
     /// `d ← x / sqrt(mean(x²) + eps) · w` for one row.
-    fn rms_row(d: &mut [f32], x: &[f32], w: &[f32], eps: f32) {
+    fn rms_row(d: &mut [MaybeUninit<f32>], x: &[f32], w: &[f32], eps: f32) {
         let inv = 1.0 / (sum_sq(x) / x.len() as f32 + eps).sqrt();
-        for ((d, &x), &w) in d.iter_mut().zip(x).zip(w) {
-            *d = x * inv * w;
-        }
+        init(d, x.iter().zip(w).map(|(&x, &w)| x * inv * w));
     }
 }
 
@@ -171,7 +173,7 @@ impl CustomOp3 for QkvHeads {
         let sin = contiguous_f32(s3, l3, "qkv heads")?;
         let (rows, heads, hd) = l1.shape().dims3()?;
         let half = hd / 2;
-        if cos.len() != rows * half || sin.len() != rows * half {
+        if hd % 2 != 0 || cos.len() != rows * half || sin.len() != rows * half {
             candle_core::bail!(
                 "qkv heads: {:?} with cos {:?} and sin {:?}",
                 l1.shape(),
@@ -189,7 +191,7 @@ impl CustomOp3 for QkvHeads {
                     let x = &src[h * hd..];
                     if h >= self.roped {
                         for (r, o) in out.chunks_exact_mut(hd).enumerate() {
-                            o.copy_from_slice(&x[r * heads * hd..][..hd]);
+                            init(o, x[r * heads * hd..][..hd].iter().copied());
                         }
                     } else {
                         let scale = if h < self.hq { self.q_scale } else { 1.0 };
@@ -197,6 +199,10 @@ impl CustomOp3 for QkvHeads {
                     }
                 });
         }
+        // SAFETY: every element of every output head is written: copied
+        // (`init`) or rotated (`rope_head`: both halves of every row; hd
+        // is even, checked above).
+        let dst = unsafe { assume_init(dst) };
         Ok((CpuStorage::F32(dst), Shape::from((heads, rows, hd))))
     }
 }
@@ -205,7 +211,7 @@ avx2_fn! {
     /// One head of RoPE (non-interleaved halves) times `scale`: output row
     /// `r` (`out` is rows of `hd`) from the `hd` values at `x[r · stride..]`
     /// and row `r` of `cos` and `sin` (rows of `hd / 2`).
-    fn rope_head(out: &mut [f32], x: &[f32], stride: usize, hd: usize, cos: &[f32], sin: &[f32], scale: f32) {
+    fn rope_head(out: &mut [MaybeUninit<f32>], x: &[f32], stride: usize, hd: usize, cos: &[f32], sin: &[f32], scale: f32) {
         let half = hd / 2;
         for (r, o) in out.chunks_exact_mut(hd).enumerate() {
             let (x1, x2) = x[r * stride..][..hd].split_at(half);
@@ -213,8 +219,8 @@ avx2_fn! {
             let (o1, o2) = o.split_at_mut(half);
             for i in 0..half {
                 // candle's rope, then the scale: same rounding.
-                o1[i] = (x1[i] * c[i] - x2[i] * s[i]) * scale;
-                o2[i] = (x1[i] * s[i] + x2[i] * c[i]) * scale;
+                o1[i].write((x1[i] * c[i] - x2[i] * s[i]) * scale);
+                o2[i].write((x1[i] * s[i] + x2[i] * c[i]) * scale);
             }
         }
     }
@@ -263,10 +269,8 @@ pub fn erf_in_place(xs: &mut [f32]) {
 
 avx2_fn! {
     /// `d ← gelu(s)`.
-    fn gelu_chunk(d: &mut [f32], s: &[f32]) {
-        for (d, &s) in d.iter_mut().zip(s) {
-            *d = s * std::f32::consts::FRAC_1_SQRT_2;
-        }
+    fn gelu_chunk(d: &mut [MaybeUninit<f32>], s: &[f32]) {
+        let d = init(d, s.iter().map(|&s| s * std::f32::consts::FRAC_1_SQRT_2));
         erf_in_place(d);
         for (d, &s) in d.iter_mut().zip(s) {
             *d = 0.5 * s * (1.0 + *d);
@@ -288,6 +292,8 @@ impl CustomOp1 for GeluErf {
         src.par_chunks(CHUNK)
             .zip(dst.par_chunks_mut(CHUNK))
             .for_each(|(s, d)| gelu_chunk(d, s));
+        // SAFETY: every chunk is written by `gelu_chunk` (`init`).
+        let dst = unsafe { assume_init(dst) };
         Ok((CpuStorage::F32(dst), layout.shape().clone()))
     }
 }

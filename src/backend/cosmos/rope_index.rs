@@ -6,6 +6,8 @@
 //! with `second_per_grid` kept as a float; the next text starts at the
 //! largest position so far + 1.
 
+use super::error::CosmosError;
+
 /// Position ids per axis (t, h, w) and the rope delta (max position + 1 − L).
 pub fn rope_index(
     ids: &[u32],
@@ -13,7 +15,7 @@ pub fn rope_index(
     llm_grid: Option<[usize; 3]>,
     second_per_grid: f64,
     tokens_per_second: f64,
-) -> Result<([Vec<i64>; 3], i64), String> {
+) -> Result<([Vec<i64>; 3], i64), CosmosError> {
     let mut pos: [Vec<i64>; 3] = std::array::from_fn(|_| Vec::with_capacity(ids.len()));
     let mut next = 0i64;
     let mut i = 0;
@@ -27,14 +29,20 @@ pub fn rope_index(
             i += 1;
             continue;
         }
-        let [gt, gh, gw] = llm_grid.ok_or("video tokens in the prompt but no video grid")?;
+        let [gt, gh, gw] = llm_grid.ok_or_else(|| {
+            CosmosError::Prompt("video tokens in the prompt but no video grid".into())
+        })?;
         if seen_video {
-            return Err("more than one video block in the prompt".into());
+            return Err(CosmosError::Prompt(
+                "more than one video block in the prompt".into(),
+            ));
         }
         seen_video = true;
         let n = gt * gh * gw;
         if i + n > ids.len() || ids[i..i + n].iter().any(|&t| t != video_token_id) {
-            return Err(format!("expected {n} video tokens at position {i}"));
+            return Err(CosmosError::Prompt(format!(
+                "expected {n} video tokens at position {i}"
+            )));
         }
         let start = next;
         let mut max = start - 1;

@@ -6,6 +6,8 @@
 
 use serde_json::Value;
 
+use super::error::CosmosError;
+
 /// `generation_config.json` values the sampler uses.
 #[derive(Clone, Debug, PartialEq)]
 pub struct GenerationDefaults {
@@ -31,9 +33,10 @@ impl Default for GenerationDefaults {
 }
 
 impl GenerationDefaults {
-    pub fn from_json(text: &str) -> Result<GenerationDefaults, String> {
-        let v: Value = serde_json::from_str(text)
-            .map_err(|e| format!("generation_config.json is not JSON: {e}"))?;
+    pub fn from_json(text: &str) -> Result<GenerationDefaults, CosmosError> {
+        let v: Value = serde_json::from_str(text).map_err(|e| {
+            CosmosError::Checkpoint(format!("generation_config.json is not JSON: {e}"))
+        })?;
         let d = GenerationDefaults::default();
         let f = |k: &str, dflt: f64| v.get(k).and_then(Value::as_f64).unwrap_or(dflt);
         let eos = match v.get("eos_token_id") {
