@@ -44,6 +44,15 @@
 //!   has its record in the output stream (or `drain-timeout` turns the
 //!   unanswered ones into error records), never for the output side's
 //!   pace.
+//! * Machinery: the backend calls and the after-caption stage are two
+//!   instances of the ordered pool ([`crate::pool`]) chained in order: the
+//!   caption pool releases each record (and each marker, and the drain's
+//!   EOS request) into the check pool, where good captions get their check
+//!   and everything else passes through in its place; the check pool
+//!   releases into the output stream and the engine. Lock order: the
+//!   dispatcher's own state → caption pool → check pool → summary engine →
+//!   output stream; the output side ([`Dispatcher::next`]) takes the
+//!   dispatcher's state only after the output stream let go.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

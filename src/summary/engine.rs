@@ -665,9 +665,14 @@ mod tests {
 
     #[test]
     fn the_final_summary_does_not_wait_for_the_last_window() {
-        let started = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let st = started.clone();
-        let t0 = Instant::now();
+        // The last window's summary holds until the aggregation of the final
+        // summary has started: if the final waited for it, that would never
+        // happen (the wait gives up after a minute and the test fails).
+        let (agg_tx, agg_rx) = std::sync::mpsc::channel::<()>();
+        let agg_tx = std::sync::Mutex::new(agg_tx);
+        let agg_rx = std::sync::Mutex::new(agg_rx);
+        let overlapped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let ov = overlapped.clone();
         let llm = Arc::new(FakeLlm::new(move |req, _, _| {
             let tail = req.user.contains("#5");
             let agg = req
@@ -675,9 +680,11 @@ mod tests {
                 .as_deref()
                 .unwrap_or_default()
                 .starts_with("You combine");
-            st.lock().unwrap().push((agg, t0.elapsed()));
-            if tail && !agg {
-                std::thread::sleep(Duration::from_millis(400));
+            if agg {
+                let _ = agg_tx.lock().unwrap().send(());
+            } else if tail {
+                let got = agg_rx.lock().unwrap().recv_timeout(Duration::from_secs(60));
+                ov.store(got.is_ok(), Ordering::SeqCst);
             }
             Ok(super::super::llm::fake::format_ranges(&ids_in(&req.user)))
         }));
@@ -685,8 +692,6 @@ mod tests {
         for i in 0..6 {
             e.push(chunk(i, i as f64 * 10.0, true), false);
         }
-        std::thread::sleep(Duration::from_millis(100));
-        let t_eos = t0.elapsed();
         e.finish();
         let recs = take_all(&out);
         let idx: Vec<Option<u64>> = recs.iter().map(|r| r.summary_index).collect();
@@ -695,17 +700,9 @@ mod tests {
             vec![Some(0), Some(1), Some(2), None],
             "the final stays last"
         );
-        let agg_start = started
-            .lock()
-            .unwrap()
-            .iter()
-            .find(|(agg, _)| *agg)
-            .map(|(_, t)| *t)
-            .unwrap();
         assert!(
-            agg_start < t_eos + Duration::from_millis(300),
-            "the aggregation started {:?} after EOS, while the last window was still being summarized",
-            agg_start - t_eos
+            overlapped.load(Ordering::SeqCst),
+            "the aggregation started while the last window was still being summarized"
         );
         let f = &recs[3];
         assert_eq!(
@@ -753,7 +750,10 @@ mod tests {
 
     #[test]
     fn a_slow_llm_on_live_input_skips_windows_by_name() {
-        let llm = Arc::new(FakeLlm::new(|_, _, cancel| {
+        let (started_tx, started_rx) = std::sync::mpsc::channel::<()>();
+        let started_tx = std::sync::Mutex::new(started_tx);
+        let llm = Arc::new(FakeLlm::new(move |_, _, cancel| {
+            let _ = started_tx.lock().unwrap().send(());
             while !cancel.is_cancelled() {
                 std::thread::sleep(Duration::from_millis(5));
             }
@@ -764,11 +764,13 @@ mod tests {
         for i in 0..=n {
             e.push(chunk(i, i as f64 * 10.0, true), true);
             if i == 2 {
-                // Both threads take a window before the queue fills.
-                std::thread::sleep(Duration::from_millis(100));
+                // Both threads take a window before the queue fills (and
+                // hang there until cancelled).
+                for _ in 0..SummaryEngine::WORKERS {
+                    started_rx.recv().unwrap();
+                }
             }
         }
-        std::thread::sleep(Duration::from_millis(50));
         e.finish();
         e.expire("drain-timeout expired");
         let recs = take_all(&out);
