@@ -44,19 +44,28 @@
 //!   has its record in the output stream (or `drain-timeout` turns the
 //!   unanswered ones into error records), never for the output side's
 //!   pace.
+//! * Machinery: the backend calls and the after-caption stage are two
+//!   instances of the ordered pool ([`crate::pool`]) chained in order: the
+//!   caption pool releases each record (and each marker, and the drain's
+//!   EOS request) into the check pool, where good captions get their check
+//!   and everything else passes through in its place; the check pool
+//!   releases into the output stream and the engine. Lock order: the
+//!   dispatcher's own state → caption pool → check pool → summary engine →
+//!   output stream; the output side ([`Dispatcher::next`]) takes the
+//!   dispatcher's state only after the output stream let go.
 
-use std::collections::{BTreeMap, VecDeque};
-use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use parking_lot::{Condvar, Mutex};
 use tokio_util::sync::CancellationToken;
 
-use crate::backend::{Backend, ChunkJob};
+use crate::backend::{Backend, Caption, ChunkJob};
 use crate::flow::{Item, Outbox, SummaryOut};
+use crate::pool::{Idle, Pool, Spec};
 pub use crate::record::MAX_TEXT_BYTES;
-use crate::record::{cap_text, panic_message, without_nul, SummaryRecord};
+use crate::record::{cap_text, without_nul, SummaryRecord};
 use crate::summary::{Alert, ChunkResult, SummaryEngine};
 
 /// Worker threads and the note to give the user for a concurrency /
@@ -123,92 +132,45 @@ pub enum Submitted {
     Flushing,
 }
 
-struct Queued {
-    seq: u64,
+/// A job of the caption pool.
+struct CaptionJob {
     job: ChunkJob,
     template: SummaryRecord,
     submitted: Instant,
 }
 
-struct InFlight {
-    template: SummaryRecord,
-    token: CancellationToken,
-}
-
+/// What both pools release, in order.
 enum Slot<M> {
     Record(Box<SummaryRecord>, Option<Box<Alert>>),
     Marker(M),
+    /// The drain request: once released by both pools, the engine is told
+    /// to finish (or `Eos` is put).
+    Eos,
 }
 
-struct Inner<M> {
-    generation: u64,
+/// The dispatcher's own state (the pools keep theirs). Lock order: this →
+/// caption pool → check pool → summary engine → output stream.
+#[derive(Default)]
+struct Gate {
     flushing: bool,
     shutdown: bool,
-    next_seq: u64,
-    next_emit: u64,
-    queue: VecDeque<Queued>,
-    in_flight: BTreeMap<u64, InFlight>,
-    /// Captions waiting for the after-caption stage, and in it.
-    post_queue: VecDeque<(u64, SummaryRecord)>,
-    post_in_flight: BTreeMap<u64, InFlight>,
-    done: BTreeMap<u64, Slot<M>>,
-    eos_requested: bool,
-    /// Everything submitted before the drain request is in the output
-    /// stream and the engine was told to finish (or `Eos` was put).
-    eos_returned: bool,
     /// The output side took `Eos`: everything before it was posted.
     eos_taken: bool,
     eos_done: bool,
 }
 
-impl<M> Default for Inner<M> {
-    fn default() -> Self {
-        Inner {
-            generation: 0,
-            flushing: false,
-            shutdown: false,
-            next_seq: 0,
-            next_emit: 0,
-            queue: VecDeque::new(),
-            in_flight: BTreeMap::new(),
-            post_queue: VecDeque::new(),
-            post_in_flight: BTreeMap::new(),
-            done: BTreeMap::new(),
-            eos_requested: false,
-            eos_returned: false,
-            eos_taken: false,
-            eos_done: false,
-        }
-    }
-}
-
-impl<M> Inner<M> {
-    /// Chunks without a result yet.
-    fn unfinished(&self) -> usize {
-        self.queue.len() + self.in_flight.len() + self.post_queue.len() + self.post_in_flight.len()
-    }
-
-    /// Results waiting in the reorder map.
-    fn finished(&self) -> usize {
-        self.done
-            .values()
-            .filter(|s| matches!(s, Slot::Record(..)))
-            .count()
-    }
-}
-
-struct Shared<M> {
-    inner: Mutex<Inner<M>>,
-    /// Workers wait here for jobs.
-    work: Condvar,
-    /// After-caption workers wait here.
-    post_work: Condvar,
-    after: Option<Arc<dyn AfterCaption>>,
-    /// Submitters wait here for room.
+pub struct Dispatcher<M: Send + 'static> {
+    gate: Mutex<Gate>,
+    /// Non-live submitters wait here for room.
     room: Condvar,
-    /// Drain and `eos_done` wait here.
+    /// `wait_eos_out` waits here.
     out: Condvar,
-    backend: Arc<dyn Backend>,
+    /// The backend calls (first pool).
+    captions: Pool<CaptionJob, Slot<M>>,
+    /// The after-caption stage (second pool, fed in order by the first;
+    /// without a stage everything passes through it).
+    checks: Arc<Pool<SummaryRecord, Slot<M>>>,
+    after: Option<Arc<dyn AfterCaption>>,
     stats: Arc<Stats>,
     max_pending: usize,
     workers: usize,
@@ -216,81 +178,42 @@ struct Shared<M> {
     engine: Option<Arc<SummaryEngine>>,
 }
 
-impl<M: Send + 'static> Shared<M> {
-    fn lock(&self) -> MutexGuard<'_, Inner<M>> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// What `max-pending-chunks` bounds for non-live input: chunks without a
-    /// result, plus results not yet taken by the output side (so a blocked
-    /// `summary_src` slows non-live input down too). Live input bounds only
-    /// [`Inner::unfinished`].
-    fn pending(&self, inner: &Inner<M>) -> usize {
-        inner.unfinished() + inner.finished() + self.outbox.captions_waiting()
-    }
-
-    fn finish(&self, inner: &mut Inner<M>, seq: u64, record: SummaryRecord, alert: Option<Alert>) {
-        if record.is_error() {
-            self.stats.failed.fetch_add(1, Ordering::Relaxed);
-        } else {
-            self.stats.completed.fetch_add(1, Ordering::Relaxed);
-        }
-        inner
-            .done
-            .insert(seq, Slot::Record(Box::new(record), alert.map(Box::new)));
-        self.release(inner);
-    }
-
-    /// Moves what is in order from the reorder map to the output stream
-    /// (and each result to the summary engine); at the end of a drain,
-    /// finishes the engine or puts `Eos`.
-    fn release(&self, inner: &mut Inner<M>) {
-        while let Some(slot) = inner.done.remove(&inner.next_emit) {
-            inner.next_emit += 1;
-            match slot {
-                Slot::Record(r, alert) => {
-                    let result = self.engine.as_ref().map(|_| ChunkResult {
-                        chunk_index: r.chunk_index,
-                        start: r.start,
-                        end: r.end,
-                        caption: (!r.is_error()).then(|| r.text.clone()),
-                        start_label: r.start_label.clone(),
-                        end_label: r.end_label.clone(),
-                    });
-                    let live = r.start_time.is_some();
-                    self.outbox.put(Item::Caption(r));
-                    if let Some(a) = alert {
-                        self.outbox.put(Item::Alert(a));
-                    }
-                    // After its caption: a summary follows its captions.
-                    if let (Some(e), Some(c)) = (&self.engine, result) {
-                        e.push(c, live);
-                    }
-                }
-                Slot::Marker(m) => self.outbox.put(Item::Marker(m)),
-            }
-        }
-        if inner.eos_requested && !inner.eos_returned && inner.next_emit == inner.next_seq {
-            inner.eos_returned = true;
-            match &self.engine {
-                Some(e) => e.finish(),
-                None => self.outbox.eos(),
-            }
-        }
-        self.out.notify_all();
-        self.room.notify_all();
-    }
-}
-
-pub struct Dispatcher<M: Send + 'static> {
-    shared: Arc<Shared<M>>,
-}
-
 fn error_record(template: &SummaryRecord, msg: String, since: Option<Instant>) -> SummaryRecord {
     let mut r = template.clone();
     r.error = Some(msg);
     r.latency = since.map(|s| s.elapsed().as_secs_f64()).unwrap_or(0.0);
     r
+}
+
+/// The record of a backend call's outcome.
+fn caption_record(j: &CaptionJob, result: Result<Caption, String>) -> SummaryRecord {
+    let mut rec = j.template.clone();
+    rec.latency = j.submitted.elapsed().as_secs_f64();
+    match result {
+        Ok(c) => {
+            rec.text = without_nul(c.text);
+            rec.reasoning = c.reasoning.map(without_nul);
+            let mut cut = cap_text(&mut rec.text);
+            if let Some(r) = rec.reasoning.as_mut() {
+                cut |= cap_text(r);
+            }
+            rec.text_truncated = cut;
+            rec.input_tokens = c.input_tokens;
+            rec.output_tokens = c.output_tokens;
+            rec.embedding = c.embedding;
+            rec.embedding_error = c.embedding_error;
+        }
+        Err(mut e) => {
+            cap_text(&mut e);
+            rec.error = Some(without_nul(e))
+        }
+    }
+    rec.embedding_error = rec.embedding_error.map(without_nul);
+    rec
+}
+
+fn record<M>(r: SummaryRecord) -> Slot<M> {
+    Slot::Record(Box::new(r), None)
 }
 
 /// What a [`Dispatcher`] is made of besides its backend.
@@ -321,6 +244,50 @@ impl<M: Send + 'static> Parts<M> {
     }
 }
 
+/// The check pool's release: each record, in order, into the output
+/// stream (its alert right after it) and to the summary engine.
+fn to_output<M: Send + 'static>(
+    slot: Slot<M>,
+    outbox: &Outbox<M>,
+    engine: Option<&SummaryEngine>,
+    stats: &Stats,
+) {
+    match slot {
+        Slot::Record(r, alert) => {
+            if !r.dropped {
+                let c = if r.is_error() {
+                    &stats.failed
+                } else {
+                    &stats.completed
+                };
+                c.fetch_add(1, Ordering::Relaxed);
+            }
+            let result = engine.map(|_| ChunkResult {
+                chunk_index: r.chunk_index,
+                start: r.start,
+                end: r.end,
+                caption: (!r.is_error()).then(|| r.text.clone()),
+                start_label: r.start_label.clone(),
+                end_label: r.end_label.clone(),
+            });
+            let live = r.start_time.is_some();
+            outbox.put(Item::Caption(r));
+            if let Some(a) = alert {
+                outbox.put(Item::Alert(a));
+            }
+            // After its caption: a summary follows its captions.
+            if let (Some(e), Some(c)) = (engine, result) {
+                e.push(c, live);
+            }
+        }
+        Slot::Marker(m) => outbox.put(Item::Marker(m)),
+        Slot::Eos => match engine {
+            Some(e) => e.finish(),
+            None => outbox.eos(),
+        },
+    }
+}
+
 impl<M: Send + 'static> Dispatcher<M> {
     /// `max_concurrency` is capped at `max_pending` (see
     /// [`effective_workers`]).
@@ -346,61 +313,105 @@ impl<M: Send + 'static> Dispatcher<M> {
         } = parts;
         let (workers, _) = effective_workers(max_concurrency, max_pending);
         let stage_workers = stage.as_ref().map_or(0, |(_, n)| (*n).max(1));
-        let shared = Arc::new(Shared {
-            inner: Mutex::new(Inner::default()),
-            work: Condvar::new(),
-            post_work: Condvar::new(),
-            after: stage.map(|(a, _)| a),
+        let after = stage.map(|(a, _)| a);
+        let (a1, a2) = (after.clone(), after.clone());
+        let (o, e, s) = (outbox.clone(), engine.clone(), stats.clone());
+        let checks = Arc::new(
+            Pool::new(Spec {
+                name: "vsssummarize-a".into(),
+                workers: stage_workers,
+                work: Box::new(move |r: &SummaryRecord, token: &CancellationToken| {
+                    let mut rec = r.clone();
+                    let t0 = Instant::now();
+                    let alert = a1.as_ref().and_then(|a| a.process(&mut rec, token));
+                    rec.latency += t0.elapsed().as_secs_f64();
+                    Slot::Record(Box::new(rec), alert.map(Box::new))
+                }),
+                panicked: Box::new(move |r: &SummaryRecord, what: &str| {
+                    let mut rec = r.clone();
+                    if let Some(a) = &a2 {
+                        a.timed_out(&mut rec, &format!("internal error: {what}"));
+                    }
+                    record(rec)
+                }),
+                release: Box::new(move |slot| to_output(slot, &o, e.as_deref(), &s)),
+            })
+            .expect("cannot spawn a vsssummarize worker thread"),
+        );
+        let next = checks.clone();
+        let staged = after.is_some();
+        let captions = Pool::new(Spec {
+            name: "vsssummarize-w".into(),
+            workers,
+            work: Box::new(move |j: &CaptionJob, token: &CancellationToken| {
+                let result = backend.caption(&j.job, token).map_err(|e| e.to_string());
+                record(caption_record(j, result))
+            }),
+            panicked: Box::new(|j: &CaptionJob, what: &str| {
+                record(caption_record(j, Err(format!("backend panicked: {what}"))))
+            }),
+            // In order into the check pool: good captions get checked,
+            // the rest keeps its place there.
+            release: Box::new(move |slot| {
+                let _ = match slot {
+                    Slot::Record(r, None) if staged && !r.is_error() => {
+                        next.submit(*r).map(drop).map_err(drop)
+                    }
+                    s @ Slot::Record(..) => next.pass(s).map(drop).map_err(drop),
+                    s => next.mark(s).map(drop).map_err(drop),
+                };
+            }),
+        })
+        .expect("cannot spawn a vsssummarize worker thread");
+        Dispatcher {
+            gate: Mutex::new(Gate::default()),
             room: Condvar::new(),
             out: Condvar::new(),
-            backend,
+            captions,
+            checks,
+            after,
             stats,
             max_pending: max_pending.max(1),
             workers,
             outbox,
             engine,
-        });
-        for i in 0..workers {
-            let s = shared.clone();
-            std::thread::Builder::new()
-                .name(format!("vsssummarize-w{i}"))
-                .spawn(move || worker(s))
-                .expect("cannot spawn a vsssummarize worker thread");
         }
-        for i in 0..stage_workers {
-            let s = shared.clone();
-            std::thread::Builder::new()
-                .name(format!("vsssummarize-a{i}"))
-                .spawn(move || post_worker(s))
-                .expect("cannot spawn a vsssummarize worker thread");
-        }
-        Dispatcher { shared }
     }
 
     /// Number of chunks queued or in flight.
     pub fn pending(&self) -> usize {
-        self.shared.lock().unfinished()
+        self.captions.counts().unfinished() + self.checks.counts().unfinished()
+    }
+
+    /// What `max-pending-chunks` bounds for non-live input: chunks without a
+    /// result, plus results not yet taken by the output side (so a blocked
+    /// `summary_src` slows non-live input down too). Live input bounds only
+    /// [`pending`](Self::pending). Read upstream first, so that a record
+    /// moving on is counted twice at worst, never missed.
+    fn pending_non_live(&self) -> usize {
+        let (a, b) = (self.captions.counts(), self.checks.counts());
+        let waiting = self.outbox.captions_waiting();
+        a.unfinished() + a.unreleased + b.unfinished() + b.unreleased + waiting
     }
 
     /// The summary engine, if summaries are made.
     pub fn engine(&self) -> Option<&Arc<SummaryEngine>> {
-        self.shared.engine.as_ref()
+        self.engine.as_ref()
     }
 
     /// Puts `marker` in the output order after everything submitted so far;
     /// [`next`](Self::next) returns it as [`Item::Marker`]. Gives it back
     /// while flushing or shut down.
     pub fn mark(&self, marker: M) -> Result<(), M> {
-        let sh = &self.shared;
-        let mut inner = sh.lock();
-        if inner.flushing || inner.shutdown {
+        let g = self.gate.lock();
+        if g.flushing || g.shutdown {
             return Err(marker);
         }
-        let seq = inner.next_seq;
-        inner.next_seq += 1;
-        inner.done.insert(seq, Slot::Marker(marker));
-        sh.release(&mut inner);
-        Ok(())
+        match self.captions.mark(Slot::Marker(marker)) {
+            Ok(_) => Ok(()),
+            Err(Slot::Marker(m)) => Err(m),
+            Err(_) => unreachable!("the marker comes back"),
+        }
     }
 
     /// Submits one chunk. `template` holds the record's chunk fields; the
@@ -408,77 +419,108 @@ impl<M: Send + 'static> Dispatcher<M> {
     /// `live`, in which case a chunk that was not sent yet is dropped instead
     /// (the oldest queued one, else this one).
     pub fn submit(&self, job: ChunkJob, template: SummaryRecord, live: bool) -> Submitted {
-        let sh = &self.shared;
         if !live {
-            if let Some(e) = &sh.engine {
+            if let Some(e) = &self.engine {
                 // Windows are back-pressured like captions (a flush or a
                 // shutdown ends the wait; the checks below then say so).
                 e.wait_room();
             }
         }
-        let mut inner = sh.lock();
+        let mut g = self.gate.lock();
         let mut dropped = Vec::new();
         loop {
-            if inner.flushing || inner.shutdown {
+            if g.flushing || g.shutdown {
                 return Submitted::Flushing;
             }
             if live {
                 // Live: only unfinished work is dropped to make room; results
-                // (drop records included) never block a live stream.
-                if inner.unfinished() < sh.max_pending {
+                // (drop records included) never block a live stream. A chunk
+                // in the check stage is never dropped.
+                if self.pending() < self.max_pending {
                     break;
                 }
-                match drop_oldest_queued(sh, &mut inner) {
-                    Some(idx) => dropped.push(idx),
+                let oldest = self.captions.drop_oldest_queued(|j| {
+                    record(self.drop_record(&j.template, Some(j.submitted)))
+                });
+                match oldest {
+                    Some(j) => dropped.push(j.template.chunk_index),
                     None => {
                         // Every pending chunk is in flight: drop this one.
-                        let seq = inner.next_seq;
-                        inner.next_seq += 1;
+                        self.stats.submitted.fetch_add(1, Ordering::Relaxed);
                         let idx = template.chunk_index;
-                        sh.stats.submitted.fetch_add(1, Ordering::Relaxed);
-                        drop_record(sh, &mut inner, seq, &template, None);
+                        let _ = self
+                            .captions
+                            .pass(record(self.drop_record(&template, None)));
                         dropped.push(idx);
-                        return Submitted::Dropped(dropped, drop_hint(sh));
+                        return Submitted::Dropped(dropped, self.drop_hint());
                     }
                 }
             } else {
-                if sh.pending(&inner) < sh.max_pending {
+                if self.pending_non_live() < self.max_pending {
                     break;
                 }
-                inner = sh.room.wait(inner).unwrap_or_else(|e| e.into_inner());
+                self.room.wait(&mut g);
             }
         }
-        let seq = inner.next_seq;
-        inner.next_seq += 1;
-        inner.queue.push_back(Queued {
-            seq,
+        let job = CaptionJob {
             job,
             template,
             submitted: Instant::now(),
-        });
-        sh.stats.submitted.fetch_add(1, Ordering::Relaxed);
-        sh.work.notify_one();
+        };
+        if self.captions.submit(job).is_err() {
+            return Submitted::Flushing;
+        }
+        self.stats.submitted.fetch_add(1, Ordering::Relaxed);
         if dropped.is_empty() {
             Submitted::Queued
         } else {
-            Submitted::Dropped(dropped, drop_hint(sh))
+            Submitted::Dropped(dropped, self.drop_hint())
         }
+    }
+
+    /// What helps when live input overflows: with no more pending chunks
+    /// than workers every pending chunk is in flight, so only more pending
+    /// room (for chunks to wait in) or fewer chunks help; otherwise more
+    /// requests at once.
+    fn drop_hint(&self) -> String {
+        if self.max_pending <= self.workers {
+            format!(
+                "the model answers slower than chunks arrive and all max-pending-chunks={} are in flight: raise max-pending-chunks (queued chunks wait for a free request) or chunk-duration, or lower num-frames-per-chunk",
+                self.max_pending
+            )
+        } else {
+            format!(
+                "the model answers slower than chunks arrive (max-pending-chunks={} reached with max-concurrency={}): raise max-concurrency if the server can take more requests at once, or chunk-duration, or lower num-frames-per-chunk",
+                self.max_pending, self.workers
+            )
+        }
+    }
+
+    /// The error record of a chunk dropped on live overflow.
+    fn drop_record(&self, template: &SummaryRecord, since: Option<Instant>) -> SummaryRecord {
+        let msg = format!(
+            "dropped: live input is ahead of the model; {}",
+            self.drop_hint()
+        );
+        let mut rec = error_record(template, msg, since);
+        rec.dropped = true;
+        self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+        rec
     }
 
     /// The next item of the output stream; blocks until there is one.
     /// `None` once flushing or shut down (or the output side failed).
     pub fn next(&self) -> Option<Item<M>> {
-        let item = self.shared.outbox.next()?;
+        let item = self.outbox.next()?;
         match item {
             Item::Caption(_) => {
                 // A taken record frees room for a waiting non-live submitter.
-                let _inner = self.shared.lock();
-                self.shared.room.notify_all();
+                let _g = self.gate.lock();
+                self.room.notify_all();
             }
             Item::Eos => {
-                let mut inner = self.shared.lock();
-                inner.eos_taken = true;
-                self.shared.out.notify_all();
+                self.gate.lock().eos_taken = true;
+                self.out.notify_all();
             }
             _ => {}
         }
@@ -488,23 +530,22 @@ impl<M: Send + 'static> Dispatcher<M> {
     /// The output side failed for good (a flow error downstream): what
     /// comes later is discarded and nothing waits for it to be taken.
     pub fn output_failed(&self) {
-        self.shared.outbox.close();
-        let _inner = self.shared.lock();
-        self.shared.room.notify_all();
+        self.outbox.close();
+        let _g = self.gate.lock();
+        self.room.notify_all();
     }
 
     /// True while flushing or after shutdown: [`next`](Self::next) returns
     /// at once.
     pub fn is_stopped(&self) -> bool {
-        let inner = self.shared.lock();
-        inner.flushing || inner.shutdown || self.shared.outbox.is_stopped()
+        let g = self.gate.lock();
+        g.flushing || g.shutdown || self.outbox.is_stopped()
     }
 
     /// Called by the output side once it has pushed the `Eos` output.
     pub fn eos_done(&self) {
-        let mut inner = self.shared.lock();
-        inner.eos_done = true;
-        self.shared.out.notify_all();
+        self.gate.lock().eos_done = true;
+        self.out.notify_all();
     }
 
     /// EOS: waits until every submitted chunk has its record in the output
@@ -516,32 +557,40 @@ impl<M: Send + 'static> Dispatcher<M> {
     /// cancelled). Returns the number of chunks timed out this way, or
     /// `None` if a flush or shutdown interrupted the drain.
     pub fn drain(&self, timeout: Duration) -> Option<usize> {
-        let sh = &self.shared;
-        let mut inner = sh.lock();
-        inner.eos_requested = true;
-        sh.release(&mut inner);
-        let deadline = Instant::now() + timeout;
-        loop {
-            if inner.flushing || inner.shutdown {
+        {
+            let g = self.gate.lock();
+            if g.flushing || g.shutdown || self.captions.mark(Slot::Eos).is_err() {
                 return None;
             }
-            if inner.eos_returned {
-                return Some(0);
-            }
-            let now = Instant::now();
-            if now >= deadline {
+        }
+        let deadline = Instant::now() + timeout;
+        let idle = match self.captions.wait_idle(deadline) {
+            Idle::Idle => self.checks.wait_idle(deadline),
+            other => other,
+        };
+        match idle {
+            Idle::Idle => Some(0),
+            Idle::Stopped => None,
+            Idle::TimedOut => {
                 let msg = format!(
                     "drain-timeout ({:.1} s) expired at EOS before the model answered",
                     timeout.as_secs_f64()
                 );
-                let n = fail_all(sh, &mut inner, &msg);
-                return Some(n);
+                let n = self.captions.fail_pending(|j, running| {
+                    let since = (!running).then_some(j.submitted);
+                    record(error_record(&j.template, msg.clone(), since))
+                });
+                // Captions whose after-caption stage did not finish keep
+                // their caption.
+                self.checks.fail_pending(|r, _| {
+                    let mut r = r.clone();
+                    if let Some(a) = &self.after {
+                        a.timed_out(&mut r, &msg);
+                    }
+                    record(r)
+                });
+                Some(n)
             }
-            inner = sh
-                .out
-                .wait_timeout(inner, deadline - now)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
         }
     }
 
@@ -549,279 +598,66 @@ impl<M: Send + 'static> Dispatcher<M> {
     /// `pushed`: and called [`eos_done`](Self::eos_done) after pushing it);
     /// false on timeout, flush or shutdown.
     pub fn wait_eos_out(&self, pushed: bool, timeout: Duration) -> bool {
-        let sh = &self.shared;
         let deadline = Instant::now() + timeout;
-        let mut inner = sh.lock();
+        let mut g = self.gate.lock();
         loop {
-            if inner.eos_done || (!pushed && inner.eos_taken) {
+            if g.eos_done || (!pushed && g.eos_taken) {
                 return true;
             }
-            let now = Instant::now();
-            if inner.flushing || inner.shutdown || now >= deadline {
+            if g.flushing || g.shutdown || Instant::now() >= deadline {
                 return false;
             }
-            inner = sh
-                .out
-                .wait_timeout(inner, deadline - now)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            self.out.wait_until(&mut g, deadline);
         }
     }
 
     /// Flush start: cancels and forgets all work (summaries included);
     /// blocked callers return.
     pub fn flush_start(&self) {
-        let sh = &self.shared;
-        let mut inner = sh.lock();
-        inner.generation += 1;
-        inner.flushing = true;
-        discard_all(&mut inner);
-        sh.outbox.stop();
-        if let Some(e) = &sh.engine {
+        let mut g = self.gate.lock();
+        g.flushing = true;
+        g.eos_taken = false;
+        g.eos_done = false;
+        self.captions.stop();
+        self.checks.stop();
+        self.outbox.stop();
+        if let Some(e) = &self.engine {
             e.flush();
         }
-        sh.work.notify_all();
-        sh.room.notify_all();
-        sh.out.notify_all();
+        self.room.notify_all();
+        self.out.notify_all();
     }
 
     /// Flush stop: accepts work again, numbering from scratch.
     pub fn flush_stop(&self) {
-        let mut inner = self.shared.lock();
-        self.shared.outbox.restart();
-        inner.flushing = false;
-        inner.next_seq = 0;
-        inner.next_emit = 0;
-        inner.eos_requested = false;
-        inner.eos_returned = false;
-        inner.eos_taken = false;
-        inner.eos_done = false;
+        let mut g = self.gate.lock();
+        self.outbox.restart();
+        self.checks.start();
+        self.captions.start();
+        g.flushing = false;
+        g.eos_taken = false;
+        g.eos_done = false;
     }
 
     /// Cancels everything and stops the workers (they exit as soon as their
     /// current backend call returns, which cancellation makes prompt).
     pub fn shutdown(&self) {
-        let sh = &self.shared;
-        let mut inner = sh.lock();
-        inner.generation += 1;
-        inner.shutdown = true;
-        discard_all(&mut inner);
-        sh.outbox.stop();
-        if let Some(e) = &sh.engine {
+        let mut g = self.gate.lock();
+        g.shutdown = true;
+        self.captions.shutdown();
+        self.checks.shutdown();
+        self.outbox.stop();
+        if let Some(e) = &self.engine {
             e.shutdown();
         }
-        sh.work.notify_all();
-        sh.post_work.notify_all();
-        sh.room.notify_all();
-        sh.out.notify_all();
+        self.room.notify_all();
+        self.out.notify_all();
     }
 }
 
 impl<M: Send + 'static> Drop for Dispatcher<M> {
     fn drop(&mut self) {
         self.shutdown();
-    }
-}
-
-fn discard_all<M>(inner: &mut Inner<M>) {
-    for (_, f) in std::mem::take(&mut inner.in_flight) {
-        f.token.cancel();
-    }
-    for (_, f) in std::mem::take(&mut inner.post_in_flight) {
-        f.token.cancel();
-    }
-    inner.post_queue.clear();
-    inner.queue.clear();
-    inner.done.clear();
-    inner.eos_requested = false;
-    inner.eos_returned = false;
-    inner.eos_taken = false;
-    inner.eos_done = false;
-}
-
-/// Drops the oldest chunk that has not been sent yet; `None` when every
-/// pending chunk is in flight (those are never cancelled to make room).
-/// Returns the chunk index.
-fn drop_oldest_queued<M: Send + 'static>(sh: &Shared<M>, inner: &mut Inner<M>) -> Option<u64> {
-    let q = inner.queue.pop_front()?;
-    drop_record(sh, inner, q.seq, &q.template, Some(q.submitted));
-    Some(q.template.chunk_index)
-}
-
-/// What helps when live input overflows: with no more pending chunks than
-/// workers every pending chunk is in flight, so only more pending room (for
-/// chunks to wait in) or fewer chunks help; otherwise more requests at once.
-fn drop_hint<M>(sh: &Shared<M>) -> String {
-    if sh.max_pending <= sh.workers {
-        format!(
-            "the model answers slower than chunks arrive and all max-pending-chunks={} are in flight: raise max-pending-chunks (queued chunks wait for a free request) or chunk-duration, or lower num-frames-per-chunk",
-            sh.max_pending
-        )
-    } else {
-        format!(
-            "the model answers slower than chunks arrive (max-pending-chunks={} reached with max-concurrency={}): raise max-concurrency if the server can take more requests at once, or chunk-duration, or lower num-frames-per-chunk",
-            sh.max_pending, sh.workers
-        )
-    }
-}
-
-fn drop_record<M: Send + 'static>(
-    sh: &Shared<M>,
-    inner: &mut Inner<M>,
-    seq: u64,
-    template: &SummaryRecord,
-    since: Option<Instant>,
-) {
-    let msg = format!(
-        "dropped: live input is ahead of the model; {}",
-        drop_hint(sh)
-    );
-    let mut rec = error_record(template, msg, since);
-    rec.dropped = true;
-    sh.stats.dropped.fetch_add(1, Ordering::Relaxed);
-    inner.done.insert(seq, Slot::Record(Box::new(rec), None));
-    sh.release(inner);
-}
-
-/// Turns every pending chunk into an error record.
-fn fail_all<M: Send + 'static>(sh: &Shared<M>, inner: &mut Inner<M>, msg: &str) -> usize {
-    let mut n = 0;
-    for q in std::mem::take(&mut inner.queue) {
-        let r = error_record(&q.template, msg.to_string(), Some(q.submitted));
-        sh.finish(inner, q.seq, r, None);
-        n += 1;
-    }
-    for (seq, f) in std::mem::take(&mut inner.in_flight) {
-        f.token.cancel();
-        let r = error_record(&f.template, msg.to_string(), None);
-        sh.finish(inner, seq, r, None);
-        n += 1;
-    }
-    // Captions whose after-caption stage did not finish keep their caption.
-    let mut post: Vec<(u64, SummaryRecord)> = std::mem::take(&mut inner.post_queue).into();
-    for (seq, f) in std::mem::take(&mut inner.post_in_flight) {
-        f.token.cancel();
-        post.push((seq, f.template));
-    }
-    for (seq, mut r) in post {
-        if let Some(a) = &sh.after {
-            a.timed_out(&mut r, msg);
-        }
-        sh.finish(inner, seq, r, None);
-    }
-    n
-}
-
-fn worker<M: Send + 'static>(sh: Arc<Shared<M>>) {
-    loop {
-        let (generation, q, token) = {
-            let mut inner = sh.lock();
-            loop {
-                if inner.shutdown {
-                    return;
-                }
-                if let Some(q) = inner.queue.pop_front() {
-                    let token = CancellationToken::new();
-                    inner.in_flight.insert(
-                        q.seq,
-                        InFlight {
-                            template: q.template.clone(),
-                            token: token.clone(),
-                        },
-                    );
-                    break (inner.generation, q, token);
-                }
-                inner = sh.work.wait(inner).unwrap_or_else(|e| e.into_inner());
-            }
-        };
-        let Queued {
-            seq,
-            job,
-            template,
-            submitted,
-        } = q;
-        let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            sh.backend.caption(&job, &token).map_err(|e| e.to_string())
-        }))
-        .unwrap_or_else(|p| Err(format!("backend panicked: {}", panic_message(&*p))));
-        drop(job);
-        let mut inner = sh.lock();
-        if inner.generation != generation || inner.in_flight.remove(&seq).is_none() {
-            // Flushed, dropped or timed out meanwhile: its record exists or is unwanted.
-            continue;
-        }
-        let mut rec = template;
-        rec.latency = submitted.elapsed().as_secs_f64();
-        match result {
-            Ok(c) => {
-                rec.text = without_nul(c.text);
-                rec.reasoning = c.reasoning.map(without_nul);
-                let mut cut = cap_text(&mut rec.text);
-                if let Some(r) = rec.reasoning.as_mut() {
-                    cut |= cap_text(r);
-                }
-                rec.text_truncated = cut;
-                rec.input_tokens = c.input_tokens;
-                rec.output_tokens = c.output_tokens;
-                rec.embedding = c.embedding;
-                rec.embedding_error = c.embedding_error;
-            }
-            Err(mut e) => {
-                cap_text(&mut e);
-                rec.error = Some(without_nul(e))
-            }
-        }
-        rec.embedding_error = rec.embedding_error.map(without_nul);
-        if sh.after.is_some() && !rec.is_error() {
-            inner.post_queue.push_back((seq, rec));
-            sh.post_work.notify_one();
-        } else {
-            sh.finish(&mut inner, seq, rec, None);
-        }
-    }
-}
-
-fn post_worker<M: Send + 'static>(sh: Arc<Shared<M>>) {
-    let Some(after) = sh.after.clone() else {
-        return;
-    };
-    loop {
-        let (generation, seq, mut rec, token) = {
-            let mut inner = sh.lock();
-            loop {
-                if inner.shutdown {
-                    return;
-                }
-                if let Some((seq, rec)) = inner.post_queue.pop_front() {
-                    let token = CancellationToken::new();
-                    inner.post_in_flight.insert(
-                        seq,
-                        InFlight {
-                            template: rec.clone(),
-                            token: token.clone(),
-                        },
-                    );
-                    break (inner.generation, seq, rec, token);
-                }
-                inner = sh.post_work.wait(inner).unwrap_or_else(|e| e.into_inner());
-            }
-        };
-        let t0 = Instant::now();
-        let alert =
-            match std::panic::catch_unwind(AssertUnwindSafe(|| after.process(&mut rec, &token))) {
-                Ok(a) => a,
-                Err(p) => {
-                    let what = panic_message(&*p);
-                    after.timed_out(&mut rec, &format!("internal error: {what}"));
-                    None
-                }
-            };
-        let mut inner = sh.lock();
-        if inner.generation != generation || inner.post_in_flight.remove(&seq).is_none() {
-            continue;
-        }
-        rec.latency += t0.elapsed().as_secs_f64();
-        sh.finish(&mut inner, seq, rec, alert);
     }
 }
 

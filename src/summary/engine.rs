@@ -6,8 +6,9 @@
 //! [`SummaryEngine::finish`], the `final-summary` record last, then `Eos`.
 //! Free of GStreamer types.
 //!
-//! * Threads: [`SummaryEngine::WORKERS`] threads run window summaries (and
-//!   the final summary); within one, the batches of an aggregation level run
+//! * Threads: the window summaries and the final summary are jobs of one
+//!   ordered pool ([`crate::pool`]) of [`SummaryEngine::WORKERS`] threads,
+//!   which releases them in window order; within one, the batches of an aggregation level run
 //!   in parallel up to `llm-max-concurrency`. So at most
 //!   `WORKERS × llm-max-concurrency` summary calls are in flight, apart from
 //!   the event checks, which have their own budget: a slow aggregation never
@@ -31,7 +32,9 @@
 //! * At EOS the final summary does not wait for the last window's summary:
 //!   it aggregates the earlier window summaries together with the last
 //!   window's captions, while that window's own summary is made in parallel
-//!   ([`final_summary_with_tail`]). So the final summary is ready about one
+//!   ([`final_summary_with_tail`]): the final job is gated on every window
+//!   but that one (pool rule 6) and released after it (pool rule 1). So
+//!   the final summary is ready about one
 //!   LLM call after EOS (when the earlier windows kept up), not two.
 //! * The final summary aggregates the windows that succeeded (see
 //!   [`super::aggregate`]); with `summary-duration=-1` it summarizes all
@@ -42,11 +45,11 @@
 //!   cancels what runs and turns every summary not made into an error record,
 //!   so that each window still ends as exactly one record.
 
-use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Instant;
 
+use parking_lot::{Condvar, Mutex};
 use tokio_util::sync::CancellationToken;
 
 use super::aggregate::{
@@ -56,6 +59,7 @@ use super::aggregate::{
 use super::llm::TextLlm;
 use super::windows::{ChunkResult, Window, Windows};
 use crate::flow::SummaryOut;
+use crate::pool::{Pool, Spec};
 
 /// Closed windows waiting for a summary thread, at most.
 pub const MAX_QUEUED_WINDOWS: usize = 16;
@@ -82,23 +86,31 @@ impl SummaryStats {
     }
 }
 
+/// A job of the engine's pool ([`crate::pool`]).
 enum Job {
-    Window { seq: u64, window: Window },
+    Window(Window),
+    /// Gated on every window but the one closed by EOS (pool rule 6).
     Final,
+}
+
+/// A result of the engine's pool, released in order.
+enum Done {
+    Window(Window, SummaryOutput),
+    Final(SummaryOutput),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum FinalState {
     /// Not asked for yet (no EOS).
     Waiting,
-    /// EOS seen; runs once every window summary is in.
+    /// EOS seen; the final job is in the pool.
     Due,
-    Running,
-    /// Its record is in `ready` or was taken.
+    /// Its record is in the output stream.
     Done,
 }
 
-struct Inner {
+struct State {
+    /// Bumped by flush and expire (ends `wait_finished`).
     generation: u64,
     shutdown: bool,
     windows: Windows,
@@ -106,32 +118,21 @@ struct Inner {
     all_chunks: Vec<ChunkResult>,
     /// Live input: summaries carry `start-time` / `end-time`.
     live: bool,
-    queue: VecDeque<Job>,
-    /// Window summaries running: seq → (window index, cancel).
-    running: BTreeMap<u64, (Window, CancellationToken)>,
-    final_token: Option<CancellationToken>,
-    next_seq: u64,
-    next_out: u64,
-    /// Window records by seq, waiting for their turn.
-    done: BTreeMap<u64, SummaryRecordFields>,
     /// For the final summary, in window order.
-    parts: BTreeMap<u64, PartSummary>,
+    parts: std::collections::BTreeMap<u64, PartSummary>,
     final_state: FinalState,
-    /// The window closed by EOS (seq, window): the final summary reads its
-    /// captions instead of waiting for its summary.
-    tail: Option<(u64, Window)>,
-    /// The final record, made before the last window's record left: it
-    /// waits here to stay last.
-    final_rec: Option<SummaryRecordFields>,
+    /// The window closed by EOS: the final summary reads its captions
+    /// instead of waiting for its summary.
+    tail: Option<Window>,
     /// Chunks pushed since the start or the last flush.
     pushed: u64,
 }
 
-struct Shared {
-    inner: Mutex<Inner>,
-    /// Workers wait here for jobs.
-    work: Condvar,
-    /// Waiters (drain, back-pressure) wait here.
+/// What the pool's functions share. Lock order: pool → `state` → output
+/// stream; nothing holds `state` while it calls the pool.
+struct Core {
+    state: Mutex<State>,
+    /// `wait_finished` waits here.
     changed: Condvar,
     /// Where the records go.
     out: Arc<dyn SummaryOut>,
@@ -140,14 +141,9 @@ struct Shared {
     stats: Arc<SummaryStats>,
 }
 
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
 pub struct SummaryEngine {
-    shared: Arc<Shared>,
+    core: Arc<Core>,
+    pool: Pool<Job, Done>,
 }
 
 impl SummaryEngine {
@@ -161,130 +157,133 @@ impl SummaryEngine {
         out: Arc<dyn SummaryOut>,
     ) -> Result<SummaryEngine, String> {
         cfg.summary.validate()?;
-        let shared = Arc::new(Shared {
-            inner: Mutex::new(Inner {
+        let core = Arc::new(Core {
+            state: Mutex::new(State {
                 generation: 0,
                 shutdown: false,
                 windows: Windows::new(cfg.window)?,
                 all_chunks: Vec::new(),
                 live: false,
-                queue: VecDeque::new(),
-                running: BTreeMap::new(),
-                final_token: None,
-                next_seq: 0,
-                next_out: 0,
-                done: BTreeMap::new(),
-                parts: BTreeMap::new(),
+                parts: Default::default(),
                 final_state: FinalState::Waiting,
                 tail: None,
-                final_rec: None,
                 pushed: 0,
             }),
-            work: Condvar::new(),
             changed: Condvar::new(),
             out,
             llm,
             cfg,
             stats,
         });
-        for i in 0..Self::WORKERS {
-            let s = shared.clone();
-            std::thread::Builder::new()
-                .name(format!("vsssummarize-s{i}"))
-                .spawn(move || worker(s))
-                .map_err(|e| format!("cannot start a summary thread: {e}"))?;
-        }
-        Ok(SummaryEngine { shared })
+        let (c1, c2) = (core.clone(), core.clone());
+        let pool = Pool::new(Spec {
+            name: "vsssummarize-s".into(),
+            workers: Self::WORKERS,
+            work: Box::new(move |job: &Job, token: &CancellationToken| c1.run(job, token)),
+            panicked: Box::new(|job: &Job, what: &str| {
+                failed(
+                    job,
+                    format!("internal error in the summary: {what} (a bug: please report it)"),
+                )
+            }),
+            release: Box::new(move |done: Done| c2.release(done)),
+        })
+        .map_err(|e| format!("cannot start a summary thread: {e}"))?;
+        Ok(SummaryEngine { core, pool })
     }
 
     /// One chunk's result, in chunk (output) order. `live`: the labels are
-    /// wall-clock times.
+    /// wall-clock times. Called by one feeder at a time (the dispatcher, as
+    /// each record enters the output stream).
     pub fn push(&self, chunk: ChunkResult, live: bool) {
-        let sh = &self.shared;
-        let mut inner = sh.lock();
-        if inner.shutdown || inner.final_state != FinalState::Waiting {
-            return;
-        }
-        inner.live = live;
-        inner.pushed += 1;
-        if sh.cfg.window.is_none() {
-            inner.all_chunks.push(chunk);
-            return;
-        }
-        for w in inner.windows.push(chunk) {
-            enqueue(sh, &mut inner, w);
+        let closed = {
+            let mut st = self.core.state.lock();
+            if st.shutdown || st.final_state != FinalState::Waiting {
+                return;
+            }
+            st.live = live;
+            st.pushed += 1;
+            if self.core.cfg.window.is_none() {
+                st.all_chunks.push(chunk);
+                return;
+            }
+            st.windows.push(chunk)
+        };
+        for w in closed {
+            self.enqueue(w, live);
         }
     }
 
     /// EOS: closes the last window; the final summary follows the windows.
     pub fn finish(&self) {
-        let sh = &self.shared;
-        let mut inner = sh.lock();
-        if inner.shutdown || inner.final_state != FinalState::Waiting {
-            return;
+        let (tail, live) = {
+            let mut st = self.core.state.lock();
+            if st.shutdown || st.final_state != FinalState::Waiting {
+                return;
+            }
+            if st.pushed == 0 {
+                // No chunk at all (EOS before any frame): nothing to
+                // summarize, no record.
+                st.final_state = FinalState::Done;
+                self.core.out.eos();
+                self.core.changed.notify_all();
+                return;
+            }
+            let tail = st.windows.finish();
+            st.tail = tail.last().cloned();
+            st.final_state = FinalState::Due;
+            (tail, st.live)
+        };
+        let mut gate = None;
+        for w in tail {
+            gate = self.enqueue(w, live);
         }
-        for w in inner.windows.finish() {
-            let seq = inner.next_seq;
-            inner.tail = Some((seq, w.clone()));
-            enqueue(sh, &mut inner, w);
+        // Without waiting for the EOS window's own summary.
+        let _ = self.pool.submit_gated(Job::Final, gate);
+    }
+
+    /// Queues a closed window; on live input a full queue skips its oldest
+    /// waiting window (which becomes an error record). Its sequence number.
+    fn enqueue(&self, window: Window, live: bool) -> Option<u64> {
+        // Live only: a file waits in `wait_room` instead.
+        if live && self.pool.counts().queued >= MAX_QUEUED_WINDOWS {
+            self.pool.drop_oldest_queued(|job| {
+                failed(job, format!(
+                    "skipped: the LLM summarizes slower than windows close ({MAX_QUEUED_WINDOWS} windows were waiting); raise summary-duration or llm-max-concurrency, or use a faster LLM"
+                ))
+            });
         }
-        if inner.pushed == 0 {
-            // No chunk at all (EOS before any frame): nothing to summarize,
-            // no record.
-            inner.final_state = FinalState::Done;
-            sh.out.eos();
-            sh.changed.notify_all();
-            return;
-        }
-        inner.final_state = FinalState::Due;
-        schedule_final(sh, &mut inner);
-        sh.work.notify_all();
-        sh.changed.notify_all();
+        self.pool.submit(Job::Window(window)).ok()
     }
 
     /// Non-live back-pressure: waits while [`MAX_QUEUED_WINDOWS`] windows
     /// wait for a thread; returns at once on a flush or shutdown.
     pub fn wait_room(&self) {
-        let sh = &self.shared;
-        let mut inner = sh.lock();
-        let generation = inner.generation;
-        while !inner.shutdown
-            && inner.generation == generation
-            && waiting_windows(&inner) >= MAX_QUEUED_WINDOWS
-        {
-            inner = sh.changed.wait(inner).unwrap_or_else(|e| e.into_inner());
-        }
+        self.pool.wait_room(MAX_QUEUED_WINDOWS);
     }
 
     /// After [`finish`](Self::finish): the final record is in the output
     /// stream.
     pub fn finished(&self) -> bool {
-        self.shared.lock().final_state == FinalState::Done
+        self.core.state.lock().final_state == FinalState::Done
     }
 
     /// Waits until the final record exists (`finished`) or `deadline`;
     /// false on timeout, flush or shutdown.
     pub fn wait_finished(&self, deadline: Instant) -> bool {
-        self.wait(deadline, |i| i.final_state == FinalState::Done)
-    }
-
-    fn wait(&self, deadline: Instant, done: impl Fn(&Inner) -> bool) -> bool {
-        let sh = &self.shared;
-        let mut inner = sh.lock();
-        let generation = inner.generation;
+        let core = &self.core;
+        let mut st = core.state.lock();
+        let generation = st.generation;
         loop {
-            if done(&inner) {
+            if st.final_state == FinalState::Done {
                 return true;
             }
-            let now = Instant::now();
-            if inner.shutdown || inner.generation != generation || now >= deadline {
+            if st.shutdown || st.generation != generation {
                 return false;
             }
-            inner = sh
-                .changed
-                .wait_timeout(inner, deadline - now)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            if core.changed.wait_until(&mut st, deadline).timed_out() {
+                return st.final_state == FinalState::Done;
+            }
         }
     }
 
@@ -293,69 +292,51 @@ impl SummaryEngine {
     /// call) become error records with `msg`. Returns the number of summaries
     /// that failed this way.
     pub fn expire(&self, msg: &str) -> usize {
-        let sh = &self.shared;
-        let mut inner = sh.lock();
-        if inner.final_state == FinalState::Done {
-            return 0;
-        }
-        inner.generation += 1;
-        let mut n = 0;
-        let mut pending: Vec<(u64, Window)> = Vec::new();
-        for (seq, (w, token)) in std::mem::take(&mut inner.running) {
-            token.cancel();
-            pending.push((seq, w));
-        }
-        for job in std::mem::take(&mut inner.queue) {
-            if let Job::Window { seq, window } = job {
-                pending.push((seq, window));
+        {
+            let mut st = self.core.state.lock();
+            if st.final_state == FinalState::Done {
+                return 0;
             }
+            st.generation += 1;
+            self.core.changed.notify_all();
         }
-        pending.sort_by_key(|(seq, _)| *seq);
-        for (seq, w) in pending {
+        // The windows in order, then the final (pool rule 7); a final
+        // record already made is released after the windows.
+        let mut n = self
+            .pool
+            .fail_pending(|job, _| failed(job, msg.to_string()));
+        let core = &self.core;
+        let mut st = core.state.lock();
+        if st.final_state != FinalState::Done {
+            // Not asked for (no EOS yet): made here.
             let out = SummaryOutput {
                 error: Some(msg.to_string()),
                 ..Default::default()
             };
-            complete_window(sh, &mut inner, seq, &w, &out);
+            core.put_final(&mut st, &out);
             n += 1;
         }
-        if inner.final_state != FinalState::Done {
-            // (A final record already made was released by the windows above.)
-            if let Some(t) = inner.final_token.take() {
-                t.cancel();
-            }
-            let out = SummaryOutput {
-                error: Some(msg.to_string()),
-                ..Default::default()
-            };
-            let rec = final_record(sh, &inner, &out);
-            sh.stats.failed.fetch_add(1, Ordering::Relaxed);
-            inner.final_rec = None;
-            sh.out.summary(rec);
-            sh.out.eos();
-            inner.final_state = FinalState::Done;
-            n += 1;
-        }
-        sh.changed.notify_all();
         n
     }
 
     /// Flush/seek: cancels and forgets everything (open window included).
     pub fn flush(&self) {
-        let sh = &self.shared;
-        let mut inner = sh.lock();
-        reset(&mut inner);
-        sh.changed.notify_all();
+        self.pool.stop();
+        {
+            let mut st = self.core.state.lock();
+            reset(&mut st);
+            self.core.changed.notify_all();
+        }
+        self.pool.start();
     }
 
     /// Cancels everything and stops the threads.
     pub fn shutdown(&self) {
-        let sh = &self.shared;
-        let mut inner = sh.lock();
-        reset(&mut inner);
-        inner.shutdown = true;
-        sh.work.notify_all();
-        sh.changed.notify_all();
+        self.pool.shutdown();
+        let mut st = self.core.state.lock();
+        reset(&mut st);
+        st.shutdown = true;
+        self.core.changed.notify_all();
     }
 }
 
@@ -365,108 +346,94 @@ impl Drop for SummaryEngine {
     }
 }
 
-fn reset(inner: &mut Inner) {
-    inner.generation += 1;
-    for (_, (_, t)) in std::mem::take(&mut inner.running) {
-        t.cancel();
-    }
-    if let Some(t) = inner.final_token.take() {
-        t.cancel();
-    }
-    inner.queue.clear();
-    inner.windows.reset();
-    inner.all_chunks.clear();
-    inner.done.clear();
-    inner.parts.clear();
-    inner.next_seq = 0;
-    inner.next_out = 0;
-    inner.final_state = FinalState::Waiting;
-    inner.tail = None;
-    inner.final_rec = None;
-    inner.pushed = 0;
+fn reset(st: &mut State) {
+    st.generation += 1;
+    st.windows.reset();
+    st.all_chunks.clear();
+    st.parts.clear();
+    st.final_state = FinalState::Waiting;
+    st.tail = None;
+    st.pushed = 0;
 }
 
-/// Closed windows waiting for a thread.
-fn waiting_windows(inner: &Inner) -> usize {
-    inner
-        .queue
-        .iter()
-        .filter(|j| matches!(j, Job::Window { .. }))
-        .count()
+/// The result of a job that was not made: an error with `msg`.
+fn failed(job: &Job, msg: String) -> Done {
+    let out = SummaryOutput {
+        error: Some(msg),
+        ..Default::default()
+    };
+    match job {
+        Job::Window(w) => Done::Window(w.clone(), out),
+        Job::Final => Done::Final(out),
+    }
 }
 
-fn enqueue(sh: &Shared, inner: &mut Inner, window: Window) {
-    let seq = inner.next_seq;
-    inner.next_seq += 1;
-    // Live only: a file waits in `wait_room` instead.
-    if inner.live && waiting_windows(inner) >= MAX_QUEUED_WINDOWS {
-        if let Some(pos) = inner
-            .queue
-            .iter()
-            .position(|j| matches!(j, Job::Window { .. }))
-        {
-            if let Some(Job::Window { seq: s, window: w }) = inner.queue.remove(pos) {
-                let out = SummaryOutput {
-                    error: Some(format!(
-                        "skipped: the LLM summarizes slower than windows close ({MAX_QUEUED_WINDOWS} windows were waiting); raise summary-duration or llm-max-concurrency, or use a faster LLM"
-                    )),
-                    ..Default::default()
+impl Core {
+    /// The pool's work function (without the pool's lock).
+    fn run(&self, job: &Job, token: &CancellationToken) -> Done {
+        match job {
+            Job::Window(w) => Done::Window(
+                w.clone(),
+                summarize_window(&*self.llm, &self.cfg.summary, w, token),
+            ),
+            Job::Final => {
+                let (parts, tail, whole) = {
+                    let st = self.state.lock();
+                    let (parts, tail) = final_parts(&st);
+                    (parts, tail, Window::whole(st.all_chunks.clone()))
                 };
-                complete_window(sh, inner, s, &w, &out);
+                let (llm, cfg) = (&*self.llm, &self.cfg.summary);
+                Done::Final(match (self.cfg.window, &tail) {
+                    (Some(_), Some(t)) => final_summary_with_tail(llm, cfg, &parts, t, token),
+                    (Some(_), None) => final_summary(llm, cfg, &parts, token),
+                    (None, _) => final_summary_of_chunks(llm, cfg, &whole, token),
+                })
             }
         }
     }
-    inner.queue.push_back(Job::Window { seq, window });
-    sh.work.notify_one();
-}
 
-/// Queues the final summary once it is due and every window but the one
-/// closed by EOS is in.
-fn schedule_final(sh: &Shared, inner: &mut Inner) {
-    let tail = inner.tail.as_ref().map(|(seq, _)| *seq);
-    let outstanding = inner.running.keys().any(|s| Some(*s) != tail)
-        || inner
-            .queue
-            .iter()
-            .any(|j| matches!(j, Job::Window { seq, .. } if Some(*seq) != tail));
-    if inner.final_state == FinalState::Due && !outstanding {
-        inner.final_state = FinalState::Running;
-        inner.queue.push_back(Job::Final);
-        sh.work.notify_one();
+    /// The pool's release callback: results in window order, the final
+    /// last (under the pool's lock; takes `state`).
+    fn release(&self, done: Done) {
+        let mut st = self.state.lock();
+        match done {
+            Done::Window(w, out) => {
+                let out = &capped(&out);
+                let mut rec =
+                    SummaryRecordFields::window(&self.cfg.stream_id, self.llm.model(), &w, out);
+                if st.live {
+                    let (a, b) = w.labels();
+                    rec.start_time = Some(a);
+                    rec.end_time = Some(b);
+                }
+                self.count(out);
+                st.parts.insert(w.index, PartSummary::new(&w, out));
+                self.out.summary(rec);
+            }
+            Done::Final(out) => {
+                if st.final_state == FinalState::Due {
+                    self.put_final(&mut st, &out);
+                }
+            }
+        }
     }
-}
 
-/// Records a window's outcome and releases what is in order.
-fn complete_window(sh: &Shared, inner: &mut Inner, seq: u64, w: &Window, out: &SummaryOutput) {
-    let out = &capped(out);
-    let mut rec = SummaryRecordFields::window(&sh.cfg.stream_id, sh.llm.model(), w, out);
-    if inner.live {
-        let (a, b) = w.labels();
-        rec.start_time = Some(a);
-        rec.end_time = Some(b);
+    /// Puts the final record, then `Eos`.
+    fn put_final(&self, st: &mut State, out: &SummaryOutput) {
+        let out = capped(out);
+        let rec = final_record(self, st, &out);
+        self.count(&out);
+        self.out.summary(rec);
+        self.out.eos();
+        st.final_state = FinalState::Done;
+        self.changed.notify_all();
     }
-    if out.text.is_some() {
-        sh.stats.completed.fetch_add(1, Ordering::Relaxed);
-    } else {
-        sh.stats.failed.fetch_add(1, Ordering::Relaxed);
-    }
-    inner.parts.insert(w.index, PartSummary::new(w, out));
-    inner.done.insert(seq, rec);
-    while let Some(r) = inner.done.remove(&inner.next_out) {
-        inner.next_out += 1;
-        sh.out.summary(r);
-    }
-    release_final(sh, inner);
-    sh.changed.notify_all();
-}
 
-/// The final record leaves once every window record has; `Eos` follows it.
-fn release_final(sh: &Shared, inner: &mut Inner) {
-    if inner.next_out == inner.next_seq {
-        if let Some(r) = inner.final_rec.take() {
-            sh.out.summary(r);
-            sh.out.eos();
-            inner.final_state = FinalState::Done;
+    fn count(&self, out: &SummaryOutput) {
+        if out.text.is_some() {
+            self.stats.completed.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.stats.failed.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
@@ -486,9 +453,9 @@ fn capped(out: &SummaryOutput) -> SummaryOutput {
 
 /// The parts the final summary reads: the window summaries, with the EOS
 /// window's captions standing in for its summary.
-fn final_parts(inner: &Inner) -> (Vec<PartSummary>, Option<Window>) {
-    let tail = inner.tail.as_ref().map(|(_, w)| w.clone());
-    let parts = inner
+fn final_parts(st: &State) -> (Vec<PartSummary>, Option<Window>) {
+    let tail = st.tail.clone();
+    let parts = st
         .parts
         .values()
         .filter(|p| tail.as_ref().is_none_or(|t| t.index != p.index))
@@ -497,10 +464,10 @@ fn final_parts(inner: &Inner) -> (Vec<PartSummary>, Option<Window>) {
     (parts, tail)
 }
 
-fn final_record(sh: &Shared, inner: &Inner, out: &SummaryOutput) -> SummaryRecordFields {
-    let (id, model) = (&sh.cfg.stream_id, sh.llm.model());
-    let mut rec = if sh.cfg.window.is_some() {
-        let (mut parts, tail) = final_parts(inner);
+fn final_record(core: &Core, st: &State, out: &SummaryOutput) -> SummaryRecordFields {
+    let (id, model) = (&core.cfg.stream_id, core.llm.model());
+    let mut rec = if core.cfg.window.is_some() {
+        let (mut parts, tail) = final_parts(st);
         if let Some(t) = &tail {
             // Its captions went in themselves.
             let mut p = PartSummary::new(t, &SummaryOutput::default());
@@ -509,115 +476,25 @@ fn final_record(sh: &Shared, inner: &Inner, out: &SummaryOutput) -> SummaryRecor
         }
         SummaryRecordFields::final_of_windows(id, model, &parts, out)
     } else {
-        SummaryRecordFields::final_of_chunks(
-            id,
-            model,
-            &Window::whole(inner.all_chunks.clone()),
-            out,
-        )
+        SummaryRecordFields::final_of_chunks(id, model, &Window::whole(st.all_chunks.clone()), out)
     };
-    if inner.live {
-        let tail = inner.tail.as_ref().map(|(_, w)| w.labels());
-        let first = inner
+    if st.live {
+        let tail = st.tail.as_ref().map(|w| w.labels());
+        let first = st
             .parts
             .values()
             .next()
             .map(|p| p.start_label.clone())
             .or_else(|| tail.as_ref().map(|t| t.0.clone()))
-            .or_else(|| inner.all_chunks.first().map(|c| c.start_label.clone()));
+            .or_else(|| st.all_chunks.first().map(|c| c.start_label.clone()));
         let last = tail
             .map(|t| t.1)
-            .or_else(|| {
-                inner
-                    .parts
-                    .values()
-                    .next_back()
-                    .map(|p| p.end_label.clone())
-            })
-            .or_else(|| inner.all_chunks.last().map(|c| c.end_label.clone()));
+            .or_else(|| st.parts.values().next_back().map(|p| p.end_label.clone()))
+            .or_else(|| st.all_chunks.last().map(|c| c.end_label.clone()));
         rec.start_time = first;
         rec.end_time = last;
     }
     rec
-}
-
-fn worker(sh: Arc<Shared>) {
-    loop {
-        let (generation, job, token) = {
-            let mut inner = sh.lock();
-            loop {
-                if inner.shutdown {
-                    return;
-                }
-                if let Some(job) = inner.queue.pop_front() {
-                    let token = CancellationToken::new();
-                    match &job {
-                        Job::Window { seq, window } => {
-                            inner.running.insert(*seq, (window.clone(), token.clone()));
-                        }
-                        Job::Final => inner.final_token = Some(token.clone()),
-                    }
-                    // Room for a non-live input waiting in `wait_room`.
-                    sh.changed.notify_all();
-                    break (inner.generation, job, token);
-                }
-                inner = sh.work.wait(inner).unwrap_or_else(|e| e.into_inner());
-            }
-        };
-        match job {
-            Job::Window { seq, window } => {
-                let out = guarded(|| summarize_window(&*sh.llm, &sh.cfg.summary, &window, &token));
-                let mut inner = sh.lock();
-                if inner.generation != generation || inner.running.remove(&seq).is_none() {
-                    continue;
-                }
-                complete_window(&sh, &mut inner, seq, &window, &out);
-                schedule_final(&sh, &mut inner);
-            }
-            Job::Final => {
-                let (parts, tail, whole) = {
-                    let inner = sh.lock();
-                    let (parts, tail) = final_parts(&inner);
-                    (parts, tail, Window::whole(inner.all_chunks.clone()))
-                };
-                let out = guarded(|| match (sh.cfg.window, &tail) {
-                    (Some(_), Some(t)) => {
-                        final_summary_with_tail(&*sh.llm, &sh.cfg.summary, &parts, t, &token)
-                    }
-                    (Some(_), None) => final_summary(&*sh.llm, &sh.cfg.summary, &parts, &token),
-                    (None, _) => final_summary_of_chunks(&*sh.llm, &sh.cfg.summary, &whole, &token),
-                });
-                let out = capped(&out);
-                let mut inner = sh.lock();
-                if inner.generation != generation || inner.final_state != FinalState::Running {
-                    continue;
-                }
-                inner.final_token = None;
-                let rec = final_record(&sh, &inner, &out);
-                if out.text.is_some() {
-                    sh.stats.completed.fetch_add(1, Ordering::Relaxed);
-                } else {
-                    sh.stats.failed.fetch_add(1, Ordering::Relaxed);
-                }
-                inner.final_rec = Some(rec);
-                release_final(&sh, &mut inner);
-                sh.changed.notify_all();
-            }
-        }
-    }
-}
-
-/// A panic in the LLM code becomes a failed summary.
-fn guarded(f: impl FnOnce() -> SummaryOutput) -> SummaryOutput {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|p| {
-        let what = crate::record::panic_message(&*p);
-        SummaryOutput {
-            error: Some(format!(
-                "internal error in the summary: {what} (a bug: please report it)"
-            )),
-            ..Default::default()
-        }
-    })
 }
 
 #[cfg(test)]
@@ -788,9 +665,14 @@ mod tests {
 
     #[test]
     fn the_final_summary_does_not_wait_for_the_last_window() {
-        let started = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let st = started.clone();
-        let t0 = Instant::now();
+        // The last window's summary holds until the aggregation of the final
+        // summary has started: if the final waited for it, that would never
+        // happen (the wait gives up after a minute and the test fails).
+        let (agg_tx, agg_rx) = std::sync::mpsc::channel::<()>();
+        let agg_tx = std::sync::Mutex::new(agg_tx);
+        let agg_rx = std::sync::Mutex::new(agg_rx);
+        let overlapped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let ov = overlapped.clone();
         let llm = Arc::new(FakeLlm::new(move |req, _, _| {
             let tail = req.user.contains("#5");
             let agg = req
@@ -798,9 +680,11 @@ mod tests {
                 .as_deref()
                 .unwrap_or_default()
                 .starts_with("You combine");
-            st.lock().unwrap().push((agg, t0.elapsed()));
-            if tail && !agg {
-                std::thread::sleep(Duration::from_millis(400));
+            if agg {
+                let _ = agg_tx.lock().unwrap().send(());
+            } else if tail {
+                let got = agg_rx.lock().unwrap().recv_timeout(Duration::from_secs(60));
+                ov.store(got.is_ok(), Ordering::SeqCst);
             }
             Ok(super::super::llm::fake::format_ranges(&ids_in(&req.user)))
         }));
@@ -808,8 +692,6 @@ mod tests {
         for i in 0..6 {
             e.push(chunk(i, i as f64 * 10.0, true), false);
         }
-        std::thread::sleep(Duration::from_millis(100));
-        let t_eos = t0.elapsed();
         e.finish();
         let recs = take_all(&out);
         let idx: Vec<Option<u64>> = recs.iter().map(|r| r.summary_index).collect();
@@ -818,17 +700,9 @@ mod tests {
             vec![Some(0), Some(1), Some(2), None],
             "the final stays last"
         );
-        let agg_start = started
-            .lock()
-            .unwrap()
-            .iter()
-            .find(|(agg, _)| *agg)
-            .map(|(_, t)| *t)
-            .unwrap();
         assert!(
-            agg_start < t_eos + Duration::from_millis(300),
-            "the aggregation started {:?} after EOS, while the last window was still being summarized",
-            agg_start - t_eos
+            overlapped.load(Ordering::SeqCst),
+            "the aggregation started while the last window was still being summarized"
         );
         let f = &recs[3];
         assert_eq!(
@@ -876,7 +750,10 @@ mod tests {
 
     #[test]
     fn a_slow_llm_on_live_input_skips_windows_by_name() {
-        let llm = Arc::new(FakeLlm::new(|_, _, cancel| {
+        let (started_tx, started_rx) = std::sync::mpsc::channel::<()>();
+        let started_tx = std::sync::Mutex::new(started_tx);
+        let llm = Arc::new(FakeLlm::new(move |_, _, cancel| {
+            let _ = started_tx.lock().unwrap().send(());
             while !cancel.is_cancelled() {
                 std::thread::sleep(Duration::from_millis(5));
             }
@@ -887,11 +764,13 @@ mod tests {
         for i in 0..=n {
             e.push(chunk(i, i as f64 * 10.0, true), true);
             if i == 2 {
-                // Both threads take a window before the queue fills.
-                std::thread::sleep(Duration::from_millis(100));
+                // Both threads take a window before the queue fills (and
+                // hang there until cancelled).
+                for _ in 0..SummaryEngine::WORKERS {
+                    started_rx.recv().unwrap();
+                }
             }
         }
-        std::thread::sleep(Duration::from_millis(50));
         e.finish();
         e.expire("drain-timeout expired");
         let recs = take_all(&out);
@@ -985,7 +864,8 @@ mod tests {
         let line = recs[0].to_json_line();
         assert!(line.contains("\"text-truncated\":true"), "{}", &line[..200]);
         let parts = e
-            .shared
+            .core
+            .state
             .lock()
             .parts
             .values()
