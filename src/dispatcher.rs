@@ -61,7 +61,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 use tokio_util::sync::CancellationToken;
 
-use crate::backend::{Backend, Caption, ChunkJob};
+use crate::backend::{Backend, BackendError, Caption, ChunkJob};
 use crate::flow::{Item, Outbox, SummaryOut};
 use crate::pool::{Idle, Pool, Spec};
 pub use crate::record::MAX_TEXT_BYTES;
@@ -186,7 +186,7 @@ fn error_record(template: &SummaryRecord, msg: String, since: Option<Instant>) -
 }
 
 /// The record of a backend call's outcome.
-fn caption_record(j: &CaptionJob, result: Result<Caption, String>) -> SummaryRecord {
+fn caption_record(j: &CaptionJob, result: Result<Caption, BackendError>) -> SummaryRecord {
     let mut rec = j.template.clone();
     rec.latency = j.submitted.elapsed().as_secs_f64();
     match result {
@@ -203,7 +203,10 @@ fn caption_record(j: &CaptionJob, result: Result<Caption, String>) -> SummaryRec
             rec.embedding = c.embedding;
             rec.embedding_error = c.embedding_error;
         }
-        Err(mut e) => {
+        Err(e) => {
+            // The record carries the text; the kind stays with the backend
+            // (retries and fatal errors were decided there).
+            let mut e = e.to_string();
             cap_text(&mut e);
             rec.error = Some(without_nul(e))
         }
@@ -344,11 +347,13 @@ impl<M: Send + 'static> Dispatcher<M> {
             name: "vsssummarize-w".into(),
             workers,
             work: Box::new(move |j: &CaptionJob, token: &CancellationToken| {
-                let result = backend.caption(&j.job, token).map_err(|e| e.to_string());
-                record(caption_record(j, result))
+                record(caption_record(j, backend.caption(&j.job, token)))
             }),
             panicked: Box::new(|j: &CaptionJob, what: &str| {
-                record(caption_record(j, Err(format!("backend panicked: {what}"))))
+                record(caption_record(
+                    j,
+                    Err(BackendError::Failed(format!("backend panicked: {what}"))),
+                ))
             }),
             // In order into the check pool: good captions get checked,
             // the rest keeps its place there.

@@ -432,6 +432,7 @@ mod tests {
             }
             s.clone()
         }
+        // `String` error (test-only): the fake's outcome as text.
         fn run(&self, i: u64, cancel: &CancellationToken) -> Result<u64, String> {
             {
                 self.started.lock().push(i);
@@ -453,6 +454,7 @@ mod tests {
         }
     }
 
+    // Test-only: a job's outcome, compared as text.
     type Out = Result<u64, String>;
 
     fn pool(workers: usize, gates: Arc<Gates>) -> (Pool<u64, Out>, mpsc::Receiver<Out>) {

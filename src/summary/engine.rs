@@ -155,7 +155,7 @@ impl SummaryEngine {
         cfg: EngineConfig,
         stats: Arc<SummaryStats>,
         out: Arc<dyn SummaryOut>,
-    ) -> Result<SummaryEngine, String> {
+    ) -> Result<SummaryEngine, crate::config::SettingsError> {
         cfg.summary.validate()?;
         let core = Arc::new(Core {
             state: Mutex::new(State {
