@@ -65,7 +65,7 @@ use crate::backend::{Backend, BackendError, Caption, ChunkJob};
 use crate::flow::{Item, Outbox, SummaryOut};
 use crate::pool::{Idle, Pool, Spec};
 pub use crate::record::MAX_TEXT_BYTES;
-use crate::record::{cap_text, without_nul, SummaryRecord};
+use crate::record::{cap_text, without_nul, CaptionRecord};
 use crate::summary::{Alert, ChunkResult, SummaryEngine};
 
 /// Worker threads and the note to give the user for a concurrency /
@@ -95,10 +95,10 @@ pub trait AfterCaption: Send + Sync {
     /// Fills in the record's outcome of the stage (`alert-error`) and
     /// returns the alert it decided, which follows the caption in the
     /// output; returns promptly once `cancel` is cancelled.
-    fn process(&self, rec: &mut SummaryRecord, cancel: &CancellationToken) -> Option<Alert>;
+    fn process(&self, rec: &mut CaptionRecord, cancel: &CancellationToken) -> Option<Alert>;
     /// The stage did not finish in time (drain timeout at EOS): says so in
     /// the record.
-    fn timed_out(&self, rec: &mut SummaryRecord, msg: &str);
+    fn timed_out(&self, rec: &mut CaptionRecord, msg: &str);
 }
 
 #[derive(Debug, Default)]
@@ -135,13 +135,13 @@ pub enum Submitted {
 /// A job of the caption pool.
 struct CaptionJob {
     job: ChunkJob,
-    template: SummaryRecord,
+    template: CaptionRecord,
     submitted: Instant,
 }
 
 /// What both pools release, in order.
 enum Slot<M> {
-    Record(Box<SummaryRecord>, Option<Box<Alert>>),
+    Record(Box<CaptionRecord>, Option<Box<Alert>>),
     Marker(M),
     /// The drain request: once released by both pools, the engine is told
     /// to finish (or `Eos` is put).
@@ -169,7 +169,7 @@ pub struct Dispatcher<M: Send + 'static> {
     captions: Pool<CaptionJob, Slot<M>>,
     /// The after-caption stage (second pool, fed in order by the first;
     /// without a stage everything passes through it).
-    checks: Arc<Pool<SummaryRecord, Slot<M>>>,
+    checks: Arc<Pool<CaptionRecord, Slot<M>>>,
     after: Option<Arc<dyn AfterCaption>>,
     stats: Arc<Stats>,
     max_pending: usize,
@@ -178,7 +178,7 @@ pub struct Dispatcher<M: Send + 'static> {
     engine: Option<Arc<SummaryEngine>>,
 }
 
-fn error_record(template: &SummaryRecord, msg: String, since: Option<Instant>) -> SummaryRecord {
+fn error_record(template: &CaptionRecord, msg: String, since: Option<Instant>) -> CaptionRecord {
     let mut r = template.clone();
     r.error = Some(msg);
     r.latency = since.map(|s| s.elapsed().as_secs_f64()).unwrap_or(0.0);
@@ -186,7 +186,7 @@ fn error_record(template: &SummaryRecord, msg: String, since: Option<Instant>) -
 }
 
 /// The record of a backend call's outcome.
-fn caption_record(j: &CaptionJob, result: Result<Caption, BackendError>) -> SummaryRecord {
+fn caption_record(j: &CaptionJob, result: Result<Caption, BackendError>) -> CaptionRecord {
     let mut rec = j.template.clone();
     rec.latency = j.submitted.elapsed().as_secs_f64();
     match result {
@@ -215,7 +215,7 @@ fn caption_record(j: &CaptionJob, result: Result<Caption, BackendError>) -> Summ
     rec
 }
 
-fn record<M>(r: SummaryRecord) -> Slot<M> {
+fn record<M>(r: CaptionRecord) -> Slot<M> {
     Slot::Record(Box::new(r), None)
 }
 
@@ -323,14 +323,14 @@ impl<M: Send + 'static> Dispatcher<M> {
             Pool::new(Spec {
                 name: "vsssummarize-a".into(),
                 workers: stage_workers,
-                work: Box::new(move |r: &SummaryRecord, token: &CancellationToken| {
+                work: Box::new(move |r: &CaptionRecord, token: &CancellationToken| {
                     let mut rec = r.clone();
                     let t0 = Instant::now();
                     let alert = a1.as_ref().and_then(|a| a.process(&mut rec, token));
                     rec.latency += t0.elapsed().as_secs_f64();
                     Slot::Record(Box::new(rec), alert.map(Box::new))
                 }),
-                panicked: Box::new(move |r: &SummaryRecord, what: &str| {
+                panicked: Box::new(move |r: &CaptionRecord, what: &str| {
                     let mut rec = r.clone();
                     if let Some(a) = &a2 {
                         a.timed_out(&mut rec, &format!("internal error: {what}"));
@@ -423,7 +423,7 @@ impl<M: Send + 'static> Dispatcher<M> {
     /// worker fills in the result. Blocks while the queue is full unless
     /// `live`, in which case a chunk that was not sent yet is dropped instead
     /// (the oldest queued one, else this one).
-    pub fn submit(&self, job: ChunkJob, template: SummaryRecord, live: bool) -> Submitted {
+    pub fn submit(&self, job: ChunkJob, template: CaptionRecord, live: bool) -> Submitted {
         if !live {
             if let Some(e) = &self.engine {
                 // Windows are back-pressured like captions (a flush or a
@@ -502,7 +502,7 @@ impl<M: Send + 'static> Dispatcher<M> {
     }
 
     /// The error record of a chunk dropped on live overflow.
-    fn drop_record(&self, template: &SummaryRecord, since: Option<Instant>) -> SummaryRecord {
+    fn drop_record(&self, template: &CaptionRecord, since: Option<Instant>) -> CaptionRecord {
         let msg = format!(
             "dropped: live input is ahead of the model; {}",
             self.drop_hint()
@@ -736,7 +736,7 @@ mod tests {
         })
     }
 
-    fn job(i: u64) -> (ChunkJob, SummaryRecord) {
+    fn job(i: u64) -> (ChunkJob, CaptionRecord) {
         (
             ChunkJob {
                 chunk_index: i,
@@ -745,14 +745,14 @@ mod tests {
                 frame_times: vec![],
                 time_style: TimeStyle::Seconds,
             },
-            SummaryRecord {
+            CaptionRecord {
                 chunk_index: i,
                 ..Default::default()
             },
         )
     }
 
-    fn collect(d: &D, n: usize) -> Vec<SummaryRecord> {
+    fn collect(d: &D, n: usize) -> Vec<CaptionRecord> {
         let mut v = Vec::new();
         while v.len() < n {
             match d.next() {
@@ -1005,7 +1005,7 @@ mod tests {
     struct Marking(Vec<u64>);
 
     impl AfterCaption for Marking {
-        fn process(&self, rec: &mut SummaryRecord, cancel: &CancellationToken) -> Option<Alert> {
+        fn process(&self, rec: &mut CaptionRecord, cancel: &CancellationToken) -> Option<Alert> {
             if self.0.contains(&rec.chunk_index) {
                 while !cancel.is_cancelled() {
                     std::thread::sleep(Duration::from_millis(5));
@@ -1017,7 +1017,7 @@ mod tests {
             rec.alert_error = Some("checked".into());
             (rec.chunk_index == 2).then(|| crate::summary::checker::alert_of(rec, vec!["e".into()]))
         }
-        fn timed_out(&self, rec: &mut SummaryRecord, msg: &str) {
+        fn timed_out(&self, rec: &mut CaptionRecord, msg: &str) {
             rec.alert_error = Some(format!("not checked: {msg}"));
         }
     }

@@ -34,18 +34,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::{Condvar, Mutex};
 
-use crate::record::SummaryRecord;
-use crate::summary::{Alert, SummaryRecordFields};
+use crate::record::{CaptionRecord, SummaryRecord};
+use crate::summary::Alert;
 
 /// One thing that leaves on `summary_src`.
 #[derive(Debug)]
 pub enum Item<M> {
     /// A chunk's record: its caption or its error.
-    Caption(Box<SummaryRecord>),
+    Caption(Box<CaptionRecord>),
     /// The alert decided for the caption just before it.
     Alert(Box<Alert>),
     /// A window summary (`summary_index` set) or the final summary.
-    Summary(Box<SummaryRecordFields>),
+    Summary(Box<SummaryRecord>),
     /// The element's marker (a segment, a GAP), between the records put
     /// before and after it.
     Marker(M),
@@ -55,7 +55,7 @@ pub enum Item<M> {
 
 /// Where the summary engine puts its records (implemented by [`Outbox`]).
 pub trait SummaryOut: Send + Sync {
-    fn summary(&self, r: SummaryRecordFields);
+    fn summary(&self, r: SummaryRecord);
     /// After the final summary (or at once when nothing was summarized).
     fn eos(&self);
 }
@@ -191,7 +191,7 @@ impl<M> Outbox<M> {
 }
 
 impl<M: Send> SummaryOut for Outbox<M> {
-    fn summary(&self, r: SummaryRecordFields) {
+    fn summary(&self, r: SummaryRecord) {
         self.put(Item::Summary(Box::new(r)));
     }
     fn eos(&self) {
@@ -205,7 +205,7 @@ mod tests {
     use std::sync::Arc;
 
     fn caption(i: u64) -> Item<()> {
-        Item::Caption(Box::new(SummaryRecord {
+        Item::Caption(Box::new(CaptionRecord {
             chunk_index: i,
             ..Default::default()
         }))

@@ -5,7 +5,7 @@
 
 use gst::glib;
 
-use crate::record::SummaryRecord;
+use crate::record::CaptionRecord;
 
 pub const META_NAME: &str = "VssSummaryMeta";
 pub const STRUCTURE_NAME: &str = "vss-summary";
@@ -20,7 +20,7 @@ pub fn register() {
 
 /// The record as a `vss-summary` structure; field names and meanings are the
 /// same as in the JSON output. `reasoning` and `error` appear only when set.
-pub fn to_structure(r: &SummaryRecord) -> gst::Structure {
+pub fn to_structure(r: &CaptionRecord) -> gst::Structure {
     let times = gst::Array::new(r.frame_times.iter().map(|t| t.to_send_value()));
     let mut s = gst::Structure::builder(STRUCTURE_NAME)
         .field("kind", "caption")
@@ -143,7 +143,7 @@ mod tests {
     fn embedding_rides_on_the_buffer_as_a_float_list() {
         gst::init().unwrap();
         register();
-        let r = SummaryRecord {
+        let r = CaptionRecord {
             chunk_index: 2,
             text: "t".into(),
             embedding: Some(vec![0.5, -1.25, 3.0]),
@@ -158,7 +158,7 @@ mod tests {
         assert_eq!(v, vec![0.5, -1.25, 3.0]);
         assert!(!s.has_field("embedding-error") && !s.has_field("error"));
         // Without an embedding there is no field.
-        let s = to_structure(&SummaryRecord::default());
+        let s = to_structure(&CaptionRecord::default());
         assert!(!s.has_field("embedding"));
     }
 }

@@ -1,5 +1,10 @@
 // SPDX-License-Identifier: MPL-2.0
-//! The per-chunk result: one caption or one error record per chunk.
+//! The records that leave on `summary_src`, as the bus messages and as
+//! metas, with the same fields everywhere: [`CaptionRecord`] (one per chunk:
+//! its caption or its error), [`SummaryRecord`] (`summary` and
+//! `final-summary`) and [`AlertRecord`]. How each is made lives with what
+//! makes it (the dispatcher, [`crate::summary::aggregate`],
+//! [`crate::summary::alerts`]); their fields and serialization are here.
 
 use serde::Serialize;
 
@@ -8,7 +13,7 @@ use serde::Serialize;
 /// everywhere.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 #[serde(rename_all = "kebab-case")]
-pub struct SummaryRecord {
+pub struct CaptionRecord {
     /// Always `"caption"` (summaries and alerts are records of their own
     /// kinds, see [`crate::summary`]).
     #[serde(serialize_with = "caption_kind")]
@@ -114,7 +119,7 @@ pub fn without_nul(s: String) -> String {
     }
 }
 
-impl SummaryRecord {
+impl CaptionRecord {
     pub fn is_error(&self) -> bool {
         self.error.is_some()
     }
@@ -146,7 +151,7 @@ mod tests {
 
     #[test]
     fn json_names_and_optional_fields() {
-        let mut r = SummaryRecord {
+        let mut r = CaptionRecord {
             chunk_index: 3,
             start: 30.0,
             end: 40.0,
@@ -180,4 +185,83 @@ mod tests {
         assert_eq!(without_nul("a\0b".into()), "a\u{FFFD}b");
         assert_eq!(without_nul("plain".into()), "plain");
     }
+}
+
+/// `kind` of a summary record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SummaryKind {
+    Summary,
+    FinalSummary,
+}
+
+/// The fields of a `summary` / `final-summary` record (JSON names as in the
+/// issue's contract). `start-time` / `end-time` (live) are for the caller to
+/// fill.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct SummaryRecord {
+    pub kind: SummaryKind,
+    pub stream_id: String,
+    /// Window summaries only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub summary_index: Option<u64>,
+    /// Stream time, seconds.
+    pub start: f64,
+    pub end: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub end_time: Option<String>,
+    /// The chunks whose captions went in (final: through the windows that
+    /// succeeded).
+    pub chunk_indices: Vec<u64>,
+    /// Chunks that ended as error records; always present.
+    pub missing_chunks: Vec<u64>,
+    /// Final summary only (always there, `[]` when none): windows whose
+    /// summary failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failed_windows: Option<Vec<u64>>,
+    /// The summary; empty on error.
+    pub text: String,
+    pub model: String,
+    pub latency: f64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub llm_calls: u32,
+    /// Set when the summary was longer than
+    /// [`MAX_TEXT_BYTES`](crate::record::MAX_TEXT_BYTES) and was cut, as
+    /// for captions.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub text_truncated: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl SummaryRecord {
+    /// One JSON object, newline-terminated (JSON Lines).
+    pub fn to_json_line(&self) -> String {
+        let mut s = serde_json::to_string(self).expect("record serializes");
+        s.push('\n');
+        s
+    }
+}
+
+/// The `alert` record (JSON names as in the contract).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct AlertRecord {
+    /// Always `"alert"`.
+    pub kind: &'static str,
+    pub stream_id: String,
+    pub chunk_index: u64,
+    pub start: f64,
+    pub end: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub end_time: Option<String>,
+    pub alert_id: String,
+    pub events: Vec<String>,
+    pub text: String,
 }

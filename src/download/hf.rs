@@ -117,6 +117,7 @@
 //! the error says to run again, which resumes. A failed file's other range
 //! requests are cancelled.
 
+use crate::retry;
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Component, Path, PathBuf};
@@ -1834,15 +1835,20 @@ struct Dest<'a> {
     sha: &'a str,
 }
 
-/// Downloads one file into the snapshot, retrying transient failures.
+/// Downloads one file into the snapshot, retrying transient failures
+/// ([`crate::retry`]: 0.5 s, then 1 s; `ATTEMPTS` tries in all).
 async fn download(
     to: &Dest<'_>,
     want: &Want<'_>,
     tracker: &Tracker,
     ctx: &Ctx,
 ) -> Result<(), DownloadError> {
-    let mut attempt = 1;
-    loop {
+    const BACKOFF: retry::Backoff = retry::Backoff {
+        first: Duration::from_millis(500),
+        max: Duration::from_secs(1),
+        retry_after_cap: Duration::ZERO,
+    };
+    let r = retry::run(&BACKOFF, ATTEMPTS - 1, |_| async move {
         let gen = tracker.begin(want.name, want.size);
         let fut = fetch_file(to, want, tracker, gen);
         let watch = async {
@@ -1858,19 +1864,20 @@ async fn download(
             _ = watch => Err(DlError::Stalled),
         };
         match r {
-            Ok(()) => return Ok(()),
-            Err(e) if attempt < ATTEMPTS && e.transient() => {
-                tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt))).await;
-                attempt += 1;
-            }
-            Err(e) => {
-                return Err(DownloadError::Failed(ctx.dl(
-                    &e,
-                    want.name,
-                    want.size.unwrap_or(0),
-                )))
-            }
+            Ok(()) => retry::Attempt::Done(Ok(())),
+            Err(e) if e.transient() => retry::Attempt::Retry {
+                error: e,
+                retry_after: None,
+            },
+            Err(e) => retry::Attempt::Done(Err(e)),
         }
+    })
+    .await;
+    match r {
+        Ok(()) => Ok(()),
+        Err(retry::Stop::Permanent(e) | retry::Stop::Exhausted { error: e, .. }) => Err(
+            DownloadError::Failed(ctx.dl(&e, want.name, want.size.unwrap_or(0))),
+        ),
     }
 }
 

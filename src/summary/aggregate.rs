@@ -53,14 +53,13 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use super::llm::{TextLlm, TextRequest};
 use super::tokens::{self, cut_to_tokens, estimate, request_fixed};
 use super::windows::Window;
 use crate::prompt::split_reasoning;
-use crate::record::without_nul;
+use crate::record::{without_nul, SummaryKind, SummaryRecord};
 
 /// The prompt for summarizing captions (`caption-summarization-prompt`).
 pub const DEFAULT_CAPTION_SUMMARIZATION_PROMPT: &str = "You summarize what happens in a video. \
@@ -677,65 +676,14 @@ fn span(pieces: &[Piece]) -> (String, String) {
     )
 }
 
-/// `kind` of a summary record.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum SummaryKind {
-    Summary,
-    FinalSummary,
-}
-
-/// The fields of a `summary` / `final-summary` record (JSON names as in the
-/// issue's contract). `start-time` / `end-time` (live) are for the caller to
-/// fill.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub struct SummaryRecordFields {
-    pub kind: SummaryKind,
-    pub stream_id: String,
-    /// Window summaries only.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub summary_index: Option<u64>,
-    /// Stream time, seconds.
-    pub start: f64,
-    pub end: f64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub start_time: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub end_time: Option<String>,
-    /// The chunks whose captions went in (final: through the windows that
-    /// succeeded).
-    pub chunk_indices: Vec<u64>,
-    /// Chunks that ended as error records; always present.
-    pub missing_chunks: Vec<u64>,
-    /// Final summary only (always there, `[]` when none): windows whose
-    /// summary failed.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub failed_windows: Option<Vec<u64>>,
-    /// The summary; empty on error.
-    pub text: String,
-    pub model: String,
-    pub latency: f64,
-    pub input_tokens: u64,
-    pub output_tokens: u64,
-    pub llm_calls: u32,
-    /// Set when the summary was longer than
-    /// [`MAX_TEXT_BYTES`](crate::record::MAX_TEXT_BYTES) and was cut, as
-    /// for captions.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub text_truncated: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
-
-impl SummaryRecordFields {
+impl SummaryRecord {
     fn from_output(
         kind: SummaryKind,
         stream_id: &str,
         model: &str,
         out: &SummaryOutput,
-    ) -> SummaryRecordFields {
-        SummaryRecordFields {
+    ) -> SummaryRecord {
+        SummaryRecord {
             kind,
             stream_id: stream_id.to_string(),
             summary_index: None,
@@ -763,8 +711,8 @@ impl SummaryRecordFields {
         model: &str,
         window: &Window,
         out: &SummaryOutput,
-    ) -> SummaryRecordFields {
-        SummaryRecordFields {
+    ) -> SummaryRecord {
+        SummaryRecord {
             summary_index: Some(window.index),
             start: window.start,
             end: window.end,
@@ -782,7 +730,7 @@ impl SummaryRecordFields {
         model: &str,
         parts: &[PartSummary],
         out: &SummaryOutput,
-    ) -> SummaryRecordFields {
+    ) -> SummaryRecord {
         let mut chunk_indices: Vec<u64> = parts
             .iter()
             .filter(|p| p.text.is_some())
@@ -804,7 +752,7 @@ impl SummaryRecordFields {
             .map(|p| p.end)
             .reduce(f64::max)
             .unwrap_or(start);
-        SummaryRecordFields {
+        SummaryRecord {
             start,
             end,
             chunk_indices,
@@ -820,8 +768,8 @@ impl SummaryRecordFields {
         model: &str,
         whole: &Window,
         out: &SummaryOutput,
-    ) -> SummaryRecordFields {
-        SummaryRecordFields {
+    ) -> SummaryRecord {
+        SummaryRecord {
             start: whole.start,
             end: whole.end,
             chunk_indices: whole.chunk_indices(),
@@ -829,13 +777,6 @@ impl SummaryRecordFields {
             failed_windows: Some(Vec::new()),
             ..Self::from_output(SummaryKind::FinalSummary, stream_id, model, out)
         }
-    }
-
-    /// One JSON object, newline-terminated (JSON Lines).
-    pub fn to_json_line(&self) -> String {
-        let mut s = serde_json::to_string(self).expect("record serializes");
-        s.push('\n');
-        s
     }
 }
 
@@ -968,7 +909,7 @@ mod tests {
         assert_eq!(ids(&out), (0..360).collect::<BTreeSet<u64>>());
         assert!(out.failed_windows.is_empty() && out.warning.is_none());
         assert!(llm.max_request_tokens() <= 200);
-        let rec = SummaryRecordFields::final_of_windows("cam", "fake-llm", &parts, &out);
+        let rec = SummaryRecord::final_of_windows("cam", "fake-llm", &parts, &out);
         assert_eq!(rec.chunk_indices, (0..360).collect::<Vec<u64>>());
         assert_eq!((rec.start, rec.end), (0.0, 3600.0));
     }
@@ -1231,7 +1172,7 @@ mod tests {
         );
         assert_eq!(agg.user, "<0.00> <30.00> #0-2\n<60.00> <90.00> #6-8");
 
-        let rec = SummaryRecordFields::final_of_windows("dock-3", "m", &parts, &out);
+        let rec = SummaryRecord::final_of_windows("dock-3", "m", &parts, &out);
         let v: serde_json::Value = serde_json::from_str(&rec.to_json_line()).unwrap();
         assert_eq!(v["kind"], "final-summary");
         assert_eq!(v["stream-id"], "dock-3");
@@ -1277,7 +1218,7 @@ mod tests {
             latency: 0.5,
             ..Default::default()
         };
-        let rec = SummaryRecordFields::window("cam", "llama", &w, &out);
+        let rec = SummaryRecord::window("cam", "llama", &w, &out);
         let v: serde_json::Value = serde_json::from_str(&rec.to_json_line()).unwrap();
         assert_eq!(v["kind"], "summary");
         assert_eq!(v["summary-index"], 2);
@@ -1297,14 +1238,12 @@ mod tests {
             ..Default::default()
         };
         let v: serde_json::Value =
-            serde_json::to_value(SummaryRecordFields::window("cam", "llama", &w, &failed)).unwrap();
+            serde_json::to_value(SummaryRecord::window("cam", "llama", &w, &failed)).unwrap();
         assert_eq!(v["error"], "cancelled");
         assert_eq!(v["text"], "");
         let whole = Window::whole(vec![chunk(0, 0.0, 10.0, true)]);
-        let v = serde_json::to_value(SummaryRecordFields::final_of_chunks(
-            "cam", "llama", &whole, &out,
-        ))
-        .unwrap();
+        let v = serde_json::to_value(SummaryRecord::final_of_chunks("cam", "llama", &whole, &out))
+            .unwrap();
         assert_eq!(v["kind"], "final-summary");
         assert_eq!(v["failed-windows"], serde_json::json!([]));
         assert_eq!(v["missing-chunks"], serde_json::json!([]));

@@ -41,12 +41,12 @@
 //! global key). `ntpTimestamp` is the chunk start: RFC 3339 for live, the
 //! stream time in seconds (a JSON number, `12.34`) for files.
 
-use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::llm::TextRequest;
 use super::tokens::estimate;
 use crate::prompt::split_reasoning;
+use crate::record::AlertRecord;
 
 /// The most events in `events`.
 pub const MAX_EVENTS: usize = 64;
@@ -304,32 +304,13 @@ pub struct Alert {
     pub end_time: Option<String>,
 }
 
-/// The `alert` record (JSON names as in the contract).
-#[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub struct AlertRecordFields {
-    /// Always `"alert"`.
-    pub kind: &'static str,
-    pub stream_id: String,
-    pub chunk_index: u64,
-    pub start: f64,
-    pub end: f64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub start_time: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub end_time: Option<String>,
-    pub alert_id: String,
-    pub events: Vec<String>,
-    pub text: String,
-}
-
 impl Alert {
     pub fn alert_id(&self) -> String {
         alert_id(&self.stream_id, self.chunk_index)
     }
 
-    pub fn record(&self) -> AlertRecordFields {
-        AlertRecordFields {
+    pub fn record(&self) -> AlertRecord {
+        AlertRecord {
             kind: "alert",
             stream_id: self.stream_id.clone(),
             chunk_index: self.chunk_index,

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use super::alerts::{event_check_request, parse_event_answer, Alert};
 use super::llm::TextLlm;
 use crate::dispatcher::AfterCaption;
-use crate::record::SummaryRecord;
+use crate::record::CaptionRecord;
 
 /// Called with every alert as soon as it is decided.
 pub type OnAlert = Arc<dyn Fn(&Alert) + Send + Sync>;
@@ -42,7 +42,7 @@ pub struct AlertChecker {
 }
 
 /// The alert of a caption record in which `events` were detected.
-pub fn alert_of(rec: &SummaryRecord, events: Vec<String>) -> Alert {
+pub fn alert_of(rec: &CaptionRecord, events: Vec<String>) -> Alert {
     Alert {
         stream_id: rec.stream_id.clone(),
         chunk_index: rec.chunk_index,
@@ -60,7 +60,7 @@ pub fn alert_of(rec: &SummaryRecord, events: Vec<String>) -> Alert {
 }
 
 impl AlertChecker {
-    fn fail(&self, rec: &mut SummaryRecord, msg: String) {
+    fn fail(&self, rec: &mut CaptionRecord, msg: String) {
         // The answer's snippet may hold NUL, which would cut the bus
         // warning short (hardening round 3).
         let msg = crate::record::without_nul(msg);
@@ -70,7 +70,7 @@ impl AlertChecker {
 }
 
 impl AfterCaption for AlertChecker {
-    fn process(&self, rec: &mut SummaryRecord, cancel: &CancellationToken) -> Option<Alert> {
+    fn process(&self, rec: &mut CaptionRecord, cancel: &CancellationToken) -> Option<Alert> {
         let line = rec.caption_line()?;
         if self.events.is_empty() {
             return None;
@@ -105,7 +105,7 @@ impl AfterCaption for AlertChecker {
         }
     }
 
-    fn timed_out(&self, rec: &mut SummaryRecord, msg: &str) {
+    fn timed_out(&self, rec: &mut CaptionRecord, msg: &str) {
         let msg = crate::record::without_nul(format!("the event check did not finish: {msg}"));
         (self.on_error)(rec.chunk_index, &msg);
         rec.alert_error = Some(msg);
@@ -139,8 +139,8 @@ mod tests {
         )
     }
 
-    fn caption(text: &str) -> SummaryRecord {
-        SummaryRecord {
+    fn caption(text: &str) -> CaptionRecord {
+        CaptionRecord {
             stream_id: "dock-3".into(),
             chunk_index: 7,
             start: 70.0,

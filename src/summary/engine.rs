@@ -54,12 +54,13 @@ use tokio_util::sync::CancellationToken;
 
 use super::aggregate::{
     final_summary, final_summary_of_chunks, final_summary_with_tail, summarize_window, PartSummary,
-    SummaryConfig, SummaryOutput, SummaryRecordFields,
+    SummaryConfig, SummaryOutput,
 };
 use super::llm::TextLlm;
 use super::windows::{ChunkResult, Window, Windows};
 use crate::flow::SummaryOut;
 use crate::pool::{Pool, Spec};
+use crate::record::SummaryRecord;
 
 /// Closed windows waiting for a summary thread, at most.
 pub const MAX_QUEUED_WINDOWS: usize = 16;
@@ -399,8 +400,7 @@ impl Core {
         match done {
             Done::Window(w, out) => {
                 let out = &capped(&out);
-                let mut rec =
-                    SummaryRecordFields::window(&self.cfg.stream_id, self.llm.model(), &w, out);
+                let mut rec = SummaryRecord::window(&self.cfg.stream_id, self.llm.model(), &w, out);
                 if st.live {
                     let (a, b) = w.labels();
                     rec.start_time = Some(a);
@@ -464,7 +464,7 @@ fn final_parts(st: &State) -> (Vec<PartSummary>, Option<Window>) {
     (parts, tail)
 }
 
-fn final_record(core: &Core, st: &State, out: &SummaryOutput) -> SummaryRecordFields {
+fn final_record(core: &Core, st: &State, out: &SummaryOutput) -> SummaryRecord {
     let (id, model) = (&core.cfg.stream_id, core.llm.model());
     let mut rec = if core.cfg.window.is_some() {
         let (mut parts, tail) = final_parts(st);
@@ -474,9 +474,9 @@ fn final_record(core: &Core, st: &State, out: &SummaryOutput) -> SummaryRecordFi
             p.text = Some(String::new());
             parts.push(p);
         }
-        SummaryRecordFields::final_of_windows(id, model, &parts, out)
+        SummaryRecord::final_of_windows(id, model, &parts, out)
     } else {
-        SummaryRecordFields::final_of_chunks(id, model, &Window::whole(st.all_chunks.clone()), out)
+        SummaryRecord::final_of_chunks(id, model, &Window::whole(st.all_chunks.clone()), out)
     };
     if st.live {
         let tail = st.tail.as_ref().map(|w| w.labels());
@@ -500,9 +500,9 @@ fn final_record(core: &Core, st: &State, out: &SummaryOutput) -> SummaryRecordFi
 #[cfg(test)]
 mod tests {
     use super::super::llm::fake::{ids_in, FakeLlm};
-    use super::super::SummaryKind;
     use super::*;
     use crate::flow::{Item, Outbox};
+    use crate::record::SummaryKind;
     use std::collections::BTreeSet;
     use std::time::Duration;
 
@@ -532,7 +532,7 @@ mod tests {
     }
 
     /// The next record put into the output stream (blocks).
-    fn next_record(out: &Out) -> SummaryRecordFields {
+    fn next_record(out: &Out) -> SummaryRecord {
         match out.next() {
             Some(Item::Summary(r)) => *r,
             other => panic!("expected a summary, got {other:?}"),
@@ -540,7 +540,7 @@ mod tests {
     }
 
     /// Every record up to `Eos`, which must follow the final summary.
-    fn take_all(out: &Out) -> Vec<SummaryRecordFields> {
+    fn take_all(out: &Out) -> Vec<SummaryRecord> {
         let mut v = Vec::new();
         loop {
             match out.next() {

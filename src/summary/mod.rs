@@ -38,14 +38,12 @@ pub mod tokens;
 pub mod webhook;
 pub mod windows;
 
+pub use crate::record::{AlertRecord, SummaryKind, SummaryRecord};
 pub use aggregate::{
     final_summary, final_summary_of_chunks, summarize_window, PartSummary, SummaryConfig,
-    SummaryKind, SummaryOutput, SummaryRecordFields, DEFAULT_CAPTION_SUMMARIZATION_PROMPT,
-    DEFAULT_SUMMARY_AGGREGATION_PROMPT,
+    SummaryOutput, DEFAULT_CAPTION_SUMMARIZATION_PROMPT, DEFAULT_SUMMARY_AGGREGATION_PROMPT,
 };
-pub use alerts::{
-    alert_id, event_check_request, parse_event_answer, parse_events, Alert, AlertRecordFields,
-};
+pub use alerts::{alert_id, event_check_request, parse_event_answer, parse_events, Alert};
 pub use checker::{AlertChecker, OnAlert};
 pub use engine::{EngineConfig, SummaryEngine, SummaryStats};
 pub use llm::{TextAnswer, TextLlm, TextRequest};

@@ -38,7 +38,7 @@ use crate::dispatcher::{Dispatcher, Submitted};
 use crate::frames::{Colorimetry, Matrix, PixelFormat, RawFrame};
 use crate::meta;
 use crate::prompt::{self, TimeStyle};
-use crate::record::SummaryRecord;
+use crate::record::CaptionRecord;
 use crate::session::{Counters, RecordConstants, Session, Settings};
 
 mod observer;
@@ -193,7 +193,7 @@ impl VssSummarize {
     }
 
     /// Feeds the chunker; returns the chunks completed by this buffer.
-    fn sample(&self, buffer: &gst::Buffer) -> (Vec<(ChunkJob, SummaryRecord)>, bool) {
+    fn sample(&self, buffer: &gst::Buffer) -> (Vec<(ChunkJob, CaptionRecord)>, bool) {
         let mut state = self.state.lock();
         let live = state.live.unwrap_or(false);
         let Some(pts) = buffer.pts() else {
@@ -246,7 +246,7 @@ impl VssSummarize {
         state: &State,
         c: crate::chunker::Chunk<RawFrame>,
         live: bool,
-    ) -> (ChunkJob, SummaryRecord) {
+    ) -> (ChunkJob, CaptionRecord) {
         let frame_times: Vec<f64> = c.frames.iter().map(|f| f.pts as f64 / 1e9).collect();
         let (style, labels) = match (live, state.wall_base) {
             (true, Some((st0, unix0))) => (
@@ -293,7 +293,7 @@ impl VssSummarize {
                 None,
             ),
         };
-        let template = SummaryRecord {
+        let template = CaptionRecord {
             stream_id,
             start_time: wall.as_ref().map(|w| w.0.clone()),
             end_time: wall.map(|w| w.1),
@@ -321,7 +321,7 @@ impl VssSummarize {
 
     fn submit(
         &self,
-        jobs: Vec<(ChunkJob, SummaryRecord)>,
+        jobs: Vec<(ChunkJob, CaptionRecord)>,
         live: bool,
     ) -> Result<(), gst::FlowError> {
         if jobs.is_empty() {

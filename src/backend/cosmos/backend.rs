@@ -6,7 +6,9 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::{Arc, LazyLock, Mutex, Weak};
+use std::sync::{Arc, LazyLock, Weak};
+
+use parking_lot::Mutex;
 use std::time::Instant;
 
 use candle_core::{DType, Device};
@@ -97,11 +99,7 @@ static LOADS: LazyLock<Mutex<HashMap<PathBuf, usize>>> = LazyLock::new(Default::
 /// this process (for tests: elements naming the same checkpoint and device
 /// share one model).
 pub fn loads(dir: &Path) -> usize {
-    lock(&LOADS).get(dir).copied().unwrap_or(0)
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
+    LOADS.lock().get(dir).copied().unwrap_or(0)
 }
 
 /// The engine for (dir, device), loaded once per process while in use.
@@ -113,7 +111,7 @@ fn shared_engine(
     log: &(dyn Fn(&str) + Send + Sync),
 ) -> Result<Shared, CosmosError> {
     let key = (dir.to_path_buf(), format!("{device_name}/{dtype:?}"));
-    let mut map = lock(&ENGINES);
+    let mut map = ENGINES.lock();
     if let Some(e) = map.get(&key).and_then(Weak::upgrade) {
         log(&format!("sharing the loaded model of '{}'", dir.display()));
         return Ok(e);
@@ -124,7 +122,7 @@ fn shared_engine(
     ));
     let t = Instant::now();
     let engine = Engine::load_as(dir, device, Some(dtype))?;
-    *lock(&LOADS).entry(dir.to_path_buf()).or_default() += 1;
+    *LOADS.lock().entry(dir.to_path_buf()).or_default() += 1;
     log(&format!(
         "loaded '{}' in {:.1} s",
         dir.display(),
@@ -252,7 +250,7 @@ impl crate::summary::TextLlm for CosmosText {
         if cancel.is_cancelled() {
             return Err(BackendError::Cancelled);
         }
-        let mut engine = lock(&self.engine);
+        let mut engine = self.engine.lock();
         let d = engine.defaults.clone();
         let params = SampleParams {
             temperature: req.temperature,
@@ -305,7 +303,7 @@ impl Backend for CosmosBackend {
         if cancel.is_cancelled() {
             return Err(BackendError::Cancelled);
         }
-        let vision = lock(&self.engine).vision.clone();
+        let vision = self.engine.lock().vision.clone();
         let (fw, fh) = (self.opts.frame_width, self.opts.frame_height);
         let prep_err = |e: crate::prep::PrepError| format!("cannot prepare frames: {e}");
         // Straight into a tensor on the model's GPU when it is the one that
@@ -313,7 +311,7 @@ impl Backend for CosmosBackend {
         #[cfg(feature = "cuda")]
         let on_device = match &self.opts.prep {
             FramePrep::Gpu(g) => {
-                let dev = lock(&self.engine).model.device().clone();
+                let dev = self.engine.lock().model.device().clone();
                 // On an error the host path below retries, and falls back
                 // to the CPU (marking the GPU broken) when the GPU fails.
                 g.pixel_values_tensor(&dev, &job.frames, fw, fh, &vision)
@@ -339,7 +337,7 @@ impl Backend for CosmosBackend {
             (None, None) => unreachable!("one of the two is set"),
         };
         let system = self.system_prompt();
-        let mut engine = lock(&self.engine);
+        let mut engine = self.engine.lock();
         let d = engine.defaults.clone();
         let g = &self.opts.gen;
         let params = SampleParams {

@@ -102,7 +102,7 @@ impl VssSummarize {
     /// duration).
     pub(super) fn emit_summary(
         &self,
-        r: crate::summary::SummaryRecordFields,
+        r: crate::summary::SummaryRecord,
     ) -> Result<(), gst::FlowError> {
         let final_ = r.summary_index.is_none();
         let what = match r.summary_index {
@@ -251,7 +251,7 @@ impl VssSummarize {
     }
 
     /// Emits one record: bus message, meta queue, `summary_src` buffer.
-    pub(super) fn emit(&self, r: SummaryRecord) -> Result<(), gst::FlowError> {
+    pub(super) fn emit(&self, r: CaptionRecord) -> Result<(), gst::FlowError> {
         if let Some(e) = &r.error {
             gst::warning!(CAT, imp = self, "chunk {} failed: {e}", r.chunk_index);
             // Drops were already reported when they happened.
