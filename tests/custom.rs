@@ -299,9 +299,9 @@ fn flaky(
     plan: &str,
     seconds: u64,
     extra: &str,
-) -> (Run, Video, PathBuf, PathBuf) {
+) -> (Run, Video, tempfile::TempDir, PathBuf) {
     let dir = tmp(name);
-    let (env, state) = flaky_env(&dir, plan);
+    let (env, state) = flaky_env(dir.path(), plan);
     let v = Video::small(seconds);
     let r = with_video(
         &format!(
@@ -324,8 +324,12 @@ fn play_to_eos(r: &Run, v: &Video) {
     r.drain_bus();
 }
 
-fn tmp(name: &str) -> PathBuf {
-    std::env::temp_dir().join(format!("vss-custom-{}-{name}", std::process::id()))
+/// A scratch directory, removed when dropped.
+fn tmp(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("vss-custom-{name}-"))
+        .tempdir()
+        .unwrap()
 }
 
 /// Exceptions, None, a segfault, sys.exit, stdout chatter and wrong return
@@ -373,7 +377,7 @@ fn failures_become_error_records_and_crashes_reload_the_model() {
     assert_eq!(r.prop_u64("chunks-failed"), 5);
     assert!(r.outputs().errors.is_empty(), "{:?}", r.outputs().errors);
     r.stop();
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(dir);
 }
 
 /// A model that keeps crashing: after max-restarts reloads the element
@@ -408,7 +412,7 @@ fn repeated_crashes_end_in_an_element_error() {
         .contains("no restarts left"));
     drop(o);
     r.stop();
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(dir);
 }
 
 /// A generate() that outlives request-timeout becomes an error record; the
@@ -433,7 +437,7 @@ fn a_stuck_generate_times_out_and_the_model_is_reloaded() {
         .count();
     assert_eq!(inits, 2);
     r.stop();
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(dir);
 }
 
 /// Stopping the pipeline while Python is busy neither hangs nor leaves the
@@ -480,7 +484,7 @@ fn stopping_during_a_long_generate_does_not_wait_for_it() {
         );
         std::thread::sleep(Duration::from_millis(10));
     }
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(dir);
 }
 
 /// The pids of the helpers the `flaky` model's `fork` action started.
@@ -547,7 +551,7 @@ fn a_crash_is_reported_at_once_although_a_forked_helper_holds_the_pipes() {
     assert_eq!(h.len(), 4, "{h:?}");
     assert_all_end(&h, "after their worker crashed");
     r.stop();
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(dir);
 }
 
 /// Issue 21 F5: helpers the model forked (`os.fork`, `subprocess` with
@@ -571,7 +575,7 @@ fn helpers_the_model_forked_end_with_the_pipeline() {
     }
     r.stop();
     assert_all_end(&h, "after the pipeline stopped");
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(dir);
 }
 
 /// Sets a pipeline holding vsssummarize with `props` to READY; returns the
@@ -620,7 +624,8 @@ const GOOD: &str =
 #[test]
 fn broken_models_fail_at_ready_with_the_python_error() {
     let Some(py) = python("numpy") else { return };
-    let dir = tmp("broken");
+    let tmpdir = tmp("broken");
+    let dir = tmpdir.path().to_path_buf();
     let m = "input:\n  number_of_frames: 2\n";
     let cases: &[(Option<&str>, &str, &[&str])] = &[
         (Some("def broken(:\n"), m, &["syntax error", "line 1"]),
@@ -695,7 +700,7 @@ fn broken_models_fail_at_ready_with_the_python_error() {
         "{w:?}"
     );
     assert!(w.iter().any(|x| x.contains("crop_size")), "{w:?}");
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(dir);
 }
 
 /// MODEL_PATH must stay inside MODEL_ROOT_DIR after `..` and symlinks are
@@ -703,7 +708,8 @@ fn broken_models_fail_at_ready_with_the_python_error() {
 #[test]
 fn model_path_must_stay_inside_model_root_dir() {
     let Some(py) = python("numpy") else { return };
-    let base = tmp("root");
+    let tmpbase = tmp("root");
+    let base = tmpbase.path().to_path_buf();
     let root = base.join("root");
     let outside = base.join("outside");
     write_model(&root.join("good"), Some(GOOD), "input:\n");
@@ -731,5 +737,5 @@ fn model_path_must_stay_inside_model_root_dir() {
         assert!(e.contains(&*escape.to_string_lossy()), "{e}");
         assert!(e.contains(&*root.to_string_lossy()), "{e}");
     }
-    let _ = std::fs::remove_dir_all(&base);
+    drop(base);
 }

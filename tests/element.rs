@@ -402,8 +402,8 @@ fn azure_url_and_api_key_header() {
     // The Azure form is chosen by AZURE_OPENAI_ENDPOINT (tested in env.rs) or
     // a *.openai.azure.com host; here, the resolved URL is checked through
     // the request the mock receives when the host is overridden via env-file.
-    let dir = tempdir();
-    let env = dir.join("azure.env");
+    let dir = tempfile::tempdir().unwrap();
+    let env = dir.path().join("azure.env");
     std::fs::write(
         &env,
         format!(
@@ -765,16 +765,6 @@ fn bad_chunk_settings_fail_at_ready_to_paused() {
         err.error()
     );
     e.set_state(gst::State::Null).unwrap();
-}
-
-fn tempdir() -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "vsssummarize-test-{}-{}",
-        std::process::id(),
-        Instant::now().elapsed().as_nanos()
-    ));
-    std::fs::create_dir_all(&d).unwrap();
-    d
 }
 
 /// Issue 20: a `summary_src` peer that returns a flow error without posting

@@ -147,9 +147,8 @@ fn environment_defaults_env_file_and_errors() {
     assert_eq!(q.images[0].width, 16);
 
     // 7. env-file wins over the process environment; properties win over both.
-    let dir = std::env::temp_dir().join(format!("vss-env-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let f = dir.join("vss.env");
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("vss.env");
     std::fs::write(
         &f,
         format!(

@@ -35,13 +35,13 @@ fn python_reads_the_meta_by_name() {
     // it alone into a directory for GST_PLUGIN_PATH.
     let built = plugin_dir().join("deps/libgstvsssummarize.so");
     assert!(built.exists(), "plugin not built at {}", built.display());
-    let dir = std::env::temp_dir().join(format!("vss-python-plugin-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
     std::fs::copy(&built, dir.join("libgstvsssummarize.so")).unwrap();
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/read_meta.py");
     let out = Command::new(&python)
         .arg(&script)
-        .env("GST_PLUGIN_PATH", &dir)
+        .env("GST_PLUGIN_PATH", dir)
         .env("GST_REGISTRY", dir.join("python-test-registry.bin"))
         .env_remove("OPENAI_API_KEY")
         .env_remove("VIA_VLM_ENDPOINT")
