@@ -531,20 +531,16 @@ fn serve(mut s: TcpStream, st: &Mutex<HubState>) -> std::io::Result<()> {
 
 // --------------------------------------------------------------- helpers
 
-struct Tmp(PathBuf);
+/// A scratch directory (canonical path first), removed when dropped.
+struct Tmp(PathBuf, #[allow(dead_code)] tempfile::TempDir);
 
 impl Tmp {
     fn new(tag: &str) -> Tmp {
-        let p = std::env::temp_dir().join(format!("vss-hf-it-{}-{tag}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        Tmp(p.canonicalize().unwrap())
-    }
-}
-
-impl Drop for Tmp {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        let d = tempfile::Builder::new()
+            .prefix(&format!("vss-hf-it-{tag}-"))
+            .tempdir()
+            .unwrap();
+        Tmp(d.path().canonicalize().unwrap(), d)
     }
 }
 

@@ -24,6 +24,8 @@ const DIR_NAME: &str = "nim_nvidia_cosmos-reason1-7b_1.1-fp8-dynamic";
 struct Case {
     dir: PathBuf,
     env: DownloadEnv,
+    /// Removes `dir` when the case ends.
+    _tmp: tempfile::TempDir,
 }
 
 #[derive(Debug)]
@@ -39,13 +41,16 @@ fn case(name: &str) -> Case {
     if mode & 0o111 == 0 {
         fs::set_permissions(&fake, fs::Permissions::from_mode(mode | 0o755)).unwrap();
     }
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("download_ngc-{name}"));
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(dir.join("home")).unwrap();
-    let dir = dir.canonicalize().unwrap();
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!("download_ngc-{name}-"))
+        .tempdir()
+        .unwrap();
+    fs::create_dir_all(tmp.path().join("home")).unwrap();
+    let dir = tmp.path().canonicalize().unwrap();
     let mut c = Case {
         env: DownloadEnv::default(),
         dir: dir.clone(),
+        _tmp: tmp,
     };
     c.set("PATH", &format!("{FAKE_DIR}:/usr/bin:/bin"));
     c.set("HOME", dir.join("home").to_str().unwrap());
