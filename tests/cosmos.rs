@@ -64,7 +64,8 @@ fn elements_naming_the_same_checkpoint_share_one_model() {
     use gstvsssummarize::backend::cosmos::backend::loads;
     init();
     // A copy of its own, so that other tests' loads do not count.
-    let dir = std::env::temp_dir().join(format!("vss-cosmos-share-{}", std::process::id()));
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("tiny");
     copy_tiny(&dir);
     let dir = dir.canonicalize().unwrap();
     let desc = format!(
@@ -82,7 +83,7 @@ fn elements_naming_the_same_checkpoint_share_one_model() {
     p.set_state(gst::State::Ready).unwrap();
     assert_eq!(loads(&dir), 2);
     p.set_state(gst::State::Null).unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(tmp);
 }
 
 fn copy_tiny(to: &Path) {
@@ -95,7 +96,8 @@ fn copy_tiny(to: &Path) {
 
 #[test]
 fn bad_checkpoints_fail_at_ready_saying_what_was_found() {
-    let base = std::env::temp_dir().join(format!("vss-cosmos-{}", std::process::id()));
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().to_path_buf();
     // Not a directory / missing.
     let e = ready_error(&props(&base.join("nope"), ""));
     assert!(
@@ -147,7 +149,7 @@ fn bad_checkpoints_fail_at_ready_saying_what_was_found() {
             "{e}"
         );
     }
-    let _ = std::fs::remove_dir_all(&base);
+    drop(tmp);
 }
 
 #[test]

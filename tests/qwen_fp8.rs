@@ -329,7 +329,8 @@ fn copy_dir(from: &Path, to: &Path) {
 /// configuration, compressed-tensors' packed int4 format.
 #[test]
 fn broken_fp8_checkpoints_fail_at_ready() {
-    let base = std::env::temp_dir().join(format!("vss-fp8-{}", std::process::id()));
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().to_path_buf();
     let src = qdir().join("tiny-fp8-channel");
     let bytes = read(&src.join("model.safetensors"));
     let st = SafeTensors::deserialize(&bytes).unwrap();
@@ -406,5 +407,5 @@ fn broken_fp8_checkpoints_fail_at_ready() {
     let e = ready_error(&props(&d, ""));
     eprintln!("{e}");
     assert!(e.contains("format 'pack-quantized'"), "{e}");
-    let _ = std::fs::remove_dir_all(&base);
+    drop(tmp);
 }

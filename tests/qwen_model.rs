@@ -243,8 +243,8 @@ fn both_weight_name_prefixes_load() {
     assert!(renamed
         .iter()
         .any(|(k, _)| k.starts_with("model.language_model.layers.0")));
-    let out = std::env::temp_dir().join(format!("vss-qwen-prefix-{}", std::process::id()));
-    std::fs::create_dir_all(&out).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().to_path_buf();
     for f in [
         "config.json",
         "tokenizer.json",
@@ -274,7 +274,7 @@ fn both_weight_name_prefixes_load() {
         lb.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
     );
     assert_eq!(la, lb);
-    let _ = std::fs::remove_dir_all(&out);
+    drop(tmp);
 }
 
 /// The bf16 path (the default on CUDA) on the CPU: the same model in bf16
