@@ -9,7 +9,6 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -219,54 +218,34 @@ fn a_tiny_budget_recurses_and_no_call_exceeds_it() {
     r.stop();
 }
 
-/// A one-shot HTTP receiver on 127.0.0.1 that answers 200 and keeps each
-/// request (head and body).
 /// (request head, JSON body) of each request received.
 type Received = Arc<Mutex<Vec<(String, Value)>>>;
 
-fn receiver() -> (String, Received) {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/alerts", l.local_addr().unwrap());
-    let got = Arc::new(Mutex::new(Vec::new()));
+/// A webhook receiver: the tests' one mock HTTP server, answering 200 to
+/// everything and keeping each request (head and JSON body).
+fn receiver() -> (String, Received, MockServer) {
+    let server = MockServer::start();
+    let url = format!("{}/alerts", server.base());
+    let got: Received = Arc::new(Mutex::new(Vec::new()));
     let g = got.clone();
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(mut s) = s else { continue };
-            let mut buf = Vec::new();
-            let mut tmp = [0u8; 8192];
-            let (head, body) = loop {
-                let n = s.read(&mut tmp).unwrap_or(0);
-                if n == 0 {
-                    break (String::new(), Vec::new());
-                }
-                buf.extend_from_slice(&tmp[..n]);
-                let text = String::from_utf8_lossy(&buf).to_string();
-                if let Some(h) = text.find("\r\n\r\n") {
-                    let len: usize = text[..h]
-                        .lines()
-                        .find_map(|l| {
-                            l.to_ascii_lowercase()
-                                .strip_prefix("content-length:")
-                                .map(|v| v.trim().parse().unwrap_or(0))
-                        })
-                        .unwrap_or(0);
-                    if buf.len() >= h + 4 + len {
-                        break (text[..h].to_string(), buf[h + 4..h + 4 + len].to_vec());
-                    }
-                }
-            };
-            let v = serde_json::from_slice(&body).unwrap_or(Value::Null);
-            g.lock().unwrap().push((head, v));
-            let _ = s.write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
+    server.set_policy(move |q, _| {
+        let mut head = format!("{} {} HTTP/1.1\r\n", q.method, q.path);
+        for (k, v) in &q.headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        g.lock().unwrap().push((head, q.body.clone()));
+        Reply::Json {
+            code: 200,
+            body: serde_json::json!({}),
         }
     });
-    (url, got)
+    (url, got, server)
 }
 
 #[test]
 fn alerts_follow_their_caption_reach_the_bus_and_the_webhook() {
     let server = MockServer::start();
-    let (hook, got) = receiver();
+    let (hook, got, _hook_server) = receiver();
     let r = run_video(
         &props(
             &server,
