@@ -677,12 +677,31 @@ mod tests {
     /// Markers in these tests are plain strings.
     type D = Dispatcher<&'static str>;
 
-    /// A backend whose answer time per chunk index is scripted.
+    /// A backend the test drives: the chunks in `held` answer only once
+    /// the test releases them (or their request is cancelled); the others
+    /// answer at once. No test paces it with time.
     struct Scripted {
-        delays_ms: Vec<u64>,
+        held: Vec<u64>,
         fail: Vec<u64>,
+        /// (released, started) chunk indices.
+        calls: parking_lot::Mutex<(Vec<u64>, Vec<u64>)>,
+        changed: parking_lot::Condvar,
         in_flight: AtomicUsize,
         max_in_flight: AtomicUsize,
+    }
+
+    impl Scripted {
+        fn release(&self, i: u64) {
+            self.calls.lock().0.push(i);
+            self.changed.notify_all();
+        }
+        /// Waits until `n` calls have started.
+        fn wait_started(&self, n: usize) {
+            let mut c = self.calls.lock();
+            while c.1.len() < n {
+                self.changed.wait(&mut c);
+            }
+        }
     }
 
     impl Backend for Scripted {
@@ -697,40 +716,45 @@ mod tests {
             job: &ChunkJob,
             cancel: &CancellationToken,
         ) -> Result<Caption, BackendError> {
+            let i = job.chunk_index;
             let n = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
             self.max_in_flight.fetch_max(n, Ordering::SeqCst);
-            let d = self
-                .delays_ms
-                .get(job.chunk_index as usize)
-                .copied()
-                .unwrap_or(0);
-            let end = Instant::now() + Duration::from_millis(d);
+            let mut c = self.calls.lock();
+            c.1.push(i);
+            self.changed.notify_all();
             let mut cancelled = false;
-            while Instant::now() < end {
-                if cancel.is_cancelled() {
-                    cancelled = true;
-                    break;
+            if self.held.contains(&i) {
+                while !c.0.contains(&i) {
+                    if cancel.is_cancelled() {
+                        cancelled = true;
+                        break;
+                    }
+                    // The token has no callback into this condvar: look at
+                    // it now and then while held.
+                    self.changed.wait_for(&mut c, Duration::from_millis(5));
                 }
-                std::thread::sleep(Duration::from_millis(2));
             }
+            drop(c);
             self.in_flight.fetch_sub(1, Ordering::SeqCst);
             if cancelled {
                 return Err(BackendError::Cancelled);
             }
-            if self.fail.contains(&job.chunk_index) {
-                return Err(BackendError::Failed(format!("failed {}", job.chunk_index)));
+            if self.fail.contains(&i) {
+                return Err(BackendError::Failed(format!("failed {i}")));
             }
             Ok(Caption {
-                text: format!("chunk {}", job.chunk_index),
+                text: format!("chunk {i}"),
                 ..Default::default()
             })
         }
     }
 
-    fn scripted(delays_ms: Vec<u64>, fail: Vec<u64>) -> Arc<Scripted> {
+    fn scripted(held: Vec<u64>, fail: Vec<u64>) -> Arc<Scripted> {
         Arc::new(Scripted {
-            delays_ms,
+            held,
             fail,
+            calls: Default::default(),
+            changed: Default::default(),
             in_flight: AtomicUsize::new(0),
             max_in_flight: AtomicUsize::new(0),
         })
@@ -766,12 +790,16 @@ mod tests {
     #[test]
     fn ordered_output_with_bounded_concurrency() {
         // Later chunks finish first; output stays in order.
-        let b = scripted(vec![300, 200, 100, 0, 50, 0], vec![2]);
+        let b = scripted(vec![0, 1, 2, 4], vec![2]);
         let stats = Arc::new(Stats::default());
         let d = D::new(b.clone(), 3, 16, stats.clone());
         for i in 0..6 {
             let (j, t) = job(i);
             assert!(matches!(d.submit(j, t, false), Submitted::Queued));
+        }
+        b.wait_started(3);
+        for i in [2, 4, 1, 0] {
+            b.release(i);
         }
         let recs = collect(&d, 6);
         assert_eq!(
@@ -789,59 +817,71 @@ mod tests {
 
     #[test]
     fn backpressure_blocks_non_live_submitters() {
-        let b = scripted(vec![200, 200, 0], vec![]);
-        let d = Arc::new(D::new(b, 1, 2, Arc::new(Stats::default())));
+        let b = scripted(vec![0, 1], vec![]);
+        let d = Arc::new(D::new(b.clone(), 1, 2, Arc::new(Stats::default())));
         for i in 0..2 {
             let (j, t) = job(i);
             d.submit(j, t, false);
         }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let submitter = {
+            let d = d.clone();
+            std::thread::spawn(move || {
+                let (j, t) = job(2);
+                tx.send(d.submit(j, t, false)).unwrap();
+            })
+        };
+        // It waits while both pending chunks are unanswered…
+        assert!(rx.recv_timeout(Duration::from_millis(100)).is_err());
+        // … and goes on once chunk 0 is answered and taken.
+        b.release(0);
+        b.release(1);
         let out = {
             let d = d.clone();
             std::thread::spawn(move || collect(&d, 3))
         };
-        let t0 = Instant::now();
-        let (j, t) = job(2);
-        assert!(matches!(d.submit(j, t, false), Submitted::Queued));
-        // It had to wait for chunk 0 to finish (~200 ms) and be taken.
-        assert!(t0.elapsed() >= Duration::from_millis(150));
+        assert!(matches!(rx.recv().unwrap(), Submitted::Queued));
+        submitter.join().unwrap();
         let recs = out.join().unwrap();
         assert!(recs.iter().all(|r| r.error.is_none()));
     }
 
     #[test]
     fn results_not_taken_count_as_pending_for_non_live_input() {
-        let b = scripted(vec![0, 0, 0], vec![]);
-        let d = Arc::new(D::new(b, 2, 2, Arc::new(Stats::default())));
+        let b = scripted(vec![], vec![]);
+        let d = Arc::new(D::new(b.clone(), 2, 2, Arc::new(Stats::default())));
         for i in 0..2 {
             let (j, t) = job(i);
             d.submit(j, t, false);
         }
-        // Both finish at once but nobody takes them: a third submit waits...
+        b.wait_started(2);
+        // Both are answered but nobody takes them: a third submit waits...
+        let (tx, rx) = std::sync::mpsc::channel();
         let blocked = {
             let d = d.clone();
             std::thread::spawn(move || {
                 let (j, t) = job(2);
-                d.submit(j, t, false)
+                tx.send(d.submit(j, t, false)).unwrap();
             })
         };
-        std::thread::sleep(Duration::from_millis(200));
-        assert!(!blocked.is_finished());
+        assert!(rx.recv_timeout(Duration::from_millis(100)).is_err());
         // ... until the output side takes one.
         assert_eq!(collect(&d, 1)[0].chunk_index, 0);
-        assert!(matches!(blocked.join().unwrap(), Submitted::Queued));
+        assert!(matches!(rx.recv().unwrap(), Submitted::Queued));
+        blocked.join().unwrap();
         assert_eq!(collect(&d, 2).len(), 2);
     }
 
     #[test]
     fn live_overflow_drops_oldest() {
-        let b = scripted(vec![500, 500, 500, 0, 0], vec![]);
+        let b = scripted(vec![0, 1, 2], vec![]);
         let stats = Arc::new(Stats::default());
-        let d = D::new(b, 1, 2, stats.clone());
+        let d = D::new(b.clone(), 1, 2, stats.clone());
         for i in 0..2 {
             let (j, t) = job(i);
             d.submit(j, t, true);
         }
-        std::thread::sleep(Duration::from_millis(50));
+        b.wait_started(1);
         let (j, t) = job(2);
         match d.submit(j, t, true) {
             // Chunk 0 is in flight and kept; queued chunk 1 is the oldest unsent.
@@ -850,6 +890,9 @@ mod tests {
                 assert!(hint.contains("raise max-concurrency"), "{hint}");
             }
             other => panic!("{other:?}"),
+        }
+        for i in 0..3 {
+            b.release(i);
         }
         let recs = collect(&d, 3);
         assert_eq!(
@@ -862,14 +905,14 @@ mod tests {
 
         // With every pending chunk in flight, no request is cancelled: the
         // new chunk is the one dropped, and the hint names max-pending-chunks.
-        let b = scripted(vec![0, 0, 0, 300, 300, 0], vec![]);
+        let b = scripted(vec![3, 4], vec![]);
         let stats = Arc::new(Stats::default());
-        let d = D::new(b, 2, 2, stats.clone());
+        let d = D::new(b.clone(), 2, 2, stats.clone());
         for i in 3..5 {
             let (j, t) = job(i);
             d.submit(j, t, true);
         }
-        std::thread::sleep(Duration::from_millis(50));
+        b.wait_started(2);
         let (j, t) = job(5);
         match d.submit(j, t, true) {
             Submitted::Dropped(v, hint) => {
@@ -878,6 +921,8 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        b.release(3);
+        b.release(4);
         let recs = collect(&d, 3);
         assert_eq!(
             recs.iter().map(|r| r.chunk_index).collect::<Vec<_>>(),
@@ -893,24 +938,47 @@ mod tests {
     /// the next chunk (2 captions of 30). Now in-flight work always finishes.
     #[test]
     fn live_overflow_never_starves_slow_models() {
-        // 300 ms model, a chunk every 60 ms, pending 2 / concurrency 4.
-        let b = scripted(vec![300; 30], vec![]);
+        // A model slower than the stride: every chunk waits for the test;
+        // pending 2 / concurrency 4. While 2 requests run, each new chunk
+        // is dropped; each answer frees room for the next chunk to run.
+        let b = scripted((0..30).collect(), vec![]);
         let stats = Arc::new(Stats::default());
         let d = Arc::new(D::new(b.clone(), 4, 2, stats.clone()));
         let out = {
             let d = d.clone();
             std::thread::spawn(move || collect(&d, 30))
         };
+        let mut running = Vec::new();
+        let mut started = 0;
         for i in 0..30 {
             let (j, t) = job(i);
-            d.submit(j, t, true);
-            std::thread::sleep(Duration::from_millis(60));
+            if let Submitted::Queued = d.submit(j, t, true) {
+                running.push(i);
+                started += 1;
+                b.wait_started(started);
+            }
+            // Every fifth chunk the oldest request is answered.
+            if i % 5 == 4 {
+                let first = running.remove(0);
+                b.release(first);
+                // Its record leaves only in order; wait until it has room.
+                while d.pending() >= 2 {
+                    std::thread::yield_now();
+                }
+            }
+        }
+        for i in running {
+            b.release(i);
         }
         let recs = out.join().unwrap();
         let ok = recs.iter().filter(|r| r.error.is_none()).count();
-        // 30 × 60 ms = 1.8 s of input, 2 requests of 300 ms at a time: about
-        // 12 captions; the old policy completed almost none.
+        // Two at the start and one after each of the 6 answers (the last
+        // two answered at the end): every started request finished; the
+        // old policy cancelled them and completed almost none.
         assert!(ok >= 6, "only {ok} of 30 captioned");
+        assert!(recs
+            .iter()
+            .all(|r| r.error.as_deref().is_none_or(|e| e.starts_with("dropped"))));
         assert_eq!(ok as u64, stats.completed.load(Ordering::Relaxed));
         assert_eq!(30 - ok as u64, stats.dropped.load(Ordering::Relaxed));
         // Only 2 workers: more could never be busy.
@@ -927,14 +995,16 @@ mod tests {
 
     #[test]
     fn markers_keep_their_place_in_the_order() {
-        let b = scripted(vec![200, 0], vec![]);
-        let d = D::new(b, 2, 8, Arc::new(Stats::default()));
+        let b = scripted(vec![0], vec![]);
+        let d = D::new(b.clone(), 2, 8, Arc::new(Stats::default()));
         let (j, t) = job(0);
         d.submit(j, t, false);
         assert!(d.mark("segment 2").is_ok());
         let (j, t) = job(1);
         d.submit(j, t, false);
         // Chunk 1 finishes first, but the marker waits for chunk 0.
+        b.wait_started(2);
+        b.release(0);
         let mut got = Vec::new();
         for _ in 0..3 {
             got.push(match d.next() {
@@ -1024,7 +1094,7 @@ mod tests {
 
     #[test]
     fn the_after_caption_stage_keeps_order_and_captions_at_a_drain_timeout() {
-        let b = scripted(vec![0, 0, 0, 0], vec![1]);
+        let b = scripted(vec![], vec![1]);
         let stage: Stage = (Arc::new(Marking(vec![3])), 3);
         let d = D::with_parts(
             b,
@@ -1076,7 +1146,8 @@ mod tests {
 
     #[test]
     fn drain_waits_then_times_out_into_error_records() {
-        let b = scripted(vec![0, 5000], vec![]);
+        // Chunk 1 is never answered: only drain-timeout ends it.
+        let b = scripted(vec![1], vec![]);
         let d = Arc::new(D::new(b, 2, 8, Arc::new(Stats::default())));
         for i in 0..2 {
             let (j, t) = job(i);
@@ -1110,10 +1181,12 @@ mod tests {
 
     #[test]
     fn flush_discards_and_unblocks() {
-        let b = scripted(vec![3000, 3000, 0], vec![]);
-        let d = Arc::new(D::new(b, 1, 1, Arc::new(Stats::default())));
+        // Chunks 0 and 1 are never answered: only the flush ends them.
+        let b = scripted(vec![0, 1], vec![]);
+        let d = Arc::new(D::new(b.clone(), 1, 1, Arc::new(Stats::default())));
         let (j, t) = job(0);
         d.submit(j, t, false);
+        b.wait_started(1);
         let blocked = {
             let d = d.clone();
             std::thread::spawn(move || {
@@ -1121,17 +1194,15 @@ mod tests {
                 d.submit(j, t, false)
             })
         };
-        std::thread::sleep(Duration::from_millis(50));
-        let t0 = Instant::now();
         d.flush_start();
         assert!(matches!(blocked.join().unwrap(), Submitted::Flushing));
         assert!(d.next().is_none(), "returns at once while flushing");
         d.flush_stop();
         let (j, t) = job(2);
-        // The worker is free again quickly (the cancelled call returned).
+        // The one worker is free again (the cancelled call returned), or
+        // chunk 2 would never be answered.
         d.submit(j, t, false);
         let r = collect(&d, 1);
         assert_eq!(r[0].chunk_index, 2);
-        assert!(t0.elapsed() < Duration::from_millis(2500));
     }
 }
