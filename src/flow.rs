@@ -69,6 +69,17 @@ struct Inner<M> {
     eos_put: bool,
 }
 
+impl<M> Inner<M> {
+    /// The first item, keeping the caption count.
+    fn pop(&mut self) -> Option<Item<M>> {
+        let item = self.items.pop_front()?;
+        if matches!(item, Item::Caption(_)) {
+            self.captions -= 1;
+        }
+        Some(item)
+    }
+}
+
 pub struct Outbox<M> {
     inner: Mutex<Inner<M>>,
     ready: Condvar,
@@ -120,10 +131,7 @@ impl<M> Outbox<M> {
             if inner.stopped || inner.closed {
                 return None;
             }
-            if let Some(item) = inner.items.pop_front() {
-                if matches!(item, Item::Caption(_)) {
-                    inner.captions -= 1;
-                }
+            if let Some(item) = inner.pop() {
                 return Some(item);
             }
             self.ready.wait(&mut inner);
@@ -136,11 +144,7 @@ impl<M> Outbox<M> {
         if inner.stopped || inner.closed {
             return None;
         }
-        let item = inner.items.pop_front()?;
-        if matches!(item, Item::Caption(_)) {
-            inner.captions -= 1;
-        }
-        Some(item)
+        inner.pop()
     }
 
     /// Captions put and not taken (rule 5); 0 once closed.

@@ -37,6 +37,7 @@ pub mod prep;
 /// The former name of [`prep`] (tests and examples written against it).
 #[doc(hidden)]
 pub use prep as gpu;
+pub mod process;
 pub mod prompt;
 pub mod record;
 pub mod redact;

@@ -689,6 +689,20 @@ fn assert_group_gone(pgid: i32) {
     }
 }
 
+/// The fake CLI, its child and its whole process group are gone, and no
+/// partial download is left in the cache.
+fn assert_cli_stopped(c: &Case, pids: &Path) {
+    let p = fake_pids(pids);
+    assert_gone(p["cli"], "the NGC CLI");
+    assert_gone(p["child"], "the CLI's child");
+    assert_group_gone(p["cli"]);
+    assert_eq!(
+        c.cache_entries(),
+        Vec::<String>::new(),
+        "partial download left"
+    );
+}
+
 /// Kills whatever the fake left (cleanup after a failed assertion): the
 /// live members of the CLI's process group, and its child.
 struct KillFake(PathBuf);
@@ -761,15 +775,7 @@ fn stalled_download_is_stopped_with_a_clear_error() {
     ] {
         assert!(e.contains(want), "{want:?} missing: {e}");
     }
-    let p = fake_pids(&pids);
-    assert_gone(p["cli"], "the NGC CLI");
-    assert_gone(p["child"], "the CLI's child");
-    assert_group_gone(p["cli"]);
-    assert_eq!(
-        c.cache_entries(),
-        Vec::<String>::new(),
-        "partial download left"
-    );
+    assert_cli_stopped(&c, &pids);
 
     // Without the hang the next fetch downloads it.
     c.unset("FAKE_NGC_HANG");
@@ -810,15 +816,7 @@ fn cancelled_download_ends_promptly_and_stops_the_cli() {
         "{e}"
     );
     assert!(!e.contains(KEY), "the key leaked: {e}");
-    let p = fake_pids(&pids);
-    assert_gone(p["cli"], "the NGC CLI");
-    assert_gone(p["child"], "the CLI's child");
-    assert_group_gone(p["cli"]);
-    assert_eq!(
-        c.cache_entries(),
-        Vec::<String>::new(),
-        "partial download left"
-    );
+    assert_cli_stopped(&c, &pids);
 }
 
 #[test]

@@ -1132,22 +1132,7 @@ impl<'r> Proc<'r> {
         let waiter = thread::Builder::new()
             .name("ngc-cli-wait".into())
             .spawn(move || {
-                loop {
-                    // SAFETY: zeroed siginfo_t is a valid out-parameter.
-                    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-                    // SAFETY: `info` is valid for writes during the call.
-                    let r = unsafe {
-                        libc::waitid(
-                            libc::P_PID,
-                            pid as libc::id_t,
-                            &mut info,
-                            libc::WEXITED | libc::WNOWAIT,
-                        )
-                    };
-                    if r == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
-                        break;
-                    }
-                }
+                crate::process::wait_exited(pid as u32);
                 flag.0.store(true, Ordering::SeqCst);
                 flag.1.notify_one();
             });

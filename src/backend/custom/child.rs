@@ -93,25 +93,7 @@ impl Exited {
         std::thread::Builder::new()
             .name(format!("vss-py-wait-{pid}"))
             .spawn(move || {
-                loop {
-                    // SAFETY: an all-zero siginfo_t is valid; waitid fills it.
-                    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-                    // SAFETY: plain syscall on our child. WNOWAIT leaves it
-                    // unreaped (rule 2).
-                    let rc = unsafe {
-                        libc::waitid(
-                            libc::P_PID,
-                            pid as libc::id_t,
-                            &mut info,
-                            libc::WEXITED | libc::WNOWAIT,
-                        )
-                    };
-                    // Exited, or not (any more) our child (ECHILD): either
-                    // way there is nothing left to wait for.
-                    if rc == 0 || errno().kind() != io::ErrorKind::Interrupted {
-                        break;
-                    }
-                }
+                crate::process::wait_exited(pid);
                 drop(w);
             })?;
         Ok(Exited(Arc::new(r)))
