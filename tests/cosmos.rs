@@ -180,14 +180,12 @@ fn bf16_weights_run_and_unknown_dtypes_are_refused() {
     assert!(e.contains("dtype 'f16'") && e.contains("bf16"), "{e}");
 }
 
-/// `model-path=ngc:…` through the element: the NGC CLI (a fake on the
-/// env-file's PATH, tests/ngc/ngc) downloads into NGC_MODEL_CACHE once,
-/// and the model captions.
-#[test]
-fn ngc_model_path_downloads_once_and_captions() {
+/// A scratch root for `model-path=ngc:…` through the element: the env-file
+/// puts the fake NGC CLI (tests/ngc/ngc) first on the PATH and the cache
+/// under `root`; `extra` adds lines. Returns the element's properties.
+fn ngc_case(root: &Path, extra: &str) -> String {
     use std::os::unix::fs::PermissionsExt;
-    let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cosmos-ngc");
-    let _ = std::fs::remove_dir_all(&root);
+    let _ = std::fs::remove_dir_all(root);
     std::fs::create_dir_all(root.join("home")).unwrap();
     let fake = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/ngc");
     let f = fake.join("ngc");
@@ -197,7 +195,7 @@ fn ngc_model_path_downloads_once_and_captions() {
     std::fs::write(
         &env_file,
         format!(
-            "PATH={}:/usr/bin:/bin\nHOME={}\nNGC_MODEL_CACHE={}\nNGC_API_KEY=nvapi-ELEMENT-TEST\nFAKE_NGC_SRC={}\nFAKE_NGC_LOG={}\n",
+            "PATH={}:/usr/bin:/bin\nHOME={}\nNGC_MODEL_CACHE={}\nNGC_API_KEY=nvapi-ELEMENT-TEST\nFAKE_NGC_SRC={}\nFAKE_NGC_LOG={}\n{extra}",
             fake.display(),
             root.join("home").display(),
             root.join("cache").display(),
@@ -206,10 +204,19 @@ fn ngc_model_path_downloads_once_and_captions() {
         ),
     )
     .unwrap();
-    let props = format!(
+    format!(
         "backend=cosmos-reason1 model-path=ngc:acme/vision/tiny:1.0 env-file={} chunk-duration=1 num-frames-per-chunk=4 max-tokens=8",
         env_file.display()
-    );
+    )
+}
+
+/// `model-path=ngc:…` through the element: the NGC CLI (a fake on the
+/// env-file's PATH, tests/ngc/ngc) downloads into NGC_MODEL_CACHE once,
+/// and the model captions.
+#[test]
+fn ngc_model_path_downloads_once_and_captions() {
+    let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cosmos-ngc");
+    let props = ngc_case(&root, "");
     let v = Video::small(2);
     let r = run_video(&props, &v, T);
     let recs = r.outputs().json();
@@ -297,4 +304,120 @@ fn summaries_and_event_checks_use_the_loaded_model_text_only() {
     let text = |v: &[Value]| v.iter().map(|r| r["text"].clone()).collect::<Vec<_>>();
     assert_eq!(text(&first), text(&second));
     again.stop();
+}
+
+/// Issue 21, F7: a download that hangs no longer holds the state lock.
+/// `set_state(PLAYING)` returns ASYNC while the model downloads (progress
+/// on the bus), and `set_state(NULL)` from the application cancels it: it
+/// returns, and the NGC CLI, its child and the partial download are gone.
+/// (Before, NULL→READY ran the download: both calls waited for it.)
+#[test]
+fn a_hung_ngc_download_is_cancelled_by_set_state_null() {
+    use std::sync::mpsc;
+    // Generous bound for "it did not hang" (never a timing claim).
+    const DID_NOT_HANG: Duration = Duration::from_secs(90);
+    let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cosmos-ngc-hang");
+    let pids = root.join("pids");
+    let props = ngc_case(
+        &root,
+        &format!(
+            "FAKE_NGC_HANG=1\nFAKE_NGC_CHILD=1\nFAKE_NGC_PIDS={}\n",
+            pids.display()
+        ),
+    );
+    let _cleanup = KillPids(pids.clone());
+    let r = with_video(&props, &Video::small(2), false);
+    let (tx, rx) = mpsc::channel();
+    let p = r.pipeline.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(p.set_state(gst::State::Playing));
+    });
+    let ret = rx
+        .recv_timeout(DID_NOT_HANG)
+        .expect("set_state(PLAYING) must not wait for the download");
+    assert_eq!(ret, Ok(gst::StateChangeSuccess::Async));
+    // The download runs (the fake wrote its pids and hangs after its
+    // first file), and says so on the bus.
+    let bus = r.pipeline.bus().unwrap();
+    let mut started = false;
+    let end = std::time::Instant::now() + DID_NOT_HANG;
+    while !(started && common::procs::fake_pids(&pids).len() == 2) {
+        assert!(
+            std::time::Instant::now() < end,
+            "the download did not start"
+        );
+        if let Some(m) = bus.timed_pop(gst::ClockTime::from_mseconds(20)) {
+            if let gst::MessageView::Progress(pr) = m.view() {
+                let (kind, code, _) = pr.get();
+                started |= code == "download" && kind == gst::ProgressType::Start;
+            }
+        }
+    }
+    let (tx, rx) = mpsc::channel();
+    let p = r.pipeline.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(p.set_state(gst::State::Null));
+    });
+    rx.recv_timeout(DID_NOT_HANG)
+        .expect("set_state(NULL) must cancel the download")
+        .expect("NULL");
+    // Cancelling killed the CLI and its child, and left no partial download.
+    for (what, pid) in common::procs::fake_pids(&pids) {
+        let end = std::time::Instant::now() + Duration::from_secs(30);
+        while common::procs::alive(pid) {
+            assert!(
+                std::time::Instant::now() < end,
+                "the fake's {what} (pid {pid}) is still running"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    // (The cache's lock file stays, as after every download.)
+    let cache: Vec<_> = std::fs::read_dir(root.join("cache"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| !n.ends_with(".lock"))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(cache.is_empty(), "partial download left: {cache:?}");
+}
+
+/// Kills what the fake left when the test fails.
+struct KillPids(PathBuf);
+
+impl Drop for KillPids {
+    fn drop(&mut self) {
+        for (_, pid) in common::procs::fake_pids(&self.0) {
+            if common::procs::alive(pid) {
+                // SAFETY: plain kill(2) of a process the fake started.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                }
+            }
+        }
+    }
+}
+
+/// A download that fails while the element prerolls asynchronously: the
+/// error (saying what to fix) is the element's error on the bus, and the
+/// state change fails, as when NULL→READY ran the download.
+#[test]
+fn a_failed_ngc_download_fails_the_async_state_change() {
+    let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cosmos-ngc-auth");
+    let props = ngc_case(&root, "FAKE_NGC_MODE=auth\n");
+    let r = with_video(&props, &Video::small(1), false);
+    let ret = r.pipeline.set_state(gst::State::Playing);
+    assert_eq!(ret, Ok(gst::StateChangeSuccess::Async));
+    let (ret, _, _) = r.pipeline.state(gst::ClockTime::from_seconds(120));
+    assert!(ret.is_err(), "{ret:?}");
+    r.drain_bus();
+    let errors = r.outputs().errors.clone();
+    assert!(
+        errors.iter().any(|e| e.contains("NGC refused the API key")),
+        "{errors:?}"
+    );
+    assert!(errors.iter().all(|e| !e.contains("nvapi-ELEMENT-TEST")));
+    r.pipeline.set_state(gst::State::Null).unwrap();
 }

@@ -11,6 +11,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant};
 
+mod common;
+use common::procs::{alive, fake_pids};
+
 use gstvsssummarize::download::{
     self, ngc, CancellationToken, DownloadEnv, ModelSource, NgcSpec, Progress,
 };
@@ -621,32 +624,6 @@ fn concurrent_fetches_download_once() {
 
 /// Generous bound for "it did not hang" (never a timing claim).
 const DID_NOT_HANG: Duration = Duration::from_secs(90);
-
-/// The pids the fake wrote to `file` ("cli", "child").
-fn fake_pids(file: &Path) -> HashMap<String, i32> {
-    fs::read_to_string(file)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| {
-            let (k, v) = l.split_once(' ')?;
-            Some((k.to_string(), v.trim().parse().ok()?))
-        })
-        .collect()
-}
-
-/// Whether `pid` is a live process (a zombie counts as gone).
-fn alive(pid: i32) -> bool {
-    match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => {
-            // "pid (comm) S ...": the state follows the last ')'.
-            let state = s
-                .rsplit_once(')')
-                .map(|(_, r)| r.trim_start().chars().next());
-            !matches!(state, Some(Some('Z' | 'X')) | None)
-        }
-        Err(_) => false,
-    }
-}
 
 /// Waits (up to a generous bound) for `pid` to be gone; SIGKILLs its
 /// process group and panics when it is not.

@@ -8,8 +8,12 @@
 //!    (`env-file` included), picks the frame-preparation device, checks the
 //!    endpoint (openai-compat), downloads (`ngc:`/`hf:`) and loads the model
 //!    (cosmos-reason1) or starts the custom worker, and decides the text LLM
-//!    for summaries and alerts ([`text`]). It runs on the thread that
-//!    changes the state and may take as long as a download or a model load.
+//!    for summaries and alerts ([`text`]). It may take as long as a
+//!    download or a model load; [`Session::build_cancellable`] ends a
+//!    download early when its token is cancelled, and
+//!    [`Session::prepares_slowly`] says when a build downloads (the element
+//!    then builds on a thread of its own and prerolls asynchronously, so
+//!    that a state change can cancel it).
 //! 2. Everything worth telling goes to the [`Observer`] as an [`Event`]: log
 //!    lines at a level, warnings and infos for the bus (with their kind of
 //!    problem), download progress, alerts as they are decided. The element
@@ -174,6 +178,42 @@ impl Session {
         counters: &Counters,
         observer: Arc<dyn Observer>,
     ) -> Result<Session, SessionError> {
+        let never = crate::download::CancellationToken::new();
+        Self::build_cancellable(settings, env, element_name, counters, observer, &never)
+    }
+
+    /// Rule 1: whether [`Session::build`] would download the model
+    /// (`model-path=ngc:…` / `hf:…` for an in-process model), which can take
+    /// any time. Settings that do not resolve say `false`: the build then
+    /// fails at once with their error.
+    pub fn prepares_slowly(settings: &Settings, env: Env) -> bool {
+        let Ok(resolved) = config::resolve(&settings.user, env) else {
+            return false;
+        };
+        if resolved.backend != BackendKind::CosmosReason1 {
+            return false;
+        }
+        let Some(raw) = resolved.model_path.as_deref().and_then(|p| p.to_str()) else {
+            return false;
+        };
+        matches!(
+            crate::download::parse_model_path(raw),
+            Ok(s) if !matches!(s, crate::download::ModelSource::Local(_))
+        )
+    }
+
+    /// Rule 1, with a download that ends (as a `Cancelled` error, the NGC
+    /// CLI and its children killed) when `cancel` is cancelled.
+    pub fn build_cancellable(
+        settings: &Settings,
+        env: Env,
+        element_name: &str,
+        counters: &Counters,
+        observer: Arc<dyn Observer>,
+        cancel: &crate::download::CancellationToken,
+    ) -> Result<Session, SessionError> {
+        #[cfg(not(feature = "cosmos"))]
+        let _ = cancel;
         let obs = &*observer;
         let settings_err = |e: String| SessionError::settings(format!("vsssummarize: {e}"));
         let mut resolved =
@@ -277,7 +317,7 @@ impl Session {
             )?),
             #[cfg(feature = "cosmos")]
             BackendKind::CosmosReason1 => {
-                let b = prepare_cosmos(settings, &resolved, prep.clone(), &observer)?;
+                let b = prepare_cosmos(settings, &resolved, prep.clone(), &observer, cancel)?;
                 if b.device_name() != device {
                     obs.event(Event::Log(
                         Level::Info,
@@ -540,6 +580,7 @@ fn prepare_custom(
 fn fetch_model(
     resolved: &Resolved,
     obs: &dyn Observer,
+    cancel: &crate::download::CancellationToken,
 ) -> Result<Option<std::path::PathBuf>, SessionError> {
     use crate::download::{self, DownloadEnv, ModelSource};
     let Some(raw) = resolved.model_path.as_deref().and_then(|p| p.to_str()) else {
@@ -563,7 +604,7 @@ fn fetch_model(
         &format!("model-path {raw}: looking in the download cache"),
     ));
     let progress = |p: &Progress| obs.event(Event::Progress(p));
-    let dir = match download::resolve(&source, &env, &progress) {
+    let dir = match download::resolve_cancellable(&source, &env, &progress, cancel) {
         Ok(dir) => dir,
         Err(e) => {
             let e = settings_err(e.to_string());
@@ -585,9 +626,10 @@ fn prepare_cosmos(
     resolved: &Resolved,
     prep: FramePrep,
     observer: &Arc<dyn Observer>,
+    cancel: &crate::download::CancellationToken,
 ) -> Result<CosmosBackend, SessionError> {
     let settings_err = |e: String| SessionError::settings(format!("vsssummarize: {e}"));
-    let fetched = fetch_model(resolved, &**observer)?;
+    let fetched = fetch_model(resolved, &**observer, cancel)?;
     let dir = manifest::contained_dir(
         fetched.as_deref().or(resolved.model_path.as_deref()),
         resolved.model_root_dir.as_deref(),

@@ -43,6 +43,7 @@ use crate::session::{Counters, RecordConstants, Session, Settings};
 
 mod observer;
 mod output;
+mod preroll;
 mod settings;
 mod video;
 
@@ -110,6 +111,8 @@ pub struct VssSummarize {
     fatal_posted: AtomicBool,
     /// Read by the counter properties.
     counters: Counters,
+    /// A session built on its own thread (see [`preroll`]).
+    preroll: preroll::Preroll,
 }
 
 impl VssSummarize {
@@ -131,6 +134,9 @@ impl VssSummarize {
         _pad: &gst::Pad,
         buffer: gst::Buffer,
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
+        if !self.wait_prepared() {
+            return Err(gst::FlowError::Flushing);
+        }
         if self.check_fatal() {
             return Err(gst::FlowError::Error);
         }
@@ -361,6 +367,12 @@ impl VssSummarize {
     fn sink_event(&self, pad: &gst::Pad, event: gst::Event) -> bool {
         use gst::EventView;
         gst::log!(CAT, obj = pad, "event {:?}", event.type_());
+        if event.is_serialized()
+            && event.type_() != gst::EventType::FlushStop
+            && !self.wait_prepared()
+        {
+            return false;
+        }
         match event.view() {
             EventView::StreamStart(ss) => {
                 let id = format!("{}/summary", ss.stream_id());
@@ -426,6 +438,7 @@ impl VssSummarize {
                 gst::Pad::event_default(pad, Some(&*self.obj()), event)
             }
             EventView::FlushStart(_) => {
+                self.wake_held();
                 if let Some(d) = self.dispatcher() {
                     d.flush_start();
                 }
@@ -569,9 +582,13 @@ impl VssSummarize {
     }
 
     /// NULL→READY: the session (backend, downloads, endpoint check, text
-    /// LLM), built without any lock held.
+    /// LLM), built without any lock held; on its own thread when it
+    /// downloads ([`preroll`]).
     fn prepare(&self) -> Result<(), gst::ErrorMessage> {
         let settings = self.settings.lock().clone();
+        if self.prepare_async(&settings) {
+            return Ok(());
+        }
         let observer = observer::ElementObserver::for_element(&self.obj());
         let session = Session::build(
             &settings,
@@ -594,7 +611,7 @@ impl VssSummarize {
         let Some(session) = st.session.as_ref() else {
             return Err(gst::error_msg!(
                 gst::CoreError::StateChange,
-                ("not prepared")
+                ("vsssummarize: no session (its build failed, see the earlier error): set the element to NULL and start again")
             ));
         };
         let params = ChunkParams::new(
@@ -730,6 +747,7 @@ impl ObjectSubclass for VssSummarize {
             last_caption_duration: AtomicU64::new(0),
             fatal_posted: AtomicBool::new(false),
             counters: Counters::default(),
+            preroll: Default::default(),
         }
     }
 }
@@ -823,13 +841,31 @@ impl ElementImpl for VssSummarize {
                     return Err(gst::StateChangeError);
                 }
             }
-            gst::StateChange::ReadyToPaused => {
-                if let Err(e) = self.start() {
+            gst::StateChange::ReadyToPaused => match self.take_prepared() {
+                Some(Err(e)) => {
                     self.post_error_message(e);
                     return Err(gst::StateChangeError);
                 }
+                Some(Ok(false)) => {
+                    // Still building: preroll asynchronously (preroll rule 2).
+                    self.parent_change_state(transition)?;
+                    let obj = self.obj();
+                    let _ =
+                        obj.post_message(gst::message::AsyncStart::builder().src(&*obj).build());
+                    return Ok(gst::StateChangeSuccess::Async);
+                }
+                None | Some(Ok(true)) => {
+                    if let Err(e) = self.start() {
+                        self.post_error_message(e);
+                        return Err(gst::StateChangeError);
+                    }
+                }
+            },
+            gst::StateChange::PausedToReady => {
+                self.stop_preroll();
+                self.stop();
             }
-            gst::StateChange::PausedToReady => self.stop(),
+            gst::StateChange::ReadyToNull => self.cancel_prepare(),
             _ => {}
         }
         let ret = self.parent_change_state(transition)?;

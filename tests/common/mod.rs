@@ -6,6 +6,7 @@
 
 pub mod mock_openai;
 pub mod port;
+pub mod procs;
 pub mod qwen;
 
 use std::sync::{Arc, Mutex, Once};
