@@ -1,5 +1,11 @@
 #!/usr/bin/env bash
 # Usage: pipelines/build-cuda.sh [cargo build args...]
+#        pipelines/build-cuda.sh --check
+#
+# --check: compile-only (what CI runs, no GPU needed): `cargo clippy
+# --all-targets --features cuda -D warnings` into $VSS_CUDA_TARGET_DIR
+# (default target/cuda-check). CI points it and $VSS_CUDA_TOOLKIT_DIR at a
+# cache outside the clone, so a warm run rebuilds only this crate.
 #
 # Builds the plugin with the `cuda` feature (candle's CUDA backend for
 # backend=cosmos-reason1, device=cuda:N) into target/cuda-release/release/.
@@ -20,12 +26,15 @@ set -euo pipefail
 # 13.0. (The default build uses 12.8 bindings with run-time loading.)
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
+CHECK=0
+if [ "${1:-}" = "--check" ]; then CHECK=1; shift; fi
 export CUDA_COMPUTE_CAP="${CUDA_COMPUTE_CAP:-90}"
+TOOLKIT="${VSS_CUDA_TOOLKIT_DIR:-$ROOT/target/cuda}"
 if ! command -v nvcc >/dev/null 2>&1; then
-    C="$ROOT/target/cuda/cuda130/nvidia/cu13"
+    C="$TOOLKIT/cuda130/nvidia/cu13"
     if [ ! -x "$C/bin/nvcc" ]; then
         "$ROOT/pipelines/setup-python.sh" numpy
-        "$ROOT/target/py/numpy/bin/pip" install -q --no-deps --target "$ROOT/target/cuda/cuda130" \
+        "$ROOT/target/py/numpy/bin/pip" install -q --no-deps --target "$TOOLKIT/cuda130" \
             nvidia-cuda-nvcc==13.0.88 nvidia-cuda-crt==13.0.88 nvidia-nvvm==13.0.88 \
             nvidia-cuda-runtime==13.0.96 nvidia-cuda-cccl==13.0.85 nvidia-cuda-nvrtc==13.0.88 \
             nvidia-cublas==13.1.1.3 nvidia-curand==10.4.0.35
@@ -48,6 +57,12 @@ if ! command -v nvcc >/dev/null 2>&1; then
 elif [ -z "${CUDARC_CUDA_VERSION:-}" ]; then
     v=$(nvcc --version | sed -n 's/.*release \([0-9]*\)\.\([0-9]*\).*/\1 \2/p')
     export CUDARC_CUDA_VERSION="$(printf '%d0%d0' $v)"
+fi
+if [ "$CHECK" = 1 ]; then
+    CARGO_TARGET_DIR="${VSS_CUDA_TARGET_DIR:-$ROOT/target/cuda-check}" \
+        cargo clippy --locked --all-targets --features cuda -- -D warnings
+    echo "checked: the cuda feature compiles (clippy -D warnings, all targets)"
+    exit 0
 fi
 CARGO_TARGET_DIR="$ROOT/target/cuda-release" cargo build --locked --release --features cuda "$@"
 echo "built: $ROOT/target/cuda-release/release/libgstvsssummarize.so"
