@@ -240,3 +240,83 @@ fn bad_vision_settings_fail_at_ready() {
         let _ = p.set_state(gst::State::Null);
     }
 }
+
+/// pipelines/mock-endpoint.py (stdlib Python) on a free port, killed on drop.
+struct PyMock(std::process::Child, String);
+
+impl PyMock {
+    fn start(args: &[&str]) -> PyMock {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new("python3")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/pipelines/mock-endpoint.py"
+            ))
+            .args(["--port", "0", "--quiet"])
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 runs the mock");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("mock did not start: {line:?}"))
+            .to_string();
+        PyMock(child, url)
+    }
+}
+
+impl Drop for PyMock {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The bundled mock reads the MP4's frames and times from its container;
+/// with --no-video it refuses video and auto goes on with images.
+#[test]
+fn bundled_mock_reports_the_video_it_was_sent() {
+    let m = PyMock::start(&[]);
+    let p = format!(
+        "endpoint={} model-name=mock max-retries=0 chunk-duration=2 num-frames-per-chunk=4 frame-width=80 vision-mode=video",
+        m.1
+    );
+    let r = run(&p, |_| {});
+    let recs = r.outputs().json();
+    assert_eq!(recs.len(), 3);
+    for rec in &recs {
+        let t = rec["text"].as_str().unwrap_or_default();
+        assert!(
+            t.contains("video: 4 frames at 0.000 0.500 1.000 1.500 s (80x60)"),
+            "{rec}"
+        );
+    }
+    r.stop();
+
+    let m = PyMock::start(&["--no-video"]);
+    let p = format!(
+        "endpoint={} model-name=mock max-retries=0 chunk-duration=2 num-frames-per-chunk=4 frame-width=80 vision-mode=auto max-concurrency=1",
+        m.1
+    );
+    let r = run(&p, |_| {});
+    let o = r.outputs();
+    let recs = o.json();
+    assert_eq!(recs.len(), 3);
+    for rec in &recs {
+        let t = rec["text"].as_str().unwrap_or_default();
+        assert!(t.contains("received 4 frames"), "{rec}");
+    }
+    assert!(
+        o.warnings
+            .iter()
+            .any(|w| w.contains("refused video") && w.contains("--no-video")),
+        "{:?}",
+        o.warnings
+    );
+    r.stop();
+}
