@@ -212,6 +212,18 @@ fn video_halves_the_visual_tokens_of_qwen25_vl() {
         .iter()
         .map(|&n| uniform(&format!("n{n}"), n, 448, 448, 5 * S, S / 2))
         .chain([uniform("n10_640x360", 10, 640, 360, 0, S)])
+        .chain([Case {
+            name: "uneven".into(),
+            sizes: vec![(448, 448); 6],
+            times: vec![
+                0,
+                400_000_000,
+                1_100_000_000,
+                1_500_000_000,
+                2_000_000_000,
+                2_600_000_000,
+            ],
+        }])
         .collect();
     let manifest = write_cases(dir.path(), &cases);
     let r = run_py(
@@ -235,8 +247,17 @@ fn video_halves_the_visual_tokens_of_qwen25_vl() {
         );
         assert!(img > 0.0 && vid > 0.0, "{x}");
         assert!(ratio <= 0.55, "{}: ratio {ratio}", c.name);
-        // fps from the container is the frames' real rate.
-        let step = (c.times[1] - c.times[0]) as f64 / 1e9;
-        assert!((x["fps"].as_f64().unwrap() - 1.0 / step).abs() < 1e-3);
+        // cosmos-reason1 (in process) gives its model the fps and
+        // second_per_grid the real processor computes from the MP4 of the
+        // same frames.
+        let secs: Vec<f64> = c.times.iter().map(|&t| t as f64 / 1e9).collect();
+        let ours = gstvsssummarize::prep::qwen::clip_fps(&secs);
+        let theirs = x["second_per_grid_ts"][0].as_f64().unwrap();
+        assert!(
+            (theirs - 2.0 / ours).abs() < 1e-3 * theirs,
+            "{}: transformers second_per_grid {theirs}, cosmos-reason1 {}",
+            c.name,
+            2.0 / ours
+        );
     }
 }

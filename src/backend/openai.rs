@@ -1409,11 +1409,13 @@ impl Backend for OpenAiBackend {
             let mp4 = match self.encode_video(job, cancel) {
                 Ok(v) => Some(v),
                 Err(BackendError::Cancelled) => return Err(BackendError::Cancelled),
-                Err(e) if mode == VisionMode::Video => return Err(e.map_text(|m| {
-                    format!(
+                Err(e) if mode == VisionMode::Video => {
+                    return Err(e.map_text(|m| {
+                        format!(
                         "{m} (vision-mode=video; vision-mode=images sends the frames as images)"
                     )
-                })),
+                    }))
+                }
                 Err(e) => {
                     // auto: this chunk goes as images (the encoder may
                     // work for the next one).

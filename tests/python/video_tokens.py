@@ -40,9 +40,11 @@ def main():
     for case in json.load(open(sys.argv[2])):
         frames, times = frames_of(case["path"])
         n = len(frames)
-        # fps as the container gives it: frames over duration (the last
-        # frame lasts the mean interval).
-        fps = (n - 1) / (times[-1] - times[0]) if n > 1 else 1.0
+        # fps as the container gives it (what vLLM's and transformers'
+        # loaders report): frames over the stream's duration.
+        with av.open(case["path"]) as c:
+            s = c.streams.video[0]
+            fps = float(n / (s.duration * s.time_base)) if s.duration else float(s.average_rate)
         img_msgs = [{"role": "user", "content": [{"type": "image"}] * n + [{"type": "text", "text": "Describe."}]}]
         vid_msgs = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "Describe."}]}]
         img_text = proc.apply_chat_template(img_msgs, add_generation_prompt=True, tokenize=False)
