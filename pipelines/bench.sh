@@ -11,6 +11,11 @@
 #                       instant local endpoint; its CPU use is included)
 #      RUNS (default 3) runs of each, alternating; medians and their ratio,
 #      and records / errors per run to show every chunk was captioned;
+#  (c) vision-mode=images against vision-mode=video (openai-compat), the same
+#      pipeline as (a) with frame-width=640, RUNS runs of each, alternating:
+#      each record's latency (chunk complete -> record: frame preparation,
+#      JPEG or MP4 encoding, the request to the instant mock) and the median
+#      per mode, i.e. the time per chunk the element spends on each mode;
 #  (b) cargo bench --bench frames -- --noplot (criterion: colour conversion,
 #      resize and JPEG encoding of one 1080p frame) and frames/s = 1 / criterion's estimate.
 # Environment: N (frames), RUNS, BENCH_PROPS (extra vsssummarize properties,
@@ -96,6 +101,39 @@ printf '%-28s %12s %16s\n' "frames/s" \
 printf '%-28s %12s %16s\n' "x real time" \
     "$(awk -v n="$N" -v f="$FPS" -v t="$mb" 'BEGIN { printf "%.1f", n / f / t }')" \
     "$(awk -v n="$N" -v f="$FPS" -v t="$mv" 'BEGIN { printf "%.1f", n / f / t }')"
+echo
+echo "== (c) vision-mode: time per chunk in the element (record latency), frame-width=640, $RUNS runs of each mode"
+run_mode() {
+    gst-launch-1.0 -q videotestsrc num-buffers="$N" pattern=smpte ! "$CAPS" \
+        ! vsssummarize chunk-duration=$CHUNK num-frames-per-chunk=$FRAMES frame-width=640 \
+          vision-mode="$1" max-concurrency=1 name=s "${PROPS[@]}" \
+        s.src ! fakesink sync=false \
+        s.summary_src ! filesink location="$2" sync=false
+}
+for i in $(seq 1 "$RUNS"); do
+    for mode in images video; do
+        run_mode "$mode" "$TMP/mode-$mode-$i.jsonl"
+    done
+done
+"$PYTHON" - "$TMP" "$RUNS" <<'EOF'
+import json, statistics, sys
+tmp, runs = sys.argv[1], int(sys.argv[2])
+res = {}
+for mode in ("images", "video"):
+    lat, errors = [], 0
+    for i in range(1, runs + 1):
+        for line in open("%s/mode-%s-%d.jsonl" % (tmp, mode, i)):
+            r = json.loads(line)
+            if r.get("kind", "caption") != "caption":
+                continue
+            if r.get("error"):
+                errors += 1
+                continue
+            lat.append(r["latency"])
+    res[mode] = statistics.median(lat) if lat else float("nan")
+    print("%-7s %4d records, %d errors, median latency %.1f ms per chunk" % (mode, len(lat), errors, res[mode] * 1e3))
+print("video / images: %.2f" % (res["video"] / res["images"]))
+EOF
 stop_mock
 echo
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-# Usage: pipelines/mock-endpoint.py [--port 38011] [--model NAME] [--delay SECONDS] [--quiet]
+# Usage: pipelines/mock-endpoint.py [--port 38011] [--model NAME] [--delay SECONDS] [--no-video] [--quiet]
 #
 # A tiny OpenAI-compatible chat-completions server (127.0.0.1 only, stdlib
 # only) for trying `vsssummarize` without a model, and for benchmarks. It
@@ -13,6 +13,14 @@
 #                                JSON it asks for (an event is detected when
 #                                the caption contains its text), a summary
 #                                "summary of" and the <time> labels it was given
+#                                A video_url part (vision-mode=video, an MP4
+#                                data URI) is read from its container (no
+#                                decoding: moov/stts/stsd): the caption says
+#                                "video: N frames at T0 T1 ... s (WxH)", the
+#                                frames' times as a server reading the MP4
+#                                would see them. --no-video answers such a
+#                                request HTTP 400, as a server whose model
+#                                takes images only (try vision-mode=auto).
 #   GET  /v1/models           -> a model list holding NAME (default "mock")
 #   GET  /health              -> 200 (as vLLM)
 #   anything else             -> HTTP 404 {"detail":"Not Found"} (FastAPI /
@@ -116,6 +124,92 @@ def describe_images(messages):
     return stamps, sizes, text
 
 
+def mp4_boxes(data, start, end):
+    """(type, payload start, payload end) of the boxes in data[start:end]."""
+    i = start
+    while i + 8 <= end:
+        size = int.from_bytes(data[i:i + 4], "big")
+        kind = data[i + 4:i + 8].decode("latin-1")
+        head = 8
+        if size == 1 and i + 16 <= end:
+            size = int.from_bytes(data[i + 8:i + 16], "big")
+            head = 16
+        elif size == 0:
+            size = end - i
+        if size < head or i + size > end:
+            return
+        yield kind, i + head, i + size
+        i += size
+
+
+def mp4_video_info(data):
+    """{"frames", "times", "width", "height"} of the first video track of an
+    MP4 (times in seconds from its sample table), or None."""
+    def child(kind, s, e):
+        for k, a, b in mp4_boxes(data, s, e):
+            if k == kind:
+                return a, b
+        return None
+
+    moov = child("moov", 0, len(data))
+    if not moov:
+        return None
+    for k, a, b in mp4_boxes(data, *moov):
+        if k != "trak":
+            continue
+        mdia = child("mdia", a, b)
+        hdlr = mdia and child("hdlr", *mdia)
+        if not hdlr or data[hdlr[0] + 8:hdlr[0] + 12] != b"vide":
+            continue
+        mdhd = child("mdhd", *mdia)
+        version = data[mdhd[0]]
+        ts_at = mdhd[0] + (20 if version == 1 else 12)
+        timescale = int.from_bytes(data[ts_at:ts_at + 4], "big")
+        stbl = child("minf", *mdia)
+        stbl = stbl and child("stbl", *stbl)
+        stts = stbl and child("stts", *stbl)
+        stsd = stbl and child("stsd", *stbl)
+        if not stts or not timescale:
+            return None
+        n_entries = int.from_bytes(data[stts[0] + 4:stts[0] + 8], "big")
+        times, t = [], 0
+        for e in range(n_entries):
+            at = stts[0] + 8 + 8 * e
+            count = int.from_bytes(data[at:at + 4], "big")
+            delta = int.from_bytes(data[at + 4:at + 8], "big")
+            for _ in range(count):
+                times.append(t / timescale)
+                t += delta
+        width = height = None
+        if stsd:
+            entry = stsd[0] + 8  # version/flags, entry count
+            # VisualSampleEntry: 8 header + 6 reserved + 2 index + 16 + width, height
+            width = int.from_bytes(data[entry + 32:entry + 34], "big")
+            height = int.from_bytes(data[entry + 34:entry + 36], "big")
+        return {"frames": len(times), "times": times, "width": width, "height": height}
+    return None
+
+
+def describe_videos(messages):
+    """What the video_url parts of the user messages hold (None: unreadable)."""
+    videos = []
+    for msg in messages if isinstance(messages, list) else []:
+        if not isinstance(msg, dict) or msg.get("role") != "user" or not isinstance(msg.get("content"), list):
+            continue
+        for part in msg["content"]:
+            if isinstance(part, dict) and part.get("type") == "video_url":
+                url = part.get("video_url")
+                url = url.get("url") if isinstance(url, dict) else url
+                info = None
+                if isinstance(url, str) and url.startswith("data:") and "," in url:
+                    try:
+                        info = mp4_video_info(base64.b64decode(url.split(",", 1)[1], validate=False))
+                    except (binascii.Error, ValueError, IndexError):
+                        info = None
+                videos.append(info)
+    return videos
+
+
 def system_text(messages):
     for msg in messages if isinstance(messages, list) else []:
         if isinstance(msg, dict) and msg.get("role") == "system" and isinstance(msg.get("content"), str):
@@ -155,6 +249,7 @@ class Handler(BaseHTTPRequestHandler):
     delay = 0.0
     listed_model = MODEL  # GET /v1/models
     required_model = None  # --model: chat requests must name it
+    no_video = False  # --no-video: refuse video_url parts
 
     def log_message(self, fmt, *args):
         if not self.quiet:
@@ -207,13 +302,28 @@ class Handler(BaseHTTPRequestHandler):
             self._error(404, "The model `%s` does not exist." % req.get("model"), "NotFoundError")
             return
         stamps, sizes, text = describe_images(req.get("messages"))
+        videos = describe_videos(req.get("messages"))
+        if videos and self.no_video:
+            self._error(400, "video_url is not supported by this model (mock-endpoint --no-video); send images", "BadRequestError")
+            return
         if self.delay > 0:
             time.sleep(self.delay)
         n = len(sizes)
         size_list = sorted({"%dx%d" % s for s in sizes if s})
         if any(s is None for s in sizes):
             size_list.append("unreadable")
-        content = text_answer(system_text(req.get("messages")), text) if n == 0 else None
+        content = text_answer(system_text(req.get("messages")), text) if n == 0 and not videos else None
+        if content is None and videos:
+            descr = []
+            for v in videos:
+                if v is None:
+                    descr.append("video: unreadable")
+                else:
+                    descr.append("video: %d frames at %s s (%sx%s)" % (
+                        v["frames"], " ".join("%.3f" % t for t in v["times"]), v["width"], v["height"]))
+            n = sum(v["frames"] for v in videos if v)
+            content = "mock endpoint (no model): received %s; prompt timestamps %s" % (
+                "; ".join(descr), " ".join(stamps) if stamps else "(none)")
         if content is None:
             content = "mock endpoint (no model): received %d frames at %s; frame sizes %s" % (
                 n,
@@ -249,9 +359,11 @@ def main():
     ap.add_argument("--model", metavar="NAME", help="the served model: chat requests naming another get HTTP 404 (default: accept any, list \"mock\")")
     ap.add_argument("--delay", type=float, default=0.0, help="seconds to sleep per request")
     ap.add_argument("--quiet", action="store_true", help="do not log requests")
+    ap.add_argument("--no-video", action="store_true", help="refuse video_url parts with HTTP 400 (an images-only model)")
     args = ap.parse_args()
     Handler.quiet = args.quiet
     Handler.delay = max(0.0, args.delay)
+    Handler.no_video = args.no_video
     if args.model is not None:
         Handler.listed_model = args.model
         Handler.required_model = args.model

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Usage: pipelines/setup-python.sh [numpy|torch|hf|all|nvrtc]   (default: numpy)
+# Usage: pipelines/setup-python.sh [numpy|torch|hf|video|all|nvrtc]   (default: numpy)
 #
 # Makes the Python environments `backend=custom` models run in, under
 # target/py/ (ignored by git), from Debian's python3 + python3-venv and PyPI:
@@ -10,6 +10,12 @@
 #                    runs on machines without a GPU.
 #   target/py/hf     huggingface_hub 2.4 (small): the test that hf: paths
 #                    share the standard HF cache with Python's client;
+#   target/py/video  (video) numpy, PyAV, opencv-python-headless: the
+#                    decoders servers read video_url MP4s with
+#                    (tests/video_decoders.rs); also adds transformers 5.24,
+#                    torchvision (for the installed torch) and PyAV to
+#                    target/py/torch, for the Qwen2.5-VL processor's token
+#                    counts;
 #   target/nvrtc12   (nvrtc) NVIDIA's CUDA 12.8 runtime compiler from PyPI
 #                    (nvidia-cuda-nvrtc-cu12, ~210 MB), for the GPU kernels'
 #                    compile test and the GPU check bundle; no GPU needed.
@@ -55,6 +61,21 @@ case "$WHICH" in
         make_env torch 'import numpy, PIL, torch' numpy pillow torch
         make_env hf 'import huggingface_hub' 'huggingface_hub==2.4.*'
         ;;
+    video)
+        make_env video 'import numpy, av, cv2' numpy av opencv-python-headless
+        make_env torch 'import numpy, PIL, torch' numpy pillow torch
+        tp="$ROOT/target/py/torch/bin/python"
+        if "$tp" -c 'import transformers, torchvision, av' >/dev/null 2>&1; then
+            log "$ROOT/target/py/torch has transformers, torchvision, av"
+        else
+            # torchvision for the torch already there (never a second torch).
+            tv="$("$tp" -c 'import torch; print(torch.__version__.split("+")[0])')"
+            log "adding transformers 5.24, torchvision, av to $ROOT/target/py/torch (torch $tv)"
+            "$ROOT/target/py/torch/bin/pip" install --disable-pip-version-check -q \
+                'transformers==5.24.*' torchvision av "torch==$tv"
+            "$tp" -c 'import transformers, torchvision, av'
+        fi
+        ;;
     nvrtc)
         lib="$ROOT/target/nvrtc12/nvidia/cuda_nvrtc/lib"
         if [ -f "$lib/libnvrtc.so.12" ]; then
@@ -68,5 +89,5 @@ case "$WHICH" in
         fi
         echo "$lib"
         ;;
-    *) log "unknown environment '$WHICH': use numpy, torch, hf, all or nvrtc"; exit 2 ;;
+    *) log "unknown environment '$WHICH': use numpy, torch, hf, video, all or nvrtc"; exit 2 ;;
 esac

@@ -202,6 +202,12 @@ fn caption_record(j: &CaptionJob, result: Result<Caption, BackendError>) -> Capt
             rec.output_tokens = c.output_tokens;
             rec.embedding = c.embedding;
             rec.embedding_error = c.embedding_error;
+            if let Some(sent) = c.frames_sent {
+                rec.frame_times = sent
+                    .iter()
+                    .filter_map(|&i| rec.frame_times.get(i).copied())
+                    .collect();
+            }
         }
         Err(e) => {
             // The record carries the text; the kind stays with the backend
@@ -768,6 +774,7 @@ mod tests {
                 frame_labels: vec![],
                 frame_times: vec![],
                 time_style: TimeStyle::Seconds,
+                stream_id: String::new(),
             },
             CaptionRecord {
                 chunk_index: i,

@@ -43,6 +43,65 @@ pub fn chunk_prompt(style: TimeStyle, labels: &[String], user_prompt: &str) -> S
     )
 }
 
+/// The values of the prompt placeholders for one chunk.
+///
+/// `{timestamps}` (every frame's time, `<t0> <t1> …`), `{first_ts}`,
+/// `{last_ts}`, `{num_frames}` and `{stream_id}` are replaced in `prompt`
+/// and `system-prompt` by every backend; times are written as in the
+/// timestamp line (stream seconds for files, RFC 3339 for live). Any other
+/// `{…}` is left as written.
+#[derive(Clone, Copy, Debug)]
+pub struct PromptVars<'a> {
+    /// The frames' time labels ([`time_label`]).
+    pub labels: &'a [String],
+    pub stream_id: &'a str,
+}
+
+impl PromptVars<'_> {
+    /// `template` with the placeholders replaced.
+    pub fn fill(&self, template: &str) -> String {
+        if !template.contains('{') {
+            return template.to_string();
+        }
+        let stamps: Vec<String> = self.labels.iter().map(|l| format!("<{l}>")).collect();
+        let first = self.labels.first().map(String::as_str).unwrap_or("");
+        let last = self.labels.last().map(String::as_str).unwrap_or("");
+        template
+            .replace("{timestamps}", &stamps.join(" "))
+            .replace("{first_ts}", first)
+            .replace("{last_ts}", last)
+            .replace("{num_frames}", &self.labels.len().to_string())
+            .replace("{stream_id}", self.stream_id)
+    }
+}
+
+/// The user text of a chunk: the prompt with its placeholders filled, and,
+/// when `timestamp_line` is set, VSS's timestamp line around it
+/// ([`chunk_prompt`]; worded for a video when `video`).
+pub fn chunk_text(
+    style: TimeStyle,
+    vars: PromptVars,
+    user_prompt: &str,
+    timestamp_line: bool,
+    video: bool,
+) -> String {
+    let filled = vars.fill(user_prompt);
+    if !timestamp_line {
+        let t = filled.trim();
+        return if t.is_empty() { DEFAULT_PROMPT } else { t }.to_string();
+    }
+    let text = chunk_prompt(style, vars.labels, &filled);
+    if video {
+        text.replacen(
+            "These are images sampled from a video at timestamps",
+            "This video's frames are at timestamps",
+            1,
+        )
+    } else {
+        text
+    }
+}
+
 /// Unix seconds → `YYYY-MM-DDTHH:MM:SS.mmmZ`.
 pub fn rfc3339(unix_secs: f64) -> String {
     let total_ms = (unix_secs * 1000.0).round() as i64;
@@ -156,5 +215,38 @@ mod tests {
             split_reasoning("<think></think><summary>s</summary>"),
             ("s".into(), None)
         );
+    }
+
+    #[test]
+    fn placeholders_are_filled() {
+        let labels: Vec<String> = [1.0, 2.5]
+            .iter()
+            .map(|t| time_label(TimeStyle::Seconds, *t))
+            .collect();
+        let v = PromptVars {
+            labels: &labels,
+            stream_id: "cam-7",
+        };
+        assert_eq!(
+            v.fill(
+                "{stream_id}: {num_frames} frames {first_ts}..{last_ts} at {timestamps} {other}"
+            ),
+            "cam-7: 2 frames 1.00..2.50 at <1.00> <2.50> {other}"
+        );
+        let t = chunk_text(TimeStyle::Seconds, v, "From {first_ts}.", false, false);
+        assert_eq!(t, "From 1.00.");
+        let t = chunk_text(TimeStyle::Seconds, v, "From {first_ts}.", true, false);
+        assert!(t.starts_with("These are images sampled from a video at timestamps in seconds: <1.00> <2.50>. From 1.00."), "{t}");
+        let t = chunk_text(TimeStyle::Seconds, v, "", true, true);
+        assert!(
+            t.starts_with("This video's frames are at timestamps in seconds: <1.00> <2.50>."),
+            "{t}"
+        );
+        let live = [rfc3339(0.0)];
+        let v = PromptVars {
+            labels: &live,
+            stream_id: "s",
+        };
+        assert_eq!(v.fill("{last_ts}"), "1970-01-01T00:00:00.000Z");
     }
 }

@@ -56,6 +56,7 @@ fn opts(url: &str) -> OpenAiOptions {
         request_timeout: Duration::from_secs(5),
         max_retries: 0,
         server_wait: Duration::ZERO,
+        vision: Default::default(),
     }
 }
 
@@ -77,6 +78,7 @@ fn job() -> ChunkJob {
         frame_labels: vec!["0.00".into()],
         frame_times: vec![0.0],
         time_style: TimeStyle::Seconds,
+        stream_id: String::new(),
     }
 }
 

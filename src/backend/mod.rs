@@ -7,6 +7,7 @@ pub mod cosmos;
 pub mod custom;
 pub mod model_check;
 pub mod openai;
+pub mod vision;
 /// The start-up model check under its old name.
 pub use model_check as probe;
 
@@ -66,6 +67,8 @@ pub struct ChunkJob {
     /// Stream time of each frame, seconds (video models derive fps from it).
     pub frame_times: Vec<f64>,
     pub time_style: TimeStyle,
+    /// `stream-id` (the `{stream_id}` prompt placeholder).
+    pub stream_id: String,
 }
 
 /// A backend's answer for one chunk.
@@ -79,6 +82,10 @@ pub struct Caption {
     pub embedding: Option<Vec<f32>>,
     /// Why the embedding is missing although the model makes them.
     pub embedding_error: Option<String>,
+    /// Indices (into the job's frames) of the frames the model was shown,
+    /// when not all of them (`max-images-per-request`); the record's
+    /// `frame_times` then lists only those.
+    pub frames_sent: Option<Vec<usize>>,
 }
 
 /// Why a caption (or a text-LLM call, see [`crate::summary::TextLlm`])

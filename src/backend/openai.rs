@@ -21,9 +21,10 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
+use super::vision::{self, VisionMode, VisionOptions};
 use super::{Backend, BackendError, Caption, ChunkJob, FrameOptions, GenParams};
 use crate::config::{ApiKey, BackendKind, EndpointConfig};
-use crate::prompt::{chunk_prompt, split_reasoning};
+use crate::prompt::{chunk_text, split_reasoning, PromptVars};
 use crate::redact;
 use crate::retry::{self, Attempt, Stop};
 use crate::runtime::RUNTIME;
@@ -78,6 +79,9 @@ pub struct OpenAiOptions {
     /// refused connection of any chunk and restarts once the server
     /// answers. Zero: refused connections are retried like other failures.
     pub server_wait: Duration,
+    /// Images or video, image detail and cap, `extra-body`, timestamp line
+    /// (see [`super::vision`]).
+    pub vision: VisionOptions,
 }
 
 /// Backoff between attempts (see [`crate::retry`]): 0.5 s, 1 s, 2 s, 4 s,
@@ -86,6 +90,20 @@ pub type RetryTiming = retry::Backoff;
 
 pub struct OpenAiBackend {
     net: Arc<Net>,
+    /// `auto` gave up on video for this session (the server refused it).
+    video_off: std::sync::atomic::AtomicBool,
+    /// The image cap was announced.
+    cap_said: std::sync::atomic::AtomicBool,
+    /// Where the one-time warnings go (the element's log and bus).
+    warn: Arc<dyn Fn(&str) + Send + Sync>,
+}
+
+/// What one chunk's media is, ready for the request.
+pub enum Media<'a> {
+    /// JPEGs, each sent with `detail`.
+    Images(&'a [Vec<u8>], vision::ImageDetail),
+    /// One MP4.
+    Video(&'a [u8]),
 }
 
 /// What the request futures on the runtime share with the backend.
@@ -104,6 +122,9 @@ impl OpenAiBackend {
     pub fn new(opts: OpenAiOptions) -> Result<Self, BackendError> {
         Ok(OpenAiBackend {
             net: Net::new(opts)?,
+            video_off: Default::default(),
+            cap_said: Default::default(),
+            warn: Arc::new(|_| {}),
         })
     }
 
@@ -111,7 +132,18 @@ impl OpenAiBackend {
     pub fn with_retry_timing(self, timing: RetryTiming) -> Self {
         OpenAiBackend {
             net: self.net.with_timing(timing),
+            ..self
         }
+    }
+
+    /// Where one-time warnings (video refused, image cap) go.
+    pub fn with_warnings(self, warn: Arc<dyn Fn(&str) + Send + Sync>) -> Self {
+        OpenAiBackend { warn, ..self }
+    }
+
+    /// Whether `auto` has fallen back to images for the rest of the session.
+    pub fn video_refused(&self) -> bool {
+        self.video_off.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -187,18 +219,42 @@ impl Net {
     }
 }
 
-/// The request body for one chunk.
+/// The request body for one chunk (images with `detail: auto`).
 pub fn build_body(model: &str, gen: &GenParams, jpegs: &[Vec<u8>], text: &str) -> Value {
+    build_media_body(
+        model,
+        gen,
+        Media::Images(jpegs, vision::ImageDetail::Auto),
+        text,
+        None,
+    )
+}
+
+/// The request body for one chunk: its media, then the text; the system
+/// prompt with its placeholders filled by `vars`.
+pub fn build_media_body(
+    model: &str,
+    gen: &GenParams,
+    media: Media,
+    text: &str,
+    vars: Option<PromptVars>,
+) -> Value {
     let b64 = base64::engine::general_purpose::STANDARD;
-    let mut content: Vec<Value> = jpegs
-        .iter()
-        .map(|j| {
-            json!({
-                "type": "image_url",
-                "image_url": {"url": format!("data:image/jpeg;base64,{}", b64.encode(j)), "detail": "auto"}
+    let mut content: Vec<Value> = match media {
+        Media::Images(jpegs, detail) => jpegs
+            .iter()
+            .map(|j| {
+                json!({
+                    "type": "image_url",
+                    "image_url": {"url": format!("data:image/jpeg;base64,{}", b64.encode(j)), "detail": detail.as_str()}
+                })
             })
-        })
-        .collect();
+            .collect(),
+        Media::Video(mp4) => vec![json!({
+            "type": "video_url",
+            "video_url": {"url": format!("data:video/mp4;base64,{}", b64.encode(mp4))}
+        })],
+    };
     content.push(json!({"type": "text", "text": text}));
     let mut messages = Vec::new();
     if let Some(sys) = gen
@@ -206,6 +262,10 @@ pub fn build_body(model: &str, gen: &GenParams, jpegs: &[Vec<u8>], text: &str) -
         .as_deref()
         .filter(|s| !s.trim().is_empty())
     {
+        let sys = match vars {
+            Some(v) => v.fill(sys),
+            None => sys.to_string(),
+        };
         messages.push(json!({"role": "system", "content": sys}));
     }
     messages.push(json!({"role": "user", "content": content}));
@@ -1201,6 +1261,133 @@ impl crate::summary::TextLlm for OpenAiText {
     }
 }
 
+impl OpenAiBackend {
+    /// The chunk's frames (prepared as for images) as one MP4 at their
+    /// stream times.
+    fn encode_video(
+        &self,
+        job: &ChunkJob,
+        cancel: &CancellationToken,
+    ) -> Result<Vec<u8>, BackendError> {
+        let opts = &self.net.opts;
+        let fo = opts.frames;
+        let mut rgbs = Vec::with_capacity(job.frames.len());
+        for f in &job.frames {
+            if cancel.is_cancelled() {
+                return Err(BackendError::Cancelled);
+            }
+            rgbs.push(
+                opts.prep
+                    .rgb(f, fo.width, fo.height)
+                    .map_err(|e| BackendError::Failed(format!("cannot prepare frame: {e}")))?,
+            );
+        }
+        let frames: Vec<crate::mp4::Mp4Frame> = rgbs
+            .iter()
+            .enumerate()
+            .map(|(i, img)| crate::mp4::Mp4Frame {
+                pixels: crate::mp4::Mp4Pixels::Rgb,
+                width: img.width,
+                height: img.height,
+                data: &img.data,
+                pts_ns: job
+                    .frame_times
+                    .get(i)
+                    .map(|t| (t.max(0.0) * 1e9).round() as u64)
+                    .unwrap_or(i as u64 * 1_000_000_000),
+            })
+            .collect();
+        crate::mp4::encode(&frames, &crate::mp4::Mp4Options::default())
+            .map(|v| v.bytes)
+            .map_err(|e| BackendError::Failed(format!("cannot encode the chunk as MP4: {e}")))
+    }
+
+    /// Images mode: every frame, or `max-images-per-request` of them chosen
+    /// uniformly (said once; the record's frame_times lists those sent).
+    fn caption_images(
+        &self,
+        job: &ChunkJob,
+        cancel: &CancellationToken,
+    ) -> Result<Caption, BackendError> {
+        use std::sync::atomic::Ordering;
+        let opts = &self.net.opts;
+        let fo = opts.frames;
+        let pick = vision::uniform_pick(job.frames.len(), opts.vision.max_images);
+        let capped = pick.len() < job.frames.len();
+        if capped && !self.cap_said.swap(true, Ordering::Relaxed) {
+            (self.warn)(&format!(
+                "vsssummarize: chunk {} has {} frames, more than max-images-per-request={}: each request sends {} uniformly chosen frames (the records' frame_times list those sent)",
+                job.chunk_index,
+                job.frames.len(),
+                opts.vision.max_images,
+                pick.len()
+            ));
+        }
+        let mut jpegs = Vec::with_capacity(pick.len());
+        for &i in &pick {
+            if cancel.is_cancelled() {
+                return Err(BackendError::Cancelled);
+            }
+            jpegs.push(
+                opts.prep
+                    .jpeg(&job.frames[i], fo.width, fo.height, fo.jpeg_quality)
+                    .map_err(|e| BackendError::Failed(format!("cannot prepare frame: {e}")))?,
+            );
+        }
+        let labels: Vec<String> = pick
+            .iter()
+            .filter_map(|&i| job.frame_labels.get(i).cloned())
+            .collect();
+        let sub = ChunkJob {
+            chunk_index: job.chunk_index,
+            frames: Vec::new(),
+            frame_labels: labels,
+            frame_times: Vec::new(),
+            time_style: job.time_style,
+            stream_id: job.stream_id.clone(),
+        };
+        let r = self.send_media(
+            &sub,
+            Media::Images(&jpegs, opts.vision.detail),
+            false,
+            cancel,
+        );
+        r.map(|mut c| {
+            if capped {
+                c.frames_sent = Some(pick);
+            }
+            c
+        })
+    }
+
+    /// Builds the body (prompt placeholders, `extra-body`) and sends it.
+    fn send_media(
+        &self,
+        job: &ChunkJob,
+        media: Media,
+        video: bool,
+        cancel: &CancellationToken,
+    ) -> Result<Caption, BackendError> {
+        let opts = &self.net.opts;
+        let vars = PromptVars {
+            labels: &job.frame_labels,
+            stream_id: &job.stream_id,
+        };
+        let text = chunk_text(
+            job.time_style,
+            vars,
+            &opts.gen.prompt,
+            opts.vision.timestamp_line,
+            video,
+        );
+        let mut body = build_media_body(&opts.endpoint.model, &opts.gen, media, &text, Some(vars));
+        vision::merge_extra(&mut body, &opts.vision.extra_body);
+        let body = serde_json::to_vec(&body)
+            .map_err(|e| BackendError::Failed(format!("cannot serialize: {e}")))?;
+        self.net.send_cancellable(body, cancel)
+    }
+}
+
 impl Backend for OpenAiBackend {
     fn kind(&self) -> BackendKind {
         BackendKind::OpenAiCompat
@@ -1210,26 +1397,55 @@ impl Backend for OpenAiBackend {
         &self.net.opts.endpoint.model
     }
 
+    /// Video first when the mode and the session allow it; `auto` falls
+    /// back to images (see [`super::vision`], rules 1 and 2).
     fn caption(&self, job: &ChunkJob, cancel: &CancellationToken) -> Result<Caption, BackendError> {
+        use std::sync::atomic::Ordering;
         let opts = &self.net.opts;
-        let fo = opts.frames;
-        let mut jpegs = Vec::with_capacity(job.frames.len());
-        for f in &job.frames {
-            if cancel.is_cancelled() {
-                return Err(BackendError::Cancelled);
+        let mode = opts.vision.mode;
+        if mode.starts_with_video(opts.endpoint.is_openai())
+            && !self.video_off.load(Ordering::Relaxed)
+        {
+            let mp4 = match self.encode_video(job, cancel) {
+                Ok(v) => Some(v),
+                Err(BackendError::Cancelled) => return Err(BackendError::Cancelled),
+                Err(e) if mode == VisionMode::Video => {
+                    return Err(e.map_text(|m| {
+                        format!(
+                        "{m} (vision-mode=video; vision-mode=images sends the frames as images)"
+                    )
+                    }))
+                }
+                Err(e) => {
+                    // auto: this chunk goes as images (the encoder may
+                    // work for the next one).
+                    (self.warn)(&format!(
+                        "vsssummarize: chunk {} sent as images: {e}",
+                        job.chunk_index
+                    ));
+                    None
+                }
+            };
+            if let Some(mp4) = mp4 {
+                match self.send_media(job, Media::Video(&mp4), true, cancel) {
+                    Err(e) if vision::refuses_video(&e) => {
+                        if mode == VisionMode::Video {
+                            return Err(e.map_text(|m| {
+                                format!("{m} (the server refused the chunk as video; set vision-mode=images or auto)")
+                            }));
+                        }
+                        if !self.video_off.swap(true, Ordering::Relaxed) {
+                            (self.warn)(&format!(
+                                "vsssummarize: the server refused video ({e}); vision-mode=auto sends images for the rest of the session, starting with chunk {}",
+                                job.chunk_index
+                            ));
+                        }
+                    }
+                    r => return r,
+                }
             }
-            jpegs.push(
-                opts.prep
-                    .jpeg(f, fo.width, fo.height, fo.jpeg_quality)
-                    .map_err(|e| BackendError::Failed(format!("cannot prepare frame: {e}")))?,
-            );
         }
-        let text = chunk_prompt(job.time_style, &job.frame_labels, &opts.gen.prompt);
-        let body = build_body(&opts.endpoint.model, &opts.gen, &jpegs, &text);
-        drop(jpegs);
-        let body = serde_json::to_vec(&body)
-            .map_err(|e| BackendError::Failed(format!("cannot serialize: {e}")))?;
-        self.net.send_cancellable(body, cancel)
+        self.caption_images(job, cancel)
     }
 }
 

@@ -13,6 +13,27 @@
 
 use crate::frames::RgbImage;
 
+/// fps assumed when a chunk's frame times cannot give one (a single frame).
+pub const DEFAULT_FPS: f64 = 2.0;
+
+/// The fps of a clip from its frames' times (seconds): `(n - 1) / (t_last -
+/// t_first)`. It is what transformers' processor uses (`sampled_fps` of the
+/// video metadata, so `second_per_grid_ts = temporal_patch_size / fps`) when
+/// the clip is read from an MP4 whose last frame lasts the mean interval
+/// (src/mp4.rs): a container's fps is frames / duration =
+/// `n / ((t_last - t_first) · n / (n - 1))`, the same number, even for
+/// uneven times (tests/video_decoders.rs checks both against the real
+/// processor). A single frame, or times that do not increase, give
+/// [`DEFAULT_FPS`].
+pub fn clip_fps(times: &[f64]) -> f64 {
+    let n = times.len();
+    if n >= 2 && times[n - 1] > times[0] {
+        (n - 1) as f64 / (times[n - 1] - times[0])
+    } else {
+        DEFAULT_FPS
+    }
+}
+
 /// Why a video cannot be preprocessed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum QwenError {

@@ -286,6 +286,7 @@ impl Session {
                     ),
                 ));
                 vlm_endpoint = Some(endpoint.clone());
+                let endpoint_key = endpoint.api_key.clone();
                 let opts = OpenAiOptions {
                     endpoint,
                     gen: GenParams {
@@ -306,8 +307,19 @@ impl Session {
                     request_timeout: config::secs(settings.request_timeout),
                     max_retries: settings.max_retries,
                     server_wait: config::secs(settings.server_wait),
+                    vision: vision_options(settings, &endpoint_key)?,
                 };
-                Arc::new(OpenAiBackend::new(opts).map_err(|e| settings_err(e.to_string()))?)
+                let weak = Arc::downgrade(&observer);
+                let warn = Arc::new(move |msg: &str| {
+                    if let Some(o) = weak.upgrade() {
+                        o.event(Event::Warning(Problem::Settings, msg));
+                    }
+                });
+                Arc::new(
+                    OpenAiBackend::new(opts)
+                        .map_err(|e| settings_err(e.to_string()))?
+                        .with_warnings(warn),
+                )
             }
             BackendKind::Custom => Arc::new(prepare_custom(
                 settings,
@@ -682,6 +694,26 @@ fn prepare_cosmos(
             .and_then(|src| crate::download::model_name(&src)),
     };
     CosmosBackend::new(opts).map_err(|e| SessionError::init(format!("vsssummarize: {e}")))
+}
+
+/// The video-mode properties, checked (src/backend/vision.rs).
+fn vision_options(
+    settings: &Settings,
+    key: &Option<config::ApiKey>,
+) -> Result<crate::backend::vision::VisionOptions, SessionError> {
+    use crate::backend::vision::{parse_extra_body, ImageDetail, VisionMode, VisionOptions};
+    let err = |m: String| SessionError::settings(format!("vsssummarize: {m}"));
+    Ok(VisionOptions {
+        mode: VisionMode::parse(&settings.vision_mode).map_err(err)?,
+        detail: ImageDetail::parse(&settings.image_detail).map_err(err)?,
+        max_images: settings.max_images,
+        extra_body: parse_extra_body(
+            settings.extra_body.as_deref().unwrap_or(""),
+            key.as_ref().map(|k| k.expose()),
+        )
+        .map_err(err)?,
+        timestamp_line: settings.timestamp_line,
+    })
 }
 
 #[cfg(test)]

@@ -92,6 +92,12 @@ pub struct Settings {
     /// only these).
     pub gen_set: std::collections::BTreeSet<&'static str>,
     pub text: TextSettings,
+    /// Video mode (src/backend/vision.rs), as set; checked at NULL→READY.
+    pub vision_mode: String,
+    pub image_detail: String,
+    pub max_images: u32,
+    pub extra_body: Option<String>,
+    pub timestamp_line: bool,
 }
 
 impl Default for Settings {
@@ -120,6 +126,11 @@ impl Default for Settings {
             enable_reasoning: false,
             gen_set: Default::default(),
             text: TextSettings::default(),
+            vision_mode: "images".into(),
+            image_detail: "auto".into(),
+            max_images: 0,
+            extra_body: None,
+            timestamp_line: true,
         }
     }
 }

@@ -225,6 +225,7 @@ fn openai_text(
         request_timeout: config::secs(settings.request_timeout),
         max_retries: settings.max_retries,
         server_wait: config::secs(settings.server_wait),
+        vision: Default::default(),
     })
     .map_err(|e| SessionError::settings(format!("vsssummarize: text LLM: {e}")))
 }

@@ -321,6 +321,7 @@ impl VssSummarize {
             frame_labels: labels,
             frame_times: template.frame_times.clone(),
             time_style: style,
+            stream_id: template.stream_id.clone(),
         };
         (job, template)
     }

@@ -89,6 +89,10 @@ pub struct RecordedRequest {
     pub text: String,
     /// Content of the (first) system message, if any.
     pub system: Option<String>,
+    /// Every `video_url` part (an MP4 data URI), decoded: its frames'
+    /// times in seconds (from the container); its frames are also in
+    /// `images`, in order.
+    pub videos: Vec<Vec<f64>>,
 }
 
 impl RecordedRequest {
@@ -641,6 +645,7 @@ fn model_list(shared: &Shared, req: &RawRequest) -> Option<RawResponse> {
         images: Vec::new(),
         text: String::new(),
         system: None,
+        videos: Vec::new(),
     };
     let models = {
         let mut st = shared.lock();
@@ -675,8 +680,9 @@ fn handle(shared: Arc<Shared>, req: RawRequest, guard: InFlight) -> RawResponse 
         None => (url.clone(), None),
     };
     let body: Value = serde_json::from_slice(&raw_body).unwrap_or(Value::Null);
-    let (images, text, system) = parse_messages(&body);
+    let (images, text, system, videos) = parse_messages(&body);
     let rec = RecordedRequest {
+        videos,
         method,
         path,
         query,
@@ -809,9 +815,11 @@ fn content_text(content: &Value) -> String {
     }
 }
 
-fn parse_messages(body: &Value) -> (Vec<DecodedImage>, String, Option<String>) {
+type Parsed = (Vec<DecodedImage>, String, Option<String>, Vec<Vec<f64>>);
+
+fn parse_messages(body: &Value) -> Parsed {
     let Some(msgs) = body.get("messages").and_then(Value::as_array) else {
-        return (Vec::new(), String::new(), None);
+        return (Vec::new(), String::new(), None, Vec::new());
     };
     let role = |m: &Value| m.get("role").and_then(Value::as_str).map(str::to_string);
     let system = msgs
@@ -823,13 +831,24 @@ fn parse_messages(body: &Value) -> (Vec<DecodedImage>, String, Option<String>) {
         .rev()
         .find(|m| role(m).as_deref() == Some("user"))
     else {
-        return (Vec::new(), String::new(), system);
+        return (Vec::new(), String::new(), system, Vec::new());
     };
     let content = user.get("content").unwrap_or(&Value::Null);
     let text = content_text(content);
     let mut images = Vec::new();
+    let mut videos = Vec::new();
     if let Value::Array(parts) = content {
         for p in parts {
+            if p.get("type").and_then(Value::as_str) == Some("video_url") {
+                let url = p
+                    .pointer("/video_url/url")
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
+                let (frames, times) = decode_video_url(url);
+                images.extend(frames);
+                videos.push(times);
+                continue;
+            }
             let is_image = p.get("type").and_then(Value::as_str) == Some("image_url")
                 || (p.get("type").is_none() && p.get("image_url").is_some());
             if !is_image {
@@ -843,7 +862,74 @@ fn parse_messages(body: &Value) -> (Vec<DecodedImage>, String, Option<String>) {
             images.push(decode_data_url(url));
         }
     }
-    (images, text, system)
+    (images, text, system, videos)
+}
+
+/// Decodes a `data:video/mp4;base64,...` URL with GStreamer (qtdemux,
+/// avdec_h264): each frame's mean colour and its time in seconds. An MP4
+/// that cannot be decoded gives one undecodable frame and no times.
+pub fn decode_video_url(url: &str) -> (Vec<DecodedImage>, Vec<f64>) {
+    let bytes = url.strip_prefix("data:video/mp4;base64,").and_then(|b| {
+        base64::engine::general_purpose::STANDARD
+            .decode(b.trim())
+            .ok()
+    });
+    let Some(bytes) = bytes else {
+        return (vec![undecodable(0)], Vec::new());
+    };
+    match decode_mp4(&bytes) {
+        Some(v) if !v.0.is_empty() => v,
+        _ => (vec![undecodable(bytes.len())], Vec::new()),
+    }
+}
+
+fn decode_mp4(bytes: &[u8]) -> Option<(Vec<DecodedImage>, Vec<f64>)> {
+    use gst::prelude::*;
+    gst::init().ok()?;
+    let p = gst::parse::launch(
+        "appsrc name=src caps=video/quicktime ! qtdemux ! h264parse ! avdec_h264 ! \
+         videoconvert ! video/x-raw,format=RGB ! appsink name=sink sync=false",
+    )
+    .ok()?
+    .downcast::<gst::Pipeline>()
+    .ok()?;
+    let src = p.by_name("src")?.downcast::<gst_app::AppSrc>().ok()?;
+    let sink = p.by_name("sink")?.downcast::<gst_app::AppSink>().ok()?;
+    p.set_state(gst::State::Playing).ok()?;
+    let _ = src.push_buffer(gst::Buffer::from_slice(bytes.to_vec()));
+    let _ = src.end_of_stream();
+    let (mut frames, mut times) = (Vec::new(), Vec::new());
+    while let Some(s) = sink.try_pull_sample(gst::ClockTime::from_seconds(20)) {
+        let Some(info) = s
+            .caps()
+            .and_then(|c| gst_video::VideoInfo::from_caps(c).ok())
+        else {
+            break;
+        };
+        let Some(buf) = s.buffer() else { break };
+        let Ok(map) = buf.map_readable() else { break };
+        let (w, h) = (info.width() as usize, info.height() as usize);
+        let stride = info.stride()[0] as usize;
+        let mut sum = [0u64; 3];
+        for y in 0..h {
+            for px in map[y * stride..y * stride + 3 * w].chunks_exact(3) {
+                for c in 0..3 {
+                    sum[c] += u64::from(px[c]);
+                }
+            }
+        }
+        let mean_rgb = sum.map(|v| v as f64 / (w * h).max(1) as f64);
+        frames.push(DecodedImage {
+            width: w as u32,
+            height: h as u32,
+            mean_rgb,
+            colour: nearest_colour(mean_rgb),
+            jpeg_len: bytes.len(),
+        });
+        times.push(buf.pts().map(|t| t.nseconds() as f64 / 1e9).unwrap_or(-1.0));
+    }
+    let _ = p.set_state(gst::State::Null);
+    Some((frames, times))
 }
 
 fn undecodable(jpeg_len: usize) -> DecodedImage {

@@ -336,7 +336,12 @@ impl Backend for CosmosBackend {
             (None, Some(pv)) => Video::Pixels(pv),
             (None, None) => unreachable!("one of the two is set"),
         };
-        let system = self.system_prompt();
+        let vars = crate::prompt::PromptVars {
+            labels: &job.frame_labels,
+            stream_id: &job.stream_id,
+        };
+        let system = self.system_prompt().map(|s| vars.fill(&s));
+        let prompt = vars.fill(&self.opts.prompt);
         let mut engine = self.engine.lock();
         let d = engine.defaults.clone();
         let g = &self.opts.gen;
@@ -354,7 +359,7 @@ impl Backend for CosmosBackend {
             .generate(&Request {
                 video,
                 times: &job.frame_times,
-                prompt: &self.opts.prompt,
+                prompt: &prompt,
                 system: system.as_deref(),
                 params,
                 cancelled: &|| cancel.is_cancelled(),

@@ -20,7 +20,7 @@ use crate::frames::RgbImage;
 use super::error::CosmosError;
 
 /// fps assumed when a chunk's frame times cannot give one (a single frame).
-pub const DEFAULT_FPS: f64 = 2.0;
+pub use crate::prep::qwen::DEFAULT_FPS;
 
 pub struct Engine {
     pub model: Qwen25Vl,
@@ -294,12 +294,7 @@ impl Engine {
         let llm = [grid[0], grid[1] / m, grid[2] / m];
         let n_video = llm[0] * llm[1] * llm[2];
 
-        let n = req.times.len();
-        let fps = if n >= 2 && req.times[n - 1] > req.times[0] {
-            (n - 1) as f64 / (req.times[n - 1] - req.times[0])
-        } else {
-            DEFAULT_FPS
-        };
+        let fps = crate::prep::qwen::clip_fps(req.times);
         let second_per_grid = f64::from(self.vision.temporal_patch_size) / fps;
 
         let text = self.render_prompt(req.system, req.prompt)?;

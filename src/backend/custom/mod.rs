@@ -74,8 +74,9 @@ pub struct CustomOptions {
     pub model_dir: PathBuf,
     pub python: String,
     pub manifest: Manifest,
-    /// The prompt passed to `generate` as is (VSS passes no timestamps to
-    /// custom models).
+    /// The prompt passed to `generate`, its placeholders (`{timestamps}`,
+    /// …, see [`crate::prompt::PromptVars`]) filled per chunk; nothing else
+    /// is added (VSS passes no timestamps to custom models).
     pub prompt: String,
     /// The `configs` dict: only what the user set.
     pub configs: Map<String, Value>,
@@ -621,7 +622,13 @@ impl CustomBackend {
         if !need_raw {
             rgb.clear();
         }
+        let prompt = crate::prompt::PromptVars {
+            labels: &job.frame_labels,
+            stream_id: &job.stream_id,
+        }
+        .fill(&self.opts.prompt);
         Ok(Prepared {
+            prompt,
             n: job.frames.len(),
             w: tw,
             h: th,
@@ -643,7 +650,7 @@ impl CustomBackend {
         let mut header = Map::new();
         header.insert("op".into(), json!("generate"));
         header.insert("id".into(), json!(id));
-        header.insert("prompt".into(), json!(self.opts.prompt));
+        header.insert("prompt".into(), json!(req.prompt));
         header.insert("configs".into(), Value::Object(self.opts.configs.clone()));
         header.insert("n".into(), json!(req.n));
         header.insert("h".into(), json!(req.h));
@@ -686,6 +693,8 @@ struct Prepared {
     rgb: Vec<RgbImage>,
     jpegs: Vec<Vec<u8>>,
     embed: bool,
+    /// The prompt with its placeholders filled ([`crate::prompt::PromptVars`]).
+    prompt: String,
 }
 
 /// Holds the worker slot; gives the process back (or not) and wakes the

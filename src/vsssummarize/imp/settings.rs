@@ -257,6 +257,23 @@ impl VssSummarize {
                     .blurb("Live chunks dropped because the model was behind (also counted in chunks-failed)")
                     .read_only()
                     .build(),
+                // Video mode (docs/video-mode.md).
+                glib::ParamSpecString::builder("vision-mode")
+                    .blurb(fixed!("openai-compat: how frames are sent: images (default: every server takes them), video (one MP4 per chunk, never falls back), auto (video, images for the rest of the session once the server refuses video; images from the start for OpenAI and Azure)"))
+                    .default_value(Some("images"))
+                    .build(),
+                glib::ParamSpecString::builder("image-detail")
+                    .blurb(fixed!("openai-compat images: each image's 'detail': auto, low (OpenAI: 85 tokens an image), high"))
+                    .default_value(Some("auto"))
+                    .build(),
+                glib::ParamSpecUInt::builder("max-images-per-request")
+                    .blurb(fixed!("openai-compat images: at most this many frames per request, chosen uniformly (0 = no cap; NIM takes 10); frame_times lists those sent"))
+                    .build(),
+                sf!("extra-body", "JSON object whose keys are added to every caption request (e.g. {\"mm_processor_kwargs\": {\"fps\": 2}, \"top_k\": 20}); no credentials"),
+                glib::ParamSpecBoolean::builder("timestamp-line")
+                    .blurb(fixed!("Add the line naming the frames' timestamps to the prompt (VSS's layout); prompt placeholders {timestamps} {first_ts} {last_ts} {num_frames} {stream_id} work either way"))
+                    .default_value(true)
+                    .build(),
             ]
         });
         PROPERTIES.as_ref()
@@ -377,6 +394,11 @@ impl VssSummarize {
                 s.text.alert_webhook_token = opt_str(value).and_then(ApiKey::new)
             }
             "stream-id" => s.text.stream_id = opt_str(value),
+            "vision-mode" => s.vision_mode = opt_str(value).unwrap_or_else(|| "images".into()),
+            "image-detail" => s.image_detail = opt_str(value).unwrap_or_else(|| "auto".into()),
+            "max-images-per-request" => s.max_images = value.get().expect("type"),
+            "extra-body" => s.extra_body = opt_str(value),
+            "timestamp-line" => s.timestamp_line = value.get().expect("type"),
             _ => unimplemented!("property {name}"),
         }
     }
@@ -525,6 +547,11 @@ impl VssSummarize {
                 .dropped
                 .load(std::sync::atomic::Ordering::Relaxed)
                 .to_value(),
+            "vision-mode" => s.vision_mode.to_value(),
+            "image-detail" => s.image_detail.to_value(),
+            "max-images-per-request" => s.max_images.to_value(),
+            "extra-body" => s.extra_body.to_value(),
+            "timestamp-line" => s.timestamp_line.to_value(),
             name => unimplemented!("property {name}"),
         }
     }
