@@ -79,6 +79,9 @@ pub struct Caption {
     pub embedding: Option<Vec<f32>>,
     /// Why the embedding is missing although the model makes them.
     pub embedding_error: Option<String>,
+    /// openai-compat: the server that answered (base URL without user
+    /// info, query or fragment; see [`crate::endpoints`]).
+    pub endpoint: Option<String>,
 }
 
 /// Why a caption (or a text-LLM call, see [`crate::summary::TextLlm`])
@@ -172,6 +175,12 @@ pub trait Backend: Send + Sync {
     /// The element runs at most this many dispatcher workers, so a backend
     /// that serialises (limit 1) sees the chunks strictly in order.
     fn max_concurrency(&self) -> Option<usize> {
+        None
+    }
+    /// The key of the shared endpoint budget ([`crate::budget::key`]) and
+    /// the number of servers behind it; `None`: no shared budget (local
+    /// models).
+    fn budget_key(&self) -> Option<(String, usize)> {
         None
     }
     /// Set once the backend cannot go on (e.g. a model that keeps crashing);

@@ -92,6 +92,8 @@ pub struct Settings {
     /// only these).
     pub gen_set: std::collections::BTreeSet<&'static str>,
     pub text: TextSettings,
+    /// `endpoint-concurrency` (see [`crate::budget`]); 0: no shared budget.
+    pub endpoint_concurrency: u32,
 }
 
 impl Default for Settings {
@@ -120,6 +122,7 @@ impl Default for Settings {
             enable_reasoning: false,
             gen_set: Default::default(),
             text: TextSettings::default(),
+            endpoint_concurrency: crate::budget::DEFAULT_ENDPOINT_CONCURRENCY,
         }
     }
 }

@@ -257,6 +257,12 @@ impl VssSummarize {
                     .blurb("Live chunks dropped because the model was behind (also counted in chunks-failed)")
                     .read_only()
                     .build(),
+                glib::ParamSpecUInt::builder("endpoint-concurrency")
+                    .blurb("openai-compat: requests in flight at once to one server from the whole process, shared by every element using the same endpoint and model, with fair turns between them (0 = no shared budget; per element, max-concurrency still applies)")
+                    .maximum(crate::budget::MAX_ENDPOINT_CONCURRENCY)
+                    .default_value(crate::budget::DEFAULT_ENDPOINT_CONCURRENCY)
+                    .mutable_ready()
+                    .build(),
             ]
         });
         PROPERTIES.as_ref()
@@ -377,6 +383,7 @@ impl VssSummarize {
                 s.text.alert_webhook_token = opt_str(value).and_then(ApiKey::new)
             }
             "stream-id" => s.text.stream_id = opt_str(value),
+            "endpoint-concurrency" => s.endpoint_concurrency = value.get().expect("type"),
             _ => unimplemented!("property {name}"),
         }
     }
@@ -525,6 +532,7 @@ impl VssSummarize {
                 .dropped
                 .load(std::sync::atomic::Ordering::Relaxed)
                 .to_value(),
+            "endpoint-concurrency" => s.endpoint_concurrency.to_value(),
             name => unimplemented!("property {name}"),
         }
     }
