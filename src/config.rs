@@ -379,6 +379,16 @@ pub struct EndpointConfig {
     pub model: String,
     /// Whether the model name came from the user (property or environment).
     pub model_explicit: bool,
+    /// The chat URLs of the other servers when `endpoint` lists several
+    /// (comma-separated; `chat_url` is the first). See [`crate::endpoints`].
+    pub more_urls: Vec<url::Url>,
+}
+
+impl EndpointConfig {
+    /// Every server's chat-completions URL, in list order.
+    pub fn chat_urls(&self) -> impl Iterator<Item = &url::Url> {
+        std::iter::once(&self.chat_url).chain(&self.more_urls)
+    }
 }
 
 impl EndpointConfig {
@@ -595,7 +605,27 @@ fn endpoint_choice(user: &UserSettings, env: &Env) -> (String, &'static str) {
 fn resolve_endpoint(user: &UserSettings, env: &Env) -> Result<EndpointConfig, SettingsError> {
     let azure_env = env.get("AZURE_OPENAI_ENDPOINT");
     let (raw, source) = endpoint_choice(user, env);
+    // Several servers: `a,b,c`, each checked like one (crate::endpoints).
+    let mut list = raw.split(',').map(str::trim).filter(|s| !s.is_empty());
+    let first = list.next().unwrap_or_default().to_string();
+    let mut more_urls = Vec::new();
+    for other in list {
+        let u = check_base_url(other, source)?;
+        more_urls.push(chat_completions_url(&u));
+    }
+    let raw = first;
+    let url = check_base_url(&raw, source)?;
+    let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
+    let azure = host.ends_with(".openai.azure.com")
+        || (user.endpoint.as_deref().unwrap_or("").is_empty() && azure_env.is_some());
+    if azure && !more_urls.is_empty() {
+        return Err(format!("endpoint from {source} lists several servers; a list is not supported for Azure OpenAI: name one").into());
+    }
+    resolve_one(user, env, raw, url, azure, source, more_urls)
+}
 
+/// One base URL of `endpoint`, checked.
+fn check_base_url(raw: &str, source: &str) -> Result<url::Url, SettingsError> {
     let url = url::Url::parse(raw.trim()).map_err(|e| {
         format!("cannot parse endpoint '{raw}' from {source}: {e}; expected e.g. http://localhost:8000/v1")
     })?;
@@ -607,9 +637,19 @@ fn resolve_endpoint(user: &UserSettings, env: &Env) -> Result<EndpointConfig, Se
     if url.host_str().is_none() {
         return Err(format!("endpoint '{raw}' from {source} has no host").into());
     }
+    Ok(url)
+}
+
+fn resolve_one(
+    user: &UserSettings,
+    env: &Env,
+    raw: String,
+    url: url::Url,
+    azure: bool,
+    source: &str,
+    more_urls: Vec<url::Url>,
+) -> Result<EndpointConfig, SettingsError> {
     let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
-    let azure = host.ends_with(".openai.azure.com")
-        || (user.endpoint.as_deref().unwrap_or("").is_empty() && azure_env.is_some());
 
     let explicit_model = user
         .model_name
@@ -675,6 +715,7 @@ fn resolve_endpoint(user: &UserSettings, env: &Env) -> Result<EndpointConfig, Se
         api_key,
         model,
         model_explicit,
+        more_urls,
     })
 }
 

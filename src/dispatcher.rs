@@ -63,7 +63,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backend::{Backend, BackendError, Caption, ChunkJob};
 use crate::flow::{Item, Outbox, SummaryOut};
-use crate::pool::{Idle, Pool, Spec};
+use crate::pool::{Admission, Idle, Pool, Spec};
 pub use crate::record::MAX_TEXT_BYTES;
 use crate::record::{cap_text, without_nul, CaptionRecord};
 use crate::summary::{Alert, ChunkResult, SummaryEngine};
@@ -176,6 +176,8 @@ pub struct Dispatcher<M: Send + 'static> {
     workers: usize,
     outbox: Arc<Outbox<M>>,
     engine: Option<Arc<SummaryEngine>>,
+    /// Requests wait for a shared endpoint budget (the drop hint names it).
+    shared_budget: bool,
 }
 
 fn error_record(template: &CaptionRecord, msg: String, since: Option<Instant>) -> CaptionRecord {
@@ -208,6 +210,7 @@ fn caption_record(j: &CaptionJob, result: Result<Caption, BackendError>) -> Capt
                     .filter_map(|&i| rec.frame_times.get(i).copied())
                     .collect();
             }
+            rec.endpoint = c.endpoint;
         }
         Err(e) => {
             // The record carries the text; the kind stays with the backend
@@ -237,6 +240,10 @@ pub struct Parts<M> {
     pub outbox: Arc<Outbox<M>>,
     /// Window and final summaries (it puts them into `outbox`).
     pub engine: Option<Arc<SummaryEngine>>,
+    /// The shared endpoint budget each request waits for on its worker
+    /// thread (`endpoint-concurrency`, [`crate::budget`]); the chunk stays
+    /// queued (droppable) meanwhile.
+    pub admission: Option<Arc<dyn Admission>>,
 }
 
 impl<M: Send + 'static> Parts<M> {
@@ -249,6 +256,7 @@ impl<M: Send + 'static> Parts<M> {
             stage: None,
             outbox: Arc::new(Outbox::default()),
             engine: None,
+            admission: None,
         }
     }
 }
@@ -319,7 +327,9 @@ impl<M: Send + 'static> Dispatcher<M> {
             stage,
             outbox,
             engine,
+            admission,
         } = parts;
+        let shared_budget = admission.is_some();
         let (workers, _) = effective_workers(max_concurrency, max_pending);
         let stage_workers = stage.as_ref().map_or(0, |(_, n)| (*n).max(1));
         let after = stage.map(|(a, _)| a);
@@ -349,30 +359,33 @@ impl<M: Send + 'static> Dispatcher<M> {
         );
         let next = checks.clone();
         let staged = after.is_some();
-        let captions = Pool::new(Spec {
-            name: "vsssummarize-w".into(),
-            workers,
-            work: Box::new(move |j: &CaptionJob, token: &CancellationToken| {
-                record(caption_record(j, backend.caption(&j.job, token)))
-            }),
-            panicked: Box::new(|j: &CaptionJob, what: &str| {
-                record(caption_record(
-                    j,
-                    Err(BackendError::Failed(format!("backend panicked: {what}"))),
-                ))
-            }),
-            // In order into the check pool: good captions get checked,
-            // the rest keeps its place there.
-            release: Box::new(move |slot| {
-                let _ = match slot {
-                    Slot::Record(r, None) if staged && !r.is_error() => {
-                        next.submit(*r).map(drop).map_err(drop)
-                    }
-                    s @ Slot::Record(..) => next.pass(s).map(drop).map_err(drop),
-                    s => next.mark(s).map(drop).map_err(drop),
-                };
-            }),
-        })
+        let captions = Pool::with_admission(
+            Spec {
+                name: "vsssummarize-w".into(),
+                workers,
+                work: Box::new(move |j: &CaptionJob, token: &CancellationToken| {
+                    record(caption_record(j, backend.caption(&j.job, token)))
+                }),
+                panicked: Box::new(|j: &CaptionJob, what: &str| {
+                    record(caption_record(
+                        j,
+                        Err(BackendError::Failed(format!("backend panicked: {what}"))),
+                    ))
+                }),
+                // In order into the check pool: good captions get checked,
+                // the rest keeps its place there.
+                release: Box::new(move |slot| {
+                    let _ = match slot {
+                        Slot::Record(r, None) if staged && !r.is_error() => {
+                            next.submit(*r).map(drop).map_err(drop)
+                        }
+                        s @ Slot::Record(..) => next.pass(s).map(drop).map_err(drop),
+                        s => next.mark(s).map(drop).map_err(drop),
+                    };
+                }),
+            },
+            admission,
+        )
         .expect("cannot spawn a vsssummarize worker thread");
         Dispatcher {
             gate: Mutex::new(Gate::default()),
@@ -386,6 +399,7 @@ impl<M: Send + 'static> Dispatcher<M> {
             workers,
             outbox,
             engine,
+            shared_budget,
         }
     }
 
@@ -501,8 +515,14 @@ impl<M: Send + 'static> Dispatcher<M> {
             )
         } else {
             format!(
-                "the model answers slower than chunks arrive (max-pending-chunks={} reached with max-concurrency={}): raise max-concurrency if the server can take more requests at once, or chunk-duration, or lower num-frames-per-chunk",
-                self.max_pending, self.workers
+                "the model answers slower than chunks arrive (max-pending-chunks={} reached with max-concurrency={}{}): raise max-concurrency if the server can take more requests at once, or chunk-duration, or lower num-frames-per-chunk",
+                self.max_pending,
+                self.workers,
+                if self.shared_budget {
+                    " and the endpoint-concurrency budget shared by every element on this endpoint; raise that too"
+                } else {
+                    ""
+                }
             )
         }
     }

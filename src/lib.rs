@@ -25,10 +25,12 @@ pub mod backend;
 #[cfg(feature = "cosmos")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+pub mod budget;
 pub mod chunker;
 pub mod config;
 pub mod dispatcher;
 pub mod download;
+pub mod endpoints;
 pub mod flow;
 pub mod frames;
 pub mod meta;

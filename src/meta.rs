@@ -59,6 +59,9 @@ pub fn to_structure(r: &CaptionRecord) -> gst::Structure {
     if let Some(e) = &r.embedding_error {
         s.set("embedding-error", e.as_str());
     }
+    if let Some(e) = &r.endpoint {
+        s.set("endpoint", e.as_str());
+    }
     s
 }
 

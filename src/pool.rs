@@ -39,13 +39,22 @@
 //! 9. **Counts.** [`Pool::counts`]: jobs queued, running, and results
 //!    finished but not released yet (markers are not counted);
 //!    [`Pool::wait_idle`] waits until nothing is left.
+//! 10. **Admission.** A pool made with [`Pool::with_admission`] lets a worker
+//!     take a job only with a permit of the [`Admission`] (the shared endpoint
+//!     budget, [`crate::budget`]): while a job is startable and fewer workers
+//!     ask than there are startable jobs, a worker asks, without the pool's
+//!     lock; the job stays queued meanwhile (so rule 5 can still drop it).
+//!     The permit is held while the job runs and dropped after (also after a
+//!     panic or a cancel); a permit that finds no job any more is dropped at
+//!     once. [`Pool::stop`] and [`Pool::shutdown`] wake workers that wait.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use parking_lot::{Condvar, Mutex};
+use parking_lot::{Condvar, Mutex, MutexGuard};
 use tokio_util::sync::CancellationToken;
 
 use crate::record::panic_message;
@@ -67,6 +76,16 @@ pub struct Spec<J, O> {
     /// Takes each result in submission order, under the pool's lock
     /// (rules 1, 4).
     pub release: Box<ReleaseFn<O>>,
+}
+
+/// Rule 10: what a worker must pass before it takes a job.
+pub trait Admission: Send + Sync {
+    /// Blocks the worker until it may start a job: the permit, held while
+    /// the job runs. `None` once `stopped()` is true after a
+    /// [`wake`](Self::wake).
+    fn admit(&self, stopped: &dyn Fn() -> bool) -> Option<Box<dyn Send>>;
+    /// Makes waiting `admit` calls check `stopped`.
+    fn wake(&self);
 }
 
 /// Rule 9.
@@ -118,6 +137,8 @@ struct Inner<J, O> {
     done: BTreeMap<u64, Done<O>>,
     /// Counted entries in `done`.
     unreleased: usize,
+    /// Workers asking the admission for a permit (rule 10).
+    admitting: usize,
 }
 
 struct Shared<J, O> {
@@ -127,6 +148,10 @@ struct Shared<J, O> {
     /// Feeders and idle waiters wait here.
     changed: Condvar,
     spec: Spec<J, O>,
+    /// Rule 10.
+    admission: Option<Arc<dyn Admission>>,
+    /// Bumped by every stop: admissions asked before it give up.
+    halts: AtomicU64,
 }
 
 impl<J, O> Shared<J, O> {
@@ -164,6 +189,15 @@ pub struct Pool<J: Send + Sync + 'static, O: Send + 'static> {
 impl<J: Send + Sync + 'static, O: Send + 'static> Pool<J, O> {
     /// Starts the worker threads.
     pub fn new(spec: Spec<J, O>) -> std::io::Result<Pool<J, O>> {
+        Self::with_admission(spec, None)
+    }
+
+    /// Rule 10: starts the worker threads; each job waits for a permit of
+    /// `admission` before a worker takes it.
+    pub fn with_admission(
+        spec: Spec<J, O>,
+        admission: Option<Arc<dyn Admission>>,
+    ) -> std::io::Result<Pool<J, O>> {
         let (name, workers) = (spec.name.clone(), spec.workers);
         let shared = Arc::new(Shared {
             inner: Mutex::new(Inner {
@@ -176,10 +210,13 @@ impl<J: Send + Sync + 'static, O: Send + 'static> Pool<J, O> {
                 running: BTreeMap::new(),
                 done: BTreeMap::new(),
                 unreleased: 0,
+                admitting: 0,
             }),
             work: Condvar::new(),
             changed: Condvar::new(),
             spec,
+            admission,
+            halts: AtomicU64::new(0),
         });
         let pool = Pool { shared };
         for i in 0..workers {
@@ -342,8 +379,13 @@ impl<J: Send + Sync + 'static, O: Send + 'static> Pool<J, O> {
         inner.unreleased = 0;
         inner.next_seq = 0;
         inner.next_release = 0;
+        sh.halts.fetch_add(1, Ordering::SeqCst);
         sh.work.notify_all();
         sh.changed.notify_all();
+        drop(inner);
+        if let Some(a) = &sh.admission {
+            a.wake();
+        }
     }
 
     /// Rule 8: flush stop.
@@ -360,6 +402,9 @@ impl<J: Send + Sync + 'static, O: Send + 'static> Pool<J, O> {
         self.stop();
         self.shared.inner.lock().shutdown = true;
         self.shared.work.notify_all();
+        if let Some(a) = &self.shared.admission {
+            a.wake();
+        }
     }
 }
 
@@ -369,13 +414,49 @@ impl<J: Send + Sync + 'static, O: Send + 'static> Drop for Pool<J, O> {
     }
 }
 
+/// Rule 10: asks for a permit when a job is startable and fewer workers
+/// ask than there are such jobs; `None` when this worker should wait.
+fn admit<J, O>(
+    sh: &Shared<J, O>,
+    inner: &mut MutexGuard<'_, Inner<J, O>>,
+) -> Option<Box<dyn Send>> {
+    let adm = sh.admission.as_ref()?;
+    let next = inner.next_release;
+    let startable = inner.queue.iter().filter(|q| q.gate <= next).count();
+    if startable <= inner.admitting {
+        return None;
+    }
+    inner.admitting += 1;
+    let halts = sh.halts.load(Ordering::SeqCst);
+    let permit = MutexGuard::unlocked(inner, || {
+        adm.admit(&|| sh.halts.load(Ordering::SeqCst) != halts)
+    });
+    inner.admitting -= 1;
+    permit
+}
+
 fn worker<J, O>(sh: Arc<Shared<J, O>>) {
     loop {
+        let mut permit: Option<Box<dyn Send>> = None;
         let (generation, seq, job, token) = {
             let mut inner = sh.inner.lock();
             loop {
                 if inner.shutdown {
                     return;
+                }
+                if sh.admission.is_some() && permit.is_none() {
+                    permit = admit(&sh, &mut inner);
+                    if permit.is_none() {
+                        // Nothing to ask for, or asked and stopped: wait
+                        // for work unless something changed meanwhile.
+                        let next = inner.next_release;
+                        let startable = inner.queue.iter().filter(|q| q.gate <= next).count();
+                        if inner.shutdown || startable > inner.admitting {
+                            continue;
+                        }
+                        sh.work.wait(&mut inner);
+                    }
+                    continue;
                 }
                 let next = inner.next_release;
                 if let Some(pos) = inner.queue.iter().position(|q| q.gate <= next) {
@@ -386,11 +467,18 @@ fn worker<J, O>(sh: Arc<Shared<J, O>>) {
                     sh.changed.notify_all();
                     break (inner.generation, q.seq, q.job, token);
                 }
+                if permit.take().is_some() {
+                    // Rule 10: the job it was for is gone (dropped, failed,
+                    // stopped); the slot goes back at once.
+                    continue;
+                }
                 sh.work.wait(&mut inner);
             }
         };
         let out = std::panic::catch_unwind(AssertUnwindSafe(|| (sh.spec.work)(&job, &token)))
             .unwrap_or_else(|p| (sh.spec.panicked)(&job, &panic_message(&*p)));
+        // Rule 10: the slot is free once the work returned, however.
+        drop(permit);
         drop(job);
         let mut inner = sh.inner.lock();
         if inner.generation != generation || inner.running.remove(&seq).is_none() {
@@ -471,6 +559,64 @@ mod tests {
         })
         .unwrap();
         (p, rx)
+    }
+
+    /// Rule 10: with a budget of one slot two workers run one job at a time;
+    /// the waiting job stays queued; the slot comes back after each job (a
+    /// panic too); a stop wakes a worker that waits for a slot.
+    #[test]
+    fn admission_limits_and_returns_permits() {
+        let g = Arc::new(Gates::default());
+        let b = crate::budget::Budget::new();
+        let lane: Arc<dyn Admission> = Arc::new(b.lane(1));
+        let (tx, rx) = mpsc::channel();
+        let tx = Mutex::new(tx);
+        let g1 = g.clone();
+        let p: Pool<u64, Out> = Pool::with_admission(
+            Spec {
+                name: "pool-adm-".into(),
+                workers: 2,
+                work: Box::new(move |i: &u64, c: &CancellationToken| g1.run(*i, c)),
+                panicked: Box::new(|i: &u64, msg: &str| Err(format!("panicked {i}: {msg}"))),
+                release: Box::new(move |o| {
+                    let _ = tx.lock().send(o);
+                }),
+            },
+            Some(lane),
+        )
+        .unwrap();
+        p.submit(1).unwrap();
+        p.submit(2).unwrap();
+        assert_eq!(g.wait_started(1), vec![1]);
+        while b.waiting() == 0 {
+            std::thread::yield_now();
+        }
+        assert_eq!(p.counts().queued, 1, "2 waits for the slot in the queue");
+        assert_eq!(b.in_flight(), 1);
+        g.open(1);
+        assert_eq!(rx.recv().unwrap(), Ok(10));
+        assert_eq!(g.wait_started(2), vec![1, 2]);
+        g.open(2);
+        assert_eq!(rx.recv().unwrap(), Ok(20));
+        g.open(99);
+        p.submit(99).unwrap();
+        assert_eq!(rx.recv().unwrap(), Err("panicked 99: boom 99".into()));
+        assert_eq!(b.in_flight(), 0, "a panicking job gave its slot back");
+
+        // Another element holds the only slot: 3 waits; a stop wakes it.
+        let other = b.lane(1);
+        let held = other.acquire(&|| false).unwrap();
+        p.submit(3).unwrap();
+        while b.waiting() == 0 {
+            std::thread::yield_now();
+        }
+        p.stop();
+        while b.waiting() != 0 {
+            std::thread::yield_now();
+        }
+        drop(held);
+        assert_eq!(b.in_flight(), 0, "no slot kept by the stopped pool");
+        assert_eq!(*g.started.lock(), vec![1, 2, 99], "3 never started");
     }
 
     /// Rules 1 and 2: later jobs finish first; results leave in submission

@@ -75,6 +75,10 @@ pub struct CaptionRecord {
     pub pts_ns: u64,
     #[serde(skip)]
     pub duration_ns: u64,
+    /// openai-compat: the server that answered (its base URL, never user
+    /// info, a query or a key); with several servers in `endpoint`, which.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
 }
 
 fn caption_kind<S: serde::Serializer>(_: &(), s: S) -> Result<S::Ok, S::Error> {

@@ -438,6 +438,7 @@ fn probe_against_the_mock() {
         api_key: ApiKey::new("sk-probe"),
         model: model.unwrap_or("gpt-4o").to_string(),
         model_explicit: model.is_some(),
+        more_urls: Vec::new(),
     };
     let t = Duration::from_secs(10);
     assert!(matches!(

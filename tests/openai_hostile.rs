@@ -42,6 +42,7 @@ fn opts(url: &str) -> OpenAiOptions {
             api_key: None,
             model: "m".into(),
             model_explicit: true,
+            more_urls: Vec::new(),
         },
         gen: GenParams {
             prompt: "Describe.".into(),

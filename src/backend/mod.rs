@@ -86,6 +86,9 @@ pub struct Caption {
     /// when not all of them (`max-images-per-request`); the record's
     /// `frame_times` then lists only those.
     pub frames_sent: Option<Vec<usize>>,
+    /// openai-compat: the server that answered (base URL without user
+    /// info, query or fragment; see [`crate::endpoints`]).
+    pub endpoint: Option<String>,
 }
 
 /// Why a caption (or a text-LLM call, see [`crate::summary::TextLlm`])
@@ -179,6 +182,12 @@ pub trait Backend: Send + Sync {
     /// The element runs at most this many dispatcher workers, so a backend
     /// that serialises (limit 1) sees the chunks strictly in order.
     fn max_concurrency(&self) -> Option<usize> {
+        None
+    }
+    /// The key of the shared endpoint budget ([`crate::budget::key`]) and
+    /// the number of servers behind it; `None`: no shared budget (local
+    /// models).
+    fn budget_key(&self) -> Option<(String, usize)> {
         None
     }
     /// Set once the backend cannot go on (e.g. a model that keeps crashing);

@@ -423,6 +423,7 @@ mod tests {
             api_key: key.and_then(ApiKey::new),
             model: model.unwrap_or(DEFAULT_MODEL).to_string(),
             model_explicit: model.is_some(),
+            more_urls: Vec::new(),
         }
     }
 
@@ -826,6 +827,7 @@ mod tests {
             api_key: ApiKey::new(KEY),
             model: "d".into(),
             model_explicit: true,
+            more_urls: Vec::new(),
         };
         let o = probe(&e);
         assert!(matches!(o, ProbeOutcome::Skipped { .. }), "{o:?}");

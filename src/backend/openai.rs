@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use super::vision::{self, VisionMode, VisionOptions};
 use super::{Backend, BackendError, Caption, ChunkJob, FrameOptions, GenParams};
 use crate::config::{ApiKey, BackendKind, EndpointConfig};
+use crate::endpoints::{Outcome, Pick, Servers};
 use crate::prompt::{chunk_text, split_reasoning, PromptVars};
 use crate::redact;
 use crate::retry::{self, Attempt, Stop};
@@ -116,6 +117,8 @@ struct Net {
     /// Since when connections to the server have been refused, with no HTTP
     /// answer since; shared by all chunks (see `server_wait`).
     unreachable_since: Mutex<Option<Instant>>,
+    /// The servers `endpoint` lists and their health ([`crate::endpoints`]).
+    servers: Servers,
 }
 
 impl OpenAiBackend {
@@ -163,7 +166,9 @@ impl Net {
             .build()
             .map_err(|e| BackendError::Fatal(format!("cannot create the HTTP client: {e}")))?;
         let auth = auth_header(&opts.endpoint).map_err(BackendError::Fatal)?;
+        let servers = Servers::new(opts.endpoint.chat_urls());
         Ok(Arc::new(Net {
+            servers,
             opts,
             client,
             auth,
@@ -182,6 +187,7 @@ impl Net {
             auth: self.auth.clone(),
             timing,
             unreachable_since: Mutex::new(None),
+            servers: self.servers.clone(),
         })
     }
 }
@@ -195,10 +201,6 @@ impl Net {
     /// [`crate::redact`]).
     fn snippet(&self, s: &str, max_chars: usize) -> String {
         redact::trimmed_snippet(s, max_chars, self.key())
-    }
-
-    fn url(&self) -> String {
-        url_for_log(&self.opts.endpoint.chat_url)
     }
 
     /// The instant the server was first found unreachable (now, if it was not).
@@ -838,8 +840,9 @@ enum Step {
     Done(Result<Caption, BackendError>),
     /// A transient failure: retried up to `max_retries`.
     Retry(BackendError, Option<Duration>),
-    /// The connection was refused: the server is not (yet) listening.
-    Refused(String),
+    /// The connection was refused: the server (named) is not (yet)
+    /// listening.
+    Refused(String, String),
 }
 
 /// How a transport error is handled.
@@ -915,12 +918,20 @@ async fn read_limited(
 
 impl Net {
     /// A failed send or body read.
-    fn transport_error(&self, e: reqwest::Error, reading: bool) -> Step {
+    fn transport_error(&self, e: reqwest::Error, reading: bool, pick: &mut Pick) -> Step {
         let kind = classify(&e);
         let timeout = e.is_timeout();
         let e = e.without_url();
         let cause = redact::redact(&root_cause(&e), self.key());
-        let url = self.url();
+        let url = url_for_log(pick.url());
+        // A timeout says nothing about the server's health (rule 3 of
+        // crate::endpoints); a failed connection does.
+        let outcome = if timeout || kind == Failure::Permanent {
+            Outcome::Unknown
+        } else {
+            Outcome::Failed
+        };
+        pick.report(outcome, Instant::now());
         if timeout {
             let what = if reading {
                 "timed out reading the response"
@@ -949,7 +960,7 @@ impl Net {
             format!("the request to {url} failed: {cause}")
         };
         match kind {
-            Failure::Refused => Step::Refused(msg),
+            Failure::Refused => Step::Refused(msg, pick.name().to_string()),
             Failure::Transient => Step::Retry(BackendError::Transient(msg), None),
             Failure::Permanent => Step::Done(Err(BackendError::Failed(msg))),
         }
@@ -957,9 +968,11 @@ impl Net {
 
     async fn attempt(&self, body: &[u8]) -> Step {
         let ep = &self.opts.endpoint;
+        // Each attempt picks its server: a retry may go to another one.
+        let mut pick = self.servers.pick(Instant::now());
         let mut req = self
             .client
-            .post(ep.chat_url.clone())
+            .post(pick.url().clone())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body.to_vec());
         if let Some((name, hv)) = &self.auth {
@@ -967,14 +980,20 @@ impl Net {
         }
         let mut resp = match req.send().await {
             Ok(r) => r,
-            Err(e) => return self.transport_error(e, false),
+            Err(e) => return self.transport_error(e, false, &mut pick),
         };
         self.mark_reachable();
-        let url = self.url();
+        let url = url_for_log(pick.url());
         let status = resp.status();
+        let outcome = if status.is_server_error() {
+            Outcome::Failed
+        } else {
+            Outcome::Answered
+        };
+        pick.report(outcome, Instant::now());
         if status.is_redirection() {
             let location = resp.headers().get(reqwest::header::LOCATION).map(|v| {
-                match v.to_str().ok().map(|l| ep.chat_url.join(l.trim())) {
+                match v.to_str().ok().map(|l| pick.url().join(l.trim())) {
                     Some(Ok(u)) => self.snippet(&url_for_log(&u), MESSAGE_CHARS),
                     _ => "an unreadable Location".to_string(),
                 }
@@ -999,14 +1018,17 @@ impl Net {
         }
         let (bytes, more) = match read_limited(&mut resp, limit).await {
             Ok(r) => r,
-            Err(e) => return self.transport_error(e, true),
+            Err(e) => return self.transport_error(e, true, &mut pick),
         };
         drop(resp);
         if status.is_success() {
             if more {
                 return Step::Done(Err(BackendError::BadAnswer(too_large(&url))));
             }
-            return Step::Done(parse_completion(&bytes, self.key()));
+            return Step::Done(parse_completion(&bytes, self.key()).map(|mut c| {
+                c.endpoint = Some(pick.name().to_string());
+                c
+            }));
         }
         let text = repaired_text(&bytes);
         let message = serde_json::from_str::<Value>(&text)
@@ -1041,7 +1063,14 @@ impl Net {
             let msg = match self.attempt(body).await {
                 Step::Done(r) => return Attempt::Done(r),
                 Step::Retry(error, retry_after) => return Attempt::Retry { error, retry_after },
-                Step::Refused(msg) => msg,
+                Step::Refused(msg, server) => {
+                    if self.servers.other_healthy(&server, Instant::now()) {
+                        // Another server can take it: at once, no retry
+                        // spent (this one is out after a few of these).
+                        return Attempt::Wait(Duration::ZERO);
+                    }
+                    msg
+                }
             };
             let transient = |m| Attempt::Retry {
                 error: BackendError::Transient(m),
@@ -1395,6 +1424,14 @@ impl Backend for OpenAiBackend {
 
     fn model(&self) -> &str {
         &self.net.opts.endpoint.model
+    }
+
+    fn budget_key(&self) -> Option<(String, usize)> {
+        let ep = &self.net.opts.endpoint;
+        Some((
+            crate::budget::key(ep.chat_urls(), &ep.model),
+            self.net.servers.len(),
+        ))
     }
 
     /// Video first when the mode and the session allow it; `auto` falls

@@ -415,9 +415,22 @@ impl Session {
                 stage,
                 outbox,
                 engine,
+                admission: self.admission(settings),
             },
         );
         Ok((d, note))
+    }
+
+    /// `endpoint-concurrency`: this element's lane of the process-wide
+    /// budget of its endpoint (servers and model), or none (0, or a backend
+    /// without an endpoint). See [`crate::budget`].
+    fn admission(&self, settings: &Settings) -> Option<Arc<dyn crate::pool::Admission>> {
+        let per_server = settings.endpoint_concurrency as usize;
+        let (key, servers) = self.backend.budget_key().filter(|_| per_server > 0)?;
+        Some(Arc::new(crate::budget::lane(
+            &key,
+            per_server * servers.max(1),
+        )))
     }
 
     /// The alert webhook, if alerts are posted to one.
@@ -437,7 +450,7 @@ pub(crate) fn check_endpoint(
     settings: &Settings,
     obs: &dyn Observer,
 ) -> Result<(), SessionError> {
-    use crate::backend::model_check::{self as probe, ProbeOutcome};
+    use crate::backend::model_check as probe;
     if !endpoint.azure && endpoint.chat_url.path() == "/chat/completions" {
         // The most common mistake: vLLM, NIM and transformers serve
         // answer 404 here.
@@ -457,7 +470,29 @@ pub(crate) fn check_endpoint(
         t if t.is_zero() => probe::DEFAULT_PROBE_TIMEOUT,
         t => t.min(probe::DEFAULT_PROBE_TIMEOUT),
     };
-    let outcome = probe::probe_models(endpoint, timeout);
+    // Every server of the list is checked (crate::endpoints); a model
+    // found on the first is then checked on the others.
+    let urls: Vec<url::Url> = endpoint.chat_urls().cloned().collect();
+    for url in urls {
+        let mut one = endpoint.clone();
+        one.chat_url = url;
+        one.more_urls.clear();
+        check_one(endpoint, &one, timeout, settings, obs)?;
+    }
+    Ok(())
+}
+
+/// [`check_endpoint`] against one server (`one`); `endpoint` takes the
+/// model it finds.
+fn check_one(
+    endpoint: &mut config::EndpointConfig,
+    one: &config::EndpointConfig,
+    timeout: std::time::Duration,
+    settings: &Settings,
+    obs: &dyn Observer,
+) -> Result<(), SessionError> {
+    use crate::backend::model_check::{self as probe, ProbeOutcome};
+    let outcome = probe::probe_models(one, timeout);
     let msg = outcome.message();
     match outcome {
         ProbeOutcome::ModelNotServed { .. } => {

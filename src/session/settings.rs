@@ -98,6 +98,8 @@ pub struct Settings {
     pub max_images: u32,
     pub extra_body: Option<String>,
     pub timestamp_line: bool,
+    /// `endpoint-concurrency` (see [`crate::budget`]); 0: no shared budget.
+    pub endpoint_concurrency: u32,
 }
 
 impl Default for Settings {
@@ -131,6 +133,7 @@ impl Default for Settings {
             max_images: 0,
             extra_body: None,
             timestamp_line: true,
+            endpoint_concurrency: crate::budget::DEFAULT_ENDPOINT_CONCURRENCY,
         }
     }
 }

@@ -198,6 +198,7 @@ fn llm_client(
         api_key,
         model: t.llm_model_name.clone().unwrap_or_default(),
         model_explicit: t.llm_model_name.is_some(),
+        more_urls: Vec::new(),
     };
     super::check_endpoint(&mut endpoint, settings, obs)?;
     if !endpoint.model_explicit {

@@ -274,6 +274,12 @@ impl VssSummarize {
                     .blurb(fixed!("Add the line naming the frames' timestamps to the prompt (VSS's layout); prompt placeholders {timestamps} {first_ts} {last_ts} {num_frames} {stream_id} work either way"))
                     .default_value(true)
                     .build(),
+                glib::ParamSpecUInt::builder("endpoint-concurrency")
+                    .blurb("openai-compat: requests in flight at once to one server from the whole process, shared by every element using the same endpoint and model, with fair turns between them (0 = no shared budget; per element, max-concurrency still applies)")
+                    .maximum(crate::budget::MAX_ENDPOINT_CONCURRENCY)
+                    .default_value(crate::budget::DEFAULT_ENDPOINT_CONCURRENCY)
+                    .mutable_ready()
+                    .build(),
             ]
         });
         PROPERTIES.as_ref()
@@ -399,6 +405,7 @@ impl VssSummarize {
             "max-images-per-request" => s.max_images = value.get().expect("type"),
             "extra-body" => s.extra_body = opt_str(value),
             "timestamp-line" => s.timestamp_line = value.get().expect("type"),
+            "endpoint-concurrency" => s.endpoint_concurrency = value.get().expect("type"),
             _ => unimplemented!("property {name}"),
         }
     }
@@ -552,6 +559,7 @@ impl VssSummarize {
             "max-images-per-request" => s.max_images.to_value(),
             "extra-body" => s.extra_body.to_value(),
             "timestamp-line" => s.timestamp_line.to_value(),
+            "endpoint-concurrency" => s.endpoint_concurrency.to_value(),
             name => unimplemented!("property {name}"),
         }
     }
