@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-# Usage: pipelines/mock-endpoint.py [--port 38011] [--model NAME] [--delay SECONDS] [--no-video] [--quiet]
+# Usage: pipelines/mock-endpoint.py [--port 38011] [--model NAME] [--delay SECONDS] [--capacity N] [--no-video] [--quiet]
 #
 # A tiny OpenAI-compatible chat-completions server (127.0.0.1 only, stdlib
 # only) for trying `vsssummarize` without a model, and for benchmarks. It
@@ -23,6 +23,10 @@
 #                                takes images only (try vision-mode=auto).
 #   GET  /v1/models           -> a model list holding NAME (default "mock")
 #   GET  /health              -> 200 (as vLLM)
+#   GET  /stats               -> {"served": chat answers so far, "running": now,
+#                                "max_running": the most at once, "waiting":
+#                                requests queued for capacity now, "max_in":
+#                                the most requests inside the server at once}
 #   anything else             -> HTTP 404 {"detail":"Not Found"} (FastAPI /
 #                                vLLM), so an endpoint without /v1 fails the
 #                                way it does against a real server
@@ -33,7 +37,11 @@
 # --port 0 picks a free port. The first line on stdout is always
 # "listening on http://127.0.0.1:PORT/v1" (flushed), so scripts can wait for it.
 # --delay sleeps that long in each request (a slow model); requests are served
-# concurrently (ThreadingHTTPServer). --quiet: no request log on stderr.
+# concurrently (ThreadingHTTPServer). --capacity N: at most N chat requests
+# are worked on at once (each for --delay); later ones wait in the server,
+# as in a vLLM server whose batch is full (0 = no limit). So --capacity 4
+# --delay 1 is a server that answers 4 requests a second at most.
+# --quiet: no request log on stderr.
 #
 # Starting it by hand (two terminals):
 #   pipelines/mock-endpoint.py                      # listening on http://127.0.0.1:38011/v1
@@ -58,6 +66,9 @@ SOF_MARKERS = (0xC0, 0xC1, 0xC2)  # baseline, extended sequential, progressive
 
 _counter_lock = threading.Lock()
 _counter = 0
+# --capacity (None: no limit) and what /stats reports.
+_capacity = None
+_stats = {"served": 0, "running": 0, "max_running": 0, "waiting": 0, "max_in": 0}
 
 
 def jpeg_size(data):
@@ -280,6 +291,10 @@ class Handler(BaseHTTPRequestHandler):
             })
         elif path == "/health":
             self._send_json(200, {"status": "ok"})
+        elif path == "/stats":
+            with _counter_lock:
+                stats = dict(_stats)
+            self._send_json(200, stats)
         else:
             self._not_found()
 
@@ -306,8 +321,24 @@ class Handler(BaseHTTPRequestHandler):
         if videos and self.no_video:
             self._error(400, "video_url is not supported by this model (mock-endpoint --no-video); send images", "BadRequestError")
             return
-        if self.delay > 0:
-            time.sleep(self.delay)
+        with _counter_lock:
+            _stats["waiting"] += 1
+            _stats["max_in"] = max(_stats["max_in"], _stats["waiting"] + _stats["running"])
+        if _capacity is not None:
+            _capacity.acquire()
+        with _counter_lock:
+            _stats["waiting"] -= 1
+            _stats["running"] += 1
+            _stats["max_running"] = max(_stats["max_running"], _stats["running"])
+        try:
+            if self.delay > 0:
+                time.sleep(self.delay)
+        finally:
+            with _counter_lock:
+                _stats["running"] -= 1
+                _stats["served"] += 1
+            if _capacity is not None:
+                _capacity.release()
         n = len(sizes)
         size_list = sorted({"%dx%d" % s for s in sizes if s})
         if any(s is None for s in sizes):
@@ -358,9 +389,13 @@ def main():
     ap.add_argument("--port", type=int, default=38011, help="TCP port on 127.0.0.1 (0 = any free port)")
     ap.add_argument("--model", metavar="NAME", help="the served model: chat requests naming another get HTTP 404 (default: accept any, list \"mock\")")
     ap.add_argument("--delay", type=float, default=0.0, help="seconds to sleep per request")
+    ap.add_argument("--capacity", type=int, default=0, help="chat requests worked on at once; later ones wait (0 = no limit)")
     ap.add_argument("--quiet", action="store_true", help="do not log requests")
     ap.add_argument("--no-video", action="store_true", help="refuse video_url parts with HTTP 400 (an images-only model)")
     args = ap.parse_args()
+    global _capacity
+    if args.capacity > 0:
+        _capacity = threading.BoundedSemaphore(args.capacity)
     Handler.quiet = args.quiet
     Handler.delay = max(0.0, args.delay)
     Handler.no_video = args.no_video

@@ -277,6 +277,16 @@ impl Lane {
         self.budget.changed.notify_all();
     }
 
+    /// Rule 6: this lane's requests waiting for a slot now.
+    pub fn waiting(&self) -> usize {
+        self.budget
+            .core
+            .lock()
+            .waiting
+            .get(&self.id)
+            .map_or(0, VecDeque::len)
+    }
+
     /// Rule 6.
     pub fn granted(&self) -> u64 {
         self.budget.core.lock().grants(self.id)
