@@ -87,6 +87,7 @@ fn job(i: u64) -> (ChunkJob, CaptionRecord) {
             frame_labels: vec![],
             frame_times: vec![],
             time_style: TimeStyle::Seconds,
+            stream_id: String::new(),
         },
         CaptionRecord {
             chunk_index: i,

@@ -102,6 +102,7 @@ fn options(endpoint: &str) -> OpenAiOptions {
         // No retries: a failover must not need one.
         max_retries: 0,
         server_wait: Duration::from_secs(30),
+        vision: Default::default(),
     }
 }
 
@@ -112,6 +113,7 @@ fn job(i: u64) -> ChunkJob {
         frame_labels: vec![],
         frame_times: vec![],
         time_style: TimeStyle::Seconds,
+        stream_id: String::new(),
     }
 }
 
