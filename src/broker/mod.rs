@@ -171,7 +171,7 @@ impl fmt::Display for BrokerUrl {
     }
 }
 
-/// `host:port,host:port` for librdkafka.
+/// `host:port,host:port` (IPv6 hosts in brackets).
 pub fn bootstrap(servers: &[(String, u16)]) -> String {
     servers
         .iter()
@@ -342,7 +342,7 @@ impl fmt::Debug for Credentials {
 pub struct ClientConfig {
     pub url: BrokerUrl,
     pub credentials: Credentials,
-    /// MQTT QoS (0 or 1); Kafka acks (0, 1 or -1 = all).
+    /// MQTT QoS (0 or 1); Kafka always waits for all in-sync replicas.
     pub qos: i32,
     /// MQTT client id (empty: derived from the element name).
     pub client_id: String,
@@ -387,7 +387,7 @@ impl Client {
                     .spawn(move || c.run(outbox, report, s))
             }
             BrokerUrl::Kafka { .. } => {
-                let c = kafka::KafkaClient::new(&cfg, outbox.clone(), report.clone())?;
+                let c = kafka::KafkaClient::new(&cfg, report)?;
                 std::thread::Builder::new()
                     .name(name.into())
                     .spawn(move || c.run(outbox, s))

@@ -34,7 +34,7 @@ pub struct MqttClient {
     qos: QoS,
 }
 
-fn tls_config(ca_file: Option<&str>) -> Result<Arc<rustls::ClientConfig>, String> {
+pub(super) fn tls_config(ca_file: Option<&str>) -> Result<Arc<rustls::ClientConfig>, String> {
     let path = ca_file.unwrap_or("/etc/ssl/certs/ca-certificates.crt");
     let pem = std::fs::read(path).map_err(|e| format!("cannot read CA file {path}: {e}"))?;
     let mut roots = rustls::RootCertStore::empty();

@@ -122,8 +122,8 @@ impl ObjectImpl for VssBrokerSink {
                     .build(),
                 glib::ParamSpecInt::builder("qos")
                     .nick("QoS / acks")
-                    .blurb("MQTT QoS (0 or 1); Kafka acks (0, 1, or -1 = all)")
-                    .minimum(-1)
+                    .blurb("MQTT QoS (0 or 1); Kafka always uses acks=all")
+                    .minimum(0)
                     .maximum(1)
                     .default_value(1)
                     .mutable_ready()
