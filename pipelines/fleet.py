@@ -50,6 +50,14 @@ def source_of(url):
     return "filesrc location=\"%s\" ! decodebin" % url.replace('"', '\\"')
 
 
+def set_prop(element, name, value):
+    """Sets a property from its text as gst-launch does; an unknown name is
+    an error (GStreamer would ignore it silently)."""
+    if element.find_property(name) is None:
+        raise SystemExit("%s has no property '%s'" % (element.get_factory().get_name(), name))
+    Gst.util_set_object_arg(element, name, str(value))
+
+
 class Camera:
     def __init__(self, fleet, spec):
         self.fleet = fleet
@@ -83,14 +91,14 @@ class Camera:
         if self.spec.get("events"):
             props["events"] = self.spec["events"]
         for k, v in props.items():
-            Gst.util_set_object_arg(s, k, str(v))
-        Gst.util_set_object_arg(b, "url", a.broker)
+            set_prop(s, k, v)
+        set_prop(b, "url", a.broker)
         if a.topic:
-            Gst.util_set_object_arg(b, "topic", a.topic)
-        Gst.util_set_object_arg(b, "format", a.format)
+            set_prop(b, "topic", a.topic)
+        set_prop(b, "format", a.format)
         for kv in a.broker_prop:
             k, _, v = kv.partition("=")
-            Gst.util_set_object_arg(b, k, v)
+            set_prop(b, k, v)
         bus = p.get_bus()
         bus.add_signal_watch()
         bus.connect("message", self.on_message)

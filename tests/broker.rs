@@ -791,7 +791,7 @@ fn fleet_command(f: &FleetSetup, yaml: &str, port: u16) -> Command {
         .args(["--broker", &format!("mqtt://127.0.0.1:{port}")])
         .args(["--status-every", "3600"])
         .arg(format!("endpoint={}", f.endpoint))
-        .arg("model=mock")
+        .arg("model-name=mock")
         .env("GST_PLUGIN_PATH", &f.plugin_dir)
         .env("GST_REGISTRY", f.dir.path().join("registry.bin"))
         .stdout(Stdio::piped())
