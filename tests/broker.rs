@@ -269,6 +269,22 @@ impl Drop for Consumer {
     }
 }
 
+/// A paho-mqtt consumer of `filter` with a persistent session `id`,
+/// giving up `timeout` s after the last message.
+fn mqtt_consumer(t: &Tools, port: u16, filter: &str, id: &str, timeout: u32) -> Consumer {
+    let args: Vec<String> = vec![
+        "mqtt".into(),
+        "127.0.0.1".into(),
+        port.to_string(),
+        filter.into(),
+        "--client-id".into(),
+        id.into(),
+        "--timeout".into(),
+        timeout.to_string(),
+    ];
+    Consumer::start(&t.python, &args)
+}
+
 fn record(stream: &str, kind: &str, i: u64) -> String {
     format!(
         "{{\"kind\":\"{kind}\",\"stream-id\":\"{stream}\",\"chunk-index\":{i},\"start\":{}.0,\"end\":{}.0,\"text\":\"caption {i} of {stream}\"}}\n",
@@ -330,7 +346,8 @@ impl Sink {
         }
     }
 
-    /// EOS, then every bus message until EOS or an error.
+    /// EOS, then every bus message until EOS, which must come (and not an
+    /// error).
     fn finish(&self) -> Vec<gst::Message> {
         self.src.end_of_stream().unwrap();
         let bus = self.pipeline.bus().unwrap();
@@ -345,6 +362,13 @@ impl Sink {
                 break;
             }
         }
+        assert!(
+            matches!(
+                msgs.last().map(|m| m.view()),
+                Some(gst::MessageView::Eos(_))
+            ),
+            "{msgs:?}"
+        );
         msgs
     }
 
@@ -384,17 +408,7 @@ fn mqtt_every_record_in_order_on_its_topic() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let _m = Mosquitto::start(&t.mosquitto, dir.path(), port, None);
-    let c = Consumer::start(
-        &t.python,
-        &[
-            "mqtt".into(),
-            "127.0.0.1".into(),
-            port.to_string(),
-            "site/#".into(),
-            "--client-id".into(),
-            "order".into(),
-        ],
-    );
+    let c = mqtt_consumer(&t, port, "site/#", "order", 60);
     let s = Sink::new(&[
         ("url", &format!("mqtt://127.0.0.1:{port}")),
         ("topic", "site/{stream-id}/{kind}"),
@@ -407,14 +421,7 @@ fn mqtt_every_record_in_order_on_its_topic() {
             sent.push(line);
         }
     }
-    let msgs = s.finish();
-    assert!(
-        matches!(
-            msgs.last().map(|m| m.view()),
-            Some(gst::MessageView::Eos(_))
-        ),
-        "{msgs:?}"
-    );
+    s.finish();
     // EOS came after the broker acknowledged every record.
     assert_eq!(s.stat("delivered"), 60);
     assert_eq!(s.stat("held"), 0);
@@ -447,19 +454,7 @@ fn mqtt_broker_down_for_20s_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let mut m = Mosquitto::start(&t.mosquitto, dir.path(), port, None);
-    let c = Consumer::start(
-        &t.python,
-        &[
-            "mqtt".into(),
-            "127.0.0.1".into(),
-            port.to_string(),
-            "vss/#".into(),
-            "--client-id".into(),
-            "outage".into(),
-            "--timeout".into(),
-            "120".into(),
-        ],
-    );
+    let c = mqtt_consumer(&t, port, "vss/#", "outage", 120);
     let s = Sink::new(&[("url", &format!("mqtt://127.0.0.1:{port}"))]);
     let mut i = 0u64;
     let mut push = |n: u64| {
@@ -496,11 +491,7 @@ fn mqtt_broker_down_for_20s_loses_nothing() {
     assert!(warned, "the outage was posted as a warning");
     m.up();
     push(10);
-    let msgs = s.finish();
-    assert!(matches!(
-        msgs.last().map(|m| m.view()),
-        Some(gst::MessageView::Eos(_))
-    ));
+    s.finish();
     assert_eq!(s.stat("delivered"), 80);
     assert_eq!(s.stat("dropped"), 0);
     let got = c.take_unique(80);
@@ -570,19 +561,7 @@ fn mqtt_full_queue_drops_the_oldest_counted_and_posted() {
     let port = free_port();
     // The consumer's persistent session first, then the broker goes away.
     let mut m = Mosquitto::start(&t.mosquitto, dir.path(), port, None);
-    let c = Consumer::start(
-        &t.python,
-        &[
-            "mqtt".into(),
-            "127.0.0.1".into(),
-            port.to_string(),
-            "vss/#".into(),
-            "--client-id".into(),
-            "full".into(),
-            "--timeout".into(),
-            "120".into(),
-        ],
-    );
+    let c = mqtt_consumer(&t, port, "vss/#", "full", 120);
     m.down();
     let s = Sink::new(&[
         ("url", &format!("mqtt://127.0.0.1:{port}")),
@@ -603,11 +582,7 @@ fn mqtt_full_queue_drops_the_oldest_counted_and_posted() {
     });
     assert_eq!(overflow, Some(1), "first drop posted at once");
     m.up();
-    let msgs = s.finish();
-    assert!(matches!(
-        msgs.last().map(|m| m.view()),
-        Some(gst::MessageView::Eos(_))
-    ));
+    s.finish();
     assert_eq!(s.stat("delivered"), 5);
     let got = payloads(&c.take(5));
     let idx: Vec<u64> = got
@@ -633,14 +608,7 @@ fn kafka_keyed_by_stream_in_order_nvidia_format() {
         s.push(&record("cam-a", "caption", i));
         s.push(&record("cam-b", "caption", i));
     }
-    let msgs = s.finish();
-    assert!(
-        matches!(
-            msgs.last().map(|m| m.view()),
-            Some(gst::MessageView::Eos(_))
-        ),
-        "{msgs:?}"
-    );
+    s.finish();
     assert_eq!(s.stat("delivered"), 40);
     let c = Consumer::start(
         &t.python,
@@ -823,17 +791,7 @@ fn fleet_two_files_every_record_on_mosquitto_and_a_failing_camera_restarts() {
     make_clip(&b, 4);
     let port = free_port();
     let _m = Mosquitto::start(&t.mosquitto, f.dir.path(), port, None);
-    let c = Consumer::start(
-        &t.python,
-        &[
-            "mqtt".into(),
-            "127.0.0.1".into(),
-            port.to_string(),
-            "vss/#".into(),
-            "--client-id".into(),
-            "fleet".into(),
-        ],
-    );
+    let c = mqtt_consumer(&t, port, "vss/#", "fleet", 60);
     let yaml = format!(
         "cameras:\n  - stream-id: dock-1\n    url: {}\n    prompt: Describe the dock.\n  \
          - stream-id: dock-2\n    url: {}\n  - stream-id: gate\n    url: {}\n\
@@ -877,17 +835,7 @@ fn fleet_sigterm_stops_with_every_record_delivered() {
     let Some(f) = fleet_setup() else { return };
     let port = free_port();
     let _m = Mosquitto::start(&t.mosquitto, f.dir.path(), port, None);
-    let c = Consumer::start(
-        &t.python,
-        &[
-            "mqtt".into(),
-            "127.0.0.1".into(),
-            port.to_string(),
-            "vss/#".into(),
-            "--client-id".into(),
-            "sigterm".into(),
-        ],
-    );
+    let c = mqtt_consumer(&t, port, "vss/#", "sigterm", 60);
     let yaml =
         "cameras:\n  - stream-id: live-1\n    url: test\n  - stream-id: live-2\n    url: test\n\
                 properties:\n  chunk-duration: 1\n  num-frames-per-chunk: 2\n";
