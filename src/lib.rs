@@ -13,6 +13,7 @@
 //! GStreamer types, unit tested on its own.
 
 pub mod backend;
+pub mod broker;
 
 /// With cosmos-reason1 built in, the plugin's Rust code allocates through
 /// mimalloc: candle gives every op a fresh buffer, and glibc's malloc returns
@@ -48,15 +49,18 @@ pub mod retry;
 pub mod runtime;
 pub mod session;
 pub mod summary;
+mod vssbrokersink;
 mod vsssummarize;
 
+pub use vssbrokersink::VssBrokerSink;
 pub use vsssummarize::VssSummarize;
 
 use gst::glib;
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     meta::register();
-    vsssummarize::register(plugin)
+    vsssummarize::register(plugin)?;
+    vssbrokersink::register(plugin)
 }
 
 gst::plugin_define!(
