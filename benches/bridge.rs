@@ -166,6 +166,7 @@ fn main() {
         frame_labels: (0..FRAMES).map(|k| format!("{k}.00")).collect(),
         frame_times: (0..FRAMES).map(|k| k as f64).collect(),
         time_style: TimeStyle::Seconds,
+        prompts: None,
     };
     println!(
         "custom-backend bridge, {FRAMES} frames of {w}x{h} I420 per chunk, {iters} calls per case (medians){}",

@@ -31,6 +31,7 @@ pub mod dispatcher;
 pub mod download;
 pub mod flow;
 pub mod frames;
+pub mod gate;
 pub mod meta;
 pub mod pool;
 pub mod prep;
@@ -44,6 +45,7 @@ pub mod redact;
 pub mod retry;
 pub mod runtime;
 pub mod session;
+pub mod steer;
 pub mod summary;
 mod vsssummarize;
 

@@ -39,6 +39,10 @@
 //! 9. **Counts.** [`Pool::counts`]: jobs queued, running, and results
 //!    finished but not released yet (markers are not counted);
 //!    [`Pool::wait_idle`] waits until nothing is left.
+//! 10. **Start hook.** [`Pool::with_start`]: a function called with each
+//!     job as a worker takes it, under the pool's lock, so in the order the
+//!     jobs start (submission order for jobs without a gate). It must be
+//!     quick and must not call the pool.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::panic::AssertUnwindSafe;
@@ -53,6 +57,7 @@ use crate::record::panic_message;
 type WorkFn<J, O> = dyn Fn(&J, &CancellationToken) -> O + Send + Sync;
 type PanicFn<J, O> = dyn Fn(&J, &str) -> O + Send + Sync;
 type ReleaseFn<O> = dyn Fn(O) + Send + Sync;
+type StartFn<J> = dyn Fn(&J) + Send + Sync;
 
 /// What a pool runs (see the module rules).
 pub struct Spec<J, O> {
@@ -127,6 +132,8 @@ struct Shared<J, O> {
     /// Feeders and idle waiters wait here.
     changed: Condvar,
     spec: Spec<J, O>,
+    /// Rule 10.
+    on_start: Option<Box<StartFn<J>>>,
 }
 
 impl<J, O> Shared<J, O> {
@@ -164,6 +171,14 @@ pub struct Pool<J: Send + Sync + 'static, O: Send + 'static> {
 impl<J: Send + Sync + 'static, O: Send + 'static> Pool<J, O> {
     /// Starts the worker threads.
     pub fn new(spec: Spec<J, O>) -> std::io::Result<Pool<J, O>> {
+        Self::with_start(spec, None)
+    }
+
+    /// Like [`new`](Self::new), with a start hook (rule 10).
+    pub fn with_start(
+        spec: Spec<J, O>,
+        on_start: Option<Box<StartFn<J>>>,
+    ) -> std::io::Result<Pool<J, O>> {
         let (name, workers) = (spec.name.clone(), spec.workers);
         let shared = Arc::new(Shared {
             inner: Mutex::new(Inner {
@@ -180,6 +195,7 @@ impl<J: Send + Sync + 'static, O: Send + 'static> Pool<J, O> {
             work: Condvar::new(),
             changed: Condvar::new(),
             spec,
+            on_start,
         });
         let pool = Pool { shared };
         for i in 0..workers {
@@ -380,6 +396,9 @@ fn worker<J, O>(sh: Arc<Shared<J, O>>) {
                 let next = inner.next_release;
                 if let Some(pos) = inner.queue.iter().position(|q| q.gate <= next) {
                     let q = inner.queue.remove(pos).expect("position is in the queue");
+                    if let Some(f) = &sh.on_start {
+                        let _ = std::panic::catch_unwind(AssertUnwindSafe(|| f(&q.job)));
+                    }
                     let token = CancellationToken::new();
                     inner.running.insert(q.seq, (q.job.clone(), token.clone()));
                     // Room for a feeder waiting in `wait_room`.

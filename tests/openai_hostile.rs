@@ -77,6 +77,7 @@ fn job() -> ChunkJob {
         frame_labels: vec!["0.00".into()],
         frame_times: vec![0.0],
         time_style: TimeStyle::Seconds,
+        prompts: None,
     }
 }
 

@@ -57,7 +57,7 @@ pub struct FrameOptions {
 }
 
 /// One chunk's input.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct ChunkJob {
     pub chunk_index: u64,
     pub frames: Vec<Arc<RawFrame>>,
@@ -66,6 +66,9 @@ pub struct ChunkJob {
     /// Stream time of each frame, seconds (video models derive fps from it).
     pub frame_times: Vec<f64>,
     pub time_style: TimeStyle,
+    /// Prompts changed while running (`None`: the backend's own); see
+    /// [`crate::steer`].
+    pub prompts: Option<Arc<crate::steer::Prompts>>,
 }
 
 /// A backend's answer for one chunk.

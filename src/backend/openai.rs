@@ -1224,8 +1224,15 @@ impl Backend for OpenAiBackend {
                     .map_err(|e| BackendError::Failed(format!("cannot prepare frame: {e}")))?,
             );
         }
-        let text = chunk_prompt(job.time_style, &job.frame_labels, &opts.gen.prompt);
-        let body = build_body(&opts.endpoint.model, &opts.gen, &jpegs, &text);
+        // Prompts changed while running replace the ones set at start.
+        let steered = job.prompts.as_ref().map(|p| GenParams {
+            prompt: p.prompt.clone(),
+            system_prompt: p.system_prompt.clone(),
+            ..opts.gen.clone()
+        });
+        let gen = steered.as_ref().unwrap_or(&opts.gen);
+        let text = chunk_prompt(job.time_style, &job.frame_labels, &gen.prompt);
+        let body = build_body(&opts.endpoint.model, gen, &jpegs, &text);
         drop(jpegs);
         let body = serde_json::to_vec(&body)
             .map_err(|e| BackendError::Failed(format!("cannot serialize: {e}")))?;

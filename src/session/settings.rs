@@ -92,6 +92,9 @@ pub struct Settings {
     /// only these).
     pub gen_set: std::collections::BTreeSet<&'static str>,
     pub text: TextSettings,
+    /// `skip-unchanged`, `change-threshold`, `heartbeat`, `trigger-*`
+    /// ([`crate::gate`]).
+    pub gate: crate::gate::GateConfig,
 }
 
 impl Default for Settings {
@@ -120,6 +123,7 @@ impl Default for Settings {
             enable_reasoning: false,
             gen_set: Default::default(),
             text: TextSettings::default(),
+            gate: crate::gate::GateConfig::default(),
         }
     }
 }

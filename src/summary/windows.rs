@@ -53,6 +53,10 @@ pub struct ChunkResult {
     /// RFC 3339 for live.
     pub start_label: String,
     pub end_label: String,
+    /// An `unchanged` chunk: the chunk whose caption still holds. It
+    /// continues that caption's line instead of repeating its text
+    /// ([`Window::lines`]).
+    pub same_as: Option<u64>,
 }
 
 impl ChunkResult {
@@ -111,9 +115,37 @@ impl Window {
             .collect()
     }
 
-    /// The caption lines, `<start> <end> caption`, in chunk order.
+    /// The caption lines, `<start> <end> caption`, in chunk order. An
+    /// `unchanged` chunk extends the line of the caption it points to (its
+    /// end label becomes the chunk's end), so no text is sent twice; when
+    /// that caption is not in the window, it is the line
+    /// `<start> <end> (no visible change since chunk N)`.
     pub fn lines(&self) -> Vec<String> {
-        self.chunks.iter().filter_map(ChunkResult::line).collect()
+        // (start label, end label, text, chunk the line stands for)
+        let mut out: Vec<(String, String, String, u64)> = Vec::new();
+        for c in &self.chunks {
+            let Some(text) = &c.caption else { continue };
+            match c.same_as {
+                Some(r) => match out.last_mut() {
+                    Some(l) if l.3 == r => l.1 = c.end_label.clone(),
+                    _ => out.push((
+                        c.start_label.clone(),
+                        c.end_label.clone(),
+                        format!("(no visible change since chunk {r})"),
+                        r,
+                    )),
+                },
+                None => out.push((
+                    c.start_label.clone(),
+                    c.end_label.clone(),
+                    text.trim().to_string(),
+                    c.chunk_index,
+                )),
+            }
+        }
+        out.into_iter()
+            .map(|(a, b, t, _)| format!("<{a}> <{b}> {t}"))
+            .collect()
     }
 
     /// The time labels of the span the captions cover: the first chunk's
@@ -283,6 +315,7 @@ mod tests {
             caption: ok.then(|| format!("caption #{idx}")),
             start_label: format!("{start:.2}"),
             end_label: format!("{end:.2}"),
+            same_as: None,
         }
     }
 

@@ -203,8 +203,11 @@ impl CosmosBackend {
         &self.device_name
     }
 
-    fn system_prompt(&self) -> Option<String> {
-        let sys = self.opts.system_prompt.clone();
+    fn system_prompt(&self, job: &ChunkJob) -> Option<String> {
+        let sys = match &job.prompts {
+            Some(p) => p.system_prompt.clone(),
+            None => self.opts.system_prompt.clone(),
+        };
         if !self.opts.enable_reasoning {
             return sys;
         }
@@ -336,7 +339,7 @@ impl Backend for CosmosBackend {
             (None, Some(pv)) => Video::Pixels(pv),
             (None, None) => unreachable!("one of the two is set"),
         };
-        let system = self.system_prompt();
+        let system = self.system_prompt(job);
         let mut engine = self.engine.lock();
         let d = engine.defaults.clone();
         let g = &self.opts.gen;
@@ -354,7 +357,10 @@ impl Backend for CosmosBackend {
             .generate(&Request {
                 video,
                 times: &job.frame_times,
-                prompt: &self.opts.prompt,
+                prompt: job
+                    .prompts
+                    .as_ref()
+                    .map_or(&self.opts.prompt, |p| &p.prompt),
                 system: system.as_deref(),
                 params,
                 cancelled: &|| cancel.is_cancelled(),

@@ -628,6 +628,7 @@ impl CustomBackend {
             rgb,
             jpegs,
             embed,
+            prompt: job.prompts.as_ref().map(|p| p.prompt.clone()),
         })
     }
 
@@ -643,7 +644,10 @@ impl CustomBackend {
         let mut header = Map::new();
         header.insert("op".into(), json!("generate"));
         header.insert("id".into(), json!(id));
-        header.insert("prompt".into(), json!(self.opts.prompt));
+        header.insert(
+            "prompt".into(),
+            json!(req.prompt.as_deref().unwrap_or(&self.opts.prompt)),
+        );
         header.insert("configs".into(), Value::Object(self.opts.configs.clone()));
         header.insert("n".into(), json!(req.n));
         header.insert("h".into(), json!(req.h));
@@ -686,6 +690,8 @@ struct Prepared {
     rgb: Vec<RgbImage>,
     jpegs: Vec<Vec<u8>>,
     embed: bool,
+    /// The prompt changed while running, if it was.
+    prompt: Option<String>,
 }
 
 /// Holds the worker slot; gives the process back (or not) and wakes the
