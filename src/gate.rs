@@ -12,9 +12,11 @@
 //!    Box means over ~30×30 pixels of 1080p flatten sensor noise and H.264
 //!    artefacts.
 //! 2. **Change measure** ([`change`]): between a frame and a reference
-//!    frame, the difference of each thumbnail pixel minus the mean
-//!    difference of the whole thumbnail (so a slow, global light change
-//!    counts nothing), then the mean absolute value in each block of
+//!    frame, what a global light change does not explain — each thumbnail
+//!    pixel minus `mean + gain·(reference pixel − reference mean)`, gain
+//!    fitted over the whole thumbnail by least squares and kept within
+//!    0.5–2 (so slow exposure and brightness changes count next to
+//!    nothing) — then the mean absolute value in each block of
 //!    [`BLOCK`]×[`BLOCK`] thumbnail pixels, blocks every `BLOCK/2` pixels
 //!    (overlapping, so an object on a block border is not split). The
 //!    measure is the largest block's value, in grey levels (0–255). A
@@ -57,7 +59,7 @@ pub const THUMB_W: usize = 64;
 pub const BLOCK: usize = 8;
 /// Default `change-threshold` (grey levels of the most changed block; see
 /// docs/monitoring.md for how it was measured).
-pub const DEFAULT_THRESHOLD: f64 = 6.0;
+pub const DEFAULT_THRESHOLD: f64 = 4.0;
 
 /// A small grey picture of a sampled frame (rule 1).
 #[derive(Clone, Debug, PartialEq)]
@@ -161,14 +163,27 @@ pub fn change(cur: &Thumb, reference: &Thumb) -> f64 {
     if cur.w != reference.w || cur.h != reference.h || cur.px.is_empty() {
         return 255.0;
     }
+    // The global light change: cur ≈ mc + gain·(ref − mr), fitted by least
+    // squares (gain kept within 0.5–2); what it does not explain changed.
+    let n = cur.px.len() as f32;
+    let mc = cur.px.iter().sum::<f32>() / n;
+    let mr = reference.px.iter().sum::<f32>() / n;
+    let (mut cov, mut var) = (0.0f32, 0.0f32);
+    for (c, r) in cur.px.iter().zip(&reference.px) {
+        cov += (c - mc) * (r - mr);
+        var += (r - mr) * (r - mr);
+    }
+    let gain = if var > 1e-3 {
+        (cov / var).clamp(0.5, 2.0)
+    } else {
+        1.0
+    };
     let d: Vec<f32> = cur
         .px
         .iter()
         .zip(&reference.px)
-        .map(|(a, b)| a - b)
+        .map(|(c, r)| (c - mc - gain * (r - mr)).abs())
         .collect();
-    let mean = d.iter().sum::<f32>() / d.len() as f32;
-    let d: Vec<f32> = d.iter().map(|v| (v - mean).abs()).collect();
     let (bw, bh) = (BLOCK.min(cur.w), BLOCK.min(cur.h));
     let starts = |len: usize, b: usize| -> Vec<usize> {
         let mut v: Vec<usize> = (0..=len - b).step_by((b / 2).max(1)).collect();
@@ -481,6 +496,19 @@ mod tests {
         let a = flat(64, 36, 100.0);
         let brighter = flat(64, 36, 130.0);
         assert!(change(&brighter, &a) < 1e-3);
+        // A textured picture 10 % brighter (gain) and 5 levels up.
+        let tex = Thumb {
+            w: 64,
+            h: 36,
+            px: (0..64 * 36)
+                .map(|i| 40.0 + ((i * 37) % 150) as f32)
+                .collect(),
+        };
+        let lit = Thumb {
+            px: tex.px.iter().map(|p| p * 1.1 + 5.0).collect(),
+            ..tex.clone()
+        };
+        assert!(change(&lit, &tex) < 1e-2, "{}", change(&lit, &tex));
         let mut blob = a.clone();
         for y in 30..36 {
             for x in 58..64 {

@@ -342,3 +342,94 @@ fn steering_prompts_while_playing() {
     drop(o);
     r.stop();
 }
+
+/// The camera scene of pipelines/bench-monitor.sh, short: a real
+/// photograph with sensor noise and light drift, H.264-encoded, and a small
+/// real object (1/10 of the width) walking through seconds 8–14. With the
+/// default `change-threshold` the noise stays under it and the object goes
+/// over it.
+#[test]
+fn default_threshold_on_real_h264_footage() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let python = std::env::var("VSS_TEST_PYTHON_IMAGES")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| root.join("target/py/images/bin/python"));
+    let required = std::env::var("VSS_TEST_REQUIRE_PYTHON").is_ok_and(|v| v == "1");
+    if !python.exists() {
+        assert!(!required, "{} is missing", python.display());
+        eprintln!(
+            "skipped: no {} (pipelines/setup-python.sh images)",
+            python.display()
+        );
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("vss-monitor-scene-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mp4 = dir.join("scene.mp4");
+    let out = std::process::Command::new(&python)
+        .arg(root.join("pipelines/monitor-scene.py"))
+        .arg(&mp4)
+        .args([
+            "--seconds",
+            "20",
+            "--size",
+            "640x360",
+            "--events",
+            "8-14:small",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "scene generation failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    init();
+    let server = MockServer::start();
+    let pipeline = gst::parse::launch(&format!(
+        "filesrc location={} ! qtdemux ! h264parse ! avdec_h264 ! videoconvert ! video/x-raw,format=I420 \
+         ! vsssummarize name=s endpoint={} model-name=m summarize=false chunk-duration=4 skip-unchanged=true \
+         s.summary_src ! fakesink s.src ! fakesink",
+        mp4.display(),
+        server.url()
+    ))
+    .unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let mut recs = Vec::new();
+    for msg in pipeline
+        .bus()
+        .unwrap()
+        .iter_timed(gst::ClockTime::from_seconds(120))
+    {
+        match msg.view() {
+            gst::MessageView::Eos(_) => break,
+            gst::MessageView::Error(e) => panic!("{e:?}"),
+            gst::MessageView::Element(e) => {
+                let s = e.structure().unwrap();
+                if s.name() == "vss-summary" {
+                    recs.push((
+                        s.get::<u64>("chunk-index").unwrap(),
+                        s.get::<String>("kind").unwrap(),
+                        s.get::<f64>("change").ok(),
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+    pipeline.set_state(gst::State::Null).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let kinds: Vec<&str> = recs.iter().map(|r| r.1.as_str()).collect();
+    // 0: first; 1: static (noise); 2, 3: the object; 4: static again, like
+    // chunk 3's last frames (the object left at 14 s).
+    assert_eq!(
+        kinds,
+        ["caption", "unchanged", "caption", "caption", "unchanged"],
+        "{recs:?}"
+    );
+    let threshold = gstvsssummarize::gate::DEFAULT_THRESHOLD;
+    for (i, _, c) in recs.iter().filter(|r| r.1 == "unchanged") {
+        assert!(c.unwrap() < threshold / 2.0, "chunk {i}: noise {c:?}");
+    }
+    assert_eq!(server.requests().len(), 3);
+}
