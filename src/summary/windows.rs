@@ -319,6 +319,35 @@ mod tests {
         }
     }
 
+    /// Unchanged chunks continue the caption they point to: its line is
+    /// extended, never repeated; without it in the window, a short line.
+    #[test]
+    fn unchanged_chunks_extend_their_caption_line() {
+        let gated = |idx: u64, start: f64, same_as: u64| ChunkResult {
+            caption: Some(String::new()),
+            same_as: Some(same_as),
+            ..chunk(idx, start, start + 10.0, true)
+        };
+        let w = Window::whole(vec![
+            chunk(0, 0.0, 10.0, true),
+            gated(1, 10.0, 0),
+            gated(2, 20.0, 0),
+            chunk(3, 30.0, 40.0, true),
+            chunk(4, 40.0, 50.0, false),
+        ]);
+        assert_eq!(
+            w.lines(),
+            vec!["<0.00> <30.00> caption #0", "<30.00> <40.00> caption #3"]
+        );
+        assert_eq!(w.chunk_indices(), vec![0, 1, 2, 3]);
+        assert_eq!(w.missing_chunks(), vec![4]);
+        let w = Window::whole(vec![gated(7, 70.0, 5), gated(8, 80.0, 5)]);
+        assert_eq!(
+            w.lines(),
+            vec!["<70.00> <90.00> (no visible change since chunk 5)"]
+        );
+    }
+
     /// Chunks of `len` seconds at `stride`, `n` of them, all good.
     fn run(w: &mut Windows, n: u64, stride: f64, len: f64) -> Vec<Window> {
         let mut out = Vec::new();
