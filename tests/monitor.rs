@@ -433,3 +433,72 @@ fn default_threshold_on_real_h264_footage() {
     }
     assert_eq!(server.requests().len(), 3);
 }
+
+/// Gating and triggers together, across a flush and EOS: one record per
+/// chunk; a triggered chunk that shows no change is `unchanged`.
+#[test]
+fn gating_and_triggers_together_across_flush() {
+    let server = MockServer::start();
+    let r = Run::new(
+        &props(&server, "skip-unchanged=true trigger-classes=person"),
+        "",
+        false,
+        W,
+        H,
+        FPS,
+    );
+    // The person (object and ROI meta) is there in seconds 4-6 and 12-13.
+    let present = |s: u64| (4..7).contains(&s) || (12..14).contains(&s);
+    let src = r.appsrc.static_pad("src").unwrap();
+    src.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+        if let Some(gst::PadProbeData::Buffer(b)) = info.data.as_mut() {
+            if present(b.pts().unwrap().seconds()) {
+                gst_video::VideoRegionOfInterestMeta::add(b.make_mut(), "person", (0, 0, 8, 8));
+            }
+        }
+        gst::PadProbeReturn::Ok
+    });
+    r.play().unwrap();
+    push(&r, 0, 81, present);
+    wait_record(&r, 7);
+    let sink = r.element.static_pad("sink").unwrap();
+    assert!(sink.send_event(gst::event::FlushStart::new()));
+    assert!(sink.send_event(gst::event::FlushStop::new(true)));
+    let seg = gst::FormattedSegment::<gst::ClockTime>::new();
+    assert!(sink.send_event(gst::event::Segment::new(&seg)));
+    push(&r, 100, 150, present);
+    r.end();
+    assert!(r.wait_eos(T));
+    let recs = r.outputs().json();
+    let m = by_index(&recs);
+    let kinds: Vec<String> = (0..8).map(|i| kind(&m, i)).collect();
+    assert_eq!(
+        kinds,
+        [
+            "caption",
+            "skipped",
+            "skipped",
+            "skipped",
+            "caption",
+            "unchanged",
+            "unchanged",
+            "skipped"
+        ]
+    );
+    assert_eq!(m[&5]["same-as"], 4);
+    // After the flush (seconds 10-14): first chunk captioned, then the
+    // person in 12-13: changed and triggered, then still there: unchanged.
+    let after: Vec<String> = m
+        .iter()
+        .filter(|(i, _)| **i > 8)
+        .map(|(_, v)| v["kind"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        after,
+        ["caption", "skipped", "caption", "unchanged", "skipped"]
+    );
+    let gated = recs.iter().filter(|v| v["kind"] != "caption").count() as u64;
+    assert_eq!(r.prop_u64("chunks-gated"), gated);
+    assert_eq!(server.requests().len() as u64, recs.len() as u64 - gated);
+    r.stop();
+}
