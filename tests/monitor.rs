@@ -502,3 +502,44 @@ fn gating_and_triggers_together_across_flush() {
     assert_eq!(server.requests().len() as u64, recs.len() as u64 - gated);
     r.stop();
 }
+
+/// `events` set while running: captions checked after the change use the
+/// new list (the test video shows red in second 0, blue in 2, black in 4).
+#[test]
+fn events_change_while_playing() {
+    let server = MockServer::start();
+    let v = Video::small(6);
+    let r = Run::new(
+        &format!(
+            "endpoint={} model-name=m max-retries=0 chunk-duration=1 num-frames-per-chunk=1 summarize=false events=red",
+            server.url()
+        ),
+        "",
+        false,
+        v.width,
+        v.height,
+        v.fps,
+    );
+    r.play().unwrap();
+    r.push_range(&v, 0, 31);
+    wait_record(&r, 2);
+    r.element.set_property("events", "black;red");
+    r.push_range(&v, 31, 60);
+    r.end();
+    assert!(r.wait_eos(T));
+    let alerts: Vec<(u64, String)> = r
+        .outputs()
+        .json()
+        .iter()
+        .filter(|v| v["kind"] == "alert")
+        .map(|v| {
+            (
+                v["chunk-index"].as_u64().unwrap(),
+                v["events"][0].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    // Blue (chunk 2) was never an event; black (chunk 4) is one from chunk 3 on.
+    assert_eq!(alerts, [(0, "red".to_string()), (4, "black".to_string())]);
+    r.stop();
+}
