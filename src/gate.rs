@@ -278,10 +278,15 @@ impl GateConfig {
         self.skip_unchanged || !self.trigger_classes.is_empty()
     }
 
-    /// Parses a `trigger-classes` value: names separated by `,` or `;`.
+    /// Parses a `trigger-classes` value: names separated by `,` or `;`
+    /// (the brackets and quotes of a gst-launch array, `<"person", "car">`,
+    /// are ignored).
     pub fn parse_classes(s: &str) -> Vec<String> {
         s.split([',', ';'])
-            .map(|c| c.trim().to_string())
+            .map(|c| {
+                c.trim_matches(|ch: char| ch.is_whitespace() || "<>{}[]\"'".contains(ch))
+                    .to_string()
+            })
             .filter(|c| !c.is_empty())
             .collect()
     }
@@ -739,6 +744,10 @@ mod tests {
         assert_eq!(
             GateConfig::parse_classes("person, car;;truck"),
             vec!["person", "car", "truck"]
+        );
+        assert_eq!(
+            GateConfig::parse_classes("<\"person\", \"fork lift\">"),
+            vec!["person", "fork lift"]
         );
     }
 }
