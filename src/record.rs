@@ -300,4 +300,6 @@ pub struct AlertRecord {
     pub alert_id: String,
     pub events: Vec<String>,
     pub text: String,
+    /// The prompt version of its caption ([`crate::steer`]).
+    pub prompt_id: u64,
 }

@@ -532,6 +532,7 @@ fn events_change_while_playing() {
         .json()
         .iter()
         .filter(|v| v["kind"] == "alert")
+        .inspect(|v| assert_eq!(v["prompt-id"], 0, "{v}"))
         .map(|v| {
             (
                 v["chunk-index"].as_u64().unwrap(),

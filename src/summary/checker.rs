@@ -59,6 +59,7 @@ pub fn alert_of(rec: &CaptionRecord, events: Vec<String>) -> Alert {
         },
         start_time: rec.start_time.clone(),
         end_time: rec.end_time.clone(),
+        prompt_id: rec.prompt_id,
     }
 }
 
