@@ -167,6 +167,7 @@ fn main() {
         frame_times: (0..FRAMES).map(|k| k as f64).collect(),
         time_style: TimeStyle::Seconds,
         stream_id: String::new(),
+        prompts: None,
     };
     println!(
         "custom-backend bridge, {FRAMES} frames of {w}x{h} I420 per chunk, {iters} calls per case (medians){}",

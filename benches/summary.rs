@@ -81,6 +81,7 @@ fn caption(i: u64) -> ChunkResult {
         )),
         start_label: format!("{start:.2}"),
         end_label: format!("{:.2}", start + CHUNK_S),
+        same_as: None,
     }
 }
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Usage: pipelines/setup-python.sh [numpy|torch|hf|video|all|nvrtc|brokers]   (default: numpy)
+# Usage: pipelines/setup-python.sh [numpy|torch|hf|images|video|all|nvrtc|brokers]   (default: numpy)
 #
 # Makes the Python environments `backend=custom` models run in, under
 # target/py/ (ignored by git), from Debian's python3 + python3-venv and PyPI:
@@ -8,6 +8,10 @@
 #   target/py/torch  numpy + Pillow + torch. PyPI's torch wheel is a CUDA
 #                    build: ~540 MB to download, 5-6 GB installed; it also
 #                    runs on machines without a GPU.
+#   target/py/images numpy + Pillow + scikit-image without its dependencies
+#                    (~14 MB): the real photographs of its data folder for
+#                    the camera scene of pipelines/bench-monitor.sh and
+#                    tests/monitor.rs (pipelines/monitor-scene.py);
 #   target/py/hf     huggingface_hub 2.4 (small): the test that hf: paths
 #                    share the standard HF cache with Python's client;
 #   target/py/video  (video) numpy, PyAV, opencv-python-headless: the
@@ -56,14 +60,30 @@ make_env() {
     log "$dir is ready"
 }
 
+IMAGES_CHECK='import numpy, PIL, importlib.util as u, os; s = u.find_spec("skimage"); assert os.path.exists(os.path.join(list(s.submodule_search_locations)[0], "data", "chelsea.png"))'
+make_images() {
+    local dir="$ROOT/target/py/images"
+    if [ -x "$dir/bin/python" ] && "$dir/bin/python" -c "$IMAGES_CHECK" >/dev/null 2>&1; then
+        log "$dir is ready"
+        return
+    fi
+    make_env images 'import numpy, PIL' numpy pillow
+    # Only its data folder is used: no scipy & co.
+    "$dir/bin/pip" install --disable-pip-version-check -q --no-deps 'scikit-image==0.26.0'
+    "$dir/bin/python" -c "$IMAGES_CHECK"
+    log "$dir is ready"
+}
+
 case "$WHICH" in
     numpy) make_env numpy 'import numpy, PIL' numpy pillow ;;
+    images) make_images ;;
     torch) make_env torch 'import numpy, PIL, torch' numpy pillow torch ;;
     hf) make_env hf 'import huggingface_hub' 'huggingface_hub==2.4.*' ;;
     all)
         make_env numpy 'import numpy, PIL' numpy pillow
         make_env torch 'import numpy, PIL, torch' numpy pillow torch
         make_env hf 'import huggingface_hub' 'huggingface_hub==2.4.*'
+        make_images
         ;;
     video)
         make_env video 'import numpy, av, cv2' numpy av opencv-python-headless
@@ -103,5 +123,5 @@ case "$WHICH" in
         "$bin" --help >/dev/null
         echo "$bin"
         ;;
-    *) log "unknown environment '$WHICH': use numpy, torch, hf, video, all, nvrtc or brokers"; exit 2 ;;
+    *) log "unknown environment '$WHICH': use numpy, torch, hf, images, video, all, nvrtc or brokers"; exit 2 ;;
 esac

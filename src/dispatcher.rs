@@ -61,11 +61,16 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 use tokio_util::sync::CancellationToken;
 
+use std::sync::OnceLock;
+
 use crate::backend::{Backend, BackendError, Caption, ChunkJob};
 use crate::flow::{Item, Outbox, SummaryOut};
+use crate::gate::{ChunkFacts, Decision};
 use crate::pool::{Admission, Idle, Pool, Spec};
+use crate::record::ChunkKind;
 pub use crate::record::MAX_TEXT_BYTES;
 use crate::record::{cap_text, without_nul, CaptionRecord};
+use crate::steer::{Started, Steering};
 use crate::summary::{Alert, ChunkResult, SummaryEngine};
 
 /// Worker threads and the note to give the user for a concurrency /
@@ -107,6 +112,10 @@ pub struct Stats {
     pub completed: AtomicU64,
     pub failed: AtomicU64,
     pub dropped: AtomicU64,
+    /// Chunks the gate held back (`unchanged`, `skipped`): `chunks-gated`.
+    pub gated: AtomicU64,
+    /// Model calls (and event-check calls) not made for them: `calls-saved`.
+    pub calls_saved: AtomicU64,
 }
 
 impl Stats {
@@ -116,6 +125,8 @@ impl Stats {
             &self.completed,
             &self.failed,
             &self.dropped,
+            &self.gated,
+            &self.calls_saved,
         ] {
             c.store(0, Ordering::Relaxed);
         }
@@ -137,6 +148,10 @@ struct CaptionJob {
     job: ChunkJob,
     template: CaptionRecord,
     submitted: Instant,
+    /// What the gate needs (`None`: always captioned).
+    facts: Option<ChunkFacts>,
+    /// Decided in order as a worker takes the job ([`Steering::start_chunk`]).
+    started: OnceLock<Started>,
 }
 
 /// What both pools release, in order.
@@ -178,6 +193,7 @@ pub struct Dispatcher<M: Send + 'static> {
     engine: Option<Arc<SummaryEngine>>,
     /// Requests wait for a shared endpoint budget (the drop hint names it).
     shared_budget: bool,
+    steering: Option<Arc<Steering>>,
 }
 
 fn error_record(template: &CaptionRecord, msg: String, since: Option<Instant>) -> CaptionRecord {
@@ -224,6 +240,49 @@ fn caption_record(j: &CaptionJob, result: Result<Caption, BackendError>) -> Capt
     rec
 }
 
+/// The record of a chunk the gate held back: no model call.
+fn gated_record(j: &CaptionJob, d: &Decision) -> CaptionRecord {
+    let mut rec = j.template.clone();
+    rec.latency = j.submitted.elapsed().as_secs_f64();
+    match d {
+        Decision::Unchanged { same_as, change } => {
+            rec.kind = ChunkKind::Unchanged;
+            rec.same_as = Some(*same_as);
+            rec.change = Some((change * 100.0).round() / 100.0);
+        }
+        Decision::Skip { reason, same_as } => {
+            rec.kind = ChunkKind::Skipped;
+            rec.same_as = *same_as;
+            rec.reason = Some((*reason).to_string());
+        }
+        Decision::Caption(_) => {}
+    }
+    rec
+}
+
+/// A worker's run of one job: the gate's decision, else the backend call
+/// with the prompts the job started with.
+fn run_job(backend: &dyn Backend, j: &CaptionJob, token: &CancellationToken) -> CaptionRecord {
+    let Some(st) = j.started.get() else {
+        return caption_record(j, backend.caption(&j.job, token));
+    };
+    if !st.decision.captioned() {
+        let mut rec = gated_record(j, &st.decision);
+        rec.prompt_id = st.prompts.id;
+        return rec;
+    }
+    let mut rec = match st.override_prompts() {
+        Some(p) => {
+            let mut job = j.job.clone();
+            job.prompts = Some(p);
+            caption_record(j, backend.caption(&job, token))
+        }
+        None => caption_record(j, backend.caption(&j.job, token)),
+    };
+    rec.prompt_id = st.prompts.id;
+    rec
+}
+
 fn record<M>(r: CaptionRecord) -> Slot<M> {
     Slot::Record(Box::new(r), None)
 }
@@ -244,6 +303,8 @@ pub struct Parts<M> {
     /// thread (`endpoint-concurrency`, [`crate::budget`]); the chunk stays
     /// queued (droppable) meanwhile.
     pub admission: Option<Arc<dyn Admission>>,
+    /// Gate decisions and prompt versions, made as each job starts.
+    pub steering: Option<Arc<Steering>>,
 }
 
 impl<M: Send + 'static> Parts<M> {
@@ -257,6 +318,7 @@ impl<M: Send + 'static> Parts<M> {
             outbox: Arc::new(Outbox::default()),
             engine: None,
             admission: None,
+            steering: None,
         }
     }
 }
@@ -268,10 +330,18 @@ fn to_output<M: Send + 'static>(
     outbox: &Outbox<M>,
     engine: Option<&SummaryEngine>,
     stats: &Stats,
+    checks_events: Option<&Steering>,
 ) {
     match slot {
         Slot::Record(r, alert) => {
-            if !r.dropped {
+            if r.is_gated() {
+                stats.gated.fetch_add(1, Ordering::Relaxed);
+                // The event check is not made either.
+                let check = checks_events.is_some_and(|st| !st.events().is_empty());
+                stats
+                    .calls_saved
+                    .fetch_add(1 + u64::from(check), Ordering::Relaxed);
+            } else if !r.dropped {
                 let c = if r.is_error() {
                     &stats.failed
                 } else {
@@ -279,14 +349,19 @@ fn to_output<M: Send + 'static>(
                 };
                 c.fetch_add(1, Ordering::Relaxed);
             }
-            let result = engine.map(|_| ChunkResult {
-                chunk_index: r.chunk_index,
-                start: r.start,
-                end: r.end,
-                caption: (!r.is_error()).then(|| r.text.clone()),
-                start_label: r.start_label.clone(),
-                end_label: r.end_label.clone(),
-            });
+            // Skipped chunks are not summarized; unchanged ones continue
+            // the caption they point to.
+            let result = engine
+                .filter(|_| r.kind != ChunkKind::Skipped)
+                .map(|_| ChunkResult {
+                    chunk_index: r.chunk_index,
+                    start: r.start,
+                    end: r.end,
+                    caption: (!r.is_error()).then(|| r.text.clone()),
+                    start_label: r.start_label.clone(),
+                    end_label: r.end_label.clone(),
+                    same_as: r.same_as.filter(|_| r.kind == ChunkKind::Unchanged),
+                });
             let live = r.start_time.is_some();
             outbox.put(Item::Caption(r));
             if let Some(a) = alert {
@@ -328,6 +403,7 @@ impl<M: Send + 'static> Dispatcher<M> {
             outbox,
             engine,
             admission,
+            steering,
         } = parts;
         let shared_budget = admission.is_some();
         let (workers, _) = effective_workers(max_concurrency, max_pending);
@@ -335,6 +411,7 @@ impl<M: Send + 'static> Dispatcher<M> {
         let after = stage.map(|(a, _)| a);
         let (a1, a2) = (after.clone(), after.clone());
         let (o, e, s) = (outbox.clone(), engine.clone(), stats.clone());
+        let checked = steering.clone().filter(|_| after.is_some());
         let checks = Arc::new(
             Pool::new(Spec {
                 name: "vsssummarize-a".into(),
@@ -353,18 +430,25 @@ impl<M: Send + 'static> Dispatcher<M> {
                     }
                     record(rec)
                 }),
-                release: Box::new(move |slot| to_output(slot, &o, e.as_deref(), &s)),
+                release: Box::new(move |slot| {
+                    to_output(slot, &o, e.as_deref(), &s, checked.as_deref())
+                }),
             })
             .expect("cannot spawn a vsssummarize worker thread"),
         );
         let next = checks.clone();
         let staged = after.is_some();
-        let captions = Pool::with_admission(
+        let on_start = steering.clone().map(|st| {
+            Box::new(move |j: &CaptionJob| {
+                let _ = j.started.set(st.start_chunk(j.facts.as_ref()));
+            }) as Box<dyn Fn(&CaptionJob) + Send + Sync>
+        });
+        let captions = Pool::with_hooks(
             Spec {
                 name: "vsssummarize-w".into(),
                 workers,
                 work: Box::new(move |j: &CaptionJob, token: &CancellationToken| {
-                    record(caption_record(j, backend.caption(&j.job, token)))
+                    record(run_job(&*backend, j, token))
                 }),
                 panicked: Box::new(|j: &CaptionJob, what: &str| {
                     record(caption_record(
@@ -376,7 +460,7 @@ impl<M: Send + 'static> Dispatcher<M> {
                 // the rest keeps its place there.
                 release: Box::new(move |slot| {
                     let _ = match slot {
-                        Slot::Record(r, None) if staged && !r.is_error() => {
+                        Slot::Record(r, None) if staged && !r.is_error() && !r.is_gated() => {
                             next.submit(*r).map(drop).map_err(drop)
                         }
                         s @ Slot::Record(..) => next.pass(s).map(drop).map_err(drop),
@@ -385,6 +469,7 @@ impl<M: Send + 'static> Dispatcher<M> {
                 }),
             },
             admission,
+            on_start,
         )
         .expect("cannot spawn a vsssummarize worker thread");
         Dispatcher {
@@ -400,6 +485,7 @@ impl<M: Send + 'static> Dispatcher<M> {
             outbox,
             engine,
             shared_budget,
+            steering,
         }
     }
 
@@ -444,6 +530,23 @@ impl<M: Send + 'static> Dispatcher<M> {
     /// `live`, in which case a chunk that was not sent yet is dropped instead
     /// (the oldest queued one, else this one).
     pub fn submit(&self, job: ChunkJob, template: CaptionRecord, live: bool) -> Submitted {
+        self.submit_gated(job, template, live, None)
+    }
+
+    /// [`submit`](Self::submit) with what the gate needs to decide
+    /// ([`crate::gate`]); the decision is made off the caller's thread, in
+    /// chunk order, when a worker takes the chunk.
+    pub fn submit_gated(
+        &self,
+        job: ChunkJob,
+        mut template: CaptionRecord,
+        live: bool,
+        facts: Option<ChunkFacts>,
+    ) -> Submitted {
+        if let Some(st) = &self.steering {
+            // Records that never start (dropped) carry the version current now.
+            template.prompt_id = st.prompts().id;
+        }
         if !live {
             if let Some(e) = &self.engine {
                 // Windows are back-pressured like captions (a flush or a
@@ -491,6 +594,8 @@ impl<M: Send + 'static> Dispatcher<M> {
             job,
             template,
             submitted: Instant::now(),
+            facts,
+            started: OnceLock::new(),
         };
         if self.captions.submit(job).is_err() {
             return Submitted::Flushing;
@@ -662,6 +767,9 @@ impl<M: Send + 'static> Dispatcher<M> {
     /// Flush stop: accepts work again, numbering from scratch.
     pub fn flush_stop(&self) {
         let mut g = self.gate.lock();
+        if let Some(st) = &self.steering {
+            st.reset();
+        }
         self.outbox.restart();
         self.checks.start();
         self.captions.start();
@@ -795,6 +903,7 @@ mod tests {
                 frame_times: vec![],
                 time_style: TimeStyle::Seconds,
                 stream_id: String::new(),
+                prompts: None,
             },
             CaptionRecord {
                 chunk_index: i,

@@ -23,7 +23,7 @@ pub fn register() {
 pub fn to_structure(r: &CaptionRecord) -> gst::Structure {
     let times = gst::Array::new(r.frame_times.iter().map(|t| t.to_send_value()));
     let mut s = gst::Structure::builder(STRUCTURE_NAME)
-        .field("kind", "caption")
+        .field("kind", r.kind.as_str())
         .field("stream-id", r.stream_id.as_str())
         .field("chunk-index", r.chunk_index)
         .field("start", r.start)
@@ -62,6 +62,16 @@ pub fn to_structure(r: &CaptionRecord) -> gst::Structure {
     if let Some(e) = &r.endpoint {
         s.set("endpoint", e.as_str());
     }
+    if let Some(i) = r.same_as {
+        s.set("same-as", i);
+    }
+    if let Some(c) = r.change {
+        s.set("change", c);
+    }
+    if let Some(x) = &r.reason {
+        s.set("reason", x.as_str());
+    }
+    s.set("prompt-id", r.prompt_id);
     s
 }
 

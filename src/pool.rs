@@ -47,6 +47,11 @@
 //!     The permit is held while the job runs and dropped after (also after a
 //!     panic or a cancel); a permit that finds no job any more is dropped at
 //!     once. [`Pool::stop`] and [`Pool::shutdown`] wake workers that wait.
+//! 11. **Start hook.** [`Pool::with_start`]: a function called with each
+//!     job as a worker takes it (after its admission permit, rule 10),
+//!     under the pool's lock, so in the order the jobs start (submission
+//!     order for jobs without a gate). It must be quick and must not call
+//!     the pool.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::panic::AssertUnwindSafe;
@@ -62,6 +67,7 @@ use crate::record::panic_message;
 type WorkFn<J, O> = dyn Fn(&J, &CancellationToken) -> O + Send + Sync;
 type PanicFn<J, O> = dyn Fn(&J, &str) -> O + Send + Sync;
 type ReleaseFn<O> = dyn Fn(O) + Send + Sync;
+type StartFn<J> = dyn Fn(&J) + Send + Sync;
 
 /// What a pool runs (see the module rules).
 pub struct Spec<J, O> {
@@ -152,6 +158,7 @@ struct Shared<J, O> {
     admission: Option<Arc<dyn Admission>>,
     /// Bumped by every stop: admissions asked before it give up.
     halts: AtomicU64,
+    on_start: Option<Box<StartFn<J>>>,
 }
 
 impl<J, O> Shared<J, O> {
@@ -189,7 +196,7 @@ pub struct Pool<J: Send + Sync + 'static, O: Send + 'static> {
 impl<J: Send + Sync + 'static, O: Send + 'static> Pool<J, O> {
     /// Starts the worker threads.
     pub fn new(spec: Spec<J, O>) -> std::io::Result<Pool<J, O>> {
-        Self::with_admission(spec, None)
+        Self::with_hooks(spec, None, None)
     }
 
     /// Rule 10: starts the worker threads; each job waits for a permit of
@@ -197,6 +204,23 @@ impl<J: Send + Sync + 'static, O: Send + 'static> Pool<J, O> {
     pub fn with_admission(
         spec: Spec<J, O>,
         admission: Option<Arc<dyn Admission>>,
+    ) -> std::io::Result<Pool<J, O>> {
+        Self::with_hooks(spec, admission, None)
+    }
+
+    /// Like [`new`](Self::new), with a start hook (rule 11).
+    pub fn with_start(
+        spec: Spec<J, O>,
+        on_start: Option<Box<StartFn<J>>>,
+    ) -> std::io::Result<Pool<J, O>> {
+        Self::with_hooks(spec, None, on_start)
+    }
+
+    /// Rules 10 and 11 together.
+    pub fn with_hooks(
+        spec: Spec<J, O>,
+        admission: Option<Arc<dyn Admission>>,
+        on_start: Option<Box<StartFn<J>>>,
     ) -> std::io::Result<Pool<J, O>> {
         let (name, workers) = (spec.name.clone(), spec.workers);
         let shared = Arc::new(Shared {
@@ -217,6 +241,7 @@ impl<J: Send + Sync + 'static, O: Send + 'static> Pool<J, O> {
             spec,
             admission,
             halts: AtomicU64::new(0),
+            on_start,
         });
         let pool = Pool { shared };
         for i in 0..workers {
@@ -461,6 +486,9 @@ fn worker<J, O>(sh: Arc<Shared<J, O>>) {
                 let next = inner.next_release;
                 if let Some(pos) = inner.queue.iter().position(|q| q.gate <= next) {
                     let q = inner.queue.remove(pos).expect("position is in the queue");
+                    if let Some(f) = &sh.on_start {
+                        let _ = std::panic::catch_unwind(AssertUnwindSafe(|| f(&q.job)));
+                    }
                     let token = CancellationToken::new();
                     inner.running.insert(q.seq, (q.job.clone(), token.clone()));
                     // Room for a feeder waiting in `wait_room`.

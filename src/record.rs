@@ -14,10 +14,10 @@ use serde::Serialize;
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct CaptionRecord {
-    /// Always `"caption"` (summaries and alerts are records of their own
-    /// kinds, see [`crate::summary`]).
-    #[serde(serialize_with = "caption_kind")]
-    pub kind: (),
+    /// `caption` (also for error records), or `unchanged` / `skipped` for
+    /// a chunk the gate held back ([`crate::gate`]; summaries and alerts are
+    /// records of their own kinds, see [`crate::summary`]).
+    pub kind: ChunkKind,
     /// `stream-id` (default: the element's name).
     pub stream_id: String,
     pub chunk_index: u64,
@@ -79,10 +79,41 @@ pub struct CaptionRecord {
     /// info, a query or a key); with several servers in `endpoint`, which.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
+    /// `unchanged` / `skipped`: the chunk whose caption still holds (the
+    /// last captioned one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub same_as: Option<u64>,
+    /// `unchanged`: the change measured (grey levels, see `change-threshold`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub change: Option<f64>,
+    /// `skipped`: why (`no-trigger`, `cooldown`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The prompt version the chunk was (or would have been) captioned
+    /// with ([`crate::steer`]): 0 for the prompts set at start.
+    pub prompt_id: u64,
 }
 
-fn caption_kind<S: serde::Serializer>(_: &(), s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str("caption")
+/// The `kind` of a chunk's record.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ChunkKind {
+    #[default]
+    Caption,
+    /// Not sent: no visible change since `same-as` (`skip-unchanged`).
+    Unchanged,
+    /// Not sent: no detector trigger, or within `trigger-cooldown`.
+    Skipped,
+}
+
+impl ChunkKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChunkKind::Caption => "caption",
+            ChunkKind::Unchanged => "unchanged",
+            ChunkKind::Skipped => "skipped",
+        }
+    }
 }
 
 /// Longest caption (and reasoning) text that reaches the outputs, in bytes;
@@ -128,10 +159,15 @@ impl CaptionRecord {
         self.error.is_some()
     }
 
+    /// Held back by the gate (`unchanged`, `skipped`): no model call.
+    pub fn is_gated(&self) -> bool {
+        self.kind != ChunkKind::Caption
+    }
+
     /// The caption line the text LLM sees, `<start> <end> caption`; `None`
-    /// for an error record.
+    /// for an error record and a gated one.
     pub fn caption_line(&self) -> Option<String> {
-        (!self.is_error()).then(|| {
+        (!self.is_error() && !self.is_gated()).then(|| {
             format!(
                 "<{}> <{}> {}",
                 self.start_label,
@@ -268,4 +304,6 @@ pub struct AlertRecord {
     pub alert_id: String,
     pub events: Vec<String>,
     pub text: String,
+    /// The prompt version of its caption ([`crate::steer`]).
+    pub prompt_id: u64,
 }

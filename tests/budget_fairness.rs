@@ -88,6 +88,7 @@ fn job(i: u64) -> (ChunkJob, CaptionRecord) {
             frame_times: vec![],
             time_style: TimeStyle::Seconds,
             stream_id: String::new(),
+            prompts: None,
         },
         CaptionRecord {
             chunk_index: i,

@@ -887,7 +887,24 @@ fn settability_is_the_pspec_flags_and_the_blurbs_agree() {
             "max-pending-chunks"
         ]
     );
-    assert_eq!(playing, ["drain-timeout"]);
+    playing.sort();
+    // Issue 22: steering and the gate while running (docs/monitoring.md).
+    assert_eq!(
+        playing,
+        [
+            "change-threshold",
+            "drain-timeout",
+            "events",
+            "heartbeat",
+            "prompt",
+            "skip-unchanged",
+            "system-prompt",
+            "trigger-classes",
+            "trigger-cooldown",
+            "trigger-min-confidence",
+            "trigger-mode"
+        ]
+    );
 }
 
 /// Issue 20: the stream-start on `summary_src` is derived from the sink's

@@ -114,6 +114,7 @@ fn job(i: u64) -> ChunkJob {
         frame_times: vec![],
         time_style: TimeStyle::Seconds,
         stream_id: String::new(),
+        prompts: None,
     }
 }
 

@@ -80,6 +80,7 @@ fn job() -> ChunkJob {
         frame_times: vec![0.0],
         time_style: TimeStyle::Seconds,
         stream_id: String::new(),
+        prompts: None,
     }
 }
 

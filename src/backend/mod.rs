@@ -58,7 +58,7 @@ pub struct FrameOptions {
 }
 
 /// One chunk's input.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct ChunkJob {
     pub chunk_index: u64,
     pub frames: Vec<Arc<RawFrame>>,
@@ -69,6 +69,9 @@ pub struct ChunkJob {
     pub time_style: TimeStyle,
     /// `stream-id` (the `{stream_id}` prompt placeholder).
     pub stream_id: String,
+    /// Prompts changed while running (`None`: the backend's own); see
+    /// [`crate::steer`].
+    pub prompts: Option<Arc<crate::steer::Prompts>>,
 }
 
 /// A backend's answer for one chunk.

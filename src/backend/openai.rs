@@ -1374,6 +1374,7 @@ impl OpenAiBackend {
             frame_times: Vec::new(),
             time_style: job.time_style,
             stream_id: job.stream_id.clone(),
+            prompts: job.prompts.clone(),
         };
         let r = self.send_media(
             &sub,
@@ -1398,6 +1399,14 @@ impl OpenAiBackend {
         cancel: &CancellationToken,
     ) -> Result<Caption, BackendError> {
         let opts = &self.net.opts;
+        // Prompts changed while running (steering) replace the ones set at
+        // start.
+        let steered = job.prompts.as_ref().map(|p| GenParams {
+            prompt: p.prompt.clone(),
+            system_prompt: p.system_prompt.clone(),
+            ..opts.gen.clone()
+        });
+        let gen = steered.as_ref().unwrap_or(&opts.gen);
         let vars = PromptVars {
             labels: &job.frame_labels,
             stream_id: &job.stream_id,
@@ -1405,11 +1414,11 @@ impl OpenAiBackend {
         let text = chunk_text(
             job.time_style,
             vars,
-            &opts.gen.prompt,
+            &gen.prompt,
             opts.vision.timestamp_line,
             video,
         );
-        let mut body = build_media_body(&opts.endpoint.model, &opts.gen, media, &text, Some(vars));
+        let mut body = build_media_body(&opts.endpoint.model, gen, media, &text, Some(vars));
         vision::merge_extra(&mut body, &opts.vision.extra_body);
         let body = serde_json::to_vec(&body)
             .map_err(|e| BackendError::Failed(format!("cannot serialize: {e}")))?;

@@ -167,6 +167,8 @@ pub struct Session {
     /// `stream-id` in effect.
     pub stream_id: String,
     observer: Arc<dyn Observer>,
+    /// Prompts, gate and `events` while running ([`crate::steer`]).
+    pub steering: Arc<crate::steer::Steering>,
 }
 
 impl Session {
@@ -370,6 +372,15 @@ impl Session {
             counters,
             &observer,
         )?;
+        let steering = Arc::new(crate::steer::Steering::new(
+            if settings.prompt.trim().is_empty() {
+                prompt::DEFAULT_PROMPT.to_string()
+            } else {
+                settings.prompt.clone()
+            },
+            resolved.system_prompt.clone(),
+            text.as_ref().map(|t| t.events.clone()).unwrap_or_default(),
+        ));
         Ok(Session {
             resolved,
             backend,
@@ -377,6 +388,7 @@ impl Session {
             text,
             stream_id,
             observer,
+            steering,
         })
     }
 
@@ -404,8 +416,15 @@ impl Session {
         let (workers, note) =
             crate::dispatcher::effective_workers(workers, settings.max_pending as usize);
         let outbox = Arc::new(Outbox::default());
-        let (stage, engine) =
-            text::start(self.text.as_ref(), outbox.clone(), counters, &self.observer)?;
+        self.steering.reset();
+        self.steering.set_gate(settings.gate.clone());
+        let (stage, engine) = text::start(
+            self.text.as_ref(),
+            outbox.clone(),
+            counters,
+            &self.observer,
+            &self.steering,
+        )?;
         let d = Dispatcher::with_parts(
             self.backend.clone(),
             Parts {
@@ -416,6 +435,7 @@ impl Session {
                 outbox,
                 engine,
                 admission: self.admission(settings),
+                steering: Some(self.steering.clone()),
             },
         );
         Ok((d, note))

@@ -100,6 +100,9 @@ pub struct Settings {
     pub timestamp_line: bool,
     /// `endpoint-concurrency` (see [`crate::budget`]); 0: no shared budget.
     pub endpoint_concurrency: u32,
+    /// `skip-unchanged`, `change-threshold`, `heartbeat`, `trigger-*`
+    /// ([`crate::gate`]).
+    pub gate: crate::gate::GateConfig,
 }
 
 impl Default for Settings {
@@ -134,6 +137,7 @@ impl Default for Settings {
             extra_body: None,
             timestamp_line: true,
             endpoint_concurrency: crate::budget::DEFAULT_ENDPOINT_CONCURRENCY,
+            gate: crate::gate::GateConfig::default(),
         }
     }
 }

@@ -238,13 +238,16 @@ pub(super) fn start(
     out: Arc<dyn SummaryOut>,
     counters: &Counters,
     observer: &Arc<dyn Observer>,
+    steering: &Arc<crate::steer::Steering>,
 ) -> Result<(Option<Stage>, Option<Arc<SummaryEngine>>), SessionError> {
     counters.summaries.reset();
     counters.alerts_raised.store(0, Ordering::Relaxed);
     let Some(plan) = plan else {
         return Ok((None, None));
     };
-    let stage = (!plan.events.is_empty()).then(|| {
+    // Also without events: `events` can be set while running
+    // (docs/monitoring.md); with an empty list a caption passes unchecked.
+    let stage = Some(()).map(|()| {
         let weak = Arc::downgrade(observer);
         let webhook = plan.webhook.clone();
         let on_alert = Arc::new(move |a: &Alert| {
@@ -269,6 +272,7 @@ pub(super) fn start(
             on_alert,
             on_error,
             raised: counters.alerts_raised.clone(),
+            steering: Some(steering.clone()),
         };
         (Arc::new(checker) as Arc<dyn AfterCaption>, plan.concurrency)
     });

@@ -796,6 +796,7 @@ mod tests {
             caption: ok.then(|| format!("caption #{idx}: a person walks past the door.")),
             start_label: format!("{start:.2}"),
             end_label: format!("{end:.2}"),
+            same_as: None,
         }
     }
 

@@ -302,6 +302,8 @@ pub struct Alert {
     /// Live: RFC 3339 chunk start and end.
     pub start_time: Option<String>,
     pub end_time: Option<String>,
+    /// The prompt version of its caption (`prompt-id`).
+    pub prompt_id: u64,
 }
 
 impl Alert {
@@ -321,6 +323,7 @@ impl Alert {
             alert_id: self.alert_id(),
             events: self.events.clone(),
             text: self.text.clone(),
+            prompt_id: self.prompt_id,
         }
     }
 
@@ -525,6 +528,7 @@ mod tests {
             ntp_timestamp: "2024-05-30T01:41:25.123Z".into(),
             start_time: Some("2024-05-30T01:41:25.123Z".into()),
             end_time: Some("2024-05-30T01:41:35.123Z".into()),
+            prompt_id: 0,
         };
         assert_eq!(a.alert_id(), "dock-3-17");
         let b = a.webhook_body();

@@ -39,6 +39,9 @@ pub struct AlertChecker {
     pub on_error: OnCheckError,
     /// `alerts-raised`.
     pub raised: Arc<AtomicU64>,
+    /// When set, `events` as changed while running (read for each check;
+    /// `events` above is then the list at start).
+    pub steering: Option<Arc<crate::steer::Steering>>,
 }
 
 /// The alert of a caption record in which `events` were detected.
@@ -56,6 +59,7 @@ pub fn alert_of(rec: &CaptionRecord, events: Vec<String>) -> Alert {
         },
         start_time: rec.start_time.clone(),
         end_time: rec.end_time.clone(),
+        prompt_id: rec.prompt_id,
     }
 }
 
@@ -72,14 +76,18 @@ impl AlertChecker {
 impl AfterCaption for AlertChecker {
     fn process(&self, rec: &mut CaptionRecord, cancel: &CancellationToken) -> Option<Alert> {
         let line = rec.caption_line()?;
-        if self.events.is_empty() {
+        let events = match &self.steering {
+            Some(s) => s.events(),
+            None => Arc::new(self.events.clone()),
+        };
+        if events.is_empty() {
             return None;
         }
-        let mut req = event_check_request(&self.events, &line);
+        let mut req = event_check_request(&events, &line);
         req.temperature = self.temperature;
         req.top_p = self.top_p;
         match self.llm.complete(&req, cancel) {
-            Ok(a) => match parse_event_answer(&a.text, &self.events) {
+            Ok(a) => match parse_event_answer(&a.text, &events) {
                 Ok(found) if found.is_empty() => None,
                 Ok(found) => {
                     self.raised.fetch_add(1, Ordering::Relaxed);
@@ -133,6 +141,7 @@ mod tests {
                 on_alert: Arc::new(move |x: &Alert| a.lock().unwrap().push(x.clone())),
                 on_error: Arc::new(move |_, m: &str| e.lock().unwrap().push(m.to_string())),
                 raised: Default::default(),
+                steering: None,
             },
             alerts,
             errors,

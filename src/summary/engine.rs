@@ -516,6 +516,7 @@ mod tests {
             caption: ok.then(|| format!("caption #{idx}")),
             start_label: format!("{start:.2}"),
             end_label: format!("{:.2}", start + 10.0),
+            same_as: None,
         }
     }
 

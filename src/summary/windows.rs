@@ -53,6 +53,10 @@ pub struct ChunkResult {
     /// RFC 3339 for live.
     pub start_label: String,
     pub end_label: String,
+    /// An `unchanged` chunk: the chunk whose caption still holds. It
+    /// continues that caption's line instead of repeating its text
+    /// ([`Window::lines`]).
+    pub same_as: Option<u64>,
 }
 
 impl ChunkResult {
@@ -111,9 +115,37 @@ impl Window {
             .collect()
     }
 
-    /// The caption lines, `<start> <end> caption`, in chunk order.
+    /// The caption lines, `<start> <end> caption`, in chunk order. An
+    /// `unchanged` chunk extends the line of the caption it points to (its
+    /// end label becomes the chunk's end), so no text is sent twice; when
+    /// that caption is not in the window, it is the line
+    /// `<start> <end> (no visible change since chunk N)`.
     pub fn lines(&self) -> Vec<String> {
-        self.chunks.iter().filter_map(ChunkResult::line).collect()
+        // (start label, end label, text, chunk the line stands for)
+        let mut out: Vec<(String, String, String, u64)> = Vec::new();
+        for c in &self.chunks {
+            let Some(text) = &c.caption else { continue };
+            match c.same_as {
+                Some(r) => match out.last_mut() {
+                    Some(l) if l.3 == r => l.1 = c.end_label.clone(),
+                    _ => out.push((
+                        c.start_label.clone(),
+                        c.end_label.clone(),
+                        format!("(no visible change since chunk {r})"),
+                        r,
+                    )),
+                },
+                None => out.push((
+                    c.start_label.clone(),
+                    c.end_label.clone(),
+                    text.trim().to_string(),
+                    c.chunk_index,
+                )),
+            }
+        }
+        out.into_iter()
+            .map(|(a, b, t, _)| format!("<{a}> <{b}> {t}"))
+            .collect()
     }
 
     /// The time labels of the span the captions cover: the first chunk's
@@ -283,7 +315,37 @@ mod tests {
             caption: ok.then(|| format!("caption #{idx}")),
             start_label: format!("{start:.2}"),
             end_label: format!("{end:.2}"),
+            same_as: None,
         }
+    }
+
+    /// Unchanged chunks continue the caption they point to: its line is
+    /// extended, never repeated; without it in the window, a short line.
+    #[test]
+    fn unchanged_chunks_extend_their_caption_line() {
+        let gated = |idx: u64, start: f64, same_as: u64| ChunkResult {
+            caption: Some(String::new()),
+            same_as: Some(same_as),
+            ..chunk(idx, start, start + 10.0, true)
+        };
+        let w = Window::whole(vec![
+            chunk(0, 0.0, 10.0, true),
+            gated(1, 10.0, 0),
+            gated(2, 20.0, 0),
+            chunk(3, 30.0, 40.0, true),
+            chunk(4, 40.0, 50.0, false),
+        ]);
+        assert_eq!(
+            w.lines(),
+            vec!["<0.00> <30.00> caption #0", "<30.00> <40.00> caption #3"]
+        );
+        assert_eq!(w.chunk_indices(), vec![0, 1, 2, 3]);
+        assert_eq!(w.missing_chunks(), vec![4]);
+        let w = Window::whole(vec![gated(7, 70.0, 5), gated(8, 80.0, 5)]);
+        assert_eq!(
+            w.lines(),
+            vec!["<70.00> <90.00> (no visible change since chunk 5)"]
+        );
     }
 
     /// Chunks of `len` seconds at `stride`, `n` of them, all good.

@@ -45,6 +45,7 @@ mod observer;
 mod output;
 mod preroll;
 mod settings;
+mod steering;
 mod video;
 
 use output::{SummaryFormat, SummaryMarker};
@@ -66,6 +67,9 @@ const OUTPUT_GRACE: Duration = Duration::from_secs(10);
 /// The dispatcher of this element: its markers are `summary_src` events.
 type Flow = Dispatcher<SummaryMarker>;
 
+/// A completed chunk: its job, its record's template, what the gate needs.
+type Job = (ChunkJob, CaptionRecord, Option<crate::gate::ChunkFacts>);
+
 #[derive(Default)]
 struct State {
     /// Built at NULL→READY, dropped at READY→NULL.
@@ -85,6 +89,9 @@ struct State {
     /// (stream time ns, unix seconds) of the first frame, for live time labels.
     wall_base: Option<(u64, f64)>,
     unsupported_warned: bool,
+    /// ROI detections of the chunks still open, while triggers are on
+    /// (stream time ns, detection).
+    detections: VecDeque<(u64, crate::gate::Detection)>,
 }
 
 pub struct VssSummarize {
@@ -113,6 +120,8 @@ pub struct VssSummarize {
     counters: Counters,
     /// A session built on its own thread (see [`preroll`]).
     preroll: preroll::Preroll,
+    /// `request-caption` was emitted: the next chunk completed is captioned.
+    caption_requested: AtomicBool,
 }
 
 impl VssSummarize {
@@ -199,7 +208,7 @@ impl VssSummarize {
     }
 
     /// Feeds the chunker; returns the chunks completed by this buffer.
-    fn sample(&self, buffer: &gst::Buffer) -> (Vec<(ChunkJob, CaptionRecord)>, bool) {
+    fn sample(&self, buffer: &gst::Buffer) -> (Vec<Job>, bool) {
         let mut state = self.state.lock();
         let live = state.live.unwrap_or(false);
         let Some(pts) = buffer.pts() else {
@@ -234,6 +243,13 @@ impl VssSummarize {
                 .unwrap_or(0.0);
             state.wall_base = Some((st, now));
         }
+        let triggers = state
+            .session
+            .as_ref()
+            .is_some_and(|s| !s.steering.gate_config().trigger_classes.is_empty());
+        if triggers {
+            Self::note_detections(&mut state, buffer, st);
+        }
         let Some(chunker) = state.chunker.as_mut() else {
             return (Vec::new(), live);
         };
@@ -242,17 +258,13 @@ impl VssSummarize {
         });
         let jobs = chunks
             .into_iter()
-            .map(|c| self.make_job(&state, c, live))
+            .map(|c| self.make_job(&mut state, c, live))
             .collect();
         (jobs, live)
     }
 
-    fn make_job(
-        &self,
-        state: &State,
-        c: crate::chunker::Chunk<RawFrame>,
-        live: bool,
-    ) -> (ChunkJob, CaptionRecord) {
+    fn make_job(&self, state: &mut State, c: crate::chunker::Chunk<RawFrame>, live: bool) -> Job {
+        let facts = self.chunk_facts(state, &c);
         let frame_times: Vec<f64> = c.frames.iter().map(|f| f.pts as f64 / 1e9).collect();
         let (style, labels) = match (live, state.wall_base) {
             (true, Some((st0, unix0))) => (
@@ -322,22 +334,19 @@ impl VssSummarize {
             frame_times: template.frame_times.clone(),
             time_style: style,
             stream_id: template.stream_id.clone(),
+            prompts: None,
         };
-        (job, template)
+        (job, template, facts)
     }
 
-    fn submit(
-        &self,
-        jobs: Vec<(ChunkJob, CaptionRecord)>,
-        live: bool,
-    ) -> Result<(), gst::FlowError> {
+    fn submit(&self, jobs: Vec<Job>, live: bool) -> Result<(), gst::FlowError> {
         if jobs.is_empty() {
             return Ok(());
         }
         let Some(d) = self.dispatcher() else {
             return Err(gst::FlowError::Flushing);
         };
-        for (job, template) in jobs {
+        for (job, template, facts) in jobs {
             gst::debug!(
                 CAT,
                 imp = self,
@@ -347,7 +356,7 @@ impl VssSummarize {
                 template.end,
                 job.frames.len()
             );
-            match d.submit(job, template, live) {
+            match d.submit_gated(job, template, live, facts) {
                 Submitted::Queued => {}
                 Submitted::Dropped(idx, hint) => {
                     for i in idx {
@@ -412,7 +421,7 @@ impl VssSummarize {
                     let chunks = st.chunker.as_mut().map(|c| c.finish()).unwrap_or_default();
                     let jobs: Vec<_> = chunks
                         .into_iter()
-                        .map(|c| self.make_job(&st, c, live))
+                        .map(|c| self.make_job(&mut st, c, live))
                         .collect();
                     match seg.downcast::<gst::ClockTime>() {
                         Ok(seg) => st.segment = seg,
@@ -490,7 +499,7 @@ impl VssSummarize {
             let chunks = st.chunker.as_mut().map(|c| c.finish()).unwrap_or_default();
             let jobs: Vec<_> = chunks
                 .into_iter()
-                .map(|c| self.make_job(&st, c, live))
+                .map(|c| self.make_job(&mut st, c, live))
                 .collect();
             (jobs, live)
         };
@@ -749,6 +758,7 @@ impl ObjectSubclass for VssSummarize {
             fatal_posted: AtomicBool::new(false),
             counters: Counters::default(),
             preroll: Default::default(),
+            caption_requested: AtomicBool::new(false),
         }
     }
 }
@@ -756,6 +766,20 @@ impl ObjectSubclass for VssSummarize {
 impl ObjectImpl for VssSummarize {
     fn properties() -> &'static [glib::ParamSpec] {
         Self::property_specs()
+    }
+
+    fn signals() -> &'static [glib::subclass::Signal] {
+        static SIGNALS: LazyLock<Vec<glib::subclass::Signal>> = LazyLock::new(|| {
+            vec![glib::subclass::Signal::builder("request-caption")
+                .action()
+                .class_handler(|args| {
+                    let obj = args[0].get::<super::VssSummarize>().expect("signal arg");
+                    obj.imp().request_caption();
+                    None
+                })
+                .build()]
+        });
+        SIGNALS.as_ref()
     }
 
     fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {

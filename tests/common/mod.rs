@@ -62,6 +62,8 @@ pub struct Outputs {
     pub messages: Vec<gst::Structure>,
     /// `vss-alert` element messages, in order.
     pub alerts: Vec<gst::Structure>,
+    /// Other element messages of the element (`vss-prompt`, …), in order.
+    pub other_messages: Vec<gst::Structure>,
     pub warnings: Vec<String>,
     pub infos: Vec<String>,
     pub errors: Vec<String>,
@@ -278,6 +280,8 @@ impl Run {
                         o.messages.push(s.to_owned());
                     } else if s.name() == "vss-alert" {
                         o.alerts.push(s.to_owned());
+                    } else if s.name().starts_with("vss-") {
+                        o.other_messages.push(s.to_owned());
                     }
                 }
             }

@@ -203,8 +203,11 @@ impl CosmosBackend {
         &self.device_name
     }
 
-    fn system_prompt(&self) -> Option<String> {
-        let sys = self.opts.system_prompt.clone();
+    fn system_prompt(&self, job: &ChunkJob) -> Option<String> {
+        let sys = match &job.prompts {
+            Some(p) => p.system_prompt.clone(),
+            None => self.opts.system_prompt.clone(),
+        };
         if !self.opts.enable_reasoning {
             return sys;
         }
@@ -340,8 +343,14 @@ impl Backend for CosmosBackend {
             labels: &job.frame_labels,
             stream_id: &job.stream_id,
         };
-        let system = self.system_prompt().map(|s| vars.fill(&s));
-        let prompt = vars.fill(&self.opts.prompt);
+        // Prompts changed while running (steering) replace those set at
+        // start; placeholders are filled in either.
+        let system = self.system_prompt(job).map(|s| vars.fill(&s));
+        let prompt = vars.fill(
+            job.prompts
+                .as_ref()
+                .map_or(&self.opts.prompt, |p| &p.prompt),
+        );
         let mut engine = self.engine.lock();
         let d = engine.defaults.clone();
         let g = &self.opts.gen;

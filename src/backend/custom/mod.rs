@@ -622,11 +622,17 @@ impl CustomBackend {
         if !need_raw {
             rgb.clear();
         }
+        // A prompt changed while running (steering) replaces the one set at
+        // start; placeholders are filled in either.
         let prompt = crate::prompt::PromptVars {
             labels: &job.frame_labels,
             stream_id: &job.stream_id,
         }
-        .fill(&self.opts.prompt);
+        .fill(
+            job.prompts
+                .as_ref()
+                .map_or(&self.opts.prompt, |p| &p.prompt),
+        );
         Ok(Prepared {
             prompt,
             n: job.frames.len(),
@@ -693,7 +699,8 @@ struct Prepared {
     rgb: Vec<RgbImage>,
     jpegs: Vec<Vec<u8>>,
     embed: bool,
-    /// The prompt with its placeholders filled ([`crate::prompt::PromptVars`]).
+    /// The prompt (steered, if it was changed while running) with its
+    /// placeholders filled ([`crate::prompt::PromptVars`]).
     prompt: String,
 }
 

@@ -279,9 +279,13 @@ impl VssSummarize {
         let _ = self.obj().post_message(msg);
         self.queue_meta(s);
         // Text consumers (textoverlay, subtitle files) show the failure.
-        let text = match &r.error {
-            Some(e) => format!("[chunk {} failed: {e}]", r.chunk_index),
-            None => r.text.clone(),
+        let text = match (&r.error, r.same_as) {
+            (Some(e), _) => format!("[chunk {} failed: {e}]", r.chunk_index),
+            (None, Some(i)) if r.is_gated() => {
+                format!("[{} since chunk {i}]", r.kind.as_str())
+            }
+            (None, _) if r.is_gated() => format!("[{}]", r.kind.as_str()),
+            (None, _) => r.text.clone(),
         };
         let pts = gst::ClockTime::from_nseconds(r.pts_ns);
         let duration = gst::ClockTime::from_nseconds(r.duration_ns);

@@ -83,10 +83,14 @@ impl VssSummarize {
                     .default_value(DEFAULT_JPEG_QUALITY)
                     .build(),
                 glib::ParamSpecString::builder("prompt")
-                    .blurb(fixed!("Caption prompt (after the frame timestamp list)"))
+                    .blurb("Caption prompt (after the frame timestamp list); can change while running: applies from the next chunk not yet sent (see prompt-id)")
                     .default_value(Some(prompt::DEFAULT_PROMPT))
+                    .mutable_playing()
                     .build(),
-                sf!("system-prompt", "System message (default from VLM_SYSTEM_PROMPT; none if empty)"),
+                glib::ParamSpecString::builder("system-prompt")
+                    .blurb("System message (default from VLM_SYSTEM_PROMPT; none if empty); can change while running like prompt")
+                    .mutable_playing()
+                    .build(),
                 glib::ParamSpecUInt::builder("max-tokens")
                     .blurb(fixed!("max_tokens of each request"))
                     .minimum(1)
@@ -218,7 +222,10 @@ impl VssSummarize {
                     .build(),
                 sf!("caption-summarization-prompt", "Prompt that turns '<start> <end> caption' lines into a summary (empty: the built-in one)"),
                 sf!("summary-aggregation-prompt", "Prompt that merges partial summaries into one (empty: the built-in one)"),
-                sf!("events", "Events to raise alerts on, ';'-separated (e.g. 'a person falls;smoke or fire'); each caption is checked with one text LLM call"),
+                glib::ParamSpecString::builder("events")
+                    .blurb("Events to raise alerts on, ';'-separated (e.g. 'a person falls;smoke or fire'); each caption is checked with one text LLM call; can change while running (needs a text LLM at start: summarize=true or events set)")
+                    .mutable_playing()
+                    .build(),
                 sf!("alert-webhook", "http(s) URL that receives one JSON POST per alert (streamId, alertId, ntpTimestamp, alertDetails, detectedEvents)"),
                 glib::ParamSpecString::builder("alert-webhook-token")
                     .blurb(fixed!("Bearer token sent to alert-webhook (write-only)"))
@@ -279,6 +286,57 @@ impl VssSummarize {
                     .maximum(crate::budget::MAX_ENDPOINT_CONCURRENCY)
                     .default_value(crate::budget::DEFAULT_ENDPOINT_CONCURRENCY)
                     .mutable_ready()
+                    .build(),
+                // Change gating, triggers (docs/monitoring.md).
+                glib::ParamSpecBoolean::builder("skip-unchanged")
+                    .blurb("Do not caption a chunk whose sampled frames show no change since the last captioned chunk: it becomes an 'unchanged' record naming that chunk (same-as)")
+                    .default_value(false)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecDouble::builder("change-threshold")
+                    .blurb("skip-unchanged: least change that gets a caption, in grey levels (0-255) of the most changed block of a 64-pixel-wide grey thumbnail, after removing the global brightness change")
+                    .minimum(0.0)
+                    .maximum(255.0)
+                    .default_value(crate::gate::DEFAULT_THRESHOLD)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecDouble::builder("heartbeat")
+                    .blurb("With skip-unchanged or trigger-classes: caption a chunk at least every this many seconds (0 = never forced)")
+                    .minimum(0.0)
+                    .maximum(86_400.0)
+                    .default_value(0.0)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecString::builder("trigger-classes")
+                    .blurb("Caption only chunks whose video buffers carry GstVideoRegionOfInterestMeta of these classes (',' or ';' separated; empty = no triggers); other chunks become 'skipped' records")
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecString::builder("trigger-mode")
+                    .blurb("any: one listed class detected in the chunk; all: every listed class detected")
+                    .default_value(Some("any"))
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecDouble::builder("trigger-cooldown")
+                    .blurb("Seconds after a chunk captioned for a trigger before the next triggered chunk is captioned")
+                    .minimum(0.0)
+                    .maximum(86_400.0)
+                    .default_value(0.0)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecDouble::builder("trigger-min-confidence")
+                    .blurb("Detections whose ROI meta params carry a confidence below this do not trigger")
+                    .minimum(0.0)
+                    .maximum(1.0)
+                    .default_value(0.0)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecUInt64::builder("chunks-gated")
+                    .blurb("Chunks not sent to the model (unchanged or skipped records)")
+                    .read_only()
+                    .build(),
+                glib::ParamSpecUInt64::builder("calls-saved")
+                    .blurb("Model calls, and event-check calls, not made for gated chunks")
+                    .read_only()
                     .build(),
             ]
         });
@@ -406,8 +464,35 @@ impl VssSummarize {
             "extra-body" => s.extra_body = opt_str(value),
             "timestamp-line" => s.timestamp_line = value.get().expect("type"),
             "endpoint-concurrency" => s.endpoint_concurrency = value.get().expect("type"),
+            "skip-unchanged" => s.gate.skip_unchanged = value.get().expect("type"),
+            "change-threshold" => s.gate.threshold = value.get().expect("type"),
+            "heartbeat" => s.gate.heartbeat = value.get().expect("type"),
+            "trigger-classes" => {
+                s.gate.trigger_classes =
+                    crate::gate::GateConfig::parse_classes(&opt_str(value).unwrap_or_default())
+            }
+            "trigger-mode" => {
+                let v = opt_str(value).unwrap_or_default();
+                s.gate.trigger_mode = match v.trim() {
+                    "all" => crate::gate::TriggerMode::All,
+                    "any" | "" => crate::gate::TriggerMode::Any,
+                    other => {
+                        gst::warning!(
+                            CAT,
+                            imp = self,
+                            "trigger-mode '{other}' is not any or all; using any"
+                        );
+                        crate::gate::TriggerMode::Any
+                    }
+                }
+            }
+            "trigger-cooldown" => s.gate.trigger_cooldown = value.get().expect("type"),
+            "trigger-min-confidence" => s.gate.min_confidence = value.get().expect("type"),
             _ => unimplemented!("property {name}"),
         }
+        let settings = s.clone();
+        drop(s);
+        self.steer(name, &settings);
     }
 
     pub(super) fn get_prop(&self, pspec: &glib::ParamSpec) -> glib::Value {
@@ -463,10 +548,14 @@ impl VssSummarize {
                 .to_value(),
             "jpeg-quality" => s.jpeg_quality.to_value(),
             "prompt" => s.prompt.to_value(),
-            "system-prompt" => resolved
-                .and_then(|r| r.system_prompt.clone())
-                .or_else(|| u.system_prompt.clone())
-                .to_value(),
+            "system-prompt" => match prepared {
+                // What the next chunk is sent with (changes while running).
+                Some(p) => p.steering.prompts().system_prompt.clone(),
+                None => resolved
+                    .and_then(|r| r.system_prompt.clone())
+                    .or_else(|| u.system_prompt.clone()),
+            }
+            .to_value(),
             "max-tokens" => s.max_tokens.to_value(),
             "temperature" => s.temperature.to_value(),
             "top-p" => s.top_p.to_value(),
@@ -501,6 +590,29 @@ impl VssSummarize {
                     Ok(u) => crate::backend::openai::url_for_log(&u),
                     Err(_) => u.to_string(),
                 })
+                .to_value(),
+            "skip-unchanged" => s.gate.skip_unchanged.to_value(),
+            "change-threshold" => s.gate.threshold.to_value(),
+            "heartbeat" => s.gate.heartbeat.to_value(),
+            "trigger-classes" => s.gate.trigger_classes.join(",").to_value(),
+            "trigger-mode" => match s.gate.trigger_mode {
+                crate::gate::TriggerMode::Any => "any",
+                crate::gate::TriggerMode::All => "all",
+            }
+            .to_value(),
+            "trigger-cooldown" => s.gate.trigger_cooldown.to_value(),
+            "trigger-min-confidence" => s.gate.min_confidence.to_value(),
+            "chunks-gated" => self
+                .counters
+                .chunks
+                .gated
+                .load(Ordering::Relaxed)
+                .to_value(),
+            "calls-saved" => self
+                .counters
+                .chunks
+                .calls_saved
+                .load(Ordering::Relaxed)
                 .to_value(),
             "stream-id" => prepared
                 .map(|p| p.stream_id.clone())
