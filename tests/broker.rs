@@ -166,7 +166,10 @@ struct Tansu {
 
 impl Tansu {
     fn start(bin: &Path) -> Self {
-        let port = free_port();
+        Self::start_on(bin, free_port())
+    }
+
+    fn start_on(bin: &Path, port: u16) -> Self {
         let url = format!("tcp://127.0.0.1:{port}");
         let child = Command::new(bin)
             .args([
@@ -641,6 +644,44 @@ fn kafka_keyed_by_stream_in_order_nvidia_format() {
     let want: Vec<u64> = (0..20).collect();
     assert_eq!(per["cam-a"], want);
     assert_eq!(per["cam-b"], want);
+}
+
+#[test]
+fn kafka_records_wait_for_a_broker_that_comes_up_late() {
+    let Some(t) = tools() else { return };
+    let port = free_port();
+    let s = Sink::new(&[("url", &format!("kafka://127.0.0.1:{port}"))]);
+    for i in 0..10 {
+        s.push(&record("cam", "alert", i));
+    }
+    s.wait_for("10 received", |s| s.stat("received") == 10);
+    s.wait_for("a warning", |s| {
+        s.messages()
+            .iter()
+            .any(|m| matches!(m.view(), gst::MessageView::Warning(w) if w.error().to_string().contains("Kafka broker unreachable")))
+    });
+    assert_eq!(s.stat("held"), 10);
+    let k = Tansu::start_on(&t.tansu, port);
+    s.finish();
+    assert_eq!(s.stat("delivered"), 10);
+    let c = Consumer::start(
+        &t.python,
+        &[
+            "kafka".into(),
+            "vss-alert".into(),
+            format!("127.0.0.1:{}", k.port),
+            "--count".into(),
+            "10".into(),
+            "--timeout".into(),
+            "30".into(),
+        ],
+    );
+    let got = payloads(&c.take(10));
+    let idx: Vec<u64> = got
+        .iter()
+        .map(|r| r["chunk-index"].as_u64().unwrap())
+        .collect();
+    assert_eq!(idx, (0..10).collect::<Vec<_>>());
 }
 
 #[test]
