@@ -600,6 +600,38 @@ fn mqtt_full_queue_drops_the_oldest_counted_and_posted() {
 }
 
 #[test]
+fn mqtt_overflow_block_waits_and_loses_nothing() {
+    let Some(t) = tools() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut m = Mosquitto::start(&t.mosquitto, dir.path(), port, None);
+    let c = mqtt_consumer(&t, port, "vss/#", "block", 120);
+    m.down();
+    let s = Sink::new(&[
+        ("url", &format!("mqtt://127.0.0.1:{port}")),
+        ("max-queued", "2"),
+        ("overflow", "block"),
+    ]);
+    for i in 0..6 {
+        s.push(&record("cam", "caption", i));
+    }
+    // render holds the third record until there is room (appsrc queues
+    // the rest): two held, nothing dropped.
+    s.wait_for("3 received", |s| s.stat("received") == 3);
+    assert_eq!((s.stat("held"), s.stat("dropped")), (2, 0));
+    m.up();
+    s.finish();
+    assert_eq!((s.stat("delivered"), s.stat("dropped")), (6, 0));
+    let got = payloads(&c.take_unique(6));
+    let mut idx: Vec<u64> = got
+        .iter()
+        .map(|r| r["chunk-index"].as_u64().unwrap())
+        .collect();
+    idx.dedup();
+    assert_eq!(idx, (0..6).collect::<Vec<_>>());
+}
+
+#[test]
 fn kafka_keyed_by_stream_in_order_nvidia_format() {
     let Some(t) = tools() else { return };
     let k = Tansu::start(&t.tansu);
