@@ -9,7 +9,8 @@
 # go to the broker (docs/fleet.md). Prints one status line per camera every
 # --status-every seconds and when it stops. A camera whose source fails (an
 # RTSP server going away, a missing file) is restarted with a backoff of
-# 1, 2, 4 ... 60 s; a file that ends is done. SIGTERM / SIGINT: every
+# 1, 2, 4 ... 60 s (its broker sink first gets up to 10 s to deliver what it
+# holds); a file that ends is done. SIGTERM / SIGINT: every
 # pipeline gets EOS (the open chunk is captioned) and the process exits once
 # every broker sink delivered its records (exit 0), or after --stop-timeout
 # seconds (exit 1, with how many records were not delivered).
@@ -39,6 +40,11 @@ import yaml
 
 gi.require_version("Gst", "1.0")
 from gi.repository import GLib, Gst  # noqa: E402
+
+
+# How long a failed camera's broker sink may take to deliver what it holds
+# before the pipeline is torn down and restarted.
+DRAIN_SECONDS = 10
 
 
 def source_of(url):
@@ -127,6 +133,7 @@ class Camera:
                     self.failed += 1
                 else:
                     self.captions += 1
+                    self.backoff = 1  # it works again: the next failure waits 1 s
             elif st.get_name() == "vss-alert":
                 self.alerts += 1
         elif t == Gst.MessageType.EOS:
@@ -153,8 +160,23 @@ class Camera:
             self.pipeline = None
 
     def failed_source(self, why):
-        if self.state == "waiting" or self.done:
+        if self.state in ("waiting", "draining") or self.done:
             return
+        # The sink keeps publishing while the pipeline stands still: give
+        # it up to DRAIN_SECONDS to deliver what it holds before teardown.
+        self.state = "draining"
+        deadline = time.monotonic() + DRAIN_SECONDS
+
+        def drained():
+            held = int(self.stats().get("held", 0)) if self.pipeline is not None else 0
+            if held and time.monotonic() < deadline:
+                return True
+            self.after_failure(why)
+            return False
+
+        GLib.timeout_add(100, drained)
+
+    def after_failure(self, why):
         self.teardown()
         a = self.fleet.args
         if self.fleet.stopping or (a.max_restarts is not None and self.restarts >= a.max_restarts):

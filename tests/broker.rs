@@ -166,7 +166,10 @@ struct Tansu {
 
 impl Tansu {
     fn start(bin: &Path) -> Self {
-        let port = free_port();
+        Self::start_on(bin, free_port())
+    }
+
+    fn start_on(bin: &Path, port: u16) -> Self {
         let url = format!("tcp://127.0.0.1:{port}");
         let child = Command::new(bin)
             .args([
@@ -597,6 +600,38 @@ fn mqtt_full_queue_drops_the_oldest_counted_and_posted() {
 }
 
 #[test]
+fn mqtt_overflow_block_waits_and_loses_nothing() {
+    let Some(t) = tools() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut m = Mosquitto::start(&t.mosquitto, dir.path(), port, None);
+    let c = mqtt_consumer(&t, port, "vss/#", "block", 120);
+    m.down();
+    let s = Sink::new(&[
+        ("url", &format!("mqtt://127.0.0.1:{port}")),
+        ("max-queued", "2"),
+        ("overflow", "block"),
+    ]);
+    for i in 0..6 {
+        s.push(&record("cam", "caption", i));
+    }
+    // render holds the third record until there is room (appsrc queues
+    // the rest): two held, nothing dropped.
+    s.wait_for("3 received", |s| s.stat("received") == 3);
+    assert_eq!((s.stat("held"), s.stat("dropped")), (2, 0));
+    m.up();
+    s.finish();
+    assert_eq!((s.stat("delivered"), s.stat("dropped")), (6, 0));
+    let got = payloads(&c.take_unique(6));
+    let mut idx: Vec<u64> = got
+        .iter()
+        .map(|r| r["chunk-index"].as_u64().unwrap())
+        .collect();
+    idx.dedup();
+    assert_eq!(idx, (0..6).collect::<Vec<_>>());
+}
+
+#[test]
 fn kafka_keyed_by_stream_in_order_nvidia_format() {
     let Some(t) = tools() else { return };
     let k = Tansu::start(&t.tansu);
@@ -641,6 +676,44 @@ fn kafka_keyed_by_stream_in_order_nvidia_format() {
     let want: Vec<u64> = (0..20).collect();
     assert_eq!(per["cam-a"], want);
     assert_eq!(per["cam-b"], want);
+}
+
+#[test]
+fn kafka_records_wait_for_a_broker_that_comes_up_late() {
+    let Some(t) = tools() else { return };
+    let port = free_port();
+    let s = Sink::new(&[("url", &format!("kafka://127.0.0.1:{port}"))]);
+    for i in 0..10 {
+        s.push(&record("cam", "alert", i));
+    }
+    s.wait_for("10 received", |s| s.stat("received") == 10);
+    s.wait_for("a warning", |s| {
+        s.messages()
+            .iter()
+            .any(|m| matches!(m.view(), gst::MessageView::Warning(w) if w.error().to_string().contains("Kafka broker unreachable")))
+    });
+    assert_eq!(s.stat("held"), 10);
+    let k = Tansu::start_on(&t.tansu, port);
+    s.finish();
+    assert_eq!(s.stat("delivered"), 10);
+    let c = Consumer::start(
+        &t.python,
+        &[
+            "kafka".into(),
+            "vss-alert".into(),
+            format!("127.0.0.1:{}", k.port),
+            "--count".into(),
+            "10".into(),
+            "--timeout".into(),
+            "30".into(),
+        ],
+    );
+    let got = payloads(&c.take(10));
+    let idx: Vec<u64> = got
+        .iter()
+        .map(|r| r["chunk-index"].as_u64().unwrap())
+        .collect();
+    assert_eq!(idx, (0..10).collect::<Vec<_>>());
 }
 
 #[test]

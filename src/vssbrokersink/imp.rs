@@ -78,7 +78,6 @@ struct Running {
     outbox: Arc<Outbox>,
     topic: TopicTemplate,
     format: RecordFormat,
-    eos_timeout: Duration,
     /// Dropped first, so the client stops before the outbox goes.
     client: Option<Client>,
 }
@@ -159,7 +158,7 @@ impl ObjectImpl for VssBrokerSink {
                     .build(),
                 glib::ParamSpecString::builder("client-id")
                     .nick("Client id")
-                    .blurb("MQTT client id / Kafka client.id (empty: vssbrokersink-<pid>-<name>)")
+                    .blurb("MQTT client id / Kafka client id (empty: vssbrokersink-<pid>-<n>-<name>, unique in the process)")
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecUInt::builder("max-queued")
@@ -397,7 +396,16 @@ impl BaseSinkImpl for VssBrokerSink {
         };
         let outbox = Arc::new(Outbox::new(s.max_queued as usize, window, overflow));
         let client_id = if s.client_id.is_empty() {
-            format!("vssbrokersink-{}-{}", std::process::id(), self.obj().name())
+            // Unique in the process even when several pipelines name their
+            // sinks alike (MQTT brokers drop the older of two clients with
+            // one id).
+            static N: AtomicU64 = AtomicU64::new(0);
+            format!(
+                "vssbrokersink-{}-{}-{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed),
+                self.obj().name()
+            )
         } else {
             s.client_id.clone()
         };
@@ -425,7 +433,6 @@ impl BaseSinkImpl for VssBrokerSink {
                 FormatProp::Json => RecordFormat::Json,
                 FormatProp::Nvidia => RecordFormat::Nvidia,
             },
-            eos_timeout: Duration::from_secs(s.eos_timeout as u64),
             client: Some(client),
         })));
         Ok(())
@@ -483,10 +490,9 @@ impl BaseSinkImpl for VssBrokerSink {
     fn event(&self, event: gst::Event) -> bool {
         if let gst::EventView::Eos(_) = event.view() {
             if let Some(r) = self.running() {
-                let (outbox, timeout) = {
-                    let r = r.lock();
-                    (r.outbox.clone(), r.eos_timeout)
-                };
+                let outbox = r.lock().outbox.clone();
+                // Read now: it may change while playing.
+                let timeout = Duration::from_secs(self.settings.lock().eos_timeout as u64);
                 let deadline = if timeout.is_zero() {
                     Instant::now() + Duration::from_secs(100 * 365 * 86_400)
                 } else {

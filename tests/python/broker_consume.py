@@ -2,7 +2,8 @@
 """An independent consumer for the broker sink's tests (never our code):
 paho-mqtt or kafka-python. Prints "ready" once subscribed, then one JSON
 line per message: {"topic", "key", "payload"} (payload as text), until
---count messages arrived or --timeout seconds passed without a new one.
+--count messages arrived or --timeout seconds passed without a new one
+(before the first message: at least 60 s).
 
   broker_consume.py mqtt HOST PORT TOPIC_FILTER --client-id ID [--count N]
   broker_consume.py kafka TOPIC[,TOPIC] HOST:PORT [--count N]
@@ -48,7 +49,10 @@ def mqtt(a):
     c.on_message = on_message
     c.connect(a.host, int(a.port), keepalive=5)
     c.loop_start()
-    while got["n"] < a.count and time.monotonic() - got["last"] < a.timeout:
+    # Before the first message it waits at least a minute (a publisher
+    # starting up), then --timeout seconds after the last one.
+    while got["n"] < a.count and time.monotonic() - got["last"] < (
+            a.timeout if got["n"] else max(a.timeout, 60.0)):
         time.sleep(0.05)
     c.loop_stop()
 
