@@ -739,3 +739,49 @@ fn model_path_must_stay_inside_model_root_dir() {
     }
     drop(base);
 }
+
+/// The prompt placeholders reach a custom model filled per chunk, with no
+/// timestamp line added.
+#[test]
+fn prompt_placeholders_are_filled_for_custom_models() {
+    let Some(py) = python("numpy") else { return };
+    let v = Video::small(2);
+    let r = with_video(
+        &format!(
+            "backend=custom model-path={} python={py} chunk-duration=1 stream-id=cam-9",
+            model("probe")
+        ),
+        &v,
+        false,
+    );
+    r.element.set_property(
+        "prompt",
+        "{stream_id}: {num_frames} frames {first_ts}..{last_ts} at {timestamps}",
+    );
+    r.play().unwrap();
+    r.push_video(&v);
+    r.end();
+    assert!(r.wait_eos(T));
+    let recs = r.outputs().json();
+    assert_eq!(recs.len(), 2, "{recs:?}");
+    for (rec, t) in recs.iter().zip(texts(&r)) {
+        let times: Vec<String> = rec["frame-times"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| format!("{:.2}", x.as_f64().unwrap()))
+            .collect();
+        let stamps: Vec<String> = times.iter().map(|t| format!("<{t}>")).collect();
+        assert_eq!(
+            t["prompt"],
+            format!(
+                "cam-9: {} frames {}..{} at {}",
+                times.len(),
+                times[0],
+                times.last().unwrap(),
+                stamps.join(" ")
+            )
+        );
+    }
+    r.stop();
+}

@@ -9,8 +9,13 @@
 //! `pipelines/setup-python.sh video` (run by .ci/run). Without them a test
 //! says SKIPPED and passes, unless VSS_TEST_REQUIRE_PYTHON=1 (CI).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+use base64::Engine as _;
+use common::*;
 
 use gstvsssummarize::mp4::{encode, Mp4Frame, Mp4Options, Mp4Pixels};
 use serde_json::{json, Value};
@@ -259,5 +264,67 @@ fn video_halves_the_visual_tokens_of_qwen25_vl() {
             c.name,
             2.0 / ours
         );
+    }
+}
+
+/// The MP4s the element itself sends (vision-mode=video against the test
+/// mock), taken from the requests, read back by PyAV and OpenCV: 4 frames a
+/// chunk, 0.5 s apart, in order, fps 2.
+#[test]
+fn the_elements_own_mp4s_decode_with_their_times() {
+    let Some(py) = python("video", "av, cv2, numpy") else {
+        return;
+    };
+    let server = MockServer::start();
+    let v = Video {
+        width: 160,
+        height: 120,
+        fps: 10,
+        seconds: 4,
+    };
+    let r = run_video(
+        &format!(
+            "endpoint={} model-name=m api-key=k max-retries=0 chunk-duration=2 num-frames-per-chunk=4 vision-mode=video",
+            server.url()
+        ),
+        &v,
+        std::time::Duration::from_secs(60),
+    );
+    r.stop();
+    let dir = tempfile::tempdir().unwrap();
+    let mut manifest = Vec::new();
+    for (i, q) in server.requests().iter().enumerate() {
+        let url = q.body["messages"][0]["content"][0]["video_url"]["url"]
+            .as_str()
+            .expect("a video_url part");
+        let b64 = url.strip_prefix("data:video/mp4;base64,").unwrap();
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap();
+        let path = dir.path().join(format!("chunk{i}.mp4"));
+        std::fs::write(&path, bytes).unwrap();
+        manifest.push(json!({"name": format!("chunk{i}"), "path": path}));
+    }
+    assert_eq!(manifest.len(), 2);
+    let m = dir.path().join("cases.json");
+    std::fs::write(&m, serde_json::to_vec(&manifest).unwrap()).unwrap();
+    let report = run_py(&py, &[&root().join("tests/python/check_mp4.py"), &m]);
+    for c in &manifest {
+        let name = c["name"].as_str().unwrap();
+        for dec in ["pyav", "opencv"] {
+            let d = &report["cases"][name][dec];
+            assert_eq!(d["count"], 4, "{name} {dec}: {d}");
+            let times: Vec<f64> = serde_json::from_value(d["times"].clone()).unwrap();
+            for (k, t) in times.iter().enumerate() {
+                assert!((t - 0.5 * k as f64).abs() < 1e-3, "{name} {dec}: {times:?}");
+            }
+            assert!(d["sizes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|s| s == &json!([160, 120])));
+        }
+        let fps = report["cases"][name]["opencv"]["fps"].as_f64().unwrap();
+        assert!((fps - 2.0).abs() < 1e-3, "{name}: fps {fps}");
     }
 }

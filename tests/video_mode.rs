@@ -47,6 +47,18 @@ fn expected_colours(rec: &serde_json::Value) -> Vec<&'static str> {
         .collect()
 }
 
+/// Every record is a caption naming the colours of its frames (the mock
+/// answers with the colour of every frame it was shown, in order).
+fn assert_captions_name_their_frames(recs: &[serde_json::Value]) {
+    for rec in recs {
+        assert!(rec.get("error").is_none(), "{rec}");
+        assert_eq!(
+            rec["text"],
+            format!("colours: {}", expected_colours(rec).join(" "))
+        );
+    }
+}
+
 /// vision-mode=video: one MP4 per chunk; the mock decodes every frame, in
 /// order, at the chunk's frame times (relative to its first frame).
 #[test]
@@ -55,13 +67,7 @@ fn video_mode_sends_one_mp4_per_chunk_with_its_times() {
     let r = run(&props(&server, "vision-mode=video"), |_| {});
     let recs = r.outputs().json();
     assert_eq!(recs.len(), 3, "{recs:?}");
-    for rec in &recs {
-        assert!(rec.get("error").is_none(), "{rec}");
-        assert_eq!(
-            rec["text"],
-            format!("colours: {}", expected_colours(rec).join(" "))
-        );
-    }
+    assert_captions_name_their_frames(&recs);
     let reqs = server.requests();
     assert_eq!(reqs.len(), 3);
     for q in &reqs {
@@ -107,13 +113,7 @@ fn auto_falls_back_to_images_for_the_session() {
     let o = r.outputs();
     let recs = o.json();
     assert_eq!(recs.len(), 3);
-    for rec in &recs {
-        assert!(rec.get("error").is_none(), "{rec}");
-        assert_eq!(
-            rec["text"],
-            format!("colours: {}", expected_colours(rec).join(" "))
-        );
-    }
+    assert_captions_name_their_frames(&recs);
     let reqs = server.requests();
     let video_reqs = reqs.iter().filter(|q| !q.videos.is_empty()).count();
     assert_eq!(video_reqs, 1, "video tried once");
@@ -176,13 +176,7 @@ fn placeholders_image_controls_and_extra_body() {
     let recs = o.json();
     assert_eq!(recs.len(), 3);
     assert_eq!(recs[0]["frame-times"], serde_json::json!([0.0, 1.5]));
-    for rec in &recs {
-        assert!(rec.get("error").is_none(), "{rec}");
-        assert_eq!(
-            rec["text"],
-            format!("colours: {}", expected_colours(rec).join(" "))
-        );
-    }
+    assert_captions_name_their_frames(&recs);
     let reqs = server.requests();
     let first = reqs.iter().find(|q| q.text.contains("0.00")).unwrap();
     assert_eq!(first.text, "Frames <0.00> <1.50>: 2 from 0.00 to 1.50.");

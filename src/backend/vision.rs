@@ -22,7 +22,9 @@
 //!    looks like a credential (a word such as `key`, `token`, `secret`,
 //!    `password`, `authorization`), at any depth, is refused, and so is any
 //!    value holding the API key: secrets go through `api-key` only, which is
-//!    redacted everywhere. Error texts name the key, never the value.
+//!    redacted everywhere. Error texts name the key, never the value, and
+//!    the property reads back with such values (and the API key) as
+//!    `<redacted>`.
 
 use serde_json::{Map, Value};
 
@@ -230,6 +232,35 @@ pub fn parse_extra_body(text: &str, api_key: Option<&str>) -> Result<Map<String,
     Ok(map)
 }
 
+/// `extra-body` as it reads back (rule 5): the value of every
+/// credential-like key, at any depth, is `<redacted>`, and so is the API
+/// key wherever it appears; text that is not JSON has the key scrubbed.
+pub fn redacted_extra_body(text: &str, api_key: Option<&crate::config::ApiKey>) -> String {
+    fn walk(v: &mut Value) {
+        match v {
+            Value::Object(m) => {
+                for (k, v) in m.iter_mut() {
+                    if looks_secret(k) {
+                        *v = Value::String("<redacted>".into());
+                    } else {
+                        walk(v);
+                    }
+                }
+            }
+            Value::Array(a) => a.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    let out = match serde_json::from_str::<Value>(text) {
+        Ok(mut v) => {
+            walk(&mut v);
+            v.to_string()
+        }
+        Err(_) => text.to_string(),
+    };
+    crate::redact::redact(&out, api_key)
+}
+
 /// Merges `extra` into the top level of `body` (its keys win).
 pub fn merge_extra(body: &mut Value, extra: &Map<String, Value>) {
     if let Value::Object(b) = body {
@@ -338,5 +369,20 @@ mod tests {
         let e =
             parse_extra_body(r#"{"x": ["sk-secret-value"]}"#, Some("sk-secret-value")).unwrap_err();
         assert!(e.contains("API key") && !e.contains("sk-secret"), "{e}");
+        // Read back: credential-like values and the key are redacted.
+        let key = crate::config::ApiKey::new("sk-secret-value").unwrap();
+        let r = redacted_extra_body(
+            r#"{"top_k": 2, "a": {"api_key": "hunter2"}, "b": "x sk-secret-value"}"#,
+            Some(&key),
+        );
+        assert!(r.contains("\"top_k\":2") && r.contains("<redacted>"), "{r}");
+        assert!(
+            !r.contains("hunter2") && !r.contains("sk-secret-value"),
+            "{r}"
+        );
+        assert_eq!(
+            redacted_extra_body("not json sk-secret-value", Some(&key)),
+            "not json <redacted>"
+        );
     }
 }

@@ -311,6 +311,18 @@ impl Session {
                     server_wait: config::secs(settings.server_wait),
                     vision: vision_options(settings, &endpoint_key)?,
                 };
+                if opts.vision.mode != crate::backend::vision::VisionMode::Images
+                    && resolved.num_frames % 2 == 1
+                {
+                    obs.event(Event::Log(
+                        Level::Info,
+                        &format!(
+                            "vision-mode={}: {} frames per chunk is odd; Qwen-VL-style servers pad a video to an even count and pay for the extra frame (an even num-frames-per-chunk costs half the visual tokens of images)",
+                            opts.vision.mode.as_str(),
+                            resolved.num_frames
+                        ),
+                    ));
+                }
                 let weak = Arc::downgrade(&observer);
                 let warn = Arc::new(move |msg: &str| {
                     if let Some(o) = weak.upgrade() {

@@ -669,7 +669,11 @@ impl VssSummarize {
             "vision-mode" => s.vision_mode.to_value(),
             "image-detail" => s.image_detail.to_value(),
             "max-images-per-request" => s.max_images.to_value(),
-            "extra-body" => s.extra_body.to_value(),
+            "extra-body" => s
+                .extra_body
+                .as_deref()
+                .map(|t| crate::backend::vision::redacted_extra_body(t, u.api_key.as_ref()))
+                .to_value(),
             "timestamp-line" => s.timestamp_line.to_value(),
             "endpoint-concurrency" => s.endpoint_concurrency.to_value(),
             name => unimplemented!("property {name}"),
