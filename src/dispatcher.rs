@@ -66,6 +66,7 @@ use crate::flow::{Item, Outbox, SummaryOut};
 use crate::pool::{Idle, Pool, Spec};
 pub use crate::record::MAX_TEXT_BYTES;
 use crate::record::{cap_text, without_nul, CaptionRecord};
+use crate::summary::incidents::{EndReason, IncidentStage};
 use crate::summary::{Alert, ChunkResult, SummaryEngine};
 
 /// Worker threads and the note to give the user for a concurrency /
@@ -176,6 +177,7 @@ pub struct Dispatcher<M: Send + 'static> {
     workers: usize,
     outbox: Arc<Outbox<M>>,
     engine: Option<Arc<SummaryEngine>>,
+    incidents: Option<Arc<IncidentStage>>,
 }
 
 fn error_record(template: &CaptionRecord, msg: String, since: Option<Instant>) -> CaptionRecord {
@@ -191,6 +193,9 @@ fn caption_record(j: &CaptionJob, result: Result<Caption, BackendError>) -> Capt
     rec.latency = j.submitted.elapsed().as_secs_f64();
     match result {
         Ok(c) => {
+            // The middle sampled frame, for an alert's snapshot.
+            let frames = &j.job.frames;
+            rec.frame.0 = frames.get(frames.len() / 2).cloned();
             rec.text = without_nul(c.text);
             rec.reasoning = c.reasoning.map(without_nul);
             let mut cut = cap_text(&mut rec.text);
@@ -231,6 +236,8 @@ pub struct Parts<M> {
     pub outbox: Arc<Outbox<M>>,
     /// Window and final summaries (it puts them into `outbox`).
     pub engine: Option<Arc<SummaryEngine>>,
+    /// Incidents, fed in chunk order after each record and its alert.
+    pub incidents: Option<Arc<IncidentStage>>,
 }
 
 impl<M: Send + 'static> Parts<M> {
@@ -243,6 +250,7 @@ impl<M: Send + 'static> Parts<M> {
             stage: None,
             outbox: Arc::new(Outbox::default()),
             engine: None,
+            incidents: None,
         }
     }
 }
@@ -253,6 +261,7 @@ fn to_output<M: Send + 'static>(
     slot: Slot<M>,
     outbox: &Outbox<M>,
     engine: Option<&SummaryEngine>,
+    incidents: Option<&IncidentStage>,
     stats: &Stats,
 ) {
     match slot {
@@ -274,9 +283,21 @@ fn to_output<M: Send + 'static>(
                 end_label: r.end_label.clone(),
             });
             let live = r.start_time.is_some();
-            outbox.put(Item::Caption(r));
-            if let Some(a) = alert {
-                outbox.put(Item::Alert(a));
+            let mut r = r;
+            // The snapshot frame goes no further than the check stage.
+            r.frame.take();
+            if let Some(inc) = incidents {
+                let (rec, a) = (r.clone(), alert.clone());
+                outbox.put(Item::Caption(r));
+                if let Some(a) = alert {
+                    outbox.put(Item::Alert(a));
+                }
+                inc.after_record(&rec, a.as_deref());
+            } else {
+                outbox.put(Item::Caption(r));
+                if let Some(a) = alert {
+                    outbox.put(Item::Alert(a));
+                }
             }
             // After its caption: a summary follows its captions.
             if let (Some(e), Some(c)) = (engine, result) {
@@ -284,10 +305,16 @@ fn to_output<M: Send + 'static>(
             }
         }
         Slot::Marker(m) => outbox.put(Item::Marker(m)),
-        Slot::Eos => match engine {
-            Some(e) => e.finish(),
-            None => outbox.eos(),
-        },
+        Slot::Eos => {
+            // Open incidents end before the final summary (rule 5).
+            if let Some(i) = incidents {
+                i.finish(EndReason::Eos);
+            }
+            match engine {
+                Some(e) => e.finish(),
+                None => outbox.eos(),
+            }
+        }
     }
 }
 
@@ -313,12 +340,18 @@ impl<M: Send + 'static> Dispatcher<M> {
             stage,
             outbox,
             engine,
+            incidents,
         } = parts;
         let (workers, _) = effective_workers(max_concurrency, max_pending);
         let stage_workers = stage.as_ref().map_or(0, |(_, n)| (*n).max(1));
         let after = stage.map(|(a, _)| a);
         let (a1, a2) = (after.clone(), after.clone());
-        let (o, e, s) = (outbox.clone(), engine.clone(), stats.clone());
+        let (o, e, s, inc) = (
+            outbox.clone(),
+            engine.clone(),
+            stats.clone(),
+            incidents.clone(),
+        );
         let checks = Arc::new(
             Pool::new(Spec {
                 name: "vsssummarize-a".into(),
@@ -337,7 +370,9 @@ impl<M: Send + 'static> Dispatcher<M> {
                     }
                     record(rec)
                 }),
-                release: Box::new(move |slot| to_output(slot, &o, e.as_deref(), &s)),
+                release: Box::new(move |slot| {
+                    to_output(slot, &o, e.as_deref(), inc.as_deref(), &s)
+                }),
             })
             .expect("cannot spawn a vsssummarize worker thread"),
         );
@@ -380,6 +415,20 @@ impl<M: Send + 'static> Dispatcher<M> {
             workers,
             outbox,
             engine,
+            incidents,
+        }
+    }
+
+    /// The incident stage, if alerts are checked.
+    pub fn incidents(&self) -> Option<&Arc<IncidentStage>> {
+        self.incidents.as_ref()
+    }
+
+    /// `events` changed while running: the open incidents of removed
+    /// events end now (their `incident-end` records go out in order).
+    pub fn events_changed(&self, events: &[String]) {
+        if let Some(i) = &self.incidents {
+            i.events_changed(events);
         }
     }
 
@@ -629,6 +678,9 @@ impl<M: Send + 'static> Dispatcher<M> {
         if let Some(e) = &self.engine {
             e.flush();
         }
+        if let Some(i) = &self.incidents {
+            i.finish(EndReason::Flush);
+        }
         self.room.notify_all();
         self.out.notify_all();
     }
@@ -654,6 +706,9 @@ impl<M: Send + 'static> Dispatcher<M> {
         self.outbox.stop();
         if let Some(e) = &self.engine {
             e.shutdown();
+        }
+        if let Some(i) = &self.incidents {
+            i.finish(EndReason::Stopped);
         }
         self.room.notify_all();
         self.out.notify_all();

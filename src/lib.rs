@@ -29,6 +29,7 @@ pub mod chunker;
 pub mod config;
 pub mod dispatcher;
 pub mod download;
+pub mod evidence;
 pub mod flow;
 pub mod frames;
 pub mod meta;

@@ -96,6 +96,8 @@ pub enum Event<'a> {
         chunk: u64,
         text: &'a str,
     },
+    /// An incident opened or closed (`vss-incident`).
+    Incident(&'a crate::record::IncidentRecord),
 }
 
 /// Where a session's events go (the element's debug category and bus).
@@ -352,8 +354,13 @@ impl Session {
         let (workers, note) =
             crate::dispatcher::effective_workers(workers, settings.max_pending as usize);
         let outbox = Arc::new(Outbox::default());
-        let (stage, engine) =
-            text::start(self.text.as_ref(), outbox.clone(), counters, &self.observer)?;
+        let (stage, engine, incidents) = text::start(
+            self.text.as_ref(),
+            outbox.clone(),
+            outbox.clone(),
+            counters,
+            &self.observer,
+        )?;
         let d = Dispatcher::with_parts(
             self.backend.clone(),
             Parts {
@@ -363,9 +370,15 @@ impl Session {
                 stage,
                 outbox,
                 engine,
+                incidents,
             },
         );
         Ok((d, note))
+    }
+
+    /// The evidence store and clip ring, if `evidence-dir` is set.
+    pub fn evidence(&self) -> Option<Arc<crate::evidence::Evidence>> {
+        self.text.as_ref().and_then(|t| t.evidence.clone())
     }
 
     /// The alert webhook, if alerts are posted to one.

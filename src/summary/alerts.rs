@@ -302,6 +302,8 @@ pub struct Alert {
     /// Live: RFC 3339 chunk start and end.
     pub start_time: Option<String>,
     pub end_time: Option<String>,
+    /// The JPEG snapshot's path (`evidence-dir`), once written.
+    pub snapshot: Option<String>,
 }
 
 impl Alert {
@@ -321,6 +323,7 @@ impl Alert {
             alert_id: self.alert_id(),
             events: self.events.clone(),
             text: self.text.clone(),
+            snapshot: self.snapshot.clone(),
         }
     }
 
@@ -328,7 +331,7 @@ impl Alert {
     /// `ntpTimestamp`, `alertDetails` = the caption, `detectedEvents`) plus
     /// `chunkIndex`, `start`, `end` (stream time, seconds).
     pub fn webhook_body(&self) -> Value {
-        json!({
+        let mut b = json!({
             "streamId": self.stream_id,
             "alertId": self.alert_id(),
             "ntpTimestamp": self.ntp_timestamp,
@@ -337,7 +340,11 @@ impl Alert {
             "chunkIndex": self.chunk_index,
             "start": self.start,
             "end": self.end,
-        })
+        });
+        if let Some(s) = &self.snapshot {
+            b["snapshot"] = json!(s);
+        }
+        b
     }
 }
 
@@ -525,6 +532,7 @@ mod tests {
             ntp_timestamp: "2024-05-30T01:41:25.123Z".into(),
             start_time: Some("2024-05-30T01:41:25.123Z".into()),
             end_time: Some("2024-05-30T01:41:35.123Z".into()),
+            snapshot: None,
         };
         assert_eq!(a.alert_id(), "dock-3-17");
         let b = a.webhook_body();

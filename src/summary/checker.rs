@@ -39,6 +39,8 @@ pub struct AlertChecker {
     pub on_error: OnCheckError,
     /// `alerts-raised`.
     pub raised: Arc<AtomicU64>,
+    /// Writes each alert's snapshot (`evidence-dir`).
+    pub evidence: Option<Arc<crate::evidence::Evidence>>,
 }
 
 /// The alert of a caption record in which `events` were detected.
@@ -56,6 +58,7 @@ pub fn alert_of(rec: &CaptionRecord, events: Vec<String>) -> Alert {
         },
         start_time: rec.start_time.clone(),
         end_time: rec.end_time.clone(),
+        snapshot: None,
     }
 }
 
@@ -83,7 +86,15 @@ impl AfterCaption for AlertChecker {
                 Ok(found) if found.is_empty() => None,
                 Ok(found) => {
                     self.raised.fetch_add(1, Ordering::Relaxed);
-                    let alert = alert_of(rec, found);
+                    let mut alert = alert_of(rec, found);
+                    if let (Some(ev), Some(frame)) = (&self.evidence, &rec.frame.0) {
+                        // Written before the alert is published; a failure
+                        // is the record's `alert-error`, the alert stands.
+                        match ev.snapshot(&alert, frame) {
+                            Ok(p) => alert.snapshot = Some(p),
+                            Err(e) => self.fail(rec, e),
+                        }
+                    }
                     (self.on_alert)(&alert);
                     Some(alert)
                 }
@@ -133,6 +144,7 @@ mod tests {
                 on_alert: Arc::new(move |x: &Alert| a.lock().unwrap().push(x.clone())),
                 on_error: Arc::new(move |_, m: &str| e.lock().unwrap().push(m.to_string())),
                 raised: Default::default(),
+                evidence: None,
             },
             alerts,
             errors,
