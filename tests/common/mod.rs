@@ -61,6 +61,8 @@ pub struct Outputs {
     pub messages: Vec<gst::Structure>,
     /// `vss-alert` element messages, in order.
     pub alerts: Vec<gst::Structure>,
+    /// `vss-incident` element messages, in order.
+    pub incidents: Vec<gst::Structure>,
     pub warnings: Vec<String>,
     pub infos: Vec<String>,
     pub errors: Vec<String>,
@@ -277,6 +279,8 @@ impl Run {
                         o.messages.push(s.to_owned());
                     } else if s.name() == "vss-alert" {
                         o.alerts.push(s.to_owned());
+                    } else if s.name() == "vss-incident" {
+                        o.incidents.push(s.to_owned());
                     }
                 }
             }

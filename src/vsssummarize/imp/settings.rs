@@ -281,7 +281,7 @@ impl VssSummarize {
                     .build(),
                 glib::ParamSpecUInt64::builder("evidence-max-bytes")
                     .blurb(fixed!("Disk budget of evidence-dir's snapshots and clips; the oldest are deleted first"))
-                    .minimum(1 << 20)
+                    .minimum(1024)
                     .default_value(DEFAULT_EVIDENCE_MAX_BYTES)
                     .build(),
                 glib::ParamSpecUInt64::builder("clip-ring-bytes")
