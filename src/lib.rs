@@ -33,6 +33,7 @@ pub mod evidence;
 pub mod flow;
 pub mod frames;
 pub mod meta;
+pub mod mp4;
 pub mod pool;
 pub mod prep;
 /// The former name of [`prep`] (tests and examples written against it).
