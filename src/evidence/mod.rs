@@ -9,9 +9,10 @@
 //!    event, describes), at most [`SNAPSHOT_MAX_WIDTH`] pixels wide, written
 //!    on the event-check thread before the alert is published.
 //! 2. **Ring**: while clips are on (`clip-pre` or `clip-post` > 0) the
-//!    element keeps a ring of thumbnails ([`THUMB_WIDTH`] pixels wide,
-//!    JPEG, at most [`CLIP_FPS`] a second) bounded by `clip-ring-bytes`
-//!    ([`ring`]).
+//!    element keeps a ring of thumbnails ([`THUMB_WIDTH`] pixels wide, RGB,
+//!    at most [`CLIP_FPS`] a second, scaled on the streaming thread) bounded
+//!    by `clip-ring-bytes` ([`ring`]): at 16:9 a thumbnail is 173 KB, so the
+//!    default 128 MiB hold about 775 frames, 155 s.
 //! 3. **Clip**: an `incident-end` record names (`clip`) an MP4 of the ring's
 //!    frames from `start − clip-pre` to `end + clip-post` (`clip-start`,
 //!    `clip-end`: what it covers). The record is decided when the incident
@@ -21,7 +22,10 @@
 //!    or an incident longer than the ring holds starts at the ring's oldest
 //!    frame.
 //! 4. **Off the streaming thread**: clips are encoded by one evidence
-//!    thread ([`clip`], GStreamer's x264enc and mp4mux); at most
+//!    thread ([`clip`] through [`crate::mp4`]: GStreamer's x264enc and
+//!    mp4mux); the frames of a queued clip share the ring's pixels (no
+//!    copy), so a clip keeps evicted frames alive only until it is encoded:
+//!    memory is at most `clip-ring-bytes` plus the clips waiting. At most
 //!    [`MAX_QUEUED_CLIPS`] wait, more are skipped (no `clip` field, counted,
 //!    logged). The record names the file as soon as the incident closes;
 //!    the file appears when it is encoded (EOS waits for that, within
@@ -55,7 +59,7 @@ use store::Store;
 /// Widest snapshot, pixels (larger frames are scaled down).
 pub const SNAPSHOT_MAX_WIDTH: u32 = 1280;
 /// Ring thumbnails' width, pixels (height keeps the aspect, even).
-pub const THUMB_WIDTH: u32 = 480;
+pub const THUMB_WIDTH: u32 = 320;
 /// Thumbnails per second at most.
 pub const CLIP_FPS: f64 = 5.0;
 /// Time between two thumbnails, seconds.
@@ -111,7 +115,7 @@ pub fn file_stem(stream_id: &str) -> String {
 }
 
 /// Writes `bytes` to `path` through `path.part` (rule 4).
-fn write_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let part = part_path(path);
     std::fs::write(&part, bytes)?;
     std::fs::rename(&part, path)
@@ -155,9 +159,9 @@ impl Evidence {
         let _ = std::fs::remove_file(&probe);
         let clips = cfg.clip_pre > 0.0 || cfg.clip_post > 0.0;
         if clips {
-            if let Some(e) = clip::missing_element() {
+            if let Some(e) = clip::unavailable() {
                 return Err(format!(
-                    "clip-pre / clip-post ask for incident clips, which need the GStreamer element {e} (x264enc: gstreamer1.0-plugins-ugly); install it or set clip-pre=0 and clip-post=0"
+                    "clip-pre / clip-post ask for incident clips, which cannot be made: {e}; install it or set clip-pre=0 and clip-post=0"
                 ));
             }
         }
@@ -291,7 +295,7 @@ impl Evidence {
             t,
             width: thumb.width,
             height: thumb.height,
-            jpeg: Arc::new(thumb.jpeg),
+            rgb: Arc::new(thumb.rgb),
         });
     }
 
@@ -369,18 +373,16 @@ fn encode_job(
     log: &Mutex<Option<LogFn>>,
 ) {
     let part = part_path(&job.path);
-    let res = clip::encode(&job.frames, CLIP_FRAME_INTERVAL, &part, CLIP_TIMEOUT)
-        .and_then(|()| std::fs::rename(&part, &job.path).map_err(|e| e.to_string()))
-        .and_then(|()| {
-            let n = std::fs::metadata(&job.path)
-                .map_err(|e| e.to_string())?
-                .len();
-            if store.lock().add(job.path.clone(), n) {
-                Ok(())
-            } else {
-                Err(format!("it is larger ({n} bytes) than evidence-max-bytes"))
-            }
-        });
+    let res = clip::encode(&job.frames, &job.path, CLIP_TIMEOUT).and_then(|()| {
+        let n = std::fs::metadata(&job.path)
+            .map_err(|e| e.to_string())?
+            .len();
+        if store.lock().add(job.path.clone(), n) {
+            Ok(())
+        } else {
+            Err(format!("it is larger ({n} bytes) than evidence-max-bytes"))
+        }
+    });
     match res {
         Ok(()) => {
             stats.clips.fetch_add(1, Ordering::Relaxed);
@@ -399,21 +401,20 @@ fn encode_job(
 pub struct Thumbnail {
     pub width: u32,
     pub height: u32,
-    pub jpeg: Vec<u8>,
+    pub rgb: Vec<u8>,
 }
 
-/// Rule 2: the frame scaled to [`THUMB_WIDTH`] (even height), as JPEG.
+/// Rule 2: the frame scaled to [`THUMB_WIDTH`] (even height), RGB.
 pub fn thumbnail(frame: &RawFrame) -> Result<Thumbnail, crate::frames::FrameError> {
     let w = THUMB_WIDTH.min(frame.width.max(2)) & !1;
     let h = ((u64::from(frame.height) * u64::from(w) / u64::from(frame.width.max(1))) as u32)
         .max(2)
         & !1;
     let rgb = crate::frames::prepare_rgb(frame, w, h)?;
-    let jpeg = crate::frames::encode_jpeg(&rgb, 75)?;
     Ok(Thumbnail {
-        width: w,
-        height: h,
-        jpeg,
+        width: rgb.width,
+        height: rgb.height,
+        rgb: rgb.data,
     })
 }
 
@@ -474,7 +475,7 @@ mod tests {
             max_bytes: 1 << 30,
             clip_pre: if clips { 1.0 } else { 0.0 },
             clip_post: if clips { 1.0 } else { 0.0 },
-            ring_bytes: 1 << 20,
+            ring_bytes: 4 << 20,
         }
     }
 
@@ -504,9 +505,8 @@ mod tests {
 
     #[test]
     fn rule_2_the_ring_is_bounded_and_sampled() {
-        gst::init().unwrap();
-        if let Some(e) = clip::missing_element() {
-            eprintln!("SKIP: GStreamer element {e} is missing");
+        if let Some(e) = clip::unavailable() {
+            eprintln!("SKIP: {e}");
             return;
         }
         let c = cfg("ring", true);

@@ -1,12 +1,12 @@
 // SPDX-License-Identifier: MPL-2.0
 //! The ring of downscaled frames that incident clips are made of. Plain
-//! Rust: the element pushes JPEG thumbnails (made on the streaming thread,
+//! Rust: the element pushes RGB thumbnails (made on the streaming thread,
 //! at most [`super::CLIP_FPS`] a second); a clip takes the frames of a time
 //! range.
 //!
 //! Rules (one test each):
 //! 1. **Bounded**: the frames held cost at most `max_bytes` (each frame
-//!    counts its JPEG bytes plus [`FRAME_OVERHEAD`]); a push evicts the
+//!    counts its pixel bytes plus [`FRAME_OVERHEAD`]); a push evicts the
 //!    oldest frames until the new one fits. A frame larger than the whole
 //!    bound is not kept.
 //! 2. **Monotonic**: a frame whose time is before the newest one (a seek, a
@@ -22,18 +22,18 @@ use std::sync::Arc;
 /// Bookkeeping counted per frame on top of its bytes.
 pub const FRAME_OVERHEAD: usize = 64;
 
-/// One thumbnail: stream time (seconds), size, JPEG bytes.
+/// One thumbnail: stream time (seconds), size, packed RGB pixels.
 #[derive(Clone, Debug)]
 pub struct RingFrame {
     pub t: f64,
     pub width: u32,
     pub height: u32,
-    pub jpeg: Arc<Vec<u8>>,
+    pub rgb: Arc<Vec<u8>>,
 }
 
 impl RingFrame {
     fn cost(&self) -> usize {
-        self.jpeg.len() + FRAME_OVERHEAD
+        self.rgb.len() + FRAME_OVERHEAD
     }
 }
 
@@ -120,7 +120,7 @@ mod tests {
             t,
             width: 64,
             height: 36,
-            jpeg: Arc::new(vec![0; n]),
+            rgb: Arc::new(vec![0; n]),
         }
     }
 

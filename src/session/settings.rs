@@ -53,7 +53,7 @@ pub struct TextSettings {
 pub const DEFAULT_CLIP_PRE: f64 = 5.0;
 pub const DEFAULT_CLIP_POST: f64 = 5.0;
 pub const DEFAULT_EVIDENCE_MAX_BYTES: u64 = 1 << 30;
-pub const DEFAULT_CLIP_RING_BYTES: u64 = 64 << 20;
+pub const DEFAULT_CLIP_RING_BYTES: u64 = 128 << 20;
 
 /// `evidence-dir`, `clip-pre`, `clip-post`, `evidence-max-bytes`,
 /// `clip-ring-bytes`.
