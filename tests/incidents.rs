@@ -376,3 +376,51 @@ fn evidence_stays_in_its_budget_oldest_first() {
     r.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Waits (at most 60 s) for a `vss-incident` message of `kind`.
+fn wait_incident(r: &Run, kind: &str) -> gst::Structure {
+    let bus = r.pipeline.bus().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+        let Some(m) = bus.timed_pop_filtered(
+            gst::ClockTime::from_nseconds(left.as_nanos() as u64),
+            &[gst::MessageType::Element],
+        ) else {
+            break;
+        };
+        if let Some(s) = m.structure() {
+            if s.name() == "vss-incident" && s.get::<String>("kind").unwrap() == kind {
+                return s.to_owned();
+            }
+        }
+    }
+    panic!("no vss-incident {kind}");
+}
+
+/// Flush and stop end an open incident on the bus (rule 7): one
+/// `incident-end` each, with its reason.
+#[test]
+fn a_flush_and_a_stop_end_the_open_incident_on_the_bus() {
+    for how in ["flush", "stopped"] {
+        let server = MockServer::start();
+        let v = Video::small(6);
+        let r = with_video(&props(&server, "events=a incident-gap=1000"), &v, false);
+        r.play().unwrap();
+        // Seconds 0-5: `a` in chunk 4 opens an incident the gap keeps open.
+        r.push_range(&v, 0, 6 * v.fps);
+        let s = wait_incident(&r, "incident-start");
+        assert_eq!(s.get::<u64>("first-chunk").unwrap(), 4);
+        let id = s.get::<String>("incident-id").unwrap();
+        if how == "flush" {
+            let sink = r.element.static_pad("sink").unwrap();
+            assert!(sink.send_event(gst::event::FlushStart::new()));
+            assert!(sink.send_event(gst::event::FlushStop::new(true)));
+        } else {
+            r.pipeline.set_state(gst::State::Ready).unwrap();
+        }
+        let e = wait_incident(&r, "incident-end");
+        assert_eq!(e.get::<String>("reason").unwrap(), how);
+        assert_eq!(e.get::<String>("incident-id").unwrap(), id);
+        r.pipeline.set_state(gst::State::Null).unwrap();
+    }
+}
