@@ -286,18 +286,15 @@ fn to_output<M: Send + 'static>(
             let mut r = r;
             // The snapshot frame goes no further than the check stage.
             r.frame.take();
-            if let Some(inc) = incidents {
-                let (rec, a) = (r.clone(), alert.clone());
+            let put = |r: Box<CaptionRecord>, alert: Option<Box<Alert>>| {
                 outbox.put(Item::Caption(r));
                 if let Some(a) = alert {
                     outbox.put(Item::Alert(a));
                 }
-                inc.after_record(&rec, a.as_deref());
-            } else {
-                outbox.put(Item::Caption(r));
-                if let Some(a) = alert {
-                    outbox.put(Item::Alert(a));
-                }
+            };
+            match incidents {
+                Some(inc) => inc.after_record(r, alert, put),
+                None => put(r, alert),
             }
             // After its caption: a summary follows its captions.
             if let (Some(e), Some(c)) = (engine, result) {
@@ -1144,6 +1141,70 @@ mod tests {
         fn timed_out(&self, rec: &mut CaptionRecord, msg: &str) {
             rec.alert_error = Some(format!("not checked: {msg}"));
         }
+    }
+
+    /// A stage that detects the event `e` in the chunks listed.
+    struct Detecting(Vec<u64>);
+
+    impl AfterCaption for Detecting {
+        fn process(&self, rec: &mut CaptionRecord, _: &CancellationToken) -> Option<Alert> {
+            self.0
+                .contains(&rec.chunk_index)
+                .then(|| crate::summary::checker::alert_of(rec, vec!["e".into()]))
+        }
+        fn timed_out(&self, _: &mut CaptionRecord, _: &str) {}
+    }
+
+    /// Incident records follow the chunk that decided them; an event
+    /// removed from `events` ends its incident at once, and EOS has none
+    /// left to end.
+    #[test]
+    fn incidents_follow_their_chunks_and_end_when_their_event_is_removed() {
+        use crate::summary::incidents::Incidents;
+        let outbox = Arc::new(Outbox::default());
+        let stage = IncidentStage::new(
+            Incidents::new("s", 0.0),
+            outbox.clone(),
+            Arc::new(|_: &crate::record::IncidentRecord| {}),
+            None,
+        );
+        let d = D::with_parts(
+            scripted(vec![], vec![]),
+            Parts {
+                stage: Some((Arc::new(Detecting(vec![1, 2])), 1)),
+                outbox,
+                incidents: Some(Arc::new(stage)),
+                ..Parts::new(2, 8, Arc::new(Stats::default()))
+            },
+        );
+        for i in 0..3 {
+            let (j, t) = job(i);
+            d.submit(j, t, false);
+        }
+        let name = |item: Option<Item<&'static str>>| match item {
+            Some(Item::Caption(r)) => format!("caption {}", r.chunk_index),
+            Some(Item::Alert(a)) => format!("alert {}", a.chunk_index),
+            Some(Item::Incident(r)) => format!("{} {}", r.kind, r.reason.unwrap_or("-")),
+            Some(Item::Eos) => "eos".into(),
+            other => format!("{other:?}"),
+        };
+        let first: Vec<String> = (0..6).map(|_| name(d.next())).collect();
+        assert_eq!(
+            first,
+            [
+                "caption 0",
+                "caption 1",
+                "alert 1",
+                "incident-start -",
+                "caption 2",
+                "alert 2"
+            ]
+        );
+        assert_eq!(d.incidents().unwrap().open_count(), 1);
+        d.events_changed(&["other".to_string()]);
+        assert_eq!(d.drain(Duration::from_secs(30)), Some(0));
+        assert_eq!(name(d.next()), "incident-end event-removed");
+        assert_eq!(name(d.next()), "eos");
     }
 
     #[test]

@@ -27,7 +27,9 @@
 //! 5. **EOS**: every open incident closes (`reason: eos`), before the final
 //!    summary.
 //! 6. **Event removed**: [`Incidents::retain_events`] closes the open
-//!    incidents of events no longer in `events` (`reason: event-removed`).
+//!    incidents of events no longer in `events` (`reason: event-removed`);
+//!    alerts of removed events decided before the change (chunks already
+//!    checked) open no new incident.
 //! 7. **Flush and stop**: [`Incidents::close_all`] with `flush` / `stopped`:
 //!    the element posts those `incident-end` records on the bus and the
 //!    webhook only (the flushed segment's records on `summary_src` are
@@ -144,6 +146,8 @@ pub struct Incidents {
     gap: f64,
     next_id: u64,
     open: Vec<Open>,
+    /// After an `events` change: the events that may open incidents.
+    events: Option<Vec<String>>,
 }
 
 fn cut(s: &str) -> String {
@@ -162,6 +166,7 @@ impl Incidents {
             gap: if gap.is_finite() { gap.max(0.0) } else { 0.0 },
             next_id: 0,
             open: Vec::new(),
+            events: None,
         }
     }
 
@@ -251,7 +256,9 @@ impl Incidents {
                 o.captions.push(caption.clone());
                 continue;
             }
-            if self.open.len() >= MAX_EVENTS {
+            if self.open.len() >= MAX_EVENTS
+                || self.events.as_ref().is_some_and(|l| !l.contains(ev))
+            {
                 continue;
             }
             // Rule 1.
@@ -292,6 +299,7 @@ impl Incidents {
             .into_iter()
             .partition(|o| events.contains(&o.event));
         self.open = keep;
+        self.events = Some(events.to_vec());
         gone.iter()
             .map(|o| self.end_of(o, EndReason::EventRemoved))
             .collect()
@@ -382,12 +390,22 @@ impl IncidentStage {
         }
     }
 
-    /// A chunk's record and its alert, in chunk order, right after they
-    /// were put into the output stream (rules 1–4).
-    pub fn after_record(&self, rec: &CaptionRecord, alert: Option<&Alert>) {
+    /// A chunk's record and its alert, in chunk order (rules 1–4): `put`
+    /// puts them into the output stream, then the incident records they
+    /// decided follow, all under the stage's lock, so that an `events`
+    /// change never comes between a chunk and its incident records.
+    pub fn after_record<
+        R: std::ops::Deref<Target = CaptionRecord>,
+        A: std::ops::Deref<Target = Alert>,
+    >(
+        &self,
+        rec: R,
+        alert: Option<A>,
+        put: impl FnOnce(R, Option<A>),
+    ) {
         let mut st = self.state.lock();
-        let records = st.observe(rec, alert);
-        // Published under the lock: records leave in the order decided.
+        let records = st.observe(&rec, alert.as_deref());
+        put(rec, alert);
         self.publish(records, true);
     }
 
@@ -560,7 +578,13 @@ mod tests {
         assert_eq!(kinds(&end), vec![("incident-end", "fire".into())]);
         assert_eq!(end[0].reason, Some("event-removed"));
         assert_eq!(inc.open_events(), ev(&["fall"]));
-        assert!(inc.retain_events(&ev(&["fall"])).is_empty());
+        // An alert of the removed event checked before the change opens
+        // nothing; the new event can open one.
+        assert_eq!(
+            kinds(&feed(&mut inc, 1, &["fire", "fall", "new one"])),
+            vec![("incident-start", "new one".into())]
+        );
+        assert!(inc.retain_events(&ev(&["fall", "new one"])).is_empty());
     }
 
     #[test]
@@ -675,11 +699,16 @@ mod tests {
             })),
         );
         let r = chunk(0, "fire");
-        stage.after_record(&r, Some(&alert_of(&r, ev(&["fire"]))));
-        stage.after_record(&chunk(1, "calm"), None);
-        stage.after_record(&r, Some(&alert_of(&r, ev(&["fire"]))));
+        let fire = alert_of(&r, ev(&["fire"]));
+        let none: Option<&Alert> = None;
+        let put = |_: &CaptionRecord, _: Option<&Alert>| {};
+        stage.after_record(&r, Some(&fire), put);
+        stage.after_record(&chunk(1, "calm"), none, put);
+        stage.after_record(&r, Some(&fire), put);
+        stage.events_changed(&ev(&["other", "fire"]));
         stage.events_changed(&ev(&["other"]));
-        stage.after_record(&r, Some(&alert_of(&r, ev(&["fire"]))));
+        stage.events_changed(&ev(&["other", "fire"]));
+        stage.after_record(&r, Some(&fire), put);
         stage.finish(EndReason::Flush);
         let mut got = Vec::new();
         while let Some(Item::Incident(r)) = out.try_next() {
