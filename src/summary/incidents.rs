@@ -48,7 +48,9 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use parking_lot::Mutex;
+use std::cell::RefCell;
+
+use parking_lot::ReentrantMutex;
 use serde_json::{json, Value};
 
 use super::alerts::{Alert, MAX_EVENTS};
@@ -352,8 +354,15 @@ pub type ClipHook = Arc<dyn Fn(&mut IncidentRecord) + Send + Sync>;
 /// and stop ([`IncidentStage::finish`]); the application's `events` changes
 /// reach it through [`IncidentStage::events_changed`]. Lock order: taken
 /// after the check pool, before the output stream.
+///
+/// The lock is re-entrant and no borrow of the state is held while
+/// records are published: an application that changes `events` from a
+/// synchronous bus handler of `vss-incident` (on the publishing thread)
+/// gets its change applied at once instead of a deadlock, and each record
+/// is in the output stream before its callback runs, so the order on
+/// `summary_src` stays the order decided.
 pub struct IncidentStage {
-    state: Mutex<Incidents>,
+    state: ReentrantMutex<RefCell<Incidents>>,
     out: Arc<dyn IncidentOut>,
     on_incident: OnIncident,
     clip: Option<ClipHook>,
@@ -367,15 +376,15 @@ impl IncidentStage {
         clip: Option<ClipHook>,
     ) -> IncidentStage {
         IncidentStage {
-            state: Mutex::new(incidents),
+            state: ReentrantMutex::new(RefCell::new(incidents)),
             out,
             on_incident,
             clip,
         }
     }
 
-    /// Publishes decided records: evidence, then the callback, then (when
-    /// `to_pad`) the output stream.
+    /// Publishes decided records: evidence, then (when `to_pad`) the
+    /// output stream, then the callback (bus message, webhook).
     fn publish(&self, records: Vec<IncidentRecord>, to_pad: bool) {
         for mut r in records {
             if r.kind == "incident-end" {
@@ -383,10 +392,10 @@ impl IncidentStage {
                     c(&mut r);
                 }
             }
-            (self.on_incident)(&r);
             if to_pad {
-                self.out.incident(r);
+                self.out.incident(r.clone());
             }
+            (self.on_incident)(&r);
         }
     }
 
@@ -403,8 +412,8 @@ impl IncidentStage {
         alert: Option<A>,
         put: impl FnOnce(R, Option<A>),
     ) {
-        let mut st = self.state.lock();
-        let records = st.observe(&rec, alert.as_deref());
+        let st = self.state.lock();
+        let records = st.borrow_mut().observe(&rec, alert.as_deref());
         put(rec, alert);
         self.publish(records, true);
     }
@@ -412,22 +421,22 @@ impl IncidentStage {
     /// EOS (the records go to the output stream before the final summary),
     /// flush or stop (bus and webhook only, rule 7).
     pub fn finish(&self, reason: EndReason) {
-        let mut st = self.state.lock();
-        let records = st.close_all(reason);
+        let st = self.state.lock();
+        let records = st.borrow_mut().close_all(reason);
         self.publish(records, reason == EndReason::Eos);
     }
 
     /// `events` changed while running: the incidents of removed events end
     /// now (rule 6), between the records already put and the next ones.
     pub fn events_changed(&self, events: &[String]) {
-        let mut st = self.state.lock();
-        let records = st.retain_events(events);
+        let st = self.state.lock();
+        let records = st.borrow_mut().retain_events(events);
         self.publish(records, true);
     }
 
     /// Incidents open now.
     pub fn open_count(&self) -> usize {
-        self.state.lock().open_count()
+        self.state.lock().borrow().open_count()
     }
 }
 
@@ -435,6 +444,7 @@ impl IncidentStage {
 mod tests {
     use super::*;
     use crate::summary::checker::alert_of;
+    use parking_lot::Mutex;
 
     fn ev(list: &[&str]) -> Vec<String> {
         list.iter().map(|s| s.to_string()).collect()
@@ -680,6 +690,42 @@ mod tests {
         assert_eq!(b["reason"], "quiet");
         assert_eq!(b["clip"], "/ev/x.mp4");
         assert_eq!(b["captions"][0]["chunk-index"], 2);
+    }
+
+    /// A callback that changes `events` (a synchronous bus handler) is
+    /// applied at once, and the pad order stays start, end.
+    #[test]
+    fn a_callback_may_change_events() {
+        use crate::flow::{Item, Outbox};
+        let out = Arc::new(Outbox::<()>::default());
+        let stage: Arc<std::sync::OnceLock<Arc<IncidentStage>>> = Default::default();
+        let s2 = stage.clone();
+        let st = Arc::new(IncidentStage::new(
+            Incidents::new("cam", 30.0),
+            out.clone(),
+            Arc::new(move |r: &IncidentRecord| {
+                if r.kind == "incident-start" {
+                    s2.get().unwrap().events_changed(&[]);
+                }
+            }),
+            None,
+        ));
+        let _ = stage.set(st.clone());
+        let r = chunk(0, "fire");
+        let fire = alert_of(&r, ev(&["fire"]));
+        st.after_record(&r, Some(&fire), |_, _| {});
+        let mut got = Vec::new();
+        while let Some(Item::Incident(r)) = out.try_next() {
+            got.push((r.kind, r.reason));
+        }
+        assert_eq!(
+            got,
+            vec![
+                ("incident-start", None),
+                ("incident-end", Some("event-removed"))
+            ]
+        );
+        assert_eq!(st.open_count(), 0);
     }
 
     /// The stage puts starts and quiet ends into the output stream and
