@@ -290,6 +290,14 @@ impl VssSummarize {
                     .maximum(1 << 34)
                     .default_value(DEFAULT_CLIP_RING_BYTES)
                     .build(),
+                glib::ParamSpecUInt64::builder("clips-written")
+                    .blurb("Incident clips written to evidence-dir (since NULL→READY)")
+                    .read_only()
+                    .build(),
+                glib::ParamSpecUInt64::builder("clips-failed")
+                    .blurb("Incident clips not written: the encoder queue was full, encoding failed, or the clip exceeded evidence-max-bytes (each with a warning)")
+                    .read_only()
+                    .build(),
             ]
         });
         PROPERTIES.as_ref()
@@ -582,6 +590,19 @@ impl VssSummarize {
             "clip-post" => s.text.evidence.clip_post.to_value(),
             "evidence-max-bytes" => s.text.evidence.max_bytes.to_value(),
             "clip-ring-bytes" => s.text.evidence.ring_bytes.to_value(),
+            "clips-written" | "clips-failed" => {
+                let st = prepared
+                    .and_then(|p| p.evidence())
+                    .map(|e| e.stats.clone())
+                    .unwrap_or_default();
+                let n = if pspec.name() == "clips-written" {
+                    st.clips.load(Ordering::Relaxed)
+                } else {
+                    st.clips_failed.load(Ordering::Relaxed)
+                        + st.clips_skipped.load(Ordering::Relaxed)
+                };
+                n.to_value()
+            }
             name => unimplemented!("property {name}"),
         }
     }
