@@ -309,7 +309,8 @@ impl Incidents {
 }
 
 /// The webhook body of an incident record (`alert-webhook-mode=incident`):
-/// VSS's alert fields (`streamId`, `alertId` = the incident id,
+/// VSS's alert fields (`streamId`, `alertId` = the incident id and
+/// `-open` / `-closed`, unique per post,
 /// `ntpTimestamp` = the incident start, `alertDetails` = the first caption,
 /// `detectedEvents`) plus `incidentId`, `state` (`open` / `closed`),
 /// `start`, `end`, `alertCount`, `chunkIndices`, and on close `reason`,
@@ -318,7 +319,7 @@ pub fn webhook_body(r: &IncidentRecord) -> Value {
     let closed = r.kind == "incident-end";
     let mut b = json!({
         "streamId": r.stream_id,
-        "alertId": r.incident_id,
+        "alertId": format!("{}-{}", r.incident_id, if closed { "closed" } else { "open" }),
         "incidentId": r.incident_id,
         "state": if closed { "closed" } else { "open" },
         "ntpTimestamp": match &r.start_time { Some(t) => json!(t), None => json!(r.start) },
@@ -680,6 +681,7 @@ mod tests {
         let b = webhook_body(&s);
         assert_eq!(b["state"], "open");
         assert_eq!(b["incidentId"], "cam-incident-0");
+        assert_eq!(b["alertId"], "cam-incident-0-open");
         assert_eq!(b["alertDetails"], "caption 2");
         assert_eq!(b["ntpTimestamp"], 20.0);
         assert!(b.get("reason").is_none());
@@ -687,6 +689,7 @@ mod tests {
         e.clip = Some("/ev/x.mp4".into());
         let b = webhook_body(&e);
         assert_eq!(b["state"], "closed");
+        assert_eq!(b["alertId"], "cam-incident-0-closed");
         assert_eq!(b["reason"], "quiet");
         assert_eq!(b["clip"], "/ev/x.mp4");
         assert_eq!(b["captions"][0]["chunk-index"], 2);
