@@ -379,7 +379,12 @@ impl<M: Send + 'static> Dispatcher<M> {
             name: "vsssummarize-w".into(),
             workers,
             work: Box::new(move |j: &CaptionJob, token: &CancellationToken| {
-                record(caption_record(j, backend.caption(&j.job, token)))
+                let mut r = caption_record(j, backend.caption(&j.job, token));
+                if !staged {
+                    // No event check, no snapshot: the frame goes now.
+                    r.frame.take();
+                }
+                record(r)
             }),
             panicked: Box::new(|j: &CaptionJob, what: &str| {
                 record(caption_record(
