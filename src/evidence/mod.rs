@@ -34,7 +34,8 @@
 //!    directory, the oldest deleted first ([`store`]).
 //! 6. **Names**: `<stream-id>-<run>-alert-<chunk>.jpg` and
 //!    `<stream-id>-<run>-<incident-id's number>.mp4`, where `run` is the
-//!    READY→PAUSED wall-clock time (`YYYYmmddTHHMMSS`) so that a restarted
+//!    READY→PAUSED wall-clock time (`YYYYmmddTHHMMSS`, `-2`, `-3` … for
+//!    further runs of the element within that second) so that a restarted
 //!    element never overwrites earlier files; `stream-id` characters other
 //!    than letters, digits, `-`, `_` and `.` become `_`.
 
@@ -246,7 +247,20 @@ impl Evidence {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
-        *self.run.lock() = run_name(now);
+        let name = run_name(now);
+        let mut run = self.run.lock();
+        // A second run within the same second of the same element gets a
+        // suffix, so that it never overwrites the first one's files.
+        *run = if run.split('-').next() == Some(name.as_str()) {
+            let n: u32 = run
+                .split_once('-')
+                .and_then(|(_, n)| n.parse().ok())
+                .unwrap_or(1);
+            format!("{name}-{}", n + 1)
+        } else {
+            name
+        };
+        drop(run);
         self.ring.lock().clear();
         *self.last_thumb.lock() = None;
     }
@@ -500,6 +514,16 @@ mod tests {
         assert_eq!(&bytes[..2], &[0xFF, 0xD8]);
         assert!(!ev.clips());
         assert!(!ev.wants_frame(0.0));
+        // Runs in the same second get distinct names.
+        let mut names = vec![ev.run.lock().clone()];
+        for _ in 0..3 {
+            ev.start_run();
+            names.push(ev.run.lock().clone());
+        }
+        let mut unique = names.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), names.len(), "{names:?}");
         let _ = std::fs::remove_dir_all(&c.dir);
     }
 
