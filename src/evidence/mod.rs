@@ -564,5 +564,6 @@ mod tests {
             e.starts_with("evidence-dir '/proc/vss-cannot-be-here'"),
             "{e}"
         );
+        let _ = std::fs::remove_dir_all(cfg("mk", false).dir);
     }
 }
