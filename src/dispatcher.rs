@@ -71,6 +71,7 @@ use crate::record::ChunkKind;
 pub use crate::record::MAX_TEXT_BYTES;
 use crate::record::{cap_text, without_nul, CaptionRecord};
 use crate::steer::{Started, Steering};
+use crate::summary::incidents::{EndReason, IncidentStage};
 use crate::summary::{Alert, ChunkResult, SummaryEngine};
 
 /// Worker threads and the note to give the user for a concurrency /
@@ -194,6 +195,7 @@ pub struct Dispatcher<M: Send + 'static> {
     /// Requests wait for a shared endpoint budget (the drop hint names it).
     shared_budget: bool,
     steering: Option<Arc<Steering>>,
+    incidents: Option<Arc<IncidentStage>>,
 }
 
 fn error_record(template: &CaptionRecord, msg: String, since: Option<Instant>) -> CaptionRecord {
@@ -209,6 +211,9 @@ fn caption_record(j: &CaptionJob, result: Result<Caption, BackendError>) -> Capt
     rec.latency = j.submitted.elapsed().as_secs_f64();
     match result {
         Ok(c) => {
+            // The middle sampled frame, for an alert's snapshot.
+            let frames = &j.job.frames;
+            rec.frame.0 = frames.get(frames.len() / 2).cloned();
             rec.text = without_nul(c.text);
             rec.reasoning = c.reasoning.map(without_nul);
             let mut cut = cap_text(&mut rec.text);
@@ -305,6 +310,8 @@ pub struct Parts<M> {
     pub admission: Option<Arc<dyn Admission>>,
     /// Gate decisions and prompt versions, made as each job starts.
     pub steering: Option<Arc<Steering>>,
+    /// Incidents, fed in chunk order after each record and its alert.
+    pub incidents: Option<Arc<IncidentStage>>,
 }
 
 impl<M: Send + 'static> Parts<M> {
@@ -319,6 +326,7 @@ impl<M: Send + 'static> Parts<M> {
             engine: None,
             admission: None,
             steering: None,
+            incidents: None,
         }
     }
 }
@@ -329,6 +337,7 @@ fn to_output<M: Send + 'static>(
     slot: Slot<M>,
     outbox: &Outbox<M>,
     engine: Option<&SummaryEngine>,
+    incidents: Option<&IncidentStage>,
     stats: &Stats,
     checks_events: Option<&Steering>,
 ) {
@@ -363,9 +372,18 @@ fn to_output<M: Send + 'static>(
                     same_as: r.same_as.filter(|_| r.kind == ChunkKind::Unchanged),
                 });
             let live = r.start_time.is_some();
-            outbox.put(Item::Caption(r));
-            if let Some(a) = alert {
-                outbox.put(Item::Alert(a));
+            let mut r = r;
+            // The snapshot frame goes no further than the check stage.
+            r.frame.take();
+            let put = |r: Box<CaptionRecord>, alert: Option<Box<Alert>>| {
+                outbox.put(Item::Caption(r));
+                if let Some(a) = alert {
+                    outbox.put(Item::Alert(a));
+                }
+            };
+            match incidents {
+                Some(inc) => inc.after_record(r, alert, put),
+                None => put(r, alert),
             }
             // After its caption: a summary follows its captions.
             if let (Some(e), Some(c)) = (engine, result) {
@@ -373,10 +391,16 @@ fn to_output<M: Send + 'static>(
             }
         }
         Slot::Marker(m) => outbox.put(Item::Marker(m)),
-        Slot::Eos => match engine {
-            Some(e) => e.finish(),
-            None => outbox.eos(),
-        },
+        Slot::Eos => {
+            // Open incidents end before the final summary (rule 5).
+            if let Some(i) = incidents {
+                i.finish(EndReason::Eos);
+            }
+            match engine {
+                Some(e) => e.finish(),
+                None => outbox.eos(),
+            }
+        }
     }
 }
 
@@ -404,13 +428,19 @@ impl<M: Send + 'static> Dispatcher<M> {
             engine,
             admission,
             steering,
+            incidents,
         } = parts;
         let shared_budget = admission.is_some();
         let (workers, _) = effective_workers(max_concurrency, max_pending);
         let stage_workers = stage.as_ref().map_or(0, |(_, n)| (*n).max(1));
         let after = stage.map(|(a, _)| a);
         let (a1, a2) = (after.clone(), after.clone());
-        let (o, e, s) = (outbox.clone(), engine.clone(), stats.clone());
+        let (o, e, s, inc) = (
+            outbox.clone(),
+            engine.clone(),
+            stats.clone(),
+            incidents.clone(),
+        );
         let checked = steering.clone().filter(|_| after.is_some());
         let checks = Arc::new(
             Pool::new(Spec {
@@ -431,7 +461,14 @@ impl<M: Send + 'static> Dispatcher<M> {
                     record(rec)
                 }),
                 release: Box::new(move |slot| {
-                    to_output(slot, &o, e.as_deref(), &s, checked.as_deref())
+                    to_output(
+                        slot,
+                        &o,
+                        e.as_deref(),
+                        inc.as_deref(),
+                        &s,
+                        checked.as_deref(),
+                    )
                 }),
             })
             .expect("cannot spawn a vsssummarize worker thread"),
@@ -448,7 +485,12 @@ impl<M: Send + 'static> Dispatcher<M> {
                 name: "vsssummarize-w".into(),
                 workers,
                 work: Box::new(move |j: &CaptionJob, token: &CancellationToken| {
-                    record(run_job(&*backend, j, token))
+                    let mut r = run_job(&*backend, j, token);
+                    if !staged {
+                        // No event check, no snapshot: the frame goes now.
+                        r.frame.take();
+                    }
+                    record(r)
                 }),
                 panicked: Box::new(|j: &CaptionJob, what: &str| {
                     record(caption_record(
@@ -486,6 +528,20 @@ impl<M: Send + 'static> Dispatcher<M> {
             engine,
             shared_budget,
             steering,
+            incidents,
+        }
+    }
+
+    /// The incident stage, if alerts are checked.
+    pub fn incidents(&self) -> Option<&Arc<IncidentStage>> {
+        self.incidents.as_ref()
+    }
+
+    /// `events` changed while running: the open incidents of removed
+    /// events end now (their `incident-end` records go out in order).
+    pub fn events_changed(&self, events: &[String]) {
+        if let Some(i) = &self.incidents {
+            i.events_changed(events);
         }
     }
 
@@ -760,6 +816,9 @@ impl<M: Send + 'static> Dispatcher<M> {
         if let Some(e) = &self.engine {
             e.flush();
         }
+        if let Some(i) = &self.incidents {
+            i.finish(EndReason::Flush);
+        }
         self.room.notify_all();
         self.out.notify_all();
     }
@@ -788,6 +847,9 @@ impl<M: Send + 'static> Dispatcher<M> {
         self.outbox.stop();
         if let Some(e) = &self.engine {
             e.shutdown();
+        }
+        if let Some(i) = &self.incidents {
+            i.finish(EndReason::Stopped);
         }
         self.room.notify_all();
         self.out.notify_all();
@@ -1225,6 +1287,70 @@ mod tests {
         fn timed_out(&self, rec: &mut CaptionRecord, msg: &str) {
             rec.alert_error = Some(format!("not checked: {msg}"));
         }
+    }
+
+    /// A stage that detects the event `e` in the chunks listed.
+    struct Detecting(Vec<u64>);
+
+    impl AfterCaption for Detecting {
+        fn process(&self, rec: &mut CaptionRecord, _: &CancellationToken) -> Option<Alert> {
+            self.0
+                .contains(&rec.chunk_index)
+                .then(|| crate::summary::checker::alert_of(rec, vec!["e".into()]))
+        }
+        fn timed_out(&self, _: &mut CaptionRecord, _: &str) {}
+    }
+
+    /// Incident records follow the chunk that decided them; an event
+    /// removed from `events` ends its incident at once, and EOS has none
+    /// left to end.
+    #[test]
+    fn incidents_follow_their_chunks_and_end_when_their_event_is_removed() {
+        use crate::summary::incidents::Incidents;
+        let outbox = Arc::new(Outbox::default());
+        let stage = IncidentStage::new(
+            Incidents::new("s", 0.0),
+            outbox.clone(),
+            Arc::new(|_: &crate::record::IncidentRecord| {}),
+            None,
+        );
+        let d = D::with_parts(
+            scripted(vec![], vec![]),
+            Parts {
+                stage: Some((Arc::new(Detecting(vec![1, 2])), 1)),
+                outbox,
+                incidents: Some(Arc::new(stage)),
+                ..Parts::new(2, 8, Arc::new(Stats::default()))
+            },
+        );
+        for i in 0..3 {
+            let (j, t) = job(i);
+            d.submit(j, t, false);
+        }
+        let name = |item: Option<Item<&'static str>>| match item {
+            Some(Item::Caption(r)) => format!("caption {}", r.chunk_index),
+            Some(Item::Alert(a)) => format!("alert {}", a.chunk_index),
+            Some(Item::Incident(r)) => format!("{} {}", r.kind, r.reason.unwrap_or("-")),
+            Some(Item::Eos) => "eos".into(),
+            other => format!("{other:?}"),
+        };
+        let first: Vec<String> = (0..6).map(|_| name(d.next())).collect();
+        assert_eq!(
+            first,
+            [
+                "caption 0",
+                "caption 1",
+                "alert 1",
+                "incident-start -",
+                "caption 2",
+                "alert 2"
+            ]
+        );
+        assert_eq!(d.incidents().unwrap().open_count(), 1);
+        d.events_changed(&["other".to_string()]);
+        assert_eq!(d.drain(Duration::from_secs(30)), Some(0));
+        assert_eq!(name(d.next()), "incident-end event-removed");
+        assert_eq!(name(d.next()), "eos");
     }
 
     #[test]

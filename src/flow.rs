@@ -34,7 +34,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::{Condvar, Mutex};
 
-use crate::record::{CaptionRecord, SummaryRecord};
+use crate::record::{CaptionRecord, IncidentRecord, SummaryRecord};
 use crate::summary::Alert;
 
 /// One thing that leaves on `summary_src`.
@@ -51,6 +51,9 @@ pub enum Item<M> {
     Marker(M),
     /// Everything of the segment is out.
     Eos,
+    /// An `incident-start` or `incident-end` record
+    /// ([`crate::summary::incidents`]), after the chunk that decided it.
+    Incident(Box<IncidentRecord>),
 }
 
 /// Where the summary engine puts its records (implemented by [`Outbox`]).
@@ -58,6 +61,11 @@ pub trait SummaryOut: Send + Sync {
     fn summary(&self, r: SummaryRecord);
     /// After the final summary (or at once when nothing was summarized).
     fn eos(&self);
+}
+
+/// Where the incident stage puts its records (implemented by [`Outbox`]).
+pub trait IncidentOut: Send + Sync {
+    fn incident(&self, r: IncidentRecord);
 }
 
 struct Inner<M> {
@@ -200,6 +208,12 @@ impl<M: Send> SummaryOut for Outbox<M> {
     }
     fn eos(&self) {
         self.put(Item::Eos);
+    }
+}
+
+impl<M: Send> IncidentOut for Outbox<M> {
+    fn incident(&self, r: IncidentRecord) {
+        self.put(Item::Incident(Box::new(r)));
     }
 }
 

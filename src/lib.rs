@@ -32,6 +32,7 @@ pub mod config;
 pub mod dispatcher;
 pub mod download;
 pub mod endpoints;
+pub mod evidence;
 pub mod flow;
 pub mod frames;
 pub mod gate;

@@ -92,6 +92,36 @@ pub struct CaptionRecord {
     /// The prompt version the chunk was (or would have been) captioned
     /// with ([`crate::steer`]): 0 for the prompts set at start.
     pub prompt_id: u64,
+    /// The sampled frame an alert's snapshot is made of (evidence); it
+    /// goes no further than the event check.
+    #[serde(skip)]
+    pub frame: SnapshotFrame,
+}
+
+/// The frame of a record's snapshot; records compare equal whatever it
+/// holds, and Debug does not print pixels.
+#[derive(Clone, Default)]
+pub struct SnapshotFrame(pub Option<std::sync::Arc<crate::frames::RawFrame>>);
+
+impl SnapshotFrame {
+    pub fn take(&mut self) -> Option<std::sync::Arc<crate::frames::RawFrame>> {
+        self.0.take()
+    }
+}
+
+impl PartialEq for SnapshotFrame {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for SnapshotFrame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Some(fr) => write!(f, "SnapshotFrame({}x{})", fr.width, fr.height),
+            None => write!(f, "SnapshotFrame(None)"),
+        }
+    }
 }
 
 /// The `kind` of a chunk's record.
@@ -281,9 +311,7 @@ pub struct SummaryRecord {
 impl SummaryRecord {
     /// One JSON object, newline-terminated (JSON Lines).
     pub fn to_json_line(&self) -> String {
-        let mut s = serde_json::to_string(self).expect("record serializes");
-        s.push('\n');
-        s
+        json_line(self)
     }
 }
 
@@ -306,4 +334,82 @@ pub struct AlertRecord {
     pub text: String,
     /// The prompt version of its caption ([`crate::steer`]).
     pub prompt_id: u64,
+    /// The JPEG snapshot of the chunk (`evidence-dir`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<String>,
+}
+
+/// A caption kept in an incident record.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct IncidentCaption {
+    pub chunk_index: u64,
+    pub start: f64,
+    pub end: f64,
+    pub text: String,
+}
+
+/// The `incident-start` and `incident-end` records (see
+/// [`crate::summary::incidents`] for how they are decided). Fields only an
+/// end has are left out of a start.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct IncidentRecord {
+    /// `"incident-start"` or `"incident-end"`.
+    pub kind: &'static str,
+    pub stream_id: String,
+    pub incident_id: String,
+    /// The event (as given in `events`).
+    pub event: String,
+    /// Stream time, seconds: the first alert chunk's start, the last alert
+    /// chunk's end.
+    pub start: f64,
+    pub end: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub end_time: Option<String>,
+    pub first_chunk: u64,
+    pub last_chunk: u64,
+    /// Alerts (chunks) that raised the event.
+    pub alert_count: u64,
+    /// Their chunk indices (bounded: the first and the last ones).
+    pub chunk_indices: Vec<u64>,
+    /// Their captions (bounded: the first and the last ones).
+    pub captions: Vec<IncidentCaption>,
+    /// Alert chunks left out of `chunk-indices`.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub chunks_omitted: u64,
+    /// End only: `quiet`, `eos`, `event-removed`, `flush`, `stopped`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'static str>,
+    /// The snapshot of the alert that opened it (`evidence-dir`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<String>,
+    /// End only: the MP4 clip (`evidence-dir`, `clip-pre` / `clip-post`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clip: Option<String>,
+    /// Stream times the clip covers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clip_start: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clip_end: Option<f64>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+impl IncidentRecord {
+    /// One JSON object, newline-terminated (JSON Lines).
+    pub fn to_json_line(&self) -> String {
+        json_line(self)
+    }
+}
+
+/// A record as one JSON object, newline-terminated (JSON Lines).
+pub fn json_line(r: &impl Serialize) -> String {
+    let mut s = serde_json::to_string(r).expect("record serializes");
+    s.push('\n');
+    s
 }

@@ -363,10 +363,24 @@ fn an_unparsable_event_answer_is_an_alert_error_and_a_warning() {
         T,
     );
     let recs = r.outputs().json();
-    assert_eq!(kinds(&recs), ["caption", "alert", "caption", "caption"]);
-    let e = recs[2]["alert-error"].as_str().unwrap();
+    // The chunk without a verdict neither extends nor closes the incident
+    // the red chunk opened; it ends at EOS (docs/monitoring.md, rule 4).
+    assert_eq!(
+        kinds(&recs),
+        [
+            "caption",
+            "alert",
+            "incident-start",
+            "caption",
+            "caption",
+            "incident-end"
+        ]
+    );
+    let e = recs[3]["alert-error"].as_str().unwrap();
     assert!(e.contains("no JSON") && e.contains("Hard to say"), "{e}");
-    assert!(recs[3].get("alert-error").is_none());
+    assert!(recs[4].get("alert-error").is_none());
+    assert_eq!(recs[5]["reason"], "eos");
+    assert_eq!(recs[5]["alert-count"], 1);
     let o = r.outputs();
     assert!(
         o.warnings

@@ -100,6 +100,8 @@ pub enum Event<'a> {
         chunk: u64,
         text: &'a str,
     },
+    /// An incident opened or closed (`vss-incident`).
+    Incident(&'a crate::record::IncidentRecord),
 }
 
 /// Where a session's events go (the element's debug category and bus).
@@ -430,8 +432,9 @@ impl Session {
         let outbox = Arc::new(Outbox::default());
         self.steering.reset();
         self.steering.set_gate(settings.gate.clone());
-        let (stage, engine) = text::start(
+        let (stage, engine, incidents) = text::start(
             self.text.as_ref(),
+            outbox.clone(),
             outbox.clone(),
             counters,
             &self.observer,
@@ -448,6 +451,7 @@ impl Session {
                 engine,
                 admission: self.admission(settings),
                 steering: Some(self.steering.clone()),
+                incidents,
             },
         );
         Ok((d, note))
@@ -463,6 +467,11 @@ impl Session {
             &key,
             per_server * servers.max(1),
         )))
+    }
+
+    /// The evidence store and clip ring, if `evidence-dir` is set.
+    pub fn evidence(&self) -> Option<Arc<crate::evidence::Evidence>> {
+        self.text.as_ref().and_then(|t| t.evidence.clone())
     }
 
     /// The alert webhook, if alerts are posted to one.

@@ -41,6 +41,41 @@ pub struct TextSettings {
     pub alert_webhook: Option<String>,
     pub alert_webhook_token: Option<ApiKey>,
     pub stream_id: Option<String>,
+    /// `incident-gap`, seconds.
+    pub incident_gap: f64,
+    /// `alert-webhook-mode=incident`: post at incident open and close
+    /// instead of per alert.
+    pub webhook_per_incident: bool,
+    /// Evidence (`evidence-dir`, …); `dir` `None`: none is kept.
+    pub evidence: EvidenceSettings,
+}
+
+pub const DEFAULT_CLIP_PRE: f64 = 5.0;
+pub const DEFAULT_CLIP_POST: f64 = 5.0;
+pub const DEFAULT_EVIDENCE_MAX_BYTES: u64 = 1 << 30;
+pub const DEFAULT_CLIP_RING_BYTES: u64 = 128 << 20;
+
+/// `evidence-dir`, `clip-pre`, `clip-post`, `evidence-max-bytes`,
+/// `clip-ring-bytes`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EvidenceSettings {
+    pub dir: Option<String>,
+    pub clip_pre: f64,
+    pub clip_post: f64,
+    pub max_bytes: u64,
+    pub ring_bytes: u64,
+}
+
+impl Default for EvidenceSettings {
+    fn default() -> Self {
+        EvidenceSettings {
+            dir: None,
+            clip_pre: DEFAULT_CLIP_PRE,
+            clip_post: DEFAULT_CLIP_POST,
+            max_bytes: DEFAULT_EVIDENCE_MAX_BYTES,
+            ring_bytes: DEFAULT_CLIP_RING_BYTES,
+        }
+    }
 }
 
 impl Default for TextSettings {
@@ -62,6 +97,9 @@ impl Default for TextSettings {
             alert_webhook: None,
             alert_webhook_token: None,
             stream_id: None,
+            incident_gap: crate::summary::incidents::DEFAULT_INCIDENT_GAP,
+            webhook_per_incident: false,
+            evidence: EvidenceSettings::default(),
         }
     }
 }

@@ -20,6 +20,7 @@ impl Observer for Recorder {
             Event::DownloadFailed(t) => format!("download failed: {t}"),
             Event::Alert(a) => format!("alert {}", a.chunk_index),
             Event::AlertError { chunk, text } => format!("alert-error {chunk}: {text}"),
+            Event::Incident(r) => format!("incident {} {}", r.kind, r.incident_id),
         };
         self.0.lock().unwrap().push(line);
     }

@@ -12,13 +12,17 @@ use crate::backend::openai::{OpenAiOptions, OpenAiText};
 use crate::backend::{FrameOptions, GenParams};
 use crate::config::{self, Resolved};
 use crate::dispatcher::{AfterCaption, Stage};
-use crate::flow::SummaryOut;
+use crate::evidence::Evidence;
+use crate::flow::{IncidentOut, SummaryOut};
 use crate::prep::FramePrep;
+use crate::summary::incidents::{self, IncidentStage, Incidents};
 use crate::summary::{
     alerts, parse_summary_duration, Alert, AlertChecker, EngineConfig, SummaryConfig,
     SummaryEngine, TextLlm, Webhook,
 };
 
+const NO_EVENTS_FOR_EVIDENCE: &str =
+    "vsssummarize: evidence-dir is set but events is empty: there will be no alerts to keep evidence of";
 const NO_EVENTS_FOR_WEBHOOK: &str =
     "vsssummarize: alert-webhook is set but events is empty: there will be no alerts";
 
@@ -33,6 +37,13 @@ pub struct TextPlan {
     pub concurrency: usize,
     pub temperature: f64,
     pub top_p: f64,
+    /// `incident-gap`.
+    pub incident_gap: f64,
+    /// `alert-webhook-mode=incident`.
+    pub webhook_per_incident: bool,
+    /// `evidence-dir` and the clip ring; `None`: no evidence.
+    pub evidence: Option<Arc<Evidence>>,
+    pub stream_id: String,
 }
 
 /// `a` and `b` are the same origin (scheme, host, port): the VLM's key may go
@@ -59,6 +70,9 @@ pub(super) fn prepare(
     let err = |e: String| SessionError::settings(format!("vsssummarize: {e}"));
     let events = alerts::parse_events(&t.events).map_err(err)?;
     let window = parse_summary_duration(t.summary_duration).map_err(|e| err(e.into()))?;
+    if events.is_empty() && t.evidence.dir.is_some() {
+        obs.event(Event::Warning(Problem::Settings, NO_EVENTS_FOR_EVIDENCE));
+    }
     if !t.summarize && events.is_empty() {
         if t.alert_webhook.is_some() {
             obs.event(Event::Warning(Problem::Settings, NO_EVENTS_FOR_WEBHOOK));
@@ -157,6 +171,34 @@ pub(super) fn prepare(
             }
         ),
     ));
+    let evidence = match (&t.evidence.dir, events.is_empty()) {
+        (Some(dir), false) => {
+            let ev = Evidence::new(crate::evidence::EvidenceConfig {
+                dir: dir.into(),
+                stream_id: stream_id.to_string(),
+                max_bytes: t.evidence.max_bytes,
+                clip_pre: t.evidence.clip_pre,
+                clip_post: t.evidence.clip_post,
+                ring_bytes: t.evidence.ring_bytes,
+            })
+            .map_err(err)?;
+            obs.event(Event::Log(
+                Level::Info,
+                &format!("evidence goes to {dir}: {}", ev.describe()),
+            ));
+            let weak = Arc::downgrade(observer);
+            ev.set_log(Arc::new(move |m: &str| {
+                if let Some(o) = weak.upgrade() {
+                    o.event(Event::Warning(
+                        Problem::Write,
+                        &format!("vsssummarize: {m}"),
+                    ));
+                }
+            }));
+            Some(Arc::new(ev))
+        }
+        _ => None,
+    };
     Ok(Some(TextPlan {
         llm,
         summary,
@@ -165,6 +207,10 @@ pub(super) fn prepare(
         concurrency,
         temperature: t.llm_temperature,
         top_p: t.llm_top_p,
+        incident_gap: t.incident_gap,
+        webhook_per_incident: t.webhook_per_incident,
+        evidence,
+        stream_id: stream_id.to_string(),
     }))
 }
 
@@ -231,25 +277,37 @@ fn openai_text(
     .map_err(|e| SessionError::settings(format!("vsssummarize: text LLM: {e}")))
 }
 
-/// READY→PAUSED: the event-check stage for the dispatcher, and the summary
-/// engine, which puts its records into `out`.
+/// What READY→PAUSED builds for the dispatcher.
+pub(super) type Started = (
+    Option<Stage>,
+    Option<Arc<SummaryEngine>>,
+    Option<Arc<IncidentStage>>,
+);
+
+/// READY→PAUSED: the event-check stage for the dispatcher, the summary
+/// engine, which puts its records into `out`, and the incident stage,
+/// which puts its records into `incident_out`.
 pub(super) fn start(
     plan: Option<&TextPlan>,
     out: Arc<dyn SummaryOut>,
+    incident_out: Arc<dyn IncidentOut>,
     counters: &Counters,
     observer: &Arc<dyn Observer>,
     steering: &Arc<crate::steer::Steering>,
-) -> Result<(Option<Stage>, Option<Arc<SummaryEngine>>), SessionError> {
+) -> Result<Started, SessionError> {
     counters.summaries.reset();
     counters.alerts_raised.store(0, Ordering::Relaxed);
     let Some(plan) = plan else {
-        return Ok((None, None));
+        return Ok((None, None, None));
     };
+    if let Some(e) = &plan.evidence {
+        e.start_run();
+    }
     // Also without events: `events` can be set while running
     // (docs/monitoring.md); with an empty list a caption passes unchecked.
     let stage = Some(()).map(|()| {
         let weak = Arc::downgrade(observer);
-        let webhook = plan.webhook.clone();
+        let webhook = plan.webhook.clone().filter(|_| !plan.webhook_per_incident);
         let on_alert = Arc::new(move |a: &Alert| {
             if let Some(o) = weak.upgrade() {
                 o.event(Event::Alert(a));
@@ -273,6 +331,7 @@ pub(super) fn start(
             on_error,
             raised: counters.alerts_raised.clone(),
             steering: Some(steering.clone()),
+            evidence: plan.evidence.clone(),
         };
         (Arc::new(checker) as Arc<dyn AfterCaption>, plan.concurrency)
     });
@@ -288,5 +347,36 @@ pub(super) fn start(
         )),
         None => None,
     };
-    Ok((stage, engine))
+    // Also without events, which can be set while running.
+    let incidents = Some(()).map(|()| {
+        let weak = Arc::downgrade(observer);
+        let webhook = plan.webhook.clone().filter(|_| plan.webhook_per_incident);
+        let on_incident = Arc::new(move |r: &crate::record::IncidentRecord| {
+            if let Some(o) = weak.upgrade() {
+                o.event(Event::Incident(r));
+            }
+            if let Some(w) = &webhook {
+                let id = format!(
+                    "{} ({})",
+                    r.incident_id,
+                    if r.kind == "incident-end" {
+                        "close"
+                    } else {
+                        "open"
+                    }
+                );
+                w.send(id, incidents::webhook_body(r));
+            }
+        });
+        let clip = plan.evidence.clone().filter(|e| e.clips()).map(|e| {
+            Arc::new(move |r: &mut crate::record::IncidentRecord| e.clip(r)) as incidents::ClipHook
+        });
+        Arc::new(IncidentStage::new(
+            Incidents::new(&plan.stream_id, plan.incident_gap),
+            incident_out,
+            on_incident,
+            clip,
+        ))
+    });
+    Ok((stage, engine, incidents))
 }

@@ -304,6 +304,8 @@ pub struct Alert {
     pub end_time: Option<String>,
     /// The prompt version of its caption (`prompt-id`).
     pub prompt_id: u64,
+    /// The JPEG snapshot's path (`evidence-dir`), once written.
+    pub snapshot: Option<String>,
 }
 
 impl Alert {
@@ -324,6 +326,7 @@ impl Alert {
             events: self.events.clone(),
             text: self.text.clone(),
             prompt_id: self.prompt_id,
+            snapshot: self.snapshot.clone(),
         }
     }
 
@@ -331,7 +334,7 @@ impl Alert {
     /// `ntpTimestamp`, `alertDetails` = the caption, `detectedEvents`) plus
     /// `chunkIndex`, `start`, `end` (stream time, seconds).
     pub fn webhook_body(&self) -> Value {
-        json!({
+        let mut b = json!({
             "streamId": self.stream_id,
             "alertId": self.alert_id(),
             "ntpTimestamp": self.ntp_timestamp,
@@ -340,7 +343,11 @@ impl Alert {
             "chunkIndex": self.chunk_index,
             "start": self.start,
             "end": self.end,
-        })
+        });
+        if let Some(s) = &self.snapshot {
+            b["snapshot"] = json!(s);
+        }
+        b
     }
 }
 
@@ -529,6 +536,7 @@ mod tests {
             start_time: Some("2024-05-30T01:41:25.123Z".into()),
             end_time: Some("2024-05-30T01:41:35.123Z".into()),
             prompt_id: 0,
+            snapshot: None,
         };
         assert_eq!(a.alert_id(), "dock-3-17");
         let b = a.webhook_body();

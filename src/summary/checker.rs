@@ -42,6 +42,8 @@ pub struct AlertChecker {
     /// When set, `events` as changed while running (read for each check;
     /// `events` above is then the list at start).
     pub steering: Option<Arc<crate::steer::Steering>>,
+    /// Writes each alert's snapshot (`evidence-dir`).
+    pub evidence: Option<Arc<crate::evidence::Evidence>>,
 }
 
 /// The alert of a caption record in which `events` were detected.
@@ -60,6 +62,7 @@ pub fn alert_of(rec: &CaptionRecord, events: Vec<String>) -> Alert {
         start_time: rec.start_time.clone(),
         end_time: rec.end_time.clone(),
         prompt_id: rec.prompt_id,
+        snapshot: None,
     }
 }
 
@@ -91,7 +94,15 @@ impl AfterCaption for AlertChecker {
                 Ok(found) if found.is_empty() => None,
                 Ok(found) => {
                     self.raised.fetch_add(1, Ordering::Relaxed);
-                    let alert = alert_of(rec, found);
+                    let mut alert = alert_of(rec, found);
+                    if let (Some(ev), Some(frame)) = (&self.evidence, &rec.frame.0) {
+                        // Written before the alert is published; a failure
+                        // is the record's `alert-error`, the alert stands.
+                        match ev.snapshot(&alert, frame) {
+                            Ok(p) => alert.snapshot = Some(p),
+                            Err(e) => self.fail(rec, e),
+                        }
+                    }
                     (self.on_alert)(&alert);
                     Some(alert)
                 }
@@ -142,6 +153,7 @@ mod tests {
                 on_error: Arc::new(move |_, m: &str| e.lock().unwrap().push(m.to_string())),
                 raised: Default::default(),
                 steering: None,
+                evidence: None,
             },
             alerts,
             errors,

@@ -24,6 +24,8 @@
 //! * [`checker`]: the event check run after each caption (the dispatcher's
 //!   after-caption stage) and the `alert` it decides.
 //! * [`webhook`]: bounded, retried delivery of alerts to `alert-webhook`.
+//! * [`incidents`]: consecutive alerts of one event as one incident
+//!   (`incident-start` / `incident-end`, `incident-gap`).
 //!
 //! Each submodule documents its rules and the choices made where the issue
 //! is silent.
@@ -33,12 +35,13 @@ pub mod aggregate;
 pub mod alerts;
 pub mod checker;
 pub mod engine;
+pub mod incidents;
 pub mod llm;
 pub mod tokens;
 pub mod webhook;
 pub mod windows;
 
-pub use crate::record::{AlertRecord, SummaryKind, SummaryRecord};
+pub use crate::record::{AlertRecord, IncidentRecord, SummaryKind, SummaryRecord};
 pub use aggregate::{
     final_summary, final_summary_of_chunks, summarize_window, PartSummary, SummaryConfig,
     SummaryOutput, DEFAULT_CAPTION_SUMMARIZATION_PROMPT, DEFAULT_SUMMARY_AGGREGATION_PROMPT,

@@ -202,9 +202,44 @@ impl VssSummarize {
             }
             None => buffer,
         };
+        let clip_buffer = buffer.clone();
         let res = self.srcpad.push(buffer);
+        self.keep_clip_frame(&clip_buffer);
         self.submit(jobs, live)?;
         res
+    }
+
+    /// Evidence: a thumbnail of this frame for the clip ring, at most
+    /// `CLIP_FPS` a second, when clips are on (copied under the state lock,
+    /// scaled and encoded after it).
+    fn keep_clip_frame(&self, buffer: &gst::Buffer) {
+        let (ev, t, frame) = {
+            let st = self.state.lock();
+            let Some(ev) = st.session.as_ref().and_then(Session::evidence) else {
+                return;
+            };
+            let (Some(pts), Some(info)) = (buffer.pts(), st.info.as_ref()) else {
+                return;
+            };
+            let Some(t) = st.segment.to_stream_time(pts) else {
+                return;
+            };
+            let t = t.nseconds() as f64 / 1e9;
+            let Some(format) = pixel_format(info.format()) else {
+                return;
+            };
+            if !ev.wants_frame(t) {
+                return;
+            }
+            match copy_frame(buffer, info, format, colorimetry(info)) {
+                Some(f) => (ev, t, f),
+                None => return,
+            }
+        };
+        match crate::evidence::thumbnail(&frame) {
+            Ok(th) => ev.push_thumbnail(t, th),
+            Err(e) => gst::debug!(CAT, imp = self, "no clip thumbnail: {e}"),
+        }
     }
 
     /// Feeds the chunker; returns the chunks completed by this buffer.
@@ -551,12 +586,20 @@ impl VssSummarize {
                 }
             }
         }
-        let webhook = self
-            .state
-            .lock()
-            .session
-            .as_ref()
-            .and_then(Session::webhook);
+        let (evidence, webhook) = {
+            let st = self.state.lock();
+            let s = st.session.as_ref();
+            (s.and_then(Session::evidence), s.and_then(Session::webhook))
+        };
+        if let Some(ev) = evidence {
+            if !ev.wait_idle(deadline) {
+                gst::element_imp_warning!(
+                    self,
+                    gst::ResourceError::Write,
+                    ("incident clips were still being encoded when drain-timeout expired at EOS")
+                );
+            }
+        }
         if let Some(w) = webhook {
             if !w.wait_idle(deadline.max(std::time::Instant::now() + Duration::from_millis(100))) {
                 gst::element_imp_warning!(

@@ -72,6 +72,21 @@ impl From<crate::config::BackendKind> for BackendProp {
     }
 }
 
+/// `alert-webhook-mode`.
+#[derive(Debug, Eq, PartialEq, Clone, Copy, glib::Enum, Default)]
+#[repr(u32)]
+#[enum_type(name = "GstVssSummarizeWebhookMode")]
+pub enum WebhookModeProp {
+    #[default]
+    #[enum_value(name = "One POST per alert (chunk)", nick = "alert")]
+    Alert = 0,
+    #[enum_value(
+        name = "One POST when an incident opens and one when it closes",
+        nick = "incident"
+    )]
+    Incident = 1,
+}
+
 glib::wrapper! {
     pub struct VssSummarize(ObjectSubclass<imp::VssSummarize>) @extends gst::Element, gst::Object;
 }
@@ -79,6 +94,8 @@ glib::wrapper! {
 pub fn register(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     #[cfg(feature = "doc")]
     BackendProp::static_type().mark_as_plugin_api(gst::PluginAPIFlags::empty());
+    #[cfg(feature = "doc")]
+    WebhookModeProp::static_type().mark_as_plugin_api(gst::PluginAPIFlags::empty());
     gst::Element::register(
         Some(plugin),
         "vsssummarize",

@@ -64,6 +64,8 @@ pub struct Outputs {
     pub alerts: Vec<gst::Structure>,
     /// Other element messages of the element (`vss-prompt`, …), in order.
     pub other_messages: Vec<gst::Structure>,
+    /// `vss-incident` element messages, in order.
+    pub incidents: Vec<gst::Structure>,
     pub warnings: Vec<String>,
     pub infos: Vec<String>,
     pub errors: Vec<String>,
@@ -280,6 +282,8 @@ impl Run {
                         o.messages.push(s.to_owned());
                     } else if s.name() == "vss-alert" {
                         o.alerts.push(s.to_owned());
+                    } else if s.name() == "vss-incident" {
+                        o.incidents.push(s.to_owned());
                     } else if s.name().starts_with("vss-") {
                         o.other_messages.push(s.to_owned());
                     }

@@ -121,6 +121,11 @@ impl Observer for ElementObserver {
                 let s = meta::structure_from_json("vss-alert", &rec);
                 let _ = obj.post_message(gst::message::Element::builder(s).src(&obj).build());
             }
+            Event::Incident(r) => {
+                let rec = serde_json::to_value(r).unwrap_or_default();
+                let s = meta::structure_from_json("vss-incident", &rec);
+                let _ = obj.post_message(gst::message::Element::builder(s).src(&obj).build());
+            }
             Event::AlertError { chunk, text } => gst::element_warning!(
                 obj,
                 gst::StreamError::Failed,

@@ -55,6 +55,7 @@ impl VssSummarize {
             }
             Some(Item::Caption(r)) => self.emit(*r),
             Some(Item::Alert(a)) => self.emit_alert(&a),
+            Some(Item::Incident(r)) => self.emit_incident(&r),
             Some(Item::Summary(r)) => self.emit_summary(*r),
             Some(Item::Marker(m)) => {
                 self.emit_marker(m);
@@ -311,6 +312,23 @@ impl VssSummarize {
         let duration =
             gst::ClockTime::from_nseconds(self.last_caption_duration.load(Ordering::Acquire));
         self.push_record(line, text, pts, Some(duration))
+    }
+
+    /// An `incident-start` / `incident-end` record (its `vss-incident`
+    /// message and webhook went out when it was decided): meta queue and
+    /// `summary_src` buffer, stamped like the alert before it.
+    fn emit_incident(&self, r: &crate::summary::IncidentRecord) -> Result<(), gst::FlowError> {
+        let value = serde_json::to_value(r).unwrap_or_default();
+        self.queue_meta(meta::structure_from_json(meta::STRUCTURE_NAME, &value));
+        let text = match r.reason {
+            None => format!("[incident {}: {}]", r.incident_id, r.event),
+            Some(why) => format!(
+                "[incident {} ended ({why}): {}, {} alerts, {:.2}-{:.2} s]",
+                r.incident_id, r.event, r.alert_count, r.start, r.end
+            ),
+        };
+        let pts = gst::ClockTime::from_nseconds(self.last_caption_pts.load(Ordering::Acquire));
+        self.push_record(r.to_json_line(), text, pts, None)
     }
 
     pub(super) fn summary_src_query(&self, pad: &gst::Pad, query: &mut gst::QueryRef) -> bool {

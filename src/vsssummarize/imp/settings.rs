@@ -338,6 +338,47 @@ impl VssSummarize {
                     .blurb("Model calls, and event-check calls, not made for gated chunks")
                     .read_only()
                     .build(),
+                glib::ParamSpecDouble::builder("incident-gap")
+                    .blurb(fixed!("Seconds without an event before its incident closes (0: the first chunk without it closes it); consecutive alerts of one event form one incident"))
+                    .minimum(0.0)
+                    .maximum(86_400.0)
+                    .default_value(crate::summary::incidents::DEFAULT_INCIDENT_GAP)
+                    .build(),
+                glib::ParamSpecEnum::builder_with_default("alert-webhook-mode", crate::vsssummarize::WebhookModeProp::Alert)
+                    .blurb(fixed!("alert: one POST per alert; incident: one POST when an incident opens and one when it closes"))
+                    .build(),
+                sf!("evidence-dir", "Directory for alert snapshots (JPEG) and incident clips (MP4); empty: no evidence is kept"),
+                glib::ParamSpecDouble::builder("clip-pre")
+                    .blurb(fixed!("Seconds of video before an incident in its clip (clip-pre=0 and clip-post=0: no clips)"))
+                    .minimum(0.0)
+                    .maximum(600.0)
+                    .default_value(DEFAULT_CLIP_PRE)
+                    .build(),
+                glib::ParamSpecDouble::builder("clip-post")
+                    .blurb(fixed!("Seconds of video after an incident in its clip (at most what arrived when it closed, at least incident-gap)"))
+                    .minimum(0.0)
+                    .maximum(600.0)
+                    .default_value(DEFAULT_CLIP_POST)
+                    .build(),
+                glib::ParamSpecUInt64::builder("evidence-max-bytes")
+                    .blurb(fixed!("Disk budget of evidence-dir's snapshots and clips; the oldest are deleted first"))
+                    .minimum(1024)
+                    .default_value(DEFAULT_EVIDENCE_MAX_BYTES)
+                    .build(),
+                glib::ParamSpecUInt64::builder("clip-ring-bytes")
+                    .blurb(fixed!("Memory bound of the ring of downscaled frames that clips are made of"))
+                    .minimum(1 << 20)
+                    .maximum(1 << 34)
+                    .default_value(DEFAULT_CLIP_RING_BYTES)
+                    .build(),
+                glib::ParamSpecUInt64::builder("clips-written")
+                    .blurb("Incident clips written to evidence-dir (since NULL→READY)")
+                    .read_only()
+                    .build(),
+                glib::ParamSpecUInt64::builder("clips-failed")
+                    .blurb("Incident clips not written: the encoder queue was full, encoding failed, or the clip exceeded evidence-max-bytes (each with a warning)")
+                    .read_only()
+                    .build(),
             ]
         });
         PROPERTIES.as_ref()
@@ -488,6 +529,18 @@ impl VssSummarize {
             }
             "trigger-cooldown" => s.gate.trigger_cooldown = value.get().expect("type"),
             "trigger-min-confidence" => s.gate.min_confidence = value.get().expect("type"),
+            "incident-gap" => s.text.incident_gap = value.get().expect("type"),
+            "alert-webhook-mode" => {
+                s.text.webhook_per_incident = value
+                    .get::<crate::vsssummarize::WebhookModeProp>()
+                    .expect("type")
+                    == crate::vsssummarize::WebhookModeProp::Incident
+            }
+            "evidence-dir" => s.text.evidence.dir = opt_str(value),
+            "clip-pre" => s.text.evidence.clip_pre = value.get().expect("type"),
+            "clip-post" => s.text.evidence.clip_post = value.get().expect("type"),
+            "evidence-max-bytes" => s.text.evidence.max_bytes = value.get().expect("type"),
+            "clip-ring-bytes" => s.text.evidence.ring_bytes = value.get().expect("type"),
             _ => unimplemented!("property {name}"),
         }
         let settings = s.clone();
@@ -676,6 +729,31 @@ impl VssSummarize {
                 .to_value(),
             "timestamp-line" => s.timestamp_line.to_value(),
             "endpoint-concurrency" => s.endpoint_concurrency.to_value(),
+            "incident-gap" => s.text.incident_gap.to_value(),
+            "alert-webhook-mode" => if s.text.webhook_per_incident {
+                crate::vsssummarize::WebhookModeProp::Incident
+            } else {
+                crate::vsssummarize::WebhookModeProp::Alert
+            }
+            .to_value(),
+            "evidence-dir" => s.text.evidence.dir.to_value(),
+            "clip-pre" => s.text.evidence.clip_pre.to_value(),
+            "clip-post" => s.text.evidence.clip_post.to_value(),
+            "evidence-max-bytes" => s.text.evidence.max_bytes.to_value(),
+            "clip-ring-bytes" => s.text.evidence.ring_bytes.to_value(),
+            "clips-written" | "clips-failed" => {
+                let st = prepared
+                    .and_then(|p| p.evidence())
+                    .map(|e| e.stats.clone())
+                    .unwrap_or_default();
+                let n = if pspec.name() == "clips-written" {
+                    st.clips.load(Ordering::Relaxed)
+                } else {
+                    st.clips_failed.load(Ordering::Relaxed)
+                        + st.clips_skipped.load(Ordering::Relaxed)
+                };
+                n.to_value()
+            }
             name => unimplemented!("property {name}"),
         }
     }

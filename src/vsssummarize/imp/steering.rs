@@ -71,13 +71,18 @@ impl VssSummarize {
             "events" => match crate::summary::parse_events(&s.text.events) {
                 Ok(ev) if has_text => {
                     let n = ev.len();
-                    let old = st.set_events(ev);
+                    let old = st.set_events(ev.clone());
                     gst::info!(
                         CAT,
                         imp = self,
                         "events changed ({} -> {n}): from the next caption checked",
                         old.len()
                     );
+                    // The open incidents of removed events end now
+                    // (incidents rule 6), in order with the records.
+                    if let Some(d) = self.dispatcher() {
+                        d.events_changed(&ev);
+                    }
                 }
                 Ok(_) => gst::warning!(
                     CAT,
