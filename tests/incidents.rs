@@ -437,3 +437,48 @@ fn a_flush_and_a_stop_end_the_open_incident_on_the_bus() {
         r.pipeline.set_state(gst::State::Null).unwrap();
     }
 }
+
+/// `events` set while running (steering): the open incident of an event
+/// removed from the list ends at once, on the bus and on `summary_src`, in
+/// order with the records (`reason: event-removed`), and its later chunks
+/// open none.
+#[test]
+fn removing_an_event_while_running_ends_its_incident() {
+    let server = MockServer::start();
+    let v = Video::small(12);
+    let r = with_video(
+        &props(&server, "summarize=true events=a incident-gap=1000"),
+        &v,
+        false,
+    );
+    r.play().unwrap();
+    // Seconds 0-5: `a` in chunk 4 opens an incident the gap keeps open.
+    r.push_range(&v, 0, 6 * v.fps);
+    let s = wait_incident(&r, "incident-start");
+    let id = s.get::<String>("incident-id").unwrap();
+    r.element.set_property("events", "e");
+    let e = wait_incident(&r, "incident-end");
+    assert_eq!(e.get::<String>("reason").unwrap(), "event-removed");
+    assert_eq!(e.get::<String>("incident-id").unwrap(), id);
+    // The rest of the clip: `a` (chunks 6, 7) is no longer watched for.
+    r.push_range(&v, 6 * v.fps, 12 * v.fps);
+    r.end();
+    assert!(r.wait_eos(T), "{:?}", r.outputs().errors);
+    let recs = r.outputs().json();
+    let ends: Vec<&Value> = recs
+        .iter()
+        .filter(|x| x["kind"] == "incident-end" && x["event"] == "a")
+        .collect();
+    assert_eq!(ends.len(), 1, "exactly one end for the incident of a");
+    assert_eq!(ends[0]["reason"], "event-removed");
+    let starts_a = recs
+        .iter()
+        .filter(|x| x["kind"] == "incident-start" && x["event"] == "a")
+        .count();
+    assert_eq!(starts_a, 1, "a removed event opens no new incident");
+    // Its end leaves before the final summary, which is last.
+    let end_at = recs.iter().position(|x| std::ptr::eq(x, ends[0])).unwrap();
+    assert_eq!(recs.last().unwrap()["kind"], "final-summary");
+    assert!(end_at < recs.len() - 1);
+    r.stop();
+}
