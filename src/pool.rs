@@ -40,13 +40,13 @@
 //!    finished but not released yet (markers are not counted);
 //!    [`Pool::wait_idle`] waits until nothing is left.
 //! 10. **Admission.** A pool made with [`Pool::with_admission`] lets a worker
-//!    take a job only with a permit of the [`Admission`] (the shared endpoint
-//!    budget, [`crate::budget`]): while a job is startable and fewer workers
-//!    ask than there are startable jobs, a worker asks, without the pool's
-//!    lock; the job stays queued meanwhile (so rule 5 can still drop it).
-//!    The permit is held while the job runs and dropped after (also after a
-//!    panic or a cancel); a permit that finds no job any more is dropped at
-//!    once. [`Pool::stop`] and [`Pool::shutdown`] wake workers that wait.
+//!     take a job only with a permit of the [`Admission`] (the shared endpoint
+//!     budget, [`crate::budget`]): while a job is startable and fewer workers
+//!     ask than there are startable jobs, a worker asks, without the pool's
+//!     lock; the job stays queued meanwhile (so rule 5 can still drop it).
+//!     The permit is held while the job runs and dropped after (also after a
+//!     panic or a cancel); a permit that finds no job any more is dropped at
+//!     once. [`Pool::stop`] and [`Pool::shutdown`] wake workers that wait.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::panic::AssertUnwindSafe;

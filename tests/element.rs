@@ -883,6 +883,7 @@ fn settability_is_the_pspec_flags_and_the_blurbs_agree() {
         [
             "chunk-duration",
             "chunk-overlap",
+            "endpoint-concurrency",
             "max-concurrency",
             "max-pending-chunks"
         ]
