@@ -19,10 +19,14 @@ use gstvsssummarize::record::CaptionRecord;
 use parking_lot::{Condvar, Mutex};
 use tokio_util::sync::CancellationToken;
 
-/// The fake server: calls (camera, chunk) start, and end when released.
+/// A call: (camera, chunk index).
+type Call = (usize, u64);
+
+/// The fake server: calls start, and end when released.
 #[derive(Default)]
 struct Server {
-    state: Mutex<(Vec<(usize, u64)>, HashSet<(usize, u64)>)>,
+    /// Calls started, and those released.
+    state: Mutex<(Vec<Call>, HashSet<Call>)>,
     changed: Condvar,
 }
 
