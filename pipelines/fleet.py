@@ -35,8 +35,17 @@ import signal
 import sys
 import time
 
-import gi
-import yaml
+import os
+
+try:
+    import gi
+    import yaml
+except ImportError:
+    # A pyenv or virtualenv python3 first on PATH lacks Debian's PyGObject:
+    # run under the system's (as pipelines/common.sh's gi_python does).
+    if sys.executable != "/usr/bin/python3" and os.access("/usr/bin/python3", os.X_OK):
+        os.execv("/usr/bin/python3", ["/usr/bin/python3", os.path.abspath(__file__), *sys.argv[1:]])
+    sys.exit("fleet.py: needs PyGObject and PyYAML (Debian: apt-get install python3-gi python3-gst-1.0 python3-yaml)")
 
 gi.require_version("Gst", "1.0")
 from gi.repository import GLib, Gst  # noqa: E402
