@@ -332,6 +332,10 @@ impl crate::pool::Admission for Lane {
     fn wake(&self) {
         Lane::wake(self)
     }
+
+    fn waiting(&self) -> usize {
+        Lane::waiting(self)
+    }
 }
 
 #[cfg(test)]

@@ -192,8 +192,9 @@ pub struct Dispatcher<M: Send + 'static> {
     workers: usize,
     outbox: Arc<Outbox<M>>,
     engine: Option<Arc<SummaryEngine>>,
-    /// Requests wait for a shared endpoint budget (the drop hint names it).
-    shared_budget: bool,
+    /// The shared endpoint budget requests wait for (the drop hint names
+    /// it while they do).
+    budget: Option<Arc<dyn Admission>>,
     steering: Option<Arc<Steering>>,
     incidents: Option<Arc<IncidentStage>>,
 }
@@ -430,7 +431,7 @@ impl<M: Send + 'static> Dispatcher<M> {
             steering,
             incidents,
         } = parts;
-        let shared_budget = admission.is_some();
+        let budget = admission.clone();
         let (workers, _) = effective_workers(max_concurrency, max_pending);
         let stage_workers = stage.as_ref().map_or(0, |(_, n)| (*n).max(1));
         let after = stage.map(|(a, _)| a);
@@ -526,7 +527,7 @@ impl<M: Send + 'static> Dispatcher<M> {
             workers,
             outbox,
             engine,
-            shared_budget,
+            budget,
             steering,
             incidents,
         }
@@ -612,6 +613,9 @@ impl<M: Send + 'static> Dispatcher<M> {
         }
         let mut g = self.gate.lock();
         let mut dropped = Vec::new();
+        // What helps, said in every drop record; made before the pool's lock
+        // is taken (the drop record is made under it).
+        let mut hint = String::new();
         loop {
             if g.flushing || g.shutdown {
                 return Submitted::Flushing;
@@ -623,8 +627,9 @@ impl<M: Send + 'static> Dispatcher<M> {
                 if self.pending() < self.max_pending {
                     break;
                 }
+                hint = self.drop_hint();
                 let oldest = self.captions.drop_oldest_queued(|j| {
-                    record(self.drop_record(&j.template, Some(j.submitted)))
+                    record(self.drop_record(&j.template, Some(j.submitted), &hint))
                 });
                 match oldest {
                     Some(j) => dropped.push(j.template.chunk_index),
@@ -634,9 +639,9 @@ impl<M: Send + 'static> Dispatcher<M> {
                         let idx = template.chunk_index;
                         let _ = self
                             .captions
-                            .pass(record(self.drop_record(&template, None)));
+                            .pass(record(self.drop_record(&template, None, &hint)));
                         dropped.push(idx);
-                        return Submitted::Dropped(dropped, self.drop_hint());
+                        return Submitted::Dropped(dropped, hint);
                     }
                 }
             } else {
@@ -660,7 +665,7 @@ impl<M: Send + 'static> Dispatcher<M> {
         if dropped.is_empty() {
             Submitted::Queued
         } else {
-            Submitted::Dropped(dropped, self.drop_hint())
+            Submitted::Dropped(dropped, hint)
         }
     }
 
@@ -669,31 +674,33 @@ impl<M: Send + 'static> Dispatcher<M> {
     /// room (for chunks to wait in) or fewer chunks help; otherwise more
     /// requests at once.
     fn drop_hint(&self) -> String {
-        if self.max_pending <= self.workers {
+        if self.budget.as_ref().is_some_and(|b| b.waiting() > 0) {
+            // Chunks wait for their turn in the shared budget.
+            format!(
+                "the endpoint answers slower than chunks arrive (max-pending-chunks={} reached while requests wait for their turn in the endpoint-concurrency budget shared by every element on this endpoint): raise endpoint-concurrency if the server can take more requests at once, or chunk-duration, or lower num-frames-per-chunk",
+                self.max_pending
+            )
+        } else if self.max_pending <= self.workers {
             format!(
                 "the model answers slower than chunks arrive and all max-pending-chunks={} are in flight: raise max-pending-chunks (queued chunks wait for a free request) or chunk-duration, or lower num-frames-per-chunk",
                 self.max_pending
             )
         } else {
             format!(
-                "the model answers slower than chunks arrive (max-pending-chunks={} reached with max-concurrency={}{}): raise max-concurrency if the server can take more requests at once, or chunk-duration, or lower num-frames-per-chunk",
-                self.max_pending,
-                self.workers,
-                if self.shared_budget {
-                    " and the endpoint-concurrency budget shared by every element on this endpoint; raise that too"
-                } else {
-                    ""
-                }
+                "the model answers slower than chunks arrive (max-pending-chunks={} reached with max-concurrency={}): raise max-concurrency if the server can take more requests at once, or chunk-duration, or lower num-frames-per-chunk",
+                self.max_pending, self.workers
             )
         }
     }
 
     /// The error record of a chunk dropped on live overflow.
-    fn drop_record(&self, template: &CaptionRecord, since: Option<Instant>) -> CaptionRecord {
-        let msg = format!(
-            "dropped: live input is ahead of the model; {}",
-            self.drop_hint()
-        );
+    fn drop_record(
+        &self,
+        template: &CaptionRecord,
+        since: Option<Instant>,
+        hint: &str,
+    ) -> CaptionRecord {
+        let msg = format!("dropped: live input is ahead of the model; {hint}");
         let mut rec = error_record(template, msg, since);
         rec.dropped = true;
         self.stats.dropped.fetch_add(1, Ordering::Relaxed);

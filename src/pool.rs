@@ -92,6 +92,10 @@ pub trait Admission: Send + Sync {
     fn admit(&self, stopped: &dyn Fn() -> bool) -> Option<Box<dyn Send>>;
     /// Makes waiting `admit` calls check `stopped`.
     fn wake(&self);
+    /// Requests of this admission waiting now.
+    fn waiting(&self) -> usize {
+        0
+    }
 }
 
 /// Rule 9.

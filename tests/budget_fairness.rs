@@ -14,6 +14,7 @@ use gstvsssummarize::backend::{Backend, BackendError, Caption, ChunkJob};
 use gstvsssummarize::budget::{Budget, Lane};
 use gstvsssummarize::config::BackendKind;
 use gstvsssummarize::dispatcher::{Dispatcher, Parts, Stats};
+use gstvsssummarize::flow::Item;
 use gstvsssummarize::prompt::TimeStyle;
 use gstvsssummarize::record::CaptionRecord;
 use parking_lot::{Condvar, Mutex};
@@ -150,12 +151,12 @@ fn every_camera_is_captioned_at_the_same_rate_under_overload() {
         *per_cam.iter().min().unwrap(),
         *per_cam.iter().max().unwrap(),
     );
-    // Strict turns, give or take the moment a camera's only queued job has
-    // just finished and it has not asked again when a slot frees (seen as
-    // [30, 31, 30, 29] about once in six runs): at most 2 apart, and the
-    // issue's goal, most / least captioned <= 1.2.
+    // Round-robin between cameras gives each the same number of turns; a
+    // turn granted just as the live policy drops the chunk it was for goes
+    // on to the next camera, so the counts may differ by a little more than
+    // one (seen: 29 to 31 of 30). The goal is a ratio <= 1.2.
     assert!(
-        hi - lo <= 2 && hi as f64 / lo as f64 <= 1.2,
+        hi - lo <= 3 && hi * 10 <= lo * 12,
         "turns per camera {per_cam:?} (round-robin between cameras)"
     );
     assert!(lo as u64 >= ROUNDS * SLOTS as u64 / CAMERAS as u64 - 1);
@@ -167,6 +168,20 @@ fn every_camera_is_captioned_at_the_same_rate_under_overload() {
             "camera {c} dropped {dropped} of {ROUNDS}: the overload is shared"
         );
         assert_eq!(stats.submitted.load(Ordering::Relaxed), ROUNDS);
+    }
+    // The drop records say what helps: the shared budget. (Every record
+    // counted as completed or failed is in the output stream already.)
+    let (d, stats, _) = &cams[0];
+    let out = stats.completed.load(Ordering::Relaxed) + stats.failed.load(Ordering::Relaxed);
+    let dropped: Vec<String> = (0..out)
+        .filter_map(|_| match d.next() {
+            Some(Item::Caption(r)) => r.error.filter(|e| e.starts_with("dropped:")),
+            _ => None,
+        })
+        .collect();
+    assert!(!dropped.is_empty());
+    for e in &dropped {
+        assert!(e.contains("raise endpoint-concurrency"), "{e}");
     }
     // Nothing keeps a slot once the cameras stop: their cancelled calls
     // return and drop their permits.
