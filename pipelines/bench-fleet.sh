@@ -17,9 +17,14 @@
 # not in the budget: FLEET_PROPS=summarize=false leaves captions only); the
 # process's RSS at 30 s, every minute and at the end of the video (memory
 # flat). Takes DURATION + about 30 s.
+# BROKER=mqtt: each camera's records also go (tee) to a vssbrokersink that
+# publishes to a Mosquitto started here; an independent paho-mqtt consumer
+# (tests/python/broker_consume.py, target/py/brokers from
+# `pipelines/setup-python.sh brokers`) counts what arrived per camera
+# against the records in camN.jsonl (goal: equal, 0 lost).
 # Environment: CAMERAS, DURATION, FPS, CHUNK, FRAMES, PENDING, CAPACITY,
 # DELAY, FLEET_PROPS (extra vsssummarize properties, e.g.
-# "endpoint-concurrency=4"), VSS_PLUGIN_DIR (see pipelines/common.sh).
+# "endpoint-concurrency=4"), BROKER, VSS_PLUGIN_DIR (see pipelines/common.sh).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -35,10 +40,15 @@ CAPACITY="${CAPACITY:-4}"
 DELAY="${DELAY:-1}"
 read -r -a PROPS <<<"${FLEET_PROPS:-}"
 
+BROKER="${BROKER:-}"
 TMP="$(mktemp -d "${TMPDIR:-/tmp}/vss-fleet.XXXXXX")"
 GST_PID=""
+MQTT_PID=""
+SUB_PID=""
 cleanup() {
     [ -n "$GST_PID" ] && kill "$GST_PID" 2>/dev/null || true
+    [ -n "$SUB_PID" ] && kill "$SUB_PID" 2>/dev/null || true
+    [ -n "$MQTT_PID" ] && kill "$MQTT_PID" 2>/dev/null || true
     stop_mock
     rm -rf "$TMP"
 }
@@ -53,14 +63,33 @@ export VIA_VLM_OPENAI_MODEL_DEPLOYMENT_NAME=mock
 unset VIA_VLM_API_KEY OPENAI_API_KEY AZURE_OPENAI_API_KEY
 echo "mock: $MOCK_URL, capacity $CAPACITY x ${DELAY}s; $CAMERAS cameras, ${DURATION}s of video, ${CHUNK}s chunks, $FRAMES frames/chunk, max-pending-chunks=$PENDING ${FLEET_PROPS:-}"
 
+if [ "$BROKER" = mqtt ]; then
+    BPY="$ROOT/target/py/brokers/bin/python"
+    [ -x "$BPY" ] || { echo "BROKER=mqtt needs pipelines/setup-python.sh brokers"; exit 2; }
+    MQTT_PORT=$("$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    mosquitto -p "$MQTT_PORT" >"$TMP/mosquitto.log" 2>&1 &
+    MQTT_PID=$!
+    sleep 1
+    "$BPY" "$ROOT/tests/python/broker_consume.py" mqtt 127.0.0.1 "$MQTT_PORT" 'fleet/#' \
+        --client-id bench-fleet --timeout 20 >"$TMP/delivered.jsonl" 2>"$TMP/consume.log" &
+    SUB_PID=$!
+    for _ in $(seq 100); do grep -q ready "$TMP/delivered.jsonl" 2>/dev/null && break; sleep 0.2; done
+    echo "broker: mosquitto on 127.0.0.1:$MQTT_PORT, one vssbrokersink per camera"
+fi
+
 ARGS=()
 for i in $(seq 0 $((CAMERAS - 1))); do
     ARGS+=(videotestsrc is-live=true pattern=ball "num-buffers=$((DURATION * FPS))"
         ! "video/x-raw,width=320,height=240,framerate=$FPS/1"
         ! vsssummarize "name=cam$i" "stream-id=cam$i" "chunk-duration=$CHUNK"
         "num-frames-per-chunk=$FRAMES" "max-pending-chunks=$PENDING" "${PROPS[@]}"
-        ! fakesink sync=false
-        "cam$i.summary_src" ! filesink "location=$TMP/cam$i.jsonl")
+        ! fakesink sync=false)
+    if [ "$BROKER" = mqtt ]; then
+        ARGS+=("cam$i.summary_src" ! tee "name=t$i" ! queue ! filesink "location=$TMP/cam$i.jsonl"
+            "t$i." ! queue ! vssbrokersink "url=mqtt://127.0.0.1:$MQTT_PORT" "topic=fleet/{stream-id}/{kind}")
+    else
+        ARGS+=("cam$i.summary_src" ! filesink "location=$TMP/cam$i.jsonl")
+    fi
 done
 
 rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
@@ -122,3 +151,31 @@ print("RSS: %.1f MiB at 30 s, %.1f MiB at the end of the video, %.1f MiB max; wa
     rss30, rss_end, rss_max, wall))
 EOF
 echo "RSS every minute (MiB):$RSS_SERIES"
+
+if [ "$BROKER" = mqtt ]; then
+    # The consumer ends 20 s after the last message.
+    wait "$SUB_PID" || true
+    SUB_PID=""
+    "$PYTHON" - "$TMP" "$CAMERAS" <<'EOF'
+import json, sys
+tmp, cameras = sys.argv[1], int(sys.argv[2])
+seen, got = {}, 0
+for line in open("%s/delivered.jsonl" % tmp):
+    if not line.startswith("{"):
+        continue
+    got += 1
+    m = json.loads(line)
+    r = json.loads(m["payload"])
+    # At least once: a redelivered record counts once (stream, kind, index).
+    ident = (r.get("kind"), r.get("chunk-index", r.get("summary-index", r.get("incident-id"))))
+    seen.setdefault(m["topic"].split("/")[1], set()).add(ident)
+print("\n== broker (per camera: records written / distinct records delivered)")
+lost = 0
+for i in range(cameras):
+    n = sum(1 for _ in open("%s/cam%d.jsonl" % (tmp, i)))
+    d = len(seen.get("cam%d" % i, ()))
+    lost += max(0, n - d)
+    print("cam%-3d %5d %5d" % (i, n, d))
+print("messages received %d; records lost: %d" % (got, lost))
+EOF
+fi
