@@ -108,6 +108,12 @@ impl Steering {
         self.gate.lock().1.clone()
     }
 
+    /// Whether `trigger-classes` is set (asked for every video buffer:
+    /// no copy of the configuration).
+    pub fn triggers_on(&self) -> bool {
+        !self.gate.lock().1.trigger_classes.is_empty()
+    }
+
     /// Rule 4: a flush or a new run.
     pub fn reset(&self) {
         self.gate.lock().0.reset();

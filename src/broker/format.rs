@@ -57,32 +57,7 @@ fn epoch_time(secs: f64) -> Option<String> {
     if !secs.is_finite() || !(0.0..=MAX).contains(&secs) {
         return None;
     }
-    let total_ms = (secs * 1000.0).round() as i64;
-    let ms = total_ms % 1000;
-    let s = total_ms / 1000;
-    let days = s.div_euclid(86_400);
-    let rem = s.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    Some(format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z",
-        rem / 3600,
-        (rem / 60) % 60,
-        rem % 60
-    ))
-}
-
-/// Days since 1970-01-01 to (year, month, day) (Howard Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
+    Some(crate::prompt::rfc3339(secs))
 }
 
 fn s(v: &Value) -> String {

@@ -210,10 +210,10 @@ impl VssSummarize {
     }
 
     /// Evidence: a thumbnail of this frame for the clip ring, at most
-    /// `CLIP_FPS` a second, when clips are on (copied under the state lock,
-    /// scaled and encoded after it).
+    /// `CLIP_FPS` a second, when clips are on (decided under the state lock;
+    /// copied, scaled and encoded after it).
     fn keep_clip_frame(&self, buffer: &gst::Buffer) {
-        let (ev, t, frame) = {
+        let (ev, t, info, format) = {
             let st = self.state.lock();
             let Some(ev) = st.session.as_ref().and_then(Session::evidence) else {
                 return;
@@ -231,10 +231,10 @@ impl VssSummarize {
             if !ev.wants_frame(t) {
                 return;
             }
-            match copy_frame(buffer, info, format, colorimetry(info)) {
-                Some(f) => (ev, t, f),
-                None => return,
-            }
+            (ev, t, info.clone(), format)
+        };
+        let Some(frame) = copy_frame(buffer, &info, format, colorimetry(&info)) else {
+            return;
         };
         match crate::evidence::thumbnail(&frame) {
             Ok(th) => ev.push_thumbnail(t, th),
@@ -281,7 +281,7 @@ impl VssSummarize {
         let triggers = state
             .session
             .as_ref()
-            .is_some_and(|s| !s.steering.gate_config().trigger_classes.is_empty());
+            .is_some_and(|s| s.steering.triggers_on());
         if triggers {
             Self::note_detections(&mut state, buffer, st);
         }
