@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
-use gstvsssummarize::backend::cosmos::model::Qwen25Vl;
+use gstvsssummarize::backend::cosmos::qwen2_5::Qwen25Vl;
 use safetensors::SafeTensors;
 
 fn main() {

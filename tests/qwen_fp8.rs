@@ -17,7 +17,9 @@ use std::time::Duration;
 
 use candle_core::{DType, Device, Tensor};
 use gstvsssummarize::backend::cosmos::fp8::{self, Fp8Format, Quantization};
-use gstvsssummarize::backend::cosmos::model::{weight_files, Qwen25Vl};
+use gstvsssummarize::{
+    backend::cosmos::checkpoint::weight_files, backend::cosmos::qwen2_5::Qwen25Vl,
+};
 use safetensors::SafeTensors;
 
 use common::qwen::{f32s, greedy_tokens, i64s};

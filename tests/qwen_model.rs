@@ -7,9 +7,9 @@
 #![cfg(feature = "cosmos")]
 
 use candle_core::{Device, Tensor};
-use gstvsssummarize::backend::cosmos::model::Qwen25Vl;
 use gstvsssummarize::backend::cosmos::preprocess::{preprocess_video, VisionParams};
-use gstvsssummarize::backend::cosmos::rope_index::rope_index;
+use gstvsssummarize::backend::cosmos::qwen2_5::rope_index::rope_index;
+use gstvsssummarize::backend::cosmos::qwen2_5::Qwen25Vl;
 use gstvsssummarize::frames::RgbImage;
 use safetensors::SafeTensors;
 
@@ -146,7 +146,7 @@ fn matches_transformers_on_a_tiny_checkpoint() {
 
 #[test]
 fn both_config_layouts_load_the_same_model() {
-    use gstvsssummarize::backend::cosmos::config::QwenConfig;
+    use gstvsssummarize::backend::cosmos::qwen2_5::config::QwenConfig;
     let flat = std::fs::read_to_string(dir().join("tiny/config.json")).unwrap();
     let nested = std::fs::read_to_string(dir().join("tiny/config.v5.json")).unwrap();
     let a = QwenConfig::from_json(&flat).unwrap();

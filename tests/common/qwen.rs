@@ -73,7 +73,7 @@ pub fn argmax(v: &[f32]) -> u32 {
 /// `last_logits`: KV cache, positions `cache_len + delta` (the M-RoPE rule).
 #[cfg(feature = "cosmos")]
 pub fn greedy_tokens(
-    model: &mut gstvsssummarize::backend::cosmos::model::Qwen25Vl,
+    model: &mut gstvsssummarize::backend::cosmos::qwen2_5::Qwen25Vl,
     last_logits: &[f32],
     delta: i64,
     n: usize,

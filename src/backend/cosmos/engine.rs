@@ -9,11 +9,11 @@ use candle_core::{DType, Device, Tensor};
 use serde_json::Value;
 use tokenizers::Tokenizer;
 
-use super::fp8::read_json;
+use super::checkpoint::{read_json, weight_files};
 use super::fp8::{self, Quantization};
-use super::model::{weight_files, Qwen25Vl};
 use super::preprocess::{preprocess_video, PixelValues, VisionParams};
-use super::rope_index::rope_index;
+use super::qwen2_5::rope_index::rope_index;
+use super::qwen2_5::Qwen25Vl;
 use super::sampling::{sample, GenerationDefaults, Rng, SampleParams};
 use crate::frames::RgbImage;
 

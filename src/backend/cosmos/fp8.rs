@@ -37,6 +37,7 @@ use serde_json::Value;
 
 use super::ops::{assume_init, init, uninit};
 
+use super::checkpoint::read_json;
 use super::error::CosmosError;
 
 /// What loads, for the refusal messages.
@@ -362,20 +363,6 @@ pub fn quantization(
         return Ok(Quantization::Fp8(modelopt(h, "hf_quant_config.json")?));
     }
     Ok(Quantization::None)
-}
-
-/// A JSON file, `None` when it does not exist.
-pub(crate) fn read_json(p: &Path) -> Result<Option<Value>, CosmosError> {
-    match std::fs::read_to_string(p) {
-        Ok(t) => serde_json::from_str(&t).map(Some).map_err(|e| {
-            CosmosError::Checkpoint(format!("'{}' is not valid JSON: {e}", p.display()))
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(CosmosError::Checkpoint(format!(
-            "cannot read '{}': {e}",
-            p.display()
-        ))),
-    }
 }
 
 /// One tensor of a safetensors header.

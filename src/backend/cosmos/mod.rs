@@ -12,7 +12,8 @@
 pub mod alloc;
 #[cfg(feature = "cosmos")]
 pub mod backend;
-pub mod config;
+#[cfg(feature = "cosmos")]
+pub mod checkpoint;
 #[cfg(feature = "cosmos")]
 pub mod engine;
 pub mod error;
@@ -21,15 +22,13 @@ pub mod fp8;
 #[cfg(feature = "cosmos")]
 pub mod linear;
 #[cfg(feature = "cosmos")]
-pub mod model;
-#[cfg(feature = "cosmos")]
 pub mod ops;
 #[cfg(feature = "cosmos")]
 pub mod pointwise;
 /// The video preprocessing lives with frame preparation ([`crate::prep::qwen`]),
 /// which the GPU path shares; this is its name inside the backend.
 pub use crate::prep::qwen as preprocess;
-pub mod rope_index;
+pub mod qwen2_5;
 pub mod sampling;
 
 pub use error::CosmosError;

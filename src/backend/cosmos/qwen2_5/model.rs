@@ -4,18 +4,19 @@
 //! layers, patch merger) and the Qwen2 decoder with M-RoPE and a KV cache.
 //! Runs on candle's CPU backend in f32; sizes come from [`QwenConfig`].
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle_core::{DType, Device, Module, Result as CResult, Tensor};
 use candle_nn::{Embedding, VarBuilder};
 
 use super::config::{QwenConfig, TextConfig, VisionConfig};
-use super::fp8::{self, Quantization};
-use super::linear::Lin;
-use super::ops::{self, silu_mul, CausalSoftmax};
-use super::pointwise::{self, qkv_heads, RmsNorm};
+use crate::backend::cosmos::checkpoint::weight_files;
+use crate::backend::cosmos::fp8::{self, Quantization};
+use crate::backend::cosmos::linear::Lin;
+use crate::backend::cosmos::ops::{self, silu_mul, CausalSoftmax};
+use crate::backend::cosmos::pointwise::{self, qkv_heads, RmsNorm};
 
-use super::error::CosmosError;
+use crate::backend::cosmos::error::CosmosError;
 
 /// Candle's error while the model runs.
 fn err(e: candle_core::Error) -> CosmosError {
@@ -390,37 +391,6 @@ pub struct Qwen25Vl {
     lm_head: Lin,
 }
 
-/// The `*.safetensors` files of a checkpoint (sharded with an index, or one).
-pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, CosmosError> {
-    let index = dir.join("model.safetensors.index.json");
-    if index.is_file() {
-        let text = std::fs::read_to_string(&index)
-            .map_err(|e| CosmosError::Checkpoint(format!("{}: {e}", index.display())))?;
-        let v: serde_json::Value = serde_json::from_str(&text)
-            .map_err(|e| CosmosError::Checkpoint(format!("{}: {e}", index.display())))?;
-        let mut files: Vec<PathBuf> = v
-            .get("weight_map")
-            .and_then(|m| m.as_object())
-            .ok_or_else(|| {
-                CosmosError::Checkpoint(format!("{} has no weight_map", index.display()))
-            })?
-            .values()
-            .filter_map(|f| f.as_str().map(|f| dir.join(f)))
-            .collect();
-        files.sort();
-        files.dedup();
-        return Ok(files);
-    }
-    let single = dir.join("model.safetensors");
-    if single.is_file() {
-        return Ok(vec![single]);
-    }
-    Err(CosmosError::Checkpoint(format!(
-        "'{}' has neither model.safetensors nor model.safetensors.index.json",
-        dir.display()
-    )))
-}
-
 impl Qwen25Vl {
     /// Loads `config.json` and the safetensors weights of `dir`.
     /// Loads in f32 on the CPU and bf16 on CUDA ([`Qwen25Vl::load_as`]).
@@ -437,7 +407,7 @@ impl Qwen25Vl {
     /// scores and the logits stay f32. FP8 checkpoints ([`fp8`]) are
     /// dequantised to `dtype` on the host, one tensor at a time, as they load.
     pub fn load_as(dir: &Path, device: &Device, dtype: DType) -> Result<Qwen25Vl, CosmosError> {
-        super::alloc::reuse_freed_pages();
+        crate::backend::cosmos::alloc::reuse_freed_pages();
         let cfg_path = dir.join("config.json");
         let text = std::fs::read_to_string(&cfg_path).map_err(|e| {
             CosmosError::Checkpoint(format!("cannot read '{}': {e}", cfg_path.display()))

@@ -6,7 +6,7 @@
 //! with `second_per_grid` kept as a float; the next text starts at the
 //! largest position so far + 1.
 
-use super::error::CosmosError;
+use crate::backend::cosmos::error::CosmosError;
 
 /// Position ids per axis (t, h, w) and the rope delta (max position + 1 − L).
 pub fn rope_index(

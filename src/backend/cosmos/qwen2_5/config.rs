@@ -6,7 +6,7 @@
 
 use serde_json::Value;
 
-use super::error::CosmosError;
+use crate::backend::cosmos::error::CosmosError;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct TextConfig {
