@@ -39,7 +39,7 @@ pub fn clip_fps(times: &[f64]) -> f64 {
 pub enum QwenError {
     #[error("empty frame {width}x{height}")]
     EmptyFrame { width: u32, height: u32 },
-    #[error("aspect ratio of {width}x{height} is above 200, which Qwen2.5-VL does not accept")]
+    #[error("aspect ratio of {width}x{height} is above 200, which Qwen-VL models do not accept")]
     AspectRatio { width: u32, height: u32 },
     #[error("no frames")]
     NoFrames,
@@ -73,7 +73,28 @@ pub struct VisionParams {
     pub max_video_tokens: u64,
     pub mean: [f32; 3],
     pub std: [f32; 3],
+    /// Which processor's size rule applies.
+    pub rule: ResizeRule,
 }
+
+/// The two processors' size rules.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ResizeRule {
+    /// `Qwen2VLVideoProcessor` (Qwen2.5-VL, Cosmos-Reason1): per-frame
+    /// [`smart_resize`] under [`VisionParams::frame_max_pixels`].
+    #[default]
+    Qwen2Vl,
+    /// `Qwen3VLVideoProcessor` (Qwen3-VL, Cosmos-Reason2, Cosmos3): the
+    /// video-wide [`smart_resize_video`] (frames count in the budget; frames
+    /// smaller than the factor are scaled up first) with
+    /// `cap_pixels_per_frame`: per frame at most `max_video_tokens` tokens'
+    /// worth of pixels or an even share of `size.longest_edge`, at least
+    /// 1.05 × `size.shortest_edge`.
+    Qwen3Vl,
+}
+
+/// Qwen3-VL's normalisation (`image_mean` = `image_std` = 0.5).
+pub const HALF: [f32; 3] = [0.5, 0.5, 0.5];
 
 impl Default for VisionParams {
     fn default() -> Self {
@@ -86,6 +107,7 @@ impl Default for VisionParams {
             max_video_tokens: 128_000,
             mean: CLIP_MEAN,
             std: CLIP_STD,
+            rule: ResizeRule::Qwen2Vl,
         }
     }
 }
@@ -107,6 +129,105 @@ impl VisionParams {
             .min(share)
             .max((self.min_pixels as f64 * 1.05) as u64)
     }
+}
+
+impl VisionParams {
+    /// `Qwen3VLVideoProcessor`'s defaults (transformers 5.x): 16-pixel
+    /// patches, factor 32, `size` {shortest_edge 128·32², longest_edge
+    /// 768·32²}, `max_video_tokens` 768, mean = std = 0.5.
+    pub fn qwen3() -> VisionParams {
+        VisionParams {
+            patch_size: 16,
+            temporal_patch_size: 2,
+            merge_size: 2,
+            min_pixels: 128 * 32 * 32,
+            max_pixels: 768 * 32 * 32,
+            max_video_tokens: 768,
+            mean: HALF,
+            std: HALF,
+            rule: ResizeRule::Qwen3Vl,
+        }
+    }
+
+    /// The size (height, width) every frame of a video of `nframes` frames
+    /// of `height` × `width` is resized to, by the processor's rule.
+    pub fn target_hw(
+        &self,
+        nframes: usize,
+        height: u32,
+        width: u32,
+    ) -> Result<(u32, u32), QwenError> {
+        match self.rule {
+            ResizeRule::Qwen2Vl => smart_resize(
+                height,
+                width,
+                self.factor(),
+                self.min_pixels,
+                self.frame_max_pixels(nframes),
+            ),
+            ResizeRule::Qwen3Vl => {
+                // The processor refuses fewer frames than a temporal patch;
+                // a single frame is sized as the pair it is padded to.
+                let n = nframes.max(self.temporal_patch_size as usize).max(1) as u64;
+                let f = u64::from(self.factor());
+                let frame_cap = self.max_video_tokens.saturating_mul(f * f);
+                let per_frame = frame_cap
+                    .min(self.max_pixels / n)
+                    .max((self.min_pixels as f64 * 1.05) as u64);
+                smart_resize_video(
+                    n,
+                    height,
+                    width,
+                    self.temporal_patch_size,
+                    self.factor(),
+                    self.min_pixels,
+                    per_frame.saturating_mul(n),
+                )
+            }
+        }
+    }
+}
+
+/// Qwen3-VL's `smart_resize`: the budget covers the whole video (`t_bar`
+/// frames rounded to the temporal patch), and a side below `factor` first
+/// scales the frame up.
+pub fn smart_resize_video(
+    nframes: u64,
+    height: u32,
+    width: u32,
+    temporal_factor: u32,
+    factor: u32,
+    min_pixels: u64,
+    max_pixels: u64,
+) -> Result<(u32, u32), QwenError> {
+    if height == 0 || width == 0 {
+        return Err(QwenError::EmptyFrame { width, height });
+    }
+    let f = f64::from(factor);
+    let (mut h, mut w) = (f64::from(height), f64::from(width));
+    if h < f || w < f {
+        let scale = (f / h).max(f / w);
+        h = (h * scale).trunc();
+        w = (w * scale).trunc();
+    }
+    if h.max(w) / h.min(w) > 200.0 {
+        return Err(QwenError::AspectRatio { width, height });
+    }
+    let n = nframes as f64;
+    let tf = f64::from(temporal_factor.max(1));
+    let mut hb = (h / f).round_ties_even() * f;
+    let mut wb = (w / f).round_ties_even() * f;
+    let tb = (n / tf).round_ties_even() * tf;
+    if tb * hb * wb > max_pixels as f64 {
+        let beta = (n * h * w / max_pixels as f64).sqrt();
+        hb = f.max((h / beta / f).floor() * f);
+        wb = f.max((w / beta / f).floor() * f);
+    } else if tb * hb * wb < min_pixels as f64 {
+        let beta = (min_pixels as f64 / (n * h * w)).sqrt();
+        hb = (h * beta / f).ceil() * f;
+        wb = (w * beta / f).ceil() * f;
+    }
+    Ok((hb as u32, wb as u32))
 }
 
 /// `smart_resize`: the size (height, width) a frame is resized to.
@@ -314,8 +435,9 @@ pub fn patchify(frames: &[RgbImage], p: &VisionParams) -> Result<PixelValues, Qw
     let (gt, gh, gw) = (n / tps, h / ps, w / ps);
     let cols = 3 * tps * ps * ps;
     let rows = gt * gh * gw;
-    // Per-channel affine: (x - 255·mean) / (255·std), as HF's fused form.
-    let scale: [f32; 3] = std::array::from_fn(|c| 1.0 / (255.0 * p.std[c]));
+    // Per-channel affine: (x - 255·mean) / (255·std), as HF's fused form
+    // (a division, as torchvision's normalize: not a product by the inverse).
+    let div: [f32; 3] = std::array::from_fn(|c| 255.0 * p.std[c]);
     let shift: [f32; 3] = std::array::from_fn(|c| 255.0 * p.mean[c]);
     let mut data = vec![0f32; rows * cols];
     let mut r = 0;
@@ -334,7 +456,7 @@ pub fn patchify(frames: &[RgbImage], p: &VisionParams) -> Result<PixelValues, Qw
                                         let x = (bw * ms + mw) * ps + px;
                                         let v = f32::from(img[(y * w + x) * 3 + c]);
                                         row[((c * tps + tp) * ps + py) * ps + px] =
-                                            (v - shift[c]) * scale[c];
+                                            (v - shift[c]) / div[c];
                                     }
                                 }
                             }
@@ -358,13 +480,7 @@ pub fn patchify(frames: &[RgbImage], p: &VisionParams) -> Result<PixelValues, Qw
 /// frame's size, as the processor stacks them).
 pub fn target_size(frames: &[RgbImage], p: &VisionParams) -> Result<(u32, u32), QwenError> {
     let first = frames.first().ok_or(QwenError::NoFrames)?;
-    smart_resize(
-        first.height,
-        first.width,
-        p.factor(),
-        p.min_pixels,
-        p.frame_max_pixels(frames.len()),
-    )
+    p.target_hw(frames.len(), first.height, first.width)
 }
 
 /// The whole path: budget, resize, pad, normalise, patchify.

@@ -9,11 +9,12 @@ use candle_core::{DType, Device, Tensor};
 use serde_json::Value;
 use tokenizers::Tokenizer;
 
-use super::checkpoint::{read_json, weight_files};
+use super::checkpoint::{cosmos3_weight_files, is_cosmos3_layout, read_json, weight_files};
 use super::fp8::{self, Quantization};
 use super::preprocess::{preprocess_video, PixelValues, VisionParams};
 use super::qwen2_5::rope_index::rope_index;
 use super::qwen2_5::Qwen25Vl;
+use super::qwen3::{self, Qwen3Vl};
 use super::sampling::{sample, GenerationDefaults, Rng, SampleParams};
 use crate::frames::RgbImage;
 
@@ -22,8 +23,89 @@ use super::error::CosmosError;
 /// fps assumed when a chunk's frame times cannot give one (a single frame).
 pub use crate::prep::qwen::DEFAULT_FPS;
 
+/// The loaded model, of either family.
+pub enum Vlm {
+    /// Qwen2.5-VL / Cosmos-Reason1.
+    Qwen25(Qwen25Vl),
+    /// Qwen3-VL / Cosmos-Reason2 / Cosmos3 Nano Reasoner.
+    Qwen3(Qwen3Vl),
+}
+
+impl Vlm {
+    pub fn device(&self) -> &Device {
+        match self {
+            Vlm::Qwen25(m) => m.device(),
+            Vlm::Qwen3(m) => m.device(),
+        }
+    }
+
+    pub fn video_token_id(&self) -> u32 {
+        match self {
+            Vlm::Qwen25(m) => m.cfg.video_token_id,
+            Vlm::Qwen3(m) => m.cfg.video_token_id,
+        }
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        match self {
+            Vlm::Qwen25(m) => m.cfg.text.vocab_size,
+            Vlm::Qwen3(m) => m.cfg.text.vocab_size,
+        }
+    }
+
+    pub fn quantization(&self) -> &Quantization {
+        match self {
+            Vlm::Qwen25(m) => &m.quantization,
+            Vlm::Qwen3(m) => &m.quantization,
+        }
+    }
+
+    /// The family's name for logs and errors.
+    pub fn family(&self) -> &'static str {
+        match self {
+            Vlm::Qwen25(_) => "Qwen2.5-VL",
+            Vlm::Qwen3(_) => "Qwen3-VL",
+        }
+    }
+
+    fn clear_cache(&mut self) {
+        match self {
+            Vlm::Qwen25(m) => m.clear_cache(),
+            Vlm::Qwen3(m) => m.clear_cache(),
+        }
+    }
+
+    fn cache_len(&self) -> usize {
+        match self {
+            Vlm::Qwen25(m) => m.cache_len(),
+            Vlm::Qwen3(m) => m.cache_len(),
+        }
+    }
+
+    /// Token embeddings of text-only ids.
+    fn embed_text(&self, ids: &[u32]) -> Result<Tensor, CosmosError> {
+        match self {
+            Vlm::Qwen25(m) => m.embed_prompt(ids, None),
+            Vlm::Qwen3(m) => Ok(m.embed_prompt(ids, None)?.0),
+        }
+    }
+
+    /// Logits of the last new token (1, vocab).
+    fn forward_last(
+        &mut self,
+        emb: &Tensor,
+        pos: &[Vec<i64>; 3],
+        visual: Option<&qwen3::Visual>,
+    ) -> Result<Tensor, CosmosError> {
+        match self {
+            Vlm::Qwen25(m) => m.forward_last(emb, pos),
+            Vlm::Qwen3(m) => m.forward(emb, pos, visual, true),
+        }
+    }
+}
+
 pub struct Engine {
-    pub model: Qwen25Vl,
+    pub model: Vlm,
     tokenizer: Tokenizer,
     /// The checkpoint's chat template, parsed once at load.
     chat: minijinja::Environment<'static>,
@@ -67,12 +149,54 @@ pub struct Output {
 /// quantisation but the FP8 layouts of [`super::fp8`] (which are dequantised
 /// at load), tensors in other types, FP8 weights without a usable scale.
 fn check_supported(dir: &Path) -> Result<Quantization, CosmosError> {
-    fp8::inspect(dir, &weight_files(dir)?)
+    let files = if is_cosmos3_layout(dir) {
+        cosmos3_weight_files(dir)?
+    } else {
+        weight_files(dir)?
+    };
+    fp8::inspect(dir, &files)
 }
 
-fn vision_params(dir: &Path) -> Result<VisionParams, CosmosError> {
-    let mut p = VisionParams::default();
-    let Some(v) = read_json(&dir.join("preprocessor_config.json"))? else {
+/// Whether `dir`'s `config.json` describes a Qwen3-VL model (Qwen3-VL,
+/// Cosmos-Reason2, Cosmos3).
+fn is_qwen3(dir: &Path) -> Result<bool, CosmosError> {
+    let v = read_json(&dir.join("config.json"))?.ok_or_else(|| {
+        CosmosError::Checkpoint(format!("'{}' has no config.json", dir.display()))
+    })?;
+    let mt = v.get("model_type").and_then(Value::as_str).unwrap_or("");
+    let arch = v
+        .get("architectures")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter().any(|x| {
+                matches!(
+                    x.as_str(),
+                    Some("Qwen3VLForConditionalGeneration" | "Cosmos3ForConditionalGeneration")
+                )
+            })
+        })
+        .unwrap_or(false);
+    // Cosmos3's own config may say `cosmos3*` (reported as `cosmos3_omni`).
+    Ok(mt == "qwen3_vl" || mt.starts_with("cosmos3") || arch)
+}
+
+/// The processor settings: Qwen2.5-VL's from `preprocessor_config.json`;
+/// Qwen3-VL's from `video_preprocessor_config.json` (its video processor),
+/// else `preprocessor_config.json`, over `Qwen3VLVideoProcessor`'s defaults.
+fn vision_params(dir: &Path, qwen3: bool) -> Result<VisionParams, CosmosError> {
+    let (mut p, v) = if qwen3 {
+        let v = match read_json(&dir.join("video_preprocessor_config.json"))? {
+            Some(v) => Some(v),
+            None => read_json(&dir.join("preprocessor_config.json"))?,
+        };
+        (VisionParams::qwen3(), v)
+    } else {
+        (
+            VisionParams::default(),
+            read_json(&dir.join("preprocessor_config.json"))?,
+        )
+    };
+    let Some(v) = v else {
         return Ok(p);
     };
     let u = |k: &str| v.get(k).and_then(Value::as_u64);
@@ -99,6 +223,11 @@ fn vision_params(dir: &Path) -> Result<VisionParams, CosmosError> {
     }
     if let Some(n) = u("merge_size") {
         p.merge_size = n as u32;
+    }
+    if qwen3 {
+        if let Some(n) = u("max_video_tokens") {
+            p.max_video_tokens = n;
+        }
     }
     let arr3 = |k: &str| -> Option<[f32; 3]> {
         let a = v.get(k)?.as_array()?;
@@ -167,9 +296,12 @@ impl Engine {
         dtype: Option<DType>,
     ) -> Result<Engine, CosmosError> {
         check_supported(dir)?;
-        let model = match dtype {
-            Some(dt) => Qwen25Vl::load_as(dir, device, dt)?,
-            None => Qwen25Vl::load(dir, device)?,
+        let q3 = is_qwen3(dir)?;
+        let model = match (q3, dtype) {
+            (true, Some(dt)) => Vlm::Qwen3(Qwen3Vl::load_as(dir, device, dt)?),
+            (true, None) => Vlm::Qwen3(Qwen3Vl::load(dir, device)?),
+            (false, Some(dt)) => Vlm::Qwen25(Qwen25Vl::load_as(dir, device, dt)?),
+            (false, None) => Vlm::Qwen25(Qwen25Vl::load(dir, device)?),
         };
         let tk = dir.join("tokenizer.json");
         let tokenizer = Tokenizer::from_file(&tk)
@@ -192,7 +324,7 @@ impl Engine {
             tokenizer,
             chat,
             defaults,
-            vision: vision_params(dir)?,
+            vision: vision_params(dir, q3)?,
             dir: dir.to_path_buf(),
         })
     }
@@ -237,13 +369,45 @@ impl Engine {
             .map_err(|e| CosmosError::Prompt(format!("chat template failed: {e}")))
     }
 
+    fn encode(&self, text: &str) -> Result<Vec<u32>, CosmosError> {
+        Ok(self
+            .tokenizer
+            .encode(text, false)
+            .map_err(|e| CosmosError::Inference(format!("tokenizer failed: {e}")))?
+            .get_ids()
+            .to_vec())
+    }
+
+    /// Qwen3-VL prompt ids for a video of `pairs` temporal patches at
+    /// `times` (one per frame) of `per_pair` tokens each
+    /// ([`qwen3::prompt`]: time tags, one block per pair).
+    pub fn qwen3_prompt_ids(
+        &self,
+        text: &str,
+        times: &[f64],
+        pairs: usize,
+        per_pair: usize,
+    ) -> Result<Vec<u32>, CosmosError> {
+        let tps = self.vision.temporal_patch_size as usize;
+        let mut stamps = qwen3::prompt::pair_times(times, tps);
+        // Frames without times (never from the element): the processor's
+        // 24 fps default.
+        if stamps.len() != pairs {
+            let t: Vec<f64> = (0..pairs * tps).map(|i| i as f64 / 24.0).collect();
+            stamps = qwen3::prompt::pair_times(&t, tps);
+        }
+        let text = qwen3::prompt::replace_video_entry(text, &stamps)?;
+        let ids = self.encode(&text)?;
+        qwen3::prompt::expand_pads(&ids, self.model.video_token_id(), pairs, per_pair)
+    }
+
     /// Prompt token ids with the video placeholder expanded to `n_video` tokens.
     pub fn prompt_ids(&self, text: &str, n_video: usize) -> Result<Vec<u32>, CosmosError> {
         let enc = self
             .tokenizer
             .encode(text, false)
             .map_err(|e| CosmosError::Inference(format!("tokenizer failed: {e}")))?;
-        let vid = self.model.cfg.video_token_id;
+        let vid = self.model.video_token_id();
         let mut ids = Vec::with_capacity(enc.len() + n_video);
         let mut seen = 0;
         for &t in enc.get_ids() {
@@ -290,25 +454,45 @@ impl Engine {
             Video::Tensor { px, grid_thw } => (px.clone(), *grid_thw),
         };
         let grid = grid.map(|x| x as usize);
-        let m = self.model.cfg.vision.spatial_merge_size;
-        let llm = [grid[0], grid[1] / m, grid[2] / m];
-        let n_video = llm[0] * llm[1] * llm[2];
-
-        let fps = crate::prep::qwen::clip_fps(req.times);
-        let second_per_grid = f64::from(self.vision.temporal_patch_size) / fps;
-
         let text = self.render_prompt(req.system, req.prompt)?;
-        let ids = self.prompt_ids(&text, n_video)?;
-        let (pos, delta) = rope_index(
-            &ids,
-            self.model.cfg.video_token_id,
-            Some(llm),
-            second_per_grid,
-            self.model.cfg.vision.tokens_per_second,
-        )?;
-        let vis = self.model.vision_embeds(&px, grid)?;
-        let emb = self.model.embed_prompt(&ids, Some(&vis))?;
-        self.complete(ids, &emb, &pos, delta, &req.params, req.cancelled)
+        match &self.model {
+            Vlm::Qwen25(m) => {
+                let ms = m.cfg.vision.spatial_merge_size;
+                let llm = [grid[0], grid[1] / ms, grid[2] / ms];
+                let n_video = llm[0] * llm[1] * llm[2];
+                let fps = crate::prep::qwen::clip_fps(req.times);
+                let second_per_grid = f64::from(self.vision.temporal_patch_size) / fps;
+                let ids = self.prompt_ids(&text, n_video)?;
+                let (pos, delta) = rope_index(
+                    &ids,
+                    m.cfg.video_token_id,
+                    Some(llm),
+                    second_per_grid,
+                    m.cfg.vision.tokens_per_second,
+                )?;
+                let vis = m.vision_embeds(&px, grid)?;
+                let emb = m.embed_prompt(&ids, Some(&vis))?;
+                self.complete(ids, &emb, &pos, delta, None, &req.params, req.cancelled)
+            }
+            Vlm::Qwen3(m) => {
+                let ms = m.cfg.vision.spatial_merge_size;
+                let (lh, lw) = (grid[1] / ms, grid[2] / ms);
+                let ids = self.qwen3_prompt_ids(&text, req.times, grid[0], lh * lw)?;
+                let (pos, delta) =
+                    qwen3::prompt::positions(&ids, m.cfg.video_token_id, Some((lh, lw)))?;
+                let vis = m.vision_embeds(&px, grid)?;
+                let (emb, visual) = m.embed_prompt(&ids, Some(&vis))?;
+                self.complete(
+                    ids,
+                    &emb,
+                    &pos,
+                    delta,
+                    visual.as_ref(),
+                    &req.params,
+                    req.cancelled,
+                )
+            }
+        }
     }
 
     /// Text-only generation (summaries, event checks): the same model and
@@ -321,36 +505,28 @@ impl Engine {
         cancelled: &dyn Fn() -> bool,
     ) -> Result<Output, CosmosError> {
         let text = self.render_text_prompt(system, user)?;
-        let ids: Vec<u32> = self
-            .tokenizer
-            .encode(text, false)
-            .map_err(|e| CosmosError::Inference(format!("tokenizer failed: {e}")))?
-            .get_ids()
-            .to_vec();
-        let (pos, delta) = rope_index(
-            &ids,
-            self.model.cfg.video_token_id,
-            None,
-            0.0,
-            self.model.cfg.vision.tokens_per_second,
-        )?;
-        let emb = self.model.embed_prompt(&ids, None)?;
-        self.complete(ids, &emb, &pos, delta, params, cancelled)
+        let ids = self.encode(&text)?;
+        // Text only: every axis counts 0, 1, 2, … in both families.
+        let (pos, delta) = qwen3::prompt::positions(&ids, self.model.video_token_id(), None)?;
+        let emb = self.model.embed_text(&ids)?;
+        self.complete(ids, &emb, &pos, delta, None, params, cancelled)
     }
 
     /// Prefill of the prompt embeddings, then sampling token by token.
+    #[allow(clippy::too_many_arguments)]
     fn complete(
         &mut self,
         ids: Vec<u32>,
         emb: &Tensor,
         pos: &[Vec<i64>; 3],
         delta: i64,
+        visual: Option<&qwen3::Visual>,
         params: &SampleParams,
         cancelled: &dyn Fn() -> bool,
     ) -> Result<Output, CosmosError> {
         self.model.clear_cache();
-        let logits = self.model.forward_last(emb, pos)?;
-        let vocab = self.model.cfg.text.vocab_size;
+        let logits = self.model.forward_last(emb, pos, visual)?;
+        let vocab = self.model.vocab_size();
         let last = |t: &Tensor| -> Result<Vec<f32>, CosmosError> {
             let l = t
                 .dim(0)
@@ -380,8 +556,12 @@ impl Engine {
                 break;
             }
             let p = self.model.cache_len() as i64 + delta;
-            let e = self.model.embed_prompt(&[t], None)?;
-            row = last(&self.model.forward_last(&e, &[vec![p], vec![p], vec![p]])?)?;
+            let e = self.model.embed_text(&[t])?;
+            row = last(
+                &self
+                    .model
+                    .forward_last(&e, &[vec![p], vec![p], vec![p]], None)?,
+            )?;
         }
         self.model.clear_cache();
         Ok(Output {

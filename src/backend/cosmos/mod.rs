@@ -29,6 +29,7 @@ pub mod pointwise;
 /// which the GPU path shares; this is its name inside the backend.
 pub use crate::prep::qwen as preprocess;
 pub mod qwen2_5;
+pub mod qwen3;
 pub mod sampling;
 
 pub use error::CosmosError;

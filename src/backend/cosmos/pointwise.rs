@@ -112,10 +112,52 @@ avx2_fn! {
 /// candle's transpose, rope and product.
 pub fn qkv_heads(
     qkv: &Tensor,
+    heads: [usize; 3],
+    hd: usize,
+    rope: (&Tensor, &Tensor),
+    q_scale: f64,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    qkv_heads_normed(qkv, heads, hd, rope, q_scale, None)
+}
+
+/// Per-head RMS norms of q and k (Qwen3's `q_norm` / `k_norm`, over
+/// `head_dim`), applied before RoPE.
+#[derive(Clone, Debug)]
+pub struct QkNorm {
+    /// candle's, for other devices and dtypes.
+    q: candle_nn::RmsNorm,
+    k: candle_nn::RmsNorm,
+    /// The weights on the host, f32, for the CPU kernel.
+    qw: Vec<f32>,
+    kw: Vec<f32>,
+    eps: f32,
+}
+
+impl QkNorm {
+    /// `q_norm.weight` and `k_norm.weight` (head_dim) of `vb`.
+    pub fn load(hd: usize, eps: f64, vb: VarBuilder) -> Result<QkNorm> {
+        let q = candle_nn::rms_norm(hd, eps, vb.pp("q_norm"))?;
+        let k = candle_nn::rms_norm(hd, eps, vb.pp("k_norm"))?;
+        let host = |n: &candle_nn::RmsNorm| n.weight().to_dtype(DType::F32)?.to_vec1::<f32>();
+        Ok(QkNorm {
+            qw: host(&q)?,
+            kw: host(&k)?,
+            q,
+            k,
+            eps: eps as f32,
+        })
+    }
+}
+
+/// [`qkv_heads`] with, when `norm` is given, the per-head RMS norm of q and
+/// k before RoPE (one pass on the CPU as well).
+pub fn qkv_heads_normed(
+    qkv: &Tensor,
     [hq, hk, hv]: [usize; 3],
     hd: usize,
     (cos, sin): (&Tensor, &Tensor),
     q_scale: f64,
+    norm: Option<&QkNorm>,
 ) -> Result<(Tensor, Tensor, Tensor)> {
     let rows = qkv.dim(0)?;
     let heads = hq + hk + hv;
@@ -129,6 +171,7 @@ pub fn qkv_heads(
                 roped: hq + hk,
                 hq,
                 q_scale: q_scale as f32,
+                norm: norm.map(|n| (n.qw.as_slice(), n.kw.as_slice(), n.eps)),
             },
         )?;
         return Ok((
@@ -139,22 +182,29 @@ pub fn qkv_heads(
     }
     let all = qkv.transpose(0, 1)?.contiguous()?;
     let rope = |t: Tensor| candle_nn::rotary_emb::rope(&t.unsqueeze(0)?, cos, sin)?.squeeze(0);
+    let (mut q, mut k) = (all.narrow(0, 0, hq)?, all.narrow(0, hq, hk)?);
+    if let Some(n) = norm {
+        q = n.q.forward(&q.contiguous()?)?;
+        k = n.k.forward(&k.contiguous()?)?;
+    }
     Ok((
-        (rope(all.narrow(0, 0, hq)?)?.to_dtype(DType::F32)? * q_scale)?,
-        rope(all.narrow(0, hq, hk)?)?,
+        (rope(q)?.to_dtype(DType::F32)? * q_scale)?,
+        rope(k)?,
         all.narrow(0, hq + hk, hv)?,
     ))
 }
 
-struct QkvHeads {
+struct QkvHeads<'a> {
     /// The first `roped` heads get RoPE (q and k), the rest are copied (v).
     roped: usize,
     /// The first `hq` heads are scaled by `q_scale`.
     hq: usize,
     q_scale: f32,
+    /// RMS norm weights of q and k heads (head_dim each) and eps.
+    norm: Option<(&'a [f32], &'a [f32], f32)>,
 }
 
-impl CustomOp3 for QkvHeads {
+impl CustomOp3 for QkvHeads<'_> {
     fn name(&self) -> &'static str {
         "vss-qkv-heads"
     }
@@ -195,7 +245,21 @@ impl CustomOp3 for QkvHeads {
                         }
                     } else {
                         let scale = if h < self.hq { self.q_scale } else { 1.0 };
-                        rope_head(out, x, heads * hd, hd, cos, sin, scale);
+                        match self.norm {
+                            None => rope_head(out, x, heads * hd, hd, cos, sin, scale),
+                            Some((qw, kw, eps)) => {
+                                let w = if h < self.hq { qw } else { kw };
+                                rope_head_normed(
+                                    out,
+                                    x,
+                                    heads * hd,
+                                    hd,
+                                    (cos, sin),
+                                    scale,
+                                    (w, eps),
+                                )
+                            }
+                        }
                     }
                 });
         }
@@ -219,6 +283,31 @@ avx2_fn! {
             let (o1, o2) = o.split_at_mut(half);
             for i in 0..half {
                 // candle's rope, then the scale: same rounding.
+                o1[i].write((x1[i] * c[i] - x2[i] * s[i]) * scale);
+                o2[i].write((x1[i] * s[i] + x2[i] * c[i]) * scale);
+            }
+        }
+    }
+}
+
+avx2_fn! {
+    /// [`rope_head`] of the RMS-normed rows: `x / sqrt(mean(x²) + eps) · w`
+    /// (torch's order: the product with the inverse first, then the weight).
+    fn rope_head_normed(out: &mut [MaybeUninit<f32>], x: &[f32], stride: usize, hd: usize, cos_sin: (&[f32], &[f32]), scale: f32, norm: (&[f32], f32)) {
+        let (cos, sin) = cos_sin;
+        let (w, eps) = norm;
+        let half = hd / 2;
+        let mut xn = vec![0f32; hd];
+        for (r, o) in out.chunks_exact_mut(hd).enumerate() {
+            let row = &x[r * stride..][..hd];
+            let inv = 1.0 / (sum_sq(row) / hd as f32 + eps).sqrt();
+            for ((d, &v), &g) in xn.iter_mut().zip(row).zip(w) {
+                *d = g * (v * inv);
+            }
+            let (x1, x2) = xn.split_at(half);
+            let (c, s) = (&cos[r * half..][..half], &sin[r * half..][..half]);
+            let (o1, o2) = o.split_at_mut(half);
+            for i in 0..half {
                 o1[i].write((x1[i] * c[i] - x2[i] * s[i]) * scale);
                 o2[i].write((x1[i] * s[i] + x2[i] * c[i]) * scale);
             }

@@ -68,8 +68,8 @@ struct VssPatchify {
     vss_ptr frames;
     vss_ptr out;  // float32 [rows * cols]
     int n_frames, w, h, ps, tps, ms, rows, cols;
-    float scale[3];
-    float shift[3];
+    float div[3];    // 255 * std: torch divides (tvF.normalize)
+    float shift[3];  // 255 * mean
 };
 
 __device__ __forceinline__ int vss_clamp8(int v) {
@@ -194,5 +194,5 @@ extern "C" __global__ void vss_patchify(VssPatchify a) {
     int x = (bw * a.ms + mw) * a.ps + px;
     const vss_u8 *img = (const vss_u8 *)a.frames + (long long)f * a.w * a.h * 3;
     float v = (float)img[((long long)y * a.w + x) * 3 + c];
-    ((float *)a.out)[idx] = (v - a.shift[c]) * a.scale[c];
+    ((float *)a.out)[idx] = (v - a.shift[c]) / a.div[c];
 }

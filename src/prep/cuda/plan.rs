@@ -109,7 +109,7 @@ pub struct PatchifyArgs {
     pub ms: i32,
     pub rows: i32,
     pub cols: i32,
-    pub scale: [f32; 3],
+    pub div: [f32; 3],
     pub shift: [f32; 3],
 }
 
@@ -669,13 +669,7 @@ pub fn pixel_values<E: Exec, F: Borrow<RawFrame>>(
 ) -> Result<DevicePixels<E::Buf>, GpuError> {
     let first: &RawFrame = frames_in.first().ok_or(GpuError::NoFrames)?.borrow();
     let (fw, fh) = frames::target_size(first.width, first.height, pre_w, pre_h);
-    let (th, tw) = qwen::smart_resize(
-        fh,
-        fw,
-        p.factor(),
-        p.min_pixels,
-        p.frame_max_pixels(frames_in.len()),
-    )?;
+    let (th, tw) = p.target_hw(frames_in.len(), fh, fw)?;
     let slot = tw as usize * th as usize * 3;
     let all = e.alloc(slot * frames_in.len())?;
     let base = e.addr(&all);
@@ -713,7 +707,7 @@ pub fn pixel_values<E: Exec, F: Borrow<RawFrame>>(
         ms: ms as i32,
         rows: rows as i32,
         cols: cols as i32,
-        scale: std::array::from_fn(|c| 1.0 / (255.0 * p.std[c])),
+        div: std::array::from_fn(|c| 255.0 * p.std[c]),
         shift: std::array::from_fn(|c| 255.0 * p.mean[c]),
     }))?;
     keep.push(all);

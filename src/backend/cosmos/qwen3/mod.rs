@@ -1,0 +1,294 @@
+// SPDX-License-Identifier: MPL-2.0
+//! Qwen3-VL (Qwen3-VL 2B/4B/8B, Cosmos-Reason2, Cosmos3 Nano Reasoner)
+//! with candle: its `config.json`, the video prompt with per-pair time tags
+//! and its positions ([`prompt`]), the vision tower with the learned
+//! position grid and DeepStack ([`vision`]) and the Qwen3 decoder
+//! ([`text`]). What differs from Qwen2.5-VL and where each fact comes from:
+//! docs/cosmos.md.
+
+pub mod config;
+pub mod prompt;
+#[cfg(feature = "cosmos")]
+pub mod text;
+#[cfg(feature = "cosmos")]
+pub mod vision;
+
+#[cfg(feature = "cosmos")]
+pub use model::{Qwen3Vl, Visual};
+
+#[cfg(feature = "cosmos")]
+mod model {
+    use std::collections::HashSet;
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use candle_core::{DType, Device, Module, Result as CResult, Tensor};
+    use candle_nn::{Embedding, VarBuilder};
+
+    use super::config::Qwen3Config;
+    use super::text::{interleaved_axis, DecoderLayer};
+    use super::vision::{VisionModel, VisionOut};
+    use crate::backend::cosmos::checkpoint::{
+        cosmos3_weight_files, is_cosmos3_layout, qwen3_candidates, tensor_names, weight_files,
+    };
+    use crate::backend::cosmos::error::CosmosError;
+    use crate::backend::cosmos::fp8::{self, Quantization};
+    use crate::backend::cosmos::linear::Lin;
+    use crate::backend::cosmos::ops::CausalSoftmax;
+    use crate::backend::cosmos::pointwise::RmsNorm;
+
+    fn err(e: candle_core::Error) -> CosmosError {
+        CosmosError::Inference(e.to_string())
+    }
+
+    fn load_err(e: candle_core::Error) -> CosmosError {
+        CosmosError::Checkpoint(e.to_string())
+    }
+
+    /// The video's part of a prefill: where its tokens sit in the prompt and
+    /// the DeepStack features added there after the first decoder layers.
+    pub struct Visual {
+        /// Prompt positions of the video tokens.
+        pub at: Tensor,
+        pub deepstack: Vec<Tensor>,
+    }
+
+    /// A loaded Qwen3-VL checkpoint.
+    pub struct Qwen3Vl {
+        pub cfg: Qwen3Config,
+        pub quantization: Quantization,
+        /// The Cosmos3 split layout (`transformer/`, `vision_encoder/`).
+        pub cosmos3: bool,
+        device: Device,
+        vision: VisionModel,
+        embed: Embedding,
+        layers: Vec<DecoderLayer>,
+        norm: RmsNorm,
+        lm_head: Lin,
+    }
+
+    impl Qwen3Vl {
+        /// f32 on the CPU, bf16 on CUDA.
+        pub fn load(dir: &Path, device: &Device) -> Result<Qwen3Vl, CosmosError> {
+            let dtype = if device.is_cuda() {
+                DType::BF16
+            } else {
+                DType::F32
+            };
+            Self::load_as(dir, device, dtype)
+        }
+
+        /// Loads `config.json` and the weights of `dir` (Hugging Face layout
+        /// with either key prefix, or Cosmos3's split layout), FP8 ones
+        /// dequantised to `dtype` as they load.
+        pub fn load_as(dir: &Path, device: &Device, dtype: DType) -> Result<Qwen3Vl, CosmosError> {
+            crate::backend::cosmos::alloc::reuse_freed_pages();
+            let cfg_path = dir.join("config.json");
+            let text = std::fs::read_to_string(&cfg_path).map_err(|e| {
+                CosmosError::Checkpoint(format!("cannot read '{}': {e}", cfg_path.display()))
+            })?;
+            let cfg = Qwen3Config::from_json(&text)?;
+            let cosmos3 = is_cosmos3_layout(dir);
+            let files = if cosmos3 {
+                cosmos3_weight_files(dir)?
+            } else {
+                weight_files(dir)?
+            };
+            let quantization = fp8::inspect(dir, &files)?;
+            let vb = match &quantization {
+                // SAFETY: the files are memory-mapped read-only; they must
+                // not be modified while the model is loaded.
+                Quantization::None => {
+                    unsafe { VarBuilder::from_mmaped_safetensors(&files, dtype, device) }
+                        .map_err(load_err)?
+                }
+                Quantization::Fp8(layout) => fp8::var_builder(&files, layout, dtype, device)?,
+            };
+            let names: Arc<HashSet<String>> = Arc::new(tensor_names(&files)?);
+            if !names
+                .iter()
+                .any(|n| qwen3_candidates("model.language_model.embed_tokens.weight").contains(n))
+            {
+                let mut some: Vec<&String> = names.iter().take(5).collect();
+                some.sort();
+                return Err(CosmosError::Checkpoint(format!(
+                    "'{}' has no Qwen3-VL token embedding (model.language_model.embed_tokens.weight, model.embed_tokens.weight or Cosmos3's embed_tokens.weight); it holds e.g. {some:?}",
+                    dir.display()
+                )));
+            }
+            let vb = vb.rename_f(move |n: &str| {
+                qwen3_candidates(n)
+                    .into_iter()
+                    .find(|c| names.contains(c))
+                    .unwrap_or_else(|| n.to_string())
+            });
+            let t = &cfg.text;
+            let vision = VisionModel::load(&cfg.vision, vb.pp("model.visual")).map_err(load_err)?;
+            let tvb = vb.pp("model.language_model");
+            let embed = candle_nn::embedding(t.vocab_size, t.hidden_size, tvb.pp("embed_tokens"))
+                .map_err(load_err)?;
+            let layers = (0..t.num_hidden_layers)
+                .map(|i| DecoderLayer::load(t, tvb.pp(format!("layers.{i}"))))
+                .collect::<CResult<Vec<_>>>()
+                .map_err(load_err)?;
+            let norm =
+                RmsNorm::load(t.hidden_size, t.rms_norm_eps, tvb.pp("norm")).map_err(load_err)?;
+            let lm_head = if t.tie_word_embeddings && !vb.contains_tensor("lm_head.weight") {
+                Lin::shared(embed.embeddings().clone())
+            } else {
+                Lin::load(vb.pp("lm_head"), t.hidden_size, t.vocab_size, false).map_err(load_err)?
+            };
+            Ok(Qwen3Vl {
+                cfg,
+                quantization,
+                cosmos3,
+                device: device.clone(),
+                vision,
+                embed,
+                layers,
+                norm,
+                lm_head,
+            })
+        }
+
+        pub fn device(&self) -> &Device {
+            &self.device
+        }
+
+        /// Vision embeddings and DeepStack features of one video.
+        pub fn vision_embeds(
+            &self,
+            pixel_values: &Tensor,
+            grid: [usize; 3],
+        ) -> Result<VisionOut, CosmosError> {
+            self.device
+                .with_context(|| self.vision.forward(pixel_values, grid))
+                .map_err(err)
+        }
+
+        /// Token embeddings with the video tokens replaced by `vision` (in
+        /// order), and the video's [`Visual`] for the prefill.
+        pub fn embed_prompt(
+            &self,
+            ids: &[u32],
+            vision: Option<&VisionOut>,
+        ) -> Result<(Tensor, Option<Visual>), CosmosError> {
+            let idt = Tensor::new(ids, &self.device).map_err(err)?;
+            let x = self.embed.forward(&idt).map_err(err)?;
+            let Some(v) = vision else {
+                return Ok((x, None));
+            };
+            let at: Vec<u32> = ids
+                .iter()
+                .enumerate()
+                .filter(|(_, t)| **t == self.cfg.video_token_id)
+                .map(|(i, _)| i as u32)
+                .collect();
+            let n = v.embeds.dim(0).map_err(err)?;
+            if at.len() != n {
+                return Err(CosmosError::Inference(format!(
+                    "{} video tokens in the prompt for {n} vision embeddings",
+                    at.len()
+                )));
+            }
+            let at = Tensor::from_vec(at, n, &self.device).map_err(err)?;
+            let emb = v.embeds.to_dtype(x.dtype()).map_err(err)?;
+            let x = x
+                .index_add(&at, &(emb - x.index_select(&at, 0)).map_err(err)?, 0)
+                .map_err(err)?;
+            Ok((
+                x,
+                Some(Visual {
+                    at,
+                    deepstack: v.deepstack.clone(),
+                }),
+            ))
+        }
+
+        /// Interleaved M-RoPE cos/sin (L, head_dim / 2).
+        fn mrope(&self, pos: &[Vec<i64>; 3]) -> CResult<(Tensor, Tensor)> {
+            let t = &self.cfg.text;
+            let hd = t.head_dim;
+            let theta = t.rope_theta as f32;
+            let inv: Vec<f32> = (0..hd)
+                .step_by(2)
+                .map(|i| 1.0 / theta.powf(i as f32 / hd as f32))
+                .collect();
+            let axis: Vec<usize> = (0..inv.len())
+                .map(|i| interleaved_axis(i, t.mrope_section))
+                .collect();
+            let l = pos[0].len();
+            let mut f = Vec::with_capacity(l * hd / 2);
+            for ((&pt, &ph), &pw) in pos[0].iter().zip(&pos[1]).zip(&pos[2]) {
+                let p = [pt, ph, pw];
+                f.extend(inv.iter().zip(&axis).map(|(w, &a)| p[a] as f32 * w));
+            }
+            let f = Tensor::from_vec(f, (l, hd / 2), &self.device)?;
+            Ok((f.cos()?, f.sin()?))
+        }
+
+        /// The decoder over new embeddings (appending to the KV cache):
+        /// logits of the last token (1, vocab), or of every token.
+        pub fn forward(
+            &mut self,
+            embeds: &Tensor,
+            pos: &[Vec<i64>; 3],
+            visual: Option<&Visual>,
+            last_only: bool,
+        ) -> Result<Tensor, CosmosError> {
+            let device = self.device.clone();
+            device.with_context(|| self.forward_here(embeds, pos, visual, last_only))
+        }
+
+        fn forward_here(
+            &mut self,
+            embeds: &Tensor,
+            pos: &[Vec<i64>; 3],
+            visual: Option<&Visual>,
+            last_only: bool,
+        ) -> Result<Tensor, CosmosError> {
+            let (cos, sin) = self.mrope(pos).map_err(err)?;
+            let dt = embeds.dtype();
+            let (cos, sin) = (
+                cos.to_dtype(dt).map_err(err)?,
+                sin.to_dtype(dt).map_err(err)?,
+            );
+            let l = embeds.dim(0).map_err(err)?;
+            let causal = CausalSoftmax::new(l, self.cache_len(), &self.device).map_err(err)?;
+            let mut x = embeds.clone();
+            for (i, layer) in self.layers.iter_mut().enumerate() {
+                x = layer.forward(&x, &cos, &sin, &causal).map_err(err)?;
+                if let Some(v) = visual {
+                    if let Some(ds) = v.deepstack.get(i) {
+                        let ds = ds.to_dtype(x.dtype()).map_err(err)?;
+                        x = x.index_add(&v.at, &ds, 0).map_err(err)?;
+                    }
+                }
+            }
+            let x = if last_only {
+                x.narrow(0, l - 1, 1).map_err(err)?
+            } else {
+                x
+            };
+            let x = self.norm.forward(&x).map_err(err)?;
+            self.lm_head
+                .forward(&x)
+                .and_then(|l| l.to_dtype(DType::F32))
+                .map_err(err)
+        }
+
+        pub fn clear_cache(&mut self) {
+            for l in self.layers.iter_mut() {
+                l.attn.cache = None;
+            }
+        }
+
+        pub fn cache_len(&self) -> usize {
+            self.layers
+                .first()
+                .and_then(|l| l.attn.cache.as_ref())
+                .and_then(|(k, _)| k.dim(1).ok())
+                .unwrap_or(0)
+        }
+    }
+}
