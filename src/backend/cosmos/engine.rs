@@ -124,6 +124,18 @@ pub enum Video<'a> {
     Tensor { px: Tensor, grid_thw: [u32; 3] },
 }
 
+/// A caption request up to the prefill ([`Engine::prepare`]).
+pub struct Prepared {
+    /// Prompt token ids, video tokens expanded.
+    pub ids: Vec<u32>,
+    /// Their embeddings, the video's in place.
+    pub emb: Tensor,
+    pub pos: [Vec<i64>; 3],
+    pub delta: i64,
+    /// Qwen3-VL's DeepStack features at the video positions.
+    pub visual: Option<qwen3::Visual>,
+}
+
 /// One caption request.
 pub struct Request<'a> {
     pub video: Video<'a>,
@@ -432,7 +444,9 @@ impl Engine {
         self.tokenizer.decode(&ids, true).unwrap_or_default()
     }
 
-    pub fn generate(&mut self, req: &Request) -> Result<Output, CosmosError> {
+    /// The prefill input of a caption request: preprocessing, the prompt
+    /// with its video tokens, positions and the vision tower's output.
+    pub fn prepare(&self, req: &Request) -> Result<Prepared, CosmosError> {
         let dev = self.model.device().clone();
         let (px, grid) = match &req.video {
             Video::Frames(f) => {
@@ -472,7 +486,13 @@ impl Engine {
                 )?;
                 let vis = m.vision_embeds(&px, grid)?;
                 let emb = m.embed_prompt(&ids, Some(&vis))?;
-                self.complete(ids, &emb, &pos, delta, None, &req.params, req.cancelled)
+                Ok(Prepared {
+                    ids,
+                    emb,
+                    pos,
+                    delta,
+                    visual: None,
+                })
             }
             Vlm::Qwen3(m) => {
                 let ms = m.cfg.vision.spatial_merge_size;
@@ -482,17 +502,39 @@ impl Engine {
                     qwen3::prompt::positions(&ids, m.cfg.video_token_id, Some((lh, lw)))?;
                 let vis = m.vision_embeds(&px, grid)?;
                 let (emb, visual) = m.embed_prompt(&ids, Some(&vis))?;
-                self.complete(
+                Ok(Prepared {
                     ids,
-                    &emb,
-                    &pos,
+                    emb,
+                    pos,
                     delta,
-                    visual.as_ref(),
-                    &req.params,
-                    req.cancelled,
-                )
+                    visual,
+                })
             }
         }
+    }
+
+    /// The logits (vocab) of the next token after a prepared prompt (the
+    /// first generated token's distribution); leaves the KV cache empty.
+    pub fn first_logits(&mut self, p: &Prepared) -> Result<Vec<f32>, CosmosError> {
+        self.model.clear_cache();
+        let l = self.model.forward_last(&p.emb, &p.pos, p.visual.as_ref());
+        self.model.clear_cache();
+        l?.flatten_all()
+            .and_then(|t| t.to_vec1::<f32>())
+            .map_err(|e| CosmosError::Inference(e.to_string()))
+    }
+
+    pub fn generate(&mut self, req: &Request) -> Result<Output, CosmosError> {
+        let p = self.prepare(req)?;
+        self.complete(
+            p.ids,
+            &p.emb,
+            &p.pos,
+            p.delta,
+            p.visual.as_ref(),
+            &req.params,
+            req.cancelled,
+        )
     }
 
     /// Text-only generation (summaries, event checks): the same model and
