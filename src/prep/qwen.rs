@@ -503,6 +503,35 @@ pub fn preprocess_video(frames: &[RgbImage], p: &VisionParams) -> Result<PixelVa
 mod tests {
     use super::*;
 
+    /// Qwen3-VL's rule, on the fixture's cases (tests/qwen3, transformers
+    /// 5.24 with `cap_pixels_per_frame`, size {4096, 32768}).
+    #[test]
+    fn qwen3_budget_counts_the_video_and_scales_small_frames_up() {
+        let p = VisionParams {
+            min_pixels: 4096,
+            max_pixels: 32768,
+            ..VisionParams::qwen3()
+        };
+        // Within the budget: multiples of 32, ties to even (80 → 64, 208 → 192).
+        assert_eq!(p.target_hw(2, 80, 208).unwrap(), (64, 192));
+        assert_eq!(p.target_hw(3, 64, 96).unwrap(), (64, 96));
+        // Over the budget: 5 frames of 128×160 → 64×64 (t_bar 4, β from n = 5).
+        assert_eq!(p.target_hw(5, 128, 160).unwrap(), (64, 64));
+        // Under the floor: 40×40 → 64×64.
+        assert_eq!(p.target_hw(2, 40, 40).unwrap(), (64, 64));
+        // A side below the factor scales the frame up first (20×100 → 32×160).
+        assert_eq!(
+            smart_resize_video(2, 20, 100, 2, 32, 1, u64::MAX).unwrap(),
+            (32, 160)
+        );
+        // One frame is sized as the pair it is padded to.
+        assert_eq!(
+            p.target_hw(1, 64, 96).unwrap(),
+            p.target_hw(2, 64, 96).unwrap()
+        );
+        assert!(p.target_hw(2, 1, 300).is_err());
+    }
+
     #[test]
     fn smart_resize_cases() {
         let p = VisionParams::default();

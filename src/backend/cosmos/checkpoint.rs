@@ -156,3 +156,38 @@ pub fn qwen3_candidates(name: &str) -> Vec<String> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn qwen3_names_are_found_in_every_layout() {
+        let c = qwen3_candidates("model.language_model.layers.3.self_attn.q_proj.weight");
+        assert_eq!(
+            c[0],
+            "model.language_model.layers.3.self_attn.q_proj.weight"
+        );
+        // Older prefix, Cosmos3 flat and `model.`-prefixed, with vLLM's renames.
+        for want in [
+            "model.layers.3.self_attn.q_proj.weight",
+            "layers.3.self_attn.q_proj.weight",
+            "layers.3.self_attn.to_q.weight",
+            "model.layers.3.self_attn.to_q.weight",
+        ] {
+            assert!(c.iter().any(|x| x == want), "{want} not in {c:?}");
+        }
+        let c = qwen3_candidates("model.language_model.layers.0.self_attn.k_norm.weight");
+        assert!(
+            c.iter().any(|x| x == "layers.0.self_attn.norm_k.weight"),
+            "{c:?}"
+        );
+        let c = qwen3_candidates("model.visual.blocks.0.norm1.weight");
+        assert!(c.iter().any(|x| x == "visual.blocks.0.norm1.weight"));
+        assert!(c.iter().any(|x| x == "blocks.0.norm1.weight"));
+        assert_eq!(
+            qwen3_candidates("lm_head.weight"),
+            vec!["lm_head.weight".to_string()]
+        );
+    }
+}
