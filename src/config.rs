@@ -14,8 +14,13 @@ use std::time::Duration;
 pub enum BackendKind {
     #[default]
     OpenAiCompat,
+    /// Cosmos-Reason1 / Qwen2.5-VL in process.
     CosmosReason1,
     Custom,
+    /// Cosmos-Reason2 / Qwen3-VL in process (VSS's `cosmos-reason2`).
+    CosmosReason2,
+    /// Cosmos3 Nano Reasoner (Qwen3-VL) in process (VSS's `cosmos-reason3`).
+    CosmosReason3,
 }
 
 impl BackendKind {
@@ -24,14 +29,28 @@ impl BackendKind {
             BackendKind::OpenAiCompat => "openai-compat",
             BackendKind::CosmosReason1 => "cosmos-reason1",
             BackendKind::Custom => "custom",
+            BackendKind::CosmosReason2 => "cosmos-reason2",
+            BackendKind::CosmosReason3 => "cosmos-reason3",
         }
+    }
+
+    /// The in-process model backends (`cosmos-reason1/2/3`): all build a
+    /// `CosmosBackend`, load `model-path` (a directory, `ngc:` or `hf:`)
+    /// and serve summaries and event checks with the loaded model.
+    pub fn is_in_process(self) -> bool {
+        matches!(
+            self,
+            BackendKind::CosmosReason1 | BackendKind::CosmosReason2 | BackendKind::CosmosReason3
+        )
     }
 
     /// Frames per chunk when `num-frames-per-chunk` is 0 (VSS defaults).
     pub fn default_frames(self) -> u32 {
         match self {
             BackendKind::OpenAiCompat => 10,
-            BackendKind::CosmosReason1 => 20,
+            BackendKind::CosmosReason1
+            | BackendKind::CosmosReason2
+            | BackendKind::CosmosReason3 => 20,
             BackendKind::Custom => 1,
         }
     }
@@ -71,9 +90,11 @@ impl FromStr for BackendKind {
         match s.trim().to_ascii_lowercase().as_str() {
             "openai-compat" | "openai" => Ok(BackendKind::OpenAiCompat),
             "cosmos-reason1" => Ok(BackendKind::CosmosReason1),
+            "cosmos-reason2" => Ok(BackendKind::CosmosReason2),
+            "cosmos-reason3" => Ok(BackendKind::CosmosReason3),
             "custom" => Ok(BackendKind::Custom),
             other => Err(format!(
-                "unknown backend '{other}': use one of openai-compat, cosmos-reason1, custom"
+                "unknown backend '{other}': use one of openai-compat, cosmos-reason1, cosmos-reason2, cosmos-reason3, custom"
             )
             .into()),
         }
@@ -1059,6 +1080,27 @@ mod tests {
             r.endpoint.as_ref().unwrap().chat_url.as_str(),
             "https://x.openai.azure.com/openai/deployments/dep%201/chat/completions?api-version=2024-10-21"
         );
+    }
+
+    #[test]
+    fn cosmos_backends_by_vss_name() {
+        for (name, kind) in [
+            ("cosmos-reason1", BackendKind::CosmosReason1),
+            ("cosmos-reason2", BackendKind::CosmosReason2),
+            ("cosmos-reason3", BackendKind::CosmosReason3),
+        ] {
+            assert_eq!(name.parse::<BackendKind>().unwrap(), kind);
+            assert_eq!(kind.as_str(), name);
+            assert!(kind.is_in_process());
+            assert_eq!(kind.default_frames(), 20);
+            let r = resolve(&user(), Env::from_pairs([("VLM_MODEL_TO_USE", name)])).unwrap();
+            assert_eq!(r.backend, kind);
+            assert!(r.endpoint.is_none());
+        }
+        assert!(!BackendKind::OpenAiCompat.is_in_process());
+        assert!(!BackendKind::Custom.is_in_process());
+        let e = "cosmos-reason4".parse::<BackendKind>().unwrap_err();
+        assert!(e.contains("cosmos-reason2, cosmos-reason3"), "{e}");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MPL-2.0
 //! `backend=cosmos-reason1` end to end with the tiny random-weight
 //! checkpoint in tests/qwen/tiny: one record per chunk, deterministic text,
-//! shared model, and the load-time errors.
+//! shared model, and the load-time errors; `cosmos-reason2/3` refusing a
+//! checkpoint of the other family (or NVFP4) before it loads.
 #![cfg(feature = "cosmos")]
 
 mod common;
@@ -150,6 +151,63 @@ fn bad_checkpoints_fail_at_ready_saying_what_was_found() {
         );
     }
     drop(tmp);
+}
+
+/// The family check (src/backend/cosmos/family.rs) runs before any weight
+/// is read: the element fails NULL→READY naming the backend that runs the
+/// checkpoint, and refuses NVFP4 by name.
+#[test]
+fn a_checkpoint_of_the_other_family_names_its_backend() {
+    let with = |backend: &str, dir: &Path| {
+        props(dir, "").replacen("backend=cosmos-reason1", &format!("backend={backend}"), 1)
+    };
+    // Qwen2.5-VL (the tiny checkpoint) given to cosmos-reason2 / 3.
+    for b in ["cosmos-reason2", "cosmos-reason3"] {
+        let e = ready_error(&with(b, &tiny()));
+        assert!(
+            e.contains("is a Qwen2.5-VL checkpoint (config.json model_type qwen2_5_vl)")
+                && e.contains("Cosmos-Reason1: use backend=cosmos-reason1"),
+            "{e}"
+        );
+    }
+    // A Qwen3-VL directory (config.json only: nothing else is read) given
+    // to cosmos-reason1.
+    let tmp = tempfile::tempdir().unwrap();
+    let q3 = tmp.path().join("qwen3");
+    std::fs::create_dir_all(&q3).unwrap();
+    std::fs::write(
+        q3.join("config.json"),
+        r#"{"architectures":["Qwen3VLForConditionalGeneration"],"model_type":"qwen3_vl"}"#,
+    )
+    .unwrap();
+    let e = ready_error(&props(&q3, ""));
+    assert!(
+        e.contains("is a Qwen3-VL checkpoint (config.json model_type qwen3_vl): use backend=cosmos-reason2 (Cosmos-Reason2, Qwen3-VL) or backend=cosmos-reason3 (Cosmos3 Nano Reasoner)"),
+        "{e}"
+    );
+    // A Cosmos3-layout NVFP4 copy: refused by name whatever the backend.
+    let nv = tmp.path().join("cosmos3-nvfp4");
+    for sub in ["transformer", "vision_encoder"] {
+        std::fs::create_dir_all(nv.join(sub)).unwrap();
+        std::fs::write(nv.join(sub).join("model.safetensors"), b"not read").unwrap();
+    }
+    std::fs::write(
+        nv.join("config.json"),
+        r#"{"architectures":["Cosmos3ForConditionalGeneration"]}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        nv.join("transformer/hf_quant_config.json"),
+        r#"{"producer":{"name":"modelopt"},"quantization":{"quant_algo":"NVFP4"}}"#,
+    )
+    .unwrap();
+    for b in ["cosmos-reason1", "cosmos-reason3"] {
+        let e = ready_error(&with(b, &nv));
+        assert!(
+            e.contains("NVFP4 checkpoints need Blackwell-class FP4 kernels: serve this model with vLLM or NIM and use backend=openai-compat"),
+            "{e}"
+        );
+    }
 }
 
 #[test]

@@ -200,6 +200,7 @@ fn engine_from_frames_matches_transformers() {
                     repetition_penalty: 1.0,
                     seed: 0,
                     max_tokens: 32,
+                    no_repeat_ngram_size: 0,
                 },
                 cancelled: &|| false,
             })

@@ -194,7 +194,7 @@ impl Session {
         let Ok(resolved) = config::resolve(&settings.user, env) else {
             return false;
         };
-        if resolved.backend != BackendKind::CosmosReason1 {
+        if !resolved.backend.is_in_process() {
             return false;
         }
         let Some(raw) = resolved.model_path.as_deref().and_then(|p| p.to_str()) else {
@@ -344,7 +344,7 @@ impl Session {
                 &observer,
             )?),
             #[cfg(feature = "cosmos")]
-            BackendKind::CosmosReason1 => {
+            BackendKind::CosmosReason1 | BackendKind::CosmosReason2 | BackendKind::CosmosReason3 => {
                 let b = prepare_cosmos(settings, &resolved, prep.clone(), &observer, cancel)?;
                 if b.device_name() != device {
                     obs.event(Event::Log(
@@ -357,10 +357,13 @@ impl Session {
                 Arc::new(b)
             }
             #[cfg(not(feature = "cosmos"))]
-            BackendKind::CosmosReason1 => {
-                return Err(settings_err(
-                    "backend=cosmos-reason1 needs a plugin built with the cosmos feature (the default: cargo build --release); this one was built with --no-default-features".into(),
-                ))
+            b @ (BackendKind::CosmosReason1
+            | BackendKind::CosmosReason2
+            | BackendKind::CosmosReason3) => {
+                return Err(settings_err(format!(
+                    "backend={} needs a plugin built with the cosmos feature (the default: cargo build --release); this one was built with --no-default-features",
+                    b.as_str()
+                )))
             }
         };
         obs.event(Event::Log(
@@ -706,8 +709,9 @@ fn fetch_model(
     Ok(Some(dir))
 }
 
-/// `backend=cosmos-reason1`: checks the checkpoint directory and loads (or
-/// shares) the model on the chosen device.
+/// `backend=cosmos-reason1/2/3`: checks the checkpoint directory (its model
+/// family against the backend, [`crate::backend::cosmos::family`]) and
+/// loads (or shares) the model on the chosen device.
 #[cfg(feature = "cosmos")]
 fn prepare_cosmos(
     settings: &Settings,
@@ -721,8 +725,11 @@ fn prepare_cosmos(
     let dir = manifest::contained_dir(
         fetched.as_deref().or(resolved.model_path.as_deref()),
         resolved.model_root_dir.as_deref(),
-        "cosmos-reason1",
-        "a Hugging Face Qwen2.5-VL / Cosmos-Reason1 checkpoint (config.json, *.safetensors, tokenizer.json)",
+        resolved.backend.as_str(),
+        match resolved.backend {
+            BackendKind::CosmosReason1 => "a Hugging Face Qwen2.5-VL / Cosmos-Reason1 checkpoint (config.json, *.safetensors, tokenizer.json)",
+            _ => "a Hugging Face Qwen3-VL / Cosmos-Reason2 checkpoint (config.json, *.safetensors, tokenizer.json) or a Cosmos3 Nano Reasoner directory (config.json, transformer/, vision_encoder/)",
+        },
     )
     .map_err(settings_err)?;
     let device: DeviceChoice = settings
@@ -741,6 +748,7 @@ fn prepare_cosmos(
         }
     });
     let opts = CosmosOptions {
+        backend: resolved.backend,
         model_dir: dir,
         device,
         dtype,
@@ -757,6 +765,7 @@ fn prepare_cosmos(
             top_p: set("top-p").then_some(settings.top_p),
             top_k: (set("top-k") && settings.top_k > 0).then_some(settings.top_k),
             seed: (settings.seed >= 0).then_some(settings.seed as u64),
+            no_repeat_ngram_size: u32::try_from(settings.no_repeat_ngram_size).ok(),
         },
         frame_width: resolved.frame_width,
         frame_height: resolved.frame_height,

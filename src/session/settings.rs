@@ -116,6 +116,9 @@ pub struct Settings {
     pub top_p: f64,
     pub top_k: u32,
     pub seed: i64,
+    /// `no-repeat-ngram-size`: in-process backends only; -1 = the
+    /// backend's default (3 for cosmos-reason2/3, 0 for cosmos-reason1).
+    pub no_repeat_ngram_size: i32,
     pub max_concurrency: u32,
     pub max_pending: u32,
     pub request_timeout: f64,
@@ -157,6 +160,7 @@ impl Default for Settings {
             top_p: g.top_p,
             top_k: 0,
             seed: 1,
+            no_repeat_ngram_size: -1,
             max_concurrency: DEFAULT_MAX_CONCURRENCY,
             max_pending: DEFAULT_MAX_PENDING,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,

@@ -55,7 +55,7 @@ fn same_origin(a: &url::Url, b: &url::Url) -> bool {
 }
 
 /// The text LLM and what uses it. `vlm`: the openai-compat endpoint as
-/// checked; `local`: the in-process model's text path (cosmos-reason1).
+/// checked; `local`: the in-process model's text path (cosmos-reason1/2/3).
 pub(super) fn prepare(
     settings: &Settings,
     resolved: &Resolved,

@@ -50,6 +50,16 @@ pub enum BackendProp {
         nick = "custom"
     )]
     Custom = 2,
+    #[enum_value(
+        name = "Cosmos-Reason2 / Qwen3-VL in-process (candle)",
+        nick = "cosmos-reason2"
+    )]
+    CosmosReason2 = 3,
+    #[enum_value(
+        name = "Cosmos3 Nano Reasoner (Qwen3-VL) in-process (candle)",
+        nick = "cosmos-reason3"
+    )]
+    CosmosReason3 = 4,
 }
 
 impl From<BackendProp> for crate::config::BackendKind {
@@ -58,6 +68,8 @@ impl From<BackendProp> for crate::config::BackendKind {
             BackendProp::OpenAiCompat => crate::config::BackendKind::OpenAiCompat,
             BackendProp::CosmosReason1 => crate::config::BackendKind::CosmosReason1,
             BackendProp::Custom => crate::config::BackendKind::Custom,
+            BackendProp::CosmosReason2 => crate::config::BackendKind::CosmosReason2,
+            BackendProp::CosmosReason3 => crate::config::BackendKind::CosmosReason3,
         }
     }
 }
@@ -68,6 +80,8 @@ impl From<crate::config::BackendKind> for BackendProp {
             crate::config::BackendKind::OpenAiCompat => BackendProp::OpenAiCompat,
             crate::config::BackendKind::CosmosReason1 => BackendProp::CosmosReason1,
             crate::config::BackendKind::Custom => BackendProp::Custom,
+            crate::config::BackendKind::CosmosReason2 => BackendProp::CosmosReason2,
+            crate::config::BackendKind::CosmosReason3 => BackendProp::CosmosReason3,
         }
     }
 }

@@ -142,9 +142,26 @@ pub struct CosmosGen {
     pub top_p: Option<f64>,
     pub top_k: Option<u32>,
     pub seed: Option<u64>,
+    /// `no-repeat-ngram-size`; `None`: the backend's default
+    /// ([`default_no_repeat_ngram_size`]).
+    pub no_repeat_ngram_size: Option<u32>,
+}
+
+/// The no-repeat n-gram size when `no-repeat-ngram-size` is -1: 3 for
+/// `cosmos-reason2/3` (VSS's default for Cosmos-Reason2/3; set 0 to match
+/// vanilla vLLM/NIM), 0 (off) for `cosmos-reason1`.
+pub fn default_no_repeat_ngram_size(backend: BackendKind) -> u32 {
+    match backend {
+        BackendKind::CosmosReason2 | BackendKind::CosmosReason3 => 3,
+        _ => 0,
+    }
 }
 
 pub struct CosmosOptions {
+    /// `cosmos-reason1`, `cosmos-reason2` or `cosmos-reason3`: checked
+    /// against the checkpoint's family before it loads
+    /// ([`super::family::check_backend`]), and what records name.
+    pub backend: BackendKind,
     pub model_dir: PathBuf,
     pub device: DeviceChoice,
     pub dtype: DTypeChoice,
@@ -186,6 +203,10 @@ pub struct CosmosBackend {
 impl CosmosBackend {
     /// Picks the device and loads (or shares) the checkpoint.
     pub fn new(opts: CosmosOptions) -> Result<CosmosBackend, CosmosError> {
+        // Before any weight is read: a checkpoint of the other family (or
+        // one not run in process) fails here, naming the right backend.
+        let detected = super::family::inspect(&opts.model_dir)?;
+        super::family::check_backend(&opts.model_dir, &detected, opts.backend)?;
         let (device, device_name) = select_device(opts.device)?;
         let dtype = opts.dtype.resolve(&device);
         let engine = shared_engine(&opts.model_dir, &device, &device_name, dtype, &*opts.log)?;
@@ -262,6 +283,8 @@ impl crate::summary::TextLlm for CosmosText {
             repetition_penalty: d.repetition_penalty,
             seed: 1,
             max_tokens: req.max_tokens as usize,
+            // Summaries and event checks: off (see docs/backends.md).
+            no_repeat_ngram_size: 0,
         };
         let out = engine
             .generate_text(req.system.as_deref(), &req.user, &params, &|| {
@@ -288,7 +311,7 @@ fn engine_error(text: String, cancel: &CancellationToken) -> BackendError {
 
 impl Backend for CosmosBackend {
     fn kind(&self) -> BackendKind {
-        BackendKind::CosmosReason1
+        self.opts.backend
     }
 
     fn model(&self) -> &str {
@@ -363,6 +386,10 @@ impl Backend for CosmosBackend {
             repetition_penalty: d.repetition_penalty,
             seed: g.seed.unwrap_or(1),
             max_tokens: g.max_tokens as usize,
+            no_repeat_ngram_size: g
+                .no_repeat_ngram_size
+                .unwrap_or_else(|| default_no_repeat_ngram_size(self.opts.backend))
+                as usize,
         };
         let out = engine
             .generate(&Request {

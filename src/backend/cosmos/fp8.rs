@@ -99,7 +99,13 @@ fn refuse_method(method: &str) -> String {
             "integer weights of a run-time quantisation library"
         }
         "fbgemm_fp8" => "FBGEMM FP8: a layout this loader has not been checked against",
-        "mxfp4" | "fp_quant" => "FP4 weights",
+        "mxfp4" => {
+            return format!(
+                "quant_method '{method}' is not supported (MXFP4 weights): {}",
+                super::family::fp4_refusal("MXFP4")
+            )
+        }
+        "fp_quant" => "FP4 weights",
         "bitnet" => "ternary weights",
         "gguf" => "GGUF quantised weights",
         _ => "unknown quantisation method",
@@ -190,9 +196,16 @@ fn compressed_tensors(q: &Value) -> Result<Fp8Layout, CosmosError> {
                 "pack-quantized" => "integer weights packed into int32, e.g. int4 W4A16",
                 "int-quantized" => "8-bit integer weights",
                 "marlin-24" | "sparse-24-bitmask" | "sparse-bitmask" => "sparse packed weights",
-                "nvfp4-pack-quantized" | "mxfp4-pack-quantized" => "packed FP4 weights",
                 "dense" => "dense weights fake-quantised at run time",
-                _ => "an unknown compression format",
+                f => match super::family::fp4_format(f) {
+                    Some(w) => {
+                        return Err(CosmosError::Unsupported(format!(
+                            "{ct} format '{fmt}' (group '{gname}'): packed {w} weights; {}",
+                            super::family::fp4_refusal(w)
+                        )))
+                    }
+                    None => "an unknown compression format",
+                },
             };
             return Err(CosmosError::Unsupported(format!(
                 "{ct} format '{fmt}' (group '{gname}') is not supported ({why}); only 'float-quantized' FP8 loads"
@@ -277,7 +290,13 @@ fn modelopt(q: &Value, source: &str) -> Result<Fp8Layout, CosmosError> {
             "FP8_PER_CHANNEL_PER_TOKEN" | "FP8_PB_WO" | "FP8_BLOCK" => {
                 "FP8 with a scale layout this loader has not been checked against"
             }
-            "NVFP4" | "NVFP4_AWQ" | "W4A8_NVFP4_FP8" | "MXFP4" => "FP4 weights",
+            a if super::family::fp4_algo(a).is_some() => {
+                let w = super::family::fp4_algo(a).unwrap_or("FP4");
+                return Err(CosmosError::Unsupported(format!(
+                    "{source}: ModelOpt quant_algo '{algo}' ({w} weights) is not supported: {}",
+                    super::family::fp4_refusal(w)
+                )));
+            }
             "INT4_AWQ" | "W4A8_AWQ" | "W4A16_AWQ" => "4-bit integer weights (AWQ)",
             "INT8_SQ" | "INT8" | "W8A8_SQ_PER_CHANNEL" => "8-bit integer weights",
             _ => "unknown ModelOpt algorithm",
@@ -909,7 +928,17 @@ mod tests {
         let mut c = ct(fp8_group("tensor_group"));
         assert!(refused(&c).contains("strategy 'tensor_group'"));
         c["quantization_config"]["format"] = json!("nvfp4-pack-quantized");
-        assert!(refused(&c).contains("FP4"));
+        let e = refused(&c);
+        assert!(
+            e.contains("packed NVFP4 weights")
+                && e.contains("NVFP4 checkpoints need Blackwell-class FP4 kernels: serve this model with vLLM or NIM and use backend=openai-compat (or pick the bf16 / FP8 checkpoint)"),
+            "{e}"
+        );
+        let e = refused(&json!({"quantization_config": {"quant_method": "mxfp4"}}));
+        assert!(
+            e.contains("MXFP4 checkpoints need Blackwell-class FP4 kernels"),
+            "{e}"
+        );
         // Block strategy without its block size: unknown scale layout.
         let e = refused(&ct(fp8_group("block")));
         assert!(
@@ -933,7 +962,12 @@ mod tests {
         // ModelOpt other than FP8.
         let hq = json!({"quantization": {"quant_algo": "NVFP4"}});
         let e = detect(None, Some(&hq)).unwrap_err().to_string();
-        assert!(e.contains("quant_algo 'NVFP4'") && e.contains("FP4"), "{e}");
+        assert!(
+            e.contains("quant_algo 'NVFP4'")
+                && e.contains("NVFP4 checkpoints need Blackwell-class FP4 kernels")
+                && e.contains("backend=openai-compat"),
+            "{e}"
+        );
         let hq = json!({"quantization": {"quant_algo": "W4A8_AWQ"}});
         assert!(detect(None, Some(&hq))
             .unwrap_err()

@@ -1,12 +1,15 @@
 // SPDX-License-Identifier: MPL-2.0
-//! The `cosmos-reason1` backend (Qwen2.5-VL / Cosmos-Reason1 in process,
-//! with candle). So far: the video preprocessing (matched against Hugging
-//! Face's processor), the checkpoint configuration, the M-RoPE position rule
-//! and the model (vision tower + Qwen2 decoder).
+//! The in-process backends `cosmos-reason1` (Qwen2.5-VL / Cosmos-Reason1),
+//! `cosmos-reason2` (Qwen3-VL / Cosmos-Reason2) and `cosmos-reason3`
+//! (Cosmos3 Nano Reasoner), with candle: the video preprocessing (matched
+//! against Hugging Face's processor), the checkpoint's family and layout
+//! ([`family`]), the configuration, the M-RoPE position rule, the models,
+//! and the engine thread that serves a loaded model ([`serve`]).
 
 //!
 //! Without the `cosmos` feature only the plain parts stay (preprocessing,
-//! which the GPU frame path shares, config, positions, sampling): no candle.
+//! which the GPU frame path shares, config, positions, sampling, the family
+//! check, the serving queue): no candle.
 
 #[cfg(feature = "cosmos")]
 pub mod alloc;
@@ -17,6 +20,7 @@ pub mod checkpoint;
 #[cfg(feature = "cosmos")]
 pub mod engine;
 pub mod error;
+pub mod family;
 #[cfg(feature = "cosmos")]
 pub mod fp8;
 #[cfg(feature = "cosmos")]

@@ -3,6 +3,14 @@
 //! over prompt and output, then temperature, top-k and top-p (nucleus)
 //! warping, then a draw from a seeded generator; temperature 0 is greedy.
 //! Defaults come from the checkpoint's `generation_config.json`.
+//!
+//! No-repeat n-grams (`no_repeat_ngram_size` n > 0), as transformers'
+//! `NoRepeatNGramLogitsProcessor`, over the same ids as the penalty (prompt
+//! and generated): a token that would complete an n-gram already present in
+//! the sequence is banned (its logit becomes −∞) before the penalty and the
+//! warpers. Nothing is banned while the sequence is shorter than n − 1.
+//! 0 is off. Should every token be banned, the ban is dropped for that step
+//! (transformers would sample from NaNs).
 
 use serde_json::Value;
 
@@ -76,6 +84,31 @@ pub struct SampleParams {
     pub repetition_penalty: f64,
     pub seed: u64,
     pub max_tokens: usize,
+    /// Bans a token that would repeat an n-gram of this size; 0 = off.
+    pub no_repeat_ngram_size: usize,
+}
+
+/// The tokens that would complete an `n`-gram already in `seen` (the
+/// module's rule), sorted, without duplicates.
+pub fn banned_ngram_tokens(seen: &[u32], n: usize) -> Vec<u32> {
+    if n == 0 || seen.len() + 1 < n {
+        return Vec::new();
+    }
+    if n == 1 {
+        let mut all = seen.to_vec();
+        all.sort_unstable();
+        all.dedup();
+        return all;
+    }
+    let prefix = &seen[seen.len() + 1 - n..];
+    let mut out: Vec<u32> = seen
+        .windows(n)
+        .filter(|w| &w[..n - 1] == prefix)
+        .map(|w| w[n - 1])
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
 }
 
 /// SplitMix64: small, seedable, reproducible everywhere.
@@ -112,6 +145,17 @@ fn argmax(v: &[f32]) -> u32 {
 /// Picks the next token from one row of logits.
 pub fn sample(logits: &[f32], seen: &[u32], p: &SampleParams, rng: &mut Rng) -> u32 {
     let mut l: Vec<f32> = logits.to_vec();
+    if p.no_repeat_ngram_size > 0 {
+        let banned = banned_ngram_tokens(seen, p.no_repeat_ngram_size);
+        let allowed = l.len() - banned.iter().filter(|&&t| (t as usize) < l.len()).count();
+        if allowed > 0 {
+            for t in banned {
+                if let Some(x) = l.get_mut(t as usize) {
+                    *x = f32::NEG_INFINITY;
+                }
+            }
+        }
+    }
     if p.repetition_penalty != 1.0 && p.repetition_penalty > 0.0 {
         let r = p.repetition_penalty as f32;
         let mut done = vec![false; l.len()];
@@ -182,7 +226,52 @@ mod tests {
             repetition_penalty: rep,
             seed: 1,
             max_tokens: 8,
+            no_repeat_ngram_size: 0,
         }
+    }
+
+    /// The no-repeat rule: a token completing an n-gram already in prompt +
+    /// output is banned; shorter sequences ban nothing; 0 is off.
+    #[test]
+    fn no_repeat_ngrams_ban_the_completing_token() {
+        // "5 6 7 … 5 6": 7 would repeat the trigram 5 6 7.
+        let seen = [5, 6, 7, 1, 5, 6];
+        assert_eq!(banned_ngram_tokens(&seen, 3), vec![7]);
+        // Bigrams ending in 6: 6 was followed by 7 once.
+        assert_eq!(banned_ngram_tokens(&seen, 2), vec![7]);
+        // Unigrams: every seen token.
+        assert_eq!(banned_ngram_tokens(&[3, 1, 3], 1), vec![1, 3]);
+        // Two candidates for one prefix; too short a sequence; off.
+        assert_eq!(
+            banned_ngram_tokens(&[1, 2, 3, 1, 2, 4, 1, 2], 3),
+            vec![3, 4]
+        );
+        assert!(banned_ngram_tokens(&[1], 3).is_empty());
+        assert!(banned_ngram_tokens(&seen, 0).is_empty());
+        // transformers' boundary: with len + 1 == n the last n-1 ids are the
+        // whole sequence and no n-gram exists yet.
+        assert!(banned_ngram_tokens(&[1, 2], 3).is_empty());
+
+        // In `sample`: greedy would pick 7, the ban makes it 2.
+        let mut logits = vec![0.0f32; 8];
+        logits[7] = 5.0;
+        logits[2] = 4.0;
+        let mut p = params(0.0, 1.0, 0, 1.0);
+        let mut rng = Rng::new(1);
+        assert_eq!(sample(&logits, &seen, &p, &mut rng), 7);
+        p.no_repeat_ngram_size = 3;
+        assert_eq!(sample(&logits, &seen, &p, &mut rng), 2);
+        // Sampling never draws a banned token.
+        p.temperature = 1.0;
+        for seed in 0..200 {
+            let mut rng = Rng::new(seed);
+            assert_ne!(sample(&logits, &seen, &p, &mut rng), 7);
+        }
+        // Everything banned: the ban is dropped rather than sampling NaNs.
+        let tiny = [1.0f32, 2.0];
+        let mut p = params(0.0, 1.0, 0, 1.0);
+        p.no_repeat_ngram_size = 1;
+        assert_eq!(sample(&tiny, &[0, 1], &p, &mut rng), 1);
     }
 
     #[test]

@@ -119,6 +119,12 @@ impl VssSummarize {
                     .minimum(-1)
                     .default_value(1)
                     .build(),
+                glib::ParamSpecInt::builder("no-repeat-ngram-size")
+                    .blurb(fixed!("In-process backends: ban a token that would repeat an n-gram of this size already in the prompt or the answer (as transformers' no_repeat_ngram_size); 0 = off (vanilla vLLM/NIM), -1 = the backend's default: 3 for cosmos-reason2/3 (as VSS), 0 for cosmos-reason1; not sent to openai-compat servers"))
+                    .minimum(-1)
+                    .maximum(64)
+                    .default_value(-1)
+                    .build(),
                 glib::ParamSpecUInt::builder("max-concurrency")
                     .blurb("Requests in flight at most (capped at max-pending-chunks)")
                     .minimum(1)
@@ -158,15 +164,15 @@ impl VssSummarize {
                     .default_value(DEFAULT_SERVER_WAIT_S)
                     .build(),
                 glib::ParamSpecString::builder("device")
-                    .blurb(fixed!("Where sampled frames are converted/resized (and, for cosmos-reason1 in a cuda build, where the model runs): auto (GPU 0 when the NVIDIA driver, a GPU and NVRTC are present, else CPU), cpu, cuda:N (fails at NULL->READY without a usable GPU); reads back the device in use once READY"))
+                    .blurb(fixed!("Where sampled frames are converted/resized (and, for cosmos-reason1/2/3 in a cuda build, where the model runs): auto (GPU 0 when the NVIDIA driver, a GPU and NVRTC are present, else CPU), cpu, cuda:N (fails at NULL->READY without a usable GPU); reads back the device in use once READY"))
                     .default_value(Some("auto"))
                     .build(),
                 glib::ParamSpecString::builder("dtype")
-                    .blurb(fixed!("cosmos-reason1: weight type: auto (f32 on the CPU, bf16 on CUDA), f32, bf16 (half the memory; on the CPU slower than f32)"))
+                    .blurb(fixed!("cosmos-reason1/2/3: weight type: auto (f32 on the CPU, bf16 on CUDA), f32, bf16 (half the memory; on the CPU slower than f32)"))
                     .default_value(Some("auto"))
                     .build(),
                 glib::ParamSpecBoolean::builder("enable-reasoning")
-                    .blurb(fixed!("cosmos-reason1: ask for <think>…</think><answer>…</answer> and put the thinking in the record's reasoning field"))
+                    .blurb(fixed!("cosmos-reason1/2/3: ask for <think>…</think><answer>…</answer> and put the thinking in the record's reasoning field"))
                     .default_value(false)
                     .build(),
                 glib::ParamSpecUInt::builder("max-restarts")
@@ -184,7 +190,7 @@ impl VssSummarize {
                     .maximum(31_536_000.0)
                     .default_value(DEFAULT_SUMMARY_DURATION)
                     .build(),
-                sf!("llm-endpoint", "OpenAI-compatible base URL of the text LLM for summaries and event checks (default: the VLM's endpoint for openai-compat, the loaded model for cosmos-reason1, none for custom)"),
+                sf!("llm-endpoint", "OpenAI-compatible base URL of the text LLM for summaries and event checks (default: the VLM's endpoint for openai-compat, the loaded model for cosmos-reason1/2/3, none for custom)"),
                 sf!("llm-model-name", "Text LLM model name (default: the VLM's model on its endpoint; on llm-endpoint, the only model it serves)"),
                 glib::ParamSpecString::builder("llm-api-key")
                     .blurb(fixed!("Text LLM API key (write-only; default: the VLM's key when llm-endpoint is unset or on the same host and port)"))
@@ -471,6 +477,7 @@ impl VssSummarize {
                 s.seed = value.get().expect("type");
                 s.gen_set.insert("seed");
             }
+            "no-repeat-ngram-size" => s.no_repeat_ngram_size = value.get().expect("type"),
             "max-concurrency" => s.max_concurrency = value.get().expect("type"),
             "max-pending-chunks" => s.max_pending = value.get().expect("type"),
             "request-timeout" => s.request_timeout = value.get().expect("type"),
@@ -614,6 +621,7 @@ impl VssSummarize {
             "top-p" => s.top_p.to_value(),
             "top-k" => s.top_k.to_value(),
             "seed" => s.seed.to_value(),
+            "no-repeat-ngram-size" => s.no_repeat_ngram_size.to_value(),
             "max-concurrency" => s.max_concurrency.to_value(),
             "max-pending-chunks" => s.max_pending.to_value(),
             "request-timeout" => s.request_timeout.to_value(),
