@@ -122,6 +122,7 @@ fn run(dir: &std::path::Path, dev: &Device, dtype: DType) -> Result<Run, String>
         repetition_penalty: 1.0,
         seed: 0,
         max_tokens: NEW_TOKENS,
+        no_repeat_ngram_size: 0,
     };
     let req = Request {
         video: Video::Frames(&frames),

@@ -225,6 +225,7 @@ fn greedy_params(max_tokens: usize) -> SampleParams {
         repetition_penalty: 1.0,
         seed: 0,
         max_tokens,
+        no_repeat_ngram_size: 0,
     }
 }
 

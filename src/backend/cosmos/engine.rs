@@ -169,27 +169,11 @@ fn check_supported(dir: &Path) -> Result<Quantization, CosmosError> {
     fp8::inspect(dir, &files)
 }
 
-/// Whether `dir`'s `config.json` describes a Qwen3-VL model (Qwen3-VL,
-/// Cosmos-Reason2, Cosmos3).
+/// Whether `dir` holds a Qwen3-VL model (Qwen3-VL, Cosmos-Reason2,
+/// Cosmos3), by [`super::family::detect`]'s rules (which also refuse
+/// unsupported models and FP4 by name).
 fn is_qwen3(dir: &Path) -> Result<bool, CosmosError> {
-    let v = read_json(&dir.join("config.json"))?.ok_or_else(|| {
-        CosmosError::Checkpoint(format!("'{}' has no config.json", dir.display()))
-    })?;
-    let mt = v.get("model_type").and_then(Value::as_str).unwrap_or("");
-    let arch = v
-        .get("architectures")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter().any(|x| {
-                matches!(
-                    x.as_str(),
-                    Some("Qwen3VLForConditionalGeneration" | "Cosmos3ForConditionalGeneration")
-                )
-            })
-        })
-        .unwrap_or(false);
-    // Cosmos3's own config may say `cosmos3*` (reported as `cosmos3_omni`).
-    Ok(mt == "qwen3_vl" || mt.starts_with("cosmos3") || arch)
+    Ok(super::family::detect(dir)?.0 == super::family::Family::Qwen3Vl)
 }
 
 /// The processor settings: Qwen2.5-VL's from `preprocessor_config.json`;

@@ -9,7 +9,8 @@
 //! 1. The family comes from the top-level `config.json`: `model_type`
 //!    `qwen2_5_vl` (or `architectures` holding
 //!    `Qwen2_5_VLForConditionalGeneration`) is [`Family::Qwen25Vl`];
-//!    `model_type` `qwen3_vl`, or `architectures` holding
+//!    `model_type` `qwen3_vl` or `cosmos3*` (Cosmos3's own config is
+//!    reported to say `cosmos3_omni`; unverified), or `architectures` holding
 //!    `Qwen3VLForConditionalGeneration` or `Cosmos3ForConditionalGeneration`,
 //!    is [`Family::Qwen3Vl`]. No `config.json`, or one that is not JSON, is
 //!    an error naming the file.
@@ -276,7 +277,7 @@ pub fn inspect(dir: &Path) -> Result<Detected, CosmosError> {
     // Rule 1.
     let (family, found) = if mt == "qwen2_5_vl" {
         (Family::Qwen25Vl, found_mt)
-    } else if mt == "qwen3_vl" {
+    } else if mt == "qwen3_vl" || mt.starts_with("cosmos3") {
         (Family::Qwen3Vl, found_mt)
     } else if has_arch("Cosmos3ForConditionalGeneration") {
         (
@@ -381,6 +382,8 @@ mod tests {
             (Family::Qwen25Vl, Layout::HuggingFace)
         );
         assert_eq!(d.found, "config.json model_type qwen2_5_vl");
+        let t = dir_with(json!({"model_type": "cosmos3_omni"}));
+        assert_eq!(detect(t.path()).unwrap().0, Family::Qwen3Vl);
         let t = dir_with(json!({"model_type": "qwen3_vl"}));
         assert_eq!(detect(t.path()).unwrap().0, Family::Qwen3Vl);
         for arch in [
