@@ -34,5 +34,6 @@ pub mod pointwise;
 pub use crate::prep::qwen as preprocess;
 pub mod qwen2_5;
 pub mod sampling;
+pub mod serve;
 
 pub use error::CosmosError;
