@@ -115,9 +115,14 @@ struct LoadedModel {
 
 impl Drop for LoadedModel {
     fn drop(&mut self) {
-        // The `server` field is dropped after this body, on this thread:
-        // the entry goes first, so that no one finds a model that is going.
-        ENGINES.lock().retain(|_, w| w.strong_count() > 0);
+        // The `server` field is dropped after this body, on this thread.
+        // The entry is already dead (no handle can be had from it); it is
+        // removed here unless a load elsewhere holds the registry (this
+        // element's READY→NULL does not wait for another's load), in which
+        // case that load's insertion removes it.
+        if let Some(mut map) = ENGINES.try_lock() {
+            map.retain(|_, w| w.strong_count() > 0);
+        }
     }
 }
 
