@@ -210,6 +210,20 @@ fn a_checkpoint_of_the_other_family_names_its_backend() {
     }
 }
 
+/// `no-repeat-ngram-size` set on the element reaches the engine thread's
+/// sampler (the ban itself is unit-tested in sampling.rs): the run
+/// captions every chunk and the property reads back as set.
+#[test]
+fn no_repeat_ngram_size_runs_through_the_engine() {
+    let v = Video::small(2);
+    let r = run_video(&props(&tiny(), "no-repeat-ngram-size=2"), &v, T);
+    let recs = r.outputs().json();
+    assert_eq!(recs.len(), 2, "{recs:?}");
+    assert!(recs.iter().all(|x| x.get("error").is_none()), "{recs:?}");
+    assert_eq!(r.element.property::<i32>("no-repeat-ngram-size"), 2);
+    r.stop();
+}
+
 #[test]
 fn reasoning_prompt_and_parsing() {
     // The tiny model cannot follow instructions; check what reaches it and

@@ -728,6 +728,7 @@ fn properties_fixed_after_null_and_read_back() {
         "top-p",
         "top-k",
         "seed",
+        "no-repeat-ngram-size",
         "max-concurrency",
         "max-pending-chunks",
         "request-timeout",

@@ -1,7 +1,11 @@
 // SPDX-License-Identifier: MPL-2.0
-//! The `cosmos-reason1` [`Backend`]: a shared [`Engine`] per (checkpoint,
-//! device), called from the dispatcher's worker thread (never the tokio
-//! runtime), one chunk at a time.
+//! The in-process [`Backend`] (`cosmos-reason1/2/3`): one [`Engine`] per
+//! (checkpoint, device, dtype) in the process, owned by an engine thread of
+//! its own ([`serve`](super::serve)) and shared by the elements naming it. The
+//! dispatcher's worker thread prepares a chunk's frames, queues the request
+//! (captions before summary and event-check requests) and waits for its
+//! answer; the model never runs on the tokio runtime or the streaming
+//! thread.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -16,7 +20,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::engine::{Engine, Request, Video};
 use super::error::CosmosError;
-use super::sampling::SampleParams;
+use super::preprocess::{PixelValues, VisionParams};
+use super::sampling::{GenerationDefaults, SampleParams};
+use super::serve::{Priority, ServeError, Server, StartError};
 use crate::backend::{Backend, BackendError, Caption, ChunkJob};
 use crate::config::BackendKind;
 use crate::prep::FramePrep;
@@ -88,10 +94,42 @@ pub fn select_device(choice: DeviceChoice) -> Result<(Device, String), CosmosErr
     }
 }
 
-type Shared = Arc<Mutex<Engine>>;
+/// Requests that may wait for one loaded model at a time (captions and text
+/// requests of every element sharing it); a further one waits for room
+/// ([`serve`](super::serve) rule 3). Each waiting caption holds its chunk's pixel values.
+pub const ENGINE_QUEUE: usize = 32;
 
-/// Loaded engines by (checkpoint directory, "device/dtype").
-type Registry = HashMap<(PathBuf, String), Weak<Mutex<Engine>>>;
+/// One loaded model: its engine thread and what callers need without it.
+/// Dropping the last handle stops the thread ([`serve`](super::serve) rule
+/// 5: it finishes the request it runs, drops the engine, exits; the drop
+/// waits for it) and removes the registry entry.
+struct LoadedModel {
+    server: Server<Engine>,
+    vision: VisionParams,
+    defaults: GenerationDefaults,
+    /// The device the model was loaded on (GPU frame preparation puts the
+    /// pixel values there).
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    device: Device,
+}
+
+impl Drop for LoadedModel {
+    fn drop(&mut self) {
+        // The `server` field is dropped after this body, on this thread.
+        // The entry is already dead (no handle can be had from it); it is
+        // removed here unless a load elsewhere holds the registry (this
+        // element's READY→NULL does not wait for another's load), in which
+        // case that load's insertion removes it.
+        if let Some(mut map) = ENGINES.try_lock() {
+            map.retain(|_, w| w.strong_count() > 0);
+        }
+    }
+}
+
+type Shared = Arc<LoadedModel>;
+
+/// Loaded models by (checkpoint directory, "device/dtype").
+type Registry = HashMap<(PathBuf, String), Weak<LoadedModel>>;
 static ENGINES: LazyLock<Mutex<Registry>> = LazyLock::new(Default::default);
 static LOADS: LazyLock<Mutex<HashMap<PathBuf, usize>>> = LazyLock::new(Default::default);
 
@@ -102,7 +140,8 @@ pub fn loads(dir: &Path) -> usize {
     LOADS.lock().get(dir).copied().unwrap_or(0)
 }
 
-/// The engine for (dir, device), loaded once per process while in use.
+/// The model for (dir, device, dtype), loaded once per process while in
+/// use, on an engine thread of its own (`vss-engine`) that owns it.
 fn shared_engine(
     dir: &Path,
     device: &Device,
@@ -111,6 +150,8 @@ fn shared_engine(
     log: &(dyn Fn(&str) + Send + Sync),
 ) -> Result<Shared, CosmosError> {
     let key = (dir.to_path_buf(), format!("{device_name}/{dtype:?}"));
+    // Held through the load: a second element naming the same model waits
+    // for it rather than loading it again.
     let mut map = ENGINES.lock();
     if let Some(e) = map.get(&key).and_then(Weak::upgrade) {
         log(&format!("sharing the loaded model of '{}'", dir.display()));
@@ -121,17 +162,45 @@ fn shared_engine(
         dir.display()
     ));
     let t = Instant::now();
-    let engine = Engine::load_as(dir, device, Some(dtype))?;
+    let (d, dev) = (dir.to_path_buf(), device.clone());
+    let (server, (vision, defaults)) = Server::spawn("vss-engine", ENGINE_QUEUE, move || {
+        let engine = Engine::load_as(&d, &dev, Some(dtype))?;
+        let info = (engine.vision.clone(), engine.defaults.clone());
+        Ok::<_, CosmosError>((engine, info))
+    })
+    .map_err(|e| match e {
+        StartError::Load(e) => e,
+        StartError::Panicked => CosmosError::Checkpoint(format!(
+            "loading '{}' panicked (see the log)",
+            dir.display()
+        )),
+        StartError::Spawn(e) => {
+            CosmosError::Inference(format!("cannot start the model's engine thread: {e}"))
+        }
+    })?;
     *LOADS.lock().entry(dir.to_path_buf()).or_default() += 1;
     log(&format!(
         "loaded '{}' in {:.1} s",
         dir.display(),
         t.elapsed().as_secs_f64()
     ));
-    let e = Arc::new(Mutex::new(engine));
-    map.insert(key, Arc::downgrade(&e));
+    let e = Arc::new(LoadedModel {
+        server,
+        vision,
+        defaults,
+        device: device.clone(),
+    });
     map.retain(|_, w| w.strong_count() > 0);
+    map.insert(key, Arc::downgrade(&e));
     Ok(e)
+}
+
+/// A serve error at the `Backend` / `TextLlm` boundary.
+fn serve_error(e: ServeError) -> BackendError {
+    match e {
+        ServeError::Cancelled => BackendError::Cancelled,
+        e @ ServeError::Stopped => BackendError::Failed(e.to_string()),
+    }
 }
 
 /// Generation settings: `None` = the checkpoint's generation_config.json.
@@ -242,8 +311,8 @@ impl CosmosBackend {
 }
 
 /// The in-process model as the text LLM of summaries and event checks:
-/// text-only generation through the same engine (and its lock: a summary
-/// waits for the caption being made, and the other way round).
+/// text-only generation on the same engine thread, queued behind every
+/// waiting caption ([`serve`](super::serve) rule 2).
 pub struct CosmosText {
     engine: Shared,
     model: String,
@@ -274,8 +343,7 @@ impl crate::summary::TextLlm for CosmosText {
         if cancel.is_cancelled() {
             return Err(BackendError::Cancelled);
         }
-        let mut engine = self.engine.lock();
-        let d = engine.defaults.clone();
+        let d = &self.engine.defaults;
         let params = SampleParams {
             temperature: req.temperature,
             top_p: req.top_p,
@@ -286,10 +354,19 @@ impl crate::summary::TextLlm for CosmosText {
             // Summaries and event checks: off (see docs/backends.md).
             no_repeat_ngram_size: 0,
         };
-        let out = engine
-            .generate_text(req.system.as_deref(), &req.user, &params, &|| {
-                cancel.is_cancelled()
-            })
+        let (system, user) = (req.system.clone(), req.user.clone());
+        let (c1, c2) = (cancel.clone(), cancel.clone());
+        let out = self
+            .engine
+            .server
+            .submit(
+                Priority::Text,
+                move || c1.is_cancelled(),
+                move |engine: &mut Engine| {
+                    engine.generate_text(system.as_deref(), &user, &params, &|| c2.is_cancelled())
+                },
+            )
+            .map_err(serve_error)?
             .map_err(|e| engine_error(e.to_string(), cancel))?;
         Ok(crate::summary::TextAnswer {
             text: out.text,
@@ -306,6 +383,25 @@ fn engine_error(text: String, cancel: &CancellationToken) -> BackendError {
         BackendError::Cancelled
     } else {
         BackendError::Failed(text)
+    }
+}
+
+/// A chunk's video as it travels to the engine thread.
+enum OwnedVideo {
+    Pixels(PixelValues),
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    Tensor(candle_core::Tensor, [u32; 3]),
+}
+
+impl OwnedVideo {
+    fn as_video(&self) -> Video<'_> {
+        match self {
+            OwnedVideo::Pixels(pv) => Video::Pixels(pv),
+            OwnedVideo::Tensor(px, grid_thw) => Video::Tensor {
+                px: px.clone(),
+                grid_thw: *grid_thw,
+            },
+        }
     }
 }
 
@@ -329,18 +425,20 @@ impl Backend for CosmosBackend {
         if cancel.is_cancelled() {
             return Err(BackendError::Cancelled);
         }
-        let vision = self.engine.lock().vision.clone();
+        let loaded = &*self.engine;
+        let vision = &loaded.vision;
         let (fw, fh) = (self.opts.frame_width, self.opts.frame_height);
         let prep_err = |e: crate::prep::PrepError| format!("cannot prepare frames: {e}");
+        // The frames become pixel values here, on the worker thread; the
+        // engine thread only runs the model.
         // Straight into a tensor on the model's GPU when it is the one that
         // prepares the frames.
         #[cfg(feature = "cuda")]
         let on_device = match &self.opts.prep {
             FramePrep::Gpu(g) => {
-                let dev = self.engine.lock().model.device().clone();
                 // On an error the host path below retries, and falls back
                 // to the CPU (marking the GPU broken) when the GPU fails.
-                g.pixel_values_tensor(&dev, &job.frames, fw, fh, &vision)
+                g.pixel_values_tensor(&loaded.device, &job.frames, fw, fh, vision)
                     .ok()
                     .flatten()
             }
@@ -348,19 +446,14 @@ impl Backend for CosmosBackend {
         };
         #[cfg(not(feature = "cuda"))]
         let on_device: Option<(candle_core::Tensor, [u32; 3])> = None;
-        let host = match on_device {
-            Some(_) => None,
-            None => Some(
+        let video = match on_device {
+            Some((px, grid_thw)) => OwnedVideo::Tensor(px, grid_thw),
+            None => OwnedVideo::Pixels(
                 self.opts
                     .prep
-                    .pixel_values(&job.frames, fw, fh, &vision)
+                    .pixel_values(&job.frames, fw, fh, vision)
                     .map_err(prep_err)?,
             ),
-        };
-        let video = match (on_device, &host) {
-            (Some((px, grid_thw)), _) => Video::Tensor { px, grid_thw },
-            (None, Some(pv)) => Video::Pixels(pv),
-            (None, None) => unreachable!("one of the two is set"),
         };
         let vars = crate::prompt::PromptVars {
             labels: &job.frame_labels,
@@ -374,8 +467,7 @@ impl Backend for CosmosBackend {
                 .as_ref()
                 .map_or(&self.opts.prompt, |p| &p.prompt),
         );
-        let mut engine = self.engine.lock();
-        let d = engine.defaults.clone();
+        let d = &loaded.defaults;
         let g = &self.opts.gen;
         let params = SampleParams {
             temperature: g
@@ -391,17 +483,26 @@ impl Backend for CosmosBackend {
                 .unwrap_or_else(|| default_no_repeat_ngram_size(self.opts.backend))
                 as usize,
         };
-        let out = engine
-            .generate(&Request {
-                video,
-                times: &job.frame_times,
-                prompt: &prompt,
-                system: system.as_deref(),
-                params,
-                cancelled: &|| cancel.is_cancelled(),
-            })
+        let times = job.frame_times.clone();
+        let (c1, c2) = (cancel.clone(), cancel.clone());
+        let out = loaded
+            .server
+            .submit(
+                Priority::Caption,
+                move || c1.is_cancelled(),
+                move |engine: &mut Engine| {
+                    engine.generate(&Request {
+                        video: video.as_video(),
+                        times: &times,
+                        prompt: &prompt,
+                        system: system.as_deref(),
+                        params,
+                        cancelled: &|| c2.is_cancelled(),
+                    })
+                },
+            )
+            .map_err(serve_error)?
             .map_err(|e| engine_error(e.to_string(), cancel))?;
-        drop(engine);
         let (text, reasoning) = split_reasoning(&out.text);
         Ok(Caption {
             text,

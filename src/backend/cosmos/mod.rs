@@ -35,5 +35,6 @@ pub use crate::prep::qwen as preprocess;
 pub mod qwen2_5;
 pub mod qwen3;
 pub mod sampling;
+pub mod serve;
 
 pub use error::CosmosError;
