@@ -483,13 +483,26 @@ fn a_failed_ngc_download_fails_the_async_state_change() {
     let ret = r.pipeline.set_state(gst::State::Playing);
     assert_eq!(ret, Ok(gst::StateChangeSuccess::Async));
     let (ret, _, _) = r.pipeline.state(gst::ClockTime::from_seconds(120));
+    // The bin aborts its state change when it handles the element's error
+    // and forwards the message to the bus after that: `state()` may return
+    // before the message is on the bus, so wait for it rather than drain.
+    let msg = r
+        .pipeline
+        .bus()
+        .unwrap()
+        .timed_pop_filtered(gst::ClockTime::from_seconds(60), &[gst::MessageType::Error]);
+    r.pipeline.set_state(gst::State::Null).unwrap();
     assert!(ret.is_err(), "{ret:?}");
+    let msg = msg.expect("an error message on the bus");
+    let gst::MessageView::Error(e) = msg.view() else {
+        unreachable!()
+    };
+    let text = format!("{} ({:?})", e.error(), e.debug());
+    assert!(text.contains("NGC refused the API key"), "{text}");
     r.drain_bus();
     let errors = r.outputs().errors.clone();
-    assert!(
-        errors.iter().any(|e| e.contains("NGC refused the API key")),
-        "{errors:?}"
-    );
-    assert!(errors.iter().all(|e| !e.contains("nvapi-ELEMENT-TEST")));
-    r.pipeline.set_state(gst::State::Null).unwrap();
+    assert!(errors
+        .iter()
+        .chain([&text])
+        .all(|e| !e.contains("nvapi-ELEMENT-TEST")));
 }
