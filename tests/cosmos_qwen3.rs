@@ -165,3 +165,29 @@ fn an_mp4_clip_through_decodebin() {
     // 3 s of video in 1 s chunks.
     assert_eq!(captions, vec![0, 1, 2]);
 }
+
+/// `enable-reasoning=true` adds Cosmos-Reason2's instruction to the user
+/// turn: the prompt grows by its tokens and every chunk still ends as one
+/// record.
+#[test]
+fn reasoning_instruction_reaches_the_model() {
+    let v = Video::small(2);
+    let tokens = |extra: &str| -> Vec<u64> {
+        let r = run_video(&props("cosmos-reason2", "tiny", extra), &v, T);
+        let t = r
+            .outputs()
+            .json()
+            .iter()
+            .map(|x| x["input-tokens"].as_u64().unwrap())
+            .collect();
+        r.stop();
+        t
+    };
+    let plain = tokens("");
+    let reasoning = tokens("enable-reasoning=true");
+    assert_eq!((plain.len(), reasoning.len()), (2, 2));
+    // The byte-level tiny tokenizer: one token per byte of the instruction
+    // and the blank line before it.
+    let added = gstvsssummarize::backend::cosmos::backend::REASONING_PROMPT_CR2.len() as u64 + 2;
+    assert_eq!(reasoning[0], plain[0] + added);
+}

@@ -293,19 +293,57 @@ impl CosmosBackend {
         &self.device_name
     }
 
-    fn system_prompt(&self, job: &ChunkJob) -> Option<String> {
-        let sys = match &job.prompts {
-            Some(p) => p.system_prompt.clone(),
-            None => self.opts.system_prompt.clone(),
+    /// The system and user prompts of a chunk ([`turns`]).
+    fn prompts(&self, job: &ChunkJob) -> (Option<String>, String) {
+        let (sys, prompt) = match &job.prompts {
+            Some(p) => (p.system_prompt.clone(), p.prompt.clone()),
+            None => (self.opts.system_prompt.clone(), self.opts.prompt.clone()),
         };
-        if !self.opts.enable_reasoning {
-            return sys;
+        turns(self.opts.backend, sys, prompt, self.opts.enable_reasoning)
+    }
+}
+
+/// Cosmos-Reason2's reasoning instruction, appended to the user prompt
+/// (`cosmos_reason2_utils.text.REASONING_PROMPT`, as its inference script
+/// and VSS add it for Cosmos-Reason2).
+pub const REASONING_PROMPT_CR2: &str = "Answer the question using the following format:\n\n<think>\nYour reasoning.\n</think>\n\nWrite your final answer immediately after the </think> tag.";
+
+/// The system and user turns of a caption request, by backend:
+/// 1. `cosmos-reason1`: the system prompt as set; with `enable-reasoning`,
+///    Cosmos-Reason1's instruction appended to it (to "You are a helpful
+///    assistant." when none is set), as VSS does, unless it already
+///    mentions `<think>`.
+/// 2. `cosmos-reason2` / `cosmos-reason3`: the system prompt as set, else
+///    "You are a helpful assistant." (Cosmos-Reason2's own default; Qwen3's
+///    template adds none); with `enable-reasoning`, Cosmos-Reason2's
+///    instruction appended to the user prompt after a blank line, unless
+///    the prompt already mentions `<think>`.
+pub fn turns(
+    backend: BackendKind,
+    system: Option<String>,
+    prompt: String,
+    reasoning: bool,
+) -> (Option<String>, String) {
+    match backend {
+        BackendKind::CosmosReason2 | BackendKind::CosmosReason3 => {
+            let sys = system.unwrap_or_else(|| DEFAULT_SYSTEM.to_string());
+            if reasoning && !prompt.contains("<think>") {
+                let p = format!("{}\n\n{REASONING_PROMPT_CR2}", prompt.trim_end());
+                (Some(sys), p)
+            } else {
+                (Some(sys), prompt)
+            }
         }
-        let base = sys.unwrap_or_else(|| DEFAULT_SYSTEM.to_string());
-        if base.contains("<think>") {
-            Some(base)
-        } else {
-            Some(format!("{base}{REASONING_SUFFIX}"))
+        _ => {
+            if !reasoning {
+                return (system, prompt);
+            }
+            let base = system.unwrap_or_else(|| DEFAULT_SYSTEM.to_string());
+            if base.contains("<think>") {
+                (Some(base), prompt)
+            } else {
+                (Some(format!("{base}{REASONING_SUFFIX}")), prompt)
+            }
         }
     }
 }
@@ -461,12 +499,9 @@ impl Backend for CosmosBackend {
         };
         // Prompts changed while running (steering) replace those set at
         // start; placeholders are filled in either.
-        let system = self.system_prompt(job).map(|s| vars.fill(&s));
-        let prompt = vars.fill(
-            job.prompts
-                .as_ref()
-                .map_or(&self.opts.prompt, |p| &p.prompt),
-        );
+        let (system, prompt) = self.prompts(job);
+        let system = system.map(|s| vars.fill(&s));
+        let prompt = vars.fill(&prompt);
         let d = &loaded.defaults;
         let g = &self.opts.gen;
         let params = SampleParams {
@@ -516,6 +551,35 @@ impl Backend for CosmosBackend {
 
 #[cfg(test)]
 mod tests {
+    use super::{turns, REASONING_PROMPT_CR2, REASONING_SUFFIX};
+    use crate::config::BackendKind;
+
+    #[test]
+    fn reasoning_goes_where_each_model_family_expects_it() {
+        let p = || "Describe.".to_string();
+        // Rule 1: Cosmos-Reason1, in the system turn.
+        let (s, u) = turns(BackendKind::CosmosReason1, None, p(), true);
+        assert_eq!(
+            s.unwrap(),
+            format!("You are a helpful assistant.{REASONING_SUFFIX}")
+        );
+        assert_eq!(u, "Describe.");
+        assert_eq!(
+            turns(BackendKind::CosmosReason1, None, p(), false),
+            (None, p())
+        );
+        // Rule 2: Cosmos-Reason2/3, after the user prompt; a default system.
+        for b in [BackendKind::CosmosReason2, BackendKind::CosmosReason3] {
+            let (s, u) = turns(b, None, p(), true);
+            assert_eq!(s.as_deref(), Some("You are a helpful assistant."));
+            assert_eq!(u, format!("Describe.\n\n{REASONING_PROMPT_CR2}"));
+            let (s, u) = turns(b, Some("Be brief.".into()), p(), false);
+            assert_eq!((s.as_deref(), u.as_str()), (Some("Be brief."), "Describe."));
+            // A prompt that asks for <think> itself is left alone.
+            let own = "Think in <think></think> first.".to_string();
+            assert_eq!(turns(b, None, own.clone(), true).1, own);
+        }
+    }
 
     #[test]
     fn records_name_a_remote_model_by_its_repository() {
