@@ -4,7 +4,7 @@
 //!
 //! 1. `Display` is the message the element reports, word for word (each
 //!    names the file or setting and what to do; docs/errors.md and
-//!    docs/cosmos-reason1.md quote them).
+//!    docs/cosmos.md quote them).
 //! 2. The variant says what failed, so no caller looks inside the text.
 //! 3. Candle's own `candle_core::Result` stays inside the tensor code; it is
 //!    turned into one of these at the model's boundary, with its message.

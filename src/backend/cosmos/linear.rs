@@ -6,7 +6,7 @@
 //! its transposed view. On the CPU that makes candle's matmul (the `gemm`
 //! crate) repack the whole weight on every call; stored as (in, out) it reads
 //! the weight as it is: 10–50 % faster per matmul on this project's shapes
-//! (docs/cosmos-reason1.md). So the CPU keeps the transposed copy, made once
+//! (docs/cosmos.md). So the CPU keeps the transposed copy, made once
 //! at load, one tensor at a time; CUDA (cuBLAS transposes for free) keeps the
 //! checkpoint's layout. A weight shared with the embeddings (tied `lm_head`)
 //! is not copied: it stays a transposed view.

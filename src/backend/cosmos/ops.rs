@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MPL-2.0
 //! CPU kernels of the cosmos-reason1 forward pass, as candle custom ops,
 //! where candle's own were measurably slow (figures in
-//! docs/cosmos-reason1.md):
+//! docs/cosmos.md):
 //!
 //! * [`linear`] and [`bmm`]: straight into the gemm crate candle uses, with
 //!   the bias folded into the destination, no zero fill and no thread-count
@@ -279,7 +279,7 @@ fn threads() -> gemm::Parallelism {
 }
 
 /// Storage for `n` f32s that a kernel writes before anything reads it: no
-/// zero-fill pass (docs/cosmos-reason1.md, performance). The elements stay
+/// zero-fill pass (docs/cosmos.md, performance). The elements stay
 /// `MaybeUninit` — safe code cannot read them — until written, through
 /// [`init`] (safe: it writes every element of a slice before handing it back
 /// as `&mut [f32]`) or by `gemm` with `read_dst = false` (it then sets

@@ -5,7 +5,7 @@
 //! (erf) GELU. Each is one parallel pass in f32 that the compiler
 //! vectorises, instead of candle's one element at a time (its RMS norm sums
 //! each row in order, its RoPE and GELU are scalar loops) plus the copies
-//! and products around them. Figures in docs/cosmos-reason1.md.
+//! and products around them. Figures in docs/cosmos.md.
 //!
 //! Other devices and dtypes take candle's own ops, as before.
 
