@@ -1526,3 +1526,249 @@ fn unverified_cached_blob_is_checked() {
     assert_eq!(fetch("test/tiny", &e).unwrap(), snap);
     assert_eq!(hub.requests().len(), n);
 }
+
+// ------------------------------------------------- Cosmos3 split layout
+
+const TINY_COSMOS3: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/qwen3/tiny-cosmos3");
+
+/// `tests/qwen3/tiny-cosmos3`'s files, with their paths in the repo
+/// (`transformer/…`, `vision_encoder/…`).
+fn cosmos3_files() -> Vec<HubFile> {
+    let root = Path::new(TINY_COSMOS3);
+    let mut v = Vec::new();
+    for sub in ["", "transformer", "vision_encoder"] {
+        for e in std::fs::read_dir(root.join(sub)).unwrap() {
+            let e = e.unwrap();
+            if !e.file_type().unwrap().is_file() {
+                continue;
+            }
+            let n = e.file_name().into_string().unwrap();
+            let name = if sub.is_empty() {
+                n
+            } else {
+                format!("{sub}/{n}")
+            };
+            v.push(HubFile::new(&name, std::fs::read(e.path()).unwrap()));
+        }
+    }
+    v.sort_by(|a, b| a.name.cmp(&b.name));
+    v
+}
+
+/// Folders of a Cosmos3 repo that only generation uses: never fetched.
+fn cosmos3_decoys() -> Vec<HubFile> {
+    vec![
+        HubFile::new("vae/config.json", b"{}".to_vec()),
+        HubFile::new(
+            "vae/diffusion_pytorch_model.safetensors",
+            safetensors_bytes(4096),
+        ),
+        HubFile::new("sound_tokenizer/model.safetensors", safetensors_bytes(512)),
+        HubFile::new("scheduler/scheduler_config.json", b"{}".to_vec()),
+        HubFile::new("README.md", b"# tiny cosmos3\n".to_vec()),
+    ]
+}
+
+/// The files of `cosmos3_files` that are taken (all but model_index.json,
+/// which no loader reads).
+fn cosmos3_taken() -> Vec<HubFile> {
+    cosmos3_files()
+        .into_iter()
+        .filter(|f| f.name != "model_index.json")
+        .collect()
+}
+
+/// Every file under `dir`, as paths relative to it (links not followed
+/// into folders: a snapshot's files are links to blobs).
+fn tree_in(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for n in names_in(dir) {
+        let p = dir.join(&n);
+        if p.symlink_metadata().unwrap().is_dir() {
+            out.extend(tree_in(&p).into_iter().map(|m| format!("{n}/{m}")));
+        } else {
+            out.push(n);
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn cosmos3_layout_downloads_loads_and_is_reused() {
+    let mut files = cosmos3_files();
+    files.extend(cosmos3_decoys());
+    let hub = FakeHub::start(vec![HubRepo::new("test/cosmos3", files)]);
+    let t = Tmp::new("cosmos3");
+    let e = env(&hub.endpoint(), &t.0, &[]);
+    let dir = fetch("test/cosmos3", &e).unwrap();
+    let rd = repo_dir(&t.0, "test/cosmos3");
+    assert_eq!(dir, rd.join("snapshots").join(C_MAIN));
+
+    // Exactly the taken files, at their paths, linked as huggingface_hub
+    // links nested files.
+    let mut expected: Vec<String> = cosmos3_taken().into_iter().map(|f| f.name).collect();
+    expected.sort();
+    assert_eq!(tree_in(&dir), expected);
+    for f in cosmos3_taken() {
+        let link = dir.join(&f.name);
+        let depth = f.name.matches('/').count();
+        let mut want = PathBuf::new();
+        for _ in 0..depth + 2 {
+            want.push("..");
+        }
+        assert_eq!(
+            std::fs::read_link(&link).unwrap(),
+            want.join("blobs").join(&f.etag),
+            "{}",
+            f.name
+        );
+        assert!(std::fs::read(&link).unwrap() == *f.data, "{}", f.name);
+    }
+    let reqs = hub.requests();
+    for d in cosmos3_decoys() {
+        assert!(
+            !reqs.iter().any(|r| r.path.ends_with(&d.name)),
+            "{} must not be requested",
+            d.name
+        );
+    }
+    assert!(!reqs.iter().any(|r| r.path.ends_with("model_index.json")));
+
+    // The in-process loader takes the snapshot as it is.
+    #[cfg(feature = "cosmos")]
+    gstvsssummarize::backend::cosmos::engine::Engine::load(&dir, &candle_core::Device::Cpu)
+        .unwrap_or_else(|e| panic!("the downloaded Cosmos3 snapshot does not load: {e}"));
+
+    // Reused: no request at all, nor with no Hub, nor offline.
+    let n = hub.requests().len();
+    assert_eq!(fetch("test/cosmos3", &e).unwrap(), dir);
+    assert_eq!(hub.requests().len(), n, "the second fetch used the network");
+    let endpoint = hub.endpoint();
+    drop(hub);
+    assert_eq!(fetch("test/cosmos3", &e).unwrap(), dir);
+    let off = env(&endpoint, &t.0, &[("HF_HUB_OFFLINE", "1")]);
+    assert_eq!(fetch("test/cosmos3", &off).unwrap(), dir);
+
+    // A shard gone from a folder: the snapshot is not complete offline.
+    let shard = dir.join("transformer/diffusion_pytorch_model-00002-of-00002.safetensors");
+    std::fs::remove_file(&shard).unwrap();
+    assert!(fetch("test/cosmos3", &off)
+        .unwrap_err()
+        .contains("HF_HUB_OFFLINE"));
+}
+
+/// A missing shard of a folder is linked again from its blob, and a blob
+/// gone is downloaded, at its nested path.
+#[test]
+fn cosmos3_missing_shard_is_fetched_again() {
+    let hub = FakeHub::start(vec![HubRepo::new("test/cosmos3", cosmos3_files())]);
+    let t = Tmp::new("cosmos3-shard");
+    let e = env(&hub.endpoint(), &t.0, &[]);
+    let dir = fetch("test/cosmos3", &e).unwrap();
+    let name = "vision_encoder/model.safetensors";
+    let f = hub.file("test/cosmos3", C_MAIN, name);
+    let link = dir.join(name);
+    let blob = dir
+        .join("vision_encoder")
+        .join(std::fs::read_link(&link).unwrap());
+    std::fs::remove_file(&link).unwrap();
+    let n = hub.requests().len();
+    assert_eq!(fetch("test/cosmos3", &e).unwrap(), dir);
+    assert!(
+        !hub.requests()[n..]
+            .iter()
+            .any(|r| r.path.contains("/resolve/")),
+        "relinked, not downloaded"
+    );
+    assert!(std::fs::read(&link).unwrap() == *f.data);
+    std::fs::remove_file(&link).unwrap();
+    std::fs::remove_file(&blob).unwrap();
+    let n = hub.requests().len();
+    assert_eq!(fetch("test/cosmos3", &e).unwrap(), dir);
+    assert!(hub.requests()[n..].iter().any(|r| r.is_body_of(name)));
+    assert!(std::fs::read(&link).unwrap() == *f.data);
+}
+
+#[test]
+fn cosmos3_without_vision_encoder_is_refused() {
+    let files: Vec<HubFile> = cosmos3_files()
+        .into_iter()
+        .filter(|f| !f.name.starts_with("vision_encoder/"))
+        .collect();
+    let hub = FakeHub::start(vec![HubRepo::new("test/cosmos3", files)]);
+    let t = Tmp::new("cosmos3-novis");
+    let err = fetch("test/cosmos3", &env(&hub.endpoint(), &t.0, &[])).unwrap_err();
+    assert!(
+        err.contains("hf:test/cosmos3@main")
+            && err.contains("no vision_encoder/*.safetensors")
+            && err.contains("needs both"),
+        "{err}"
+    );
+    assert!(!hub.requests().iter().any(|r| r.path.contains("/resolve/")));
+}
+
+/// An index whose weight_map names `../x.safetensors` is refused: nothing
+/// is fetched for it and nothing lands outside its folder.
+#[test]
+fn cosmos3_hostile_index_is_refused() {
+    let index = json!({
+        "metadata": {"total_size": 1},
+        "weight_map": {
+            "embed_tokens.weight": "diffusion_pytorch_model-00001-of-00002.safetensors",
+            "norm.weight": "../x.safetensors",
+        }
+    });
+    let files: Vec<HubFile> = cosmos3_files()
+        .into_iter()
+        .map(|f| {
+            if f.name.ends_with(".safetensors.index.json") {
+                HubFile::new(&f.name, index.to_string().into_bytes())
+            } else {
+                f
+            }
+        })
+        .collect();
+    let hub = FakeHub::start(vec![HubRepo::new("test/cosmos3", files)]);
+    let t = Tmp::new("cosmos3-hostile");
+    let err = fetch("test/cosmos3", &env(&hub.endpoint(), &t.0, &[])).unwrap_err();
+    assert!(
+        err.contains("'../x.safetensors'") && err.contains("not a plain file name"),
+        "{err}"
+    );
+    assert!(!hub
+        .requests()
+        .iter()
+        .any(|r| r.path.contains("x.safetensors")));
+    let rd = repo_dir(&t.0, "test/cosmos3");
+    let snap = rd.join("snapshots").join(C_MAIN);
+    assert!(snap.join("x.safetensors").symlink_metadata().is_err());
+    assert!(rd
+        .join("snapshots/x.safetensors")
+        .symlink_metadata()
+        .is_err());
+    assert!(!rd.join("refs").join("main").exists());
+}
+
+/// Our nested layout is what huggingface_hub reads.
+#[test]
+fn cosmos3_cache_is_read_by_huggingface_hub() {
+    let Some(py) = hf_python() else { return };
+    let hub = FakeHub::start(vec![HubRepo::new("test/cosmos3", cosmos3_files())]);
+    let t = Tmp::new("cosmos3-python");
+    let ours = fetch("test/cosmos3", &env(&hub.endpoint(), &t.0, &[])).unwrap();
+    let seen = python(
+        &py,
+        &[
+            ("HF_HOME", t.0.display().to_string()),
+            ("HF_HUB_OFFLINE", "1".into()),
+        ],
+        "import os\n\
+         from huggingface_hub import snapshot_download, scan_cache_dir\n\
+         p = snapshot_download('test/cosmos3')\n\
+         assert not scan_cache_dir().warnings, scan_cache_dir().warnings\n\
+         assert os.path.isfile(os.path.join(p, 'vision_encoder', 'model.safetensors'))\n\
+         print(p)",
+    );
+    assert_eq!(PathBuf::from(seen), ours);
+}

@@ -23,7 +23,8 @@
 //! # Checks (hardening round 3: F2, F6)
 //! 1. Every body read into memory is capped: the file listing at
 //!    [`LISTING_CAP`] (16 MiB; a repo with thousands of files lists in a
-//!    few MB), `config.json` and the safetensors index at [`META_CAP`]
+//!    few MB), `config.json` and the safetensors indexes (also those of
+//!    the Cosmos3 folders, below) at [`META_CAP`]
 //!    (16 MiB; real ones are kilobytes, a 100-shard index a few MB), the
 //!    other non-weight files at [`OTHER_CAP`] (256 MiB; the largest real
 //!    `tokenizer.json` files are tens of MB). A Content-Length (or a listed
@@ -68,8 +69,10 @@
 //!
 //! # Cache layout
 //! Exactly `hf download`'s: `<cache>/models--ORG--NAME/blobs/<etag>`,
-//! `snapshots/<commit>/<file>` (relative symlinks `../../blobs/<etag>`) and
-//! `refs/<revision>` holding the commit. A model fetched with
+//! `snapshots/<commit>/<file>` (relative symlinks `../../blobs/<etag>`; a
+//! file in a folder, `snapshots/<commit>/transformer/<file>`, links
+//! `../../../blobs/<etag>`, one more `..` per folder, as huggingface_hub
+//! links it) and `refs/<revision>` holding the commit. A model fetched with
 //! `hf download` is reused and vice versa. [`fetch`] returns
 //! `snapshots/<commit>`.
 //!
@@ -80,28 +83,57 @@
 //! directory always lies inside the root.
 //!
 //! # Which files
-//! Top-level files only (subdirectories such as `original/` are skipped):
-//! `config.json`, `generation_config.json`, `hf_quant_config.json`,
-//! `preprocessor_config.json`, `processor_config.json`,
-//! `video_preprocessor_config.json`, the tokenizer files (`tokenizer.json`,
-//! `tokenizer_config.json`, `tokenizer.model`, `special_tokens_map.json`,
-//! `added_tokens.json`, `vocab.json`, `merges.txt`), the chat template
-//! (`chat_template.json`, `chat_template.jinja`) and the weights: with
-//! `model.safetensors.index.json`, the index and exactly the shards its
-//! `weight_map` names; else `model.safetensors`; else every top-level
-//! `*.safetensors`. Nothing else (`*.bin`, `*.pth`, `*.pt`, `*.gguf`,
-//! `*.onnx`, READMEs, images…). The repo must have `config.json`, a
-//! `tokenizer.json` (or `tokenizer.model`) and safetensors weights.
+//! - Top-level files: `config.json`, `generation_config.json`,
+//!   `hf_quant_config.json`, `preprocessor_config.json`,
+//!   `processor_config.json`, `video_preprocessor_config.json`, the
+//!   tokenizer files (`tokenizer.json`, `tokenizer_config.json`,
+//!   `tokenizer.model`, `special_tokens_map.json`, `added_tokens.json`,
+//!   `vocab.json`, `merges.txt`) and the chat template
+//!   (`chat_template.json`, `chat_template.jinja`).
+//! - The weights, at the top level: with `model.safetensors.index.json`,
+//!   the index and exactly the shards its `weight_map` names; else
+//!   `model.safetensors`; else every top-level `*.safetensors`.
+//! - Else, the Cosmos3 layout (diffusers style, as Cosmos3 Nano Reasoner
+//!   ships: the configs and tokenizer at the top, the language model in
+//!   `transformer/`, the vision tower in `vision_encoder/`): when the top
+//!   level has no safetensors weights and both `transformer/` and
+//!   `vision_encoder/` hold `*.safetensors`, for each of the two folders
+//!   its `*.safetensors.index.json` and exactly the shards it names (names
+//!   beside the index: a name with `/`, `..` or absolute is refused, as at
+//!   the top level), else every `*.safetensors` directly in it; plus
+//!   `transformer/config.json`, `transformer/hf_quant_config.json` and
+//!   `vision_encoder/config.json` when listed. A folder with several
+//!   indexes is refused (which one holds the weights is ambiguous). One
+//!   folder with weights and not the other is refused naming the missing
+//!   one. This is what the in-process loader reads
+//!   (`backend::cosmos::checkpoint::cosmos3_weight_files`).
+//! - Nothing else: no other folder (`original/`; in the Cosmos3 layout
+//!   `vae/`, `sound_tokenizer/`, `scheduler/`… hold what only video or
+//!   sound generation uses, many GB, which no backend here reads), no
+//!   `*.bin`, `*.pth`, `*.pt`, `*.gguf`, `*.onnx`, READMEs, images,
+//!   `model_index.json`. The repo must have `config.json`, a
+//!   `tokenizer.json` (or `tokenizer.model`) at the top, and safetensors
+//!   weights.
+//!
+//! Every path the snapshot gets is a plain name, or a plain name in
+//! `transformer/` or `vision_encoder/`: nothing lands outside the snapshot
+//! directory, and a link or file in place of one of those folders is
+//! replaced by the folder (what it pointed to is left alone).
 //!
 //! # Reuse without network
 //! `refs/<revision>` (or the revision itself when it is a full commit hash)
 //! names a snapshot; it is used with no request at all when it holds a
 //! valid `config.json`, `tokenizer.json` (or `tokenizer.model`) and
-//! complete weights (every shard the index names, else `model.safetensors`,
-//! else the `*.safetensors` present; each safetensors file's length must
-//! match its header), every blob it links that is named by a sha256 holds
-//! those bytes (checked once, rule 5), and no top-level symlink dangles.
-//! Optional files
+//! complete weights, every blob it links that is named by a sha256 holds
+//! those bytes (checked once, rule 5), and no symlink dangles at its top
+//! level or in `transformer/` and `vision_encoder/`. Complete weights, by
+//! the rule of "Which files" applied to what the snapshot holds: at the top
+//! level every shard the index names, else `model.safetensors`, else the
+//! `*.safetensors` present; without top-level weights, the Cosmos3 layout:
+//! in both `transformer/` and `vision_encoder/`, every shard the folder's
+//! index names, else the folder's `*.safetensors` (a folder with weights
+//! and not the other is incomplete). Each safetensors file's length must
+//! match its header. Other folders are not looked at. Optional files
 //! missing from such a snapshot are not fetched (to pick up a newer
 //! `main`, delete `refs/main` or pin a revision).
 //!
@@ -148,7 +180,8 @@ const LISTING_TIMEOUT: Duration = Duration::from_secs(60);
 /// The file listing's body (`?blobs=true`): a repo with thousands of files
 /// lists in a few MB.
 const LISTING_CAP: u64 = 16 << 20;
-/// `config.json` and `model.safetensors.index.json`, read into memory: real
+/// `config.json` and the safetensors indexes (`model.safetensors.index.json`,
+/// a Cosmos3 folder's `*.safetensors.index.json`), read into memory: real
 /// ones are kilobytes (an index of a 100-shard model, a few MB).
 const META_CAP: u64 = 16 << 20;
 /// The other non-weight files (tokenizers, chat templates, other configs):
@@ -472,46 +505,116 @@ const WANTED: &[&str] = &[
 const INDEX: &str = "model.safetensors.index.json";
 const SINGLE: &str = "model.safetensors";
 const TOKENIZERS: &[&str] = &["tokenizer.json", "tokenizer.model"];
+/// How a safetensors index's name ends (the Cosmos3 folders' are
+/// `diffusion_pytorch_model.safetensors.index.json` or `model.…`).
+const INDEX_SUFFIX: &str = ".safetensors.index.json";
+/// The Cosmos3 layout's weight folders: the language model, the vision
+/// tower. Its other folders (`vae/`, `sound_tokenizer/`, `scheduler/`…)
+/// hold what only generation uses, many GB: never taken.
+const COSMOS3_FOLDERS: [&str; 2] = ["transformer", "vision_encoder"];
+/// The small metadata files taken from the Cosmos3 folders when listed.
+const COSMOS3_META: &[&str] = &[
+    "transformer/config.json",
+    "transformer/hf_quant_config.json",
+    "vision_encoder/config.json",
+];
 
-/// What [`select`] takes from a listing (the shards of an index come later,
-/// from the index itself).
+/// One set of weights: the top level's, or one Cosmos3 folder's.
+#[derive(Debug, PartialEq, Eq)]
+struct Weights {
+    /// `""` for the top level, else the folder (`transformer`…).
+    folder: String,
+    /// The index (its path in the repo) when the weights are sharded; its
+    /// shards come later, from the index itself.
+    index: Option<String>,
+    /// The weights (paths in the repo) when not sharded.
+    files: Vec<String>,
+}
+
+/// What [`select`] takes from a listing.
 #[derive(Debug, PartialEq, Eq)]
 struct Selection {
-    /// Non-weight files, in download order.
+    /// Non-weight files (paths in the repo), in download order.
     files: Vec<String>,
-    /// `Some(INDEX)` when the weights are sharded.
-    index: Option<String>,
-    /// The weights when not sharded.
-    weights: Vec<String>,
+    /// The top level's weights, or the two Cosmos3 folders'.
+    weights: Vec<Weights>,
+}
+
+/// `folder/name`, or `name` at the top level.
+fn in_folder(folder: &str, name: &str) -> String {
+    if folder.is_empty() {
+        name.to_string()
+    } else {
+        format!("{folder}/{name}")
+    }
+}
+
+/// The weights `names` (a repo's files, or a snapshot folder's) hold in
+/// `folder` (`""`: the top level), by the rule shared with the snapshot
+/// check: an index (exactly one), else `model.safetensors` (top level
+/// only), else every `*.safetensors` directly there. `None`: no
+/// `*.safetensors` there (an index alone does not count). `what` names the
+/// repo or directory in the error for several indexes.
+fn weights_in(folder: &str, names: &[&str], what: &str) -> Result<Option<Weights>, DownloadError> {
+    let here: Vec<&str> = names
+        .iter()
+        .filter_map(|n| {
+            if folder.is_empty() {
+                Some(*n)
+            } else {
+                n.strip_prefix(folder)?.strip_prefix('/')
+            }
+        })
+        .filter(|n| plain_name(n))
+        .collect();
+    let mut plain: Vec<String> = here
+        .iter()
+        .filter(|n| n.ends_with(".safetensors"))
+        .map(|n| in_folder(folder, n))
+        .collect();
+    // (At the top level an index alone counts, as it always has: a repo
+    // that lists it without its shards is refused naming the shard.)
+    if plain.is_empty() && !(folder.is_empty() && here.contains(&INDEX)) {
+        return Ok(None);
+    }
+    plain.sort();
+    let mut indexes: Vec<&str> = if folder.is_empty() {
+        // The top level's index has one name (others are not transformers').
+        here.iter().copied().filter(|n| *n == INDEX).collect()
+    } else {
+        here.iter()
+            .copied()
+            .filter(|n| n.ends_with(INDEX_SUFFIX))
+            .collect()
+    };
+    indexes.sort();
+    let (index, files) = match indexes.as_slice() {
+        [] if folder.is_empty() && here.contains(&SINGLE) => (None, vec![SINGLE.to_string()]),
+        [] => (None, plain),
+        [ix] => (Some(in_folder(folder, ix)), Vec::new()),
+        several => {
+            return Err(DownloadError::Failed(format!(
+                "{what} has several safetensors indexes in {folder}/ ({}): which one holds the weights is ambiguous; choose a revision with one",
+                several.join(", ")
+            )))
+        }
+    };
+    Ok(Some(Weights {
+        folder: folder.to_string(),
+        index,
+        files,
+    }))
 }
 
 /// The file choice rule (module docs). `names`: the repo's files.
 fn select(names: &[String], what: &str) -> Result<Selection, DownloadError> {
-    let top: Vec<&str> = names
-        .iter()
-        .map(String::as_str)
-        .filter(|n| plain_name(n))
-        .collect();
-    let has = |n: &str| top.contains(&n);
-    let files: Vec<String> = WANTED
+    let all: Vec<&str> = names.iter().map(String::as_str).collect();
+    let has = |n: &str| all.contains(&n);
+    let mut files: Vec<String> = WANTED
         .iter()
         .filter(|n| has(n))
         .map(|n| n.to_string())
         .collect();
-    let index = has(INDEX).then(|| INDEX.to_string());
-    let weights: Vec<String> = if index.is_some() {
-        Vec::new()
-    } else if has(SINGLE) {
-        vec![SINGLE.to_string()]
-    } else {
-        let mut w: Vec<String> = top
-            .iter()
-            .filter(|n| n.ends_with(".safetensors"))
-            .map(|n| n.to_string())
-            .collect();
-        w.sort();
-        w
-    };
     let shown = || {
         let mut v: Vec<&str> = names.iter().map(String::as_str).take(12).collect();
         if names.len() > 12 {
@@ -519,12 +622,36 @@ fn select(names: &[String], what: &str) -> Result<Selection, DownloadError> {
         }
         v.join(", ")
     };
-    if index.is_none() && weights.is_empty() {
-        return Err(DownloadError::Failed(format!(
-            "{what} has no safetensors weights (its files: {}); this element loads *.safetensors only (not *.bin/*.pth/*.gguf): choose a repo that has them (see its 'Files and versions' tab) or convert the checkpoint to safetensors",
-            shown()
-        )));
-    }
+    let weights = match weights_in("", &all, what)? {
+        Some(w) => vec![w],
+        None => {
+            let [t, v] = COSMOS3_FOLDERS;
+            match (weights_in(t, &all, what)?, weights_in(v, &all, what)?) {
+                (Some(tw), Some(vw)) => {
+                    files.extend(
+                        COSMOS3_META
+                            .iter()
+                            .filter(|n| has(n))
+                            .map(|n| n.to_string()),
+                    );
+                    vec![tw, vw]
+                }
+                (None, None) => {
+                    return Err(DownloadError::Failed(format!(
+                        "{what} has no safetensors weights (its files: {}); this element loads *.safetensors only (not *.bin/*.pth/*.gguf), at the top level or in a Cosmos3 checkpoint's transformer/ and vision_encoder/: choose a repo that has them (see its 'Files and versions' tab) or convert the checkpoint to safetensors",
+                        shown()
+                    )));
+                }
+                (tw, _) => {
+                    let (with, without) = if tw.is_some() { (t, v) } else { (v, t) };
+                    return Err(DownloadError::Failed(format!(
+                        "{what} has {with}/*.safetensors but no {without}/*.safetensors (its files: {}); a Cosmos3 checkpoint needs both (the language model in transformer/, the vision tower in vision_encoder/): choose the repo of the whole checkpoint, or a revision that has both",
+                        shown()
+                    )));
+                }
+            }
+        }
+    };
     if !has("config.json") {
         return Err(DownloadError::Failed(format!(
             "{what} has no config.json at its top level (its files: {}); it is not a transformers checkpoint: choose the repo of the checkpoint itself",
@@ -537,11 +664,7 @@ fn select(names: &[String], what: &str) -> Result<Selection, DownloadError> {
             shown()
         )));
     }
-    Ok(Selection {
-        files,
-        index,
-        weights,
-    })
+    Ok(Selection { files, weights })
 }
 
 /// A text file of at most `cap` bytes, read whole.
@@ -580,7 +703,7 @@ fn index_shards(index: &Path) -> Result<Vec<String>, DownloadError> {
         })?;
         if !plain_name(f) {
             return Err(DownloadError::Failed(format!(
-                "'{}' names the shard '{f}', which is not a top-level file name",
+                "'{}' names the shard '{f}', which is not a plain file name (a shard lies beside its index; '..', '/' and absolute names are refused)",
                 index.display()
             )));
         }
@@ -630,28 +753,77 @@ fn safetensors_complete(p: &Path) -> Result<(), DownloadError> {
     Ok(())
 }
 
-/// The weight files a snapshot directory needs, from what it holds.
+/// The names directly in `dir` (none when it cannot be read).
+fn dir_names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().into_string().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// The files of a snapshot directory that [`check_snapshot`] and the blob
+/// check look at: its top level, and the Cosmos3 folders' files (paths
+/// relative to `dir`). Other folders are not looked into.
+fn snapshot_files(dir: &Path) -> Vec<String> {
+    let mut v = dir_names(dir);
+    for f in COSMOS3_FOLDERS {
+        let d = dir.join(f);
+        // A real folder only (a link is not followed out of the snapshot).
+        if d.symlink_metadata().is_ok_and(|m| m.is_dir()) {
+            v.extend(dir_names(&d).iter().map(|n| in_folder(f, n)));
+        }
+    }
+    v
+}
+
+/// The weight files a snapshot directory needs (paths relative to it),
+/// from what it holds: the top level's by the listing's rule, else the two
+/// Cosmos3 folders' (every shard their index names, else their
+/// `*.safetensors`).
 fn local_weights(dir: &Path) -> Result<Vec<String>, DownloadError> {
-    if dir.join(INDEX).is_file() {
-        return index_shards(&dir.join(INDEX));
-    }
-    if dir.join(SINGLE).is_file() {
-        return Ok(vec![SINGLE.to_string()]);
-    }
-    let mut w: Vec<String> = std::fs::read_dir(dir)
-        .map_err(|e| format!("'{}': {e}", dir.display()))?
-        .filter_map(|e| e.ok())
-        .filter_map(|e| e.file_name().into_string().ok())
-        .filter(|n| n.ends_with(".safetensors") && dir.join(n).is_file())
+    let what = format!("'{}'", dir.display());
+    let files: Vec<String> = snapshot_files(dir)
+        .into_iter()
+        .filter(|n| dir.join(n).is_file())
         .collect();
-    w.sort();
-    if w.is_empty() {
-        return Err(DownloadError::Failed(format!(
-            "'{}' has no safetensors weights",
-            dir.display()
-        )));
+    let names: Vec<&str> = files.iter().map(String::as_str).collect();
+    let sets = match weights_in("", &names, &what)? {
+        Some(w) => vec![w],
+        None => {
+            let [t, v] = COSMOS3_FOLDERS;
+            match (weights_in(t, &names, &what)?, weights_in(v, &names, &what)?) {
+                (Some(tw), Some(vw)) => vec![tw, vw],
+                (None, None) => {
+                    return Err(DownloadError::Failed(format!(
+                        "{what} has no safetensors weights"
+                    )))
+                }
+                (tw, _) => {
+                    let (with, without) = if tw.is_some() { (t, v) } else { (v, t) };
+                    return Err(DownloadError::Failed(format!(
+                        "{what} has {with}/*.safetensors but no {without}/*.safetensors"
+                    )));
+                }
+            }
+        }
+    };
+    let mut out = Vec::new();
+    for w in sets {
+        match &w.index {
+            Some(ix) => out.extend(
+                index_shards(&dir.join(ix))?
+                    .iter()
+                    .map(|s| in_folder(&w.folder, s)),
+            ),
+            None => out.extend(w.files),
+        }
     }
-    Ok(w)
+    Ok(out)
 }
 
 /// Whether a snapshot directory is a complete checkpoint (module docs).
@@ -662,11 +834,8 @@ fn check_snapshot(dir: &Path) -> Result<(), DownloadError> {
             dir.display()
         )));
     }
-    for e in std::fs::read_dir(dir)
-        .map_err(|e| format!("'{}': {e}", dir.display()))?
-        .flatten()
-    {
-        let p = e.path();
+    for n in snapshot_files(dir) {
+        let p = dir.join(n);
         if p.is_symlink() && !p.exists() {
             return Err(DownloadError::Failed(format!(
                 "'{}' points to a missing blob",
@@ -707,13 +876,8 @@ fn cached_snapshot(repo_dir: &Path, revision: &str) -> Option<PathBuf> {
     // Blobs named by a sha256 must hold those bytes: checked once (then
     // noted), also for snapshots that `hf download` or an older version of
     // this element left. A bad one is removed and the snapshot fetched.
-    let names: Vec<String> = std::fs::read_dir(&dir)
-        .ok()?
-        .flatten()
-        .filter_map(|e| e.file_name().into_string().ok())
-        .collect();
     let mut ok = true;
-    for n in names {
+    for n in snapshot_files(&dir) {
         if let Some(blob) = linked_blob(&dir, &n).filter(|b| !blob_trusted(b)) {
             let _ = std::fs::remove_file(blob);
             let _ = std::fs::remove_file(dir.join(&n));
@@ -1415,10 +1579,12 @@ fn blob_trusted(blob: &Path) -> bool {
     }
 }
 
-/// The blob `snap/name` links to, when it is a link into `../../blobs`.
+/// The blob `snap/name` links to, when it is a link into the repo's
+/// `blobs/` (`../../blobs/<etag>`, one more `..` per folder of `name`).
 fn linked_blob(snap: &Path, name: &str) -> Option<PathBuf> {
-    let target = std::fs::read_link(snap.join(name)).ok()?;
-    let blob = snap.join(&target);
+    let link = snap.join(name);
+    let target = std::fs::read_link(&link).ok()?;
+    let blob = link.parent()?.join(&target);
     let blob_name = target.file_name()?;
     let repo_dir = snap.parent()?.parent()?;
     (blob.parent().and_then(|p| p.canonicalize().ok())
@@ -1427,9 +1593,9 @@ fn linked_blob(snap: &Path, name: &str) -> Option<PathBuf> {
 }
 
 /// Whether `snap/name` is there and whole; when it is there but not whole
-/// it is removed (with its blob) so it is fetched again. Whole: the Hub's
-/// size, a safetensors file's length matches its header, and a blob named
-/// by a sha256 has that sha256.
+/// it is removed (with its blob, when it links one in `blobs/`) so it is
+/// fetched again. Whole: the Hub's size, a safetensors file's length
+/// matches its header, and a blob named by a sha256 has that sha256.
 fn present(snap: &Path, name: &str, size: Option<u64>) -> bool {
     let p = snap.join(name);
     let ok = match std::fs::metadata(&p) {
@@ -1441,24 +1607,51 @@ fn present(snap: &Path, name: &str, size: Option<u64>) -> bool {
         _ => false,
     };
     if !ok && p.symlink_metadata().is_ok() {
-        if let Ok(target) = std::fs::read_link(&p) {
-            let blob = snap.join(target);
-            if blob.is_file() {
-                let _ = std::fs::remove_file(blob);
-            }
+        if let Some(blob) = linked_blob(snap, name).filter(|b| b.is_file()) {
+            let _ = std::fs::remove_file(blob);
         }
         let _ = std::fs::remove_file(&p);
     }
     ok
 }
 
-/// Points `snap/name` at `../../blobs/<etag>`, replacing what is there.
+/// A path in the snapshot that [`select`] can give: a plain name, or a
+/// plain name in one of the Cosmos3 folders.
+fn snapshot_path_ok(name: &str) -> bool {
+    match name.split_once('/') {
+        None => plain_name(name),
+        Some((f, rest)) => COSMOS3_FOLDERS.contains(&f) && plain_name(rest),
+    }
+}
+
+/// Points `snap/name` at `../../blobs/<etag>` (one more `..` per folder of
+/// `name`, as huggingface_hub links nested files), replacing what is there.
 fn link_into(snap: &Path, name: &str, etag: &str) -> std::io::Result<()> {
-    std::fs::create_dir_all(snap)?;
-    let tmp = snap.join(format!(".{name}.vsssummarize-{}", std::process::id()));
+    if !snapshot_path_ok(name) || !plain_name(etag) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("internal error: '{name}' is not a snapshot file name"),
+        ));
+    }
+    let link = snap.join(name);
+    let dir = link.parent().unwrap_or(snap);
+    // A Cosmos3 folder must be a real folder of the snapshot: a link or a
+    // file in its place is removed (never what it points to).
+    if dir != snap && dir.symlink_metadata().is_ok_and(|m| !m.is_dir()) {
+        std::fs::remove_file(dir)?;
+    }
+    std::fs::create_dir_all(dir)?;
+    let mut target = PathBuf::new();
+    for _ in 0..name.matches('/').count() + 2 {
+        target.push("..");
+    }
+    target.push("blobs");
+    target.push(etag);
+    let base = name.rsplit('/').next().unwrap_or(name);
+    let tmp = dir.join(format!(".{base}.vsssummarize-{}", std::process::id()));
     let _ = std::fs::remove_file(&tmp);
-    std::os::unix::fs::symlink(Path::new("../../blobs").join(etag), &tmp)?;
-    std::fs::rename(&tmp, snap.join(name))
+    std::os::unix::fs::symlink(target, &tmp)?;
+    std::fs::rename(&tmp, &link)
 }
 
 /// Points `snap/name` at an existing `blobs/<etag>` of the right size (and
@@ -1811,12 +2004,14 @@ async fn is_present(snap: &Path, name: &str, size: Option<u64>) -> bool {
 }
 
 /// The most bytes of a file this element reads into memory: config.json
-/// and the index [`META_CAP`], the other non-weight files [`OTHER_CAP`];
-/// the weights are not read whole.
+/// and the safetensors indexes (at the top level or in a Cosmos3 folder)
+/// [`META_CAP`], the other non-weight files [`OTHER_CAP`]; the weights are
+/// not read whole.
 fn cap_of(name: &str) -> Option<u64> {
-    if name == "config.json" || name == INDEX {
+    let base = name.rsplit('/').next().unwrap_or(name);
+    if base == "config.json" || base.ends_with(INDEX_SUFFIX) {
         Some(META_CAP)
-    } else if name.ends_with(".safetensors") {
+    } else if base.ends_with(".safetensors") {
         None
     } else {
         Some(OTHER_CAP)
@@ -1921,7 +2116,8 @@ async fn run(job: Job, tracker: Tracker) -> Result<PathBuf, DownloadError> {
     let size_of = |n: &str| by_name.get(n).and_then(|s| s.size());
     // Files read into memory: refused before any byte when the listing
     // says they are over their cap.
-    for n in sel.files.iter().chain(&sel.index) {
+    let indexes = sel.weights.iter().filter_map(|w| w.index.as_ref());
+    for n in sel.files.iter().chain(indexes) {
         if let (Some(size), Some(cap)) = (size_of(n), cap_of(n)) {
             if size > cap {
                 return Err(DownloadError::Failed(ctx.dl(
@@ -1949,12 +2145,20 @@ async fn run(job: Job, tracker: Tracker) -> Result<PathBuf, DownloadError> {
         sha: &sha,
     };
     let mut all = sel.files.clone();
-    if let Some(index) = &sel.index {
+    for w in &sel.weights {
+        let Some(index) = &w.index else {
+            all.extend(w.files.iter().cloned());
+            continue;
+        };
         if !is_present(&snap, index, size_of(index)).await {
-            let w = want_of(&by_name, index);
-            download(&to, &w, &tracker, &ctx).await?;
+            let want = want_of(&by_name, index);
+            download(&to, &want, &tracker, &ctx).await?;
         }
-        let shards = index_shards(&snap.join(index))?;
+        // Shard names: plain names beside the index (checked there).
+        let shards: Vec<String> = index_shards(&snap.join(index))?
+            .iter()
+            .map(|s| in_folder(&w.folder, s))
+            .collect();
         if let Some(s) = shards.iter().find(|s| !by_name.contains_key(s.as_str())) {
             return Err(DownloadError::Failed(format!(
                 "{}: {index} names the shard '{s}', which the repo does not have; the repo is broken at this revision: pin another one",
@@ -1963,8 +2167,6 @@ async fn run(job: Job, tracker: Tracker) -> Result<PathBuf, DownloadError> {
         }
         all.push(index.clone());
         all.extend(shards);
-    } else {
-        all.extend(sel.weights.iter().cloned());
     }
 
     let mut missing = Vec::new();
@@ -2239,8 +2441,14 @@ mod tests {
                 "chat_template.json",
             ])
         );
-        assert_eq!(s.index.as_deref(), Some(INDEX));
-        assert!(s.weights.is_empty());
+        assert_eq!(
+            s.weights,
+            vec![Weights {
+                folder: String::new(),
+                index: Some(INDEX.into()),
+                files: Vec::new(),
+            }]
+        );
 
         let s = select(
             &names(&[
@@ -2252,7 +2460,8 @@ mod tests {
             "x",
         )
         .unwrap();
-        assert_eq!(s.weights, names(&["model.safetensors"]));
+        assert_eq!(s.weights.len(), 1);
+        assert_eq!(s.weights[0].files, names(&["model.safetensors"]));
         let s = select(
             &names(&[
                 "config.json",
@@ -2263,7 +2472,10 @@ mod tests {
             "x",
         )
         .unwrap();
-        assert_eq!(s.weights, names(&["a.safetensors", "b.safetensors"]));
+        assert_eq!(
+            s.weights[0].files,
+            names(&["a.safetensors", "b.safetensors"])
+        );
 
         let e = select(
             &names(&["config.json", "tokenizer.json", "pytorch_model.bin"]),
@@ -2283,6 +2495,338 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("tokenizer.json"), "{e}");
+    }
+
+    /// A Cosmos3 (diffusers-style) repo's listing: the top level's
+    /// configs and tokenizer, the two weight folders, and folders that
+    /// must not be taken.
+    fn cosmos3_listing() -> Vec<String> {
+        names(&[
+            "config.json",
+            "model_index.json",
+            "tokenizer.json",
+            "chat_template.jinja",
+            "transformer/config.json",
+            "transformer/hf_quant_config.json",
+            "transformer/diffusion_pytorch_model.safetensors.index.json",
+            "transformer/diffusion_pytorch_model-00001-of-00002.safetensors",
+            "transformer/diffusion_pytorch_model-00002-of-00002.safetensors",
+            "transformer/README.md",
+            "vision_encoder/config.json",
+            "vision_encoder/model.safetensors",
+            "vae/config.json",
+            "vae/diffusion_pytorch_model.safetensors",
+            "sound_tokenizer/model.safetensors",
+            "scheduler/scheduler_config.json",
+        ])
+    }
+
+    #[test]
+    fn download_hf_select_cosmos3_layout() {
+        let s = select(&cosmos3_listing(), "x").unwrap();
+        assert_eq!(
+            s.files,
+            names(&[
+                "config.json",
+                "tokenizer.json",
+                "chat_template.jinja",
+                "transformer/config.json",
+                "transformer/hf_quant_config.json",
+                "vision_encoder/config.json",
+            ])
+        );
+        assert_eq!(
+            s.weights,
+            vec![
+                Weights {
+                    folder: "transformer".into(),
+                    index: Some(
+                        "transformer/diffusion_pytorch_model.safetensors.index.json".into()
+                    ),
+                    files: Vec::new(),
+                },
+                Weights {
+                    folder: "vision_encoder".into(),
+                    index: None,
+                    files: names(&["vision_encoder/model.safetensors"]),
+                },
+            ]
+        );
+        // Nothing of the other folders, in any case.
+        for n in s
+            .files
+            .iter()
+            .chain(s.weights.iter().flat_map(|w| &w.files))
+        {
+            assert!(
+                n.starts_with("transformer/")
+                    || n.starts_with("vision_encoder/")
+                    || !n.contains('/'),
+                "{n}"
+            );
+        }
+
+        // Without an index: every *.safetensors directly in the folder
+        // (not in a folder below it), sorted.
+        let s = select(
+            &names(&[
+                "config.json",
+                "tokenizer.json",
+                "transformer/b.safetensors",
+                "transformer/a.safetensors",
+                "transformer/nested/c.safetensors",
+                "vision_encoder/v.safetensors",
+            ]),
+            "x",
+        )
+        .unwrap();
+        assert_eq!(
+            s.weights[0].files,
+            names(&["transformer/a.safetensors", "transformer/b.safetensors"])
+        );
+        assert_eq!(s.weights[1].files, names(&["vision_encoder/v.safetensors"]));
+        assert_eq!(s.files, names(&["config.json", "tokenizer.json"]));
+
+        // Top-level weights win: the folders are not looked at.
+        let mut l = cosmos3_listing();
+        l.push("model.safetensors".into());
+        let s = select(&l, "x").unwrap();
+        assert_eq!(s.weights.len(), 1);
+        assert_eq!(s.weights[0].files, names(&["model.safetensors"]));
+        assert!(!s.files.iter().any(|f| f.contains('/')), "{:?}", s.files);
+    }
+
+    #[test]
+    fn download_hf_select_cosmos3_refusals() {
+        // One weight folder without the other: the error names the missing one.
+        let only_t: Vec<String> = cosmos3_listing()
+            .into_iter()
+            .filter(|n| !n.starts_with("vision_encoder/"))
+            .collect();
+        let e = select(&only_t, "hf:o/n@main").unwrap_err().to_string();
+        assert!(
+            e.contains("hf:o/n@main")
+                && e.contains("has transformer/*.safetensors but no vision_encoder/*.safetensors"),
+            "{e}"
+        );
+        let only_v: Vec<String> = cosmos3_listing()
+            .into_iter()
+            .filter(|n| !n.starts_with("transformer/"))
+            .collect();
+        let e = select(&only_v, "x").unwrap_err().to_string();
+        assert!(
+            e.contains("has vision_encoder/*.safetensors but no transformer/*.safetensors"),
+            "{e}"
+        );
+        // An index alone (its shards not listed) is no weights.
+        let e = select(
+            &names(&[
+                "config.json",
+                "tokenizer.json",
+                "transformer/diffusion_pytorch_model.safetensors.index.json",
+                "vision_encoder/model.safetensors",
+            ]),
+            "x",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("no transformer/*.safetensors"), "{e}");
+        // Weights only in other folders: no safetensors weights.
+        let e = select(
+            &names(&["config.json", "tokenizer.json", "vae/x.safetensors"]),
+            "x",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("no safetensors weights"), "{e}");
+        // Hostile or odd listed names are never taken.
+        let e = select(
+            &names(&[
+                "config.json",
+                "tokenizer.json",
+                "transformer/../x.safetensors",
+                "transformer/./y.safetensors",
+                "transformer//z.safetensors",
+                "vision_encoder/model.safetensors",
+            ]),
+            "x",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("no transformer/*.safetensors"), "{e}");
+        // Two indexes in a folder: ambiguous.
+        let mut l = cosmos3_listing();
+        l.push("transformer/model.safetensors.index.json".into());
+        let e = select(&l, "x").unwrap_err().to_string();
+        assert!(
+            e.contains("several safetensors indexes in transformer/"),
+            "{e}"
+        );
+        // The top level still needs config.json and the tokenizer.
+        let l: Vec<String> = cosmos3_listing()
+            .into_iter()
+            .filter(|n| n != "tokenizer.json")
+            .collect();
+        assert!(select(&l, "x")
+            .unwrap_err()
+            .to_string()
+            .contains("tokenizer.json"));
+    }
+
+    #[test]
+    fn download_hf_cosmos3_index_shard_names_are_plain() {
+        let d = tmp("c3index");
+        let p = d.join("diffusion_pytorch_model.safetensors.index.json");
+        for bad in [
+            "../x.safetensors",
+            "/etc/x.safetensors",
+            "a/b.safetensors",
+            "..",
+        ] {
+            std::fs::write(&p, json_index(bad)).unwrap();
+            let e = index_shards(&p).unwrap_err().to_string();
+            assert!(e.contains("not a plain file name"), "{bad}: {e}");
+        }
+        assert_eq!(cap_of("transformer/config.json"), Some(META_CAP));
+        assert_eq!(
+            cap_of("transformer/diffusion_pytorch_model.safetensors.index.json"),
+            Some(META_CAP)
+        );
+        assert_eq!(cap_of("transformer/hf_quant_config.json"), Some(OTHER_CAP));
+        assert_eq!(cap_of("vision_encoder/model.safetensors"), None);
+        assert!(snapshot_path_ok("transformer/a.safetensors"));
+        assert!(snapshot_path_ok("config.json"));
+        for bad in [
+            "vae/a.safetensors",
+            "transformer/../a",
+            "transformer/x/y",
+            "../a",
+            "/a",
+        ] {
+            assert!(!snapshot_path_ok(bad), "{bad}");
+        }
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    fn json_index(shard: &str) -> String {
+        serde_json::json!({ "weight_map": { "w": shard } }).to_string()
+    }
+
+    /// A snapshot in the Cosmos3 layout is complete only with every shard
+    /// of each folder; a dangling link in a folder is seen.
+    #[test]
+    fn download_hf_cosmos3_snapshot_check() {
+        let d = tmp("c3snap");
+        let snap = d.join("snap");
+        std::fs::create_dir_all(snap.join("transformer")).unwrap();
+        std::fs::create_dir_all(snap.join("vision_encoder")).unwrap();
+        std::fs::create_dir_all(snap.join("vae")).unwrap();
+        std::fs::write(snap.join("config.json"), "{}").unwrap();
+        std::fs::write(snap.join("tokenizer.json"), "{}").unwrap();
+        std::fs::write(
+            snap.join("transformer/diffusion_pytorch_model.safetensors.index.json"),
+            serde_json::json!({"weight_map": {"a": "s-1.safetensors", "b": "s-2.safetensors"}})
+                .to_string(),
+        )
+        .unwrap();
+        std::fs::write(
+            snap.join("transformer/s-1.safetensors"),
+            safetensors_bytes(10),
+        )
+        .unwrap();
+        std::fs::write(
+            snap.join("transformer/s-2.safetensors"),
+            safetensors_bytes(20),
+        )
+        .unwrap();
+        std::fs::write(
+            snap.join("vision_encoder/model.safetensors"),
+            safetensors_bytes(5),
+        )
+        .unwrap();
+        check_snapshot(&snap).unwrap();
+        assert_eq!(
+            local_weights(&snap).unwrap(),
+            names(&[
+                "transformer/s-1.safetensors",
+                "transformer/s-2.safetensors",
+                "vision_encoder/model.safetensors",
+            ])
+        );
+        // A dangling link in another folder is not looked at.
+        std::os::unix::fs::symlink("../../../blobs/nothing", snap.join("vae/x.safetensors"))
+            .unwrap();
+        check_snapshot(&snap).unwrap();
+        // A missing shard, a truncated one, a dangling link in a weight
+        // folder: incomplete.
+        let s2 = snap.join("transformer/s-2.safetensors");
+        std::fs::remove_file(&s2).unwrap();
+        assert!(check_snapshot(&snap).is_err());
+        let b = safetensors_bytes(20);
+        std::fs::write(&s2, &b[..b.len() - 1]).unwrap();
+        assert!(check_snapshot(&snap)
+            .unwrap_err()
+            .to_string()
+            .contains("incomplete"));
+        std::fs::write(&s2, &b).unwrap();
+        check_snapshot(&snap).unwrap();
+        let dangling = snap.join("transformer/extra.json");
+        std::os::unix::fs::symlink("../../../blobs/nothing", &dangling).unwrap();
+        assert!(check_snapshot(&snap)
+            .unwrap_err()
+            .to_string()
+            .contains("missing blob"));
+        std::fs::remove_file(&dangling).unwrap();
+        // No vision tower: named.
+        std::fs::remove_file(snap.join("vision_encoder/model.safetensors")).unwrap();
+        let e = check_snapshot(&snap).unwrap_err().to_string();
+        assert!(e.contains("no vision_encoder/*.safetensors"), "{e}");
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    /// Nested files link to their blob with one more `..` per folder, as
+    /// huggingface_hub lays them out, and the link resolves to the blob.
+    #[test]
+    fn download_hf_nested_links() {
+        let d = tmp("c3link");
+        let repo_dir = d.join("models--o--n");
+        let snap = repo_dir.join("snapshots").join("c");
+        std::fs::create_dir_all(repo_dir.join("blobs")).unwrap();
+        std::fs::write(repo_dir.join("blobs/e1"), b"x").unwrap();
+        link_into(&snap, "transformer/a.json", "e1").unwrap();
+        link_into(&snap, "config.json", "e1").unwrap();
+        assert_eq!(
+            std::fs::read_link(snap.join("transformer/a.json")).unwrap(),
+            Path::new("../../../blobs/e1")
+        );
+        assert_eq!(
+            std::fs::read_link(snap.join("config.json")).unwrap(),
+            Path::new("../../blobs/e1")
+        );
+        assert_eq!(
+            std::fs::read(snap.join("transformer/a.json")).unwrap(),
+            b"x"
+        );
+        assert_eq!(
+            linked_blob(&snap, "transformer/a.json"),
+            Some(repo_dir.join("blobs/e1"))
+        );
+        for bad in ["vae/a.json", "transformer/../a.json", "../a.json"] {
+            assert!(link_into(&snap, bad, "e1").is_err(), "{bad}");
+        }
+        // A link in place of a weight folder is replaced, its target kept.
+        let outside = d.join("outside");
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::remove_dir_all(snap.join("transformer")).unwrap();
+        std::os::unix::fs::symlink(&outside, snap.join("transformer")).unwrap();
+        link_into(&snap, "transformer/a.json", "e1").unwrap();
+        assert!(snap
+            .join("transformer")
+            .symlink_metadata()
+            .unwrap()
+            .is_dir());
+        assert!(outside.is_dir() && dir_names(&outside).is_empty());
+        let _ = std::fs::remove_dir_all(&d);
     }
 
     fn tmp(name: &str) -> PathBuf {
