@@ -300,7 +300,7 @@ pub struct SummaryRecord {
     pub output_tokens: u64,
     pub llm_calls: u32,
     /// Set when the summary was longer than
-    /// [`MAX_TEXT_BYTES`](crate::record::MAX_TEXT_BYTES) and was cut, as
+    /// [`MAX_TEXT_BYTES`] and was cut, as
     /// for captions.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub text_truncated: bool,

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MPL-2.0
 //! `vssbrokersink`'s logic without GStreamer types: where records go
 //! (broker URL, topic template, key), what is sent (record formats, see
-//! [`format`]), the bounded queue ([`outbox`]) and the clients ([`mqtt`],
+//! [`format`](mod@format)), the bounded queue ([`outbox`]) and the clients ([`mqtt`],
 //! [`kafka`]) that drain it on threads of their own.
 //!
 //! ## Rules

@@ -22,11 +22,11 @@
 //!
 //! # Checks (hardening round 3: F2, F6)
 //! 1. Every body read into memory is capped: the file listing at
-//!    [`LISTING_CAP`] (16 MiB; a repo with thousands of files lists in a
+//!    `LISTING_CAP` (16 MiB; a repo with thousands of files lists in a
 //!    few MB), `config.json` and the safetensors indexes (also those of
-//!    the Cosmos3 folders, below) at [`META_CAP`]
+//!    the Cosmos3 folders, below) at `META_CAP`
 //!    (16 MiB; real ones are kilobytes, a 100-shard index a few MB), the
-//!    other non-weight files at [`OTHER_CAP`] (256 MiB; the largest real
+//!    other non-weight files at `OTHER_CAP` (256 MiB; the largest real
 //!    `tokenizer.json` files are tens of MB). A Content-Length (or a listed
 //!    size) over the cap is refused before any byte is read; a body that
 //!    streams past it is cut there. The error names the URL path, the cap

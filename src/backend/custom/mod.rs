@@ -17,7 +17,7 @@
 //!
 //! The worker leads a process group of its own; its exit is learnt from the
 //! process, not from pipe EOF (a helper it forked may hold the pipes), and
-//! ending it ends its whole group: see [`child`].
+//! ending it ends its whole group: see `child`.
 
 mod child;
 pub mod manifest;
