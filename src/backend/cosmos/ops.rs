@@ -485,12 +485,22 @@ impl Linear {
                     });
                 d
             }
-            (Some(r), None) => r.iter().map(|&r| MaybeUninit::new(r)).collect(),
+            // The initial destinations are written row by row on every
+            // thread (a prefill's are up to 4 MB).
+            (Some(r), None) => {
+                let mut d = uninit(m * n);
+                d.par_chunks_mut(n.max(1))
+                    .zip(r.par_chunks(n.max(1)))
+                    .for_each(|(d, r)| {
+                        init(d, r.iter().copied());
+                    });
+                d
+            }
             (None, Some(b)) => {
-                let mut d = Vec::with_capacity(m * n);
-                for _ in 0..m {
-                    d.extend(b.iter().map(|&b| MaybeUninit::new(b)));
-                }
+                let mut d = uninit(m * n);
+                d.par_chunks_mut(n.max(1)).for_each(|d| {
+                    init(d, b.iter().copied());
+                });
                 d
             }
             (None, None) => uninit(m * n),
