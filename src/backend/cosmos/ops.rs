@@ -20,11 +20,13 @@ use std::mem::MaybeUninit;
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-/// Defines `fn $name(args)` whose body is compiled twice, for the crate's
-/// baseline (SSE2) and for AVX2 with FMA, the latter picked at run time
-/// when the CPU has them: the row-wise kernels get 8-lane vectors (and
-/// `mul_add` a single instruction in the second copy) without building the
-/// whole plugin for AVX2.
+/// Defines `fn $name(args)` whose body is compiled three times, for the
+/// crate's baseline (SSE2), for AVX2 with FMA and for AVX-512, the best one
+/// the CPU has picked at run time: the row-wise kernels get 8- or 16-lane
+/// vectors (and `mul_add` a single instruction) without building the whole
+/// plugin for AVX2 or AVX-512. The three copies do the same operations in
+/// the same order (no contraction into FMAs but the explicit `mul_add`s):
+/// the same results.
 macro_rules! avx2_fn {
     ($(#[$m:meta])* $vis:vis fn $name:ident($($a:ident: $t:ty),* $(,)?) $body:block) => {
         $(#[$m])*
@@ -33,9 +35,18 @@ macro_rules! avx2_fn {
             fn body($($a: $t),*) $body
             #[cfg(target_arch = "x86_64")]
             {
+                #[target_feature(enable = "avx512f,avx2,fma")]
+                unsafe fn avx512($($a: $t),*) {
+                    body($($a),*)
+                }
                 #[target_feature(enable = "avx2,fma")]
                 unsafe fn avx2($($a: $t),*) {
                     body($($a),*)
+                }
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the CPU has the features `avx512` is compiled
+                    // for (AVX-512F implies AVX2 and FMA).
+                    return unsafe { avx512($($a),*) };
                 }
                 if std::arch::is_x86_feature_detected!("avx2")
                     && std::arch::is_x86_feature_detected!("fma")
@@ -474,12 +485,22 @@ impl Linear {
                     });
                 d
             }
-            (Some(r), None) => r.iter().map(|&r| MaybeUninit::new(r)).collect(),
+            // The initial destinations are written row by row on every
+            // thread (a prefill's are up to 4 MB).
+            (Some(r), None) => {
+                let mut d = uninit(m * n);
+                d.par_chunks_mut(n.max(1))
+                    .zip(r.par_chunks(n.max(1)))
+                    .for_each(|(d, r)| {
+                        init(d, r.iter().copied());
+                    });
+                d
+            }
             (None, Some(b)) => {
-                let mut d = Vec::with_capacity(m * n);
-                for _ in 0..m {
-                    d.extend(b.iter().map(|&b| MaybeUninit::new(b)));
-                }
+                let mut d = uninit(m * n);
+                d.par_chunks_mut(n.max(1)).for_each(|d| {
+                    init(d, b.iter().copied());
+                });
                 d
             }
             (None, None) => uninit(m * n),
@@ -661,6 +682,87 @@ impl candle_core::CustomOp2 for Bmm {
         // the b (m, n) blocks by gemm (or there are none).
         let dst = unsafe { assume_init(dst) };
         Ok((CpuStorage::F32(dst), Shape::from((b, m, n))))
+    }
+}
+
+/// One decoder layer's key/value cache, (kv_heads, tokens, hd) each.
+///
+/// On the CPU the tokens are written in place into buffers with room to
+/// spare (capacity doubling), so a decode step copies only its own key and
+/// value: appending with `Tensor::cat` copied the whole cache every step
+/// (9 % of a decode step's time in a `perf` profile, docs/cosmos.md).
+/// What [`KvCache::append`] returns is then a view of the buffers' first
+/// tokens (strided along the heads; [`bmm`] and the attention kernels take
+/// that as it is or copy it). Elsewhere (CUDA) `Tensor::cat`, as before.
+#[derive(Debug, Default)]
+pub struct KvCache {
+    /// The keys and values: the whole cache (`len` tokens) off the CPU,
+    /// buffers of `capacity ≥ len` tokens on it.
+    kv: Option<(Tensor, Tensor)>,
+    len: usize,
+}
+
+impl KvCache {
+    /// Tokens in the cache.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Forgets every token (start of a new prompt).
+    pub fn clear(&mut self) {
+        self.kv = None;
+        self.len = 0;
+    }
+
+    /// Appends `k` and `v` (kv_heads, l, hd) and gives the whole cache.
+    pub fn append(&mut self, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
+        let l = k.dim(1)?;
+        if v.dims() != k.dims() {
+            candle_core::bail!("kv cache: k {:?} and v {:?}", k.shape(), v.shape());
+        }
+        if !k.device().is_cpu() {
+            let (k, v) = match &self.kv {
+                Some((pk, pv)) => (Tensor::cat(&[pk, k], 1)?, Tensor::cat(&[pv, v], 1)?),
+                None => (k.clone(), v.clone()),
+            };
+            self.kv = Some((k.clone(), v.clone()));
+            self.len += l;
+            return Ok((k, v));
+        }
+        let need = self.len + l;
+        let capacity = self.kv.as_ref().map_or(0, |(b, _)| b.dim(1).unwrap_or(0));
+        if need > capacity {
+            // Room for the tokens a generation adds after a prompt (or
+            // twice the cache): reallocations stay rare.
+            let cap = (2 * capacity).max(need + 256);
+            let (kvs, _, hd) = k.dims3()?;
+            let grow = |old: Option<&Tensor>, new: &Tensor| -> Result<Tensor> {
+                let b = Tensor::zeros((kvs, cap, hd), new.dtype(), new.device())?;
+                if let Some(old) = old {
+                    b.slice_set(&old.narrow(1, 0, self.len)?.contiguous()?, 1, 0)?;
+                }
+                Ok(b)
+            };
+            let old = self.kv.take();
+            self.kv = Some((
+                grow(old.as_ref().map(|o| &o.0), k)?,
+                grow(old.as_ref().map(|o| &o.1), v)?,
+            ));
+        }
+        let (bk, bv) = self.kv.as_ref().expect("allocated above");
+        bk.slice_set(&k.contiguous()?, 1, self.len)?;
+        bv.slice_set(&v.contiguous()?, 1, self.len)?;
+        self.len = need;
+        if self.len == l {
+            // The first append (a prompt): its attention takes the
+            // contiguous k and v it was given.
+            return Ok((k.clone(), v.clone()));
+        }
+        Ok((bk.narrow(1, 0, need)?, bv.narrow(1, 0, need)?))
     }
 }
 
@@ -1113,6 +1215,32 @@ mod tests {
 
     /// The fused kernel against bmm + the masked softmax + bmm, with grouped
     /// heads, cached keys and query blocks that do not divide `l`.
+    #[test]
+    fn kv_cache_appends_in_place_and_equals_cat() {
+        let dev = candle_core::Device::Cpu;
+        let mut c = KvCache::default();
+        let mut all_k: Option<Tensor> = None;
+        // A prompt, then enough single tokens to grow the buffers.
+        for (i, l) in [5usize, 1, 1, 300, 1].into_iter().enumerate() {
+            let k = Tensor::randn(0f32, 1.0, (2, l, 4), &dev).unwrap();
+            let v = (&k * (i as f64 + 1.0)).unwrap();
+            let (ck, cv) = c.append(&k, &v).unwrap();
+            let want = match &all_k {
+                Some(p) => Tensor::cat(&[p, &k], 1).unwrap(),
+                None => k.clone(),
+            };
+            assert_eq!(ck.dims(), want.dims());
+            assert_eq!(max_diff(&ck, &want), 0.0);
+            assert_eq!(cv.dims(), want.dims());
+            all_k = Some(want);
+            assert_eq!(c.len(), all_k.as_ref().unwrap().dim(1).unwrap());
+        }
+        c.clear();
+        assert!(c.is_empty());
+        let k = Tensor::ones((2, 3, 4), DType::F32, &dev).unwrap();
+        assert_eq!(c.append(&k, &k).unwrap().0.dims(), &[2, 3, 4]);
+    }
+
     #[test]
     fn causal_attention_equals_the_unfused_path() {
         let dev = Device::Cpu;

@@ -1,11 +1,12 @@
 // SPDX-License-Identifier: MPL-2.0
 //! The row-wise CPU kernels of the forward pass that are not matmuls or
-//! attention ([`super::ops`]): RMS norm, the split of a fused q/k/v
-//! projection into heads with RoPE and the query scale, and the exact
-//! (erf) GELU. Each is one parallel pass in f32 that the compiler
-//! vectorises, instead of candle's one element at a time (its RMS norm sums
-//! each row in order, its RoPE and GELU are scalar loops) plus the copies
-//! and products around them. Figures in docs/cosmos.md.
+//! attention ([`super::ops`]): RMS norm, LayerNorm, the split of a fused
+//! q/k/v projection into heads with RoPE and the query scale, the exact
+//! (erf) GELU and the tanh GELU. Each is one parallel pass in f32 that the
+//! compiler vectorises, instead of candle's one element at a time (its RMS
+//! norm and LayerNorm sum each row in order, its RoPE and GELUs are scalar
+//! loops, the tanh one a libm `tanhf` per element) plus the copies and
+//! products around them. Figures in docs/cosmos.md.
 //!
 //! Other devices and dtypes take candle's own ops, as before.
 
@@ -15,7 +16,7 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp3, DType, Layout, Module, Resul
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
-use super::ops::{assume_init, avx2_fn, contiguous_f32, exp_in_place, init, uninit};
+use super::ops::{assume_init, avx2_fn, contiguous_f32, exp_in_place, init, sum_lanes, uninit};
 
 /// Sum of squares of `x` in eight running lanes (the order differs from a
 /// sequential sum by rounding only; it lets the loop vectorise).
@@ -99,6 +100,103 @@ avx2_fn! {
     fn rms_row(d: &mut [MaybeUninit<f32>], x: &[f32], w: &[f32], eps: f32) {
         let inv = 1.0 / (sum_sq(x) / x.len() as f32 + eps).sqrt();
         init(d, x.iter().zip(w).map(|(&x, &w)| x * inv * w));
+    }
+}
+
+/// `(x - mean) / sqrt(var + eps) · weight + bias` over the last axis
+/// (torch's `nn.LayerNorm`; Qwen3-VL's vision tower and mergers).
+#[derive(Clone, Debug)]
+pub struct LayerNorm {
+    /// candle's, whose weight, bias and eps the CPU kernel uses; it runs on
+    /// other devices and dtypes.
+    inner: candle_nn::LayerNorm,
+}
+
+impl LayerNorm {
+    /// `prefix.weight` and `prefix.bias` (dim) of `vb`.
+    pub fn load(dim: usize, eps: f64, vb: VarBuilder) -> Result<LayerNorm> {
+        Ok(LayerNorm {
+            inner: candle_nn::layer_norm(dim, eps, vb)?,
+        })
+    }
+}
+
+impl Module for LayerNorm {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let w = self.inner.weight();
+        let f32_cpu = |t: &Tensor| t.device().is_cpu() && t.dtype() == DType::F32;
+        if let Some(b) = self.inner.bias() {
+            if f32_cpu(x) && f32_cpu(w) && f32_cpu(b) {
+                let eps = self.inner.eps() as f32;
+                return x.contiguous()?.apply_op3_no_bwd(
+                    &w.contiguous()?,
+                    &b.contiguous()?,
+                    &LayerNormOp { eps },
+                );
+            }
+        }
+        self.inner.forward(x)
+    }
+}
+
+struct LayerNormOp {
+    eps: f32,
+}
+
+impl CustomOp3 for LayerNormOp {
+    fn name(&self) -> &'static str {
+        "vss-layer-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = contiguous_f32(s1, l1, "layer norm")?;
+        let w = contiguous_f32(s2, l2, "layer norm")?;
+        let b = contiguous_f32(s3, l3, "layer norm")?;
+        let dim = *l1.shape().dims().last().unwrap_or(&0);
+        if dim == 0 || w.len() != dim || b.len() != dim {
+            candle_core::bail!(
+                "layer norm: {:?} by a weight of {} and a bias of {}",
+                l1.shape(),
+                w.len(),
+                b.len()
+            );
+        }
+        let mut dst = uninit(x.len());
+        x.par_chunks(dim)
+            .zip(dst.par_chunks_mut(dim))
+            .for_each(|(x, d)| layer_norm_row(d, x, w, b, self.eps));
+        // SAFETY: every row of `dim` is written by `layer_norm_row` (`init`).
+        let dst = unsafe { assume_init(dst) };
+        Ok((CpuStorage::F32(dst), l1.shape().clone()))
+    }
+}
+
+avx2_fn! {
+    /// `d ← (x - mean) / sqrt(var + eps) · w + b` for one row: the mean,
+    /// then the variance about it (two passes, as torch: no `E[x²] - mean²`
+    /// cancellation), each in eight running lanes.
+    fn layer_norm_row(d: &mut [MaybeUninit<f32>], x: &[f32], w: &[f32], b: &[f32], eps: f32) {
+        let n = x.len() as f32;
+        let mean = sum_lanes(x) / n;
+        let mut acc = [0f32; 8];
+        let mut chunks = x.chunks_exact(8);
+        for c in &mut chunks {
+            for (a, &v) in acc.iter_mut().zip(c) {
+                *a += (v - mean) * (v - mean);
+            }
+        }
+        let tail: f32 = chunks.remainder().iter().map(|&v| (v - mean) * (v - mean)).sum();
+        let var = (acc.iter().sum::<f32>() + tail) / n;
+        let inv = 1.0 / (var + eps).sqrt();
+        init(d, x.iter().zip(w).zip(b).map(|((&x, &w), &b)| (x - mean) * inv * w + b));
     }
 }
 
@@ -367,6 +465,51 @@ avx2_fn! {
     }
 }
 
+/// The tanh approximation of GELU, `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`
+/// (torch's `gelu(approximate="tanh")`, Qwen3-VL's vision MLP). On the CPU
+/// in f32 one parallel pass, written as `x · sigmoid(2u)` (the same function:
+/// `(1 + tanh u) / 2 = 1 / (1 + e^{-2u})`) with [`exp_in_place`], which has
+/// no cancellation where `tanh u` nears -1; elsewhere candle's `gelu`.
+pub fn gelu_tanh(x: &Tensor) -> Result<Tensor> {
+    if x.device().is_cpu() && x.dtype() == DType::F32 {
+        return x.contiguous()?.apply_op1_no_bwd(&GeluTanh);
+    }
+    x.gelu()
+}
+
+avx2_fn! {
+    /// `d ← gelu_tanh(s)`.
+    fn gelu_tanh_chunk(d: &mut [MaybeUninit<f32>], s: &[f32]) {
+        // -2·√(2/π)
+        const K: f32 = -2.0 * 0.797_884_6;
+        let d = init(d, s.iter().map(|&x| K * (x + 0.044_715 * x * x * x)));
+        exp_in_place(d);
+        for (d, &x) in d.iter_mut().zip(s) {
+            *d = x / (1.0 + *d);
+        }
+    }
+}
+
+struct GeluTanh;
+
+impl CustomOp1 for GeluTanh {
+    fn name(&self) -> &'static str {
+        "vss-gelu-tanh"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let src = contiguous_f32(storage, layout, "gelu tanh")?;
+        let mut dst = uninit(src.len());
+        const CHUNK: usize = 4096;
+        src.par_chunks(CHUNK)
+            .zip(dst.par_chunks_mut(CHUNK))
+            .for_each(|(s, d)| gelu_tanh_chunk(d, s));
+        // SAFETY: every chunk is written by `gelu_tanh_chunk` (`init`).
+        let dst = unsafe { assume_init(dst) };
+        Ok((CpuStorage::F32(dst), layout.shape().clone()))
+    }
+}
+
 struct GeluErf;
 
 impl CustomOp1 for GeluErf {
@@ -478,6 +621,69 @@ mod tests {
         let s = gelu_erf(&special).unwrap().to_vec1::<f32>().unwrap();
         assert_eq!(s[0], f32::INFINITY);
         assert!(s[1].is_nan());
+    }
+
+    #[test]
+    fn layer_norm_matches_the_f64_formula() {
+        let dev = Device::Cpu;
+        let (rows, dim) = (5, 300);
+        // An offset mean, where `E[x²] - mean²` would lose digits.
+        let x = (randn(&[rows, dim]) + 50.0).unwrap();
+        let (w, b) = (randn(&[dim]), randn(&[dim]));
+        let vb = VarBuilder::from_tensors(
+            [
+                ("weight".to_string(), w.clone()),
+                ("bias".to_string(), b.clone()),
+            ]
+            .into_iter()
+            .collect(),
+            DType::F32,
+            &dev,
+        );
+        let got = LayerNorm::load(dim, 1e-6, vb).unwrap().forward(&x).unwrap();
+        let f64s = |t: &Tensor| t.to_dtype(DType::F64).unwrap();
+        let x64 = f64s(&x);
+        let mean = x64.mean_keepdim(1).unwrap();
+        let c = x64.broadcast_sub(&mean).unwrap();
+        let var = c.sqr().unwrap().mean_keepdim(1).unwrap();
+        let want = c
+            .broadcast_div(&(var + 1e-6).unwrap().sqrt().unwrap())
+            .unwrap()
+            .broadcast_mul(&f64s(&w))
+            .unwrap()
+            .broadcast_add(&f64s(&b))
+            .unwrap()
+            .to_dtype(DType::F32)
+            .unwrap();
+        let d = max_diff(&got, &want);
+        assert!(d <= 2e-5, "{d}");
+        // Wrong sizes are refused, not read out of bounds.
+        let bad = x.apply_op3_no_bwd(&randn(&[299]), &b, &LayerNormOp { eps: 1e-6 });
+        assert!(bad.is_err());
+    }
+
+    #[test]
+    fn gelu_tanh_is_within_2e7_of_the_f64_tanh_gelu() {
+        let mut xs: Vec<f32> = (-6144..=6144).map(|i| i as f32 / 512.0).collect();
+        xs.extend([1e-30, -1e-30, 0.0, -0.0, 1e4, -1e4]);
+        let t = Tensor::new(xs.as_slice(), &Device::Cpu).unwrap();
+        let ours = gelu_tanh(&t).unwrap().to_vec1::<f32>().unwrap();
+        for (&x, &a) in xs.iter().zip(&ours) {
+            let x64 = x as f64;
+            let u = (2.0 / std::f64::consts::PI).sqrt() * (x64 + 0.044715 * x64.powi(3));
+            let b = 0.5 * x64 * (1.0 + u.tanh());
+            let err = (a as f64 - b).abs();
+            assert!(
+                err <= 2e-7 * x.abs().max(1.0) as f64,
+                "gelu_tanh({x}) = {a}, not {b}"
+            );
+        }
+        let special = Tensor::new(&[f32::INFINITY, f32::NAN], &Device::Cpu).unwrap();
+        let s = gelu_tanh(&special).unwrap().to_vec1::<f32>().unwrap();
+        assert!(s[1].is_nan());
+        // candle's own (libm tanh) agrees.
+        let theirs = t.gelu().unwrap();
+        assert!(max_diff(&gelu_tanh(&t).unwrap(), &theirs) <= 1e-5);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use super::config::{QwenConfig, TextConfig, VisionConfig};
 use crate::backend::cosmos::checkpoint::weight_files;
 use crate::backend::cosmos::fp8::{self, Quantization};
 use crate::backend::cosmos::linear::Lin;
-use crate::backend::cosmos::ops::{self, silu_mul, CausalSoftmax};
+use crate::backend::cosmos::ops::{self, silu_mul, CausalSoftmax, KvCache};
 use crate::backend::cosmos::pointwise::{self, qkv_heads, RmsNorm};
 
 use crate::backend::cosmos::error::CosmosError;
@@ -279,7 +279,7 @@ struct Attention {
     heads: usize,
     kv_heads: usize,
     head_dim: usize,
-    cache: Option<(Tensor, Tensor)>,
+    cache: KvCache,
 }
 
 impl Attention {
@@ -300,7 +300,7 @@ impl Attention {
             heads: c.num_attention_heads,
             kv_heads: c.num_key_value_heads,
             head_dim: hd,
-            cache: None,
+            cache: KvCache::default(),
         })
     }
 
@@ -321,11 +321,7 @@ impl Attention {
         // rather than on the scores.
         let scale = 1.0 / (hd as f64).sqrt();
         let (q, k, v) = qkv_heads(&self.qkv.forward(x)?, [hs, kvs, kvs], hd, (cos, sin), scale)?;
-        let (k, v) = match &self.cache {
-            Some((pk, pv)) => (Tensor::cat(&[pk, &k], 1)?, Tensor::cat(&[pv, &v], 1)?),
-            None => (k, v),
-        };
-        self.cache = Some((k.clone(), v.clone()));
+        let (k, v) = self.cache.append(&k, &v)?;
         // Grouped-query attention without repeating k and v.
         let o = causal
             .attend(&q.to_dtype(DType::F32)?, &k, &v)?
@@ -593,17 +589,13 @@ impl Qwen25Vl {
     /// Forgets the KV cache (start of a new prompt).
     pub fn clear_cache(&mut self) {
         for l in self.layers.iter_mut() {
-            l.attn.cache = None;
+            l.attn.cache.clear();
         }
     }
 
     /// Tokens in the KV cache.
     pub fn cache_len(&self) -> usize {
-        self.layers
-            .first()
-            .and_then(|l| l.attn.cache.as_ref())
-            .and_then(|(k, _)| k.dim(1).ok())
-            .unwrap_or(0)
+        self.layers.first().map_or(0, |l| l.attn.cache.len())
     }
 }
 

@@ -279,16 +279,12 @@ mod model {
 
         pub fn clear_cache(&mut self) {
             for l in self.layers.iter_mut() {
-                l.attn.cache = None;
+                l.attn.cache.clear();
             }
         }
 
         pub fn cache_len(&self) -> usize {
-            self.layers
-                .first()
-                .and_then(|l| l.attn.cache.as_ref())
-                .and_then(|(k, _)| k.dim(1).ok())
-                .unwrap_or(0)
+            self.layers.first().map_or(0, |l| l.attn.cache.len())
         }
     }
 }

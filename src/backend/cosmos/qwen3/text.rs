@@ -9,7 +9,7 @@ use candle_nn::VarBuilder;
 
 use super::config::TextConfig;
 use crate::backend::cosmos::linear::Lin;
-use crate::backend::cosmos::ops::{silu_mul, CausalSoftmax};
+use crate::backend::cosmos::ops::{silu_mul, CausalSoftmax, KvCache};
 use crate::backend::cosmos::pointwise::{qkv_heads_normed, QkNorm, RmsNorm};
 
 pub struct Attention {
@@ -20,7 +20,7 @@ pub struct Attention {
     heads: usize,
     kv_heads: usize,
     head_dim: usize,
-    pub cache: Option<(Tensor, Tensor)>,
+    pub cache: KvCache,
 }
 
 impl Attention {
@@ -47,7 +47,7 @@ impl Attention {
             heads: c.num_attention_heads,
             kv_heads: c.num_key_value_heads,
             head_dim: hd,
-            cache: None,
+            cache: KvCache::default(),
         })
     }
 
@@ -71,11 +71,7 @@ impl Attention {
             scale,
             Some(&self.norm),
         )?;
-        let (k, v) = match &self.cache {
-            Some((pk, pv)) => (Tensor::cat(&[pk, &k], 1)?, Tensor::cat(&[pv, &v], 1)?),
-            None => (k, v),
-        };
-        self.cache = Some((k.clone(), v.clone()));
+        let (k, v) = self.cache.append(&k, &v)?;
         let o = causal
             .attend(&q.to_dtype(DType::F32)?, &k, &v)?
             .transpose(0, 1)?

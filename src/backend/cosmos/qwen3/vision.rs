@@ -6,15 +6,15 @@
 //! the DeepStack mergers whose outputs feed the first decoder layers.
 
 use candle_core::{DType, Device, Module, Result as CResult, Tensor};
-use candle_nn::{LayerNorm, VarBuilder};
+use candle_nn::VarBuilder;
 
 use super::config::{VisionAct, VisionConfig};
 use crate::backend::cosmos::linear::Lin;
 use crate::backend::cosmos::ops;
-use crate::backend::cosmos::pointwise::{self, qkv_heads};
+use crate::backend::cosmos::pointwise::{self, qkv_heads, LayerNorm};
 
 fn layer_norm(dim: usize, vb: VarBuilder) -> CResult<LayerNorm> {
-    candle_nn::layer_norm(dim, 1e-6, vb)
+    LayerNorm::load(dim, 1e-6, vb)
 }
 
 /// LayerNorm computed in f32 (as torch does for f32 weights; for bf16
@@ -72,7 +72,7 @@ impl Block {
         let h = ln(&self.norm2, &x)?;
         let h = self.fc1.forward(&h)?;
         let h = match self.act {
-            VisionAct::GeluTanh => h.gelu()?,
+            VisionAct::GeluTanh => pointwise::gelu_tanh(&h)?,
             VisionAct::GeluErf => pointwise::gelu_erf(&h)?,
         };
         self.fc2.forward_add(&h, &x)
@@ -278,9 +278,12 @@ impl VisionModel {
 
     pub fn forward(&self, pixel_values: &Tensor, grid: [usize; 3]) -> CResult<VisionOut> {
         let dev = pixel_values.device();
-        let x = self.patch.forward(&pixel_values.to_dtype(self.dtype)?)?;
-        let pos = self.positions(grid, dev)?.to_dtype(x.dtype())?;
-        let mut x = (x + pos)?;
+        // The positions are the patch embedding's residual: added inside
+        // its matmul on the CPU (no separate add).
+        let pos = self.positions(grid, dev)?.to_dtype(self.dtype)?;
+        let mut x = self
+            .patch
+            .forward_add(&pixel_values.to_dtype(self.dtype)?, &pos)?;
         let (cos, sin) = self.rope(grid, dev)?;
         let frame = grid[1] * grid[2];
         let spans: Vec<usize> = (0..=grid[0]).map(|i| i * frame).collect();
