@@ -174,6 +174,17 @@ fn check_case(engine: &mut Engine, fx: &Fixture, case: &str, logits_tol: f32) {
     let toks = greedy(m, last, delta, 24);
     m.clear_cache();
     assert_eq!(toks, ids(&st, &k("greedy")), "{case}: greedy tokens");
+    // The prefill generation runs (last logits only: the last decoder
+    // layer on the last row) gives the last row of the full logits.
+    let (emb, visual) = m.embed_prompt(&got_ids, Some(&vis)).unwrap();
+    let only = flat(&m.forward(&emb, &pos, visual.as_ref(), true).unwrap());
+    m.clear_cache();
+    let scale = got.iter().fold(0f32, |a, x| a.max(x.abs()));
+    let dl = max_abs_diff(&only, &got[(l - 1) * vocab..]);
+    assert!(
+        dl <= 1e-5 * scale,
+        "{case}: last-token prefill differs by {dl}"
+    );
     eprintln!(
         "{case}: {l} prompt tokens, grid {grid:?}: identical ids/positions, max logit diff {d:.2e}"
     );

@@ -313,6 +313,7 @@ impl Attention {
         cos: &Tensor,
         sin: &Tensor,
         causal: &CausalSoftmax,
+        last_only: bool,
     ) -> CResult<Tensor> {
         let l = x.dim(0)?;
         let hd = self.head_dim;
@@ -322,6 +323,18 @@ impl Attention {
         let scale = 1.0 / (hd as f64).sqrt();
         let (q, k, v) = qkv_heads(&self.qkv.forward(x)?, [hs, kvs, kvs], hd, (cos, sin), scale)?;
         let (k, v) = self.cache.append(&k, &v)?;
+        if last_only && l > 1 {
+            // Only the last token's output is used (the last layer of a
+            // prefill that wants the last logits): every token's k and v go
+            // to the cache, but the attention, o_proj (and the MLP after
+            // it) run on the last row alone; it sees every key.
+            let q = q.narrow(1, l - 1, 1)?.to_dtype(DType::F32)?;
+            let o = CausalSoftmax::Plain
+                .attend(&q, &k, &v)?
+                .transpose(0, 1)?
+                .reshape((1, hs * hd))?;
+            return self.o.forward_add(&o, &residual.narrow(0, l - 1, 1)?);
+        }
         // Grouped-query attention without repeating k and v.
         let o = causal
             .attend(&q.to_dtype(DType::F32)?, &k, &v)?
@@ -363,10 +376,11 @@ impl DecoderLayer {
         cos: &Tensor,
         sin: &Tensor,
         causal: &CausalSoftmax,
+        last_only: bool,
     ) -> CResult<Tensor> {
         let x = self
             .attn
-            .forward(&self.norm1.forward(x)?, x, cos, sin, causal)?;
+            .forward(&self.norm1.forward(x)?, x, cos, sin, causal, last_only)?;
         let h = self.norm2.forward(&x)?;
         self.down
             .forward_add(&silu_mul(&self.gate_up.forward(&h)?)?, &x)
@@ -544,7 +558,9 @@ impl Qwen25Vl {
     /// [`Qwen25Vl::forward`], returning the logits of the last token only
     /// (1, vocab): what generation needs. The `lm_head` matmul then covers
     /// one row instead of the whole prompt (for a 7B model and a 2k-token
-    /// prompt, 2.2 TFLOP less).
+    /// prompt, 2.2 TFLOP less), and so do the last decoder layer's
+    /// attention output, `o_proj` and MLP (its k and v still cover every
+    /// token, for the cache).
     pub fn forward_last(
         &mut self,
         embeds: &Tensor,
@@ -571,11 +587,17 @@ impl Qwen25Vl {
         let l = embeds.dim(0).map_err(err)?;
         let causal = CausalSoftmax::new(l, self.cache_len(), &self.device).map_err(err)?;
         let mut x = embeds.clone();
-        for layer in self.layers.iter_mut() {
-            x = layer.forward(&x, &cos, &sin, &causal).map_err(err)?;
+        let n = self.layers.len();
+        for (i, layer) in self.layers.iter_mut().enumerate() {
+            // The last layer computes only the last row when that is all
+            // the logits need.
+            x = layer
+                .forward(&x, &cos, &sin, &causal, last_only && i + 1 == n)
+                .map_err(err)?;
         }
         let x = if last_only {
-            x.narrow(0, l - 1, 1).map_err(err)?
+            let rows = x.dim(0).map_err(err)?;
+            x.narrow(0, rows - 1, 1).map_err(err)?
         } else {
             x
         };

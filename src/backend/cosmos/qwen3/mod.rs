@@ -256,8 +256,16 @@ mod model {
             let l = embeds.dim(0).map_err(err)?;
             let causal = CausalSoftmax::new(l, self.cache_len(), &self.device).map_err(err)?;
             let mut x = embeds.clone();
+            let n = self.layers.len();
+            let deepstack = visual.map_or(0, |v| v.deepstack.len());
             for (i, layer) in self.layers.iter_mut().enumerate() {
-                x = layer.forward(&x, &cos, &sin, &causal).map_err(err)?;
+                // The last layer computes only the last row when that is
+                // all the logits need (and no DeepStack feature is added
+                // after it).
+                let one_row = last_only && i + 1 == n && i >= deepstack;
+                x = layer
+                    .forward(&x, &cos, &sin, &causal, one_row)
+                    .map_err(err)?;
                 if let Some(v) = visual {
                     if let Some(ds) = v.deepstack.get(i) {
                         let ds = ds.to_dtype(x.dtype()).map_err(err)?;
@@ -266,7 +274,8 @@ mod model {
                 }
             }
             let x = if last_only {
-                x.narrow(0, l - 1, 1).map_err(err)?
+                let rows = x.dim(0).map_err(err)?;
+                x.narrow(0, rows - 1, 1).map_err(err)?
             } else {
                 x
             };

@@ -58,6 +58,7 @@ impl Attention {
         cos: &Tensor,
         sin: &Tensor,
         causal: &CausalSoftmax,
+        last_only: bool,
     ) -> CResult<Tensor> {
         let l = x.dim(0)?;
         let hd = self.head_dim;
@@ -72,6 +73,18 @@ impl Attention {
             Some(&self.norm),
         )?;
         let (k, v) = self.cache.append(&k, &v)?;
+        if last_only && l > 1 {
+            // Only the last token's output is used (the last layer of a
+            // prefill that wants the last logits): every token's k and v go
+            // to the cache, but the attention, o_proj (and the MLP after
+            // it) run on the last row alone; it sees every key.
+            let q = q.narrow(1, l - 1, 1)?.to_dtype(DType::F32)?;
+            let o = CausalSoftmax::Plain
+                .attend(&q, &k, &v)?
+                .transpose(0, 1)?
+                .reshape((1, hs * hd))?;
+            return self.o.forward_add(&o, &residual.narrow(0, l - 1, 1)?);
+        }
         let o = causal
             .attend(&q.to_dtype(DType::F32)?, &k, &v)?
             .transpose(0, 1)?
@@ -111,10 +124,11 @@ impl DecoderLayer {
         cos: &Tensor,
         sin: &Tensor,
         causal: &CausalSoftmax,
+        last_only: bool,
     ) -> CResult<Tensor> {
         let x = self
             .attn
-            .forward(&self.norm1.forward(x)?, x, cos, sin, causal)?;
+            .forward(&self.norm1.forward(x)?, x, cos, sin, causal, last_only)?;
         let h = self.norm2.forward(&x)?;
         self.down
             .forward_add(&silu_mul(&self.gate_up.forward(&h)?)?, &x)
