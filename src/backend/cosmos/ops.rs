@@ -832,7 +832,7 @@ impl CausalSoftmax {
     /// attention: the query heads that share a kv head are stacked along the
     /// rows, a free reshape). Gives (heads, l, hd) in v's dtype.
     ///
-    /// CPU prefill in f32: [`CausalAttention`], which never computes the
+    /// CPU prefill in f32: `CausalAttention`, which never computes the
     /// masked half of the scores. Elsewhere: two batched matmuls around
     /// [`CausalSoftmax::apply`].
     pub fn attend(&self, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
@@ -1028,7 +1028,7 @@ impl candle_core::CustomOp3 for CausalAttention {
 /// Attention within spans of rows, every key of its span visible to every
 /// query (the vision tower's windows and frames): `q`, `k`, `v` (heads, n,
 /// hd), `spans` the boundaries `0 = b0 ≤ b1 ≤ … = n`. On the CPU in f32 one
-/// fused kernel, per head in parallel and span by span ([`attend_block`]):
+/// fused kernel, per head in parallel and span by span (`attend_block`):
 /// no per-window copies of q/k/v, no score tensors, no concatenation of the
 /// windows' outputs. `None` elsewhere (the caller batches candle's ops).
 pub fn span_attention(

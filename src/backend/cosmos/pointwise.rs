@@ -414,7 +414,7 @@ avx2_fn! {
 }
 
 /// `x · Φ(x)` with the exact (erf) Gaussian CDF, as torch's `nn.GELU()`.
-/// On the CPU in f32 one parallel pass with [`erf`]; elsewhere candle's
+/// On the CPU in f32 one parallel pass with [`erf_in_place`]; elsewhere candle's
 /// `gelu_erf`.
 pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
     if x.device().is_cpu() && x.dtype() == DType::F32 {
