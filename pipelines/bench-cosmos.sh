@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Usage: pipelines/bench-cosmos.sh
 #
-# The cosmos-reason1 benchmark quoted in README.md and docs/cosmos.md,
+# The in-process models' benchmark (docs/cosmos.md, "Both families"),
 # for both model families of the in-process backend:
 #   qwen2_5  a mid-sized random-weight Qwen2.5-VL (text hidden 512 x 8
 #            layers, vision 256 x 4, patch 14): 8 frames of 224x224 →
