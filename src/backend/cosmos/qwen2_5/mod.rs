@@ -8,6 +8,10 @@ pub mod config;
 #[cfg(feature = "cosmos")]
 mod model;
 pub mod rope_index;
+#[cfg(feature = "cosmos")]
+mod text;
+#[cfg(feature = "cosmos")]
+mod vision;
 
 #[cfg(feature = "cosmos")]
 pub use model::Qwen25Vl;
