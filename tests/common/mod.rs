@@ -109,6 +109,16 @@ impl Video {
     }
 }
 
+/// A test that panics before `stop()` still takes its pipeline to NULL, so
+/// GStreamer's "disposing an element in PLAYING" critical (fatal under
+/// `G_DEBUG=fatal_warnings`) does not kill the process before the panic's
+/// message is printed.
+impl Drop for Run {
+    fn drop(&mut self) {
+        let _ = self.pipeline.set_state(gst::State::Null);
+    }
+}
+
 impl Run {
     /// `props` is a gst-launch property string for vsssummarize. Without
     /// `summarize=` in it the element runs with `summarize=false`: the tests
