@@ -157,6 +157,53 @@ pub fn qwen3_candidates(name: &str) -> Vec<String> {
     out
 }
 
+/// The run dtype when none is asked for: f32 on the CPU, bf16 on CUDA.
+#[cfg(feature = "cosmos")]
+pub fn default_dtype(device: &candle_core::Device) -> candle_core::DType {
+    if device.is_cuda() {
+        candle_core::DType::BF16
+    } else {
+        candle_core::DType::F32
+    }
+}
+
+/// What both families do before building their model: `config.json`'s
+/// text, the weights' quantisation ([`super::fp8::inspect`]) and a
+/// `VarBuilder` over `files` in `dtype` (memory-mapped, or FP8 dequantised
+/// on the host one tensor at a time as it loads).
+#[cfg(feature = "cosmos")]
+pub fn open(
+    dir: &Path,
+    files: &[PathBuf],
+    device: &candle_core::Device,
+    dtype: candle_core::DType,
+) -> Result<
+    (
+        String,
+        super::fp8::Quantization,
+        candle_nn::VarBuilder<'static>,
+    ),
+    CosmosError,
+> {
+    use super::fp8::{self, Quantization};
+    super::alloc::reuse_freed_pages();
+    let cfg_path = dir.join("config.json");
+    let text = std::fs::read_to_string(&cfg_path).map_err(|e| {
+        CosmosError::Checkpoint(format!("cannot read '{}': {e}", cfg_path.display()))
+    })?;
+    let quantization = fp8::inspect(dir, files)?;
+    let vb = match &quantization {
+        // SAFETY: the files are memory-mapped read-only; they must not be
+        // modified while the model is loaded (as for every mmap loader).
+        Quantization::None => {
+            unsafe { candle_nn::VarBuilder::from_mmaped_safetensors(files, dtype, device) }
+                .map_err(|e| CosmosError::Checkpoint(e.to_string()))?
+        }
+        Quantization::Fp8(layout) => fp8::var_builder(files, layout, dtype, device)?,
+    };
+    Ok((text, quantization, vb))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,13 +7,13 @@
 use std::path::Path;
 
 use candle_core::{DType, Device, Module, Result as CResult, Tensor};
-use candle_nn::{Embedding, VarBuilder};
+use candle_nn::Embedding;
 
 use super::config::QwenConfig;
 use super::text::DecoderLayer;
 use super::vision::VisionModel;
-use crate::backend::cosmos::checkpoint::weight_files;
-use crate::backend::cosmos::fp8::{self, Quantization};
+use crate::backend::cosmos::checkpoint::{default_dtype, open, weight_files};
+use crate::backend::cosmos::fp8::Quantization;
 use crate::backend::cosmos::linear::Lin;
 use crate::backend::cosmos::ops::CausalSoftmax;
 use crate::backend::cosmos::pointwise::RmsNorm;
@@ -48,35 +48,15 @@ impl Qwen25Vl {
     /// Loads `config.json` and the safetensors weights of `dir`.
     /// Loads in f32 on the CPU and bf16 on CUDA ([`Qwen25Vl::load_as`]).
     pub fn load(dir: &Path, device: &Device) -> Result<Qwen25Vl, CosmosError> {
-        let dtype = if device.is_cuda() {
-            DType::BF16
-        } else {
-            DType::F32
-        };
-        Self::load_as(dir, device, dtype)
+        Self::load_as(dir, device, default_dtype(device))
     }
 
     /// Loads with the weights in `dtype` (f32, bf16 or f16); RoPE, attention
-    /// scores and the logits stay f32. FP8 checkpoints ([`fp8`]) are
+    /// scores and the logits stay f32. FP8 checkpoints (`fp8.rs`) are
     /// dequantised to `dtype` on the host, one tensor at a time, as they load.
     pub fn load_as(dir: &Path, device: &Device, dtype: DType) -> Result<Qwen25Vl, CosmosError> {
-        crate::backend::cosmos::alloc::reuse_freed_pages();
-        let cfg_path = dir.join("config.json");
-        let text = std::fs::read_to_string(&cfg_path).map_err(|e| {
-            CosmosError::Checkpoint(format!("cannot read '{}': {e}", cfg_path.display()))
-        })?;
+        let (text, quantization, vb) = open(dir, &weight_files(dir)?, device, dtype)?;
         let cfg = QwenConfig::from_json(&text)?;
-        let files = weight_files(dir)?;
-        let quantization = fp8::inspect(dir, &files)?;
-        let vb = match &quantization {
-            // SAFETY: the files are memory-mapped read-only; they must not be
-            // modified while the model is loaded (as for every mmap loader).
-            Quantization::None => {
-                unsafe { VarBuilder::from_mmaped_safetensors(&files, dtype, device) }
-                    .map_err(load_err)?
-            }
-            Quantization::Fp8(layout) => fp8::var_builder(&files, layout, dtype, device)?,
-        };
         // Hub layout (`model.*`, `visual.*`) or transformers 4.52+ (`model.language_model.*`, `model.visual.*`).
         let (tp, vp) = if vb.contains_tensor("model.language_model.embed_tokens.weight") {
             ("model.language_model", "model.visual")

@@ -23,16 +23,17 @@ mod model {
     use std::sync::Arc;
 
     use candle_core::{DType, Device, Module, Result as CResult, Tensor};
-    use candle_nn::{Embedding, VarBuilder};
+    use candle_nn::Embedding;
 
     use super::config::Qwen3Config;
     use super::text::{interleaved_axis, DecoderLayer};
     use super::vision::{VisionModel, VisionOut};
     use crate::backend::cosmos::checkpoint::{
-        cosmos3_weight_files, is_cosmos3_layout, qwen3_candidates, tensor_names, weight_files,
+        cosmos3_weight_files, default_dtype, is_cosmos3_layout, open, qwen3_candidates,
+        tensor_names, weight_files,
     };
     use crate::backend::cosmos::error::CosmosError;
-    use crate::backend::cosmos::fp8::{self, Quantization};
+    use crate::backend::cosmos::fp8::Quantization;
     use crate::backend::cosmos::linear::Lin;
     use crate::backend::cosmos::ops::CausalSoftmax;
     use crate::backend::cosmos::pointwise::RmsNorm;
@@ -70,40 +71,21 @@ mod model {
     impl Qwen3Vl {
         /// f32 on the CPU, bf16 on CUDA.
         pub fn load(dir: &Path, device: &Device) -> Result<Qwen3Vl, CosmosError> {
-            let dtype = if device.is_cuda() {
-                DType::BF16
-            } else {
-                DType::F32
-            };
-            Self::load_as(dir, device, dtype)
+            Self::load_as(dir, device, default_dtype(device))
         }
 
         /// Loads `config.json` and the weights of `dir` (Hugging Face layout
         /// with either key prefix, or Cosmos3's split layout), FP8 ones
         /// dequantised to `dtype` as they load.
         pub fn load_as(dir: &Path, device: &Device, dtype: DType) -> Result<Qwen3Vl, CosmosError> {
-            crate::backend::cosmos::alloc::reuse_freed_pages();
-            let cfg_path = dir.join("config.json");
-            let text = std::fs::read_to_string(&cfg_path).map_err(|e| {
-                CosmosError::Checkpoint(format!("cannot read '{}': {e}", cfg_path.display()))
-            })?;
-            let cfg = Qwen3Config::from_json(&text)?;
             let cosmos3 = is_cosmos3_layout(dir);
             let files = if cosmos3 {
                 cosmos3_weight_files(dir)?
             } else {
                 weight_files(dir)?
             };
-            let quantization = fp8::inspect(dir, &files)?;
-            let vb = match &quantization {
-                // SAFETY: the files are memory-mapped read-only; they must
-                // not be modified while the model is loaded.
-                Quantization::None => {
-                    unsafe { VarBuilder::from_mmaped_safetensors(&files, dtype, device) }
-                        .map_err(load_err)?
-                }
-                Quantization::Fp8(layout) => fp8::var_builder(&files, layout, dtype, device)?,
-            };
+            let (text, quantization, vb) = open(dir, &files, device, dtype)?;
+            let cfg = Qwen3Config::from_json(&text)?;
             let names: Arc<HashSet<String>> = Arc::new(tensor_names(&files)?);
             if !names
                 .iter()
