@@ -9,19 +9,7 @@ use serde_json::Value;
 
 use super::error::CosmosError;
 
-/// A JSON file, `None` when it does not exist.
-pub fn read_json(p: &Path) -> Result<Option<Value>, CosmosError> {
-    match std::fs::read_to_string(p) {
-        Ok(t) => serde_json::from_str(&t).map(Some).map_err(|e| {
-            CosmosError::Checkpoint(format!("'{}' is not valid JSON: {e}", p.display()))
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(CosmosError::Checkpoint(format!(
-            "cannot read '{}': {e}",
-            p.display()
-        ))),
-    }
-}
+pub use super::family::read_json;
 
 /// The `*.safetensors` files of a checkpoint (sharded with an index, or one).
 pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, CosmosError> {

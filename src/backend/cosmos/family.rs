@@ -118,7 +118,8 @@ pub fn fp4_format(format: &str) -> Option<&'static str> {
     }
 }
 
-fn read_json(p: &Path) -> Result<Option<Value>, CosmosError> {
+/// A JSON file, `None` when it does not exist.
+pub fn read_json(p: &Path) -> Result<Option<Value>, CosmosError> {
     match std::fs::read_to_string(p) {
         Ok(t) => serde_json::from_str(&t).map(Some).map_err(|e| {
             CosmosError::Checkpoint(format!("'{}' is not valid JSON: {e}", p.display()))

@@ -18,6 +18,8 @@ pub mod backend;
 #[cfg(feature = "cosmos")]
 pub mod checkpoint;
 #[cfg(feature = "cosmos")]
+pub mod decoder;
+#[cfg(feature = "cosmos")]
 pub mod engine;
 pub mod error;
 pub mod family;

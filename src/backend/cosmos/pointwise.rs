@@ -418,7 +418,10 @@ avx2_fn! {
 /// `gelu_erf`.
 pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
     if x.device().is_cpu() && x.dtype() == DType::F32 {
-        return x.contiguous()?.apply_op1_no_bwd(&GeluErf);
+        return x.contiguous()?.apply_op1_no_bwd(&Elementwise {
+            name: "vss-gelu-erf",
+            chunk: gelu_chunk,
+        });
     }
     x.gelu_erf()
 }
@@ -472,7 +475,10 @@ avx2_fn! {
 /// no cancellation where `tanh u` nears -1; elsewhere candle's `gelu`.
 pub fn gelu_tanh(x: &Tensor) -> Result<Tensor> {
     if x.device().is_cpu() && x.dtype() == DType::F32 {
-        return x.contiguous()?.apply_op1_no_bwd(&GeluTanh);
+        return x.contiguous()?.apply_op1_no_bwd(&Elementwise {
+            name: "vss-gelu-tanh",
+            chunk: gelu_tanh_chunk,
+        });
     }
     x.gelu()
 }
@@ -490,41 +496,27 @@ avx2_fn! {
     }
 }
 
-struct GeluTanh;
-
-impl CustomOp1 for GeluTanh {
-    fn name(&self) -> &'static str {
-        "vss-gelu-tanh"
-    }
-
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let src = contiguous_f32(storage, layout, "gelu tanh")?;
-        let mut dst = uninit(src.len());
-        const CHUNK: usize = 4096;
-        src.par_chunks(CHUNK)
-            .zip(dst.par_chunks_mut(CHUNK))
-            .for_each(|(s, d)| gelu_tanh_chunk(d, s));
-        // SAFETY: every chunk is written by `gelu_tanh_chunk` (`init`).
-        let dst = unsafe { assume_init(dst) };
-        Ok((CpuStorage::F32(dst), layout.shape().clone()))
-    }
+/// An elementwise CPU op in f32: `chunk` writes each 4096-element chunk of
+/// the output from the same chunk of the input, chunks in parallel.
+struct Elementwise {
+    name: &'static str,
+    chunk: fn(&mut [MaybeUninit<f32>], &[f32]),
 }
 
-struct GeluErf;
-
-impl CustomOp1 for GeluErf {
+impl CustomOp1 for Elementwise {
     fn name(&self) -> &'static str {
-        "vss-gelu-erf"
+        self.name
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let src = contiguous_f32(storage, layout, "gelu")?;
+        let src = contiguous_f32(storage, layout, self.name)?;
         let mut dst = uninit(src.len());
         const CHUNK: usize = 4096;
         src.par_chunks(CHUNK)
             .zip(dst.par_chunks_mut(CHUNK))
-            .for_each(|(s, d)| gelu_chunk(d, s));
-        // SAFETY: every chunk is written by `gelu_chunk` (`init`).
+            .for_each(|(s, d)| (self.chunk)(d, s));
+        // SAFETY: every chunk is written by `chunk` (each of them fills its
+        // output with `init`).
         let dst = unsafe { assume_init(dst) };
         Ok((CpuStorage::F32(dst), layout.shape().clone()))
     }

@@ -1,22 +1,20 @@
 // SPDX-License-Identifier: MPL-2.0
 //! Qwen2.5-VL (= Cosmos-Reason1) with candle: loading, the vision tower
-//! ([`super::vision`]) and the Qwen2 decoder ([`super::text`]) with M-RoPE
-//! and a KV cache. Runs on candle's CPU backend in f32 (bf16 on CUDA);
+//! ([`super::vision`]) and the Qwen2 decoder (the shared
+//! [`crate::backend::cosmos::decoder`]: q/k/v biases, no q/k norm) with
+//! M-RoPE in contiguous sections and a KV cache. Runs on candle's CPU backend in f32 (bf16 on CUDA);
 //! sizes come from [`QwenConfig`].
 
 use std::path::Path;
 
-use candle_core::{DType, Device, Module, Result as CResult, Tensor};
-use candle_nn::Embedding;
+use candle_core::{DType, Device, Result as CResult, Tensor};
 
-use super::config::QwenConfig;
-use super::text::DecoderLayer;
+use super::config::{QwenConfig, TextConfig};
 use super::vision::VisionModel;
 use crate::backend::cosmos::checkpoint::{default_dtype, open, weight_files};
+use crate::backend::cosmos::decoder::{mrope, Decoder, LayerSpec};
 use crate::backend::cosmos::fp8::Quantization;
-use crate::backend::cosmos::linear::Lin;
 use crate::backend::cosmos::ops::CausalSoftmax;
-use crate::backend::cosmos::pointwise::RmsNorm;
 
 use crate::backend::cosmos::error::CosmosError;
 
@@ -38,10 +36,22 @@ pub struct Qwen25Vl {
     pub quantization: Quantization,
     device: Device,
     vision: VisionModel,
-    embed: Embedding,
-    layers: Vec<DecoderLayer>,
-    norm: RmsNorm,
-    lm_head: Lin,
+    text: Decoder,
+}
+
+/// Qwen2's decoder layer: q/k/v with biases, `o_proj` without, no q/k norm.
+fn layer_spec(t: &TextConfig) -> LayerSpec {
+    LayerSpec {
+        hidden: t.hidden_size,
+        intermediate: t.intermediate_size,
+        heads: t.num_attention_heads,
+        kv_heads: t.num_key_value_heads,
+        head_dim: t.head_dim,
+        rms_norm_eps: t.rms_norm_eps,
+        qkv_bias: true,
+        o_bias: false,
+        qk_norm: false,
+    }
 }
 
 impl Qwen25Vl {
@@ -65,29 +75,21 @@ impl Qwen25Vl {
         };
         let t = &cfg.text;
         let vision = VisionModel::load(&cfg.vision, vb.pp(vp)).map_err(load_err)?;
-        let tvb = vb.pp(tp);
-        let embed = candle_nn::embedding(t.vocab_size, t.hidden_size, tvb.pp("embed_tokens"))
-            .map_err(load_err)?;
-        let layers = (0..t.num_hidden_layers)
-            .map(|i| DecoderLayer::load(t, tvb.pp(format!("layers.{i}"))))
-            .collect::<CResult<Vec<_>>>()
-            .map_err(load_err)?;
-        let norm =
-            RmsNorm::load(t.hidden_size, t.rms_norm_eps, tvb.pp("norm")).map_err(load_err)?;
-        let lm_head = if t.tie_word_embeddings && !vb.contains_tensor("lm_head.weight") {
-            Lin::shared(embed.embeddings().clone())
-        } else {
-            Lin::load(vb.pp("lm_head"), t.hidden_size, t.vocab_size, false).map_err(load_err)?
-        };
+        let text = Decoder::load(
+            &layer_spec(t),
+            t.num_hidden_layers,
+            t.vocab_size,
+            t.tie_word_embeddings,
+            vb.pp(tp),
+            vb.clone(),
+        )
+        .map_err(load_err)?;
         Ok(Qwen25Vl {
             cfg,
             quantization,
             device: device.clone(),
             vision,
-            embed,
-            layers,
-            norm,
-            lm_head,
+            text,
         })
     }
 
@@ -112,57 +114,19 @@ impl Qwen25Vl {
         ids: &[u32],
         vision: Option<&Tensor>,
     ) -> Result<Tensor, CosmosError> {
-        let idt = Tensor::new(ids, &self.device).map_err(err)?;
-        let mut x = self.embed.forward(&idt).map_err(err)?;
-        if let Some(v) = vision {
-            let at: Vec<u32> = ids
-                .iter()
-                .enumerate()
-                .filter(|(_, t)| **t == self.cfg.video_token_id)
-                .map(|(i, _)| i as u32)
-                .collect();
-            let n = v.dim(0).map_err(err)?;
-            if at.len() != n {
-                return Err(CosmosError::Inference(format!(
-                    "{} video tokens in the prompt for {n} vision embeddings",
-                    at.len()
-                )));
-            }
-            let at = Tensor::from_vec(at, n, &self.device).map_err(err)?;
-            x = x
-                .index_add(&at, &(v - x.index_select(&at, 0)).map_err(err)?, 0)
-                .map_err(err)?;
-        }
+        let (x, _) = self
+            .text
+            .embed_prompt(ids, self.cfg.video_token_id, vision, &self.device)?;
         Ok(x)
     }
 
-    /// M-RoPE cos/sin (L, head_dim / 2) for position ids per axis.
+    /// M-RoPE cos/sin (L, head_dim / 2) for position ids per axis:
+    /// frequency j follows axis t, h or w by the (contiguous) sections.
     fn mrope(&self, pos: &[Vec<i64>; 3]) -> CResult<(Tensor, Tensor)> {
         let t = &self.cfg.text;
-        let hd = t.head_dim;
-        let theta = t.rope_theta as f32;
-        let inv: Vec<f32> = (0..hd)
-            .step_by(2)
-            .map(|i| 1.0 / theta.powf(i as f32 / hd as f32))
-            .collect();
         let [s0, s1, _] = t.mrope_section;
-        let l = pos[0].len();
-        let mut f = Vec::with_capacity(l * hd);
-        // Frequency j follows axis t, h or w by the (contiguous) sections.
-        let axis: Vec<usize> = (0..inv.len())
-            .map(|j| usize::from(j >= s0) + usize::from(j >= s0 + s1))
-            .collect();
-        for ((&pt, &ph), &pw) in pos[0].iter().zip(&pos[1]).zip(&pos[2]) {
-            let p = [pt, ph, pw];
-            let half: Vec<f32> = inv
-                .iter()
-                .zip(&axis)
-                .map(|(w, &a)| p[a] as f32 * w)
-                .collect();
-            f.extend_from_slice(&half);
-        }
-        let f = Tensor::from_vec(f, (l, hd / 2), &self.device)?;
-        Ok((f.cos()?, f.sin()?))
+        let axis = |j: usize| usize::from(j >= s0) + usize::from(j >= s0 + s1);
+        mrope(pos, t.head_dim, t.rope_theta, axis, &self.device)
     }
 
     /// Runs the decoder over new embeddings (appending to the KV cache) and
@@ -210,36 +174,24 @@ impl Qwen25Vl {
         let l = embeds.dim(0).map_err(err)?;
         let causal = CausalSoftmax::new(l, self.cache_len(), &self.device).map_err(err)?;
         let mut x = embeds.clone();
-        let n = self.layers.len();
-        for (i, layer) in self.layers.iter_mut().enumerate() {
+        let n = self.text.layers.len();
+        for (i, layer) in self.text.layers.iter_mut().enumerate() {
             // The last layer computes only the last row when that is all
             // the logits need.
             x = layer
                 .forward(&x, &cos, &sin, &causal, last_only && i + 1 == n)
                 .map_err(err)?;
         }
-        let x = if last_only {
-            let rows = x.dim(0).map_err(err)?;
-            x.narrow(0, rows - 1, 1).map_err(err)?
-        } else {
-            x
-        };
-        let x = self.norm.forward(&x).map_err(err)?;
-        self.lm_head
-            .forward(&x)
-            .and_then(|l| l.to_dtype(DType::F32))
-            .map_err(err)
+        self.text.logits(&x, last_only).map_err(err)
     }
 
     /// Forgets the KV cache (start of a new prompt).
     pub fn clear_cache(&mut self) {
-        for l in self.layers.iter_mut() {
-            l.attn.cache.clear();
-        }
+        self.text.clear_cache();
     }
 
     /// Tokens in the KV cache.
     pub fn cache_len(&self) -> usize {
-        self.layers.first().map_or(0, |l| l.attn.cache.len())
+        self.text.cache_len()
     }
 }

@@ -7,6 +7,7 @@ use candle_core::{DType, Device, Module, Result as CResult, Tensor};
 use candle_nn::VarBuilder;
 
 use super::config::VisionConfig;
+use crate::backend::cosmos::decoder::inv_freq;
 use crate::backend::cosmos::linear::Lin;
 use crate::backend::cosmos::ops::{self, silu_mul};
 use crate::backend::cosmos::pointwise::{self, qkv_heads, RmsNorm};
@@ -182,11 +183,7 @@ impl VisionModel {
     fn rope(&self, grid: [usize; 3], device: &Device) -> CResult<(Tensor, Tensor)> {
         let hd = self.cfg.hidden_size / self.cfg.num_heads;
         let dim = hd / 2;
-        let theta = self.cfg.rope_theta as f32;
-        let inv: Vec<f32> = (0..dim)
-            .step_by(2)
-            .map(|i| 1.0 / theta.powf(i as f32 / dim as f32))
-            .collect();
+        let inv = inv_freq(dim, self.cfg.rope_theta);
         let m = self.cfg.spatial_merge_size;
         let [t, h, w] = grid;
         let mut freqs = Vec::with_capacity(t * h * w * dim);

@@ -22,21 +22,19 @@ mod model {
     use std::path::Path;
     use std::sync::Arc;
 
-    use candle_core::{DType, Device, Module, Result as CResult, Tensor};
-    use candle_nn::Embedding;
+    use candle_core::{DType, Device, Result as CResult, Tensor};
 
     use super::config::Qwen3Config;
-    use super::text::{interleaved_axis, DecoderLayer};
+    use super::text::{interleaved_axis, layer_spec};
     use super::vision::{VisionModel, VisionOut};
     use crate::backend::cosmos::checkpoint::{
         cosmos3_weight_files, default_dtype, is_cosmos3_layout, open, qwen3_candidates,
         tensor_names, weight_files,
     };
+    use crate::backend::cosmos::decoder::{mrope, Decoder};
     use crate::backend::cosmos::error::CosmosError;
     use crate::backend::cosmos::fp8::Quantization;
-    use crate::backend::cosmos::linear::Lin;
     use crate::backend::cosmos::ops::CausalSoftmax;
-    use crate::backend::cosmos::pointwise::RmsNorm;
 
     fn err(e: candle_core::Error) -> CosmosError {
         CosmosError::Inference(e.to_string())
@@ -62,10 +60,7 @@ mod model {
         pub cosmos3: bool,
         device: Device,
         vision: VisionModel,
-        embed: Embedding,
-        layers: Vec<DecoderLayer>,
-        norm: RmsNorm,
-        lm_head: Lin,
+        text: Decoder,
     }
 
     impl Qwen3Vl {
@@ -106,30 +101,22 @@ mod model {
             });
             let t = &cfg.text;
             let vision = VisionModel::load(&cfg.vision, vb.pp("model.visual")).map_err(load_err)?;
-            let tvb = vb.pp("model.language_model");
-            let embed = candle_nn::embedding(t.vocab_size, t.hidden_size, tvb.pp("embed_tokens"))
-                .map_err(load_err)?;
-            let layers = (0..t.num_hidden_layers)
-                .map(|i| DecoderLayer::load(t, tvb.pp(format!("layers.{i}"))))
-                .collect::<CResult<Vec<_>>>()
-                .map_err(load_err)?;
-            let norm =
-                RmsNorm::load(t.hidden_size, t.rms_norm_eps, tvb.pp("norm")).map_err(load_err)?;
-            let lm_head = if t.tie_word_embeddings && !vb.contains_tensor("lm_head.weight") {
-                Lin::shared(embed.embeddings().clone())
-            } else {
-                Lin::load(vb.pp("lm_head"), t.hidden_size, t.vocab_size, false).map_err(load_err)?
-            };
+            let text = Decoder::load(
+                &layer_spec(t),
+                t.num_hidden_layers,
+                t.vocab_size,
+                t.tie_word_embeddings,
+                vb.pp("model.language_model"),
+                vb.clone(),
+            )
+            .map_err(load_err)?;
             Ok(Qwen3Vl {
                 cfg,
                 quantization,
                 cosmos3,
                 device: device.clone(),
                 vision,
-                embed,
-                layers,
-                norm,
-                lm_head,
+                text,
             })
         }
 
@@ -155,58 +142,24 @@ mod model {
             ids: &[u32],
             vision: Option<&VisionOut>,
         ) -> Result<(Tensor, Option<Visual>), CosmosError> {
-            let idt = Tensor::new(ids, &self.device).map_err(err)?;
-            let x = self.embed.forward(&idt).map_err(err)?;
-            let Some(v) = vision else {
-                return Ok((x, None));
-            };
-            let at: Vec<u32> = ids
-                .iter()
-                .enumerate()
-                .filter(|(_, t)| **t == self.cfg.video_token_id)
-                .map(|(i, _)| i as u32)
-                .collect();
-            let n = v.embeds.dim(0).map_err(err)?;
-            if at.len() != n {
-                return Err(CosmosError::Inference(format!(
-                    "{} video tokens in the prompt for {n} vision embeddings",
-                    at.len()
-                )));
-            }
-            let at = Tensor::from_vec(at, n, &self.device).map_err(err)?;
-            let emb = v.embeds.to_dtype(x.dtype()).map_err(err)?;
-            let x = x
-                .index_add(&at, &(emb - x.index_select(&at, 0)).map_err(err)?, 0)
-                .map_err(err)?;
-            Ok((
-                x,
-                Some(Visual {
-                    at,
-                    deepstack: v.deepstack.clone(),
-                }),
-            ))
+            let (x, at) = self.text.embed_prompt(
+                ids,
+                self.cfg.video_token_id,
+                vision.map(|v| &v.embeds),
+                &self.device,
+            )?;
+            let visual = vision.zip(at).map(|(v, at)| Visual {
+                at,
+                deepstack: v.deepstack.clone(),
+            });
+            Ok((x, visual))
         }
 
         /// Interleaved M-RoPE cos/sin (L, head_dim / 2).
         fn mrope(&self, pos: &[Vec<i64>; 3]) -> CResult<(Tensor, Tensor)> {
             let t = &self.cfg.text;
-            let hd = t.head_dim;
-            let theta = t.rope_theta as f32;
-            let inv: Vec<f32> = (0..hd)
-                .step_by(2)
-                .map(|i| 1.0 / theta.powf(i as f32 / hd as f32))
-                .collect();
-            let axis: Vec<usize> = (0..inv.len())
-                .map(|i| interleaved_axis(i, t.mrope_section))
-                .collect();
-            let l = pos[0].len();
-            let mut f = Vec::with_capacity(l * hd / 2);
-            for ((&pt, &ph), &pw) in pos[0].iter().zip(&pos[1]).zip(&pos[2]) {
-                let p = [pt, ph, pw];
-                f.extend(inv.iter().zip(&axis).map(|(w, &a)| p[a] as f32 * w));
-            }
-            let f = Tensor::from_vec(f, (l, hd / 2), &self.device)?;
-            Ok((f.cos()?, f.sin()?))
+            let axis = |i| interleaved_axis(i, t.mrope_section);
+            mrope(pos, t.head_dim, t.rope_theta, axis, &self.device)
         }
 
         /// The decoder over new embeddings (appending to the KV cache):
@@ -238,9 +191,9 @@ mod model {
             let l = embeds.dim(0).map_err(err)?;
             let causal = CausalSoftmax::new(l, self.cache_len(), &self.device).map_err(err)?;
             let mut x = embeds.clone();
-            let n = self.layers.len();
+            let n = self.text.layers.len();
             let deepstack = visual.map_or(0, |v| v.deepstack.len());
-            for (i, layer) in self.layers.iter_mut().enumerate() {
+            for (i, layer) in self.text.layers.iter_mut().enumerate() {
                 // The last layer computes only the last row when that is
                 // all the logits need (and no DeepStack feature is added
                 // after it).
@@ -255,27 +208,15 @@ mod model {
                     }
                 }
             }
-            let x = if last_only {
-                let rows = x.dim(0).map_err(err)?;
-                x.narrow(0, rows - 1, 1).map_err(err)?
-            } else {
-                x
-            };
-            let x = self.norm.forward(&x).map_err(err)?;
-            self.lm_head
-                .forward(&x)
-                .and_then(|l| l.to_dtype(DType::F32))
-                .map_err(err)
+            self.text.logits(&x, last_only).map_err(err)
         }
 
         pub fn clear_cache(&mut self) {
-            for l in self.layers.iter_mut() {
-                l.attn.cache.clear();
-            }
+            self.text.clear_cache();
         }
 
         pub fn cache_len(&self) -> usize {
-            self.layers.first().map_or(0, |l| l.attn.cache.len())
+            self.text.cache_len()
         }
     }
 }

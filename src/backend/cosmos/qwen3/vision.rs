@@ -9,6 +9,7 @@ use candle_core::{DType, Device, Module, Result as CResult, Tensor};
 use candle_nn::VarBuilder;
 
 use super::config::{VisionAct, VisionConfig};
+use crate::backend::cosmos::decoder::inv_freq;
 use crate::backend::cosmos::linear::Lin;
 use crate::backend::cosmos::ops;
 use crate::backend::cosmos::pointwise::{self, qkv_heads, LayerNorm};
@@ -235,11 +236,7 @@ impl VisionModel {
     fn rope(&self, grid: [usize; 3], device: &Device) -> CResult<(Tensor, Tensor)> {
         let hd = self.cfg.hidden_size / self.cfg.num_heads;
         let dim = hd / 2;
-        let theta = self.cfg.rope_theta as f32;
-        let inv: Vec<f32> = (0..dim)
-            .step_by(2)
-            .map(|i| 1.0 / theta.powf(i as f32 / dim as f32))
-            .collect();
+        let inv = inv_freq(dim, self.cfg.rope_theta);
         let m = self.cfg.spatial_merge_size;
         let [t, h, w] = grid;
         let mut frame = Vec::with_capacity(h * w * dim);
