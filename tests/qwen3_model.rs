@@ -198,6 +198,12 @@ fn matches_transformers_on_tiny_checkpoints() {
     for case in CASES {
         check_case(&mut engine, &fx, case, 1e-4);
     }
+    // The vision tower keeps the last grid's positions and RoPE tables:
+    // the same grid again (reused) and an earlier one (recomputed) must
+    // give the same results as the first time.
+    let (last, first) = (CASES[CASES.len() - 1], CASES[0]);
+    check_case(&mut engine, &fx, last, 1e-4);
+    check_case(&mut engine, &fx, first, 1e-4);
 }
 
 /// The chunk at 12 s says `<12.2 seconds>`: real frame times, not indices.

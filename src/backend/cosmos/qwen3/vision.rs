@@ -144,6 +144,19 @@ pub struct VisionModel {
     blocks: Vec<Block>,
     merger: Merger,
     deepstack: Vec<Merger>,
+    /// The grid-dependent inputs of the last forward: every chunk of a
+    /// stream has the same grid, so they are computed once per stream.
+    grid_inputs: std::sync::Mutex<Option<GridInputs>>,
+}
+
+/// What depends on the patch grid alone: the interpolated learned
+/// positions (in the model's dtype) and the 2-D RoPE's cos and sin.
+#[derive(Clone)]
+struct GridInputs {
+    grid: [usize; 3],
+    pos: Tensor,
+    cos: Tensor,
+    sin: Tensor,
 }
 
 /// Vision embeddings of one video: the merged tokens and one DeepStack
@@ -229,6 +242,7 @@ impl VisionModel {
             blocks,
             merger: Merger::load(c, false, vb.pp("merger"))?,
             deepstack,
+            grid_inputs: std::sync::Mutex::new(None),
         })
     }
 
@@ -273,15 +287,36 @@ impl VisionModel {
         Tensor::cat(&vec![frame; t], 0)
     }
 
+    /// The positions and RoPE tables of `grid`, from the last call when
+    /// its grid was the same.
+    fn grid_inputs(&self, grid: [usize; 3], dev: &Device) -> CResult<GridInputs> {
+        let mut last = self
+            .grid_inputs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(g) = last.as_ref().filter(|g| g.grid == grid) {
+            return Ok(g.clone());
+        }
+        let pos = self.positions(grid, dev)?.to_dtype(self.dtype)?;
+        let (cos, sin) = self.rope(grid, dev)?;
+        let g = GridInputs {
+            grid,
+            pos,
+            cos,
+            sin,
+        };
+        *last = Some(g.clone());
+        Ok(g)
+    }
+
     pub fn forward(&self, pixel_values: &Tensor, grid: [usize; 3]) -> CResult<VisionOut> {
         let dev = pixel_values.device();
+        let GridInputs { pos, cos, sin, .. } = self.grid_inputs(grid, dev)?;
         // The positions are the patch embedding's residual: added inside
         // its matmul on the CPU (no separate add).
-        let pos = self.positions(grid, dev)?.to_dtype(self.dtype)?;
         let mut x = self
             .patch
             .forward_add(&pixel_values.to_dtype(self.dtype)?, &pos)?;
-        let (cos, sin) = self.rope(grid, dev)?;
         let frame = grid[1] * grid[2];
         let spans: Vec<usize> = (0..=grid[0]).map(|i| i * frame).collect();
         let mut deepstack = Vec::with_capacity(self.deepstack.len());
