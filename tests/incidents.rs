@@ -350,12 +350,34 @@ fn evidence_stays_in_its_budget_oldest_first() {
     std::fs::write(&old, vec![0u8; 1500]).unwrap();
     let other = dir.join("notes.txt");
     std::fs::write(&other, b"keep").unwrap();
+    // The event checks run on two threads, so snapshots reach the disk out
+    // of the stream's order: the check of chunk 1 is held until the last
+    // chunk's check has come, so its snapshot is written last. Oldest is
+    // by stream time (docs/monitoring.md), so it still goes first.
+    let last_came = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
+    let gate = last_came.clone();
+    server.set_policy(move |req, _| {
+        if req.is_event_check() {
+            let (came, cv) = &*gate;
+            let t = req.first_time();
+            if t >= 11.0 {
+                *came.lock().unwrap() = true;
+                cv.notify_all();
+            } else if (1.0..2.0).contains(&t) {
+                let held = cv
+                    .wait_timeout_while(came.lock().unwrap(), T, |c| !*c)
+                    .unwrap();
+                assert!(*held.0, "the last chunk's check never came");
+            }
+        }
+        Reply::ok()
+    });
     let budget = 4000u64;
     let r = run_video(
         &props(
             &server,
             &format!(
-                "events=e incident-gap=0 evidence-dir={} clip-pre=0 clip-post=0 evidence-max-bytes={budget}",
+                "events=e incident-gap=0 evidence-dir={} clip-pre=0 clip-post=0 evidence-max-bytes={budget} llm-max-concurrency=2",
                 dir.display()
             ),
         ),
@@ -386,6 +408,7 @@ fn evidence_stays_in_its_budget_oldest_first() {
     let first = kept.iter().position(|k| *k).expect("the newest is kept");
     assert!(kept[first..].iter().all(|k| *k), "{kept:?}");
     assert!(first > 0, "some were deleted: {kept:?}");
+    assert!(*last_came.0.lock().unwrap());
     r.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -31,7 +31,10 @@
 //!    the file appears when it is encoded (EOS waits for that, within
 //!    `drain-timeout`). Files are written as `….part` and renamed.
 //! 5. **Budget**: `evidence-max-bytes` bounds this stream's files in the
-//!    directory, the oldest deleted first ([`store`]).
+//!    directory, the oldest deleted first ([`store`]): a snapshot is as old
+//!    as its chunk's end, a clip as its incident's end (stream time; the
+//!    files of earlier runs are older), whatever order the event-check and
+//!    evidence threads write them in.
 //! 6. **Names**: `<stream-id>-<run>-alert-<chunk>.jpg` and
 //!    `<stream-id>-<run>-<incident-id's number>.mp4`, where `run` is the
 //!    READY→PAUSED wall-clock time (`YYYYmmddTHHMMSS`, `-2`, `-3` … for
@@ -94,6 +97,8 @@ pub type LogFn = Arc<dyn Fn(&str) + Send + Sync>;
 struct ClipJob {
     frames: Vec<RingFrame>,
     path: PathBuf,
+    /// Its place in the budget's deletion order: the incident's end.
+    age: store::Age,
 }
 
 /// `stream-id` as a file-name part (rule 6).
@@ -261,6 +266,7 @@ impl Evidence {
             name
         };
         drop(run);
+        self.store.lock().new_run();
         self.ring.lock().clear();
         *self.last_thumb.lock() = None;
     }
@@ -280,7 +286,9 @@ impl Evidence {
         let path = self.path(&format!("alert-{}", alert.chunk_index), "jpg");
         write_file(&path, &jpeg)
             .map_err(|e| format!("snapshot {} not written: {e}", path.display()))?;
-        if !self.store.lock().add(path.clone(), jpeg.len() as u64) {
+        let mut store = self.store.lock();
+        let age = store.age(alert.end);
+        if !store.add(path.clone(), jpeg.len() as u64, age) {
             return Err(format!(
                 "snapshot {} ({} bytes) is larger than evidence-max-bytes",
                 path.display(),
@@ -337,9 +345,11 @@ impl Evidence {
         let path = self.path(&format!("incident-{n}"), "mp4");
         let (start, end) = (first.t, last.t + CLIP_FRAME_INTERVAL);
         *self.busy.0.lock() += 1;
+        let age = self.store.lock().age(r.end);
         match jobs.try_send(ClipJob {
             frames,
             path: path.clone(),
+            age,
         }) {
             Ok(()) => {
                 r.clip = Some(path.to_string_lossy().into_owned());
@@ -391,7 +401,7 @@ fn encode_job(
         let n = std::fs::metadata(&job.path)
             .map_err(|e| e.to_string())?
             .len();
-        if store.lock().add(job.path.clone(), n) {
+        if store.lock().add(job.path.clone(), n, job.age) {
             Ok(())
         } else {
             Err(format!("it is larger ({n} bytes) than evidence-max-bytes"))
